@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` (the full report on the embedded model) and `make test`.
+# Each creates .venv when missing and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+OUT ?= report
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench browser clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[test]'
+	# faccent only ever without its dependencies (its metadata would replace torch-lucent's `lucent`)
+	$(PIP) install -q --no-deps faccent==1.0.3
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium and ChromeDriver for the browser tests of the HTML atlas and the report page.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+demo: install
+	$(VENV)/bin/lucent-inhibit demo --out $(OUT)
+
+test: install browser
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

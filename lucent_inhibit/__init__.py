@@ -1,0 +1,30 @@
+"""lucent-inhibit: see and measure inhibition in vision models, as a plugin for Lucent.
+
+Images are float tensors (B, 3, H, W) in [0, 1]; the library applies each model's input normalisation
+exactly as ``lucent.optvis.render.render_vis(preprocess=True)`` does. Layers are Lucent layer names.
+
+Modules read like the papers' table of contents:
+``models`` (embedded EfficientNet-Lite0, InceptionV1, layer names), ``data`` (bundled images),
+``attribution`` (features, S = grad x activation, P/N, tension), ``completeness``, ``scan`` (MEIs, MIIs,
+MTIs), ``objectives`` / ``param`` / ``transform`` (render-loop building blocks), ``accentuation``
+(feature accentuation, +/- inversions, tense synthesis), ``atlas``, ``combinations`` (cosdot pair
+plots), ``toy`` (superposition), ``plots``, ``cli``.
+"""
+from .models import (
+    block_outputs,
+    efficientnet_lite0,
+    get_layer,
+    inceptionv1,
+    layers,
+    load_model,
+    preactivation_layers,
+    prepare,
+    preprocess_fn,
+)
+from .data import ImageFolder, imagenet_classes, load_image, sample_crops, sample_images
+from .attribution import Attribution, Feature, attribute, measure, signed_totals, tension
+from . import objectives
+
+__version__ = "0.1.0"
+
+# Stage modules add their public names below (one import line per module).

@@ -1,0 +1,223 @@
+"""Images that need no download: scikit-image's natural photos, their random crops, and user folders.
+
+Every image is a float tensor (3, H, W) in [0, 1]. Datasets are sequences: ``len(ds)`` and ``ds[i]``
+give an image tensor; :class:`ImageFolder` also keeps each image's path (``ds.paths[i]``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from functools import lru_cache
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: scikit-image's colour photographs that ship inside its wheel (no download).
+SAMPLE_NAMES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "stereo_motorcycle",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """HxW, HxWx3 or HxWx4 uint8/float/bool array -> float tensor (3, H, W) in [0, 1]."""
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
+    else:
+        a = a.astype(np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    if a.shape[2] == 4:
+        a = a[..., :3]
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).clamp(0, 1)
+
+
+@lru_cache(maxsize=1)
+def _sample_arrays() -> Tuple[Tuple[str, np.ndarray], ...]:
+    import skimage.data
+
+    out = []
+    for name in SAMPLE_NAMES:
+        img = getattr(skimage.data, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle returns (left, right, disparity)
+            img = img[0]
+        out.append((name, np.asarray(img)))
+    return tuple(out)
+
+
+def sample_images() -> Dict[str, torch.Tensor]:
+    """The natural colour photos shipped with scikit-image, name -> (3, H, W) float tensor in [0, 1]."""
+    return {name: to_tensor(a) for name, a in _sample_arrays()}
+
+
+def load_image(path: str, size: int | None = None) -> torch.Tensor:
+    """Read one image file as (3, H, W) in [0, 1] (grayscale/RGBA/CMYK/palette converted to RGB).
+
+    ``size`` resizes the shorter side to ``size`` and centre-crops to ``size`` x ``size``.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        t = to_tensor(np.asarray(im))
+    return resize_center(t, size) if size else t
+
+
+def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side of a (3, H, W) image to ``size`` and centre-crop a square."""
+    _, h, w = image.shape
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return image[:, top : top + size, left : left + size].clamp(0, 1)
+
+
+class SampleCrops(Sequence):
+    """Deterministic random multi-scale square crops of :func:`sample_images`.
+
+    Crop ``i`` is drawn from its own generator seeded by ``(seed, i)``: a random source photo, a random
+    side between ``min_scale`` and 1 of the photo's shorter side, a random position, a random horizontal
+    flip, then resized to ``size`` x ``size``. Items are (3, size, size) float tensors in [0, 1].
+    """
+
+    def __init__(self, n: int = 256, size: int = 224, seed: int = 0, min_scale: float = 0.2):
+        if int(n) < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        if int(size) < 8:
+            raise ValueError(f"size must be at least 8 pixels, got {size}")
+        if not 0 < min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
+        self.n, self.size, self.seed, self.min_scale = int(n), int(size), int(seed), float(min_scale)
+        self.sources = [name for name, _ in _sample_arrays()]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def describe(self, i: int) -> str:
+        """Human-readable identity of crop ``i`` (source photo and crop box)."""
+        name, top, left, side, flip = self._box(i)
+        return f"{name}[{top}:{top + side},{left}:{left + side}]{' flipped' if flip else ''}"
+
+    def _box(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(f"crop index {i} out of range for {self.n} crops")
+        rng = np.random.default_rng([self.seed, i])
+        k = int(rng.integers(len(self.sources)))
+        name, arr = _sample_arrays()[k]
+        h, w = arr.shape[:2]
+        side = int(round(min(h, w) * rng.uniform(self.min_scale, 1.0)))
+        side = max(side, 8)
+        top = int(rng.integers(0, h - side + 1))
+        left = int(rng.integers(0, w - side + 1))
+        flip = bool(rng.integers(2))
+        return name, top, left, side, flip
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        i = int(i)
+        if i < 0:
+            i += self.n
+        name, top, left, side, flip = self._box(i)
+        arr = dict(_sample_arrays())[name][top : top + side, left : left + side]
+        t = to_tensor(arr)
+        t = F.interpolate(t[None], size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)[0]
+        if flip:
+            t = t.flip(-1)
+        return t.clamp(0, 1)
+
+    @property
+    def identity(self) -> str:
+        return f"sample_crops(n={self.n}, size={self.size}, seed={self.seed}, min_scale={self.min_scale})"
+
+
+def sample_crops(n: int = 256, size: int = 224, seed: int = 0, min_scale: float = 0.2) -> SampleCrops:
+    """A dataset of ``n`` deterministic multi-scale crops of the bundled photos, each (3, size, size)."""
+    return SampleCrops(n=n, size=size, seed=seed, min_scale=min_scale)
+
+
+class ImageFolder(Sequence):
+    """All readable images under ``root`` (recursive, sorted), converted to RGB, resized to ``size``.
+
+    Unreadable files are skipped with one warning naming them; a folder with no readable image raises
+    ``ValueError``. ``paths[i]`` is the file of item ``i``.
+    """
+
+    def __init__(self, root: str, size: int = 224):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"image folder {root!r} does not exist or is not a directory")
+        candidates = []
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                if f.lower().endswith(IMAGE_EXTENSIONS):
+                    candidates.append(os.path.join(dirpath, f))
+        candidates.sort()
+        from PIL import Image
+
+        good, bad = [], []
+        for path in candidates:
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+                good.append(path)
+            except Exception:
+                bad.append(path)
+        if bad:
+            warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad)}")
+        if not good:
+            raise ValueError(
+                f"image folder {root!r} contains no readable image "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)} recursively; {len(bad)} unreadable)"
+            )
+        self.root, self.size, self.paths = root, int(size), good
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return load_image(self.paths[i], self.size)
+
+    def describe(self, i: int) -> str:
+        return self.paths[i]
+
+    @property
+    def identity(self) -> str:
+        return f"ImageFolder({os.path.abspath(self.root)!r}, size={self.size}, n={len(self.paths)})"
+
+
+def describe_item(dataset, i: int) -> str:
+    """The identity of item ``i`` (a path for folders, a crop box for sample crops, else the index)."""
+    if hasattr(dataset, "describe"):
+        return dataset.describe(i)
+    return str(i)
+
+
+def dataset_identity(dataset) -> str:
+    """A string naming the dataset, stored in result files so a resume checks it scans the same data."""
+    return getattr(dataset, "identity", f"{type(dataset).__name__}(n={len(dataset)})")
+
+
+def imagenet_classes() -> List[str]:
+    """The 1000 ImageNet class descriptions in the embedded model's output order (from timm's tables)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
