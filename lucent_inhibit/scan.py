@@ -379,14 +379,14 @@ def _load_batch(dataset, idx: Sequence[int], shape: Optional[tuple]) -> torch.Te
     return torch.stack(imgs)
 
 
-def _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar) -> ScanResult:
+def _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar, preprocess) -> ScanResult:
     acts, pos, neg = [], [], []
     pmaps: Dict[str, list] = {l: [] for l in layers}
     nmaps: Dict[str, list] = {l: [] for l in layers}
     for start in range(0, len(idx), batch_size):
         bidx = idx[start : start + batch_size]
         images = _load_batch(dataset, bidx, shape)
-        att = attribute(model, images, feature, layers)
+        att = attribute(model, images, feature, layers, preprocess=preprocess)
         acts.append(att.activation.float().cpu().numpy())
         p_l, n_l = [], []
         for l in layers:
@@ -447,7 +447,7 @@ def _chunk_name(c: int) -> str:
     return f"chunk-{c:06d}.npz"
 
 
-_IDENTITY_KEYS = ("feature", "layers", "dataset", "dataset_size", "shard", "batch_size", "chunk_size", "keep_maps")
+_IDENTITY_KEYS = ("feature", "layers", "dataset", "dataset_size", "shard", "batch_size", "chunk_size", "keep_maps", "preprocess")
 
 
 def _check_manifest(out: str, old: dict, new: dict) -> None:
@@ -521,6 +521,7 @@ def scan(
     score: str = "min",
     completeness_threshold: float = 0.5,
     progress: bool = True,
+    preprocess: bool = True,
 ) -> ScanResult:
     """Stream ``dataset`` through ``model`` and keep per-image attribution statistics.
 
@@ -545,6 +546,8 @@ def scan(
         score: the tension score recorded in ``info`` (selections can use any score later).
         completeness_threshold: warn when Pearson r(activation, E) at a layer is below it.
         progress: show a tqdm bar.
+        preprocess: apply the model's input normalisation (as ``render_vis(preprocess=True)``); False for
+            models that take the [0, 1] images as they are.
 
     Returns:
         :class:`ScanResult`, rows sorted by dataset index.
@@ -579,11 +582,11 @@ def scan(
     if first.dim() != 3 or first.shape[0] != 3:
         raise ValueError(f"dataset item 0 has shape {tuple(first.shape)}; expected an image (3, H, W) in [0, 1]")
     shape = tuple(first.shape)
-    attribute(model, first[None].float(), feature, layers)
+    attribute(model, first[None].float(), feature, layers, preprocess=preprocess)
 
     ident = dataset_identity(dataset)
     info = {"batch_size": batch_size, "chunk_size": chunk_size, "shard": [si, sn], "score": score,
-            "keep_maps": bool(keep_maps), "method": "gradient_x_activation", "image_shape": list(shape)}
+            "keep_maps": bool(keep_maps), "method": "gradient_x_activation", "preprocess": bool(preprocess), "image_shape": list(shape)}
     like = ScanResult(feature, layers, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, len(layers), 2, 2)),
                       np.zeros((0, len(layers), 2, 2)), np.zeros(0, str), dataset=ident, dataset_size=n_items, info=info)
     chunks = [idx_all[s : s + chunk_size] for s in range(0, idx_all.size, chunk_size)]
@@ -591,7 +594,7 @@ def scan(
     manifest = {
         "format": FORMAT, "feature": feature.to_dict(), "layers": layers, "dataset": ident,
         "dataset_size": n_items, "shard": [si, sn], "batch_size": batch_size, "chunk_size": chunk_size,
-        "keep_maps": bool(keep_maps), "image_shape": list(shape), "n_chunks": len(chunks), "chunks": {},
+        "keep_maps": bool(keep_maps), "preprocess": bool(preprocess), "image_shape": list(shape), "n_chunks": len(chunks), "chunks": {},
         "complete": False, "info": info,
     }
     done: Dict[int, ScanResult] = {}
@@ -607,6 +610,9 @@ def scan(
             except (OSError, ValueError) as exc:
                 raise ValueError(f"cannot read the scan manifest {mpath!r} ({exc}); use resume=False to start over")
             _check_manifest(out, old, manifest)
+            for name in os.listdir(out):  # temporary files of a killed write
+                if name.startswith(".tmp-"):
+                    os.remove(os.path.join(out, name))
             for key, entry in old.get("chunks", {}).items():
                 c = int(key)
                 path = os.path.join(out, entry["file"])
@@ -648,7 +654,7 @@ def scan(
             if c in done:
                 parts.append(done[c])
                 continue
-            part = _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar)
+            part = _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar, preprocess)
             part.dataset, part.dataset_size, part.info = ident, n_items, info
             if out is not None:
                 name = _chunk_name(c)

@@ -1,0 +1,423 @@
+"""Dataset scans: statistics, selection, checkpoints (real SIGKILL), shards, bad input, planted tension."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lucent_inhibit.attribution import Feature, attribute, signed_totals
+from lucent_inhibit.scan import ScanResult, merge, scan, shard_indices
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+# ------------------------------------------------------------------------------------------------
+# small models and datasets (module level so a subprocess can import them)
+# ------------------------------------------------------------------------------------------------
+class SmallNet(nn.Module):
+    """conv1-relu1-conv2-relu2-conv3, deterministic weights."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(6, 4, 3, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.eval()
+
+    def forward(self, x):
+        return self.conv3(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+
+
+class CountingDataset:
+    """n random 12x12 images; counts item reads; optional delay per item (to be killed mid-scan)."""
+
+    identity = "counting-dataset(n, seed=3)"
+
+    def __init__(self, n=40, delay=0.0, size=12):
+        g = torch.Generator().manual_seed(3)
+        self.images = torch.rand(n, 3, size, size, generator=g)
+        self.delay, self.reads = delay, 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return self.images[i]
+
+    def describe(self, i):
+        return f"img{i}"
+
+
+FEATURE = Feature("conv3", unit=1)
+LAYERS = ["relu2", "relu1"]
+
+
+def _same(a: ScanResult, b: ScanResult, exact=True):
+    check = np.testing.assert_array_equal if exact else (lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6))
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.items, b.items)
+    check(a.activation, b.activation)
+    check(a.pos, b.pos)
+    check(a.neg, b.neg)
+    assert sorted(a.pos_maps) == sorted(b.pos_maps)
+    for l in a.pos_maps:
+        check(a.pos_maps[l].astype(np.float32), b.pos_maps[l].astype(np.float32))
+        check(a.neg_maps[l].astype(np.float32), b.neg_maps[l].astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------
+def test_stats_match_attribution():
+    net, ds = SmallNet(), CountingDataset(20)
+    r = scan(net, ds, FEATURE, LAYERS, batch_size=6, progress=False)
+    att = attribute(net, ds.images, FEATURE, LAYERS)
+    np.testing.assert_allclose(r.activation, att.activation.numpy(), rtol=1e-5, atol=1e-6)
+    for l in LAYERS:
+        for gran in ("element", "channel"):
+            for norm in ("l1", "l2"):
+                p, n = signed_totals(att.scores[l], gran, norm)
+                np.testing.assert_allclose(r.P(l, gran, norm), p.numpy(), rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(r.N(l, gran, norm), n.numpy(), rtol=1e-5, atol=1e-5)
+        s = att.scores[l]
+        np.testing.assert_allclose(r.total(l), s.flatten(1).sum(1).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(r.abs_l2(l), s.flatten(1).norm(dim=1).numpy(), rtol=1e-4, atol=1e-5)
+        # maps: relu(S) / relu(-S) summed over channels, float16, at the layer's resolution
+        assert r.pos_maps[l].dtype == np.float16 and r.pos_maps[l].shape == (20, 12, 12)
+        np.testing.assert_allclose(r.pos_maps[l], s.clamp(min=0).sum(1).numpy(), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(r.neg_maps[l], (-s).clamp(min=0).sum(1).numpy(), rtol=2e-3, atol=2e-3)
+    # channel granularity cancels within channels: P_channel <= P_element
+    assert np.all(r.P("relu2", "channel") <= r.P("relu2", "element") + 1e-4)
+    assert list(r.items) == [f"img{i}" for i in range(20)]
+    assert r.dataset == CountingDataset.identity and r.dataset_size == 20
+    # bias-bearing ReLU net: E tracks f at the adjacent layer
+    assert r.completeness["relu2"] > 0.95
+
+
+def test_selection_orders_and_unions():
+    net, ds = SmallNet(), CountingDataset(30)
+    r = scan(net, ds, FEATURE, LAYERS, batch_size=8, progress=False)
+    order = np.argsort(-r.activation)
+    np.testing.assert_array_equal(r.meis(5), r.indices[order[:5]])
+    np.testing.assert_array_equal(r.miis(5), r.indices[np.argsort(r.activation)[:5]])
+    t = np.minimum(r.P("relu1"), r.N("relu1"))
+    np.testing.assert_array_equal(r.mtis(4, layer="relu1"), r.indices[np.argsort(-t)[:4]])
+    g = np.sqrt(r.P() * r.N())
+    np.testing.assert_array_equal(r.mtis(4, score="geometric"), r.indices[np.argsort(-g)[:4]])
+    np.testing.assert_array_equal(r.top_abs(3), r.indices[np.argsort(-r.abs_l2())[:3]])
+    sel = r.select(top_activation=3, bottom_activation=3, top_tension=4, top_abs=2)
+    expected = set(r.meis(3)) | set(r.miis(3)) | set(r.mtis(4)) | set(r.top_abs(2))
+    assert set(sel.tolist()) == expected and np.all(np.diff(sel) > 0)
+    with pytest.raises(ValueError, match="at least one criterion"):
+        r.select()
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        r.meis(0)
+    with pytest.raises(KeyError, match="was not scanned"):
+        r.mtis(3, layer="conv2")
+
+
+def test_save_load_roundtrip(tmp_path):
+    net, ds = SmallNet(), CountingDataset(17)
+    r = scan(net, ds, FEATURE, LAYERS, batch_size=5, progress=False)
+    path = str(tmp_path / "scan.npz")
+    r.save(path)
+    back = ScanResult.load(path)
+    _same(r, back)
+    assert back.feature == FEATURE and back.layers == LAYERS and back.completeness == pytest.approx(r.completeness)
+    with np.load(path, allow_pickle=False) as z:  # no pickled objects anywhere
+        assert z["meta"].dtype == np.uint8
+    px, nx = back.maps(int(back.indices[3]), "relu1")
+    assert px.shape == (12, 12) and px.dtype == np.float32
+
+
+def test_keep_maps_false_stores_no_maps():
+    r = scan(SmallNet(), CountingDataset(6), FEATURE, LAYERS, batch_size=4, keep_maps=False, progress=False)
+    assert r.pos_maps == {} and r.neg_maps == {}
+    with pytest.raises(KeyError, match="keep_maps"):
+        r.maps(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# planted tension
+# ------------------------------------------------------------------------------------------------
+class RedMinusGreen(nn.Module):
+    """feature = mean relu(red detector) - mean relu(green detector)."""
+
+    def __init__(self):
+        super().__init__()
+        self.detect = nn.Conv2d(3, 2, 1, bias=False)
+        self.relu = nn.ReLU()
+        self.out = nn.Conv2d(2, 1, 1, bias=False)
+        with torch.no_grad():
+            self.detect.weight.copy_(torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]]).view(2, 3, 1, 1))
+            self.out.weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
+        self.eval()
+
+    def forward(self, x):
+        return self.out(self.relu(self.detect(x)))
+
+
+def _planted_images(per_kind=6, size=16, seed=0):
+    """Red patch on the left, green patch on the right, both, or neither (a grey patch), on blue clutter."""
+    rng = np.random.default_rng(seed)
+    images, kinds = [], []
+    for kind in ("red", "green", "both", "neither"):
+        for _ in range(per_kind):
+            img = torch.zeros(3, size, size)
+            img[2] = torch.from_numpy(rng.uniform(0, 0.3, (size, size))).float()
+            side = int(rng.integers(4, 7))
+            y1, y2 = (int(v) for v in rng.integers(0, size - side, 2))
+            if kind in ("red", "both"):
+                img[0, y1 : y1 + side, 1 : 1 + side] = 1.0
+            if kind in ("green", "both"):
+                img[1, y2 : y2 + side, size - 1 - side : size - 1] = 1.0
+            if kind == "neither":
+                img[:2, y1 : y1 + side, 1 : 1 + side] = 0.5
+            images.append(img)
+            kinds.append(kind)
+    return images, np.array(kinds)
+
+
+def test_planted_tension_ranks_two_colour_images_as_mtis():
+    images, kinds = _planted_images()
+    r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", batch_size=7, progress=False,
+             preprocess=False)
+    both = set(np.nonzero(kinds == "both")[0].tolist())
+    mtis = r.mtis(len(both))
+    assert set(mtis.tolist()) == both
+    assert set(kinds[r.meis(6)]) == {"red"} and set(kinds[r.miis(6)]) == {"green"}
+    top = float(r.activation[np.isin(r.indices, r.meis(6))].mean())
+    mti_act = r.activation[np.isin(r.indices, mtis)]
+    assert top > 0.05 and np.all(np.abs(mti_act) < 0.25 * top)  # tense images: activation near zero
+    # their P and N are both large: each above the median of all images
+    assert np.all(r.P()[np.isin(r.indices, mtis)] > np.median(r.P()))
+    assert np.all(r.N()[np.isin(r.indices, mtis)] > np.median(r.N()))
+    # no biases, piecewise linear: E = f exactly
+    np.testing.assert_allclose(r.total("relu"), r.activation, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints, resume, shards
+# ------------------------------------------------------------------------------------------------
+def test_out_folder_loads_and_resume_skips_done_chunks(tmp_path):
+    net, out = SmallNet(), str(tmp_path / "scan")
+    ref = scan(net, CountingDataset(40), FEATURE, LAYERS, batch_size=4, progress=False)
+    ds = CountingDataset(40)
+    r = scan(net, ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    _same(ref, r)
+    man = json.load(open(os.path.join(out, "manifest.json")))
+    assert man["complete"] and man["n_chunks"] == 5 and len(man["chunks"]) == 5
+    _same(ref, ScanResult.load(out))
+    ds2 = CountingDataset(40)
+    again = scan(net, ds2, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    assert ds2.reads == 1  # only the validation image: every chunk reused
+    _same(ref, again)
+
+
+_KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {here!r})
+from test_scan import SmallNet, CountingDataset, FEATURE, LAYERS
+from lucent_inhibit.scan import scan
+scan(SmallNet(), CountingDataset(48, delay=0.04), FEATURE, LAYERS, batch_size=4, chunk_size=8, out={out!r},
+     progress=False)
+"""
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    out = str(tmp_path / "killed")
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT.format(here=HERE, out=out))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    mpath = os.path.join(out, "manifest.json")
+    deadline = time.time() + 120
+    n_done = 0
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"scan subprocess ended before it was killed: {proc.stderr.read().decode()[-2000:]}")
+            if os.path.exists(mpath):
+                try:
+                    n_done = len(json.load(open(mpath))["chunks"])
+                except ValueError:
+                    n_done = 0
+                if n_done >= 2:
+                    break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    man = json.load(open(mpath))
+    assert not man["complete"] and 2 <= len(man["chunks"]) < 6
+    with pytest.raises(ValueError, match="incomplete"):
+        ScanResult.load(out)
+
+    torch.set_num_threads(1)
+    ds = CountingDataset(48)
+    resumed = scan(SmallNet(), ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    assert ds.reads <= 1 + 48 - 8 * len(man["chunks"])  # the finished chunks were not recomputed
+    ref = scan(SmallNet(), CountingDataset(48), FEATURE, LAYERS, batch_size=4, progress=False)
+    _same(ref, resumed)
+    _same(ref, ScanResult.load(out))
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]  # no temporary file left behind
+
+
+def test_corrupt_chunk_is_recomputed_with_warning(tmp_path):
+    net, out = SmallNet(), str(tmp_path / "scan")
+    ref = scan(net, CountingDataset(24), FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    chunk = os.path.join(out, "chunk-000001.npz")
+    data = open(chunk, "rb").read()
+    open(chunk, "wb").write(data[: len(data) // 2])  # a partial write
+    ds = CountingDataset(24)
+    with pytest.warns(UserWarning, match="chunk 1 .*not reusable.*SHA-256"):
+        again = scan(net, ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    assert ds.reads == 1 + 8  # validation image + exactly the corrupt chunk
+    _same(ref, again)
+    _same(ref, ScanResult.load(out))  # repaired on disk
+
+
+def test_refuses_to_mix_different_scans(tmp_path):
+    net, out = SmallNet(), str(tmp_path / "scan")
+    scan(net, CountingDataset(8), FEATURE, LAYERS, batch_size=4, out=out, progress=False)
+    with pytest.raises(ValueError, match="different feature"):
+        scan(net, CountingDataset(8), Feature("conv3", unit=2), LAYERS, batch_size=4, out=out, progress=False)
+    with pytest.raises(ValueError, match="different layers"):
+        scan(net, CountingDataset(8), FEATURE, ["relu2"], batch_size=4, out=out, progress=False)
+    with pytest.raises(ValueError, match="different dataset_size"):
+        scan(net, CountingDataset(12), FEATURE, LAYERS, batch_size=4, out=out, progress=False)
+    # resume=False starts over explicitly
+    r = scan(net, CountingDataset(8), Feature("conv3", unit=2), LAYERS, batch_size=4, out=out, resume=False,
+             progress=False)
+    assert ScanResult.load(out).feature == Feature("conv3", unit=2) and len(r) == 8
+
+
+def test_shards_merge_to_full_scan(tmp_path):
+    net, ds = SmallNet(), CountingDataset(23)
+    full = scan(net, ds, FEATURE, LAYERS, batch_size=4, progress=False)
+    parts = []
+    for i in range(3):
+        out = str(tmp_path / f"shard{i}")
+        r = scan(net, ds, FEATURE, LAYERS, batch_size=4, shard=(i, 3), out=out, progress=False)
+        np.testing.assert_array_equal(r.indices, shard_indices(23, (i, 3)))
+        parts.append(out if i != 1 else r)  # paths and objects both accepted
+    merged = merge(parts[::-1])
+    _same(full, merged, exact=False)
+    assert merged.completeness["relu2"] == pytest.approx(full.completeness["relu2"], abs=1e-6)
+    with pytest.raises(ValueError, match="missing dataset indices"):
+        merge(parts[:2])
+    assert len(merge(parts[:2], require_complete=False)) == len(shard_indices(23, (0, 3))) + len(shard_indices(23, (1, 3)))
+    with pytest.raises(ValueError, match="overlap"):
+        merge([parts[0], parts[0]], require_complete=False)
+    other = scan(net, ds, Feature("conv3", unit=0), LAYERS, batch_size=4, shard=(1, 3), progress=False)
+    with pytest.raises(ValueError, match="different feature"):
+        merge([parts[0], other, parts[2]])
+    with pytest.raises(ValueError, match="shard"):
+        scan(net, ds, FEATURE, LAYERS, shard=(3, 3), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# completeness warning
+# ------------------------------------------------------------------------------------------------
+class TwoBranch(nn.Module):
+    """feature = a(x) + b(x); attributing at branch a's relu misses b, so E does not track f."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.a = nn.Conv2d(3, 2, 3, padding=1)
+        self.a_relu = nn.ReLU()
+        self.a_out = nn.Conv2d(2, 1, 1)
+        self.b = nn.Conv2d(3, 1, 3, padding=1)
+        self.sum = nn.Identity()
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+            self.a_out.weight.mul_(0.05)
+            self.b.weight.mul_(20.0)
+        self.eval()
+
+    def forward(self, x):
+        return self.sum(self.a_out(self.a_relu(self.a(x))) + self.b(x))
+
+
+def test_low_completeness_warns_and_is_stored():
+    ds = CountingDataset(30)
+    with pytest.warns(UserWarning, match="a_relu"):
+        r = scan(TwoBranch(), ds, Feature("sum", unit=0), "a_relu", batch_size=10, progress=False)
+    expected = np.corrcoef(r.activation, r.total("a_relu"))[0, 1]
+    assert r.completeness["a_relu"] == pytest.approx(expected) and expected < 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # complete pair: no warning
+        ok = scan(SmallNet(), CountingDataset(30), FEATURE, "relu2", batch_size=10, progress=False)
+    assert ok.completeness["relu2"] > 0.95
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input
+# ------------------------------------------------------------------------------------------------
+def test_bad_input(tmp_path):
+    net, ds = SmallNet(), CountingDataset(8)
+    out = str(tmp_path / "never")
+    with pytest.raises(ValueError, match="'conv3'.*before the feature layer"):
+        scan(net, ds, Feature("relu1", unit=0), ["conv3"], out=out, progress=False)
+    with pytest.raises(ValueError, match="unit 9 out of range.*4 channels"):
+        scan(net, ds, Feature("conv3", unit=9), LAYERS, out=out, progress=False)
+    with pytest.raises(ValueError, match=r"position \(30, 2\) is outside.*12x12"):
+        scan(net, ds, Feature("conv3", unit=0, position=(30, 2)), LAYERS, out=out, progress=False)
+    with pytest.raises(ValueError, match="Unknown layer 'relu9'"):
+        scan(net, ds, FEATURE, ["relu9"], out=out, progress=False)
+    assert not os.path.exists(out)  # validated before anything was written
+    mixed = [torch.rand(3, 12, 12)] * 5 + [torch.rand(3, 14, 12)] + [torch.rand(3, 12, 12)] * 2
+    with pytest.raises(ValueError, match=r"item 5 has shape \(3, 14, 12\).*\(3, 12, 12\)"):
+        scan(net, mixed, FEATURE, LAYERS, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="expected an image"):
+        scan(net, [torch.rand(12, 12)] * 3, FEATURE, LAYERS, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        scan(net, ds, FEATURE, LAYERS, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        scan(net, [], FEATURE, LAYERS, progress=False)
+    with pytest.raises(ValueError, match="tension score"):
+        scan(net, ds, FEATURE, LAYERS, score="max", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# real model
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_model_mtis_have_near_zero_activation(lite0):
+    from lucent_inhibit.data import sample_crops
+
+    torch.set_num_threads(2)
+    ds = sample_crops(48, size=128, seed=0)
+    feature = Feature("blocks_4_0_bn3_drop", unit=5)
+    r = scan(lite0, ds, feature, ["blocks_4_0_bn2_act"], batch_size=16, progress=False)
+    assert r.completeness["blocks_4_0_bn2_act"] > 0.95  # adjacent layer inside the block: E tracks f
+    mei_act = float(np.mean(r.activation[np.isin(r.indices, r.meis(5))]))
+    mti = np.isin(r.indices, r.mtis(5))
+    assert mei_act > 0
+    assert abs(float(np.mean(r.activation[mti]))) < 0.5 * mei_act  # excitation and inhibition cancel
+    # both P and N of the MTIs are high relative to the dataset
+    assert np.median(r.P()[mti]) > np.median(r.P()) and np.median(r.N()[mti]) > np.median(r.N())
+    assert r.items[0].startswith(ds.describe(0).split("[")[0])
