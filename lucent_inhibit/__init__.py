@@ -28,3 +28,4 @@ from . import objectives
 __version__ = "0.1.0"
 
 # Stage modules add their public names below (one import line per module).
+from .scan import ScanResult, merge as merge_scans, scan

@@ -74,6 +74,134 @@ def _check_layer(model, layer: str) -> None:
 STAGES: List[str] = []
 
 
+# -- scan (issue 3): MEIs, MIIs and maximally tense images of a dataset ---------------------------
+def _add_scan(sub) -> None:
+    p = sub.add_parser(
+        "scan",
+        help="scan a dataset for MEIs, MIIs and maximally tense images (MTIs) of one feature",
+        description="Stream images through the model, keep per-image activation and excitatory/inhibitory "
+        "attribution totals (P, N) at the attribution layers, write the scan (resumable checkpoint folder "
+        "and scan.npz) and figures (P-vs-N scatter, MEI/MII/MTI grids, signed overlays) to --out.",
+    )
+    _add_model_options(p)
+    _add_data_options(p)
+    p.add_argument("--layer", default=None, help="feature layer (default: blocks_4_0_bn3_drop, a pre-activation)")
+    p.add_argument("--unit", type=int, default=5, help="channel of the feature (default 5)")
+    p.add_argument(
+        "--position", default="center", help="feature position: 'center', 'mean' or 'y,x' (default center)"
+    )
+    p.add_argument(
+        "--attr-layers",
+        nargs="+",
+        default=None,
+        help="attribution layer(s) before the feature; pick them close to it (default for the default "
+        "feature: blocks_4_0_bn2_act, inside the same block, where E = P - N tracks the feature)",
+    )
+    p.add_argument("--out", required=True, help="output folder (scan checkpoints, scan.npz, figures)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward/backward pass (default 16)")
+    p.add_argument("--chunk-size", type=int, default=None, help="images per checkpoint file (default ~256)")
+    p.add_argument(
+        "--shard", default=None, help="'i/n': scan only the i-th of n parts into OUT/shard-i-of-n (no figures)"
+    )
+    p.add_argument(
+        "--merge", nargs="+", default=None, metavar="DIR",
+        help="merge these finished shard folders into OUT/scan.npz and draw the figures instead of scanning",
+    )
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming OUT's checkpoints")
+    p.add_argument("--no-maps", action="store_true", help="do not keep the spatial attribution maps")
+    p.add_argument("--top-k", type=int, default=10, help="images per MEI/MII/MTI grid (default 10)")
+    p.add_argument(
+        "--score", default="min", choices=["min", "geometric", "harmonic", "product"],
+        help="tension score ranking MTIs (default min(P, N))",
+    )
+    p.add_argument("--no-figures", action="store_true", help="write the scan only")
+
+
+def _run_scan(args) -> None:
+    import numpy as np
+
+    from .attribution import Feature
+    from .models import DEFAULT_LAYER
+    from .plots import save_scan_figures
+    from .scan import ScanResult, merge, scan
+
+    layer = args.layer or DEFAULT_LAYER
+    if args.attr_layers:
+        attr = args.attr_layers
+    elif layer == DEFAULT_LAYER:
+        attr = ["blocks_4_0_bn2_act"]
+    else:
+        raise UsageError(f"--attr-layers is required for feature layer {layer!r} (name layers before it, close to it)")
+    if args.position in ("center", "mean"):
+        position = args.position
+    else:
+        try:
+            y, x = (int(v) for v in args.position.split(","))
+            position = (y, x)
+        except ValueError:
+            raise UsageError(f"--position must be 'center', 'mean' or 'y,x', got {args.position!r}")
+    try:
+        feature = Feature(layer, unit=args.unit, position=position)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    model = _load_model(args)
+    for l in [layer] + list(attr):
+        _check_layer(model, l)
+    data = _load_data(args)
+    os.makedirs(args.out, exist_ok=True)
+    try:
+        if args.merge:
+            result = merge(args.merge)
+            if result.feature != feature or result.layers != list(attr):
+                raise UsageError(
+                    f"the shards scan {result.feature.name} at {result.layers}, not {feature.name} at {list(attr)}; "
+                    "pass the same --layer/--unit/--position/--attr-layers as the shard runs"
+                )
+        else:
+            shard_dir = "scan"
+            if args.shard:
+                try:
+                    i, n = (int(v) for v in args.shard.split("/"))
+                except ValueError:
+                    raise UsageError(f"--shard must be 'i/n' with 0 <= i < n, got {args.shard!r}")
+                shard_dir = f"shard-{i}-of-{n}"
+            result = scan(
+                model, data, feature, attr, batch_size=args.batch_size, out=os.path.join(args.out, shard_dir),
+                resume=not args.no_resume, shard=args.shard, keep_maps=not args.no_maps, chunk_size=args.chunk_size,
+                score=args.score,
+            )
+            if args.shard:
+                print(f"shard {args.shard}: {len(result)} images -> {os.path.join(args.out, shard_dir)}")
+                return
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    path = os.path.join(args.out, "scan.npz")
+    result.save(path)
+    k = min(args.top_k, len(result))
+    act = result.activation
+    rows = lambda idx: np.isin(result.indices, idx)  # noqa: E731
+    print(f"scan of {feature.name}: {len(result)} images -> {path}")
+    for l, r in result.completeness.items():
+        print(f"  completeness r(f, E) at {l}: {r:.3f}")
+    print(f"  MEIs {result.meis(k).tolist()} mean activation {act[rows(result.meis(k))].mean():.3g}")
+    print(f"  MIIs {result.miis(k).tolist()} mean activation {act[rows(result.miis(k))].mean():.3g}")
+    mt = result.mtis(k, args.score)
+    print(f"  MTIs {mt.tolist()} mean activation {act[rows(mt)].mean():.3g} (score {args.score})")
+    if not args.no_figures:
+        if getattr(data, "identity", None) != result.dataset:
+            raise UsageError(
+                f"the images given ({getattr(data, 'identity', '?')}) are not the scanned dataset ({result.dataset}); "
+                "pass the same --images/--n-images/--size/--seed to draw figures"
+            )
+        files = save_scan_figures(result, data, args.out, k=k, score=args.score)
+        print("  figures: " + ", ".join(sorted(os.path.basename(p) for p in files.values())))
+
+
+STAGES.append("scan")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lucent-inhibit",

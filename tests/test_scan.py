@@ -421,3 +421,38 @@ def test_real_model_mtis_have_near_zero_activation(lite0):
     # both P and N of the MTIs are high relative to the dataset
     assert np.median(r.P()[mti]) > np.median(r.P()) and np.median(r.N()[mti]) > np.median(r.N())
     assert r.items[0].startswith(ds.describe(0).split("[")[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+def test_cli_scan_shards_merge_and_figures(tmp_path, capsys):
+    from lucent_inhibit.cli import main
+
+    base = ["--model", "test_scan:SmallNet", "--layer", "conv3", "--unit", "1", "--attr-layers", "relu2", "relu1",
+            "--n-images", "12", "--size", "16", "--batch-size", "4", "--top-k", "3"]
+    out = str(tmp_path / "cli")
+    assert main(["scan", *base, "--out", out]) == 0
+    text = capsys.readouterr().out
+    r = ScanResult.load(os.path.join(out, "scan.npz"))
+    assert len(r) == 12 and r.feature == FEATURE and r.layers == LAYERS
+    assert f"MTIs {r.mtis(3).tolist()}" in text and "completeness r(f, E) at relu2" in text
+    for name in ("scatter", "meis", "miis", "mtis", "overlay_mti0"):
+        assert os.path.exists(os.path.join(out, f"{name}.png"))
+    _same(r, ScanResult.load(os.path.join(out, "scan")))
+    # shards, then merge
+    for i in range(2):
+        assert main(["scan", *base, "--out", out + "2", "--shard", f"{i}/2"]) == 0
+    shards = [os.path.join(out + "2", f"shard-{i}-of-2") for i in range(2)]
+    assert main(["scan", *base, "--out", out + "2", "--merge", *shards, "--no-figures"]) == 0
+    _same(r, ScanResult.load(os.path.join(out + "2", "scan.npz")), exact=False)
+    capsys.readouterr()
+    # bad input: one clear line, status 2
+    assert main(["scan", *base[:7], "relu9", *base[9:], "--out", out]) == 2
+    assert "Unknown layer 'relu9'" in capsys.readouterr().err
+    assert main(["scan", *base[:5], "7", *base[6:], "--out", out]) == 2
+    assert "unit 7 out of range" in capsys.readouterr().err
+    assert main(["scan", *base, "--unit", "2", "--out", out]) == 2  # existing out holds unit 1
+    assert "different feature" in capsys.readouterr().err
+    assert main(["scan", *base, "--out", out, "--shard", "2/2"]) == 2
+    assert "shard" in capsys.readouterr().err
