@@ -187,6 +187,20 @@ def check_images(images, preprocess: bool = True) -> torch.Tensor:
     return images
 
 
+def check_vectors(inputs) -> torch.Tensor:
+    """Validate a batch of input vectors (B, D) for non-image models (e.g. :mod:`lucent_inhibit.toy`).
+
+    Used by :func:`attribute` and :func:`measure` for 2-D inputs when ``preprocess=False``.
+    """
+    if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(f"inputs must be a non-empty batch of vectors (B, D), got shape {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or infinite values")
+    return inputs
+
+
 def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -315,7 +329,10 @@ class Attribution:
 
 
 def _prepare_inputs(model, images, preprocess):
-    images = check_images(images, preprocess)
+    if not preprocess and torch.is_tensor(images) and images.dim() == 2:
+        images = check_vectors(images)  # (B, D) vectors of a non-image model, e.g. the toy models
+    else:
+        images = check_images(images, preprocess)
     images = images.to(model_device(model))
     x = preprocess_fn(model)(images) if preprocess else images
     return x
@@ -342,7 +359,8 @@ def attribute(
 
     Args:
         model: a prepared model (:func:`lucent_inhibit.prepare`), in eval mode.
-        images: (B, 3, H, W) float in [0, 1] (or one (3, H, W) image).
+        images: (B, 3, H, W) float in [0, 1] (or one (3, H, W) image); with ``preprocess=False`` also a
+            batch of vectors (B, D) for non-image models such as :mod:`lucent_inhibit.toy`.
         feature: the :class:`Feature` to explain.
         layers: one Lucent layer name or several; ``"input"`` is the normalised model input.
         method: ``"gradient_x_activation"`` (one forward, one backward for all layers: the paper's
@@ -411,7 +429,7 @@ def _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
                 if l == "input":
                     acts = capture(model, scaled, [], stop_at=feature.layer)
                 else:
-                    acts = capture(model, x.repeat(k, 1, 1, 1), [l], stop_at=feature.layer, replace={l: lambda o, s=scaled: s})
+                    acts = capture(model, x.repeat(k, *([1] * (x.dim() - 1))), [l], stop_at=feature.layer, replace={l: lambda o, s=scaled: s})
                 f = feature(acts[feature.layer])
                 (g,) = torch.autograd.grad(f.sum(), scaled, allow_unused=True)
             if g is None:
