@@ -530,20 +530,15 @@ def inversions(
     return res
 
 
-def _overlay(ax, image, pos, neg, title=None):
-    """Grey image with relu(S) in red and relu(-S) in blue (both scaled by their common maximum)."""
+def _overlay(ax, image, amap, scale, colour, title=None):
+    """Grey image with one non-negative map (h, w) blended in ``colour``, intensity ``amap / scale``."""
     import torch.nn.functional as F
 
     h, w = image.shape[1:]
-    grey = image.mean(0).numpy()
-    up = F.interpolate(torch.stack([pos, neg])[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
-    m = float(up.max()) or 1.0
-    up = (up / m).clamp(0, 1).numpy()
-    rgb = np.stack([grey] * 3, -1) * 0.5 + 0.25
-    rgb[..., 0] += 0.75 * up[0]
-    rgb[..., 1] -= 0.25 * (up[0] + up[1])
-    rgb[..., 2] += 0.75 * up[1]
-    ax.imshow(np.clip(rgb, 0, 1))
+    grey = image.mean(0, keepdim=True).permute(1, 2, 0).numpy() * 0.6 + 0.2
+    up = F.interpolate(amap[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    a = (up / scale).clamp(0, 1).numpy()[..., None] * 0.8
+    ax.imshow(np.clip(grey * (1 - a) + np.asarray(colour) * a, 0, 1))
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -551,15 +546,17 @@ def _overlay(ax, image, pos, neg, title=None):
 
 
 def plot_inversions(result: InversionResult, path: str) -> str:
-    """Figure: original | excitatory | inhibitory (top), each with its signed attribution overlay
-    (bottom: red = excitatory ``relu(S)``, blue = inhibitory ``relu(-S)``). Writes a PNG; returns ``path``."""
+    """Figure: columns original | excitatory | inhibitory; rows: the images, their excitation
+    ``relu(S)`` overlay (red) and inhibition ``relu(-S)`` overlay (blue), all maps on one scale so
+    intensities compare across columns. Writes a PNG; returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
-    kind = "accentuation" if result.seeded else "inversion"
+    fig, axes = plt.subplots(3, 3, figsize=(8.4, 9.0))
+    kind = "accentuation (image-seeded)" if result.seeded else "inversion (noise-seeded)"
+    scale = float(result.maps.max()) or 1.0
     for i, r in enumerate(ROWS):
         ax = axes[0, i]
         ax.imshow(result.images[i].permute(1, 2, 0).clamp(0, 1).numpy())
@@ -569,10 +566,11 @@ def plot_inversions(result: InversionResult, path: str) -> str:
             f"{r}\nf={float(result.activation[i]):.3g}  P={float(result.positive[i]):.3g}  N={float(result.negative[i]):.3g}",
             fontsize=8,
         )
-        _overlay(axes[1, i], result.images[i], result.maps[i, 0], result.maps[i, 1], "red: relu(S), blue: relu(-S)")
-    fig.suptitle(f"+/- attribution {kind}: {result.feature.name}, attribution at {result.layer}", fontsize=9)
+        _overlay(axes[1, i], result.images[i], result.maps[i, 0], scale, (0.85, 0.1, 0.1), "excitation relu(S)")
+        _overlay(axes[2, i], result.images[i], result.maps[i, 1], scale, (0.1, 0.25, 0.9), "inhibition relu(-S)")
+    fig.suptitle(f"+/- attribution {kind}\n{result.feature.name}, attribution at {result.layer}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 

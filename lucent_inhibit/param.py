@@ -199,7 +199,8 @@ def phase_image(
 
     The image is ``sigmoid(colour(irfft2(M * exp(i phi))))``. Seeded: ``M`` and the start of ``phi`` are the
     seed's own (step 0 renders the seed); from noise: ``M`` is ``magnitude`` or :func:`natural_magnitude`
-    and ``phi`` is uniform in [-pi, pi).
+    and ``phi`` is uniform in [-pi, pi). Every coefficient keeps its magnitude exactly except those of the
+    self-conjugate columns 0 and W/2, whose imaginary parts ``irfft2`` projects out.
 
     Args:
         size, seed, batch, decorrelate, with_seed, device, generator: as in :func:`fourier_image`.

@@ -1,0 +1,170 @@
+"""Seeded parameterizations, box-crop augmentation, Lucent composition and faccent interop."""
+import numpy as np
+import pytest
+import torch
+from lucent.optvis import objectives as lobj
+from lucent.optvis import render
+from lucent.optvis import transform as ltransform
+
+from lucent_inhibit import Feature
+from lucent_inhibit import objectives as O
+from lucent_inhibit import param as P
+from lucent_inhibit import transform as TR
+from lucent_inhibit.accentuation import released_hooks
+
+
+@pytest.mark.parametrize("factory", [P.fourier_image, P.phase_image])
+@pytest.mark.parametrize("hw", [(16, 16), (15, 17), (20, 13)])
+def test_seeded_params_render_the_seed_at_step_0(factory, hw):
+    seed = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0))
+    params, image_f = factory(seed=seed)
+    assert all(p.requires_grad and p.is_leaf for p in params)
+    x = image_f().detach()
+    assert x.shape == seed.shape
+    assert float((x - seed).abs().max()) < 1e-3
+    # one seed repeated over a batch, and the [renders, seeds] layout for seed regularization
+    params, image_f = factory(seed=seed[0], batch=3, with_seed=True)
+    x = image_f().detach()
+    assert x.shape == (6, 3, *hw)
+    assert torch.equal(x[3:], seed[0:1].repeat(3, 1, 1, 1))
+    assert float((x[:3] - seed[0]).abs().max()) < 1e-3
+
+
+def test_seed_of_another_size_is_resized_or_rejected():
+    seed = torch.rand(3, 40, 30)
+    _, image_f = P.fourier_image(size=24, seed=seed)
+    assert image_f().shape == (1, 3, 24, 24)
+    with pytest.raises(ValueError, match="40x30 but the render is 24x24"):
+        P.check_seed(seed, 24, resize=False)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        P.fourier_image(seed=seed * 3)
+    with pytest.raises(ValueError, match="shape"):
+        P.phase_image(seed=torch.rand(4, 8, 8))
+    with pytest.raises(ValueError, match="seed images for a batch"):
+        P.fourier_image(seed=torch.rand(2, 3, 8, 8), batch=3)
+    with pytest.raises(ValueError, match="needs size"):
+        P.fourier_image()
+    with pytest.raises(ValueError, match="magnitude must have shape"):
+        P.phase_image(size=16, magnitude=torch.ones(3, 16, 16))
+
+
+def test_noise_params_and_phase_keeps_magnitude():
+    g = torch.Generator().manual_seed(0)
+    params, image_f = P.fourier_image(size=(16, 20), batch=2, generator=g)
+    x = image_f()
+    assert x.shape == (2, 3, 16, 20) and 0.4 < float(x.mean()) < 0.6
+    params, image_f = P.phase_image(size=16, batch=2, generator=g)
+    x = image_f()
+    assert x.shape == (2, 3, 16, 16) and float(x.std()) > 0.05
+    mag0 = torch.fft.rfft2(P.from_rgb(x.detach()), norm="ortho").abs()
+    opt = torch.optim.Adam(params, lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        (-image_f()[:, 0].mean()).backward()
+        opt.step()
+    y = image_f().detach()
+    assert float((y - x).abs().max()) > 1e-2  # the image changed ...
+    mag1 = torch.fft.rfft2(P.from_rgb(y), norm="ortho").abs()
+    # ... its spectrum magnitude did not (columns 0 and w/2 are self-conjugate: irfft2 projects them)
+    assert torch.allclose(mag0[..., 1:-1], mag1[..., 1:-1], atol=1e-3, rtol=1e-3)
+
+
+def test_masked_param_changes_only_the_masked_region():
+    seed = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    mask = torch.zeros(16, 16)
+    mask[4:10, 4:10] = 1
+    params, image_f = P.masked(P.fourier_image(seed=seed), mask, base=seed)
+    opt = torch.optim.Adam(params, lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        (-image_f().mean()).backward()
+        opt.step()
+    x = image_f().detach()
+    assert torch.allclose(x[..., mask == 0], seed[..., mask == 0], atol=1e-6)
+    assert float((x - seed)[..., mask == 1].abs().max()) > 0.05
+    # gradient mode (no base): the image is unchanged, its gradient is masked
+    raw = P.fourier_image(size=16)
+    params, image_f = P.masked(raw, mask)
+    x_raw = raw[1]()
+    assert torch.equal(image_f().detach(), x_raw.detach())
+    (g_masked,) = torch.autograd.grad(image_f().sum(), params)
+    (g_full,) = torch.autograd.grad((raw[1]() * mask).sum(), params)
+    assert torch.allclose(g_masked, g_full, atol=1e-6)
+    with pytest.raises(ValueError, match="mask is 8x8"):
+        P.masked(P.fourier_image(size=16), torch.ones(8, 8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        P.masked(P.fourier_image(size=16), torch.full((16, 16), 2.0))
+
+
+def test_box_crop_ranges_fixed_size_and_shared_draws():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64)
+    seen = set()
+    for _ in range(40):
+        t = TR.box_crop(0.05, 1.0, size=32, noise=0.0)
+        # record the crop side by matching: a crop of a constant-gradient image reveals its extent
+        ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)
+        out = t(ramp)
+        assert out.shape == (1, 3, 32, 32)
+        seen.add(round(float(out[0, 0, 0, -1] - out[0, 0, 0, 0]), 1))
+    assert max(seen) >= 0.8 and min(seen) <= 0.2  # small and large crops both drawn
+    # identical treatment of a render and its seed sharing a batch (same box, same noise)
+    t = TR.box_crop(0.1, 0.9, size=24, noise=0.05, n_crops=3)
+    out = t(torch.cat([x, x]))
+    assert out.shape == (6, 3, 24, 24)
+    for c in range(3):
+        assert torch.equal(out[2 * c], out[2 * c + 1])
+    assert not torch.equal(out[0], out[2])
+    with pytest.raises(ValueError, match="crop sizes"):
+        TR.box_crop(0.5, 0.2)
+    with pytest.raises(ValueError, match="n_crops"):
+        TR.box_crop(n_crops=0)
+    with pytest.raises(ValueError, match="batch"):
+        TR.box_crop()(torch.rand(3, 8, 8))
+
+
+def test_transforms_compose_with_lucents():
+    x = torch.rand(2, 3, 40, 40)
+    ts = ltransform.standard_transforms + TR.accentuation_transforms(size=32, extra=[TR.shift(2)])
+    out = TR.compose(ts)(x)
+    assert out.shape == (2, 3, 32, 32)
+    assert TR.shift(3)(x).shape == x.shape
+
+
+def test_render_vis_with_seeded_param_and_box_crops(tiny_net):
+    seed = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(2)) * 0.8 + 0.1
+    params, image_f = P.fourier_image(seed=seed)
+    obj = O.feature(Feature("conv3", unit=1))
+    before = float(image_f().detach().sub(seed).abs().max())
+    with released_hooks(tiny_net):
+        render.render_vis(
+            tiny_net, obj, param_f=lambda: (params, image_f), transforms=[TR.box_crop(0.3, 1.0, size=24)],
+            thresholds=(5,), show_image=False, progress=False, fixed_image_size=24,
+        )
+    assert before < 1e-3 and float(image_f().detach().sub(seed).abs().max()) > 1e-2
+
+
+def test_faccent_param_and_box_crop_in_lucent_render_vis(tiny_net):
+    """faccent (installed --no-deps) parameterizer and transform with these objectives in Lucent's loop."""
+    fparam = pytest.importorskip("faccent.param", reason="faccent is an optional interop target")
+    ftransform = pytest.importorskip("faccent.transform")
+    seed = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.1
+    pz = fparam.fourier_phase(init_img=seed, img_size=(32, 32), device="cpu")
+
+    def param_f():
+        params, image_f = pz()
+        for p in params:  # faccent's own render sets this; Lucent's param_f contract needs leaf params with grad
+            p.requires_grad_(True)
+        return params, image_f
+
+    x0 = pz.params_to_img().detach().clone()
+    assert float((x0 - seed).abs().max()) < 0.05  # faccent's seeding reproduces the seed
+    obj = O.tense(Feature("conv3", unit=1), "conv1") + O.spatial_cosdot("relu1", torch.rand(8, 32, 32))
+    with released_hooks(tiny_net):
+        imgs = render.render_vis(
+            tiny_net, obj, param_f=param_f,
+            transforms=[ftransform.box_crop_2(0.2, 0.99), ftransform.uniform_gaussian_noise()],
+            thresholds=(4,), show_image=False, progress=False, fixed_image_size=32,
+        )
+    assert imgs[0].shape == (1, 32, 32, 3) and np.isfinite(imgs[0]).all()
+    assert float((pz.params_to_img().detach() - x0).abs().max()) > 1e-3  # optimisation moved faccent's params
