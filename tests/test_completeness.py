@@ -1,0 +1,293 @@
+"""Completeness of attribution: exact on bias-free piecewise-linear nets, approximate with biases,
+integrated gradients add up to f(x) - f(baseline), and the real model's pattern (slow)."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import TinyConvNet
+from lucent_inhibit.attribution import Feature, attribute
+from lucent_inhibit.completeness import (
+    CompletenessResult,
+    IncompletenessWarning,
+    _merge_orders,
+    completeness,
+    completeness_pair,
+    pearson,
+    plot_completeness,
+    random_logits,
+    warn_if_incomplete,
+)
+
+LATENT = ["input", "conv1", "relu1", "conv2", "relu2"]
+
+
+def _images(n=12, size=12, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g)
+
+
+class SmoothNet(nn.Module):
+    """conv-softplus-conv-tanh-linear with biases: smooth, so IG converges at the midpoint rule's rate."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.act1 = nn.Softplus()
+        self.conv2 = nn.Conv2d(6, 6, 3, stride=2, padding=1)
+        self.act2 = nn.Tanh()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(6, 5)
+        for p in self.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.act2(self.conv2(self.act1(self.conv1(x)))))))
+
+
+class TwoBranch(nn.Module):
+    """Branch b runs before branch a; both feed the head. A feature on a is not fed by b."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        yb = self.b(x)
+        ya = self.a(x)
+        return self.head(torch.cat([ya, yb], 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# the defining properties
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("position", ["center", "mean", (2, 9)])
+def test_bias_free_piecewise_linear_net_is_exactly_complete(position):
+    net = TinyConvNet(bias=False).eval()
+    feats = [Feature("conv3", unit=u, position=position) for u in range(4)]
+    res = completeness(net, _images(), feats, LATENT, batch_size=5, progress=False)
+    target = np.repeat(res.f[:, :, None], len(res.layers), axis=2)
+    assert np.abs(res.f).max() > 0.1  # a non-trivial feature
+    np.testing.assert_allclose(res.E, target, rtol=1e-4, atol=1e-5 * np.abs(res.f).max())
+    assert np.all(res.r > 0.99999)
+    assert res.relative_error().max() < 1e-5
+
+
+def test_biases_break_exact_completeness_and_the_result_says_so():
+    net = TinyConvNet(bias=True).eval()
+    res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(4)], LATENT, progress=False)
+    err = res.relative_error()
+    assert np.all(err > 1e-4), err  # E differs from f at every layer
+    # right before the last conv, the only unattributed term is that conv's bias: f - E = bias, exactly
+    j = res.layers.index("relu2")
+    for u in range(4):
+        np.testing.assert_allclose(res.f[u] - res.E[u, :, j], float(net.conv3.bias[u].detach()), rtol=1e-4, atol=1e-5)
+    assert np.abs(net.conv3.bias.detach().numpy()).min() > 1e-3
+    assert not np.allclose(res.E, res.f[:, :, None], rtol=1e-3, atol=1e-3)
+    # r is computed from the data, not assumed: it matches numpy's correlation of the stored values
+    for i in range(4):
+        for j in range(len(res.layers)):
+            assert res.r[i, j] == pytest.approx(np.corrcoef(res.f[i], res.E[i, :, j])[0, 1], abs=1e-9)
+    assert np.nanmin(res.r) < 0.999
+
+
+def test_shared_forward_matches_attribute_per_feature():
+    net = TinyConvNet(bias=True).eval()
+    images = _images(7)
+    feats = [Feature("conv3", unit=1), Feature("conv3", direction=[1.0, -2.0, 0.5, 0.0], position="mean"),
+             Feature("conv2", unit=3, position=(1, 1))]
+    layers = ["relu1", "input", "conv1"]
+    res = completeness(net, images, feats, layers, batch_size=3, progress=False)
+    assert res.layers == ["input", "conv1", "relu1"]  # sorted into forward order
+    for i, feat in enumerate(feats):
+        att = attribute(net, images, feat, layers)
+        np.testing.assert_allclose(res.f[i], att.activation.numpy(), rtol=1e-5, atol=1e-6)
+        for j, l in enumerate(res.layers):
+            np.testing.assert_allclose(res.E[i, :, j], att.total(l).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_integrated_gradients_totals_equal_f_minus_baseline_and_converge():
+    net = TinyConvNet(bias=True).eval()
+    feats = [Feature("conv3", unit=0), Feature("conv3", unit=2, position="mean")]
+    errs = {}
+    for steps in (2, 8, 64):
+        res = completeness(net, _images(4, size=8), feats, ["conv1", "relu2"], method="integrated_gradients",
+                           steps=steps, progress=False)
+        errs[steps] = res.relative_error().max()
+        assert res.baseline.shape == res.E.shape
+    assert errs[64] < errs[8] < errs[2]
+    assert errs[64] < 2e-2
+    # gradient x activation on the same net is far from complete; IG with many steps is not
+    gxa = completeness(net, _images(4, size=8), feats, ["conv1", "relu2"], progress=False)
+    assert gxa.relative_error().max() > 5 * errs[64]
+
+
+def test_integrated_gradients_on_a_smooth_net():
+    net = SmoothNet().eval()
+    feats = random_logits(2, seed=1, n_classes=5, layer="fc")
+    errs = []
+    for steps in (4, 16, 64):
+        res = completeness(net, _images(4, size=8), feats, ["input", "act1", "conv2"],
+                           method="integrated_gradients", steps=steps, progress=False)
+        errs.append(res.relative_error().max())
+    # the midpoint rule's error falls roughly with steps^-2 on a smooth path
+    assert errs[2] < errs[1] / 4 < errs[0] / 4
+    assert errs[2] < 5e-3
+
+
+def test_bias_free_net_integrated_gradients_is_exact_with_zero_baseline():
+    net = TinyConvNet(bias=False).eval()
+    res = completeness(net, _images(5), [Feature("conv3", unit=3)], ["conv1", "relu2"],
+                       method="integrated_gradients", steps=1, progress=False)
+    np.testing.assert_allclose(res.baseline, 0, atol=1e-6)
+    np.testing.assert_allclose(res.E[0], res.f[0][:, None].repeat(2, 1), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers, result object, plot
+# ------------------------------------------------------------------------------------------------
+def test_result_save_load_roundtrip(tmp_path):
+    net = TinyConvNet().eval()
+    res = completeness(net, list(_images(6)), [Feature("conv3", unit=1)], ["conv1", "conv2"],
+                       method="integrated_gradients", steps=3, progress=False)
+    res.save(tmp_path / "c.npz")
+    back = CompletenessResult.load(tmp_path / "c.npz")
+    assert back.layers == res.layers and back.features == res.features and back.method == res.method
+    assert back.steps == 3 and back.model == "TinyConvNet"
+    for name in ("r", "f", "E", "baseline"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(res, name))
+    assert back.feature_names == ["conv3 unit 1 @ center"]
+    np.testing.assert_array_equal(back.r_at("conv2"), res.r[:, 1])
+    with pytest.raises(KeyError, match="relu1"):
+        back.r_at("relu1")
+
+
+def test_table_lists_every_layer_with_its_mean_r():
+    net = TinyConvNet().eval()
+    res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"], progress=False)
+    text = res.table()
+    for j, l in enumerate(res.layers):
+        line = next(s for s in text.splitlines() if s.startswith(l + " "))
+        assert f"{res.mean_r()[j]:7.3f}" in line
+
+
+def test_completeness_pair_equals_the_full_study_on_the_same_images():
+    net = TinyConvNet().eval()
+    images = _images(10)
+    feat = Feature("conv3", unit=2)
+    full = completeness(net, images, [feat], ["conv1", "relu2"], progress=False)
+    assert completeness_pair(net, images, feat, "relu2", n_images=10) == pytest.approx(full.r_at("relu2")[0])
+    part = completeness(net, images, [feat], ["conv1"], max_images=6, progress=False)
+    assert part.f.shape == (1, 6)
+    assert completeness_pair(net, images, feat, "conv1", n_images=6) == pytest.approx(part.r[0, 0])
+
+
+def test_warn_if_incomplete_names_the_pair_and_r():
+    feat = Feature("blocks_4_0", unit=7)
+    with pytest.warns(IncompletenessWarning, match=r"blocks_4_0 unit 7.*'blocks_2_0'.*0\.123"):
+        assert warn_if_incomplete(0.123, feat, "blocks_2_0")
+    with pytest.warns(IncompletenessWarning, match="nan"):
+        assert warn_if_incomplete(float("nan"), feat, "blocks_2_0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_incomplete(0.93, feat, "blocks_3_2")
+        assert not warn_if_incomplete(0.6, feat, "blocks_3_2", threshold=0.5)
+
+
+def test_random_logits_are_distinct_and_reproducible():
+    a, b, c = random_logits(20, seed=0), random_logits(20, seed=0), random_logits(20, seed=1)
+    assert a == b and a != c
+    assert len({f.unit for f in a}) == 20 and all(0 <= f.unit < 1000 and f.layer == "classifier" for f in a)
+    with pytest.raises(ValueError, match="n must be between 1 and n_classes=5"):
+        random_logits(6, n_classes=5)
+
+
+def test_pearson_is_nan_for_a_constant_and_matches_numpy():
+    x = np.array([1.0, 2.0, 4.0, 3.0])
+    assert np.isnan(pearson(x, np.ones(4)))
+    assert pearson(x, x ** 2) == pytest.approx(np.corrcoef(x, x ** 2)[0, 1])
+
+
+def test_plot_writes_a_png_with_the_ig_comparison(tmp_path):
+    net = TinyConvNet().eval()
+    feats = [Feature("conv3", unit=u) for u in range(3)]
+    gxa = completeness(net, _images(6), feats, LATENT, progress=False)
+    ig = completeness(net, _images(6), feats[:1], ["relu1", "relu2"], method="integrated_gradients", steps=4,
+                      progress=False)
+    path = plot_completeness(gxa, str(tmp_path / "c.png"), compare=ig)
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[1] > img.shape[0] > 200
+    assert _merge_orders([["a", "c", "e"], ["b", "c", "d"]]) == ["b", "a", "c", "d", "e"]
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input
+# ------------------------------------------------------------------------------------------------
+def test_bad_inputs_give_errors_naming_the_value():
+    net = TinyConvNet().eval()
+    imgs = _images(4)
+    f = Feature("conv3", unit=0)
+    with pytest.raises(ValueError, match=r"Unknown layer 'relu3'.*Closest valid names: relu2, relu1"):
+        completeness(net, imgs, [f], ["relu3"], progress=False)
+    with pytest.raises(ValueError, match=r"Unknown layer 'conv4'"):
+        completeness(net, imgs, [Feature("conv4", unit=0)], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"unit 4 out of range for layer 'conv3' with 4 channels"):
+        completeness(net, imgs, [Feature("conv3", unit=4)], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"direction has length 3, but layer 'conv3' has 4 channels"):
+        completeness(net, imgs, [Feature("conv3", direction=[1, 2, 3])], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"position \(12, 0\) is outside layer 'conv3''s 12x12 map"):
+        completeness(net, imgs, [Feature("conv3", unit=0, position=(12, 0))], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"images must be in \[0, 1\].*range \[0.*, 2"):
+        completeness(net, imgs * 2, [f], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got \(4, 16, 16\)|shape \(B, 3, H, W\)"):
+        completeness(net, imgs[:, 0], [f], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"dataset item 0 must be a \(3, H, W\) image tensor.*\(16, 16\)"):
+        completeness(net, [torch.rand(16, 16)], [f], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        completeness(net, [], [f], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match="features is empty"):
+        completeness(net, imgs, [], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match="layers is empty"):
+        completeness(net, imgs, [f], [], progress=False)
+    with pytest.raises(ValueError, match="unknown attribution method 'lrp'"):
+        completeness(net, imgs, [f], ["conv1"], method="lrp", progress=False)
+
+
+def test_a_layer_that_does_not_feed_the_feature_is_an_error():
+    net = TinyConvNet().eval()
+    with pytest.raises(ValueError, match=r"'conv3' does not feed the feature at 'conv2'.*runs after"):
+        completeness(net, _images(4), [Feature("conv2", unit=0)], ["conv1", "conv3"], progress=False)
+    branchy = TwoBranch().eval()
+    with pytest.raises(ValueError, match=r"'b' does not feed the feature at 'a'.*no gradient path"):
+        completeness(branchy, _images(4), [Feature("a", unit=1)], ["b"], progress=False)
+    # the same layer list is fine for a feature both branches feed
+    res = completeness(branchy, _images(4), [Feature("head", unit=1)], ["a", "b"], progress=False)
+    assert res.r.shape == (1, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real embedded model
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_model_completeness_pattern(lite0):
+    """On EfficientNet-Lite0 (SPEC section 3): r is ~1 at the ReLU6 output inside the feature's block, and
+    for logits r at the last block is far above r at block 0."""
+    from lucent_inhibit.data import sample_crops
+
+    torch.manual_seed(0)
+    ds = sample_crops(24, size=160, seed=0)
+    units = completeness(lite0, ds, [Feature("blocks_4_0", unit=u) for u in (3, 50)],
+                         ["blocks_4_0_bn2_act", "blocks_3_2"], batch_size=12, progress=False)
+    assert np.all(units.r_at("blocks_4_0_bn2_act") > 0.95), units.table()
+    logits = completeness(lite0, ds, random_logits(4, seed=0), ["blocks_0_0", "blocks_6_0"], batch_size=12,
+                          progress=False)
+    assert logits.mean_r()[1] > logits.mean_r()[0] + 0.3, logits.table()
