@@ -30,3 +30,4 @@ __version__ = "0.1.0"
 # Stage modules add their public names below (one import line per module).
 from .scan import ScanResult, merge as merge_scans, scan
 from .plots import plot_image_grid, plot_scan_overlay, plot_scan_scatter, plot_signed_overlay, save_scan_figures
+from .completeness import CompletenessResult, completeness, completeness_pair, plot_completeness, random_logits, warn_if_incomplete

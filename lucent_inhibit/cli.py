@@ -202,6 +202,151 @@ def _run_scan(args) -> None:
 STAGES.append("scan")
 
 
+# ---- completeness ------------------------------------------------------------------------------
+def _add_completeness(sub) -> None:
+    p = sub.add_parser(
+        "completeness",
+        help="Pearson r between features and their total attribution E at each layer (paper 000, Figure 3)",
+        description="Measure how well gradient x activation attributions add up to the feature: for each "
+        "attribution layer, the Pearson correlation over a dataset between the feature f and E = sum(grad f * h). "
+        "Writes completeness.npz (reload with CompletenessResult.load) and completeness.png (r against depth), "
+        "and prints the per-layer table.",
+    )
+    _add_model_options(p)
+    _add_data_options(p, n_default=96)
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated attribution layers in any order ('input' = pixels after normalisation); default: "
+        "the block outputs and conv_head (timm models), else every pre-activation layer before the features",
+    )
+    p.add_argument(
+        "--n-features", type=int, default=20,
+        help="number of random logits (output units) to study when --layer is not given (default 20)",
+    )
+    p.add_argument("--feature-seed", type=int, default=0, help="seed choosing the random logits (default 0)")
+    p.add_argument(
+        "--layer", default=None,
+        help="study units of this layer instead of random logits (with --unit), e.g. blocks_4_0",
+    )
+    p.add_argument("--unit", default=None, help="comma-separated channel indices at --layer, e.g. 3,17,40")
+    p.add_argument(
+        "--position", default="center",
+        help="where a conv feature is read: 'center', 'mean' or 'y,x' (default center)",
+    )
+    p.add_argument(
+        "--method", default="gradient_x_activation", choices=["gradient_x_activation", "integrated_gradients"],
+        help="attribution method (default gradient_x_activation, the paper's)",
+    )
+    p.add_argument("--steps", type=int, default=16, help="integration points for integrated gradients (default 16)")
+    p.add_argument(
+        "--ig-features", type=int, default=0,
+        help="also run integrated gradients for the first K features and draw it on the same figure (default 0; "
+        "costs --ig-steps forward/backward passes per layer)",
+    )
+    p.add_argument("--ig-layers", default=None, help="comma-separated layers for the IG comparison (default: --layers)")
+    p.add_argument("--ig-steps", type=int, default=8, help="integration points of the IG comparison (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--out", default="completeness_out", help="output folder (default completeness_out)")
+
+
+def _completeness_features(args, model):
+    from torch import nn
+
+    from .attribution import Feature
+    from .completeness import random_logits
+    from .models import _layer_table
+
+    position = args.position
+    if position not in ("center", "mean"):
+        try:
+            y, x = (int(v) for v in position.split(","))
+        except ValueError:
+            raise UsageError(f"--position must be 'center', 'mean' or 'y,x', got {position!r}") from None
+        position = (y, x)
+    if args.layer is not None:
+        _check_layer(model, args.layer)
+        if args.unit is None:
+            raise UsageError("--layer needs --unit (comma-separated channel indices)")
+        try:
+            units = [int(u) for u in args.unit.split(",") if u.strip()]
+        except ValueError:
+            raise UsageError(f"--unit must be comma-separated non-negative integers, got {args.unit!r}") from None
+        if not units or min(units) < 0:
+            raise UsageError(f"--unit must be comma-separated non-negative integers, got {args.unit!r}")
+        return [Feature(args.layer, unit=u, position=position) for u in units]
+    if args.unit is not None:
+        raise UsageError("--unit needs --layer")
+    linear = [(n, m) for n, m in _layer_table(model).items() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise UsageError("the model has no linear output layer for random logits; give --layer and --unit")
+    name, head = linear[-1]
+    if not 1 <= args.n_features <= head.out_features:
+        raise UsageError(f"--n-features must be between 1 and {head.out_features} (outputs of {name!r}), got {args.n_features}")
+    return random_logits(args.n_features, seed=args.feature_seed, n_classes=head.out_features, layer=name)
+
+
+def _completeness_layers(spec, model, features):
+    from .models import block_outputs, layers as all_layers, preactivation_layers
+
+    if spec:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        if not names:
+            raise UsageError(f"--layers is empty: {spec!r}")
+        for n in names:
+            _check_layer(model, n)
+        return names
+    blocks = block_outputs(model)
+    if blocks:
+        return blocks + (["conv_head"] if "conv_head" in all_layers(model) else [])
+    feature_layers = {f.layer for f in features}
+    names = []
+    for n in preactivation_layers(model):
+        if n in feature_layers:
+            break
+        names.append(n)
+    if not names:
+        raise UsageError("could not choose default layers for this model; give --layers")
+    return names
+
+
+def _run_completeness(args) -> None:
+    from .completeness import completeness, plot_completeness
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model = _load_model(args)
+    data = _load_data(args)
+    if len(data) < 2:
+        raise UsageError(f"completeness needs at least 2 images, the dataset has {len(data)}")
+    features = _completeness_features(args, model)
+    layers = _completeness_layers(args.layers, model, features)
+    os.makedirs(args.out, exist_ok=True)
+    try:
+        result = completeness(model, data, features, layers, batch_size=args.batch_size, method=args.method,
+                              steps=args.steps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    result.save(os.path.join(args.out, "completeness.npz"))
+    print(result.table())
+    compare = None
+    if args.ig_features > 0:
+        ig_layers = _completeness_layers(args.ig_layers, model, features) if args.ig_layers else layers
+        try:
+            compare = completeness(model, data, features[: args.ig_features], ig_layers, batch_size=args.batch_size,
+                                   method="integrated_gradients", steps=args.ig_steps)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        compare.save(os.path.join(args.out, "completeness_ig.npz"))
+        print()
+        print(compare.table())
+    png = plot_completeness(result, os.path.join(args.out, "completeness.png"), compare=compare)
+    print(f"wrote {os.path.join(args.out, 'completeness.npz')} and {png}")
+
+
+STAGES.append("completeness")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lucent-inhibit",
