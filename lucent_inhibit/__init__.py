@@ -31,3 +31,4 @@ __version__ = "0.1.0"
 from .scan import ScanResult, merge as merge_scans, scan
 from .plots import plot_image_grid, plot_scan_overlay, plot_scan_scatter, plot_signed_overlay, save_scan_figures
 from .completeness import CompletenessResult, completeness, completeness_pair, plot_completeness, random_logits, warn_if_incomplete
+from .atlas import Atlas, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection, build_atlas, collect_vectors, grid_cells, plot_atlas, project_layout, render_icons, select_images, write_atlas_html

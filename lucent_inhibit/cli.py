@@ -346,6 +346,133 @@ def _run_completeness(args) -> None:
 
 STAGES.append("completeness")
 
+# -- atlas (issue 5): attribution atlas and activation atlas, static PNG and interactive HTML ------
+ATLAS_DEFAULT_ATTR_LAYER = "blocks_4_0_bn1_act"
+
+
+def _add_atlas(sub) -> None:
+    p = sub.add_parser(
+        "atlas",
+        help="attribution atlas (or activation atlas) of one feature: PNG figure and interactive HTML",
+        description="Select images from a scan (--scan FILE, or scan the dataset first), collect their attribution "
+        "(or activation) vectors at --attr-layer, lay them out with UMAP, average them in grid cells, render one "
+        "icon per cell in batched render calls and measure the feature on each. Writes OUT/atlas.npz, "
+        "OUT/atlas.png and OUT/atlas.html (self-contained: pan, zoom, click a cell for its images).",
+    )
+    _add_model_options(p)
+    _add_data_options(p, n_default=256, size_default=128)
+    p.add_argument("--scan", default=None, help="a scan file (scan.npz) or finished scan folder of the same feature, "
+                   "dataset and attribution layer; default: scan the dataset first (written to OUT/scan.npz)")
+    p.add_argument("--layer", default=None, help="feature layer (default: blocks_4_0_bn3_drop, a pre-activation)")
+    p.add_argument("--unit", type=int, default=5, help="channel of the feature (default 5)")
+    p.add_argument("--position", default="center", help="feature position: 'center', 'mean' or 'y,x' (default center)")
+    p.add_argument("--attr-layer", default=None, help="atlas layer, before the feature and close to it, best a "
+                   f"post-activation layer (default for the default feature: {ATLAS_DEFAULT_ATTR_LAYER}; "
+                   "with --scan: the scan's first layer)")
+    p.add_argument("--kind", default="attribution", choices=["attribution", "activation"],
+                   help="lay out attribution vectors (attribution atlas, default) or activations (activation atlas)")
+    p.add_argument("--mode", default="sum", choices=["sum", "position"],
+                   help="one vector per image summed over the receptive-field box (default) or one per position in it")
+    p.add_argument("--top-abs", type=int, default=128, help="select the k images with the largest |S|_2 (default 128)")
+    p.add_argument("--top-activation", type=int, default=64, help="select the k MEIs (default 64)")
+    p.add_argument("--bottom-activation", type=int, default=64, help="select the k MIIs (default 64)")
+    p.add_argument("--top-tension", type=int, default=64, help="select the k MTIs by min(P, N) (default 64)")
+    p.add_argument("--crop", type=float, default=0.01,
+                   help="receptive-field box: where mean |S| exceeds this fraction of its maximum (default 0.01)")
+    p.add_argument("--neighbors", type=int, default=10, help="UMAP n_neighbors (default 10)")
+    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (default 0.1)")
+    p.add_argument("--pca", type=int, default=None, help="PCA components before UMAP (default: none)")
+    p.add_argument("--grid", type=int, default=None, help="grid side in cells (default: chosen from the number of "
+                   "points, at most 30)")
+    p.add_argument("--min-points", type=int, default=2, help="points a cell needs to get an icon (default 2)")
+    p.add_argument("--steps", type=int, default=48, help="render steps per icon (default 48)")
+    p.add_argument("--icon-size", type=int, default=None, help="side of the rendered icon image (default: --size)")
+    p.add_argument("--batch-size", type=int, default=64, help="icons per render call and images per pass (default 64)")
+    p.add_argument("--power", type=float, default=2.0, help="cosine exponent of the spatial cosdot (default 2)")
+    p.add_argument("--icon-target", default="box", choices=["box", "center"],
+                   help="render the cell vector over the whole receptive-field box (default) or at its centre only")
+    p.add_argument("--out", required=True, help="output folder (atlas.npz, atlas.png, atlas.html)")
+
+
+def _run_atlas(args) -> None:
+    import time
+
+    from .atlas import build_atlas, plot_atlas, select_images, write_atlas_html
+    from .attribution import Feature
+    from .models import DEFAULT_LAYER
+    from .scan import ScanResult, scan
+
+    t0 = time.time()
+    layer = args.layer or DEFAULT_LAYER
+    if args.position in ("center", "mean"):
+        position = args.position
+    else:
+        try:
+            y, x = (int(v) for v in args.position.split(","))
+            position = (y, x)
+        except ValueError:
+            raise UsageError(f"--position must be 'center', 'mean' or 'y,x', got {args.position!r}")
+    try:
+        feature = Feature(layer, unit=args.unit, position=position)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    result = None
+    if args.scan:
+        if not os.path.exists(args.scan):
+            raise UsageError(f"scan file {args.scan!r} does not exist")
+        try:
+            result = ScanResult.load(args.scan)
+        except (ValueError, OSError, KeyError) as exc:
+            raise UsageError(f"cannot read scan {args.scan!r}: {exc}") from exc
+    attr = args.attr_layer
+    if attr is None:
+        if result is not None:
+            attr = result.layers[0]
+        elif layer == DEFAULT_LAYER:
+            attr = ATLAS_DEFAULT_ATTR_LAYER
+        else:
+            raise UsageError(f"--attr-layer is required for feature layer {layer!r} (a layer before it, close to it)")
+    for name in ("top_abs", "top_activation", "bottom_activation", "top_tension"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    model = _load_model(args)
+    for l in (layer, attr):
+        _check_layer(model, l)
+    data = _load_data(args)
+    os.makedirs(args.out, exist_ok=True)
+    try:
+        if result is None:
+            result = scan(model, data, feature, [attr], batch_size=min(args.batch_size, 32), progress=True)
+            result.save(os.path.join(args.out, "scan.npz"))
+        elif result.dataset != getattr(data, "identity", result.dataset):
+            raise UsageError(
+                f"the scan is of dataset {result.dataset}, but the images given are {data.identity}; pass the same "
+                "--images/--n-images/--size/--seed as the scan"
+            )
+        selection = select_images(result, feature, attr, top_abs=args.top_abs, top_activation=args.top_activation,
+                                  bottom_activation=args.bottom_activation, top_tension=args.top_tension)
+        atlas = build_atlas(
+            model, data, feature, attr, selection, kind=args.kind, mode=args.mode, crop=args.crop,
+            n_neighbors=args.neighbors, min_dist=args.min_dist, pca=args.pca, grid_size=args.grid,
+            min_points=args.min_points, steps=args.steps, icon_size=args.icon_size, batch_size=args.batch_size,
+            power=args.power, icon_target=args.icon_target, seed=args.seed, progress=True,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    paths = [os.path.join(args.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")]
+    atlas.save(paths[0])
+    plot_atlas(atlas, paths[1])
+    write_atlas_html(atlas, paths[2])
+    s = atlas.activation_by_sign()
+    print(f"{args.kind} atlas of {feature.name} at {attr}: {len(selection)} images, {len(atlas.points)} points, "
+          f"{len(atlas.grid)} icons ({atlas.grid.size}x{atlas.grid.size} grid), {time.time() - t0:.1f} s")
+    print(f"  icon activation: net-positive cells {s['positive_mean']:.4g} (n={s['n_positive']}), "
+          f"net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})")
+    print("  wrote " + ", ".join(paths))
+
+
+STAGES.append("atlas")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
