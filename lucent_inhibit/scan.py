@@ -365,12 +365,15 @@ def _item_image(dataset, i: int) -> torch.Tensor:
 
 
 def _load_batch(dataset, idx: Sequence[int], shape: Optional[tuple]) -> torch.Tensor:
+    """Stack dataset items ``idx`` into (B, 3, H, W); every item must have ``shape`` (default: the first's)."""
     imgs = []
     for i in idx:
         t = _item_image(dataset, int(i))
         if t.dim() != 3 or t.shape[0] != 3:
             raise ValueError(f"dataset item {int(i)} has shape {tuple(t.shape)}; expected an image (3, H, W) in [0, 1]")
-        if shape is not None and tuple(t.shape) != shape:
+        if shape is None:
+            shape = tuple(t.shape)
+        if tuple(t.shape) != shape:
             raise ValueError(
                 f"dataset item {int(i)} has shape {tuple(t.shape)}, but the scan's images have shape {shape}: "
                 "all images of a scan must share one shape (resize them, e.g. ImageFolder(root, size=224))"
@@ -379,14 +382,18 @@ def _load_batch(dataset, idx: Sequence[int], shape: Optional[tuple]) -> torch.Te
     return torch.stack(imgs)
 
 
-def _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar, preprocess) -> ScanResult:
+def _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar, preprocess,
+                pre=None) -> ScanResult:
     acts, pos, neg = [], [], []
     pmaps: Dict[str, list] = {l: [] for l in layers}
     nmaps: Dict[str, list] = {l: [] for l in layers}
     for start in range(0, len(idx), batch_size):
         bidx = idx[start : start + batch_size]
-        images = _load_batch(dataset, bidx, shape)
-        att = attribute(model, images, feature, layers, preprocess=preprocess)
+        if pre is not None and start == 0 and np.array_equal(pre[0], bidx):
+            att = pre[1]  # the validation batch (same images, same batch): reuse it
+        else:
+            images = _load_batch(dataset, bidx, shape)
+            att = attribute(model, images, feature, layers, preprocess=preprocess)
         acts.append(att.activation.float().cpu().numpy())
         p_l, n_l = [], []
         for l in layers:
@@ -575,14 +582,16 @@ def scan(
         raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     chunk_size = -(-int(chunk_size) // batch_size) * batch_size
 
-    # Validate feature, layers and the first image on one image before anything is written:
-    # attribution layers after the feature, unknown layers, unit/position out of range raise here.
+    # Validate feature, layers and images on the first batch before anything is written (attribution
+    # layers after the feature, unknown layers, unit/position out of range raise here); the batch is reused.
     idx_all = shard_indices(n_items, (si, sn))
-    first = _item_image(dataset, int(idx_all[0]) if idx_all.size else 0)
-    if first.dim() != 3 or first.shape[0] != 3:
-        raise ValueError(f"dataset item 0 has shape {tuple(first.shape)}; expected an image (3, H, W) in [0, 1]")
-    shape = tuple(first.shape)
-    attribute(model, first[None].float(), feature, layers, preprocess=preprocess)
+    if idx_all.size == 0:
+        raise ValueError(f"shard {si}/{sn} of a {n_items}-image dataset is empty; use fewer shards")
+    first_idx = idx_all[:batch_size]
+    first_images = _load_batch(dataset, first_idx, None)
+    shape = tuple(first_images.shape[1:])
+    first_att = attribute(model, first_images, feature, layers, preprocess=preprocess)
+    del first_images
 
     ident = dataset_identity(dataset)
     info = {"batch_size": batch_size, "chunk_size": chunk_size, "shard": [si, sn], "score": score,
@@ -654,7 +663,9 @@ def scan(
             if c in done:
                 parts.append(done[c])
                 continue
-            part = _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar, preprocess)
+            part = _scan_chunk(model, dataset, feature, layers, idx, batch_size, keep_maps, shape, pbar, preprocess,
+                               pre=(first_idx, first_att) if c == 0 else None)
+            first_att = None
             part.dataset, part.dataset_size, part.info = ident, n_items, info
             if out is not None:
                 name = _chunk_name(c)

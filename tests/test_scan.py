@@ -227,7 +227,7 @@ def test_out_folder_loads_and_resume_skips_done_chunks(tmp_path):
     _same(ref, ScanResult.load(out))
     ds2 = CountingDataset(40)
     again = scan(net, ds2, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
-    assert ds2.reads == 1  # only the validation image: every chunk reused
+    assert ds2.reads == 4  # only the validation batch: every chunk reused
     _same(ref, again)
 
 
@@ -277,7 +277,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     torch.set_num_threads(1)
     ds = CountingDataset(48)
     resumed = scan(SmallNet(), ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
-    assert ds.reads <= 1 + 48 - 8 * len(man["chunks"])  # the finished chunks were not recomputed
+    assert ds.reads <= 4 + 48 - 8 * len(man["chunks"])  # the finished chunks were not recomputed
     ref = scan(SmallNet(), CountingDataset(48), FEATURE, LAYERS, batch_size=4, progress=False)
     _same(ref, resumed)
     _same(ref, ScanResult.load(out))
@@ -293,7 +293,7 @@ def test_corrupt_chunk_is_recomputed_with_warning(tmp_path):
     ds = CountingDataset(24)
     with pytest.warns(UserWarning, match="chunk 1 .*not reusable.*SHA-256"):
         again = scan(net, ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
-    assert ds.reads == 1 + 8  # validation image + exactly the corrupt chunk
+    assert ds.reads == 4 + 8  # validation batch + exactly the corrupt chunk
     _same(ref, again)
     _same(ref, ScanResult.load(out))  # repaired on disk
 
