@@ -202,6 +202,94 @@ def _run_scan(args) -> None:
 STAGES.append("scan")
 
 
+def _add_toy(sub) -> None:
+    p = sub.add_parser(
+        "toy",
+        help="superposition toy models: train, attribute, and show interference that looks like inhibition",
+        description="Train the absolute-value (or scaled XOR) toy model over several seeds and keep the best "
+        "(CPU, about a minute by default), save it, attribute every output to the hidden units on inputs with "
+        "one and two active features, and draw the interference-vs-inhibition figure.",
+    )
+    p.add_argument("--out", required=True, help="output folder (model toy_model.npz, analysis, figure, summary JSON)")
+    p.add_argument("--kind", default="abs", choices=["abs", "xor"], help="'abs' (|x|, default) or 'xor' (scaled XOR)")
+    p.add_argument("--n", type=int, default=6, help="number of features / outputs (default 6)")
+    p.add_argument("--m", type=int, default=8, help="number of hidden ReLU units (default 8)")
+    p.add_argument("--S", type=float, default=None,
+                   help="probability that a feature is active, in (0, 1] (default 0.01 for abs, 0.05 for xor)")
+    p.add_argument("--decay", type=float, default=0.9, help="importance of output i is decay**i (default 0.9)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps per seed (default 3000)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds to train; the best is kept (default 5)")
+    p.add_argument("--batch-size", type=int, default=1024, help="samples per training step (default 1024)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
+    p.add_argument("--count", type=int, default=512, help="one- and two-feature inputs analysed each (default 512)")
+    p.add_argument("--load", default=None,
+                   help="skip training and load this saved toy model (.npz); its hyper-parameters must match "
+                   "--kind/--n/--m (and --S/--decay if given)")
+
+
+def _run_toy(args) -> None:
+    import json
+
+    from . import toy
+
+    S = args.S if args.S is not None else (0.01 if args.kind == "abs" else 0.05)
+    try:
+        config = toy.ToyConfig(args.kind, n=args.n, m=args.m, S=S, decay=args.decay)
+        for name in ("steps", "seeds", "batch_size", "count"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        if config.n < 2:
+            raise ValueError(f"--n must be >= 2 to compare one- and two-feature inputs, got {config.n}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    os.makedirs(args.out, exist_ok=True)
+    summary = {}
+    if args.load:
+        expected = {"kind": config.kind, "n": config.n, "m": config.m, "decay": config.decay}
+        if args.S is not None:
+            expected["S"] = config.S
+        try:
+            model = toy.ToyModel.load(args.load, **expected)
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+        loss, zero = toy.evaluate(model)
+        summary["train"] = {"loaded": args.load, "loss": loss, "zero_loss": zero, "loss_ratio": loss / zero}
+    else:
+        result = toy.train(config, steps=args.steps, seeds=range(args.seeds), batch_size=args.batch_size, lr=args.lr)
+        model = result.model
+        result.save(os.path.join(args.out, "toy_model.npz"))
+        summary["train"] = result.summary()
+    analysis = toy.analyze(model, count=args.count)
+    inhibitory = toy.inhibition_model(config.n, config.decay, config.S)
+    inhib_analysis = toy.analyze(inhibitory, count=args.count)
+    analysis.save(os.path.join(args.out, "toy_analysis.npz"))
+    fig_path = os.path.join(args.out, "toy_superposition.png")
+    toy.plot_superposition(model, inhibitory, fig_path, analyses=(analysis, inhib_analysis))
+    summary["analysis"] = analysis.summary()
+    summary["analysis"]["units_per_feature"] = toy.units_per_feature(model).tolist()
+    summary["inhibition_model"] = inhib_analysis.summary()
+    with open(os.path.join(args.out, "toy_summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=2)
+
+    t, a, c = summary["train"], summary["analysis"], config
+    print(f"toy model: {c.kind}, n={c.n} features, m={c.m} hidden units, S={c.S}, importance {c.decay}^i")
+    if "seeds" in t:
+        print(f"  seeds {t['seeds']}: losses " + ", ".join(f"{v:.4g}" for v in t["losses"]) + f"; best seed {t['best_seed']}")
+    print(f"  loss {t['loss']:.4g} vs all-zero predictor {t['zero_loss']:.4g} (ratio {t['loss_ratio']:.3f})")
+    print(f"  features represented (alone, output >= half its target): {a['n_represented']} of {c.n} "
+          f"(without sharing {c.m} units fit {c.m // 2}); hidden units per feature {a['units_per_feature']}")
+    print(f"  mean tension min(P, N): one-feature inputs {a['mean_tension_one']:.4f}, "
+          f"two-feature inputs {a['mean_tension_two']:.4f} "
+          f"(inactive outputs {a['mean_tension_two_inactive_outputs']:.4f}, active {a['mean_tension_two_active_outputs']:.4f})")
+    i = summary["inhibition_model"]
+    print(f"  hand-built inhibition model (m={2 * c.n}): one-feature {i['mean_tension_one']:.4f}, "
+          f"two-feature {i['mean_tension_two']:.4f}")
+    print(f"  wrote {', '.join(sorted(os.listdir(args.out)))} to {args.out}")
+
+
+STAGES.append("toy")
+
+
 # ---- completeness ------------------------------------------------------------------------------
 def _add_completeness(sub) -> None:
     p = sub.add_parser(

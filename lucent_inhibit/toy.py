@@ -117,12 +117,13 @@ class ToyModel(nn.Module):
         if not isinstance(config, ToyConfig):
             raise TypeError(f"config must be a ToyConfig, got {type(config).__name__}")
         self.config = config
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.hidden = nn.Linear(config.n_inputs, config.m)
-        self.relu = nn.ReLU()
-        self.out = nn.Linear(config.m, config.n)
-        self.out_relu = nn.ReLU()
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            self.hidden = nn.Linear(config.n_inputs, config.m)
+            self.relu = nn.ReLU()
+            self.out = nn.Linear(config.m, config.n)
+            self.out_relu = nn.ReLU()
         with torch.no_grad():
             # zero biases and non-negative output weights at the start: with sparse inputs a negative
             # output pre-activation would leave the output ReLU (and the feature) dead from step 0
@@ -379,6 +380,15 @@ def train(
         raise ValueError("seeds is empty: give at least one seed")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the matrices are tiny: extra threads only add overhead (restored below)
+    try:
+        return _train(config, int(steps), seeds, int(batch_size), float(lr), int(eval_batch), progress, tqdm)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config, steps, seeds, batch_size, lr, eval_batch, progress, tqdm) -> TrainResult:
     imp = config.importance
     best, losses, zero_loss = None, [], None
     bar = tqdm(total=steps * len(seeds), desc=f"toy {config.kind} n={config.n} m={config.m}", disable=not progress)
@@ -387,14 +397,15 @@ def train(
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.05)
         g = torch.Generator().manual_seed(1_000_003 * (seed + 1))
-        for _ in range(steps):
+        for step in range(steps):
             x, y = sample(config, batch_size, g)
             loss = weighted_loss(model(x), y, imp)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            bar.update(1)
+            if (step + 1) % 100 == 0 or step + 1 == steps:
+                bar.update(100 if (step + 1) % 100 == 0 else (step + 1) % 100)
         model.eval()
         ev, zero_loss = evaluate(model, eval_batch)
         losses.append(ev)
@@ -402,7 +413,7 @@ def train(
         if best is None or ev < best[1]:
             best = (model, ev, seed)
     bar.close()
-    return TrainResult(best[0], seeds, losses, best[2], best[1], zero_loss, int(steps), int(batch_size), float(lr))
+    return TrainResult(best[0], seeds, losses, best[2], best[1], zero_loss, steps, batch_size, lr)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -665,11 +676,9 @@ def plot_superposition(
         vmax = float(acts.abs().max()) or 1.0
         norm = TwoSlopeNorm(0.0, -vmax, vmax)
         ax.scatter(an.P_one.flatten(), an.N_one.flatten(), c=an.act_one.flatten(), cmap="RdBu_r", norm=norm,
-                   marker="o", s=10, alpha=0.7, edgecolors="none",
-                   label=f"one feature (mean tension {an.mean_tension_one:.3f})")
+                   marker="o", s=10, alpha=0.7, edgecolors="none")
         sc = ax.scatter(an.P_two.flatten(), an.N_two.flatten(), c=an.act_two.flatten(), cmap="RdBu_r", norm=norm,
-                        marker="^", s=14, alpha=0.7, edgecolors="none",
-                        label=f"two features (mean tension {an.mean_tension_two:.3f})")
+                        marker="^", s=14, alpha=0.7, edgecolors="none")
         top = float(max(an.P_two.max(), an.N_two.max(), an.P_one.max(), an.N_one.max())) * 1.05 or 1.0
         ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
         ax.set_xlim(0, top)
@@ -677,7 +686,13 @@ def plot_superposition(
         ax.set_xlabel("P (excitatory attribution)")
         ax.set_ylabel("N (inhibitory attribution)")
         ax.set_title("every output on 1- and 2-feature inputs")
-        ax.legend(loc="upper left", fontsize=8)
+        from matplotlib.lines import Line2D
+
+        handles = [
+            Line2D([], [], marker=mk, ls="", color="dimgrey", label=f"{what} (mean tension {t:.3f})")
+            for mk, what, t in (("o", "one feature", an.mean_tension_one), ("^", "two features", an.mean_tension_two))
+        ]
+        ax.legend(handles=handles, loc="upper left", fontsize=8)
         fig.colorbar(sc, ax=ax, fraction=0.046, label="output pre-activation")
 
         ax = axes[row, 2]
@@ -689,10 +704,12 @@ def plot_superposition(
         feats = torch.nonzero(an.active_two[b]).flatten().tolist()
         ax.set_xlabel("hidden unit")
         ax.set_ylabel(f"contribution to output {i}")
+        target = float(targets(c, an.inputs_two[b : b + 1])[0, i])
         ax.set_title(
-            f"most tense 2-feature input (features {feats}), output {i}\n"
+            f"most tense 2-feature input: features {feats}, output {i} (target {target:.2f})\n"
             f"P={float(an.P_two[b, i]):.2f}  N={float(an.N_two[b, i]):.2f}  "
-            f"sum={float(s.sum()):.2f}  pre-activation={float(an.act_two[b, i]):.2f}"
+            f"sum={float(s.sum()):.2f}  pre-act.={float(an.act_two[b, i]):.2f}",
+            fontsize=9,
         )
     fig.suptitle(
         "Two active features give the MTI motif (large + and - attributions cancelling) both through "
