@@ -706,7 +706,7 @@ def plot_superposition(
         ax.set_ylabel(f"contribution to output {i}")
         target = float(targets(c, an.inputs_two[b : b + 1])[0, i])
         ax.set_title(
-            f"most tense 2-feature input: features {feats}, output {i} (target {target:.2f})\n"
+            f"most tense 2-feature input {feats}, output {i} (target {target:.2f})\n"
             f"P={float(an.P_two[b, i]):.2f}  N={float(an.N_two[b, i]):.2f}  "
             f"sum={float(s.sum()):.2f}  pre-act.={float(an.act_two[b, i]):.2f}",
             fontsize=9,
