@@ -61,7 +61,7 @@ def test_scores_equal_captum_layer_gradient_x_activation_conv_feature(tiny_net, 
     for n, t in zip(names, theirs):
         assert ours.scores[n].shape == t.shape
         torch.testing.assert_close(ours.scores[n], t.detach(), rtol=1e-5, atol=1e-6)
-    pix = captum_attr.InputXGradient(lambda x: tiny_net(x)[:, 2, 5, 9]).attribute(tiny_images.clone())
+    pix = captum_attr.InputXGradient(lambda x: tiny_net(x)[:, 2, 5, 9]).attribute(tiny_images.clone().requires_grad_())
     torch.testing.assert_close(attribute(tiny_net, tiny_images, feat, "input", preprocess=False).scores["input"],
                                pix.detach(), rtol=1e-5, atol=1e-6)
 
