@@ -281,6 +281,8 @@ def _run_toy(args) -> None:
     print(f"  mean tension min(P, N): one-feature inputs {a['mean_tension_one']:.4f}, "
           f"two-feature inputs {a['mean_tension_two']:.4f} "
           f"(inactive outputs {a['mean_tension_two_inactive_outputs']:.4f}, active {a['mean_tension_two_active_outputs']:.4f})")
+    print("  tension per output (one / two features): " + ", ".join(
+        f"{k}: {u:.3f}/{v:.3f}" for k, (u, v) in enumerate(zip(a["tension_per_output_one"], a["tension_per_output_two"]))))
     i = summary["inhibition_model"]
     print(f"  hand-built inhibition model (m={2 * c.n}): one-feature {i['mean_tension_one']:.4f}, "
           f"two-feature {i['mean_tension_two']:.4f}")
