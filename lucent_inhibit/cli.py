@@ -189,6 +189,9 @@ def _run_scan(args) -> None:
     print(f"  MIIs {result.miis(k).tolist()} mean activation {act[rows(result.miis(k))].mean():.3g}")
     mt = result.mtis(k, args.score)
     print(f"  MTIs {mt.tolist()} mean activation {act[rows(mt)].mean():.3g} (score {args.score})")
+    p, n = result.P(), result.N()
+    pct = lambda v, sel: [round(100.0 * float((v < x).mean())) for x in v[sel]]  # noqa: E731
+    print(f"  MTI percentiles among all images at {result.layers[0]}: P {pct(p, rows(mt))}, N {pct(n, rows(mt))}")
     if not args.no_figures:
         if getattr(data, "identity", None) != result.dataset:
             raise UsageError(
@@ -436,6 +439,7 @@ def _run_completeness(args) -> None:
 
 STAGES.append("completeness")
 
+
 # -- atlas (issue 5): attribution atlas and activation atlas, static PNG and interactive HTML ------
 ATLAS_DEFAULT_ATTR_LAYER = "blocks_4_0_bn1_act"
 
@@ -562,6 +566,226 @@ def _run_atlas(args) -> None:
 
 
 STAGES.append("atlas")
+
+
+# -- invert and tense (issue 4): +/- attribution inversions and tense synthesis -------------------
+def _add_feature_options(p, what: str) -> None:
+    p.add_argument("--layer", default=None, help="feature layer (default: blocks_4_0_bn3_drop, a pre-activation)")
+    p.add_argument("--unit", type=int, default=5, help="channel of the feature (default 5)")
+    p.add_argument("--position", default="center", help="feature position: 'center', 'mean' or 'y,x' (default center)")
+    p.add_argument(
+        "--attr-layer",
+        default=None,
+        help=f"attribution layer of the {what}, feeding the feature and close to it (default for the default "
+        "feature: blocks_4_0_bn2_act, inside the same block; required for other feature layers)",
+    )
+
+
+def _feature_and_layer(args, model):
+    from .attribution import Feature
+    from .models import DEFAULT_LAYER
+
+    layer = args.layer or DEFAULT_LAYER
+    _check_layer(model, layer)
+    pos = args.position
+    if pos not in ("center", "mean"):
+        try:
+            y, x = (int(v) for v in pos.split(","))
+        except ValueError:
+            raise UsageError(f"--position must be 'center', 'mean' or 'y,x', got {pos!r}")
+        pos = (y, x)
+    try:
+        feature = Feature(layer, unit=args.unit, position=pos)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    attr = args.attr_layer
+    if attr is None:
+        if layer != DEFAULT_LAYER:
+            raise UsageError(f"--attr-layer is required for feature layer {layer!r} (pick a layer close before it)")
+        attr = "blocks_4_0_bn2_act"
+    _check_layer(model, attr)
+    return feature, attr
+
+
+def _add_invert(sub) -> None:
+    p = sub.add_parser(
+        "invert",
+        help="+/- attribution inversion (or accentuation) of one image: what excites and what inhibits a feature",
+        description="Render two images against relu(S) and relu(-S) of one image's attribution S at --attr-layer "
+        "(spatial cosdot), from noise (inversion) or from the image (--seeded, accentuation); measure the feature "
+        "and P/N on each, write OUT/inversion.npz and OUT/inversion.png.",
+    )
+    _add_model_options(p)
+    _add_data_options(p, n_default=48, size_default=128)
+    _add_feature_options(p, "inversion")
+    p.add_argument("--image", default=None, help="path of an image file to invert (default: pick from the data)")
+    p.add_argument(
+        "--index", default="tense",
+        help="which data image: an integer index, or 'tense' (default) for the one with the largest min(P, N)",
+    )
+    p.add_argument("--seeded", action="store_true", help="start from the image (accentuation) instead of noise")
+    p.add_argument("--steps", type=int, default=64, help="optimisation steps (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--param", default="fourier", choices=["fourier", "phase"], help="image parameterization")
+    p.add_argument("--power", type=float, default=2.0, help="cosine exponent of the spatial cosdot (default 2)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def _run_invert(args) -> None:
+    import torch
+
+    from .accentuation import inversions, plot_inversions
+    from .attribution import attribute
+    from .data import load_image
+
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    model = _load_model(args)
+    feature, attr = _feature_and_layer(args, model)
+    if args.image:
+        if not os.path.exists(args.image):
+            raise UsageError(f"--image {args.image!r} does not exist")
+        try:
+            img = load_image(args.image, size=args.size)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"cannot read --image {args.image!r}: {exc}") from exc
+        what = args.image
+    else:
+        data = _load_data(args)
+        if args.index == "tense":
+            x = torch.stack([data[i] for i in range(len(data))])
+            try:
+                a = attribute(model, x, feature, attr)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
+            idx = int(a.tension(attr).argmax())
+        else:
+            try:
+                idx = int(args.index)
+            except ValueError:
+                raise UsageError(f"--index must be an integer or 'tense', got {args.index!r}")
+            if not 0 <= idx < len(data):
+                raise UsageError(f"--index {idx} out of range for {len(data)} images")
+        img, what = data[idx], f"data image {idx}"
+    try:
+        res = inversions(model, img, feature, attr, seeded=args.seeded, steps=args.steps, lr=args.lr,
+                         param=args.param, power=args.power, progress=True)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    os.makedirs(args.out, exist_ok=True)
+    res.save(os.path.join(args.out, "inversion.npz"))
+    plot_inversions(res, os.path.join(args.out, "inversion.png"))
+    print(f"{'accentuation' if args.seeded else 'inversion'} of {what}: {feature.name}, attribution at {attr}")
+    for k, v in res.summary().items():
+        print(f"  {k:11s} f={v['activation']:9.4g}  P={v['P']:9.4g}  N={v['N']:9.4g}")
+    print(f"  excitatory > inhibitory: {res.separated}")
+    print(f"  wrote {os.path.join(args.out, 'inversion.npz')}, {os.path.join(args.out, 'inversion.png')}")
+
+
+STAGES.append("invert")
+
+
+def _add_tense(sub) -> None:
+    p = sub.add_parser(
+        "tense",
+        help="synthesise maximally tense images (large P and N at once) with the tense objective",
+        description="Render the tense objective (tension of the image's excitatory and inhibitory attribution "
+        "at --attr-layer) with Lucent's render_vis; record P, N and the feature along the way; write "
+        "OUT/tense.npz and OUT/tense.png.",
+    )
+    _add_model_options(p)
+    _add_feature_options(p, "tension")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--steps", type=int, default=64, help="optimisation steps (default 64)")
+    p.add_argument("--batch", type=int, default=1, help="images rendered together (default 1)")
+    p.add_argument("--mode", default="fast", choices=["fast", "exact"],
+                   help="fast: gradient treated as constant (exact for ReLU/ReLU6 nets); exact: double backprop")
+    p.add_argument("--score", default="min", choices=["min", "geometric", "harmonic", "product"],
+                   help="tension score (default min(P, N))")
+    p.add_argument("--param", default="fourier", choices=["fourier", "phase"], help="image parameterization")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--seed-image", default=None, help="start from this image file instead of noise")
+    p.add_argument("--record-every", type=int, default=8, help="measure P/N/f every this many steps (default 8)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def _run_tense(args) -> None:
+    from .accentuation import plot_tense, tense_image
+    from .data import load_image
+
+    for name in ("steps", "size", "batch", "record_every"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    model = _load_model(args)
+    feature, attr = _feature_and_layer(args, model)
+    seed = None
+    if args.seed_image:
+        if not os.path.exists(args.seed_image):
+            raise UsageError(f"--seed-image {args.seed_image!r} does not exist")
+        seed = load_image(args.seed_image, size=args.size)
+    try:
+        res = tense_image(model, feature, attr, steps=args.steps, size=args.size, score=args.score, mode=args.mode,
+                          batch=args.batch, seed_image=seed, param=args.param, lr=args.lr,
+                          record_every=args.record_every, progress=True)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    os.makedirs(args.out, exist_ok=True)
+    res.save(os.path.join(args.out, "tense.npz"))
+    plot_tense(res, os.path.join(args.out, "tense.png"))
+    t = res.tension[:, 0]
+    print(f"tense ({args.mode}, {args.score}): {feature.name}, attribution at {attr}")
+    print(f"  step {int(res.steps[0])}: P={float(res.positive[0, 0]):.4g} N={float(res.negative[0, 0]):.4g} "
+          f"tension={float(t[0]):.4g} f={float(res.activation[0, 0]):.4g}")
+    print(f"  step {int(res.steps[-1])}: P={float(res.positive[-1, 0]):.4g} N={float(res.negative[-1, 0]):.4g} "
+          f"tension={float(t[-1]):.4g} f={float(res.activation[-1, 0]):.4g}")
+    print(f"  wrote {os.path.join(args.out, 'tense.npz')}, {os.path.join(args.out, 'tense.png')}")
+
+
+STAGES.append("tense")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the main job: every method on one model, written as report/index.html",
+        description="Run every stage (completeness, scan with MEI/MII/MTI figures, +/- inversions and "
+        "accentuations of the top MTIs, a synthesised tense image, an attribution atlas, a feature-combination "
+        "plot, the superposition toy figure) and write OUT/index.html linking every figure with an explanation "
+        "and a table of the numbers measured. The report folder is replaced only when the whole run succeeds.",
+    )
+    _add_model_options(p)
+    p.add_argument("--out", default="report", help="report folder (default: report)")
+    p.add_argument("--images", default=None, help="folder of your own images (recursive); default: bundled sample crops")
+    p.add_argument("--layer", default=None,
+                   help="feature layer, a pre-activation layer (default on the embedded model: blocks_4_0_bn3_drop)")
+    p.add_argument("--unit", type=int, default=None,
+                   help="feature channel (default: the unit whose activation varies most over the first images)")
+    p.add_argument("--attribution-layer", default=None,
+                   help="layer where the feature is attributed (default: the last activation before the feature layer)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and few steps for every stage (a smoke run in about a minute, not a measurement)")
+
+
+def _run_demo(args) -> None:
+    from .report import DemoConfig, run_demo
+
+    if args.images and not os.path.isdir(args.images):
+        raise UsageError(f"image folder {args.images!r} does not exist or is not a directory")
+    try:
+        report = run_demo(
+            out=args.out, model=args.model, layer=args.layer, unit=args.unit,
+            attribution_layer=args.attribution_layer, images=args.images, device=args.device,
+            config=DemoConfig.quick() if args.quick else None,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    print(f"wrote {os.path.join(args.out, 'index.html')}")
+    width = max(len(n) for n, _, _ in report.numbers)
+    for name, value, _ in report.numbers:
+        print(f"  {name.ljust(width)}  {value}")
+
+
+STAGES.append("demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
