@@ -33,3 +33,4 @@ from .plots import plot_image_grid, plot_scan_overlay, plot_scan_scatter, plot_s
 from .completeness import CompletenessResult, completeness, completeness_pair, plot_completeness, random_logits, warn_if_incomplete
 from .atlas import Atlas, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection, build_atlas, collect_vectors, grid_cells, plot_atlas, project_layout, render_icons, select_images, write_atlas_html
 from .toy import ToyAnalysis, ToyConfig, ToyModel, TrainResult, analyze as analyze_toy, inhibition_model, plot_superposition, train as train_toy
+from .accentuation import Accentuation, InversionResult, NonFiniteLoss, TenseResult, accentuate, inversions, plot_inversions, plot_tense, tense_image

@@ -72,7 +72,7 @@ class _Guarded:
             self.history.setdefault(k, []).append(float(v))
         if not torch.isfinite(loss).all():
             raise NonFiniteLoss(
-                f"{self.what}: the loss became {float(loss)} at step {self.step} of {self.steps} "
+                f"{self.what}: the loss became {float(loss.detach())} at step {self.step} of {self.steps} "
                 f"(parts: {', '.join(f'{k}={float(v):.4g}' for k, v in named.items())}); lower the learning "
                 "rate or the objective's power, or check the objective for divisions by zero"
             )
@@ -253,7 +253,7 @@ def accentuate(
     reg_lambda: float = 1.0,
     steps: int = 64,
     size=None,
-    param: Union[str, Callable] = "fourier",
+    param: Union[str, Callable] = "phase",
     lr: float = 0.05,
     transforms: Optional[Sequence[Callable]] = None,
     n_crops: int = 1,
@@ -278,8 +278,9 @@ def accentuate(
             ``reg_lambda * balance``.
         steps: optimisation steps (Adam, learning rate ``lr``).
         size: render size ``(H, W)`` or int; a seed of another size is resized. Default: the seed's size.
-        param: ``"fourier"`` (seeded Fourier), ``"phase"`` (magnitude-constrained) or a callable
-            ``(seed=, size=, batch=, with_seed=) -> (params, image_f)``.
+        param: ``"phase"`` (magnitude-constrained, default: on EfficientNet-Lite0 it keeps accentuations
+            about half as far from the seed as ``"fourier"`` at the same activation), ``"fourier"`` (seeded
+            Fourier) or a callable ``(seed=, size=, batch=, with_seed=) -> (params, image_f)``.
         transforms: render_vis transforms; default ``[box_crop(*crop_range, noise=noise, n_crops=n_crops)]``.
             Custom transforms must keep the batch layout ``n_crops`` blocks of ``[renders, seeds]``.
         n_crops: crops per step (each is a full copy of the batch, crop-major).
@@ -697,3 +698,36 @@ def tense_image(
         images, torch.tensor(rec["step"]), torch.stack(rec["P"]), torch.stack(rec["N"]), torch.stack(rec["f"]),
         feature, layer, score if isinstance(score, str) else "custom", mode,
     )
+
+
+def plot_tense(result: TenseResult, path: str) -> str:
+    """Figure: the synthesised image(s) and the P, N, tension and feature trajectories (first image).
+    Writes a PNG; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = result.images.shape[0]
+    fig, axes = plt.subplots(1, b + 1, figsize=(3.2 * (b + 1), 3.4))
+    for i in range(b):
+        axes[i].imshow(result.images[i].permute(1, 2, 0).clamp(0, 1).numpy())
+        axes[i].set_xticks([])
+        axes[i].set_yticks([])
+        axes[i].set_title(
+            f"f={float(result.activation[-1, i]):.3g} P={float(result.positive[-1, i]):.3g} N={float(result.negative[-1, i]):.3g}",
+            fontsize=8,
+        )
+    ax = axes[-1]
+    s = result.steps.numpy()
+    ax.plot(s, result.positive[:, 0].numpy(), color="tab:red", label="P")
+    ax.plot(s, result.negative[:, 0].numpy(), color="tab:blue", label="N")
+    ax.plot(s, result.tension[:, 0].numpy(), color="k", ls="--", label=f"tension ({result.score})")
+    ax.plot(s, result.activation[:, 0].numpy(), color="tab:green", label="f")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"tense synthesis ({result.mode}): {result.feature.name}, attribution at {result.layer}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
