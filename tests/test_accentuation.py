@@ -208,3 +208,26 @@ def test_real_tense_plus_lucent_channel_renders(lite0):
             fixed_image_size=64,
         )
     assert imgs[0].shape == (1, 64, 64, 3) and np.isfinite(imgs[0]).all()
+
+
+@pytest.mark.slow
+def test_cli_invert_and_tense(tmp_path, capsys):
+    from lucent_inhibit.cli import main
+
+    assert main(["invert", "--n-images", "8", "--size", "96", "--steps", "6", "--out", str(tmp_path / "inv")]) == 0
+    out = capsys.readouterr().out
+    assert "excitatory > inhibitory" in out and "data image" in out
+    res = InversionResult.load(str(tmp_path / "inv" / "inversion.npz"))
+    assert res.images.shape == (3, 3, 96, 96) and (tmp_path / "inv" / "inversion.png").exists()
+    assert main(["tense", "--size", "64", "--steps", "4", "--record-every", "2", "--out", str(tmp_path / "t")]) == 0
+    t = TenseResult.load(str(tmp_path / "t" / "tense.npz"))
+    assert t.steps.tolist() == [0, 2, 4] and (tmp_path / "t" / "tense.png").exists()
+    # bad input: one line, exit status 2
+    assert main(["invert", "--layer", "blocks_4_0_bn3_dorp", "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown layer 'blocks_4_0_bn3_dorp'" in capsys.readouterr().err
+    assert main(["tense", "--layer", "blocks_5_0", "--out", str(tmp_path / "x")]) == 2
+    assert "--attr-layer is required" in capsys.readouterr().err
+    assert main(["tense", "--attr-layer", "blocks_5_0", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "does not feed" in capsys.readouterr().err
+    assert main(["invert", "--index", "99", "--n-images", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "out of range" in capsys.readouterr().err
