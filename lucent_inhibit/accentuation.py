@@ -447,6 +447,7 @@ def inversions(
     reg_lambda: float = 1.0,
     progress: bool = False,
     seed: Optional[int] = 0,
+    completeness_images: int = 16,
 ) -> InversionResult:
     """Split one image into what excites ``feature`` and what inhibits it, as two rendered images.
 
@@ -466,6 +467,9 @@ def inversions(
         jitter: pixels of random shift per step (small, so the layer map keeps its geometry).
         reg_layer, reg_lambda: optional seed regularizer for ``seeded=True``.
         progress: tqdm bar. seed: torch RNG seed (noise start and jitter draws).
+        completeness_images: estimate the completeness of (feature, layer) on this many bundled crops
+            at the render size and warn (``IncompletenessWarning``) when Pearson r(f, E) is low, since the
+            targets then do not add up to the feature (SPEC 3); 0 skips the check.
 
     Returns:
         :class:`InversionResult`; ``result.separated`` is the check of success.
@@ -479,6 +483,12 @@ def inversions(
     dev = model_device(model)
     img = img.to(dev)
     act0, p0, n0, maps0, s = _measure_rows(model, img, feature, layer)
+    if completeness_images and img.shape[2] == img.shape[3]:
+        from .completeness import completeness_pair, warn_if_incomplete
+        from .data import sample_crops
+
+        crops = sample_crops(int(completeness_images), size=int(img.shape[2]), seed=0)
+        warn_if_incomplete(completeness_pair(model, crops, feature, layer, n_images=int(completeness_images)), feature, layer)
     if float(p0[0]) <= 0 or float(n0[0]) <= 0:
         raise ValueError(
             f"the image has P={float(p0[0]):.4g}, N={float(n0[0]):.4g} at {layer!r}: both signs are needed for "

@@ -169,3 +169,19 @@ def test_seed_l2(tiny_net, tiny_images):
     assert torch.allclose(loss1, (h[1] - h[3]).norm(), rtol=1e-5)
     with pytest.raises(ValueError, match="seed_l2 needs"):
         _image_grad(tiny_net, tiny_images[:3], O.seed_l2("conv2", n=2))
+
+
+@pytest.mark.slow
+def test_real_tense_fast_equals_exact_through_relu6_blocks(lite0):
+    """EfficientNet-Lite0 is piecewise linear (ReLU6, eval BatchNorm, no squeeze-excite): between
+    blocks_4_2 and blocks_5_0 the fast mode gives the exact image gradient."""
+    from lucent_inhibit import preprocess_fn, sample_crops
+
+    img = sample_crops(1, size=96, seed=3)[0][None]
+    x = preprocess_fn(lite0)(img)
+    obj_args = (Feature("blocks_5_0", unit=0), "blocks_4_2")
+    _, g_fast = _image_grad(lite0, x, O.tense(*obj_args, mode="fast"))
+    _, g_exact = _image_grad(lite0, x, O.tense(*obj_args, mode="exact"))
+    rel = float((g_fast - g_exact).norm() / g_exact.norm())
+    print(f"lite0 blocks_5_0/blocks_4_2: relative difference fast vs exact image gradient {rel:.2e}")
+    assert g_exact.norm() > 0 and rel < 1e-4
