@@ -60,6 +60,20 @@ def test_accentuate_balance_is_the_gradient_ratio(tiny_net):
     assert b2 == pytest.approx(2 * b1, rel=1e-3)
 
 
+def test_accentuate_tense_over_several_crops(tiny_net):
+    """The objective sees only the renders of each crop block (tense differentiates through the views)."""
+    seed = _seed(2, s=6)
+    seen = []
+
+    def spy(T):
+        seen.append(T("conv3").shape[0])
+        return O.tense(FEAT, "conv1")(T)
+
+    res = accentuate(tiny_net, seed, lobj.Objective(spy), reg_layer="conv2", n_crops=3, steps=2, seed=0, balance=1.0)
+    assert set(seen) == {2} and len(seen) == 3 * 2  # 3 crop blocks per step, 2 renders each (seeds excluded)
+    assert res.images.shape == (2, 3, 24, 24) and float((res.images - seed).abs().max()) > 1e-3
+
+
 def test_accentuate_mask_confines_changes(tiny_net):
     seed = _seed(size=32, s=5)
     mask = torch.zeros(32, 32)
