@@ -77,10 +77,11 @@ def bare_loop(model, images, feature, layers, batch_size):
                 except Stop:
                     pass
                 f = feature(acts[feature.layer])
-                torch.autograd.grad(f.sum(), [acts[n] for n in layers])
+                grads = torch.autograd.grad(f.sum(), [acts[n] for n in layers])
         finally:
             for h in handles:
                 h.remove()
+        del grads, f, acts, x  # free this batch's graph before the next forward (as scan does)
 
 
 def _vm(key):

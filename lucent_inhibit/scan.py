@@ -337,21 +337,32 @@ def _warn_completeness(result: ScanResult, threshold: float) -> None:
 # per-batch statistics
 # ------------------------------------------------------------------------------------------------
 def _batch_stats(scores: torch.Tensor, keep_maps: bool):
-    """(B, C, ...) attribution -> pos (B, 2, 2), neg (B, 2, 2), maps or None."""
+    """(B, C, ...) attribution -> pos (B, 2, 2), neg (B, 2, 2), maps or None.
+
+    Few passes over the attribution: relu(S), relu(-S) = relu(S) - S, their channel sums (the maps,
+    whose spatial sums are the L1 totals), their L2 norms, and the spatial sum per channel.
+    """
     s = scores.float()
     b = s.shape[0]
-    pos_el, neg_el = s.clamp(min=0), s.clamp(max=0).neg()
-    ch = s.flatten(2).sum(2) if s.dim() > 2 else s
-    pos_ch, neg_ch = ch.clamp(min=0), ch.clamp(max=0).neg()
+    pos_el = s.clamp(min=0)
+    neg_el = pos_el - s
     pos = torch.empty(b, 2, 2)
     neg = torch.empty(b, 2, 2)
-    for g, (pp, nn_) in enumerate(((pos_el, neg_el), (pos_ch, neg_ch))):
-        pp, nn_ = pp.reshape(b, -1), nn_.reshape(b, -1)
-        pos[:, g, 0], neg[:, g, 0] = pp.sum(1).cpu(), nn_.sum(1).cpu()
-        pos[:, g, 1], neg[:, g, 1] = pp.square().sum(1).sqrt().cpu(), nn_.square().sum(1).sqrt().cpu()
     maps = None
-    if keep_maps and s.dim() == 4:
-        maps = (pos_el.sum(1).half().cpu().numpy(), neg_el.sum(1).half().cpu().numpy())
+    if s.dim() == 4:
+        pm, nm = pos_el.sum(1), neg_el.sum(1)  # (B, H, W)
+        pos[:, 0, 0], neg[:, 0, 0] = pm.flatten(1).sum(1), nm.flatten(1).sum(1)
+        if keep_maps:
+            maps = (pm.half().numpy(), nm.half().numpy())
+        ch = s.flatten(2).sum(2)
+    else:
+        pos[:, 0, 0], neg[:, 0, 0] = pos_el.sum(1), neg_el.sum(1)
+        ch = s
+    pos[:, 0, 1] = torch.linalg.vector_norm(pos_el.reshape(b, -1), dim=1)
+    neg[:, 0, 1] = torch.linalg.vector_norm(neg_el.reshape(b, -1), dim=1)
+    pc, nc = ch.clamp(min=0), ch.clamp(max=0).neg()
+    pos[:, 1, 0], neg[:, 1, 0] = pc.sum(1), nc.sum(1)
+    pos[:, 1, 1], neg[:, 1, 1] = torch.linalg.vector_norm(pc, dim=1), torch.linalg.vector_norm(nc, dim=1)
     return pos.numpy(), neg.numpy(), maps
 
 
