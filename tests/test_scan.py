@@ -456,3 +456,17 @@ def test_cli_scan_shards_merge_and_figures(tmp_path, capsys):
     assert "different feature" in capsys.readouterr().err
     assert main(["scan", *base, "--out", out, "--shard", "2/2"]) == 2
     assert "shard" in capsys.readouterr().err
+
+
+def test_image_folder_items_are_paths(tmp_path):
+    from PIL import Image
+
+    from lucent_inhibit.data import ImageFolder
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    ds = ImageFolder(str(tmp_path), size=12)
+    r = scan(SmallNet(), ds, FEATURE, LAYERS, batch_size=2, progress=False)
+    assert list(r.items) == ds.paths and r.dataset == ds.identity
+    np.testing.assert_array_equal(r.meis(5), np.argsort(-r.activation, kind="stable")[:5])
