@@ -88,6 +88,25 @@ class CompletenessResult:
         """(F,) r of every feature at ``layer``."""
         return self.r[:, self._index(layer)]
 
+    def subset(self, images=None, features=None) -> "CompletenessResult":
+        """The result restricted to some images (indices, a slice, or an int n = the first n) and/or
+        features (indices), with r recomputed: e.g. to compare two methods on the same images."""
+        def pick(sel, n):
+            if sel is None:
+                return np.arange(n)
+            if isinstance(sel, (int, np.integer)):
+                if not 1 <= sel <= n:
+                    raise ValueError(f"subset of {sel} out of range: the result has {n}")
+                return np.arange(int(sel))
+            return np.arange(n)[sel]
+
+        im, ft = pick(images, self.n_images), pick(features, len(self.features))
+        f, e = self.f[np.ix_(ft, im)], self.E[np.ix_(ft, im)]
+        base = None if self.baseline is None else self.baseline[np.ix_(ft, im)]
+        r = np.array([[pearson(f[i], e[i, :, j]) for j in range(len(self.layers))] for i in range(len(ft))])
+        return CompletenessResult(list(self.layers), [self.features[i] for i in ft], r.reshape(len(ft), -1), f, e,
+                                  self.method, self.steps, base, self.dataset, self.model)
+
     def target(self) -> np.ndarray:
         """(F, N, L) what ``E`` should equal if attribution were complete: ``f`` for gradient x
         activation, ``f - baseline`` for integrated gradients."""

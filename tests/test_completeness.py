@@ -169,6 +169,20 @@ def test_result_save_load_roundtrip(tmp_path):
         back.r_at("relu1")
 
 
+def test_subset_recomputes_r_on_the_chosen_images():
+    net = TinyConvNet().eval()
+    images = _images(10)
+    feats = [Feature("conv3", unit=u) for u in range(3)]
+    full = completeness(net, images, feats, ["conv1", "relu2"], progress=False)
+    first = completeness(net, images[:6], feats[1:], ["conv1", "relu2"], progress=False)
+    part = full.subset(6, features=[1, 2])
+    np.testing.assert_allclose(part.r, first.r, rtol=1e-6)
+    np.testing.assert_allclose(part.E, first.E, rtol=1e-5, atol=1e-6)
+    assert part.features == first.features and not np.allclose(part.r, full.r[1:])
+    with pytest.raises(ValueError, match="subset of 11 out of range: the result has 10"):
+        full.subset(11)
+
+
 def test_table_lists_every_layer_with_its_mean_r():
     net = TinyConvNet().eval()
     res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"], progress=False)
