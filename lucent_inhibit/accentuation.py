@@ -315,6 +315,7 @@ def accentuate(
             raise ValueError(unknown_layer_message(reg_layer, _layers(model)))
     if seed is not None:
         torch.manual_seed(seed)
+        np.random.seed(seed)  # Lucent's transforms draw from numpy
     objective = _as_objective(objective)
     params, image_f = _make_param(param, images, out_size, b, with_seed, dev, None)
     if mask is not None:
@@ -510,6 +511,7 @@ def inversions(
     transforms = [_transform.shift(jitter)] if jitter else []
     if seed is not None:
         torch.manual_seed(seed)
+        np.random.seed(seed)  # Lucent's transforms draw from numpy
     if seeded:
         acc = accentuate(
             model, img.repeat(2, 1, 1, 1), lucent_objectives.Objective(tracked), reg_layer=reg_layer,
@@ -669,6 +671,7 @@ def tense_image(
     dev = model_device(model)
     if seed is not None:
         torch.manual_seed(seed)
+        np.random.seed(seed)  # Lucent's transforms draw from numpy
     if seed_image is not None:
         seed_image = _param.check_seed(check_images(seed_image), size, batch).to(dev)
     hw = tuple(seed_image.shape[2:]) if seed_image is not None else _param._hw(size)
@@ -730,9 +733,9 @@ def plot_tense(result: TenseResult, path: str) -> str:
         )
     ax = axes[-1]
     s = result.steps.numpy()
+    ax.plot(s, result.tension[:, 0].numpy(), color="0.6", lw=4, alpha=0.6, label=f"tension ({result.score})")
     ax.plot(s, result.positive[:, 0].numpy(), color="tab:red", label="P")
     ax.plot(s, result.negative[:, 0].numpy(), color="tab:blue", label="N")
-    ax.plot(s, result.tension[:, 0].numpy(), color="k", ls="--", label=f"tension ({result.score})")
     ax.plot(s, result.activation[:, 0].numpy(), color="tab:green", label="f")
     ax.set_xlabel("step")
     ax.legend(fontsize=7)

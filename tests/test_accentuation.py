@@ -174,13 +174,22 @@ def test_real_inversions_separate_excitation_from_inhibition(lite0, mtis, seeded
 @pytest.mark.slow
 def test_real_tense_raises_tension_below_mei_activation(lite0, mtis):
     x, a, _ = mtis
-    mei = float(a.activation.max())
+    dataset_mei = float(a.activation.max())
     res = tense_image(lite0, REAL_FEATURE, REAL_LAYER, steps=32, size=128, record_every=8, seed=0)
+    # the rendered MEI: the feature itself maximised with the same loop, parameterization and steps
+    torch.manual_seed(0)
+    with released_hooks(lite0):
+        mei_img = render.render_vis(
+            lite0, O.feature(REAL_FEATURE), param_f=lambda: lparam.image(128), thresholds=(32,),
+            show_image=False, progress=False, fixed_image_size=128,
+        )[0]
+    mei = float(attribute(lite0, torch.from_numpy(mei_img).permute(0, 3, 1, 2), REAL_FEATURE, REAL_LAYER).activation[0])
     t = res.tension[:, 0]
-    print(f"tense: min(P,N) {t.tolist()}, f {res.activation[:, 0].tolist()}, dataset MEI f {mei:.2f}")
+    print(f"tense: min(P,N) {[round(v, 1) for v in t.tolist()]}, f {[round(v, 2) for v in res.activation[:, 0].tolist()]}; "
+          f"rendered MEI f {mei:.2f}, dataset MEI f {dataset_mei:.2f}, dataset max min(P,N) {float(a.tension(REAL_LAYER).max()):.1f}")
     assert float(t[-1]) > 1.5 * float(t[0])
     assert float(t[-1]) > float(a.tension(REAL_LAYER).max())  # tenser than every sample crop
-    assert abs(float(res.activation[-1, 0])) < 0.5 * mei
+    assert mei > dataset_mei and abs(float(res.activation[-1, 0])) < 0.4 * mei
 
 
 @pytest.mark.slow
