@@ -34,3 +34,4 @@ from .completeness import CompletenessResult, completeness, completeness_pair, p
 from .atlas import Atlas, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection, build_atlas, collect_vectors, grid_cells, plot_atlas, project_layout, render_icons, select_images, write_atlas_html
 from .toy import ToyAnalysis, ToyConfig, ToyModel, TrainResult, analyze as analyze_toy, inhibition_model, plot_superposition, train as train_toy
 from .accentuation import Accentuation, InversionResult, NonFiniteLoss, TenseResult, accentuate, inversions, plot_inversions, plot_tense, tense_image
+from .combinations import AxisScales, CombinationResult, PairStatistics, axis_scales, pair_cloud, pair_statistics, plot as plot_combinations, sweep as sweep_combinations
