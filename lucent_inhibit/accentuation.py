@@ -495,9 +495,7 @@ def inversions(
             f"the image has P={float(p0[0]):.4g}, N={float(n0[0]):.4g} at {layer!r}: both signs are needed for "
             "+/- inversions"
         )
-    objective = signed_attribution(layer, s[0], +1, power=power, crop=crop, batch=0) + signed_attribution(
-        layer, s[0], -1, power=power, crop=crop, batch=1
-    )
+    # batch element 0 renders relu(S), element 1 relu(-S); their values are tracked separately
     values = {"exc": [], "inh": []}
     exc_obj = signed_attribution(layer, s[0], +1, power=power, crop=crop, batch=0)
     inh_obj = signed_attribution(layer, s[0], -1, power=power, crop=crop, batch=1)
