@@ -744,6 +744,79 @@ def _run_tense(args) -> None:
 STAGES.append("tense")
 
 
+def _add_combos(sub) -> None:
+    p = sub.add_parser(
+        "combos",
+        help="feature-combination plot of a unit pair (cosdot sweep over angles, paper 004)",
+        description="Measure a layer's units over the data, pick a pair (or take --units), render each unit "
+        "alone for the axis scales, then maximise the pair's cosdot toward --n-angles angles from --n-seeds "
+        "noise seeds in batches of Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.",
+    )
+    _add_model_options(p)
+    _add_data_options(p, n_default=256, size_default=128)
+    p.add_argument("--layer", default="blocks_3_0_bn1_drop",
+                   help="layer whose units are paired (default blocks_3_0_bn1_drop, a pre-ReLU6 middle layer)")
+    p.add_argument("--position", default="center",
+                   help="where each unit is read: 'center', 'mean' or 'Y,X' (default center)")
+    p.add_argument("--pair", default="anticorrelated", choices=["anticorrelated", "correlated", "zero"],
+                   help="which pair the dataset statistics pick (default: the most anti-correlated)")
+    p.add_argument("--units", type=int, nargs=2, default=None, metavar=("A", "B"),
+                   help="use these two units instead of a picked pair")
+    p.add_argument("--n-angles", type=int, default=60, help="target angles on [0, 2 pi) (default 60)")
+    p.add_argument("--n-seeds", type=int, default=5, help="noise seeds per angle (default 5)")
+    p.add_argument("--power", type=float, default=4.0, help="cosine exponent p of cosdot (default 4)")
+    p.add_argument("--steps", type=int, default=128, help="optimisation steps per render (default 128)")
+    p.add_argument("--chunk", type=int, default=60, help="most images per render_vis batch (default 60)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def _run_combos(args) -> None:
+    import numpy as np
+
+    from .combinations import pair_statistics, plot, sweep
+
+    for name in ("n_seeds", "steps", "chunk", "n_images"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.n_angles < 4:
+        raise UsageError(f"--n-angles must be at least 4 (one angle per quadrant), got {args.n_angles}")
+    position = args.position
+    if position not in ("center", "mean"):
+        try:
+            y, x = (int(v) for v in position.split(","))
+        except ValueError:
+            raise UsageError(f"--position must be 'center', 'mean' or 'Y,X', got {position!r}") from None
+        position = (y, x)
+    model = _load_model(args)
+    _check_layer(model, args.layer)
+    data = _load_data(args)
+    np.random.seed(args.seed)  # Lucent's transforms draw from numpy's global generator
+    try:
+        stats = pair_statistics(model, data, args.layer, position=position)
+        if args.units:
+            a, b = args.units
+            r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
+            fa, fb = stats.feature(a), stats.feature(b)
+        else:
+            a, b, r = stats.pick(args.pair)
+            fa, fb = stats.feature(a), stats.feature(b)
+        res = sweep(model, fa, fb, n_angles=args.n_angles, n_seeds=args.n_seeds, power=args.power, steps=args.steps,
+                    image_size=args.size, fixed_image_size=args.size, chunk=args.chunk, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    os.makedirs(args.out, exist_ok=True)
+    stats.save(os.path.join(args.out, "pair_stats.npz"))
+    res.save(os.path.join(args.out, "combos.npz"))
+    plot(res, cloud=stats.values(a, b), path=os.path.join(args.out, "combos.png"))
+    q = res.quadrant_scores()
+    print(f"combos: {fa.name} x {fb.name}, dataset r = {r:.3f}, scales {res.scale[0]:.4g}, {res.scale[1]:.4g}")
+    print("  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}" for k, v in q.items()))
+    print(f"  wrote {args.out}/pair_stats.npz, combos.npz, combos.png")
+
+
+STAGES.append("combos")
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
