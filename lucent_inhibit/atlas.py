@@ -1000,6 +1000,7 @@ def build_atlas(
     batch_size: int = 64,
     power: float = 2.0,
     icon_target: str = "box",
+    transforms=None,
     seed: int = 0,
     progress: bool = False,
 ) -> Atlas:
@@ -1008,8 +1009,8 @@ def build_atlas(
     points = collect_vectors(model, dataset, feature, layer, selection, kind, mode, crop, batch_size, progress=progress)
     layout = project_layout(points, n_neighbors, min_dist, pca, seed=seed)
     grid = grid_cells(points, layout, grid_size, min_points)
-    icons = render_icons(model, points, grid, steps, icon_size, batch_size, power, icon_target=icon_target, seed=seed,
-                         progress=progress)
+    icons = render_icons(model, points, grid, steps, icon_size, batch_size, power, icon_target=icon_target,
+                         transforms=transforms, seed=seed, progress=progress)
     return Atlas(points, layout, grid, icons)
 
 

@@ -441,7 +441,7 @@ STAGES.append("completeness")
 
 
 # -- atlas (issue 5): attribution atlas and activation atlas, static PNG and interactive HTML ------
-ATLAS_DEFAULT_ATTR_LAYER = "blocks_4_0_bn1_act"
+ATLAS_DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"  # the scan stage's default too
 
 
 def _add_atlas(sub) -> None:
