@@ -55,6 +55,23 @@ def crop_box(target: torch.Tensor, threshold: float = 0.01) -> Tuple[int, int, i
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
+def layer_mask(mask, shape: Tuple[int, int], device=None, dtype=None) -> torch.Tensor:
+    """Resize a spatial mask (H, W) with values in [0, 1] to a layer's (h, w) grid: (h, w) tensor.
+
+    Objectives that take ``mask=`` multiply the layer's map (and their target) by it, so only the masked
+    positions count and receive gradient. Build masks with :func:`attribution_mask`; they assume the
+    render's transforms keep the geometry (jitter of a few pixels is fine, box crops are not).
+    """
+    m = _as_target(mask, "mask")
+    if m.dim() != 2:
+        raise ValueError(f"mask must be a spatial map (H, W), got shape {tuple(m.shape)}")
+    if float(m.min()) < 0 or float(m.max()) > 1 or float(m.max()) == 0:
+        raise ValueError(f"mask values must lie in [0, 1] and not all be zero, got range [{float(m.min()):.3g}, {float(m.max()):.3g}]")
+    if tuple(m.shape) != tuple(shape):
+        m = torch.nn.functional.interpolate(m[None, None], size=tuple(shape), mode="bilinear", align_corners=False)[0, 0]
+    return m.to(device=device, dtype=dtype)
+
+
 @wrap_objective()
 def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple[int, int]] = "mean", batch=None):
     """Cosdot toward a direction over a layer's channels.
@@ -89,7 +106,7 @@ def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple
 
 
 @wrap_objective()
-def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float] = 0.01, batch=None):
+def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None):
     """Cosdot between a layer's whole activation map and a target map (the +/- inversion objective).
 
     Args:
@@ -98,6 +115,8 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
         power: the cosine's exponent.
         crop: crop both maps to the bounding box where ``|target|`` exceeds ``crop`` times its maximum
             (per target); ``None`` uses the whole map.
+        mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`), resized to the layer's
+            grid; both maps are multiplied by it, so only masked positions count.
         batch: Lucent batch index, or None for all.
 
     Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^p`` over the flattened (cropped) maps.
@@ -107,6 +126,9 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
         t = t[None]
     if t.dim() != 4:
         raise ValueError(f"target must be (C, H, W) or (B, C, H, W), got shape {tuple(t.shape)}")
+    if mask is not None:
+        m = layer_mask(mask, t.shape[2:])
+        t = t * m
     boxes = [crop_box(ti, crop) if crop is not None else (0, ti.shape[1], 0, ti.shape[2]) for ti in t]
 
     @handle_batch(batch)
@@ -124,7 +146,10 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
         for i in range(h.shape[0]):
             k = (batch if isinstance(batch, int) else i) if t.shape[0] > 1 else 0
             y0, y1, x0, x1 = boxes[k]
-            hi = h[i, :, y0:y1, x0:x1].flatten()
+            hi = h[i, :, y0:y1, x0:x1]
+            if mask is not None:
+                hi = hi * m[y0:y1, x0:x1].to(h.device, h.dtype)
+            hi = hi.flatten()
             ti = t[k, :, y0:y1, x0:x1].flatten().to(h.device, h.dtype)
             values.append(cosdot_value(hi, ti, power))
         return -torch.stack(values).mean()
@@ -246,6 +271,7 @@ def tense(
     mode: str = "fast",
     granularity: str = "element",
     norm: str = "l1",
+    mask=None,
     batch=None,
 ):
     """Maximise the tension of the rendered image: both excitation ``P`` and inhibition ``N`` large.
@@ -265,6 +291,8 @@ def tense(
             piecewise constant in ``h``, so both modes give the same image gradient almost everywhere
             (tested); with smooth activations (SiLU, GELU, sigmoid, tanh) only ``exact`` is right.
         granularity, norm: as in :func:`lucent_inhibit.signed_totals`.
+        mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`): ``S`` is multiplied
+            by it (resized to the layer's grid), so only tension inside the mask counts.
         batch: Lucent batch index, or None for all.
 
     Loss: minus the batch mean of the tension.
@@ -279,8 +307,18 @@ def tense(
     if granularity not in ("element", "channel") or norm not in ("l1", "l2"):
         raise ValueError(f"granularity must be 'element'/'channel' and norm 'l1'/'l2', got {granularity!r}, {norm!r}")
 
+    if mask is not None:
+        layer_mask(mask, (1, 1))  # validate now, resize inside the loop
+
     def inner(T):
-        p, n = signed_parts(T, feat, layer, mode=mode, batch=batch, granularity=granularity, norm=norm)
+        if mask is None:
+            p, n = signed_parts(T, feat, layer, mode=mode, batch=batch, granularity=granularity, norm=norm)
+        else:
+            s = signed_attribution_scores(T, feat, layer, mode=mode, batch=batch)
+            if s.dim() != 4:
+                raise ValueError(f"mask given, but layer {layer!r} has no spatial dimensions (shape {tuple(s.shape)})")
+            s = s * layer_mask(mask, s.shape[2:], s.device, s.dtype)
+            p, n = signed_totals(s, granularity, norm)
         return -tension(p, n, score).mean()
 
     return inner
@@ -350,7 +388,9 @@ def _check_sign(sign) -> int:
 
 
 @wrap_objective()
-def signed_attribution(layer: str, scores, sign: int = 1, power: float = 2.0, crop: Optional[float] = 0.01, batch=None):
+def signed_attribution(
+    layer: str, scores, sign: int = 1, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None
+):
     """The +/- attribution inversion objective: spatial cosdot against ``relu(sign * S)``.
 
     Args:
@@ -359,6 +399,8 @@ def signed_attribution(layer: str, scores, sign: int = 1, power: float = 2.0, cr
         sign: +1 for the excitatory target ``relu(S)``, -1 for the inhibitory target ``relu(-S)``.
         power: cosine exponent of the cosdot.
         crop: crop to the box where the target exceeds ``crop`` times its maximum (None: whole map).
+        mask: optional spatial mask (H, W) in [0, 1], e.g. ``attribution_mask(scores, sign)``: only the
+            positions where the image excites (or inhibits) the feature count.
         batch: Lucent batch index, or None for all.
 
     Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^power``.
@@ -370,7 +412,7 @@ def signed_attribution(layer: str, scores, sign: int = 1, power: float = 2.0, cr
             f"the image has no {'positive' if sign == 1 else 'negative'} attribution at layer {layer!r}: "
             "the target map relu(sign * S) is all zero"
         )
-    return spatial_cosdot(layer, target, power=power, crop=crop, batch=batch).objective_func
+    return spatial_cosdot(layer, target, power=power, crop=crop, mask=mask, batch=batch).objective_func
 
 
 # ------------------------------------------------------------------------------------------------
