@@ -840,7 +840,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> None:
-    from .report import DemoConfig, run_demo
+    from .report import DemoConfig, DemoInputError, run_demo
 
     if args.images and not os.path.isdir(args.images):
         raise UsageError(f"image folder {args.images!r} does not exist or is not a directory")
@@ -850,8 +850,8 @@ def _run_demo(args) -> None:
             attribution_layer=args.attribution_layer, images=args.images, device=args.device,
             config=DemoConfig.quick() if args.quick else None,
         )
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    except DemoInputError as exc:
+        raise UsageError(str(exc).splitlines()[0]) from exc
     print(f"wrote {os.path.join(args.out, 'index.html')}")
     width = max(len(n) for n, _, _ in report.numbers)
     for name, value, _ in report.numbers:
