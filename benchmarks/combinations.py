@@ -27,9 +27,9 @@ from lucent_inhibit.objectives import cosdot_value, feature_pair, pair_targets  
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--angles", type=int, default=8)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
