@@ -53,7 +53,7 @@ from .objectives import cosdot, crop_box, spatial_cosdot
 
 KINDS = ("attribution", "activation")
 MODES = ("sum", "position")
-ICON_TARGETS = ("box", "center")
+ICON_TARGETS = ("box", "center", "positions")
 FORMAT = "lucent-inhibit-atlas/1"
 
 Box = Tuple[int, int, int, int]
@@ -724,14 +724,31 @@ class AtlasIcons(_Stored):
         return cls(a["images"], a["activation"], a["cosine"], m["params"])
 
 
-def icon_targets(points: AtlasPoints, vectors: np.ndarray, icon_target: str = "box") -> torch.Tensor:
+def icon_targets(points: AtlasPoints, vectors: np.ndarray, icon_target: str = "box",
+                 grid: Optional["AtlasGrid"] = None) -> torch.Tensor:
     """Render targets for averaged vectors (K, C): (K, C, H, W) maps at the atlas layer, or (K, C) for a
     linear layer. Attribution vectors enter as their absolute value (SPEC 2.6); activation vectors as they are.
 
     ``icon_target="box"`` broadcasts each vector over the receptive-field box (zero outside);
-    ``"center"`` puts it at the box's centre position only.
+    ``"center"`` puts it at the box's centre position only; ``"positions"`` (position mode; needs ``grid``)
+    averages the cell's points each at its own (y, x), so a channel that excites the feature at one
+    position and inhibits it at another keeps its place (``vectors`` is then unused).
     """
     _check_choice("icon_target", icon_target, ICON_TARGETS)
+    if icon_target == "positions":
+        if grid is None or points.mode != "position" or len(points.map_shape) == 1:
+            raise ValueError("icon_target='positions' needs position-mode points on a spatial layer and the grid")
+        c, h, w = points.map_shape
+        t = torch.zeros(len(grid), c, h, w)
+        v = torch.as_tensor(np.asarray(points.vectors, np.float32))
+        if points.kind == "attribution":
+            v = v.abs()
+        pos = torch.as_tensor(np.asarray(points.point_position, np.int64))
+        for k in range(len(grid)):
+            ids = torch.as_tensor(grid.points_of(k), dtype=torch.long)
+            t[k].index_put_((torch.arange(c)[:, None], pos[ids, 0][None], pos[ids, 1][None]), v[ids].T, accumulate=True)
+            t[k] /= ids.numel()
+        return t
     v = torch.as_tensor(np.asarray(vectors, np.float32))
     if points.kind == "attribution":
         v = v.abs()
@@ -890,7 +907,7 @@ def render_icons(
         raise ValueError("the grid has no occupied cell: nothing to render")
     if grid.vectors.shape[1] != points.vectors.shape[1]:
         raise ValueError(f"grid vectors have {grid.vectors.shape[1]} channels, the points {points.vectors.shape[1]}")
-    targets = icon_targets(points, grid.vectors, icon_target)
+    targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
     image_size = tuple(points.image_size)
     s = int(icon_size or image_size[0])
     from tqdm.auto import tqdm
@@ -911,7 +928,7 @@ def render_icons(
         h = h[points.layer].float().cpu()
         t = targets[a: a + batch_size]
         if h.dim() == 4:
-            y0, y1, x0, x1 = points.box if icon_target == "box" else _center_box(points.box)
+            y0, y1, x0, x1 = _center_box(points.box) if icon_target == "center" else points.box
             h, t = h[:, :, y0:y1, x0:x1], t[:, :, y0:y1, x0:x1]
         coss.append(F.cosine_similarity(h.flatten(1), t.flatten(1), dim=1))
     params = {"steps": int(steps), "icon_size": s, "batch_size": int(batch_size), "power": float(power),

@@ -136,25 +136,25 @@ class DemoInputError(ValueError):
 class DemoConfig:
     """Sizes of each stage of :func:`run_demo`. ``DemoConfig.quick()`` shrinks everything for tests."""
 
-    n_images: int = 192
+    n_images: int = 256
     size: int = 224
     batch_size: int = 32
-    completeness_features: int = 8
-    completeness_images: int = 48
+    completeness_features: int = 12
+    completeness_images: int = 64
     top_mtis: int = 3
     inversion_steps: int = 96
     inversion_size: int = 128
     tense_steps: int = 96
     tense_size: int = 128
-    atlas_select: int = 64
+    atlas_select: int = 96
     atlas_steps: int = 48
-    atlas_icon_size: int = 64
-    combo_angles: int = 24
-    combo_seeds: int = 2
-    combo_steps: int = 48
+    atlas_icon_size: int = 128
+    combo_angles: int = 30
+    combo_seeds: int = 3
+    combo_steps: int = 64
     combo_size: int = 96
-    combo_images: int = 96
-    toy_steps: int = 2000
+    combo_images: int = 128
+    toy_steps: int = 3000
     toy_seeds: int = 3
 
     @classmethod
@@ -283,6 +283,9 @@ def run_demo(
         if attribution_layer is not None and attribution_layer not in names and attribution_layer != "input":
             raise ValueError(unknown_layer_message(attribution_layer, names))
         attr_layer = attribution_layer or default_attribution_layer(net, layer)
+        # the atlas needs many points per image: one layer further back, where the feature's receptive
+        # field spans several positions (on the default feature: the ReLU6 before the 5x5 depthwise conv)
+        atlas_layer = default_attribution_layer(net, attr_layer) if attr_layer != "input" else attr_layer
         if unit is None:
             unit = pick_unit(net, dataset, layer)
         from .attribution import Feature, measure
@@ -309,13 +312,13 @@ def run_demo(
     with StagingDir(out) as tmp:
         _stage_completeness(report, tmp, net, dataset, feature, attr_layer, cfg, progress)
         stages.update()
-        result = _stage_scan(report, tmp, net, dataset, feature, attr_layer, cfg, progress)
+        result = _stage_scan(report, tmp, net, dataset, feature, attr_layer, cfg, progress, extra=[atlas_layer])
         stages.update()
         _stage_inversions(report, tmp, net, dataset, result, feature, attr_layer, cfg, progress)
         stages.update()
         _stage_tense(report, tmp, net, result, feature, attr_layer, cfg, progress)
         stages.update()
-        _stage_atlas(report, tmp, net, dataset, result, feature, attr_layer, cfg, progress)
+        _stage_atlas(report, tmp, net, dataset, result, feature, atlas_layer, cfg, progress)
         stages.update()
         _stage_combinations(report, tmp, net, dataset, feature, cfg, progress)
         stages.update()
@@ -407,20 +410,21 @@ def _subset(dataset, n):
     return _Subset(dataset, n)
 
 
-def _stage_scan(report, tmp, net, dataset, feature, attr_layer, cfg, progress):
+def _stage_scan(report, tmp, net, dataset, feature, attr_layer, cfg, progress, extra=()):
     import numpy as np
 
     from .plots import save_scan_figures
     from .scan import scan
 
-    result = scan(net, dataset, feature, [attr_layer], batch_size=cfg.batch_size, out=os.path.join(tmp, "scan"),
+    layers = [attr_layer] + [l for l in extra if l != attr_layer]
+    result = scan(net, dataset, feature, layers, batch_size=cfg.batch_size, out=os.path.join(tmp, "scan"),
                   progress=progress)
     result.save(os.path.join(tmp, "scan.npz"))
-    figs = save_scan_figures(result, dataset, os.path.join(tmp, "scan_figures"), k=8)
+    figs = save_scan_figures(result, dataset, os.path.join(tmp, "scan_figures"), k=8, layer=attr_layer)
     rel = {k: os.path.relpath(v, tmp) for k, v in figs.items()}
     k = min(10, len(result))
     mei = result.activation[result.row(int(result.meis(1)[0]))] if len(result) else float("nan")
-    mti_rows = [result.row(int(i)) for i in result.mtis(k)]
+    mti_rows = [result.row(int(i)) for i in result.mtis(k, layer=attr_layer)]
     p, n = result.P(attr_layer), result.N(attr_layer)
     report.sections.append(
         Section(
@@ -451,7 +455,7 @@ def _stage_inversions(report, tmp, net, dataset, result, feature, attr_layer, cf
     from .accentuation import inversions, plot_inversions
 
     figs, links = [], []
-    for rank, idx in enumerate(result.mtis(cfg.top_mtis)):
+    for rank, idx in enumerate(result.mtis(cfg.top_mtis, layer=attr_layer)):
         image = dataset[int(idx)]
         for seeded in (False, True):
             kind = "accentuation" if seeded else "inversion"
@@ -526,7 +530,7 @@ def _stage_atlas(report, tmp, net, dataset, result, feature, attr_layer, cfg, pr
     sel = select_images(result, feature, attr_layer, top_abs=k, top_activation=k // 2, bottom_activation=k // 2,
                         top_tension=k // 2)
     atlas = build_atlas(net, dataset, feature, attr_layer, sel, mode="position", steps=cfg.atlas_steps,
-                        icon_size=cfg.atlas_icon_size, progress=progress)
+                        icon_size=cfg.atlas_icon_size, icon_target="positions", progress=progress)
     atlas.save(os.path.join(tmp, "atlas.npz"))
     plot_atlas(atlas, os.path.join(tmp, "atlas.png"))
     write_atlas_html(atlas, os.path.join(tmp, "atlas.html"))
@@ -542,6 +546,7 @@ def _stage_atlas(report, tmp, net, dataset, result, feature, attr_layer, cfg, pr
             links=["atlas.html", "atlas.npz"],
         )
     )
+    report.add_number("atlas layer; completeness r of the feature there", f"{attr_layer}; {result.completeness.get(attr_layer, float('nan')):.3f}")
     report.add_number("atlas icons", int(s["n_positive"] + s["n_negative"]))
     report.add_number("atlas: mean icon activation, net-positive cells", s["positive_mean"])
     report.add_number("atlas: mean icon activation, net-negative cells", s["negative_mean"],

@@ -328,6 +328,24 @@ def test_icon_targets_abs_for_attribution_and_centre_mode(tiny_atlas):
         icon_targets(p, v, "corner")
 
 
+def test_icon_targets_positions_keep_each_point_at_its_place(tiny_atlas):
+    net, data, atlas = tiny_atlas
+    p, g = atlas.points, atlas.grid
+    t = icon_targets(p, g.vectors, "positions", grid=g)
+    assert t.shape == (len(g),) + tuple(p.map_shape)
+    for k in range(len(g)):
+        ids = g.points_of(k)
+        expected = torch.zeros(p.map_shape)
+        for i in ids:
+            y, x = p.point_position[i]
+            expected[:, y, x] += torch.from_numpy(np.abs(p.vectors[i]))
+        assert torch.allclose(t[k], expected / len(ids), atol=1e-6)
+        # summed over space it is the cell's mean |vector|, as the box target's per-position vector
+        assert torch.allclose(t[k].sum((1, 2)), torch.from_numpy(np.abs(p.vectors[ids]).mean(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="positions"):
+        icon_targets(p, g.vectors, "positions")
+
+
 # ------------------------------------------------------------------------------------------------
 # results, figure, page
 # ------------------------------------------------------------------------------------------------
