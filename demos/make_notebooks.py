@@ -26,6 +26,7 @@ import lucent_inhibit as li
 
 SMALL = os.environ.get("LUCENT_INHIBIT_SMALL") == "1"  # CI runs every notebook with tiny sizes
 torch.manual_seed(0)
+import numpy as np; np.random.seed(0)  # Lucent's augmentations draw from numpy's global generator
 model = li.efficientnet_lite0()  # embedded ImageNet weights, no download'''
 
 
@@ -141,7 +142,7 @@ ua, ub, r = stats.pick("anticorrelated")
 print("most anti-correlated pair", ua, ub, r)
 fa, fb = li.Feature("blocks_4_0_bn3_drop", unit=ua), li.Feature("blocks_4_0_bn3_drop", unit=ub)
 res = sweep(model, fa, fb, n_angles=4 if SMALL else 60, n_seeds=1 if SMALL else 5, steps=4 if SMALL else 128,
-            image_size=48 if SMALL else 96)
+            image_size=48 if SMALL else 96, scale_steps=32 if SMALL else None)
 plot(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")''',
         ],
     ),

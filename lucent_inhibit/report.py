@@ -269,6 +269,8 @@ def run_demo(
     from .models import DEFAULT_LAYER, layers as model_layers, load_model, unknown_layer_message
 
     cfg = config or DemoConfig()
+    torch.manual_seed(0)
+    np.random.seed(0)  # Lucent's augmentations draw from numpy's global generator: a rerun gives the same report
     # -- validate everything before any heavy work: bad input is one clear DemoInputError ----------
     try:
         dataset = ImageFolder(images, size=cfg.size) if images else sample_crops(cfg.n_images, size=cfg.size, seed=0)
