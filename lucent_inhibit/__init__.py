@@ -23,11 +23,10 @@ from .models import (
 )
 from .data import ImageFolder, imagenet_classes, load_image, sample_crops, sample_images
 from .attribution import Attribution, Feature, attribute, measure, signed_totals, tension
-from . import objectives
+from . import objectives, param, transform
 
 __version__ = "0.1.0"
 
-# Stage modules add their public names below (one import line per module).
 from .scan import ScanResult, merge as merge_scans, scan
 from .plots import plot_image_grid, plot_scan_overlay, plot_scan_scatter, plot_signed_overlay, save_scan_figures
 from .completeness import CompletenessResult, completeness, completeness_pair, plot_completeness, random_logits, warn_if_incomplete
@@ -35,3 +34,6 @@ from .atlas import Atlas, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selec
 from .toy import ToyAnalysis, ToyConfig, ToyModel, TrainResult, analyze as analyze_toy, inhibition_model, plot_superposition, train as train_toy
 from .accentuation import Accentuation, InversionResult, NonFiniteLoss, TenseResult, accentuate, inversions, plot_inversions, plot_tense, tense_image
 from .combinations import AxisScales, CombinationResult, PairStatistics, axis_scales, pair_cloud, pair_statistics, plot as plot_combinations, sweep as sweep_combinations
+from .report import DemoConfig, run_demo
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -14,7 +14,6 @@ the step number), and removes the forward hooks ``render_vis`` leaves on the mod
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from . import param as _param
 from . import transform as _transform
 from .attribution import Feature, as_feature, attribute, check_images, model_device
 from .models import preprocess_fn
+from .storage import load_npz, save_npz
 from .objectives import BatchView, seed_l2, signed_attribution, tense
 
 log = logging.getLogger(__name__)
@@ -136,16 +136,12 @@ def _render(
 
 
 def _npz_save(path, arrays: Dict[str, np.ndarray], meta: dict) -> None:
-    arrays = dict(arrays)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez_compressed(path, **arrays)
+    save_npz(path, arrays, meta)
 
 
 def _npz_load(path):
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        arrays = {k: torch.from_numpy(z[k]) for k in z.files if k != "meta"}
-    return arrays, meta
+    arrays, meta = load_npz(path)
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}, meta
 
 
 # ------------------------------------------------------------------------------------------------

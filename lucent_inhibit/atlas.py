@@ -49,6 +49,7 @@ from torch import nn
 
 from .attribution import Feature, as_feature, attribute, capture, model_device, signed_totals
 from .models import _layer_table, preprocess_fn, unknown_layer_message
+from .storage import load_npz, save_npz
 from .objectives import cosdot, crop_box, spatial_cosdot
 
 KINDS = ("attribution", "activation")
@@ -63,20 +64,14 @@ Box = Tuple[int, int, int, int]
 # storage helpers (np.savez_compressed + JSON meta as uint8; never pickle)
 # ------------------------------------------------------------------------------------------------
 def _write_npz(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> None:
-    arrays = dict(arrays)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with open(path, "wb") as f:  # exactly ``path`` (np.savez would append .npz to a bare name)
-        np.savez_compressed(f, **arrays)
+        save_npz(f, arrays, meta)
 
 
 def _read_npz(path: str, expected: str) -> Tuple[Dict[str, np.ndarray], dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path!r}")
-    with np.load(path, allow_pickle=False) as z:
-        if "meta" not in z:
-            raise ValueError(f"{path!r} is not a lucent-inhibit atlas file (no meta entry)")
-        meta = json.loads(bytes(z["meta"]).decode())
-        arrays = {k: z[k] for k in z.files if k != "meta"}
+    arrays, meta = load_npz(path, "lucent-inhibit atlas")
     if meta.get("format") != FORMAT or meta.get("type") != expected:
         raise ValueError(
             f"{path!r} holds {meta.get('type') or meta.get('format') or 'something else'}, expected an atlas "

@@ -8,15 +8,15 @@ as the layer's activations) from one forward and one backward pass, or layer int
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from .storage import load_npz, save_npz
 from .models import _layer_table, preprocess_fn, unknown_layer_message
 
 Position = Union[str, Tuple[int, int]]
@@ -316,16 +316,14 @@ class Attribution:
             if layer in self.baseline_activation:
                 arrays[f"baseline_{i}"] = self.baseline_activation[layer].cpu().numpy()
         meta = {"feature": self.feature.to_dict(), "method": self.method, "layers": self.layers}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str) -> "Attribution":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            scores = {l: torch.from_numpy(z[f"score_{i}"]) for i, l in enumerate(meta["layers"])}
-            base = {l: torch.from_numpy(z[f"baseline_{i}"]) for i, l in enumerate(meta["layers"]) if f"baseline_{i}" in z}
-            return cls(torch.from_numpy(z["activation"]), scores, Feature.from_dict(meta["feature"]), meta["method"], base)
+        z, meta = load_npz(path, "Attribution")
+        scores = {l: torch.from_numpy(z[f"score_{i}"]) for i, l in enumerate(meta["layers"])}
+        base = {l: torch.from_numpy(z[f"baseline_{i}"]) for i, l in enumerate(meta["layers"]) if f"baseline_{i}" in z}
+        return cls(torch.from_numpy(z["activation"]), scores, Feature.from_dict(meta["feature"]), meta["method"], base)
 
 
 def _prepare_inputs(model, images, preprocess):

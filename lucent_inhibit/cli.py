@@ -123,7 +123,7 @@ def _run_scan(args) -> None:
     from .attribution import Feature
     from .models import DEFAULT_LAYER
     from .plots import save_scan_figures
-    from .scan import ScanResult, merge, scan
+    from .scan import merge, scan
 
     layer = args.layer or DEFAULT_LAYER
     if args.attr_layers:

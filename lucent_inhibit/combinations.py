@@ -22,7 +22,6 @@ that same size (e.g. ``sample_crops(size=result.render_size)``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .storage import load_npz, save_npz
 from .attribution import Feature, as_feature, capture, check_images, model_device
 from .models import layers as _model_layers
 from .models import preprocess_fn, unknown_layer_message
@@ -50,14 +50,6 @@ QUADRANTS = ("++", "-+", "--", "+-")  # quadrant q holds angles in (q pi/2, (q+1
 # ------------------------------------------------------------------------------------------------
 # helpers: save/load, measuring like the render loop
 # ------------------------------------------------------------------------------------------------
-def _meta_array(meta: dict) -> np.ndarray:
-    return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-
-
-def _read_meta(z) -> dict:
-    return json.loads(bytes(z["meta"]).decode())
-
-
 def _images_to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
@@ -223,16 +215,14 @@ class PairStatistics:
     def save(self, path: str) -> None:
         meta = {"layer": self.layer, "position": self.position if isinstance(self.position, str) else list(self.position),
                 "dataset": self.dataset, "image_size": self.image_size, "kind": "PairStatistics"}
-        np.savez_compressed(path, activations=self.activations.numpy(), correlation=self.correlation.numpy(),
-                            meta=_meta_array(meta))
+        save_npz(path, {"activations": self.activations.numpy(), "correlation": self.correlation.numpy()}, meta)
 
     @classmethod
     def load(cls, path: str) -> "PairStatistics":
-        with np.load(path, allow_pickle=False) as z:
-            meta = _read_meta(z)
-            pos = meta["position"]
-            return cls(meta["layer"], pos if isinstance(pos, str) else tuple(pos), torch.from_numpy(z["activations"]),
-                       torch.from_numpy(z["correlation"]), meta["dataset"], meta["image_size"])
+        z, meta = load_npz(path, "PairStatistics")
+        pos = meta["position"]
+        return cls(meta["layer"], pos if isinstance(pos, str) else tuple(pos), torch.from_numpy(z["activations"]),
+                   torch.from_numpy(z["correlation"]), meta["dataset"], meta["image_size"])
 
 
 def correlation_matrix(activations: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -523,30 +513,29 @@ class CombinationResult:
             "info": self.info,
         }
         arrays = dict(theta=self.theta.numpy(), values=self.values.numpy(), score=self.score.numpy(),
-                      images=_images_to_uint8(self.images), meta=_meta_array(meta))
+                      images=_images_to_uint8(self.images))
         if self.scale_images is not None:
             arrays["scale_images"] = _images_to_uint8(self.scale_images)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str) -> "CombinationResult":
         """Load a saved result (images come back from 8-bit, within 1/510 of the originals)."""
-        with np.load(path, allow_pickle=False) as z:
-            meta = _read_meta(z)
-            if meta.get("kind") != "CombinationResult":
-                raise ValueError(f"{path} does not hold a CombinationResult (kind {meta.get('kind')!r})")
-            return cls(
-                Feature.from_dict(meta["feature_a"]),
-                Feature.from_dict(meta["feature_b"]),
-                torch.from_numpy(z["theta"]),
-                torch.from_numpy(z["values"]),
-                tuple(meta["scale"]),
-                torch.from_numpy(z["score"]),
-                _uint8_to_images(z["images"]),
-                meta["power"],
-                _uint8_to_images(z["scale_images"]) if "scale_images" in z else None,
-                meta["info"],
-            )
+        z, meta = load_npz(path, "CombinationResult")
+        if meta.get("kind") != "CombinationResult":
+            raise ValueError(f"{path} does not hold a CombinationResult (kind {meta.get('kind')!r})")
+        return cls(
+            Feature.from_dict(meta["feature_a"]),
+            Feature.from_dict(meta["feature_b"]),
+            torch.from_numpy(z["theta"]),
+            torch.from_numpy(z["values"]),
+            tuple(meta["scale"]),
+            torch.from_numpy(z["score"]),
+            _uint8_to_images(z["images"]),
+            meta["power"],
+            _uint8_to_images(z["scale_images"]) if "scale_images" in z else None,
+            meta["info"],
+        )
 
 
 def sweep(

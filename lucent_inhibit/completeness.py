@@ -10,7 +10,6 @@ warns when it is low. :func:`plot_completeness` draws ``r`` against layer depth 
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .storage import load_npz, save_npz
 from .attribution import (
     METHODS,
     Feature,
@@ -153,25 +153,23 @@ class CompletenessResult:
         arrays = {"r": self.r, "f": self.f, "E": self.E}
         if self.baseline is not None:
             arrays["baseline"] = self.baseline
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str) -> "CompletenessResult":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            return cls(
-                layers=list(meta["layers"]),
-                features=list(meta["features"]),
-                r=z["r"],
-                f=z["f"],
-                E=z["E"],
-                method=meta["method"],
-                steps=meta.get("steps"),
-                baseline=z["baseline"] if "baseline" in z else None,
-                dataset=meta.get("dataset", ""),
-                model=meta.get("model", ""),
-            )
+        z, meta = load_npz(path, "CompletenessResult")
+        return cls(
+            layers=list(meta["layers"]),
+            features=list(meta["features"]),
+            r=z["r"],
+            f=z["f"],
+            E=z["E"],
+            method=meta["method"],
+            steps=meta.get("steps"),
+            baseline=z["baseline"] if "baseline" in z else None,
+            dataset=meta.get("dataset", ""),
+            model=meta.get("model", ""),
+        )
 
 
 # ------------------------------------------------------------------------------------------------

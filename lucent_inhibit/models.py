@@ -76,7 +76,6 @@ def preactivation_layers(model: nn.Module) -> List[str]:
     table = _layer_table(model)
     timm_like = any(type(m).__name__.startswith("BatchNormAct") for m in table.values())
     for name, module in table.items():
-        kind = type(module).__name__
         if timm_like:
             parts = name.split("_")
             if name.endswith("_drop") and type(table.get(name[: -len("_drop")])).__name__.startswith(

@@ -8,7 +8,7 @@ the objective receives Lucent's hook ``T``: ``T(layer)`` is that layer's activat
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch

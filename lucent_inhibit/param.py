@@ -19,7 +19,7 @@ that augmentations treat each render and its seed identically and
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch

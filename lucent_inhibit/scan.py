@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .storage import load_npz, save_npz
 from .attribution import Feature, as_feature, attribute, tension as _tension
 from .data import dataset_identity, describe_item
 
@@ -44,10 +45,6 @@ FORMAT = "lucent-inhibit-scan/1"
 MANIFEST = "manifest.json"
 GRANULARITIES = ("element", "channel")
 NORMS = ("l1", "l2")
-
-
-def _meta_array(meta: dict) -> np.ndarray:
-    return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,7 +225,6 @@ class ScanResult:
     def save(self, path: str) -> None:
         """Write one compressed ``.npz`` (no pickle; JSON metadata in a uint8 array)."""
         arrays = {
-            "meta": _meta_array(self._meta()),
             "indices": self.indices.astype(np.int64),
             "activation": self.activation.astype(np.float32),
             "pos": self.pos.astype(np.float32),
@@ -239,37 +235,36 @@ class ScanResult:
             if l in self.pos_maps:
                 arrays[f"pos_map_{i}"] = self.pos_maps[l].astype(np.float16)
                 arrays[f"neg_map_{i}"] = self.neg_maps[l].astype(np.float16)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays, self._meta())
 
     @classmethod
     def load(cls, path: str) -> "ScanResult":
         """Read a file written by :meth:`save`, or a complete scan folder written by ``scan(out=...)``."""
         if os.path.isdir(path):
             return _load_dir(path)
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path!r} is not a scan result (format {meta.get('format')!r}, expected {FORMAT!r})")
-            layers = meta["layers"]
-            pm, nm = {}, {}
-            for i, l in enumerate(layers):
-                if f"pos_map_{i}" in z:
-                    pm[l], nm[l] = z[f"pos_map_{i}"], z[f"neg_map_{i}"]
-            return cls(
-                Feature.from_dict(meta["feature"]),
-                layers,
-                z["indices"],
-                z["activation"],
-                z["pos"],
-                z["neg"],
-                z["items"],
-                pm,
-                nm,
-                meta["dataset"],
-                meta["dataset_size"],
-                meta.get("completeness", {}),
-                meta.get("info", {}),
-            )
+        z, meta = load_npz(path, "scan result")
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path!r} is not a scan result (format {meta.get('format')!r}, expected {FORMAT!r})")
+        layers = meta["layers"]
+        pm, nm = {}, {}
+        for i, l in enumerate(layers):
+            if f"pos_map_{i}" in z:
+                pm[l], nm[l] = z[f"pos_map_{i}"], z[f"neg_map_{i}"]
+        return cls(
+            Feature.from_dict(meta["feature"]),
+            layers,
+            z["indices"],
+            z["activation"],
+            z["pos"],
+            z["neg"],
+            z["items"],
+            pm,
+            nm,
+            meta["dataset"],
+            meta["dataset_size"],
+            meta.get("completeness", {}),
+            meta.get("info", {}),
+        )
 
 
 def _check_k(k) -> int:

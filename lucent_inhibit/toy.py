@@ -24,18 +24,16 @@ interference alone, next to the hand-built model where the same motif is real in
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from itertools import combinations
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from .storage import load_npz, save_npz
 from .attribution import Feature, attribute, signed_totals, tension as tension_score
 
 log = logging.getLogger(__name__)
@@ -143,8 +141,7 @@ class ToyModel(nn.Module):
         """Weights and hyper-parameters in one ``.npz`` (arrays + JSON meta; no pickle)."""
         arrays = {f"param:{k}": v.detach().cpu().numpy() for k, v in self.state_dict().items()}
         meta = {"format": _FORMAT, "config": self.config.to_dict(), "extra": extra or {}}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str, expect: Optional[ToyConfig] = None, **expected) -> "ToyModel":
@@ -174,13 +171,10 @@ class ToyModel(nn.Module):
 
 
 def _read(path):
-    with np.load(path, allow_pickle=False) as z:
-        if "meta" not in z:
-            raise ValueError(f"{path} is not a saved toy model (no meta entry)")
-        meta = json.loads(bytes(z["meta"]).decode())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved toy model (format {meta.get('format')!r}, expected {_FORMAT!r})")
-        state = {k[len("param:"):]: torch.from_numpy(z[k].copy()) for k in z.files if k.startswith("param:")}
+    z, meta = load_npz(path, "saved toy model")
+    if meta.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a saved toy model (format {meta.get('format')!r}, expected {_FORMAT!r})")
+    state = {k[len("param:"):]: torch.from_numpy(z[k].copy()) for k in z.files if k.startswith("param:")}
     config = ToyConfig.from_dict(meta["config"])
     shapes = {
         "hidden.weight": (config.m, config.n_inputs),
@@ -590,14 +584,12 @@ class ToyAnalysis:
     def save(self, path: str) -> None:
         arrays = {k: getattr(self, k).cpu().numpy() for k in self._ARRAYS}
         meta = {"config": self.config, "score": self.score}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str) -> "ToyAnalysis":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            arrays = {k: torch.from_numpy(z[k].copy()) for k in cls._ARRAYS}
+        z, meta = load_npz(path, "ToyAnalysis")
+        arrays = {k: torch.from_numpy(z[k].copy()) for k in cls._ARRAYS}
         return cls(config=meta["config"], score=meta["score"], **arrays)
 
 

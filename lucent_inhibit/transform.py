@@ -8,7 +8,7 @@ callables in a list, so they compose with Lucent's own transforms by list concat
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
