@@ -136,13 +136,14 @@ plot_atlas(atlas, "atlas.png"); write_atlas_html(atlas, "atlas.html")''',
         "scaled pair towards that direction, all angles and seeds in one batch of the render loop.",
         [
             '''from lucent_inhibit.combinations import pair_cloud, pair_statistics, plot, sweep
-images = li.sample_crops(16 if SMALL else 128, size=128)
+images = li.sample_crops(16 if SMALL else 128, size=96)  # the size the sweep renders at
 stats = pair_statistics(model, images, "blocks_4_0_bn3_drop", batch_size=16)
 ua, ub, r = stats.pick("anticorrelated")
 print("most anti-correlated pair", ua, ub, r)
 fa, fb = li.Feature("blocks_4_0_bn3_drop", unit=ua), li.Feature("blocks_4_0_bn3_drop", unit=ub)
 res = sweep(model, fa, fb, n_angles=4 if SMALL else 60, n_seeds=1 if SMALL else 5, steps=4 if SMALL else 128,
-            image_size=48 if SMALL else 96, scale_steps=32 if SMALL else None)
+            image_size=96, fixed_image_size=96,
+            scale_steps=64 if SMALL else None)  # the model sees 96 px: no upsampling to 224
 plot(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")''',
         ],
     ),

@@ -326,6 +326,16 @@ class Attribution:
         return cls(torch.from_numpy(z["activation"]), scores, Feature.from_dict(meta["feature"]), meta["method"], base)
 
 
+def as_layers(layers: Union[str, Sequence[str]]) -> List[str]:
+    """One layer name or several -> a de-duplicated list (order kept); an empty one raises ``ValueError``."""
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(dict.fromkeys(layers))
+    if not layers:
+        raise ValueError("layers is empty: name at least one attribution layer")
+    return layers
+
+
 def _prepare_inputs(model, images, preprocess):
     if not preprocess and torch.is_tensor(images) and images.dim() == 2:
         images = check_vectors(images)  # (B, D) vectors of a non-image model, e.g. the toy models
@@ -372,11 +382,7 @@ def attribute(
         :class:`Attribution` with ``activation`` (B,) and ``scores[layer]`` shaped like that layer.
     """
     feature = as_feature(feature)
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(dict.fromkeys(layers))
-    if not layers:
-        raise ValueError("layers is empty: name at least one attribution layer")
+    layers = as_layers(layers)
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
     x = _prepare_inputs(model, images, preprocess)

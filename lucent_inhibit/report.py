@@ -564,7 +564,7 @@ def _stage_combinations(report, tmp, net, dataset, feature, cfg, progress):
     ua, ub, r = stats.pick("anticorrelated")
     fa, fb = Feature(feature.layer, unit=ua), Feature(feature.layer, unit=ub)
     res = sweep(net, fa, fb, n_angles=cfg.combo_angles, n_seeds=cfg.combo_seeds, steps=cfg.combo_steps,
-                image_size=cfg.combo_size, scale_steps=max(cfg.combo_steps, 32), fixed_image_size=cfg.combo_size,
+                image_size=cfg.combo_size, scale_steps=max(cfg.combo_steps, 64), fixed_image_size=cfg.combo_size,
                 progress=progress)
     res.save(os.path.join(tmp, "combinations.npz"))
     cloud = pair_cloud(net, sub, fa, fb, batch_size=cfg.batch_size)

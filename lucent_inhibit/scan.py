@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .storage import load_npz, save_npz
-from .attribution import Feature, as_feature, attribute, tension as _tension
+from .attribution import Feature, as_feature, as_layers, attribute, tension as _tension
 from .data import dataset_identity, describe_item
 
 log = logging.getLogger(__name__)
@@ -566,11 +566,7 @@ def scan(
         :class:`ScanResult`, rows sorted by dataset index.
     """
     feature = as_feature(feature)
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(dict.fromkeys(layers))
-    if not layers:
-        raise ValueError("layers is empty: name at least one attribution layer")
+    layers = as_layers(layers)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     batch_size = int(batch_size)

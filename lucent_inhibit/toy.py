@@ -174,7 +174,7 @@ def _read(path):
     z, meta = load_npz(path, "saved toy model")
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a saved toy model (format {meta.get('format')!r}, expected {_FORMAT!r})")
-    state = {k[len("param:"):]: torch.from_numpy(z[k].copy()) for k in z.files if k.startswith("param:")}
+    state = {k[len("param:"):]: torch.from_numpy(z[k].copy()) for k in z if k.startswith("param:")}
     config = ToyConfig.from_dict(meta["config"])
     shapes = {
         "hidden.weight": (config.m, config.n_inputs),

@@ -44,3 +44,12 @@ def lite0():
     from lucent_inhibit.models import efficientnet_lite0
 
     return efficientnet_lite0()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: on a shared 2-core machine two OpenMP threads make renders ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

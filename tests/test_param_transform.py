@@ -12,13 +12,7 @@ from lucent_inhibit import param as P
 from lucent_inhibit import transform as TR
 from lucent_inhibit.accentuation import released_hooks
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads make renders ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
