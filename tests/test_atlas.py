@@ -411,7 +411,7 @@ def test_html_is_self_contained_and_escapes_labels(tiny_atlas, tmp_path):
 
 @pytest.mark.browser
 def test_html_in_headless_chromium(tiny_atlas, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    import playwright.sync_api as sync_api  # a test dependency: a missing install fails, never skips
     from PIL import Image
     import io
 
