@@ -178,8 +178,8 @@ def inceptionv1(pretrained: bool = True, state_dict: Optional[dict] = None) -> n
     """Lucent's InceptionV1 (the papers' model), prepared like the embedded model.
 
     ``pretrained=True`` uses Lucent's own loader, which downloads the weights (not possible on machines
-    without internet); ``state_dict`` loads weights you already have (e.g. ``torch.load(path,
-    weights_only=True)``). Inputs: (B, 3, H, W) in [0, 1] scaled by :func:`preprocess_fn`.
+    without internet); ``state_dict`` loads weights you already have
+    (e.g. ``torch.load(path, weights_only=True)``). Inputs: (B, 3, H, W) in [0, 1] scaled by :func:`preprocess_fn`.
     """
     from lucent.modelzoo import inceptionv1 as lucent_inceptionv1
 
