@@ -9,15 +9,16 @@ Usage: python benchmarks/atlas.py [--icons 16] [--steps 16] [--size 128] [--no-e
 Writes benchmarks/results/atlas.json.
 """
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_result  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -74,17 +75,8 @@ def main():
             details["default_cli_atlas_s"] = round(time.perf_counter() - t, 1)
             details["default_cli_rc"] = rc
         print(f"  default CLI run `lucent-inhibit atlas --out DIR`: {details['default_cli_atlas_s']} s (rc {rc})")
-    result = {
-        "name": "atlas",
-        "command": "python benchmarks/atlas.py",
-        "peer": "one render_vis call per icon (render_icons batch_size=1), same steps and size",
-        "ratio": round(ratio, 3),
-        "details": details,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
-    }
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "atlas.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_result("atlas", "one render_vis call per icon (render_icons batch_size=1), same steps and size",
+                 round(ratio, 3), details)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ Usage: python benchmarks/attribution.py [--batch-size 8] [--size 224] [--repeats
 Writes benchmarks/results/attribution.json.
 """
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_result  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -105,19 +106,8 @@ def main():
         print(f"{case:12s} {feat.name}: ours {a.batch_size / min(t_ours):.2f} img/s, captum "
               f"{a.batch_size / min(t_captum):.2f} img/s: ratio {ratio:.2f}x (max rel. score diff {worst:.1e})",
               flush=True)
-    result = {
-        "name": "attribution",
-        "command": "python benchmarks/attribution.py " + " ".join(sys.argv[1:]),
-        "peer": "captum LayerGradientXActivation on the same 5 layers (one pass), same model, batch, threads",
-        "ratio": ratios["intermediate"],
-        "details": details,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu, torch "
-        f"{torch.__version__}, {a.threads} threads".replace("  ", " "),
-    }
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "attribution.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote benchmarks/results/attribution.json")
+    write_result("attribution", "captum LayerGradientXActivation on the same 5 layers (one pass), same model, batch, threads",
+                 ratios["intermediate"], details, a.threads)
 
 
 if __name__ == "__main__":

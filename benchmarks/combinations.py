@@ -8,14 +8,15 @@ Prints the speed-up and writes benchmarks/results/combinations.json.
 Usage: python benchmarks/combinations.py [--angles 8] [--seeds 2] [--steps 8] [--size 48]
 """
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_result  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,32 +62,22 @@ def main():
     ratio = t_single / t_batched
     n = args.angles * args.seeds
     print(f"batched sweep: {t_batched:.2f} s; one render per angle and seed: {t_single:.2f} s; speed-up {ratio:.2f}x")
-    result = {
-        "name": "combinations",
-        "command": "python benchmarks/combinations.py " + " ".join(sys.argv[1:]),
-        "peer": "one render_vis call per (angle, seed), batch of 1, same steps/size/objective",
-        "ratio": ratio,
-        "details": {
-            "renders": n,
-            "angles": args.angles,
-            "seeds": args.seeds,
-            "steps": args.steps,
-            "image_size": args.size,
-            "layer": layer,
-            "pair": f"units {a}, {b} (dataset r = {r:.3f})",
-            "batched_seconds": t_batched,
-            "single_seconds": t_single,
-            "mean_C_batched": float(res.score.mean()),
-            "mean_C_single": float(np.mean(scores)),
-            "threads": args.threads,
-        },
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, torch {torch.__version__}, "
-        f"{'cuda' if torch.cuda.is_available() else 'cpu'}".strip(),
+    details = {
+        "renders": n,
+        "angles": args.angles,
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "image_size": args.size,
+        "layer": layer,
+        "pair": f"units {a}, {b} (dataset r = {r:.3f})",
+        "batched_seconds": t_batched,
+        "single_seconds": t_single,
+        "mean_C_batched": float(res.score.mean()),
+        "mean_C_single": float(np.mean(scores)),
+        "threads": args.threads,
     }
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "combinations.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_result("combinations", "one render_vis call per (angle, seed), batch of 1, same steps/size/objective",
+                 ratio, details, args.threads)
 
 
 if __name__ == "__main__":

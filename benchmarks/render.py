@@ -20,14 +20,15 @@ Writes benchmarks/results/render.json.
 import argparse
 import contextlib
 import io
-import json
 import os
-import platform
 import sys
 import time
 import warnings
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_result  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -140,19 +141,8 @@ def main():
     else:
         details["faccent"] = faccent_note
         print(faccent_note)
-    result = {
-        "name": "render",
-        "command": "python benchmarks/render.py",
-        "peer": "lucent.optvis.objectives.channel in lucent.optvis.render.render_vis (same size, model, param, transforms)",
-        "ratio": ratio_fast,
-        "details": details,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu, torch "
-        f"{torch.__version__}, 1 thread",
-    }
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "render.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote benchmarks/results/render.json")
+    write_result("render", "lucent.optvis.objectives.channel in lucent.optvis.render.render_vis (same size, model, "
+                 "param, transforms)", ratio_fast, details, 1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def run_scripts(only):
     scripts = sorted(glob.glob(os.path.join(HERE, "*.py")))
     for path in scripts:
         name = os.path.splitext(os.path.basename(path))[0]
-        if name == "run_all" or (only and name not in only):
+        if name == "run_all" or name.startswith("_") or (only and name not in only):
             continue
         print(f"== benchmarks/{name}.py", flush=True)
         subprocess.run([sys.executable, path], cwd=ROOT, check=True)

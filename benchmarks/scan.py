@@ -17,7 +17,6 @@ Writes benchmarks/results/scan.json.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+from _common import write_result  # noqa: E402
 
 FEATURE = ("blocks_4_0_bn3_drop", 5)
 LAYERS = ["blocks_4_0_bn2_act", "blocks_3_2"]
@@ -197,19 +198,8 @@ def main():
         lo, hi = min(mem), max(mem)
         details["peak_rss_growth_mib"] = mem[hi]["peak_rss_mib"] - mem[lo]["peak_rss_mib"]
         print(f"peak RSS growth from {lo} to {hi} images: {details['peak_rss_growth_mib']:.0f} MiB")
-    result = {
-        "name": "scan",
-        "command": "python benchmarks/scan.py " + " ".join(sys.argv[1:]),
-        "peer": "bare loop: forward to the feature + torch.autograd.grad wrt the attribution layers (same batches, threads)",
-        "ratio": ratio,
-        "details": details,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu, torch "
-        f"{torch.__version__}, {a.threads} threads".replace("  ", " "),
-    }
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "scan.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote benchmarks/results/scan.json")
+    write_result("scan", "bare loop: forward to the feature + torch.autograd.grad wrt the attribution layers "
+                 "(same batches, threads)", ratio, details, a.threads)
 
 
 if __name__ == "__main__":
