@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attribution import Feature, as_feature, attribute, capture, model_device, signed_totals
-from .models import _layer_table, preprocess_fn, unknown_layer_message
+from .hooks import layer_table as _layer_table
+from .models import preprocess_fn, unknown_layer_message
 from .storage import load_npz, save_npz
 from .objectives import cosdot, crop_box, spatial_cosdot
 

@@ -348,7 +348,7 @@ def _completeness_features(args, model):
 
     from .attribution import Feature
     from .completeness import random_logits
-    from .models import _layer_table
+    from .hooks import layer_table as _layer_table
 
     position = args.position
     if position not in ("center", "mean"):

@@ -30,7 +30,8 @@ from .attribution import (
     capture,
 )
 from .data import dataset_identity
-from .models import _layer_table, unknown_layer_message
+from .hooks import layer_table as _layer_table
+from .models import unknown_layer_message
 
 
 class IncompletenessWarning(UserWarning):

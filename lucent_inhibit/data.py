@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -221,3 +221,51 @@ def imagenet_classes() -> List[str]:
 
     info = ImageNetInfo()
     return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+# ------------------------------------------------------------------------------------------------
+# batching: the one way every stage reads a dataset
+# ------------------------------------------------------------------------------------------------
+def dataset_item(dataset, i: int) -> torch.Tensor:
+    """Item ``i`` of a dataset as a (3, H, W) float image (``(image, label)`` items give the image)."""
+    item = dataset[int(i)]
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    if not torch.is_tensor(item):
+        item = torch.as_tensor(np.asarray(item))
+    if item.dim() != 3 or item.shape[0] != 3:
+        raise ValueError(f"dataset item {int(i)} has shape {tuple(item.shape)}; expected an image (3, H, W) in [0, 1]")
+    return item
+
+
+def load_batch(dataset, indices, shape: Optional[tuple] = None) -> torch.Tensor:
+    """Stack dataset items ``indices`` into (B, 3, H, W); all must share ``shape`` (default: the first's)."""
+    if torch.is_tensor(dataset):
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return dataset[idx]
+    images = []
+    for i in indices:
+        t = dataset_item(dataset, i)
+        shape = tuple(t.shape) if shape is None else shape
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(
+                f"dataset item {int(i)} has shape {tuple(t.shape)}, but the batch's images have shape {tuple(shape)}: "
+                "all images of a dataset must share one shape (resize them, e.g. ImageFolder(root, size=224))"
+            )
+        images.append(t)
+    return torch.stack(images)
+
+
+def iter_batches(dataset, batch_size: int, indices=None):
+    """Yield ``(indices, images)`` over ``dataset`` (a tensor (N, 3, H, W) or a sequence of images) in
+    batches of at most ``batch_size``; ``indices`` restricts and orders the items (default: all)."""
+    from .validate import check_int
+
+    batch_size = check_int("batch_size", batch_size, low=1)
+    idx = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+    shape = None
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start: start + batch_size]
+        images = load_batch(dataset, chunk, shape)
+        shape = tuple(images.shape[1:])
+        yield chunk, images

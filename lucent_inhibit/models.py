@@ -12,57 +12,13 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
+from .hooks import get_layer, layer_table, layers, unknown_layer_message
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The default feature of the library's main job: a pre-activation unit in a middle block.
 DEFAULT_LAYER = "blocks_4_0_bn3_drop"
-
-
-def layers(model: nn.Module) -> List[str]:
-    """All Lucent layer names of ``model`` in registration order (as ``render_vis`` hooks them)."""
-    names: List[str] = []
-
-    def walk(net, prefix):
-        for name, child in net._modules.items():
-            if child is None:
-                continue
-            names.append("_".join(prefix + [name]))
-            walk(child, prefix + [name])
-
-    walk(model, [])
-    return names
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The module that Lucent calls ``name``; an unknown name raises ``ValueError`` with close matches."""
-    table = _layer_table(model)
-    if name not in table:
-        raise ValueError(unknown_layer_message(name, list(table)))
-    return table[name]
-
-
-def _layer_table(model: nn.Module) -> Dict[str, nn.Module]:
-    table: Dict[str, nn.Module] = {}
-
-    def walk(net, prefix):
-        for name, child in net._modules.items():
-            if child is None:
-                continue
-            table["_".join(prefix + [name])] = child
-            walk(child, prefix + [name])
-
-    walk(model, [])
-    return table
-
-
-def unknown_layer_message(name: str, valid: List[str]) -> str:
-    close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.5)
-    hint = f" Closest valid names: {', '.join(close)}." if close else ""
-    return (
-        f"Unknown layer {name!r}: the model has no module of that Lucent name "
-        f"({len(valid)} layers; list them with lucent_inhibit.layers(model)).{hint}"
-    )
 
 
 def preactivation_layers(model: nn.Module) -> List[str]:
@@ -73,7 +29,7 @@ def preactivation_layers(model: nn.Module) -> List[str]:
     other models: convolutions and linear layers (their outputs precede any activation).
     """
     names = []
-    table = _layer_table(model)
+    table = layer_table(model)
     timm_like = any(type(m).__name__.startswith("BatchNormAct") for m in table.values())
     for name, module in table.items():
         if timm_like:

@@ -266,3 +266,24 @@ def save_scan_figures(
         for rank, i in enumerate(mtis[: min(3, len(mtis))]):
             keep(f"overlay_mti{rank}", plot_scan_overlay(result, dataset, int(i), layer))
     return files
+
+
+def plot_attribution_totals(attribution, path: str) -> str:
+    """Mean excitatory (P) and inhibitory (N) attribution totals per layer of an
+    :class:`~lucent_inhibit.attribution.Attribution`, with the mean activation as a line (PNG)."""
+    plt = _plt()
+    layers = attribution.layers
+    p = [float(attribution.positive(l).mean()) for l in layers]
+    n = [float(attribution.negative(l).mean()) for l in layers]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(layers)), 3.2))
+    xs = np.arange(len(layers))
+    ax.bar(xs - 0.2, p, 0.4, color="#c0392b", label="P (excitatory)")
+    ax.bar(xs + 0.2, n, 0.4, color="#2e6fbd", label="N (inhibitory)")
+    ax.axhline(float(attribution.activation.float().mean()), color="k", lw=1, ls="--", label="mean f")
+    ax.set_xticks(xs, layers, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("mean total attribution")
+    ax.set_title(attribution.feature.name, fontsize=9)
+    ax.legend(fontsize=7)
+    _finish(fig, path)
+    plt.close(fig)
+    return path

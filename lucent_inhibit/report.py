@@ -176,7 +176,7 @@ def default_attribution_layer(model, feature_layer: str) -> str:
     import torch
 
     from .attribution import _StopForward
-    from .models import _layer_table
+    from .hooks import layer_table as _layer_table
 
     table = _layer_table(model)
     if feature_layer not in table:

@@ -1,0 +1,190 @@
+"""Features (Hamblin et al. 2024, section 2) and validation of image batches.
+
+A :class:`Feature` is a scalar function ``f_v(x)`` of an image read off one layer: a unit (channel) or a
+direction over the layer's channels, at a spatial position (centre, ``(y, x)`` or the spatial mean).
+:func:`check_images` validates the (B, 3, H, W) float batches in [0, 1] that every stage takes.
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+Position = Union[str, Tuple[int, int]]
+
+class Feature:
+    """A scalar feature ``f_v(x)`` read off one layer.
+
+    Args:
+        layer: Lucent layer name (e.g. ``"blocks_4_0_bn3_drop"``, ``"classifier"``).
+        unit: channel index; exactly one of ``unit`` and ``direction``.
+        direction: vector over the layer's channels (length C); the feature is ``v . h``.
+        position: ``"center"`` (the neuron at ``(H // 2, W // 2)``), ``(y, x)`` or ``"mean"`` (spatial mean).
+            Linear layers (B, C) have no position; leave it at ``"center"``.
+
+    Calling the feature on a layer activation of shape (B, C, H, W) or (B, C) returns shape (B,).
+    """
+
+    def __init__(
+        self,
+        layer: str,
+        unit: Optional[int] = None,
+        direction=None,
+        position: Position = "center",
+    ):
+        if not isinstance(layer, str) or not layer:
+            raise ValueError(f"layer must be a non-empty Lucent layer name, got {layer!r}")
+        if (unit is None) == (direction is None):
+            raise ValueError(
+                f"Feature needs exactly one of unit (a channel index) and direction (a vector over channels); "
+                f"got unit={unit!r} and direction={'None' if direction is None else 'a vector'}"
+            )
+        if unit is not None:
+            if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or unit < 0:
+                raise ValueError(f"unit must be a non-negative channel index, got {unit!r}")
+            unit = int(unit)
+        if direction is not None:
+            direction = torch.as_tensor(np.asarray(direction, dtype=np.float32)).flatten()
+            if direction.numel() == 0 or not torch.isfinite(direction).all():
+                raise ValueError("direction must be a non-empty finite vector over the layer's channels")
+        if isinstance(position, str):
+            if position not in ("center", "mean"):
+                raise ValueError(f"position must be 'center', 'mean' or (y, x), got {position!r}")
+        else:
+            try:
+                y, x = position
+                position = (int(y), int(x))
+            except (TypeError, ValueError):
+                raise ValueError(f"position must be 'center', 'mean' or a pair (y, x) of ints, got {position!r}")
+        self.layer, self.unit, self.direction, self.position = layer, unit, direction, position
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        what = f"unit {self.unit}" if self.unit is not None else f"direction[{self.direction.numel()}]"
+        pos = self.position if isinstance(self.position, str) else f"({self.position[0]},{self.position[1]})"
+        return f"{self.layer} {what} @ {pos}"
+
+    def __repr__(self) -> str:
+        return f"Feature({self.name})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Feature) and self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": self.layer,
+            "unit": self.unit,
+            "direction": None if self.direction is None else [float(v) for v in self.direction],
+            "position": self.position if isinstance(self.position, str) else list(self.position),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Feature":
+        pos = d.get("position", "center")
+        return cls(d["layer"], d.get("unit"), d.get("direction"), pos if isinstance(pos, str) else tuple(pos))
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def check(self, act: torch.Tensor) -> None:
+        """Raise ``ValueError`` if this feature cannot be read off an activation of ``act``'s shape."""
+        if act.dim() not in (2, 4):
+            raise ValueError(
+                f"layer {self.layer!r} has activations of shape {tuple(act.shape)}; a feature needs "
+                "(B, C, H, W) or (B, C)"
+            )
+        c = act.shape[1]
+        if self.unit is not None and self.unit >= c:
+            raise ValueError(f"unit {self.unit} out of range for layer {self.layer!r} with {c} channels (0..{c - 1})")
+        if self.direction is not None and self.direction.numel() != c:
+            raise ValueError(
+                f"direction has length {self.direction.numel()}, but layer {self.layer!r} has {c} channels"
+            )
+        if act.dim() == 2 and not isinstance(self.position, str):
+            raise ValueError(
+                f"position {self.position} given, but layer {self.layer!r} is linear (shape {tuple(act.shape)}) "
+                "and has no spatial positions"
+            )
+        if act.dim() == 4 and not isinstance(self.position, str):
+            y, x = self.position
+            h, w = act.shape[2:]
+            if not (0 <= y < h and 0 <= x < w):
+                raise ValueError(
+                    f"position {self.position} is outside layer {self.layer!r}'s {h}x{w} map "
+                    f"(expected 0 <= y < {h}, 0 <= x < {w})"
+                )
+
+    def spatial_index(self, act: torch.Tensor) -> Optional[Tuple[int, int]]:
+        """The (y, x) this feature reads in a (B, C, H, W) map, or None for 'mean' and linear layers."""
+        if act.dim() != 4 or self.position == "mean":
+            return None
+        if self.position == "center":
+            return act.shape[2] // 2, act.shape[3] // 2
+        return self.position
+
+    def __call__(self, act: torch.Tensor) -> torch.Tensor:
+        self.check(act)
+        if act.dim() == 4:
+            yx = self.spatial_index(act)
+            vec = act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
+        else:
+            vec = act
+        if self.unit is not None:
+            return vec[:, self.unit]
+        return vec @ self.direction.to(vec.device, vec.dtype)
+
+
+def as_feature(feature) -> Feature:
+    """Accept a :class:`Feature`, a dict from :meth:`Feature.to_dict`, or ``(layer, unit)``."""
+    if isinstance(feature, Feature):
+        return feature
+    if isinstance(feature, dict):
+        return Feature.from_dict(feature)
+    if isinstance(feature, (tuple, list)) and len(feature) == 2:
+        return Feature(feature[0], unit=feature[1])
+    raise TypeError(f"expected a Feature, a dict or (layer, unit), got {type(feature).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------
+# input validation
+# ------------------------------------------------------------------------------------------------
+def check_images(images, preprocess: bool = True) -> torch.Tensor:
+    """Validate an image batch: (B, 3, H, W) (or one (3, H, W) image) float, in [0, 1] when preprocessing."""
+    if not torch.is_tensor(images):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0)")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    if preprocess:
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"images must be in [0, 1] (the library applies the model's normalisation), got range "
+                f"[{lo:.3g}, {hi:.3g}]; pass preprocess=False for already-normalised inputs"
+            )
+    return images
+
+
+def check_vectors(inputs) -> torch.Tensor:
+    """Validate a batch of input vectors (B, D) for non-image models (e.g. :mod:`lucent_inhibit.toy`).
+
+    Used by :func:`attribute` and :func:`measure` for 2-D inputs when ``preprocess=False``.
+    """
+    if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(f"inputs must be a non-empty batch of vectors (B, D), got shape {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise ValueError(f"inputs must be floating point, got dtype {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or infinite values")
+    return inputs

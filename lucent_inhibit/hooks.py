@@ -1,0 +1,292 @@
+"""Layers and hooks: the one place that names layers, reads their tensors and cleans up after itself.
+
+Layer names follow Lucent's convention (module paths joined with ``_``, as ``render_vis``'s hook names
+them), so a name valid here is valid in ``lucent.optvis.objectives``. Every stage of the library reads
+layer tensors through :func:`capture` (or, inside the render loop, through Lucent's hook while
+:func:`hooks_restored` cleans up), so one name always means one tensor:
+
+- a module that runs more than once per forward pass (torchvision ResNet's ``relu``) has no single
+  tensor: such names are refused with the list of usable neighbours (:func:`check_single_call`);
+- :func:`capture` stops the forward pass right after the deepest layer it needs (:class:`StopForward`);
+- every hook added is removed again, also when the forward pass raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import weakref
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+#: Hook dictionaries of ``nn.Module`` that :func:`hooks_restored` snapshots and restores.
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early (the library's only early-stop mechanism)."""
+
+
+class AmbiguousLayerError(ValueError):
+    """A layer name whose module runs more than once per forward pass (so it names several tensors)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# names
+# ------------------------------------------------------------------------------------------------
+def layer_table(model: nn.Module) -> Dict[str, nn.Module]:
+    """Lucent layer name -> module, in registration order (as ``render_vis`` hooks them)."""
+    table: Dict[str, nn.Module] = {}
+
+    def walk(net, prefix):
+        for name, child in net._modules.items():
+            if child is None:
+                continue
+            table["_".join(prefix + [name])] = child
+            walk(child, prefix + [name])
+
+    walk(model, [])
+    return table
+
+
+def layers(model: nn.Module) -> List[str]:
+    """All Lucent layer names of ``model`` in registration order."""
+    return list(layer_table(model))
+
+
+def unknown_layer_message(name: str, valid: Sequence[str]) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.5)
+    hint = f" Closest valid names: {', '.join(close)}." if close else ""
+    return (
+        f"Unknown layer {name!r}: the model has no module of that Lucent name "
+        f"({len(valid)} layers; list them with lucent_inhibit.layers(model)).{hint}"
+    )
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module that Lucent calls ``name``; an unknown name raises ``ValueError`` with close matches."""
+    table = layer_table(model)
+    if name not in table:
+        raise ValueError(unknown_layer_message(name, table))
+    return table[name]
+
+
+def check_layer_names(model: nn.Module, names: Sequence[str], allow: Sequence[str] = ("input",)) -> None:
+    """``ValueError`` naming the first unknown layer (``allow`` lists pseudo-layers such as ``"input"``)."""
+    table = layer_table(model)
+    for n in names:
+        if n not in table and n not in allow:
+            raise ValueError(unknown_layer_message(n, list(allow) + list(table)))
+
+
+# ------------------------------------------------------------------------------------------------
+# hook bookkeeping
+# ------------------------------------------------------------------------------------------------
+def hook_count(model: nn.Module) -> int:
+    """Number of forward (pre-)hooks on all modules of ``model`` (tests compare it before and after)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@contextlib.contextmanager
+def hooks_restored(model: nn.Module) -> Iterator[nn.Module]:
+    """Remove, on exit (also on error), every hook added to any module of ``model`` inside the block.
+
+    Lucent's ``render_vis`` never removes the forward hooks it registers on every module; every render
+    of the library runs inside this block.
+    """
+    before = {m: {d: set(getattr(m, d, {}) or {}) for d in _HOOK_DICTS} for m in model.modules()}
+    try:
+        yield model
+    finally:
+        for m in model.modules():
+            kept = before.get(m, {})
+            for d in _HOOK_DICTS:
+                hooks = getattr(m, d, None)
+                if not hooks:
+                    continue
+                for key in [k for k in hooks if k not in kept.get(d, ())]:
+                    del hooks[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# forward order and call counts (one probe per model and input shape)
+# ------------------------------------------------------------------------------------------------
+_PROBES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, List[str]]]" = weakref.WeakKeyDictionary()
+
+
+def forward_order(model: nn.Module, x: torch.Tensor) -> List[str]:
+    """Layer names in the order their modules run in one forward pass on ``x``'s shape (a name appears
+    once per call). Measured once per model and input shape with one no-grad pass on ``x[:1]``."""
+    key = tuple(x.shape[1:])
+    cache = _PROBES.setdefault(model, {})
+    if key not in cache:
+        cache[key] = _probe(model, x[:1].detach())
+    return cache[key]
+
+
+def _probe(model: nn.Module, x: torch.Tensor) -> List[str]:
+    order: List[str] = []
+    training = model.training
+    model.eval()  # no batch-norm statistics change, no dropout
+    with hooks_restored(model):
+        for name, module in layer_table(model).items():
+            module.register_forward_hook(lambda m, i, o, n=name: order.append(n))
+        try:
+            with torch.no_grad():
+                model(x)
+        except Exception as e:  # a model that cannot run on this input says so at the real call
+            order.append(f"<forward failed: {type(e).__name__}>")
+    model.train(training)
+    return order
+
+
+def call_counts(model: nn.Module, x: torch.Tensor) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for n in forward_order(model, x):
+        counts[n] = counts.get(n, 0) + 1
+    return counts
+
+
+def check_single_call(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> None:
+    """Refuse layer names whose module runs more than once per forward pass, listing usable names."""
+    counts = call_counts(model, x)
+    for n in names:
+        if counts.get(n, 0) > 1:
+            order = forward_order(model, x)
+            first = order.index(n)
+            last = len(order) - 1 - order[::-1].index(n)
+            near = [m for m in order[max(0, first - 3): last + 4] if counts.get(m) == 1 and m != n]
+            raise AmbiguousLayerError(
+                f"layer {n!r} runs {counts[n]} times per forward pass (its module is reused), so the name "
+                f"means {counts[n]} different tensors; pick a layer that runs once, e.g. "
+                f"{', '.join(dict.fromkeys(near)) or 'its parent block'}"
+            )
+
+
+def deepest(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> Optional[str]:
+    """Of ``names``, the one whose module runs last in the forward pass (None if none runs)."""
+    order = forward_order(model, x)
+    pos = {n: i for i, n in enumerate(order)}
+    known = [n for n in names if n in pos]
+    return max(known, key=lambda n: pos[n]) if known else None
+
+
+# ------------------------------------------------------------------------------------------------
+# capture
+# ------------------------------------------------------------------------------------------------
+def capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    names: Sequence[str],
+    stop_at: Optional[str] = None,
+    replace: Optional[Dict[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
+) -> Dict[str, torch.Tensor]:
+    """Run ``model(x)`` and return the outputs of the named Lucent layers.
+
+    Args:
+        x: the model input (already normalised); ``"input"`` in ``names`` returns ``x`` itself.
+        names: layers to read; each must run exactly once per forward pass.
+        stop_at: end the forward pass as soon as this layer's output exists (default: the deepest of
+            ``names``); ``stop_at=False`` runs the whole model.
+        replace: layer -> function mapping its output to a replacement (integrated gradients,
+            disinhibition), applied before later layers see it.
+
+    Returns:
+        layer -> tensor; a layer that runs after ``stop_at`` is absent.
+    """
+    replace = replace or {}
+    wanted = [n for n in dict.fromkeys(list(names) + list(replace)) if n != "input"]
+    if stop_at:
+        wanted = list(dict.fromkeys(wanted + [stop_at]))
+    check_layer_names(model, wanted)
+    check_single_call(model, x, wanted)
+    if stop_at is None:
+        stop_at = deepest(model, x, wanted)
+    table = layer_table(model)
+    acts: Dict[str, torch.Tensor] = {"input": x} if "input" in names else {}
+    with hooks_restored(model):
+        for n in wanted:
+            table[n].register_forward_hook(_reader(n, acts, replace.get(n), n == stop_at))
+        try:
+            model(x)
+        except StopForward:
+            pass
+    return acts
+
+
+def _reader(name: str, acts: dict, replace, stop: bool):
+    def hook(module, inputs, output):
+        if not torch.is_tensor(output):
+            raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick another layer")
+        if replace is not None:
+            output = replace(output)
+        acts[name] = output
+        if stop:
+            raise StopForward
+        return output if replace is not None else None
+
+    return hook
+
+
+class Truncated(nn.Module):
+    """A view of ``model`` that shares its children (Lucent's layer names are unchanged) and ends the
+    forward pass once ``stop_layer`` has run; the rest of the network is skipped. ``stop_layer`` may be
+    set after construction (``None`` runs the whole model). Returns ``None`` when it stopped early."""
+
+    def __init__(self, model: nn.Module, stop_layer: Optional[str] = None):
+        super().__init__()
+        self.__dict__["_wrapped"] = model
+        self.__dict__["_modules"] = model._modules
+        self.__dict__["stop_layer"] = stop_layer
+
+    def _get_name(self):
+        return self._wrapped._get_name()
+
+    def forward(self, x):
+        if self.stop_layer is None:
+            return self._wrapped(x)
+        module = get_layer(self._wrapped, self.stop_layer)
+
+        def stop(m, i, o):
+            raise StopForward
+
+        handle = module.register_forward_hook(stop)
+        try:
+            return self._wrapped(x)
+        except StopForward:
+            return None
+        finally:
+            handle.remove()
+
+
+def layers_before(model: nn.Module, x: torch.Tensor, layer: str) -> List[str]:
+    """Single-call layers that run before ``layer`` in the forward pass, in order."""
+    order = forward_order(model, x)
+    counts = call_counts(model, x)
+    if layer not in order:
+        raise ValueError(f"layer {layer!r} does not run in the forward pass on inputs of shape {tuple(x.shape[1:])}")
+    return [n for n in order[: order.index(layer)] if counts[n] == 1]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def hook_summary(model: nn.Module) -> Tuple[int, int]:
+    """(modules with forward hooks, total forward hooks), for messages and tests."""
+    with_hooks = [len(m._forward_hooks) for m in model.modules() if m._forward_hooks]
+    return len(with_hooks), sum(with_hooks)

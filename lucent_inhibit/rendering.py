@@ -1,0 +1,308 @@
+"""One render engine around Lucent's ``render_vis`` for every stage that synthesises images.
+
+:class:`RenderSettings` holds what every render needs (steps, learning rate, sizes, parameterization,
+transforms, seed, progress); inversions, accentuation, tense synthesis, atlas icons and combination
+sweeps all take one ``render=`` object of this type, with the same defaults.
+
+:func:`run_render` calls ``lucent.optvis.render.render_vis`` unchanged, inside :func:`render_session`,
+which leaves the model as it found it: no hooks added (Lucent never removes its own), parameters'
+``requires_grad`` and train/eval mode restored, torch and numpy random states restored. The objective is
+guarded (a NaN/inf loss stops the render with :class:`NonFiniteLoss` naming the stage, step and
+settings), and the forward pass stops after the deepest layer the objective reads (learned at the first
+step), so the rest of the network is never computed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .hooks import Truncated, deepest, hooks_restored, model_device
+
+Size = Union[int, Tuple[int, int]]
+PARAMS = ("fourier", "phase", "lucent")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A render produced a NaN or infinite loss; the message names the stage, the step and the settings."""
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"render setting {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_size(name: str, value) -> Optional[Tuple[int, int]]:
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    try:
+        h, w = pair
+    except (TypeError, ValueError):
+        raise ValueError(f"render setting {name} must be an int or (height, width), got {value!r}") from None
+    return _check_int(name, h, 8), _check_int(name, w, 8)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Settings of one render (the same defaults in every stage).
+
+    Attributes:
+        steps: optimisation steps (Adam).
+        lr: Adam learning rate.
+        size: side (or (H, W)) of the parameterised image, in pixels; None: the stage's natural size (the
+            seed image's size for image-seeded renders, 128 otherwise).
+        model_size: side (or (H, W)) of the image the model sees (Lucent's ``fixed_image_size``): renders
+            are resized to it bilinearly after the transforms. None: Lucent's rule (upsampled to 224 when
+            smaller than 224, else unchanged).
+        param: ``"fourier"`` (Lucent-style decorrelated Fourier image; seeded when the stage has a seed
+            image), ``"phase"`` (magnitude-constrained phase, the accentuation paper's choice), ``"lucent"``
+            (Lucent's own ``param.image``), a callable ``(seed=, size=, batch=, with_seed=) ->
+            (params, image_f)``, or None: ``"phase"`` for image-seeded accentuation, ``"fourier"`` otherwise.
+        transforms: Lucent transforms applied before the model; None: the stage's documented default
+            (Lucent's ``standard_transforms`` for renders from noise).
+        seed: seeds torch and numpy for the render (restored afterwards); None leaves the global RNGs alone.
+        progress: a tqdm bar over the steps.
+    """
+
+    steps: int = 128
+    lr: float = 0.05
+    size: Optional[Size] = None
+    model_size: Optional[Size] = None
+    param: Union[str, Callable, None] = None
+    transforms: Optional[Sequence[Callable]] = None
+    seed: Optional[int] = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        _check_int("steps", self.steps, 1)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"render setting lr must be a finite number > 0, got {self.lr!r}")
+        _check_size("size", self.size)
+        _check_size("model_size", self.model_size)
+        if not (self.param is None or callable(self.param) or self.param in PARAMS):
+            raise ValueError(f"render setting param must be one of {PARAMS}, a callable or None, got {self.param!r}")
+        if self.transforms is not None and not all(callable(t) for t in self.transforms):
+            raise ValueError("render setting transforms must be a sequence of callables (Lucent transforms)")
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0)
+
+    def replace(self, **changes) -> "RenderSettings":
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def hw(self, default: Size) -> Tuple[int, int]:
+        """The parameterised image's (H, W): ``size`` or ``default``."""
+        return _check_size("size", self.size if self.size is not None else default)
+
+    def model_hw(self, default: Size) -> Tuple[int, int]:
+        """(H, W) the model sees for a render of ``hw(default)``, following Lucent's rule."""
+        if self.model_size is not None:
+            return _check_size("model_size", self.model_size)
+        h, w = self.hw(default)
+        return (224, 224) if (h < 224 or w < 224) else (h, w)
+
+    def describe(self) -> str:
+        return (f"steps={self.steps}, lr={self.lr}, size={self.size}, model_size={self.model_size}, "
+                f"param={getattr(self.param, '__name__', self.param)}, seed={self.seed}")
+
+
+def as_settings(render: Optional[RenderSettings], **stage_defaults) -> RenderSettings:
+    """``render`` itself, or ``RenderSettings(**stage_defaults)`` when None; a dict is accepted too."""
+    if render is None:
+        return RenderSettings(**stage_defaults)
+    if isinstance(render, dict):
+        return RenderSettings(**{**stage_defaults, **render})
+    if not isinstance(render, RenderSettings):
+        raise TypeError(f"render must be a RenderSettings (or a dict of its fields), got {type(render).__name__}")
+    return render
+
+
+# ------------------------------------------------------------------------------------------------
+# the session: the model as it was found
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def rng_restored(seed: Optional[int] = None, devices: Sequence[int] = ()) -> Iterator[None]:
+    """Restore torch's (CPU and ``devices``) and numpy's global random states on exit; seed both first."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=list(devices)):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed))  # Lucent's transforms draw from numpy
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def render_session(model: nn.Module, seed: Optional[int] = None) -> Iterator[nn.Module]:
+    """Freeze the weights, then restore hooks, ``requires_grad``, train/eval mode and RNGs on exit."""
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    training = model.training
+    dev = model_device(model)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    try:
+        with hooks_restored(model), rng_restored(seed, devices):
+            for p, _ in grads:
+                p.requires_grad_(False)
+            yield model
+    finally:
+        for p, g in grads:
+            p.requires_grad_(g)
+        model.train(training)
+
+
+# ------------------------------------------------------------------------------------------------
+# the guarded objective
+# ------------------------------------------------------------------------------------------------
+class _Recorder:
+    """Lucent's hook, recording which layers the objective reads (to stop the forward pass after them)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+        self.read: List[str] = []
+
+    def __call__(self, layer: str):
+        if layer not in self.read:
+            self.read.append(layer)
+        return self.hook(layer)
+
+
+class Guarded:
+    """The objective handed to ``render_vis``: evaluates ``parts``, records named values per step, stops
+    on a non-finite loss, and after the first step truncates the model after the deepest layer read."""
+
+    def __init__(self, parts: Callable, settings: RenderSettings, what: str, callback=None, on_first=None):
+        self.parts, self.settings, self.what = parts, settings, what
+        self.callback, self.on_first = callback, on_first
+        self.step = 0
+        self.history: Dict[str, List[float]] = {}
+
+    def __call__(self, T):
+        self.step += 1
+        rec = _Recorder(T)
+        loss, named = self.parts(rec)
+        if self.step == 1 and self.on_first is not None:
+            self.on_first(rec.read)
+        for k, v in named.items():
+            self.history.setdefault(k, []).append(float(v))
+        if not torch.isfinite(loss).all():
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in named.items())
+            raise NonFiniteLoss(
+                f"{self.what}: the loss became {float(loss.detach().flatten()[0])} at step {self.step} of "
+                f"{self.settings.steps} ({shown}; settings: {self.settings.describe()}); lower the learning "
+                "rate or the objective's power, or check the objective for divisions by zero"
+            )
+        if self.callback is not None:
+            self.callback(self.step - 1)
+        return loss
+
+
+def as_parts(objective) -> Callable:
+    """A Lucent objective (or callable T -> loss) as ``parts(T) -> (loss, {"objective": -loss})``."""
+    from lucent.optvis import objectives as lucent_objectives
+
+    if objective is None:
+        raise ValueError("objective is required (a Lucent Objective, e.g. lucent_inhibit.objectives.feature(...))")
+    obj = lucent_objectives.as_objective(objective)
+
+    def parts(T):
+        loss = obj(T)
+        return loss, {"objective": -loss.detach()}
+
+    return parts
+
+
+@dataclass
+class RenderRun:
+    """What :func:`run_render` returns: the final images (B, 3, H, W) in [0, 1] (CPU, detached) and the
+    per-step values of the objective's named parts."""
+
+    images: torch.Tensor
+    history: Dict[str, List[float]]
+    stopped_after: Optional[str]
+
+
+def run_render(
+    model: nn.Module,
+    objective,
+    param_f: Tuple[list, Callable],
+    settings: RenderSettings,
+    what: str,
+    transforms: Optional[Sequence[Callable]] = None,
+    callback: Optional[Callable[[int], None]] = None,
+    truncate: bool = True,
+) -> RenderRun:
+    """Run Lucent's ``render_vis`` once for ``settings.steps`` steps and return the images.
+
+    Args:
+        objective: a Lucent objective, or ``parts(T) -> (loss, named_values)``, with ``parts=True``
+            semantics detected by :func:`as_parts` being skipped when ``objective`` is a :class:`Parts`.
+        param_f: ``(params, image_f)`` already built (so the caller keeps ``image_f``).
+        settings: :class:`RenderSettings` (steps, lr, model_size, seed, progress are used here).
+        what: stage name, for messages.
+        transforms: the transforms (the stage's default when ``settings.transforms`` is None).
+        callback: ``callback(step)`` after each step's objective.
+        truncate: stop the forward pass after the deepest layer the objective reads.
+    """
+    from lucent.optvis import render as lucent_render
+
+    params, image_f = param_f
+    parts = objective.fn if isinstance(objective, Parts) else as_parts(objective)
+    view = Truncated(model)
+    model_hw = _model_hw(image_f, settings)
+    probe = torch.zeros(1, 3, *model_hw, device=model_device(model))
+
+    def on_first(read):
+        if truncate:
+            view.__dict__["stop_layer"] = deepest(model, probe, [n for n in read if n not in ("input", "labels")])
+
+    guard = Guarded(parts, settings, what, callback, on_first)
+    tf = settings.transforms if settings.transforms is not None else transforms
+    with render_session(model, settings.seed):
+        lucent_render.render_vis(
+            view, _objective(guard, what), param_f=lambda: (params, image_f),
+            optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),
+            transforms=None if tf is None else list(tf), thresholds=(settings.steps,), preprocess=True,
+            progress=settings.progress, show_image=False, fixed_image_size=_fixed(settings),
+        )
+        with torch.no_grad():
+            images = image_f().detach().cpu()
+    if not torch.isfinite(images).all():
+        raise NonFiniteLoss(f"{what}: the rendered images hold NaN/inf after {settings.steps} steps "
+                            f"({settings.describe()})")
+    return RenderRun(images, guard.history, view.stop_layer)
+
+
+class Parts:
+    """Marks a ``parts(T) -> (loss, named_values)`` function for :func:`run_render`."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+
+def _objective(guard: Guarded, what: str):
+    from lucent.optvis import objectives as lucent_objectives
+
+    return lucent_objectives.Objective(guard, name=what)
+
+
+def _fixed(settings: RenderSettings):
+    if settings.model_size is None:
+        return None
+    h, w = _check_size("model_size", settings.model_size)
+    return h if h == w else (h, w)
+
+
+def _model_hw(image_f, settings: RenderSettings) -> Tuple[int, int]:
+    with torch.no_grad():
+        shape = image_f().shape
+    return settings.model_hw((int(shape[2]), int(shape[3])))
