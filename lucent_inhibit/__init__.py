@@ -3,37 +3,57 @@
 Images are float tensors (B, 3, H, W) in [0, 1]; the library applies each model's input normalisation
 exactly as ``lucent.optvis.render.render_vis(preprocess=True)`` does. Layers are Lucent layer names.
 
-Modules read like the papers' table of contents:
-``models`` (embedded EfficientNet-Lite0, InceptionV1, layer names), ``data`` (bundled images),
-``attribution`` (features, S = grad x activation, P/N, tension), ``completeness``, ``scan`` (MEIs, MIIs,
-MTIs), ``objectives`` / ``param`` / ``transform`` (render-loop building blocks), ``accentuation``
-(feature accentuation, +/- inversions, tense synthesis), ``atlas``, ``combinations`` (cosdot pair
-plots), ``toy`` (superposition), ``plots``, ``cli``.
+Public names are loaded lazily (PEP 562), so ``import lucent_inhibit`` and the command line's ``--help``
+do not import torch-heavy modules until a name is used.
 """
-from .models import (
-    block_outputs,
-    efficientnet_lite0,
-    get_layer,
-    inceptionv1,
-    layers,
-    load_model,
-    preactivation_layers,
-    prepare,
-    preprocess_fn,
-)
-from .data import ImageFolder, imagenet_classes, load_image, sample_crops, sample_images
-from .attribution import Attribution, Feature, attribute, measure, signed_totals, tension
-from . import objectives, param, transform
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
 
-from .scan import ScanResult, merge as merge_scans, scan
-from .plots import plot_image_grid, plot_scan_overlay, plot_scan_scatter, plot_signed_overlay, save_scan_figures
-from .completeness import CompletenessResult, completeness, completeness_pair, plot_completeness, random_logits, warn_if_incomplete
-from .atlas import Atlas, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection, build_atlas, collect_vectors, grid_cells, plot_atlas, project_layout, render_icons, select_images, write_atlas_html
-from .toy import ToyAnalysis, ToyConfig, ToyModel, TrainResult, analyze as analyze_toy, inhibition_model, plot_superposition, train as train_toy
-from .accentuation import Accentuation, InversionResult, NonFiniteLoss, TenseResult, accentuate, inversions, plot_inversions, plot_tense, tense_image
-from .combinations import AxisScales, CombinationResult, PairStatistics, axis_scales, pair_cloud, pair_statistics, plot as plot_combinations, sweep as sweep_combinations
-from .report import DemoConfig, run_demo
+__version__ = "0.2.0"
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+#: public name -> module that defines it (under that same name)
+_EXPORTS = {
+    "hooks": ["AmbiguousLayerError", "capture", "get_layer", "layers"],
+    "models": ["block_outputs", "efficientnet_lite0", "inceptionv1", "load_model", "preactivation_layers",
+               "prepare", "preprocess_fn"],
+    "data": ["ImageFolder", "imagenet_classes", "load_image", "sample_crops", "sample_images"],
+    "features": ["Feature"],
+    "attribution": ["Attribution", "attribute", "measure", "signed_totals", "tension"],
+    "rendering": ["NonFiniteLoss", "RenderSettings"],
+    "results": ["Result", "ResultFileError", "load_result"],
+    "scan": ["ScanResult", "merge_scans", "scan"],
+    "plots": ["plot_image_grid", "plot_scan_overlay", "plot_scan_scatter", "plot_signed_overlay", "save_scan_figures"],
+    "completeness": ["CompletenessResult", "completeness", "completeness_pair", "plot_completeness", "random_logits",
+                     "warn_if_incomplete"],
+    "atlas": ["Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Selection", "build_atlas",
+              "collect_vectors", "grid_cells", "plot_atlas", "project_layout", "render_icons", "select_images",
+              "write_atlas_html"],
+    "toy": ["ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "analyze_toy", "inhibition_model",
+            "plot_superposition", "train_toy"],
+    "accentuation": ["Accentuation", "accentuate"],
+    "inversions": ["InversionResult", "inversions", "plot_inversions"],
+    "synthesis": ["TenseResult", "plot_tense", "tense_image"],
+    "combinations": ["AxisScales", "CombinationResult", "PairStatistics", "axis_scales", "pair_cloud",
+                     "pair_statistics", "plot_combinations", "sweep_combinations"],
+    "report": ["DemoConfig", "run_demo"],
+}
+_SUBMODULES = ["objectives", "param", "transform"]
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE) + _SUBMODULES
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _WHERE:
+        raise AttributeError(f"module 'lucent_inhibit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    if not (name in ("scan", "completeness") and callable(value)):
+        globals()[name] = value  # cached; the functions scan/completeness would shadow their modules
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
