@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -130,61 +131,179 @@ def efficientnet_lite0(state_dict: Optional[dict] = None) -> nn.Module:
     return prepare(model)
 
 
-def inceptionv1(pretrained: bool = True, state_dict: Optional[dict] = None) -> nn.Module:
+#: Where Lucent's loader downloads InceptionV1 from (the Lucid ``inception5h`` graph, converted).
+INCEPTIONV1_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
+WEIGHTS_CHOICES = ("default", "none")
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be loaded: the message names the file and what did not match."""
+
+
+def load_state_file(path: str) -> dict:
+    """A state dict read from ``path`` with ``torch.load(weights_only=True)``: tensors only, never code."""
+    import pickle
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file {path!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise WeightsError(
+            f"weights file {path!r} cannot be loaded safely (weights_only=True refuses pickled code or objects, "
+            f"and a truncated file fails): {str(exc).splitlines()[0]}"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise WeightsError(f"weights file {path!r} holds a {type(state).__name__}, expected a state dict of tensors")
+    return state
+
+
+def load_weights(model: nn.Module, state: dict, source: str) -> nn.Module:
+    """``model.load_state_dict(state)`` with an error listing missing / unexpected / mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        def few(xs):
+            return ", ".join(xs[:5]) + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "") if xs else "none"
+
+        raise WeightsError(
+            f"weights {source!r} do not fit {type(model).__name__}: missing keys: {few(missing)}; unexpected keys: "
+            f"{few(unexpected)}; shape mismatches: {few(shapes)}"
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def _download_state(url: str, what: str) -> dict:
+    """A state dict from ``url`` through torch's hub cache, loaded with ``weights_only=True``."""
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, progress=False)
+    except (OSError, ValueError) as exc:  # URLError is an OSError; no network here
+        raise WeightsError(
+            f"the {what} weights could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            "pass a local file instead: weights=PATH (CLI: --weights PATH), or weights='none' for random weights"
+        ) from None
+    except Exception as exc:  # an unsafe pickle in the hub cache
+        raise WeightsError(f"the cached {what} weights were refused by weights_only loading: {exc}") from None
+
+
+def inceptionv1(pretrained: bool = True, state_dict: Optional[dict] = None, redirected_relu: bool = False) -> nn.Module:
     """Lucent's InceptionV1 (the papers' model), prepared like the embedded model.
 
-    ``pretrained=True`` uses Lucent's own loader, which downloads the weights (not possible on machines
-    without internet); ``state_dict`` loads weights you already have
-    (e.g. ``torch.load(path, weights_only=True)``). Inputs: (B, 3, H, W) in [0, 1] scaled by :func:`preprocess_fn`.
-    """
-    from lucent.modelzoo import inceptionv1 as lucent_inceptionv1
+    Args:
+        pretrained: load the Lucid weights, downloading them into torch's hub cache when missing (not
+            possible on machines without internet) and always reading them with ``weights_only=True``.
+        state_dict: weights you already have (e.g. :func:`load_state_file`); replaces ``pretrained``.
+        redirected_relu: Lucent's redirected-ReLU gradient (lets gradients pass dead ReLUs early in a render).
+            It changes every ReLU's gradient, so attributions are no longer grad x activation of the model:
+            the default (False) keeps true ReLU gradients; use True only for rendering from scratch.
 
-    model = lucent_inceptionv1(pretrained=pretrained and state_dict is None)
+    Inputs: (B, 3, H, W) in [0, 1] scaled by :func:`preprocess_fn`.
+    """
+    from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1
+
+    model = InceptionV1(pretrained=False, redirected_ReLU=bool(redirected_relu))
+    if state_dict is None and pretrained:
+        state_dict = _download_state(INCEPTIONV1_URL, "InceptionV1")
     if state_dict is not None:
-        model.load_state_dict(state_dict)
+        load_weights(model, state_dict, "state_dict")
     return prepare(model)
 
 
-def load_model(spec: str) -> nn.Module:
+def load_model(spec: str, weights: str = "default") -> nn.Module:
     """Build a prepared model from a spec string.
 
-    - ``"efficientnet_lite0"`` (default embedded model) or ``"inceptionv1"``;
-    - ``"torchvision:NAME"`` or ``"timm:NAME"`` (weights as the library provides them; these may download);
-    - ``"package.module:callable"``: an importable constructor returning an ``nn.Module``.
+    Args:
+        spec: ``"efficientnet_lite0"`` (the embedded model), ``"inceptionv1"``, ``"torchvision:NAME"``,
+            ``"timm:NAME"`` or ``"package.module:callable"`` (an importable constructor of an ``nn.Module``).
+        weights: ``"default"`` (the embedded weights; the library's pretrained weights for torchvision / timm
+            / InceptionV1, which download when not cached; whatever the constructor builds), ``"none"``
+            (random initialisation, nothing downloaded) or the path of a local state dict (loaded with
+            ``weights_only=True``; missing or unexpected keys are listed).
     """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
+    if not isinstance(weights, str) or not weights:
+        raise ValueError(f"weights must be 'default', 'none' or a file path, got {weights!r}")
+    local = weights not in WEIGHTS_CHOICES
+    if local and not os.path.isfile(weights):
+        raise WeightsError(f"weights {weights!r} is neither 'default', 'none' nor an existing file")
+    model = _build(spec, "none" if local else weights)
+    if local:
+        state = load_state_file(weights)
+        if spec in ("efficientnet_lite0", "embedded", "default"):
+            return efficientnet_lite0(state_dict=state)
+        load_weights(model, state, weights)
+    return prepare(model)
+
+
+def _build(spec: str, weights: str) -> nn.Module:
+    pretrained = weights == "default"
     if spec in ("efficientnet_lite0", "embedded", "default"):
-        return efficientnet_lite0()
+        return efficientnet_lite0() if pretrained else prepare(_timm_model("efficientnet_lite0", False))
     if spec == "inceptionv1":
-        return inceptionv1(pretrained=True)
+        return inceptionv1(pretrained=pretrained)
     if spec.startswith("torchvision:"):
-        import torchvision
-
-        name = spec.split(":", 1)[1]
-        if not hasattr(torchvision.models, name):
-            close = difflib.get_close_matches(name, dir(torchvision.models), n=5)
-            raise ValueError(f"Unknown torchvision model {name!r}. Close matches: {close}")
-        return prepare(getattr(torchvision.models, name)(weights="DEFAULT"))
+        return _torchvision_model(spec.split(":", 1)[1], pretrained)
     if spec.startswith("timm:"):
-        import timm
-
-        name = spec.split(":", 1)[1]
-        if name not in timm.list_models():
-            close = difflib.get_close_matches(name, timm.list_models(), n=5)
-            raise ValueError(f"Unknown timm model {name!r}. Close matches: {close}")
-        return prepare(timm.create_model(name, pretrained=True))
+        return _timm_model(spec.split(":", 1)[1], pretrained)
     if ":" in spec:
-        module_name, attr = spec.split(":", 1)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(f"Cannot import module {module_name!r} of model spec {spec!r}: {exc}") from exc
-        if not hasattr(module, attr):
-            raise ValueError(f"Module {module_name!r} has no attribute {attr!r} (model spec {spec!r})")
-        model = getattr(module, attr)()
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"Model spec {spec!r} returned {type(model).__name__}, expected torch.nn.Module")
-        return prepare(model)
+        return _constructed(spec)
     raise ValueError(
         f"Unknown model spec {spec!r}: expected 'efficientnet_lite0', 'inceptionv1', "
         "'torchvision:NAME', 'timm:NAME' or 'package.module:constructor'"
     )
+
+
+def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    import torchvision
+
+    if not hasattr(torchvision.models, name) or not callable(getattr(torchvision.models, name)):
+        close = difflib.get_close_matches(name, dir(torchvision.models), n=5)
+        raise ValueError(f"Unknown torchvision model {name!r}. Close matches: {close}")
+    if not pretrained:
+        return getattr(torchvision.models, name)(weights=None)
+    try:
+        return getattr(torchvision.models, name)(weights="DEFAULT")
+    except OSError as exc:
+        raise WeightsError(
+            f"the torchvision {name} weights could not be downloaded ({type(exc).__name__}); pass a local file "
+            "instead: weights=PATH (CLI: --weights PATH), or weights='none' for random weights"
+        ) from None
+
+
+def _timm_model(name: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise ValueError(f"Unknown timm model {name!r}. Close matches: {close}")
+    try:
+        return timm.create_model(name, pretrained=pretrained)
+    except (OSError, RuntimeError) as exc:
+        raise WeightsError(
+            f"the timm {name} weights could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            "pass a local file instead: weights=PATH (CLI: --weights PATH), or weights='none' for random weights"
+        ) from None
+
+
+def _constructed(spec: str) -> nn.Module:
+    module_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"Cannot import module {module_name!r} of model spec {spec!r}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # a module that raises or exits while importing
+        raise ValueError(f"Importing module {module_name!r} of model spec {spec!r} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not hasattr(module, attr):
+        raise ValueError(f"Module {module_name!r} has no attribute {attr!r} (model spec {spec!r})")
+    model = getattr(module, attr)()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"Model spec {spec!r} returned {type(model).__name__}, expected torch.nn.Module")
+    return model
