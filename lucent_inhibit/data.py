@@ -67,17 +67,73 @@ def sample_images() -> Dict[str, torch.Tensor]:
     return {name: to_tensor(a) for name, a in _sample_arrays()}
 
 
-def load_image(path: str, size: int | None = None) -> torch.Tensor:
-    """Read one image file as (3, H, W) in [0, 1] (grayscale/RGBA/CMYK/palette converted to RGB).
+#: Pillow modes whose samples are not 8-bit, and the value that maps to 1.0.
+_WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
 
-    ``size`` resizes the shorter side to ``size`` and centre-crops to ``size`` x ``size``.
+
+def pil_to_tensor(im, name: str = "image") -> torch.Tensor:
+    """A Pillow image of any mode -> (3, H, W) float RGB in [0, 1].
+
+    8-bit modes (1, L, LA, P, RGB, RGBA, CMYK, YCbCr, ...) go through Pillow's RGB conversion (alpha is
+    dropped); 16-bit modes (I;16*) are scaled by 1/65535; 32-bit integer ``I`` by 1/65535 (16-bit PNGs and
+    TIFFs open as ``I``), or 1/255 when no value exceeds 255; float ``F`` is used as it is when inside
+    [0, 1], scaled by 1/255 when inside [0, 255], and otherwise min-max normalised with a warning.
+    Grey modes are repeated over the three channels.
+    """
+    mode = im.mode
+    if mode in _WIDE_MODES or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float32)
+        if mode in _WIDE_MODES:
+            a = a / _WIDE_MODES[mode]
+        elif mode == "I":
+            a = a / (65535.0 if a.max(initial=0) > 255 else 255.0)
+        else:
+            a = _float_samples(a, name)
+        if a.ndim == 3:
+            a = a[..., 0]
+        return to_tensor(np.clip(a, 0, 1))
+    return to_tensor(np.asarray(im.convert("RGB")))
+
+
+def _float_samples(a: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: the float image holds NaN or infinite samples")
+    lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+    if lo >= 0 and hi <= 1:
+        return a
+    if lo >= 0 and hi <= 255:
+        return a / 255.0
+    warnings.warn(f"{name}: float samples span [{lo:.4g}, {hi:.4g}], not [0, 1]; min-max normalised")
+    return (a - lo) / max(hi - lo, 1e-12)
+
+
+def load_image(path: str, size: int | None = None) -> torch.Tensor:
+    """Read one image file as (3, H, W) in [0, 1], whatever its Pillow mode (see :func:`pil_to_tensor`).
+
+    ``size`` resizes the shorter side to ``size`` and centre-crops to ``size`` x ``size``. A file that
+    cannot be decoded completely raises ``ValueError`` naming it.
     """
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        t = to_tensor(np.asarray(im))
+    try:
+        with Image.open(path) as im:
+            im.load()
+            t = pil_to_tensor(im, os.fspath(path))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"image file {os.fspath(path)!r} cannot be read: {exc}") from None
     return resize_center(t, size) if size else t
+
+
+def readable_image(path: str) -> bool:
+    """Whether ``path`` decodes completely (a truncated JPEG passes Pillow's ``verify`` but not this)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:
+        return False
 
 
 def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -157,8 +213,9 @@ def sample_crops(n: int = 256, size: int = 224, seed: int = 0, min_scale: float 
 class ImageFolder(Sequence):
     """All readable images under ``root`` (recursive, sorted), converted to RGB, resized to ``size``.
 
-    Unreadable files are skipped with one warning naming them; a folder with no readable image raises
-    ``ValueError``. ``paths[i]`` is the file of item ``i``.
+    Every file is decoded once when the folder is opened: unreadable or truncated files are skipped, before
+    any work starts, with one warning naming them; a folder with no readable image raises ``ValueError``.
+    ``paths[i]`` is the file of item ``i``.
     """
 
     def __init__(self, root: str, size: int = 224):
@@ -170,16 +227,9 @@ class ImageFolder(Sequence):
                 if f.lower().endswith(IMAGE_EXTENSIONS):
                     candidates.append(os.path.join(dirpath, f))
         candidates.sort()
-        from PIL import Image
-
         good, bad = [], []
         for path in candidates:
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-                good.append(path)
-            except Exception:
-                bad.append(path)
+            (good if readable_image(path) else bad).append(path)
         if bad:
             warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad)}")
         if not good:
