@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import Truncated, deepest, hooks_restored, model_device
+from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device
 
 Size = Union[int, Tuple[int, int]]
 PARAMS = ("fourier", "phase", "lucent")
@@ -262,8 +262,10 @@ def run_render(
     probe = torch.zeros(1, 3, *model_hw, device=model_device(model))
 
     def on_first(read):
+        names = [n for n in read if n not in ("input", "labels")]
+        check_single_call(model, probe, names)  # Lucent's hook keeps a reused module's last call only
         if truncate:
-            view.__dict__["stop_layer"] = deepest(model, probe, [n for n in read if n not in ("input", "labels")])
+            view.__dict__["stop_layer"] = deepest(model, probe, names)
 
     guard = Guarded(parts, settings, what, callback, on_first)
     tf = settings.transforms if settings.transforms is not None else transforms

@@ -1,0 +1,53 @@
+"""One layer name, one tensor: what `capture` (attribute, scan, atlas, ...) reads equals what Lucent's
+render_vis hook hands the objectives, on the architectures researchers use (random weights)."""
+import pytest
+import torch
+from lucent.optvis import objectives as lucent_objectives
+from lucent.optvis import param as lucent_param
+from lucent.optvis.render import hook_model
+
+from lucent_inhibit import hooks, rendering
+from lucent_inhibit.models import load_model
+
+
+def _models():
+    return [
+        ("torchvision:resnet18", 64),
+        ("torchvision:vgg11_bn", 64),
+        ("torchvision:densenet121", 64),
+        ("timm:convnext_atto", 64),
+        ("inceptionv1", 224),
+    ]
+
+
+def _sample(names, k=12):
+    step = max(1, len(names) // k)
+    return names[::step][:k] + names[-1:]
+
+
+@pytest.mark.parametrize("spec, size", _models(), ids=[m for m, _ in _models()])
+def test_capture_reads_the_tensor_lucents_hook_reads(spec, size):
+    model = load_model(spec, weights="none")
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    counts = hooks.call_counts(model, x)
+    single = [n for n in hooks.layers(model) if counts.get(n) == 1]
+    reused = [n for n in hooks.layers(model) if counts.get(n, 0) > 1]
+    with hooks.hooks_restored(model):
+        lucent_hook = hook_model(model, lambda: x)
+        with torch.no_grad():
+            model(x)
+        for name in _sample(single):
+            got = hooks.capture(model, x, [name])[name]
+            assert torch.equal(got, lucent_hook(name)), name
+    for name in reused[:3]:  # a reused module names several tensors: refused, never guessed
+        with pytest.raises(hooks.AmbiguousLayerError, match="runs"):
+            hooks.capture(model, x, [name])
+    assert hooks.hook_count(model) == 0
+
+
+def test_render_refuses_an_objective_on_a_reused_module():
+    model = load_model("torchvision:resnet18", weights="none")
+    settings = rendering.RenderSettings(steps=2, size=32, model_size=32)
+    with pytest.raises(hooks.AmbiguousLayerError, match="layer1_0_relu"):
+        rendering.run_render(model, lucent_objectives.channel("layer1_0_relu", 0), lucent_param.image(32), settings, "t")
+    assert hooks.hook_count(model) == 0
