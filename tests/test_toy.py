@@ -15,7 +15,7 @@ from lucent_inhibit.toy import ToyConfig, ToyModel
 @pytest.fixture(scope="module")
 def trained_abs():
     """The absolute-value model at the paper's size (n=6, m=8, S=0.01), fewer steps than the default."""
-    return toy.train(ToyConfig("abs", n=6, m=8, S=0.01), steps=1000, seeds=[0, 1], eval_batch=20000, progress=False)
+    return toy.train_toy(ToyConfig("abs", n=6, m=8, S=0.01), steps=1000, seeds=[0, 1], eval_batch=20000, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -24,12 +24,12 @@ def trained_abs():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(n=0), "n must be an integer >= 1, got 0"),
-        (dict(m=0), "m must be an integer >= 1, got 0"),
+        (dict(n=0), "n must be >= 1, got 0"),
+        (dict(m=0), "m must be >= 1, got 0"),
         (dict(n=-3), "n must be"),
-        (dict(m=2.5), "m must be"),
-        (dict(S=0.0), r"S .* must be in \(0, 1\], got 0.0"),
-        (dict(S=1.5), r"S .* must be in \(0, 1\], got 1.5"),
+        (dict(m=2.5), "m must be an integer, got 2.5"),
+        (dict(S=0.0), r"S .* must be > 0, got 0.0"),
+        (dict(S=1.5), r"S .* must be <= 1, got 1.5"),
         (dict(S=-0.1), r"S .*got -0.1"),
         (dict(kind="sine"), "kind must be one of"),
         (dict(decay=0.0), "decay"),
@@ -126,7 +126,7 @@ def test_trained_abs_model_is_in_superposition(trained_abs):
 
 
 def test_two_feature_inputs_are_more_tense_than_one_feature_inputs(trained_abs):
-    an = toy.analyze(trained_abs.model, count=256)
+    an = toy.analyze_toy(trained_abs.model, count=256)
     assert an.tension_one.shape == an.tension_two.shape == (256, 6)
     assert an.mean_tension_two > an.mean_tension_one
     assert an.tension_per_output_two.shape == (6,)
@@ -138,22 +138,22 @@ def test_two_feature_inputs_are_more_tense_than_one_feature_inputs(trained_abs):
 
 def test_training_keeps_the_best_seed():
     c = ToyConfig("abs", n=3, m=2, S=0.1)
-    r = toy.train(c, steps=30, seeds=[5, 6, 7], eval_batch=2000, progress=False)
+    r = toy.train_toy(c, steps=30, seeds=[5, 6, 7], eval_batch=2000, progress=False)
     assert r.best_seed == [5, 6, 7][int(np.argmin(r.losses))]
     assert toy.evaluate(r.model, batch=2000)[0] == pytest.approx(r.loss)
-    again = toy.train(c, steps=30, seeds=[r.best_seed], eval_batch=2000, progress=False)
+    again = toy.train_toy(c, steps=30, seeds=[r.best_seed], eval_batch=2000, progress=False)
     assert torch.equal(again.model.out.weight, r.model.out.weight)  # seeded and reproducible
 
 
 def test_training_rejects_bad_settings():
     with pytest.raises(ValueError, match="steps"):
-        toy.train(ToyConfig(n=2, m=2), steps=0, progress=False)
+        toy.train_toy(ToyConfig(n=2, m=2), steps=0, progress=False)
     with pytest.raises(ValueError, match="seeds is empty"):
-        toy.train(ToyConfig(n=2, m=2), steps=5, seeds=[], progress=False)
+        toy.train_toy(ToyConfig(n=2, m=2), steps=5, seeds=[], progress=False)
 
 
 def test_scaled_xor_model_learns():
-    r = toy.train(ToyConfig("xor", n=3, m=4, S=0.05), steps=800, seeds=[0], eval_batch=20000, progress=False)
+    r = toy.train_toy(ToyConfig("xor", n=3, m=4, S=0.05), steps=800, seeds=[0], eval_batch=20000, progress=False)
     assert r.loss < 0.5 * r.zero_loss
     assert r.model.hidden.in_features == 6
 
@@ -170,7 +170,7 @@ def test_inhibition_model_computes_exclusive_abs_and_tension_only_with_two_featu
     expected = (a - (a.sum(1, keepdim=True) - a)).clamp(min=0)
     assert torch.allclose(y, expected, atol=1e-6)
     assert torch.allclose(toy.targets(model.config, x), expected, atol=1e-6)
-    an = toy.analyze(model, count=64)
+    an = toy.analyze_toy(model, count=64)
     assert float(an.tension_one.max()) == 0.0  # one feature: nothing to inhibit
     assert an.mean_tension_two > 0.1
     # with features j, k active, output j gets +|x_j| and -|x_k|: the motif, by design
@@ -238,8 +238,10 @@ def test_save_load_round_trip(tmp_path, trained_abs):
     fresh.load_weights(path)
     assert torch.equal(fresh.hidden.weight, trained_abs.model.hidden.weight)
     with np.load(path, allow_pickle=False) as z:  # no pickle inside
-        meta = json.loads(bytes(z["meta"]).decode())
-    assert meta["config"]["n"] == 6 and meta["extra"]["train"]["best_seed"] == trained_abs.best_seed
+        meta = json.loads(bytes(z["__meta__"]).decode())
+    assert meta["type"] == "TrainResult"
+    assert meta["fields"]["model"]["fields"]["config"]["value"]["n"] == 6
+    assert meta["fields"]["best_seed"]["value"] == trained_abs.best_seed
 
 
 def test_load_rejects_incompatible_hyper_parameters(tmp_path):
@@ -258,7 +260,8 @@ def test_load_rejects_incompatible_hyper_parameters(tmp_path):
     # weights that do not match their own hyper-parameters
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["param:hidden.weight"] = np.zeros((7, 4), np.float32)
+    keys = json.loads(bytes(arrays["__meta__"]).decode())["fields"]["state"]["keys"]
+    arrays[f"state/{keys.index('hidden.weight')}"] = np.zeros((7, 4), np.float32)
     bad = str(tmp_path / "bad.npz")
     np.savez(bad, **arrays)
     with pytest.raises(ValueError, match=r"'hidden.weight' has shape \(7, 4\).*expected \(3, 4\)"):
@@ -270,7 +273,7 @@ def test_load_rejects_incompatible_hyper_parameters(tmp_path):
 
 
 def test_analysis_save_load(tmp_path):
-    an = toy.analyze(toy.inhibition_model(3), count=16)
+    an = toy.analyze_toy(toy.inhibition_model(3), count=16)
     path = str(tmp_path / "an.npz")
     an.save(path)
     back = toy.ToyAnalysis.load(path)
@@ -283,8 +286,9 @@ def test_analysis_save_load(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_plot_superposition_draws_both_mechanisms(tmp_path, trained_abs):
     path = str(tmp_path / "fig.png")
-    an = toy.analyze(trained_abs.model, count=64)
-    fig = toy.plot_superposition(trained_abs.model, path=path, analyses=(an, toy.analyze(toy.inhibition_model(6), count=64)))
+    an = toy.analyze_toy(trained_abs.model, count=64)
+    inhibition = toy.analyze_toy(toy.inhibition_model(6), count=64)
+    fig = toy.plot_superposition(trained_abs.model, path=path, analyses=(an, inhibition))
     assert os.path.getsize(path) > 10_000
     axes = fig.axes
     titles = " ".join(a.get_title() for a in axes)
@@ -317,10 +321,10 @@ def test_cli_toy(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--m", "0"], "m must be an integer >= 1, got 0"),
-        (["--n", "0"], "n must be an integer >= 1, got 0"),
-        (["--S", "1.5"], "must be in (0, 1], got 1.5"),
-        (["--S", "0"], "must be in (0, 1], got 0.0"),
+        (["--m", "0"], "m must be >= 1, got 0"),
+        (["--n", "0"], "n must be >= 1, got 0"),
+        (["--S", "1.5"], "S (feature activation probability) must be <= 1, got 1.5"),
+        (["--S", "0"], "S (feature activation probability) must be > 0, got 0.0"),
         (["--steps", "0"], "--steps must be >= 1"),
     ],
 )
