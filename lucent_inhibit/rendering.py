@@ -166,29 +166,38 @@ def render_session(model: nn.Module, seed: Optional[int] = None) -> Iterator[nn.
 class _Recorder:
     """Lucent's hook, recording which layers the objective reads (to stop the forward pass after them)."""
 
-    def __init__(self, hook):
-        self.hook = hook
+    def __init__(self, hook, view=None, model_hw=None):
+        self.hook, self.view, self.model_hw = hook, view, model_hw
         self.read: List[str] = []
 
     def __call__(self, layer: str):
         if layer not in self.read:
             self.read.append(layer)
-        return self.hook(layer)
+        try:
+            return self.hook(layer)
+        except AssertionError:  # Lucent's hook: the layer was not computed in this pass
+            failure = getattr(self.view, "failure", None)
+            raise ValueError(
+                f"layer {layer!r} was not computed for a {self.model_hw[0]}x{self.model_hw[1]} model input"
+                + (f": the forward pass failed before it ({failure})" if failure else "")
+                + "; render at a larger model_size (InceptionV1's late layers need 224 px)"
+            ) from None
 
 
 class Guarded:
     """The objective handed to ``render_vis``: evaluates ``parts``, records named values per step, stops
     on a non-finite loss, and after the first step truncates the model after the deepest layer read."""
 
-    def __init__(self, parts: Callable, settings: RenderSettings, what: str, callback=None, on_first=None):
-        self.parts, self.settings, self.what = parts, settings, what
+    def __init__(self, parts: Callable, settings: RenderSettings, what: str, callback=None, on_first=None,
+                 recorder=_Recorder):
+        self.parts, self.settings, self.what, self.recorder = parts, settings, what, recorder
         self.callback, self.on_first = callback, on_first
         self.step = 0
         self.history: Dict[str, List[float]] = {}
 
     def __call__(self, T):
         self.step += 1
-        rec = _Recorder(T)
+        rec = self.recorder(T)
         loss, named = self.parts(rec)
         if self.step == 1 and self.on_first is not None:
             self.on_first(rec.read)
@@ -267,7 +276,7 @@ def run_render(
         if truncate:
             view.__dict__["stop_layer"] = deepest(model, probe, names)
 
-    guard = Guarded(parts, settings, what, callback, on_first)
+    guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw))
     tf = settings.transforms if settings.transforms is not None else transforms
     with render_session(model, settings.seed):
         lucent_render.render_vis(

@@ -51,3 +51,13 @@ def test_render_refuses_an_objective_on_a_reused_module():
     with pytest.raises(hooks.AmbiguousLayerError, match="layer1_0_relu"):
         rendering.run_render(model, lucent_objectives.channel("layer1_0_relu", 0), lucent_param.image(32), settings, "t")
     assert hooks.hook_count(model) == 0
+
+
+def test_inceptionv1_below_its_size_says_which_size_it_needs():
+    model = load_model("inceptionv1", weights="none")
+    settings = rendering.RenderSettings(steps=2, size=64, model_size=64)
+    early = rendering.run_render(model, lucent_objectives.channel("mixed3a", 0), lucent_param.image(64), settings, "t")
+    assert early.stopped_after == "mixed3a"  # early layers render at 64 px
+    with pytest.raises(ValueError, match=r"'mixed5b' was not computed for a 64x64 model input.*224"):
+        rendering.run_render(model, lucent_objectives.channel("mixed5b", 0), lucent_param.image(64), settings, "t")
+    assert hooks.hook_count(model) == 0
