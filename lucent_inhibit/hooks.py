@@ -221,7 +221,21 @@ def capture(
             model(x)
         except StopForward:
             pass
+        except RuntimeError as exc:
+            _reraise_if_missing(exc, x, [n for n in wanted if n not in acts])
     return acts
+
+
+def _reraise_if_missing(exc: RuntimeError, x: torch.Tensor, missing: List[str]) -> None:
+    """A forward pass that failed before the needed layers: one clear error naming them and the input size
+    (InceptionV1's late layers collapse to negative sizes below 224 px); after them it does not matter."""
+    if not missing:
+        return
+    raise ValueError(
+        f"the model failed on a {'x'.join(map(str, x.shape[2:]))} input before computing {missing} "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); use larger images (InceptionV1's late "
+        "layers need 224 px)"
+    ) from None
 
 
 def _reader(name: str, acts: dict, replace, stop: bool):

@@ -48,7 +48,7 @@ def test_capture_removes_hooks_when_the_forward_pass_raises(tiny_net, tiny_image
 
     h = tiny_net.conv2.register_forward_hook(boom)
     before = hooks.hook_count(tiny_net)
-    with pytest.raises(RuntimeError, match="planted"):
+    with pytest.raises(ValueError, match=r"before computing \['conv3'\] \(RuntimeError: planted failure"):
         hooks.capture(tiny_net, tiny_images, ["conv3"])
     assert hooks.hook_count(tiny_net) == before
     h.remove()

@@ -58,6 +58,16 @@ def test_inceptionv1_below_its_size_says_which_size_it_needs():
     settings = rendering.RenderSettings(steps=2, size=64, model_size=64)
     early = rendering.run_render(model, lucent_objectives.channel("mixed3a", 0), lucent_param.image(64), settings, "t")
     assert early.stopped_after == "mixed3a"  # early layers render at 64 px
-    with pytest.raises(ValueError, match=r"'mixed5b' was not computed for a 64x64 model input.*224"):
-        rendering.run_render(model, lucent_objectives.channel("mixed5b", 0), lucent_param.image(64), settings, "t")
+    with pytest.raises(ValueError, match=r"'softmax2' was not computed for a 64x64 model input.*224"):
+        rendering.run_render(model, lucent_objectives.channel("softmax2", 0), lucent_param.image(64), settings, "t")
     assert hooks.hook_count(model) == 0
+
+
+def test_attribution_below_the_size_a_layer_needs_names_it():
+    from lucent_inhibit import Feature, attribute
+
+    model = load_model("inceptionv1", weights="none")
+    x = torch.rand(1, 3, 128, 128)
+    with pytest.raises(ValueError, match=r"128x128 input before computing \['softmax2'\].*224 px"):
+        attribute(model, x, Feature("softmax2", unit=3), "mixed4a")
+    assert attribute(model, x, Feature("mixed4b_3x3_pre_relu_conv", unit=3), "mixed4a").scores["mixed4a"].dim() == 4
