@@ -39,14 +39,16 @@ from lucent.optvis import render  # noqa: E402
 
 from lucent_inhibit import Feature, efficientnet_lite0, sample_crops  # noqa: E402
 from lucent_inhibit import objectives as O  # noqa: E402
-from lucent_inhibit.accentuation import accentuate, released_hooks  # noqa: E402
+from lucent_inhibit.accentuation import accentuate  # noqa: E402
+from lucent_inhibit.hooks import hooks_restored  # noqa: E402
+from lucent_inhibit.rendering import RenderSettings  # noqa: E402
 
 REPEATS = 3
 
 
 def seconds_per_step(model, objective, size, steps):
     torch.manual_seed(0)
-    with released_hooks(model):
+    with hooks_restored(model):
         t = time.perf_counter()
         render.render_vis(
             model, objective, param_f=lambda: lparam.image(size), thresholds=(steps,), show_image=False,
@@ -124,8 +126,8 @@ def main():
     for _ in range(REPEATS):
         torch.manual_seed(0)
         t = time.perf_counter()
-        accentuate(model, seed, lobj.channel("blocks_4_0_bn3_drop", 5), reg_layer="blocks_3_0", steps=args.steps,
-                   n_crops=args.crops, seed=0)
+        accentuate(model, seed, lobj.channel("blocks_4_0_bn3_drop", 5), reg_layer="blocks_3_0",
+                   render=RenderSettings(steps=args.steps, seed=0), n_crops=args.crops)
         ours.append((time.perf_counter() - t) / args.steps)
         if faccent_note is None:
             m2 = efficientnet_lite0()  # faccent's hook_model clears every hook on the model it is given

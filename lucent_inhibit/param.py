@@ -11,6 +11,8 @@ list of leaf tensors (requires_grad) for the optimizer and ``image_f()`` returns
   seed's, or a natural 1/f spectrum for noise) and only the phase is optimised.
 - :func:`masked`: restrict any parameterization's changes to a spatial mask (e.g. from
   :func:`lucent_inhibit.objectives.attribution_mask`).
+- :func:`build`: the parameterization a render setting names (``RenderSettings.param``): ``"fourier"``,
+  ``"phase"``, ``"lucent"`` (Lucent's own ``param.image``) or a callable.
 
 ``with_seed=True`` appends the seed images after the rendered ones (batch ``[renders, seeds]``), so
 that augmentations treat each render and its seed identically and
@@ -24,6 +26,8 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .validate import check_int
 
 #: Square root of ImageNet's colour covariance (Lucid's values), columns normalised to max norm 1.
 _COLOR_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float64)
@@ -60,12 +64,13 @@ def check_seed(seed, size=None, batch: Optional[int] = None, resize: bool = True
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"seed must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
     if size is not None:
-        hw = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
+        hw = check_size(size)
         if tuple(s.shape[2:]) != hw:
             if not resize:
                 raise ValueError(f"seed is {s.shape[2]}x{s.shape[3]} but the render is {hw[0]}x{hw[1]}; resize it first")
             s = F.interpolate(s, size=hw, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     if batch is not None:
+        batch = check_int("batch", batch, 1)
         if s.shape[0] == 1:
             s = s.repeat(batch, 1, 1, 1)
         elif s.shape[0] != batch:
@@ -73,13 +78,15 @@ def check_seed(seed, size=None, batch: Optional[int] = None, resize: bool = True
     return s
 
 
-def _hw(size) -> Tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    h, w = (int(v) for v in size)
-    if h < 2 or w < 2:
-        raise ValueError(f"image size must be at least 2x2, got {size}")
-    return h, w
+def check_size(size, what: str = "image", low: int = 2) -> Tuple[int, int]:
+    """``(H, W)`` of an int or an (H, W) pair, each an integer >= ``low``; ``ValueError`` naming ``what``."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} size must be an int or (height, width), got {size!r}") from None
+    return check_int(f"{what} height", h, low), check_int(f"{what} width", w, low)
 
 
 def freqs(h: int, w: int) -> torch.Tensor:
@@ -152,9 +159,7 @@ def fourier_image(
     else:
         if size is None:
             raise ValueError("fourier_image needs size=(H, W) when no seed image is given")
-        (h, w), b = _hw(size), int(batch or 1)
-    if b < 1:
-        raise ValueError(f"batch must be at least 1, got {b}")
+        (h, w), b = check_size(size), check_int("batch", 1 if batch is None else batch, 1)
     scale = (1.0 / freqs(h, w).clamp(min=1.0 / max(h, w)).pow(decay_power)).to(dev)[None, None, :, :, None]
     if seed is not None:
         spec = torch.fft.rfft2(from_rgb(seed, decorrelate), norm="ortho")
@@ -172,7 +177,7 @@ def fourier_image(
 
 def natural_magnitude(size, decay_power: float = 1.0, pixel_sd: float = 1.0) -> torch.Tensor:
     """A 1/f^decay Fourier magnitude (3, H, W // 2 + 1) whose image has std ``pixel_sd`` (no DC term)."""
-    h, w = _hw(size)
+    h, w = check_size(size)
     mag = 1.0 / freqs(h, w).clamp(min=1.0 / max(h, w)).pow(decay_power)
     mag[0, 0] = 0.0
     # energy of the real image from a half spectrum (ortho norm): columns 1..(w-1)//2 count twice
@@ -218,7 +223,7 @@ def phase_image(
     else:
         if size is None:
             raise ValueError("phase_image needs size=(H, W) when no seed image is given")
-        (h, w), b = _hw(size), int(batch or 1)
+        (h, w), b = check_size(size), check_int("batch", 1 if batch is None else batch, 1)
         if magnitude is None:
             magnitude = natural_magnitude((h, w))
         mag = torch.as_tensor(magnitude, dtype=torch.float32)
@@ -276,3 +281,35 @@ def masked(param: ParamResult, mask: torch.Tensor, base: Optional[torch.Tensor] 
         return torch.cat([head, tail], 0) if tail.shape[0] else head
 
     return params, image_f2
+
+
+KINDS = ("fourier", "phase", "lucent")
+
+
+def build(kind, size, seed: Optional[torch.Tensor] = None, batch: Optional[int] = None, with_seed: bool = False,
+          device=None, generator: Optional[torch.Generator] = None) -> ParamResult:
+    """The parameterization named by a render setting (``RenderSettings.param``), as ``(params, image_f)``.
+
+    Args:
+        kind: ``"fourier"`` (:func:`fourier_image`), ``"phase"`` (:func:`phase_image`), ``"lucent"``
+            (Lucent's ``lucent.optvis.param.image``: decorrelated FFT image from noise, on Lucent's device;
+            no seed image) or a callable ``(seed=, size=, batch=, with_seed=) -> (params, image_f)``.
+        size: ``(H, W)`` or an int.
+        seed: optional seed images (B, 3, H, W) in [0, 1] (the image-seeded stages).
+        batch, with_seed, device, generator: as in :func:`fourier_image` (``generator`` draws the noise of a
+            noise start; Lucent's parameterization draws from torch's global generator).
+    """
+    if callable(kind):
+        return kind(seed=seed, size=size, batch=batch, with_seed=with_seed)
+    if kind not in KINDS:
+        raise ValueError(f"param must be one of {KINDS} or a callable, got {kind!r}")
+    if kind == "lucent":
+        if seed is not None or with_seed:
+            raise ValueError("param 'lucent' (Lucent's param.image) starts from noise; use 'fourier' or 'phase' "
+                             "for an image-seeded render")
+        from lucent.optvis import param as lucent_param
+
+        h, w = check_size(size)
+        return lucent_param.image(w, h=h, batch=check_int("batch", 1 if batch is None else batch, 1))
+    f = fourier_image if kind == "fourier" else phase_image
+    return f(size=size, seed=seed, batch=batch, with_seed=with_seed, device=device, generator=generator)

@@ -13,18 +13,15 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .param import check_size
+from .validate import check_int, check_number
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _size(size) -> Optional[Tuple[int, int]]:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        size = (size, size)
-    h, w = (int(v) for v in size)
-    if h < 1 or w < 1:
-        raise ValueError(f"output size must be positive, got {size}")
-    return h, w
+    """Output ``(H, W)`` of an int or pair; None keeps the input size."""
+    return None if size is None else check_size(size, "output", 1)
 
 
 def box_crop(
@@ -53,12 +50,11 @@ def box_crop(
     Returns:
         a transform (B, 3, H_in, W_in) -> (n_crops * B, 3, H, W).
     """
+    min_size, max_size = check_number("min_size", min_size), check_number("max_size", max_size)
     if not (0 < min_size <= max_size <= 1):
         raise ValueError(f"crop sizes must satisfy 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
-    if noise < 0:
-        raise ValueError(f"noise must be non-negative, got {noise}")
-    if int(n_crops) < 1:
-        raise ValueError(f"n_crops must be at least 1, got {n_crops}")
+    noise = check_number("noise", noise, 0)
+    n_crops = check_int("n_crops", n_crops, 1)
     out_size = _size(size)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
@@ -68,7 +64,7 @@ def box_crop(
         oh, ow = out_size or (h, w)
         side = min(h, w)
         crops = []
-        for _ in range(int(n_crops)):
+        for _ in range(n_crops):
             frac = float(torch.rand((), generator=generator)) * (max_size - min_size) + min_size
             k = max(2, int(round(frac * side)))
             y0 = int(torch.randint(0, h - k + 1, (), generator=generator))
@@ -87,8 +83,7 @@ def box_crop(
 
 def uniform_noise(amount: float = 0.02, generator: Optional[torch.Generator] = None) -> Transform:
     """Add the same uniform noise in ``[-amount / 2, amount / 2]`` to every image of the batch."""
-    if amount < 0:
-        raise ValueError(f"noise amount must be non-negative, got {amount}")
+    amount = check_number("amount", amount, 0)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
         u = (torch.rand((1,) + tuple(image_t.shape[1:]), generator=generator) - 0.5) * amount
@@ -103,13 +98,12 @@ def shift(max_shift: int = 4, generator: Optional[torch.Generator] = None) -> Tr
     Spatially aligned objectives (:func:`~lucent_inhibit.objectives.spatial_cosdot`) need the layer map to
     keep its geometry, so +/- inversions use this small jitter instead of box crops.
     """
-    if max_shift < 0:
-        raise ValueError(f"max_shift must be non-negative, got {max_shift}")
+    max_shift = check_int("max_shift", max_shift, 0)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
         if max_shift == 0:
             return image_t
-        d = int(max_shift)
+        d = max_shift
         h, w = image_t.shape[2:]
         padded = F.pad(image_t, [d, d, d, d], mode="reflect")
         dy = int(torch.randint(0, 2 * d + 1, (), generator=generator))
@@ -119,20 +113,15 @@ def shift(max_shift: int = 4, generator: Optional[torch.Generator] = None) -> Tr
     return inner
 
 
-def accentuation_transforms(
-    min_size: float = 0.05,
-    max_size: float = 1.0,
-    size=None,
-    noise: float = 0.02,
-    n_crops: int = 1,
-    extra: Sequence[Transform] = (),
-) -> List[Transform]:
-    """The paper's accentuation augmentation as a transform list: ``[*extra, box_crop(...)]``.
+def accentuation_transforms(extra: Sequence[Transform] = (), **crop) -> List[Transform]:
+    """The paper's accentuation augmentation as a transform list: ``[*extra, box_crop(**crop)]``.
 
+    ``crop``: keyword arguments of :func:`box_crop` (``min_size``, ``max_size``, ``size``, ``noise``,
+    ``n_crops``, ``generator``; its defaults otherwise: 5%..100% crops, noise 0.02, one crop).
     ``extra``: transforms applied before the crop, e.g. some of Lucent's
     (``lucent.optvis.transform.jitter(4)``); the list is what ``render_vis(transforms=...)`` takes.
     """
-    return list(extra) + [box_crop(min_size, max_size, size=size, noise=noise, n_crops=n_crops)]
+    return list(extra) + [box_crop(**crop)]
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:

@@ -9,17 +9,16 @@ from lucent.optvis import render
 
 from lucent_inhibit import Feature, attribute, sample_crops
 from lucent_inhibit import objectives as O
-from lucent_inhibit.accentuation import (
-    Accentuation,
-    InversionResult,
-    NonFiniteLoss,
-    TenseResult,
-    accentuate,
-    inversions,
-    plot_inversions,
-    released_hooks,
-    tense_image,
-)
+from lucent_inhibit.accentuation import Accentuation, accentuate
+from lucent_inhibit.hooks import hook_count, hooks_restored
+from lucent_inhibit.inversions import InversionResult, inversions, plot_inversions
+from lucent_inhibit.rendering import NonFiniteLoss, RenderSettings
+from lucent_inhibit.synthesis import TenseResult, tense_image
+
+
+def R(steps, **kw):
+    """Render settings of a test: explicit (small) steps."""
+    return RenderSettings(steps=steps, **kw)
 
 FEAT = Feature("conv3", unit=1)
 
@@ -34,7 +33,7 @@ def _seed(n=1, size=24, s=0):
 def test_accentuate_balances_regularizer_and_raises_objective(tiny_net):
     seed = _seed()
     hooks_before = sum(len(m._forward_hooks) for m in tiny_net.modules())
-    res = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer="conv2", reg_lambda=1.0, steps=12, seed=0)
+    res = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer="conv2", reg_lambda=1.0, render=R(12, seed=0))
     assert sum(len(m._forward_hooks) for m in tiny_net.modules()) == hooks_before  # render_vis hooks removed
     assert np.isfinite(res.balance) and res.balance > 0
     assert res.images.shape == seed.shape and res.regularizer.shape == (12,)
@@ -42,15 +41,15 @@ def test_accentuate_balances_regularizer_and_raises_objective(tiny_net):
     assert f1 > f0 + 0.5, (f0, f1)
     assert float(res.regularizer[0]) == pytest.approx(0.0, abs=1e-3)  # step 0 renders the seed
     # lambda = 0 is plain image-seeded visualization: no seed rows, balance 1
-    free = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer=None, steps=3, seed=0)
+    free = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer=None, render=R(3, seed=0))
     assert free.balance == 1.0 and free.regularizer.numel() == 0 and free.reg_layer is None
 
 
 def test_accentuate_balance_is_the_gradient_ratio(tiny_net):
     """Doubling the objective doubles the measured balance (the ratio of gradient norms)."""
     seed = _seed(s=4)
-    b1 = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer="conv2", steps=1, seed=1).balance
-    b2 = accentuate(tiny_net, seed, 2 * O.feature(FEAT), reg_layer="conv2", steps=1, seed=1).balance
+    b1 = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer="conv2", render=R(1, seed=1)).balance
+    b2 = accentuate(tiny_net, seed, 2 * O.feature(FEAT), reg_layer="conv2", render=R(1, seed=1)).balance
     assert b2 == pytest.approx(2 * b1, rel=1e-3)
 
 
@@ -63,7 +62,7 @@ def test_accentuate_tense_over_several_crops(tiny_net):
         seen.append(T("conv3").shape[0])
         return O.tense(FEAT, "conv1")(T)
 
-    res = accentuate(tiny_net, seed, lobj.Objective(spy), reg_layer="conv2", n_crops=3, steps=2, seed=0, balance=1.0)
+    res = accentuate(tiny_net, seed, lobj.Objective(spy), reg_layer="conv2", n_crops=3, render=R(2, seed=0), balance=1.0)
     assert set(seen) == {2} and len(seen) == 3 * 2  # 3 crop blocks per step, 2 renders each (seeds excluded)
     assert res.images.shape == (2, 3, 24, 24) and float((res.images - seed).abs().max()) > 1e-3
 
@@ -72,22 +71,22 @@ def test_accentuate_mask_confines_changes(tiny_net):
     seed = _seed(size=32, s=5)
     mask = torch.zeros(32, 32)
     mask[8:24, 8:24] = 1
-    res = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer="conv2", steps=6, mask=mask, seed=0)
+    res = accentuate(tiny_net, seed, O.feature(FEAT), reg_layer="conv2", render=R(6, seed=0), mask=mask)
     d = (res.images - seed).abs()
     assert float(d[..., mask == 0].max()) < 1e-5 and float(d[..., mask == 1].max()) > 1e-2
 
 
 def test_accentuate_resizes_seed_and_rejects_bad_input(tiny_net):
-    res = accentuate(tiny_net, torch.rand(3, 30, 20), O.feature(FEAT), steps=1, size=16)
+    res = accentuate(tiny_net, torch.rand(3, 30, 20), O.feature(FEAT), render=R(1, size=16))
     assert res.images.shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match="Unknown layer 'conv9'"):
-        accentuate(tiny_net, _seed(), O.feature(FEAT), reg_layer="conv9", steps=1)
+        accentuate(tiny_net, _seed(), O.feature(FEAT), reg_layer="conv9", render=R(1))
     with pytest.raises(ValueError, match="reg_lambda"):
-        accentuate(tiny_net, _seed(), O.feature(FEAT), reg_layer="conv2", reg_lambda=-1, steps=1)
+        accentuate(tiny_net, _seed(), O.feature(FEAT), reg_layer="conv2", reg_lambda=-1, render=R(1))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        accentuate(tiny_net, _seed() * 4, O.feature(FEAT), steps=1)
+        accentuate(tiny_net, _seed() * 4, O.feature(FEAT), render=R(1))
     with pytest.raises(ValueError, match="does not depend on the image"):
-        accentuate(tiny_net, _seed(), lobj.Objective(lambda T: T("conv3").sum() * 0), reg_layer="conv2", steps=1)
+        accentuate(tiny_net, _seed(), lobj.Objective(lambda T: T("conv3").sum() * 0), reg_layer="conv2", render=R(1))
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_net):
@@ -99,14 +98,14 @@ def test_non_finite_loss_stops_with_the_step(tiny_net):
         return v * float("nan") if calls["n"] >= 3 else v
 
     with pytest.raises(NonFiniteLoss, match="step 3 of 5"):
-        accentuate(tiny_net, _seed(), lobj.Objective(bad), steps=5, seed=0)
+        accentuate(tiny_net, _seed(), lobj.Objective(bad), render=R(5, seed=0))
     with pytest.raises(NonFiniteLoss, match="step 1 of"):
-        tense_image(tiny_net, FEAT, "conv1", steps=2, size=16, extra=lobj.Objective(lambda T: T("conv3").sum() * float("inf")))
+        tense_image(tiny_net, FEAT, "conv1", render=R(2, size=16), extra=lobj.Objective(lambda T: T("conv3").sum() * float("inf")))
 
 
 def test_inversions_result_roundtrip_and_figure(tiny_net, tmp_path):
     img = _seed(size=16, s=7)[0]
-    res = inversions(tiny_net, img, FEAT, "relu1", steps=8, seed=0)
+    res = inversions(tiny_net, img, FEAT, "relu1", render=R(8, seed=0))
     assert res.images.shape == (3, 3, 16, 16) and torch.equal(res.original, img)
     assert res.maps.shape == (3, 2, 16, 16) and res.objective.shape == (8, 2)
     a = attribute(tiny_net, res.images, FEAT, "relu1")
@@ -117,13 +116,13 @@ def test_inversions_result_roundtrip_and_figure(tiny_net, tmp_path):
     out = plot_inversions(back, str(tmp_path / "inv.png"))
     assert (tmp_path / "inv.png").stat().st_size > 5000 and out.endswith(".png")
     with pytest.raises(ValueError, match="does not feed"):
-        inversions(tiny_net, img, Feature("conv1", unit=0), "conv2", steps=1)
+        inversions(tiny_net, img, Feature("conv1", unit=0), "conv2", render=R(1))
     with pytest.raises(ValueError, match="one image"):
-        inversions(tiny_net, _seed(2, 16), FEAT, "relu1", steps=1)
+        inversions(tiny_net, _seed(2, 16), FEAT, "relu1", render=R(1))
 
 
 def test_tense_image_and_results_roundtrip(tiny_net, tmp_path):
-    res = tense_image(tiny_net, FEAT, "conv1", steps=8, size=16, record_every=4, batch=2)
+    res = tense_image(tiny_net, FEAT, "conv1", render=R(8, size=16), record_every=4, batch=2)
     assert res.images.shape == (2, 3, 16, 16)
     assert res.steps.tolist() == [0, 4, 8] and res.positive.shape == (3, 2)
     last = attribute(tiny_net, res.images, FEAT, "conv1")
@@ -131,7 +130,7 @@ def test_tense_image_and_results_roundtrip(tiny_net, tmp_path):
     res.save(tmp_path / "t.npz")
     back = TenseResult.load(tmp_path / "t.npz")
     assert torch.equal(back.positive, res.positive) and back.mode == "fast"
-    acc = accentuate(tiny_net, _seed(), O.feature(FEAT), reg_layer="conv2", steps=2)
+    acc = accentuate(tiny_net, _seed(), O.feature(FEAT), reg_layer="conv2", render=R(2))
     acc.save(tmp_path / "a.npz")
     assert Accentuation.load(tmp_path / "a.npz").balance == acc.balance
 
@@ -158,7 +157,7 @@ def mtis(lite0):
 def test_real_inversions_separate_excitation_from_inhibition(lite0, mtis, seeded):
     x, a, top = mtis
     for i in top.tolist():
-        res = inversions(lite0, x[i], REAL_FEATURE, REAL_LAYER, seeded=seeded, steps=24, seed=0)
+        res = inversions(lite0, x[i], REAL_FEATURE, REAL_LAYER, seeded=seeded, render=R(24, seed=0))
         print(f"seeded={seeded} image {i}: " + ", ".join(f"{k} f={v['activation']:.2f} P={v['P']:.1f} N={v['N']:.1f}" for k, v in res.summary().items()))
         assert res.activation[1] > res.activation[2]
         assert res.activation[1] > res.activation[0] > res.activation[2]
@@ -169,10 +168,10 @@ def test_real_inversions_separate_excitation_from_inhibition(lite0, mtis, seeded
 def test_real_tense_raises_tension_below_mei_activation(lite0, mtis):
     x, a, _ = mtis
     dataset_mei = float(a.activation.max())
-    res = tense_image(lite0, REAL_FEATURE, REAL_LAYER, steps=32, size=128, record_every=8, seed=0)
+    res = tense_image(lite0, REAL_FEATURE, REAL_LAYER, render=R(32, size=128, seed=0), record_every=8)
     # the rendered MEI: the feature itself maximised with the same loop, parameterization and steps
     torch.manual_seed(0)
-    with released_hooks(lite0):
+    with hooks_restored(lite0):
         mei_img = render.render_vis(
             lite0, O.feature(REAL_FEATURE), param_f=lambda: lparam.image(128), thresholds=(32,),
             show_image=False, progress=False, fixed_image_size=128,
@@ -201,10 +200,10 @@ def test_real_regularizer_keeps_accentuation_close_to_seed(lite0, mtis):
         return cb
 
     steps = 24
-    reg = accentuate(lite0, seed, obj, reg_layer="blocks_3_0", reg_lambda=1.0, steps=steps, seed=0, callback=track("reg"))
+    reg = accentuate(lite0, seed, obj, reg_layer="blocks_3_0", reg_lambda=1.0, render=R(steps, seed=0), callback=track("reg"))
     f_reg = float(attribute(lite0, reg.images, REAL_FEATURE, REAL_LAYER).activation[0])
     d_reg = float((reg.images[0] - seed).pow(2).mean().sqrt())
-    free = accentuate(lite0, seed, obj, reg_layer=None, steps=steps, seed=0, callback=track("free"))
+    free = accentuate(lite0, seed, obj, reg_layer=None, render=R(steps, seed=0), callback=track("free"))
     f_free = float(attribute(lite0, free.images, REAL_FEATURE, REAL_LAYER).activation[0])
     d_free = float((free.images[0] - seed).pow(2).mean().sqrt())
     # the unregularized run at the first step where it matches the regularized run's final activation
@@ -219,7 +218,7 @@ def test_real_regularizer_keeps_accentuation_close_to_seed(lite0, mtis):
 @pytest.mark.slow
 def test_real_tense_plus_lucent_channel_renders(lite0):
     obj = O.tense(REAL_FEATURE, REAL_LAYER) + 0.1 * lobj.channel("blocks_4_0_bn3_drop", 5)
-    with released_hooks(lite0):
+    with hooks_restored(lite0):
         imgs = render.render_vis(
             lite0, obj, param_f=lambda: lparam.image(64), thresholds=(3,), show_image=False, progress=False,
             fixed_image_size=64,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lucent_inhibit import Feature
-from lucent_inhibit.attribution import capture
+from lucent_inhibit.hooks import capture
 from lucent_inhibit.objectives import attribution_mask, layer_mask, signed_attribution, spatial_cosdot, tense
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from lucent_inhibit import Feature, attribute, signed_totals, tension
 from lucent_inhibit import objectives as O
-from lucent_inhibit.accentuation import released_hooks
+from lucent_inhibit.hooks import hooks_restored
 
 from conftest import TinyConvNet
 
@@ -30,7 +30,7 @@ def _hooked(model, x):
 
 def _image_grad(model, x, objective):
     x = x.clone().requires_grad_(True)
-    with released_hooks(model):
+    with hooks_restored(model):
         T = _hooked(model, x)
         loss = objective(T)
         (g,) = torch.autograd.grad(loss, x)
@@ -91,7 +91,7 @@ def test_tense_bad_input(tiny_net, tiny_images):
 
 def test_tense_composes_with_lucent_channel_in_render_vis(tiny_net):
     obj = O.tense(FEAT, "conv1") + 0.1 * lobj.channel("conv3", 1)
-    with released_hooks(tiny_net):
+    with hooks_restored(tiny_net):
         imgs = render.render_vis(
             tiny_net, obj, param_f=lambda: __import__("lucent").optvis.param.image(16), thresholds=(3,),
             show_image=False, progress=False, fixed_image_size=16,

@@ -10,7 +10,7 @@ from lucent_inhibit import Feature
 from lucent_inhibit import objectives as O
 from lucent_inhibit import param as P
 from lucent_inhibit import transform as TR
-from lucent_inhibit.accentuation import released_hooks
+from lucent_inhibit.hooks import hooks_restored
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -139,7 +139,7 @@ def test_render_vis_with_seeded_param_and_box_crops(tiny_net):
     params, image_f = P.fourier_image(seed=seed)
     obj = O.feature(Feature("conv3", unit=1))
     before = float(image_f().detach().sub(seed).abs().max())
-    with released_hooks(tiny_net):
+    with hooks_restored(tiny_net):
         render.render_vis(
             tiny_net, obj, param_f=lambda: (params, image_f), transforms=[TR.box_crop(0.3, 1.0, size=24)],
             thresholds=(5,), show_image=False, progress=False, fixed_image_size=24,
@@ -163,7 +163,7 @@ def test_faccent_param_and_box_crop_in_lucent_render_vis(tiny_net):
     x0 = pz.params_to_img().detach().clone()
     assert float((x0 - seed).abs().max()) < 0.05  # faccent's seeding reproduces the seed
     obj = O.tense(Feature("conv3", unit=1), "conv1") + O.spatial_cosdot("relu1", torch.rand(8, 32, 32))
-    with released_hooks(tiny_net):
+    with hooks_restored(tiny_net):
         imgs = render.render_vis(
             tiny_net, obj, param_f=param_f,
             transforms=[ftransform.box_crop_2(0.2, 0.99), ftransform.uniform_gaussian_noise()],
@@ -171,3 +171,45 @@ def test_faccent_param_and_box_crop_in_lucent_render_vis(tiny_net):
         )
     assert imgs[0].shape == (1, 32, 32, 3) and np.isfinite(imgs[0]).all()
     assert float((pz.params_to_img().detach() - x0).abs().max()) > 1e-3  # optimisation moved faccent's params
+
+
+def test_build_names_every_render_parameterization():
+    """param.build: the parameterization a RenderSettings.param names, seeded or from noise."""
+    seed = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 0.8 + 0.1
+    for kind in ("fourier", "phase"):
+        _, image_f = P.build(kind, (16, 16), seed=seed, batch=2, with_seed=True)
+        x = image_f().detach()
+        assert x.shape == (4, 3, 16, 16) and float((x[:2] - seed).abs().max()) < 1e-3
+        g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+        a = P.build(kind, 16, batch=3, generator=g1)[1]().detach()
+        b = P.build(kind, 16, batch=3, generator=g2)[1]().detach()
+        assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
+    params, image_f = P.build("lucent", (16, 20), batch=2)
+    assert image_f().shape == (2, 3, 16, 20) and all(p.requires_grad for p in params)
+    seen = {}
+
+    def custom(seed=None, size=None, batch=None, with_seed=False):
+        seen.update(seed=seed, size=size, batch=batch, with_seed=with_seed)
+        return P.fourier_image(size=size, batch=batch)
+
+    P.build(custom, (16, 16), batch=2)
+    assert seen == {"seed": None, "size": (16, 16), "batch": 2, "with_seed": False}
+    with pytest.raises(ValueError, match="param must be one of"):
+        P.build("pixels", 16)
+    with pytest.raises(ValueError, match="starts from noise"):
+        P.build("lucent", 16, seed=seed)
+    with pytest.raises(ValueError, match="batch must be >= 1, got 0"):
+        P.build("fourier", 16, batch=0)
+    with pytest.raises(ValueError, match="image height must be >= 2"):
+        P.build("phase", (1, 16))
+
+
+def test_transform_arguments_are_validated():
+    with pytest.raises(ValueError, match="n_crops must be an integer"):
+        TR.box_crop(n_crops=1.5)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        TR.box_crop(noise=-0.1)
+    with pytest.raises(ValueError, match="max_shift must be >= 0"):
+        TR.shift(-1)
+    with pytest.raises(ValueError, match="output height must be >= 1"):
+        TR.box_crop(size=(0, 4))

@@ -1,0 +1,256 @@
+"""Objectives built on layer-to-feature attribution ``S = grad_h f * h`` ("Understanding Inhibition Through
+Maximally Tense Images", Hamblin, Saha, Konkle, Alvarez 2024, section 2).
+
+- :func:`tense` (SPEC 2.4): the tension of the rendered image's excitatory and inhibitory totals, for
+  synthesising maximally tense images;
+- :func:`signed_attribution` (SPEC 2.3): the +/- inversion objective, a spatial cosdot toward
+  ``relu(S)`` or ``relu(-S)`` of one image;
+- :func:`attribution_mask` (SPEC 2.5): where an image excites or inhibits a feature, as a spatial mask;
+- :func:`seed_l2` ("Feature Accentuation", Hamblin, Fel, Saha, Konkle, Alvarez): the latent-layer L2
+  distance to the seed.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from lucent.optvis.objectives import wrap_objective
+
+from ..attribution import TENSION_SCORES, signed_totals, tension
+from ..features import Feature, as_feature
+from ..validate import check_choice, check_int, check_number
+from .cosdots import as_target, layer_mask, spatial_cosdot
+from .views import resolve_hook
+
+TENSE_MODES = ("fast", "exact")
+
+
+def _tense_settings(score, mode, granularity, norm, mask) -> None:
+    check_choice("mode", mode, TENSE_MODES)
+    if not callable(score) and score not in TENSION_SCORES:
+        raise ValueError(f"unknown tension score {score!r}; expected one of {TENSION_SCORES} or a callable")
+    check_choice("granularity", granularity, ("element", "channel"))
+    check_choice("norm", norm, ("l1", "l2"))
+    if mask is not None:
+        layer_mask(mask, (1, 1))  # validate now, resize inside the loop
+
+
+@wrap_objective()
+def tense(
+    feature: Feature,
+    layer: str,
+    score="min",
+    mode: str = "fast",
+    granularity: str = "element",
+    norm: str = "l1",
+    mask=None,
+    batch=None,
+):
+    """Maximise the tension of the rendered image: both excitation ``P`` and inhibition ``N`` large.
+
+    Inside the render loop, for the images of the batch: ``f = feature(T(feature.layer))`` (B,),
+    ``h = T(layer)`` (B, C, H, W) or (B, C), ``g = d sum(f) / d h`` (same shape as ``h``),
+    ``S = g * h``, ``(P, N) = signed_totals(S, granularity, norm)`` (each (B,)) and the value is
+    ``tension(P, N, score)`` (units of the feature for L1 sums).
+
+    Args:
+        feature: the :class:`Feature` (or ``(layer, unit)``).
+        layer: attribution layer; it must feed ``feature.layer``.
+        score: ``"min"`` (default), ``"geometric"``, ``"harmonic"``, ``"product"`` or a callable ``(P, N)``.
+        mode: ``"exact"`` differentiates through ``g`` (double backprop; right for any network);
+            ``"fast"`` treats ``g`` as a constant. Between ``layer`` and the feature, a network made of
+            ReLU/ReLU6, max-pooling, convolutions, linear layers and eval-mode BatchNorm has ``g``
+            piecewise constant in ``h``, so both modes give the same image gradient almost everywhere
+            (tested); with smooth activations (SiLU, GELU, sigmoid, tanh) only ``exact`` is right.
+        granularity, norm: as in :func:`lucent_inhibit.signed_totals`.
+        mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`): ``S`` is multiplied
+            by it (resized to the layer's grid), so only tension inside the mask counts.
+        batch: Lucent batch index, or None for all.
+
+    Loss: minus the batch mean of the tension.
+    """
+    feat = as_feature(feature)
+    _tense_settings(score, mode, granularity, norm, mask)
+
+    def inner(T):
+        s = signed_attribution_scores(T, feat, layer, mode=mode, batch=batch)
+        if mask is not None:
+            if s.dim() != 4:
+                raise ValueError(f"mask given, but layer {layer!r} has no spatial dimensions (shape {tuple(s.shape)})")
+            s = s * layer_mask(mask, s.shape[2:], s.device, s.dtype)
+        p, n = signed_totals(s, granularity, norm)
+        return -tension(p, n, score).mean()
+
+    return inner
+
+
+def _feature_gradient(f: torch.Tensor, h: torch.Tensor, feature: Feature, layer: str, mode: str) -> torch.Tensor:
+    """``d sum(f) / d h``, kept in the graph for ``mode="exact"``; errors name the feature and layer."""
+    try:
+        (g,) = torch.autograd.grad(f.sum(), h, create_graph=(mode == "exact"), retain_graph=True, allow_unused=True)
+    except RuntimeError as exc:
+        raise ValueError(f"cannot differentiate feature {feature.name} with respect to layer {layer!r}: {exc}") from exc
+    if g is None:
+        raise ValueError(
+            f"attribution layer {layer!r} does not feed the feature at {feature.layer!r} (no gradient path "
+            "from it to the feature); choose a layer that comes before the feature layer on a path into it"
+        )
+    return g.detach() if mode == "fast" else g
+
+
+def signed_attribution_scores(T, feature: Feature, layer: str, mode: str = "fast", batch=None) -> torch.Tensor:
+    """``S = grad_h f * h`` for the render batch inside an objective: shape of ``T(layer)`` rows.
+
+    Differentiable with respect to the image: through ``h`` only (``mode="fast"``) or through ``h`` and
+    the gradient (``mode="exact"``). ``T`` may be a :class:`~lucent_inhibit.objectives.BatchView`.
+    """
+    root, start, stop = resolve_hook(T)
+    h = root(layer)
+    act = root(feature.layer)
+    if not torch.is_tensor(h) or not h.requires_grad:
+        raise ValueError(
+            f"layer {layer!r} has no gradient in this pass; tense needs the render loop's graph "
+            "(run it inside render_vis, with gradients enabled)"
+        )
+    stop = act.shape[0] if stop is None else stop
+    rows = list(range(start, stop))
+    if isinstance(batch, int):
+        if not 0 <= batch < len(rows):
+            raise ValueError(f"batch={batch} out of range for {len(rows)} images")
+        rows = [rows[batch]]
+    g = _feature_gradient(feature(act)[rows], h, feature, layer, mode)
+    return (g * h)[rows]
+
+
+def signed_parts(T, feature: Feature, layer: str, mode: str = "fast", batch=None, granularity="element", norm="l1"):
+    """``(P, N)``, each (B,), of the render batch inside an objective (see :func:`tense`)."""
+    s = signed_attribution_scores(T, as_feature(feature), layer, mode=mode, batch=batch)
+    return signed_totals(s, granularity, norm)
+
+
+# ------------------------------------------------------------------------------------------------
+# +/- attribution inversion objective (SPEC 2.3)
+# ------------------------------------------------------------------------------------------------
+def _single_scores(scores, name="scores") -> torch.Tensor:
+    s = as_target(scores, name)
+    if s.dim() == 4:
+        if s.shape[0] != 1:
+            raise ValueError(f"{name} must be one image's attribution (C, H, W) or (1, C, H, W), got {tuple(s.shape)}")
+        s = s[0]
+    if s.dim() != 3:
+        raise ValueError(f"{name} must be one image's attribution map (C, H, W), got shape {tuple(s.shape)}")
+    return s
+
+
+def _check_sign(sign) -> int:
+    if isinstance(sign, bool) or sign not in (1, -1):
+        raise ValueError(f"sign must be +1 (excitatory) or -1 (inhibitory), got {sign!r}")
+    return int(sign)
+
+
+def _signed_map(scores, sign) -> Tuple[torch.Tensor, str]:
+    """``relu(sign * S)`` (C, H, W) of one image's scores, and the sign's name."""
+    s = _single_scores(scores)
+    return (_check_sign(sign) * s).clamp(min=0), ("positive" if sign == 1 else "negative")
+
+
+@wrap_objective()
+def signed_attribution(
+    layer: str, scores, sign: int = 1, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None
+):
+    """The +/- attribution inversion objective: spatial cosdot against ``relu(sign * S)``.
+
+    Args:
+        layer: the layer the attribution was taken at (activations (B, C, H, W) at the render size).
+        scores: one image's attribution ``S`` at ``layer``: (C, H, W) or (1, C, H, W).
+        sign: +1 for the excitatory target ``relu(S)``, -1 for the inhibitory target ``relu(-S)``.
+        power: cosine exponent of the cosdot.
+        crop: crop to the box where the target exceeds ``crop`` times its maximum (None: whole map).
+        mask: optional spatial mask (H, W) in [0, 1], e.g. ``attribution_mask(scores, sign)``: only the
+            positions where the image excites (or inhibits) the feature count.
+        batch: Lucent batch index, or None for all.
+
+    Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^power``.
+    """
+    target, which = _signed_map(scores, sign)
+    if float(target.max()) <= 0:
+        raise ValueError(
+            f"the image has no {which} attribution at layer {layer!r}: the target map relu(sign * S) is all zero"
+        )
+    return spatial_cosdot(layer, target, power=power, crop=crop, mask=mask, batch=batch).objective_func
+
+
+# ------------------------------------------------------------------------------------------------
+# signed attribution masks (SPEC 2.5, last ingredient)
+# ------------------------------------------------------------------------------------------------
+def attribution_mask(
+    scores,
+    sign: int = 1,
+    size: Optional[Tuple[int, int]] = None,
+    threshold: float = 0.1,
+    smooth: float = 1.0,
+) -> torch.Tensor:
+    """Spatial mask (H, W) in [0, 1] of where an image excites (``sign=+1``) or inhibits (-1) a feature.
+
+    Args:
+        scores: one image's attribution ``S`` at a spatial layer: (C, H_l, W_l) or (1, C, H_l, W_l).
+        sign: +1 uses ``relu(S)``, -1 uses ``relu(-S)``, each summed over channels.
+        size: ``(H, W)`` of the output (e.g. the image size); bilinear upsampling. None: layer size.
+        threshold: values below ``threshold`` times the maximum become 0.
+        smooth: exponent applied to the normalised map (1 = linear ramp, 0 = binary).
+
+    Returns:
+        (H, W) float tensor: 0 where the image does not act with that sign, 1 at its strongest.
+        Use it with :func:`lucent_inhibit.param.masked` (or ``accentuate(mask=...)``) so that
+        optimization changes the image only there.
+    """
+    target, which = _signed_map(scores, sign)
+    m = target.sum(0)
+    mx = float(m.max())
+    if mx <= 0:
+        raise ValueError(f"the attribution has no {which} part: the mask would be empty")
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    check_number("smooth", smooth, 0)
+    m = m / mx
+    m = ((m - threshold) / (1 - threshold)).clamp(min=0)
+    m = (m > 0).float() if smooth == 0 else m.pow(float(smooth))
+    if size is not None:
+        m = torch.nn.functional.interpolate(m[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+    return m.clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# seed regularizer for accentuation (SPEC 2.5)
+# ------------------------------------------------------------------------------------------------
+@wrap_objective()
+def seed_l2(layer: str, n: Optional[int] = None, batch=None):
+    """L2 distance at a latent layer between rendered images and their seeds under the same augmentation.
+
+    The render batch holds ``[renders (n), seeds (n)]`` (see :func:`lucent_inhibit.param.fourier_image`
+    with ``with_seed=True``), transformed together, so each render and its seed share every crop and
+    noise draw. ``h = T(layer)`` (2n, ...): the distance of render ``i`` is ``||h[i] - h[n + i]||_2``
+    (seed side detached).
+
+    Args:
+        layer: Lucent layer name (an intermediate layer works best; SPEC 2.5).
+        n: number of rendered images; None: half the batch.
+        batch: index of one render, or None for all.
+
+    Loss: the batch mean of the distances (a penalty, so it is *added*, e.g. ``obj + w * seed_l2``).
+    """
+    if n is not None:
+        n = check_int("n", n, 1)
+
+    def inner(T):
+        h = T(layer)
+        k = h.shape[0] // 2 if n is None else n
+        if h.shape[0] < 2 * k or k < 1:
+            raise ValueError(f"seed_l2 needs a batch [renders ({k}), seeds ({k})], got {h.shape[0]} rows at {layer!r}")
+        r, s = h[:k], h[k : 2 * k].detach()
+        d = (r - s).flatten(1).norm(dim=1)
+        if isinstance(batch, int):
+            d = d[batch : batch + 1]
+        return d.mean()
+
+    return inner
