@@ -203,6 +203,9 @@ def inceptionv1(pretrained: bool = True, state_dict: Optional[dict] = None, redi
             It changes every ReLU's gradient, so attributions are no longer grad x activation of the model:
             the default (False) keeps true ReLU gradients; use True only for rendering from scratch.
 
+    Each mixed block's concatenated pre-ReLU activation is a layer, ``mixed3b_pre_relu`` etc. (the paper's
+    features; :mod:`lucent_inhibit.inception`).
+
     Inputs: (B, 3, H, W) in [0, 1] scaled by :func:`preprocess_fn`.
     """
     from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1
@@ -212,7 +215,9 @@ def inceptionv1(pretrained: bool = True, state_dict: Optional[dict] = None, redi
         state_dict = _download_state(INCEPTIONV1_URL, "InceptionV1")
     if state_dict is not None:
         load_weights(model, state_dict, "state_dict")
-    return prepare(model)
+    from .inception import expose_pre_relu
+
+    return prepare(expose_pre_relu(model))
 
 
 def load_model(spec: str, weights: str = "default") -> nn.Module:

@@ -117,3 +117,28 @@ def test_inceptionv1_from_a_state_file_attributes_with_true_relu_gradients(tmp_p
     redirected = inceptionv1(pretrained=False, state_dict=source.state_dict(), redirected_relu=True)
     other = attribute(redirected, x, feature, "mixed3a").scores["mixed3a"]
     assert not torch.allclose(other, got, atol=1e-5, rtol=1e-4)  # the redirected gradient is another quantity
+
+
+def test_inceptionv1_pre_relu_concatenations_are_layers_and_leave_the_logits_unchanged():
+    from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1
+
+    from lucent_inhibit import Feature, attribute, hooks, preprocess_fn
+    from lucent_inhibit.inception import pre_relu_layers
+
+    plain = InceptionV1(pretrained=False, redirected_ReLU=False).eval()
+    model = inceptionv1(pretrained=False, state_dict=plain.state_dict())
+    assert "mixed3b_pre_relu" in pre_relu_layers(model) and len(pre_relu_layers(model)) == 9
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    x = preprocess_fn(model)(images)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain(x), atol=1e-5)
+    acts = hooks.capture(model, x, ["mixed3b_pre_relu", "mixed3b", "mixed3b_5x5_pre_relu_conv"])
+    pre = acts["mixed3b_pre_relu"]
+    assert pre.shape[1] == 480 and (pre < 0).any()
+    assert torch.equal(pre[:, 379], acts["mixed3b_5x5_pre_relu_conv"][:, 379 - 320])  # 128 + 192 channels before
+    assert torch.equal(pre.clamp(min=0), acts["mixed3b"])
+    att = attribute(model, images, Feature("mixed3b_pre_relu", unit=379), ["mixed3a", "mixed3b_pre_relu"])
+    assert att.scores["mixed3a"].abs().sum() > 0
+    with pytest.raises(ValueError, match="no gradient path"):
+        attribute(model, images, Feature("mixed4a_pre_relu", unit=1), "mixed3b_1x1")
+    assert hooks.hook_count(model) == 36  # the model's own pre-ReLU keepers, nothing left by the calls
