@@ -32,7 +32,7 @@ _EXPORTS = {
     "toy": ["ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "analyze_toy", "inhibition_model",
             "plot_superposition", "train_toy"],
     "accentuation": ["Accentuation", "accentuate"],
-    "inversions": ["InversionResult", "inversions", "plot_inversions"],
+    "inversion": ["InversionResult", "inversions", "plot_inversions"],
     "synthesis": ["TenseResult", "plot_tense", "tense_image"],
     "combinations": ["AxisScales", "CombinationResult", "PairStatistics", "axis_scales", "pair_cloud",
                      "pair_statistics", "plot_combinations", "sweep_combinations"],

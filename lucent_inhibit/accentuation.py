@@ -8,7 +8,7 @@ the ratio of the objective's and the regularizer's gradient norms.
 
 The render runs through :func:`lucent_inhibit.rendering.run_render` (one ``render_vis`` call inside a
 render session that leaves the model's hooks, ``requires_grad`` flags, mode and the global RNGs as they
-were). The +/- inversions live in :mod:`lucent_inhibit.inversions`, tense synthesis in
+were). The +/- inversions live in :mod:`lucent_inhibit.inversion`, tense synthesis in
 :mod:`lucent_inhibit.synthesis`.
 """
 from __future__ import annotations

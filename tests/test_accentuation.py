@@ -11,7 +11,7 @@ from lucent_inhibit import Feature, attribute, sample_crops
 from lucent_inhibit import objectives as O
 from lucent_inhibit.accentuation import Accentuation, accentuate
 from lucent_inhibit.hooks import hook_count, hooks_restored
-from lucent_inhibit.inversions import InversionResult, inversions, plot_inversions
+from lucent_inhibit.inversion import InversionResult, inversions, plot_inversions
 from lucent_inhibit.rendering import NonFiniteLoss, RenderSettings
 from lucent_inhibit.synthesis import TenseResult, tense_image
 

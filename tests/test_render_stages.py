@@ -10,7 +10,7 @@ from lucent_inhibit import Feature
 from lucent_inhibit import objectives as O
 from lucent_inhibit.accentuation import Accentuation, accentuate
 from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.inversions import InversionResult, inversions
+from lucent_inhibit.inversion import InversionResult, inversions
 from lucent_inhibit.objectives import cosdots
 from lucent_inhibit.rendering import RenderSettings
 from lucent_inhibit.results import load_result
