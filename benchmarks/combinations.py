@@ -1,8 +1,9 @@
 """Benchmark: the batched feature-combination sweep against one render per angle and seed.
 
 Both sides render the same (angle, seed) grid on the embedded EfficientNet-Lite0 with the same objective
-(``objectives.feature_pair``), steps, image size, initial noise and axis scales; the peer calls Lucent's
-``render_vis`` once per (angle, seed) with a batch of one, as a sweep without batching would.
+(``objectives.feature_pair``), render settings, initial noise and axis scales, through the same engine
+(``rendering.run_render``); the peer calls Lucent's ``render_vis`` once per (angle, seed) with a batch of
+one, as a sweep without batching would.
 Prints the speed-up and writes benchmarks/results/combinations.json.
 
 Usage: python benchmarks/combinations.py [--angles 8] [--seeds 2] [--steps 8] [--size 48]
@@ -21,8 +22,10 @@ from _common import write_result  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lucent_inhibit import efficientnet_lite0, sample_crops  # noqa: E402
-from lucent_inhibit.combinations import _render, measure_pair, pair_statistics, sweep  # noqa: E402
+from lucent_inhibit.combinations import measure_pair, pair_statistics, sweep_combinations  # noqa: E402
+from lucent_inhibit.combinations.scales import render_batch  # noqa: E402
 from lucent_inhibit.objectives import cosdot_value, feature_pair, pair_targets  # noqa: E402
+from lucent_inhibit.rendering import RenderSettings  # noqa: E402
 
 
 def main():
@@ -40,21 +43,19 @@ def main():
     a, b, r = st.pick("anticorrelated")
     fa, fb = st.feature(a), st.feature(b)
     scale = (1.0, 1.0)  # the same fixed scales on both sides (the axis-scale render is not what is compared)
-    kw = dict(n_angles=args.angles, n_seeds=args.seeds, steps=args.steps, image_size=args.size,
-              fixed_image_size=args.size, scale=scale, progress=False)
+    render = RenderSettings(steps=args.steps, size=args.size, model_size=args.size, seed=0)
 
-    np.random.seed(0)
     t0 = time.perf_counter()
-    res = sweep(model, fa, fb, chunk=args.angles * args.seeds, **kw)
+    res = sweep_combinations(model, fa, fb, n_angles=args.angles, n_seeds=args.seeds, chunk=args.angles * args.seeds,
+                             scale=scale, render=render)
     t_batched = time.perf_counter() - t0
 
-    np.random.seed(0)
     t0 = time.perf_counter()
     scores = []
     for theta in res.theta.tolist():
         for s in range(args.seeds):
             obj = feature_pair(fa, fb, theta=theta, power=4.0, scale=scale)
-            img = _render(model, obj, args.size, [s], args.steps, 0.05, None, args.size)
+            img = render_batch(model, obj, [render.seed + s], render, "one render per angle and seed")
             y = measure_pair(model, img, fa, fb, size=args.size) / torch.tensor(scale)
             scores.append(float(cosdot_value(y, pair_targets(theta), 4.0)[0]))
     t_single = time.perf_counter() - t0

@@ -12,10 +12,11 @@ from lucent_inhibit.combinations import (
     PairStatistics,
     correlation_matrix,
     pair_statistics,
-    plot,
+    plot_combinations,
     render_size,
-    sweep,
+    sweep_combinations,
 )
+from lucent_inhibit.rendering import RenderSettings
 
 
 class _PairHead(nn.Module):
@@ -53,12 +54,12 @@ class PointyRounded(nn.Module):
 
 
 POINTY, ROUNDED = Feature("head", 0), Feature("head", 1)
-SMALL = dict(n_angles=16, n_seeds=2, steps=60, image_size=16, fixed_image_size=16, transforms=[], progress=False)
+SMALL = dict(n_angles=16, n_seeds=2, render=RenderSettings(steps=60, size=16, model_size=16, transforms=[]))
 
 
 @pytest.fixture(scope="module")
 def negated_result():
-    return sweep(PointyRounded(gated=False).eval(), POINTY, ROUNDED, **SMALL)
+    return sweep_combinations(PointyRounded(gated=False).eval(), POINTY, ROUNDED, **SMALL)
 
 
 def test_negated_pair_loop_collapses_where_both_positive(negated_result):
@@ -77,7 +78,7 @@ def test_negated_pair_loop_collapses_where_both_positive(negated_result):
 
 def test_gated_pair_collapses_only_in_the_positive_quadrant():
     """rounded = min(z1, -pointy): both negative is possible, both positive is not (the paper's ReLU motif)."""
-    r = sweep(PointyRounded(gated=True).eval(), POINTY, ROUNDED, **SMALL)
+    r = sweep_combinations(PointyRounded(gated=True).eval(), POINTY, ROUNDED, **SMALL)
     q = r.quadrant_scores()
     assert q["++"] <= 0.1 * q["--"], q
     assert q["--"] > 0.5 and q["+-"] > 0.5 and q["-+"] > 0.5, q
@@ -105,7 +106,7 @@ def test_result_fields_save_load_and_plot(negated_result, tmp_path):
     assert back.quadrant_scores() == r.quadrant_scores()
     png = tmp_path / "combo.png"
     cloud = torch.randn(50, 2) * torch.tensor(r.scale)
-    fig = plot(back, cloud=cloud, path=str(png))
+    fig = plot_combinations(back, cloud=cloud, path=str(png))
     assert png.stat().st_size > 10_000
     ax = fig.axes[0]
     red = [l for l in ax.lines if l.get_color() == "red"][0]
@@ -114,7 +115,7 @@ def test_result_fields_save_load_and_plot(negated_result, tmp_path):
     radius = np.hypot(xs[:-1], ys[:-1])
     assert np.allclose(radius, r.mean_score.clamp(min=0).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="cloud"):
-        plot(back, cloud=torch.zeros(5, 3))
+        plot_combinations(back, cloud=torch.zeros(5, 3))
 
 
 def test_pair_statistics_picks(tmp_path):
@@ -144,33 +145,35 @@ def test_pair_statistics_picks(tmp_path):
 
 
 def test_render_size_follows_lucent():
-    assert render_size(64) == 224 and render_size(224) == 224 and render_size(256) == 256
-    assert render_size(64, fixed_image_size=64) == 64
+    assert render_size(RenderSettings(size=64)) == (224, 224) and render_size(RenderSettings(size=224)) == (224, 224)
+    assert render_size(RenderSettings(size=256)) == (256, 256) and render_size(None) == (224, 224)  # 128 px default
+    assert render_size(RenderSettings(size=64, model_size=64)) == (64, 64)
 
 
 # -- bad input -----------------------------------------------------------------------------------------
 def test_same_feature_twice():
     with pytest.raises(ValueError, match="same feature"):
-        sweep(PointyRounded().eval(), POINTY, Feature("head", 0), **SMALL)
+        sweep_combinations(PointyRounded().eval(), POINTY, Feature("head", 0), **SMALL)
 
 
 def test_position_missing_in_one_layer():
     # head is 16x16, pool is 8x8 at a 16-px model input: (12, 12) exists only in head
     fa, fb = Feature("head", 0, position=(12, 12)), Feature("pool", 0, position=(12, 12))
     with pytest.raises(ValueError, match=r"feature_b .*pool.*\(12, 12\).*8x8"):
-        sweep(PointyRounded().eval(), fa, fb, **SMALL)
+        sweep_combinations(PointyRounded().eval(), fa, fb, **SMALL)
 
 
-@pytest.mark.parametrize("n", [0, 3, 2.5])
+@pytest.mark.parametrize("n", [0, 3, 4, 2.5, True, "8"])
 def test_too_few_angles(n):
-    with pytest.raises(ValueError, match="n_angles must be an integer >= 4"):
-        sweep(PointyRounded().eval(), POINTY, ROUNDED, **{**SMALL, "n_angles": n})
+    # 4 angles all lie on the axes: no angle inside a quadrant, so 5 is the documented minimum
+    with pytest.raises(ValueError, match="n_angles must be an integer >= 5.*quadrant"):
+        sweep_combinations(PointyRounded().eval(), POINTY, ROUNDED, **{**SMALL, "n_angles": n})
 
 
 @pytest.mark.parametrize("scale", [(0.0, 1.0), (1.0, -2.0)])
 def test_zero_scale(scale):
     with pytest.raises(ValueError, match="scale must be two positive"):
-        sweep(PointyRounded().eval(), POINTY, ROUNDED, scale=scale, **SMALL)
+        sweep_combinations(PointyRounded().eval(), POINTY, ROUNDED, scale=scale, **SMALL)
 
 
 def test_feature_that_cannot_be_excited_gives_zero_scale():
@@ -179,7 +182,7 @@ def test_feature_that_cannot_be_excited_gives_zero_scale():
         model.conv2.weight[0] = 0
         model.conv2.bias[0] = -1
     with pytest.raises(ValueError, match="axis scale would be zero or negative"):
-        sweep(model, POINTY, ROUNDED, **SMALL)
+        sweep_combinations(model, POINTY, ROUNDED, **SMALL)
 
 
 # -- real model --------------------------------------------------------------------------------------------
@@ -191,8 +194,8 @@ def test_real_model_anticorrelated_pair(lite0, tmp_path):
     st = pair_statistics(lite0, sample_crops(48, size=64, seed=0), "blocks_3_0_bn1_drop", progress=False)
     a, b, r = st.pick("anticorrelated")
     assert r < -0.8
-    res = sweep(lite0, st.feature(a), st.feature(b), n_angles=8, n_seeds=1, steps=24, image_size=64,
-                fixed_image_size=64, progress=False)
+    res = sweep_combinations(lite0, st.feature(a), st.feature(b), n_angles=8, n_seeds=1,
+                             render=RenderSettings(steps=24, size=64, model_size=64))
     assert torch.isfinite(res.values).all() and min(res.scale) > 0
     # the optimisation steers the pair: achieved directions follow the targets
     h = torch.stack([res.theta.cos(), res.theta.sin()], 1)
@@ -200,5 +203,5 @@ def test_real_model_anticorrelated_pair(lite0, tmp_path):
     assert cos.mean() > 0.5, cos
     # the scales are the unconstrained maxima: along an axis, the sweep reaches a sizeable part of it
     assert res.best[0, 0] > 0.3 and res.best[2, 1] > 0.3, res.best
-    plot(res, cloud=st.values(a, b), path=str(tmp_path / "real.png"))
+    plot_combinations(res, cloud=st.values(a, b), path=str(tmp_path / "real.png"))
     assert (tmp_path / "real.png").stat().st_size > 10_000

@@ -1,0 +1,226 @@
+"""Axis scales of a feature pair and the render helpers of combination sweeps (paper 004; SPEC 2.7).
+
+Every render of a combination sweep goes through :func:`lucent_inhibit.rendering.run_render` (one
+``render_vis`` call per batch, hooks and model state restored, also on error), from Lucent's own
+``param.image`` (FFT, decorrelated colour) whose initial noise is drawn per batch element from
+``torch.Generator().manual_seed(seed)``: the same seed gives the same start whatever batch it is in.
+
+:func:`axis_scales` renders each feature alone and measures its unconstrained maximum ``s``; the pair is
+then studied in scaled units ``y = [f_a / s_a, f_b / s_b]`` (the tip of each axis, at 1, is the feature's
+own visualization).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..features import Feature, as_feature
+from ..hooks import capture, check_layer_names, model_device
+from ..models import preprocess_fn
+from ..objectives import feature as feature_objective
+from ..rendering import RenderSettings, as_settings, run_render
+from ..results import Result
+from ..validate import check_int
+from .statistics import measure_pair
+
+#: Side of the parameterised image when ``render.size`` is None (Lucent upsamples it to 224 for the model).
+DEFAULT_SIZE = 128
+
+
+# ------------------------------------------------------------------------------------------------
+# render helpers
+# ------------------------------------------------------------------------------------------------
+def settings(render: Optional[RenderSettings]) -> RenderSettings:
+    """The sweep's :class:`RenderSettings`: ``render`` or the defaults; only Lucent's ``param.image``."""
+    s = as_settings(render)
+    if s.param not in (None, "lucent"):
+        raise ValueError(
+            "combination sweeps render from Lucent's param.image with per-seed initial noise (paper 004): "
+            f"render.param must be None or 'lucent', got {getattr(s.param, '__name__', s.param)!r}"
+        )
+    return s
+
+
+def render_size(render: Optional[RenderSettings] = None) -> Tuple[int, int]:
+    """(H, W) of the images the model sees inside ``render_vis`` for these settings (pixels):
+    ``render.model_size`` if given, else Lucent's rule for an image of ``render.hw(128)`` (upsampled to
+    224 when smaller than 224, else unchanged)."""
+    return settings(render).model_hw(DEFAULT_SIZE)
+
+
+def seeded_image_param(hw: Tuple[int, int], seeds: Sequence[int], sd: float = 0.01):
+    """Lucent's ``param.image`` for ``len(seeds)`` images of (H, W) ``hw`` whose initial spectrum is drawn
+    per element from ``torch.Generator().manual_seed(seed)`` (std ``sd``). Returns ``(params, image_f)``."""
+    from lucent.optvis import param
+
+    params, image_f = param.image(int(hw[1]), h=int(hw[0]), batch=len(seeds))
+    spectrum = params[0]
+    with torch.no_grad():
+        for i, s in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(s))
+            spectrum[i].copy_((torch.randn(spectrum.shape[1:], generator=g) * sd).to(spectrum.device))
+    return params, image_f
+
+
+def render_batch(model: nn.Module, objective, seeds: Sequence[int], render: RenderSettings,
+                 what: str) -> torch.Tensor:
+    """One ``render_vis`` call through :func:`run_render` from :func:`seeded_image_param` noise:
+    (len(seeds), 3, H, W) final images in [0, 1] (``render.progress``: Lucent's bar over the steps)."""
+    param_f = seeded_image_param(render.hw(DEFAULT_SIZE), seeds)
+    return run_render(model, objective, param_f, render, what).images
+
+
+def base_seed(render: RenderSettings) -> int:
+    """The noise seed of seed index 0: ``render.seed``, or one draw from torch's global RNG when None
+    (the stages then render with that seed, so the result's ``info["seed"]`` reproduces it)."""
+    if render.seed is not None:
+        return int(render.seed)
+    return int(torch.randint(0, 2 ** 31 - 1, ()).item())
+
+
+def check_pair(model: nn.Module, fa: Feature, fb: Feature, size: Tuple[int, int]) -> None:
+    """Validate the pair before any render: distinct, known layers, positions that exist at ``size``."""
+    if fa == fb:
+        raise ValueError(f"feature_a and feature_b are the same feature ({fa.name}); a combination needs two")
+    check_layer_names(model, [fa.layer, fb.layer], allow=())
+    x = preprocess_fn(model)(torch.full((1, 3, *size), 0.5, device=model_device(model)))
+    with torch.no_grad():
+        acts = capture(model, x, [fa.layer, fb.layer])
+    for label, f, other in (("feature_a", fa, fb), ("feature_b", fb, fa)):
+        try:
+            f.check(acts[f.layer])
+        except ValueError as exc:
+            shape_f, shape_o = tuple(acts[f.layer].shape[2:]), tuple(acts[other.layer].shape[2:])
+            raise ValueError(
+                f"{label} ({f.name}) cannot be read at a {size[0]}x{size[1]} model input: {exc}. "
+                f"Its layer's map is {shape_f}, the other feature's ({other.layer}) is {shape_o}; "
+                "give each feature a position that exists in its own layer (or 'center' / 'mean')"
+            ) from None
+
+
+def check_scale(scale) -> Tuple[float, float]:
+    """``(s_a, s_b)`` as two positive finite floats, else ``ValueError``."""
+    try:
+        s = tuple(float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be two positive numbers (s_a, s_b), got {scale!r}") from None
+    if len(s) != 2 or any(not math.isfinite(v) or v <= 0 for v in s):
+        raise ValueError(
+            f"scale must be two positive finite numbers (s_a, s_b), the features' unconstrained maxima; got {s}. "
+            "A zero or negative scale means the feature visualization could not make that feature positive"
+        )
+    return s
+
+
+def render_info(model: nn.Module, render: RenderSettings) -> Dict[str, Any]:
+    """The render settings a result records (JSON)."""
+    tf = render.transforms
+    return {"steps": int(render.steps), "image_size": list(render.hw(DEFAULT_SIZE)),
+            "render_size": list(render.model_hw(DEFAULT_SIZE)), "lr": float(render.lr), "seed": render.seed,
+            "model": model._get_name(), "param": "lucent",
+            "transforms": "lucent standard" if tf is None else f"{len(tf)} custom"}
+
+
+# ------------------------------------------------------------------------------------------------
+# axis scales
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class AxisScales(Result):
+    """Each feature's unconstrained maximum from its own feature visualization.
+
+    Attributes:
+        scale: ``(s_a, s_b)``: the best value over seeds, raw feature units.
+        values: (2, S) each feature's value on its own visualization for each seed, raw units.
+        images: (2, 3, H, W) the best visualization of each feature, in [0, 1].
+        feature_a, feature_b: the pair (None when not recorded).
+        info: the render settings (steps, image_size, render_size, lr, seed, model).
+    """
+
+    scale: Tuple[float, float]
+    values: torch.Tensor
+    images: torch.Tensor
+    feature_a: Optional[Feature] = None
+    feature_b: Optional[Feature] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.scale = tuple(float(v) for v in self.scale)
+
+    def summary(self) -> Dict[str, Any]:
+        """The two scales and every seed's value."""
+        names = [f.name if f is not None else label for f, label in ((self.feature_a, "a"), (self.feature_b, "b"))]
+        return {"type": self.kind(), "features": names, "scale": list(self.scale),
+                "values": self.values.tolist(), "info": self.info}
+
+    def plot(self, path) -> str:
+        """The two features' own visualizations side by side, titled with their scales; returns ``path``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
+        for ax, img, s, name in zip(axes, self.images, self.scale, self.summary()["features"]):
+            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_title(f"{name}\nscale {s:.4g}", fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return str(path)
+
+
+def _pair_objective(fa: Feature, fb: Feature, n_seeds: int):
+    """Lucent objective: ``feature_a`` alone on batch elements 0..S-1, ``feature_b`` on S..2S-1."""
+    objective = sum(feature_objective(fa, batch=i) for i in range(n_seeds))
+    return objective + sum(feature_objective(fb, batch=n_seeds + i) for i in range(n_seeds))
+
+
+def axis_scales(
+    model: nn.Module,
+    feature_a: Feature,
+    feature_b: Feature,
+    n_seeds: int = 1,
+    render: Optional[RenderSettings] = None,
+) -> AxisScales:
+    """Render each feature alone (all in one batch) and measure its maximum: the axes' scales.
+
+    The batch holds ``n_seeds`` visualizations of ``feature_a`` then ``n_seeds`` of ``feature_b`` (Lucent's
+    ``feature`` objective per batch element, Lucent's ``param.image`` from per-seed noise; seed ``s`` uses
+    noise seed ``render.seed + s``). Each is measured on its final image at the render's model-input size
+    (:func:`render_size`), with no augmentation.
+
+    Args:
+        model: a prepared model.
+        feature_a, feature_b: two different features.
+        n_seeds: visualizations per feature; the scale is the best over seeds.
+        render: :class:`RenderSettings` (None: the defaults, steps=128, 128-px image, Lucent's standard
+            transforms, ``param`` must be None or ``"lucent"``).
+
+    Returns:
+        :class:`AxisScales`. Raises ``ValueError`` when a feature's maximum is not positive (a zero scale).
+    """
+    fa, fb = as_feature(feature_a), as_feature(feature_b)
+    n_seeds = check_int("n_seeds", n_seeds, low=1)
+    s = settings(render)
+    size = s.model_hw(DEFAULT_SIZE)
+    check_pair(model, fa, fb, size)
+    s = s.replace(seed=base_seed(s))
+    seeds = [s.seed + i for i in range(n_seeds)] * 2
+    images = render_batch(model, _pair_objective(fa, fb, n_seeds), seeds, s, "axis scales")
+    y = measure_pair(model, images, fa, fb, size=size)
+    values = torch.stack([y[:n_seeds, 0], y[n_seeds:, 1]])  # (2, S)
+    best = values.argmax(1)
+    scale = (float(values[0, best[0]]), float(values[1, best[1]]))
+    for f, v in zip((fa, fb), scale):
+        if not v > 0:
+            raise ValueError(
+                f"the feature visualization of {f.name} reached at most {v:.4g}, so its axis scale would be "
+                "zero or negative; pick a feature that can be excited (or more steps)"
+            )
+    imgs = torch.stack([images[int(best[0])], images[n_seeds + int(best[1])]])
+    return AxisScales(scale, values, imgs, fa, fb, render_info(model, s))

@@ -1,0 +1,279 @@
+"""Dataset statistics of a layer for picking feature pairs (Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
+
+:func:`pair_statistics` measures every unit of one layer at one position over a dataset and correlates
+the units; :class:`PairStatistics` picks the most correlated, most anti-correlated and least correlated
+pairs. :func:`measure_pair` reads a pair's values off images exactly as the render loop's model saw
+them (same resize), and :func:`pair_cloud` gives the dataset's grey cloud of the combination figure.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import iter_batches
+from ..features import Feature, Position, as_feature, check_images
+from ..hooks import capture, check_layer_names, model_device
+from ..models import preprocess_fn
+from ..results import Result
+from ..validate import check_choice, check_int
+
+Size = Union[int, Tuple[int, int]]
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring like the render loop
+# ------------------------------------------------------------------------------------------------
+def to_model_size(images: torch.Tensor, size: Optional[Size]) -> torch.Tensor:
+    """Resize (B, 3, H, W) images to ``size`` (side or (H, W)) as ``render_vis`` does; None keeps them.
+
+    The resampling is Lucent's (bilinear, ``align_corners=True``); it commutes with the per-channel affine
+    normalisation, so resizing before or after normalising gives the same model input.
+    """
+    if size is None:
+        return images
+    hw = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+    if tuple(images.shape[-2:]) == hw:
+        return images
+    return F.interpolate(images, size=hw, mode="bilinear", align_corners=True)
+
+
+def measure_pair(
+    model: nn.Module,
+    images: torch.Tensor,
+    feature_a: Feature,
+    feature_b: Feature,
+    size: Optional[Size] = None,
+    batch_size: int = 64,
+    preprocess: bool = True,
+) -> torch.Tensor:
+    """Both features' values (B, 2), raw (unscaled) units, on images (B, 3, H, W) in [0, 1].
+
+    ``size``: resize the images (bilinear, as ``render_vis``) to ``size`` (a side or (H, W)) before the
+    model; ``None`` keeps them as they are. One no-grad forward pass per ``batch_size`` images, stopped
+    after the deeper of the two layers.
+    """
+    fa, fb = as_feature(feature_a), as_feature(feature_b)
+    images = check_images(images, preprocess)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    device = model_device(model)
+    norm = preprocess_fn(model)
+    out = []
+    with torch.no_grad():
+        for _, x in iter_batches(images, batch_size):
+            x = to_model_size(x.to(device), size)
+            acts = capture(model, norm(x) if preprocess else x, [fa.layer, fb.layer])
+            out.append(torch.stack([fa(acts[fa.layer]), fb(acts[fb.layer])], dim=1).cpu())
+    return torch.cat(out)
+
+
+def _as_dataset(dataset, minimum: int = 1):
+    """A (N, 3, H, W) tensor or a non-empty sequence of images / (image, label) items, else ValueError."""
+    if torch.is_tensor(dataset) and dataset.dim() == 3:
+        dataset = dataset[None]
+    ok = torch.is_tensor(dataset) or (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"))
+    if not ok or len(dataset) < minimum:
+        got = f"{len(dataset)} images" if ok else type(dataset).__name__
+        raise ValueError(
+            f"dataset must be a (N, 3, H, W) tensor or a sequence of (3, H, W) images in [0, 1] with at least "
+            f"{minimum} image(s), got {got}"
+        )
+    return dataset
+
+
+def pair_cloud(model: nn.Module, dataset, feature_a: Feature, feature_b: Feature, batch_size: int = 32,
+               progress: bool = False) -> torch.Tensor:
+    """Dataset activations of a pair for the grey cloud of the combination figure: (N, 2), raw units.
+
+    ``dataset``: (N, 3, H, W) tensor or sequence of (3, H, W) images in [0, 1], at the size the render's
+    model saw (``CombinationResult.render_size``) so positions mean the same neurons.
+    """
+    dataset = _as_dataset(dataset)
+    batches = iter_batches(dataset, batch_size)
+    parts = [measure_pair(model, b, feature_a, feature_b, batch_size=batch_size)
+             for _, b in tqdm(batches, disable=not progress, desc="pair cloud")]
+    return torch.cat(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics of a layer
+# ------------------------------------------------------------------------------------------------
+PAIR_CHOICES = ("correlated", "anticorrelated", "zero")
+
+
+@dataclass
+class PairStatistics(Result):
+    """Activations of every unit of one layer over a dataset, at one position, and their correlations.
+
+    Attributes:
+        layer: Lucent layer name.
+        position: ``"center"``, ``"mean"`` or ``(y, x)`` (read as in :class:`Feature`).
+        activations: (N, C) unit values for the N images, raw units.
+        correlation: (C, C) Pearson correlations; NaN for units that are constant over the dataset.
+        dataset: description of the dataset (e.g. ``SampleCrops(n=256, size=224, ...)``).
+        image_size: side of the dataset images the model saw, in pixels.
+    """
+
+    layer: str
+    position: Position
+    activations: torch.Tensor
+    correlation: torch.Tensor
+    dataset: str = ""
+    image_size: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.position, list):  # JSON gives lists back
+            self.position = tuple(self.position)
+
+    @property
+    def n_units(self) -> int:
+        return self.activations.shape[1]
+
+    def _unit(self, unit) -> int:
+        u = check_int("unit", unit, low=0)
+        if u >= self.n_units:
+            raise ValueError(f"unit {u} out of range for layer {self.layer!r} with {self.n_units} units "
+                             f"(0..{self.n_units - 1})")
+        return u
+
+    def feature(self, unit: int) -> Feature:
+        """The :class:`Feature` of ``unit`` at this layer and position."""
+        return Feature(self.layer, unit=self._unit(unit), position=self.position)
+
+    def values(self, unit_a: int, unit_b: int) -> torch.Tensor:
+        """Dataset activations (N, 2) of two units: the grey cloud of the combination figure."""
+        return self.activations[:, [self._unit(unit_a), self._unit(unit_b)]]
+
+    def _ranked(self, key: torch.Tensor, k: int, descending: bool) -> List[Tuple[int, int, float]]:
+        c = self.n_units
+        iu = torch.triu_indices(c, c, offset=1)
+        r = self.correlation[iu[0], iu[1]]
+        kv = key[iu[0], iu[1]]
+        ok = torch.isfinite(r)
+        if not bool(ok.any()):
+            raise ValueError(f"layer {self.layer!r} has no pair of non-constant units over the dataset")
+        kv = torch.where(ok, kv, torch.tensor(-math.inf if descending else math.inf, dtype=kv.dtype))
+        order = torch.argsort(kv, descending=descending)[: check_int("k", k, low=1)]
+        return [(int(iu[0, o]), int(iu[1, o]), float(r[o])) for o in order if bool(ok[o])]
+
+    def most_correlated(self, k: int = 1) -> List[Tuple[int, int, float]]:
+        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the highest correlation, best first."""
+        return self._ranked(self.correlation, k, descending=True)
+
+    def most_anticorrelated(self, k: int = 1) -> List[Tuple[int, int, float]]:
+        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the lowest (most negative) correlation."""
+        return self._ranked(self.correlation, k, descending=False)
+
+    def least_correlated(self, k: int = 1) -> List[Tuple[int, int, float]]:
+        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the correlation closest to zero."""
+        return self._ranked(self.correlation.abs(), k, descending=False)
+
+    def pick(self, which: str) -> Tuple[int, int, float]:
+        """One pair by name: ``"correlated"``, ``"anticorrelated"`` or ``"zero"``."""
+        check_choice("which", which, PAIR_CHOICES)
+        table = {"correlated": self.most_correlated, "anticorrelated": self.most_anticorrelated,
+                 "zero": self.least_correlated}
+        return table[which](1)[0]
+
+    def summary(self) -> Dict[str, Any]:
+        """Layer, position, dataset size and the three picked pairs ``[unit_a, unit_b, r]``."""
+        out: Dict[str, Any] = {"type": self.kind(), "layer": self.layer, "position": self.position,
+                               "n_images": int(self.activations.shape[0]), "n_units": self.n_units,
+                               "image_size": self.image_size, "dataset": self.dataset}
+        off_diagonal = ~torch.eye(self.n_units, dtype=torch.bool)
+        if bool(torch.isfinite(self.correlation[off_diagonal]).any()):
+            out.update({which: list(self.pick(which)) for which in PAIR_CHOICES})
+        return out
+
+    def plot(self, path) -> str:
+        """The (C, C) correlation matrix as a PNG at ``path``; returns the path."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 5))
+        im = ax.imshow(self.correlation.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        fig.colorbar(im, ax=ax, label="Pearson r")
+        ax.set_title(f"{self.layer} @ {self.position}: unit correlations over {self.activations.shape[0]} images",
+                     fontsize=9)
+        ax.set_xlabel("unit")
+        ax.set_ylabel("unit")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return str(path)
+
+
+def correlation_matrix(activations: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlations (C, C) of the columns of ``activations`` (N, C); NaN rows/columns for
+    columns whose standard deviation is below ``eps`` times the largest one (constant units)."""
+    a = torch.as_tensor(activations, dtype=torch.float64)
+    if a.dim() != 2 or a.shape[0] < 2:
+        raise ValueError(f"activations must be (N, C) with N >= 2, got shape {tuple(a.shape)}")
+    a = a - a.mean(0)
+    sd = a.pow(2).mean(0).sqrt()
+    dead = sd <= eps * max(float(sd.max()), 1e-30)
+    z = a / torch.where(dead, torch.ones_like(sd), sd)
+    r = (z.T @ z) / a.shape[0]
+    r = r.clamp(-1, 1)
+    r[dead, :] = float("nan")
+    r[:, dead] = float("nan")
+    return r.float()
+
+
+def _unit_values(act: torch.Tensor, probe: Feature) -> torch.Tensor:
+    """(B, C) every unit of a (B, C, H, W) or (B, C) activation at ``probe``'s position."""
+    probe.check(act)
+    if act.dim() == 4:
+        yx = probe.spatial_index(act)
+        act = act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
+    return act.float().cpu()
+
+
+def pair_statistics(
+    model: nn.Module,
+    dataset,
+    layer: str,
+    position: Position = "center",
+    batch_size: int = 32,
+    progress: bool = True,
+) -> PairStatistics:
+    """Measure every unit of ``layer`` at ``position`` over ``dataset`` and correlate them.
+
+    Args:
+        model: a prepared model.
+        dataset: (N, 3, H, W) tensor or sequence of (3, H, W) images (or (image, label) items) in [0, 1],
+            N >= 2; fed at their own size, so use the size the renders' model sees (e.g. 224).
+        layer: Lucent layer name with (B, C, H, W) or (B, C) activations.
+        position: ``"center"``, ``"mean"`` or ``(y, x)`` as in :class:`Feature`.
+        batch_size: images per forward pass (each stopped after ``layer``).
+        progress: a tqdm bar over the batches.
+
+    Returns:
+        :class:`PairStatistics` with activations (N, C) and correlation (C, C).
+    """
+    check_layer_names(model, [layer], allow=())
+    batch_size = check_int("batch_size", batch_size, low=1)
+    dataset = _as_dataset(dataset, minimum=2)
+    probe = Feature(layer, unit=0, position=position)
+    norm = preprocess_fn(model)
+    device = model_device(model)
+    rows, size = [], 0
+    batches = iter_batches(dataset, batch_size)
+    with torch.no_grad():
+        for _, batch in tqdm(batches, total=math.ceil(len(dataset) / batch_size), disable=not progress,
+                             desc=f"pair statistics {layer}"):
+            batch = check_images(batch)
+            size = batch.shape[-1]
+            act = capture(model, norm(batch.to(device)), [layer])[layer]
+            rows.append(_unit_values(act, probe))
+    acts = torch.cat(rows)
+    desc = getattr(dataset, "identity", None) or f"{type(dataset).__name__} of {len(dataset)} images"
+    return PairStatistics(layer, probe.position, acts, correlation_matrix(acts), str(desc), int(size))

@@ -1,0 +1,229 @@
+"""The feature-combination sweep with the cosdot objective (Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
+
+:func:`sweep_combinations` maximises ``C(y, theta) = dot(y, h) * |cos(y, h)|^p`` with
+``h = [cos theta, sin theta]`` and ``y = [f_a / s_a, f_b / s_b]`` for ``n_angles`` angles
+``theta_k = 2 pi k / n_angles`` and ``n_seeds`` noise seeds. Every (angle, seed) is one element of a batch
+of ``render_vis`` (:func:`lucent_inhibit.objectives.feature_pair` takes one angle per batch element), in
+chunks of at most ``chunk`` elements, instead of one render per angle and seed.
+
+Quadrants: :meth:`CombinationResult.quadrant_scores` averages C over the angles strictly inside each
+quadrant. With 4 angles every angle lies on an axis and no quadrant has an angle inside it, so the sweep
+needs ``n_angles >= 5`` (with 5 or more evenly spaced angles every open quadrant holds at least one);
+smaller values are refused.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..features import Feature, as_feature
+from ..objectives import cosdot_value, feature_pair, pair_targets
+from ..rendering import RenderSettings
+from ..results import Result
+from ..validate import check_int, check_number
+from .scales import DEFAULT_SIZE, axis_scales, base_seed, check_pair, check_scale, render_batch, render_info, settings
+from .statistics import measure_pair
+
+log = logging.getLogger(__name__)
+
+#: Quadrant q holds the angles in (q pi/2, (q+1) pi/2), named by the signs of (y_a, y_b) there.
+QUADRANTS = ("++", "-+", "--", "+-")
+#: The fewest angles for which every open quadrant holds an angle ``2 pi k / n``.
+MIN_ANGLES = 5
+
+
+@dataclass
+class CombinationResult(Result):
+    """A feature-combination sweep (paper 004).
+
+    Attributes:
+        feature_a, feature_b: the pair.
+        theta: (K,) target angles in radians, ``2 pi k / K``; target ``h = [cos theta, sin theta]``.
+        values: (K, S, 2) raw ``(f_a, f_b)`` measured on the final image of each angle and seed.
+        scale: ``(s_a, s_b)`` the axis scales (raw units).
+        score: (K, S) ``C(values / scale, theta; power)``.
+        images: (K, 3, H, W) the image of the best seed (largest C) for each angle, in [0, 1].
+        power: the cosine exponent ``p``.
+        scale_images: (2, 3, H, W) the features' own visualizations (the axis tips), or None.
+        info: steps, image_size, render_size ((H, W) the model saw), lr, seed, chunk, model name.
+    """
+
+    feature_a: Feature
+    feature_b: Feature
+    theta: torch.Tensor
+    values: torch.Tensor
+    scale: Tuple[float, float]
+    score: torch.Tensor
+    images: torch.Tensor
+    power: float = 4.0
+    scale_images: Optional[torch.Tensor] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.scale = tuple(float(v) for v in self.scale)
+        self.power = float(self.power)
+
+    @property
+    def n_angles(self) -> int:
+        return self.theta.shape[0]
+
+    @property
+    def n_seeds(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def render_size(self) -> Tuple[int, int]:
+        """(H, W) of the model input during the render (and the measurement), pixels; (0, 0) if unknown."""
+        return tuple(int(v) for v in self.info.get("render_size", (0, 0)))
+
+    @property
+    def scaled(self) -> torch.Tensor:
+        """(K, S, 2) values in axis units (``f / s``)."""
+        return self.values / torch.tensor(self.scale, dtype=self.values.dtype)
+
+    @property
+    def best_seed(self) -> torch.Tensor:
+        """(K,) the seed with the largest C at each angle."""
+        return self.score.argmax(1)
+
+    @property
+    def best(self) -> torch.Tensor:
+        """(K, 2) the scaled point of the best seed at each angle."""
+        return self.scaled[torch.arange(self.n_angles), self.best_seed]
+
+    @property
+    def mean_score(self) -> torch.Tensor:
+        """(K,) mean C over seeds: the red loop's radius."""
+        return self.score.mean(1)
+
+    def quadrant_scores(self) -> Dict[str, float]:
+        """Mean of :attr:`mean_score` over the angles strictly inside each quadrant, keyed by the signs of
+        ``(y_a, y_b)`` there: ``"++"`` (both positive), ``"-+"``, ``"--"``, ``"+-"`` (NaN for a quadrant
+        without an angle inside, which a sweep of ``n_angles >= 5`` never has)."""
+        th = self.theta.double() % (2 * math.pi)
+        out = {}
+        for q, name in enumerate(QUADRANTS):
+            lo, hi = q * math.pi / 2, (q + 1) * math.pi / 2
+            inside = (th > lo + 1e-6) & (th < hi - 1e-6)
+            out[name] = float(self.mean_score[inside].mean()) if bool(inside.any()) else float("nan")
+        return out
+
+    def summary(self) -> Dict[str, Any]:
+        """The pair, its scales, the grid, the mean C per quadrant and overall, and the render settings."""
+        return {"type": self.kind(), "feature_a": self.feature_a.name, "feature_b": self.feature_b.name,
+                "scale": list(self.scale), "n_angles": self.n_angles, "n_seeds": self.n_seeds,
+                "power": self.power, "quadrant_scores": self.quadrant_scores(),
+                "mean_score": float(self.score.mean()), "info": self.info}
+
+    def plot(self, path) -> str:
+        """The paper's figure (:func:`plot_combinations`, no dataset cloud) as a PNG; returns ``path``."""
+        import matplotlib.pyplot as plt
+
+        from .figure import plot_combinations
+
+        plt.close(plot_combinations(self, path=str(path)))
+        return str(path)
+
+
+def check_angles(n_angles) -> int:
+    """``n_angles`` as an int >= :data:`MIN_ANGLES`, else ``ValueError`` explaining the quadrant rule."""
+    try:
+        return check_int("n_angles", n_angles, low=MIN_ANGLES)
+    except ValueError:
+        raise ValueError(
+            f"n_angles must be an integer >= {MIN_ANGLES}, got {n_angles!r}: the angles are 2 pi k / n_angles, "
+            "and with 4 or fewer no angle lies strictly inside every quadrant, so the quadrant scores would be "
+            "undefined"
+        ) from None
+
+
+def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size):
+    """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W)."""
+    n = theta.shape[0]
+    values, images = torch.zeros(n, 2), None
+    bar = tqdm(total=n, disable=not render.progress, desc=f"combinations {fa.name} x {fb.name}", unit="img")
+    render = render.replace(progress=False)  # one bar over the images, not one per chunk over the steps
+    try:
+        for start in range(0, n, chunk):
+            idx = slice(start, min(n, start + chunk))
+            objective = feature_pair(fa, fb, theta=theta[idx].float().numpy(), power=power, scale=scale)
+            imgs = render_batch(model, objective, seeds[idx].tolist(), render, "combination sweep")
+            values[idx] = measure_pair(model, imgs, fa, fb, size=size)
+            if images is None:
+                images = torch.zeros(n, *imgs.shape[1:])
+            images[idx] = imgs
+            bar.update(imgs.shape[0])
+    finally:
+        bar.close()
+    return values, images
+
+
+def sweep_combinations(
+    model: nn.Module,
+    feature_a: Feature,
+    feature_b: Feature,
+    n_angles: int = 60,
+    n_seeds: int = 5,
+    power: float = 4.0,
+    chunk: int = 60,
+    scale: Optional[Tuple[float, float]] = None,
+    scale_steps: Optional[int] = None,
+    scale_seeds: int = 1,
+    render: Optional[RenderSettings] = None,
+) -> CombinationResult:
+    """Maximise the pair's cosdot toward ``n_angles`` angles from ``n_seeds`` noise seeds each.
+
+    Args:
+        model: a prepared model (eval mode).
+        feature_a, feature_b: two different :class:`Feature` s (x and y axes).
+        n_angles: number of target angles ``theta_k = 2 pi k / n_angles``, at least 5 (see the module
+            notes); the paper: 60.
+        n_seeds: noise seeds per angle (the paper: 5). Seed ``s`` starts every angle from the same noise.
+        power: the cosine exponent ``p`` (the paper: 4).
+        chunk: at most this many (angle, seed) images per ``render_vis`` batch (memory bound).
+        scale: ``(s_a, s_b)`` axis scales; ``None`` computes them with :func:`axis_scales` (``scale_seeds``
+            seeds) with the same render settings, except ``scale_steps`` steps when given.
+        render: :class:`RenderSettings` (None: the defaults, steps=128, lr=0.05, a 128-px image that
+            Lucent upsamples to 224 for the model, Lucent's standard transforms, seed 0). ``param`` must be
+            None or ``"lucent"`` (Lucent's ``param.image``); noise seed ``s`` of the sweep is
+            ``render.seed + s`` (``render.seed=None``: a base seed drawn from torch's global RNG).
+            ``progress`` shows a bar over the images.
+
+    Returns:
+        :class:`CombinationResult`: values (K, S, 2) and C (K, S) measured on the final images at the
+        model-input size (no augmentation), the best image per angle.
+    """
+    fa, fb = as_feature(feature_a), as_feature(feature_b)
+    K, S = check_angles(n_angles), check_int("n_seeds", n_seeds, low=1)
+    chunk, power = check_int("chunk", chunk, low=1), check_number("power", power, low=0)
+    scale_seeds = check_int("scale_seeds", scale_seeds, low=1)
+    scale = None if scale is None else check_scale(scale)
+    if scale_steps is not None:
+        scale_steps = check_int("scale_steps", scale_steps, low=1)
+    s = settings(render)
+    size = s.model_hw(DEFAULT_SIZE)
+    check_pair(model, fa, fb, size)
+    s = s.replace(seed=base_seed(s))
+
+    scale_images = None
+    if scale is None:
+        scales = axis_scales(model, fa, fb, n_seeds=scale_seeds,
+                             render=s if scale_steps is None else s.replace(steps=scale_steps))
+        scale, scale_images = scales.scale, scales.images
+        log.info("axis scales: %s = %.4g, %s = %.4g", fa.name, scale[0], fb.name, scale[1])
+
+    theta = torch.arange(K, dtype=torch.float64) * (2 * math.pi / K)
+    # element e of the flattened sweep: angle e // S, seed e % S
+    seeds = torch.arange(S).repeat(K) + s.seed
+    values, images = _render_chunks(model, fa, fb, theta.repeat_interleave(S), seeds, power, scale, chunk, s, size)
+    values = values.view(K, S, 2)
+    score = cosdot_value(values / torch.tensor(scale), pair_targets(theta.numpy())[:, None, :], power)
+    best_images = images.view(K, S, *images.shape[1:])[torch.arange(K), score.argmax(1)]
+    info = {**render_info(model, s), "chunk": chunk}
+    return CombinationResult(fa, fb, theta.float(), values, scale, score, best_images, power, scale_images, info)
