@@ -50,9 +50,10 @@ def bare_loop(model, images, feature, layers, batch_size):
     """Forward to the feature layer and autograd.grad of the feature wrt the attribution layers."""
     import torch
 
-    from lucent_inhibit.models import _layer_table, preprocess_fn
+    from lucent_inhibit.hooks import layer_table
+    from lucent_inhibit.models import preprocess_fn
 
-    table = _layer_table(model)
+    table = layer_table(model)
     norm = preprocess_fn(model)
 
     class Stop(Exception):

@@ -4,34 +4,38 @@ For a feature ``f`` and an earlier layer ``l``, the total attribution ``E_l(x) =
 equals ``f(x)`` exactly when the network between ``l`` and the feature is piecewise linear without
 biases (Euler's theorem); biases, BatchNorm shifts and saturating activations make it approximate.
 :func:`completeness` measures, per layer, the Pearson correlation ``r`` between ``f`` and ``E_l`` over a
-dataset for several features at once; :func:`completeness_pair` is the cheap check of one (feature,
-layer) pair that later stages run before ranking images by attribution, and :func:`warn_if_incomplete`
-warns when it is low. :func:`plot_completeness` draws ``r`` against layer depth (the paper's Figure 3).
+dataset for several features at once (the attributions come from
+:func:`lucent_inhibit.attribution.attribute`); :func:`completeness_pair` is the cheap check of one
+(feature, layer) pair that later stages run before ranking images by attribution, and
+:func:`warn_if_incomplete` warns when it is low. :func:`plot_completeness` draws ``r`` against layer
+depth (the paper's Figure 3).
+
+Pearson r needs at least 2 images: :func:`completeness` over fewer raises ``ValueError``, and an r that
+is undefined because ``f`` or ``E`` is constant over the images is NaN *with* a warning.
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from torch import nn
 
-from .storage import load_npz, save_npz
-from .attribution import (
-    METHODS,
-    Feature,
-    _prepare_inputs,
-    _unused_layer_error,
-    as_feature,
-    attribute,
-    capture,
-)
-from .data import dataset_identity
-from .hooks import layer_table as _layer_table
-from .models import unknown_layer_message
+from .attribution import METHODS
+from .datapass import DatasetPass, dataset_pass
+from .features import Feature, as_feature
+from .plots import plot_completeness
+from .results import Result
+from .validate import check_choice, check_int, check_number
+
+__all__ = ["CompletenessResult", "IncompletenessWarning", "completeness", "completeness_pair", "pearson",
+           "plot_completeness", "random_logits", "warn_if_incomplete"]
+
+#: Fewest images over which Pearson r between f and E is defined.
+MIN_IMAGES = 2
 
 
 class IncompletenessWarning(UserWarning):
@@ -42,7 +46,7 @@ class IncompletenessWarning(UserWarning):
 # result
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class CompletenessResult:
+class CompletenessResult(Result):
     """Result of :func:`completeness`.
 
     Attributes:
@@ -95,17 +99,17 @@ class CompletenessResult:
         def pick(sel, n):
             if sel is None:
                 return np.arange(n)
-            if isinstance(sel, (int, np.integer)):
+            if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
                 if not 1 <= sel <= n:
                     raise ValueError(f"subset of {sel} out of range: the result has {n}")
                 return np.arange(int(sel))
             return np.arange(n)[sel]
 
         im, ft = pick(images, self.n_images), pick(features, len(self.features))
+        _check_count(im.size, "the subset")
         f, e = self.f[np.ix_(ft, im)], self.E[np.ix_(ft, im)]
         base = None if self.baseline is None else self.baseline[np.ix_(ft, im)]
-        r = np.array([[pearson(f[i], e[i, :, j]) for j in range(len(self.layers))] for i in range(len(ft))])
-        return CompletenessResult(list(self.layers), [self.features[i] for i in ft], r.reshape(len(ft), -1), f, e,
+        return CompletenessResult(list(self.layers), [self.features[i] for i in ft], _r_matrix(f, e), f, e,
                                   self.method, self.steps, base, self.dataset, self.model)
 
     def target(self) -> np.ndarray:
@@ -136,41 +140,23 @@ class CompletenessResult:
             lines.append(f"{layer:<{width}}  {mean[j]:7.3f}  {lo:7.3f}  {hi:7.3f}  {err[j]:8.3g}")
         return "\n".join(lines)
 
+    def summary(self) -> dict:
+        """Method, number of images and features, and per layer the mean r over features and the mean
+        relative error of E."""
+        mean, err = self.mean_r(), self.relative_error().mean(0)
+        return {"type": self.kind(), "method": self.method, "steps": self.steps, "images": self.n_images,
+                "features": len(self.features), "dataset": self.dataset, "model": self.model,
+                "layers": {l: {"mean_r": float(mean[j]), "relative_error": float(err[j])}
+                           for j, l in enumerate(self.layers)}}
+
+    def plot(self, path) -> str:
+        """Pearson r against layer depth (:func:`plot_completeness`) as a PNG."""
+        return plot_completeness(self, os.fspath(path))
+
     def _index(self, layer):
         if layer not in self.layers:
             raise KeyError(f"no completeness measured at layer {layer!r}; measured layers: {self.layers}")
         return self.layers.index(layer)
-
-    def save(self, path: str) -> None:
-        """Write an ``.npz`` (arrays + a JSON ``meta`` entry; no pickle)."""
-        meta = {
-            "layers": self.layers,
-            "features": self.features,
-            "method": self.method,
-            "steps": self.steps,
-            "dataset": self.dataset,
-            "model": self.model,
-        }
-        arrays = {"r": self.r, "f": self.f, "E": self.E}
-        if self.baseline is not None:
-            arrays["baseline"] = self.baseline
-        save_npz(path, arrays, meta)
-
-    @classmethod
-    def load(cls, path: str) -> "CompletenessResult":
-        z, meta = load_npz(path, "CompletenessResult")
-        return cls(
-            layers=list(meta["layers"]),
-            features=list(meta["features"]),
-            r=z["r"],
-            f=z["f"],
-            E=z["E"],
-            method=meta["method"],
-            steps=meta.get("steps"),
-            baseline=z["baseline"] if "baseline" in z else None,
-            dataset=meta.get("dataset", ""),
-            model=meta.get("model", ""),
-        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,11 +173,26 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den)
 
 
+def _r_matrix(f: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """(F, L) Pearson r of f (F, N) against every layer's E (F, N, L)."""
+    return np.array([[pearson(f[i], e[i, :, j]) for j in range(e.shape[2])] for i in range(f.shape[0])]
+                    ).reshape(f.shape[0], e.shape[2])
+
+
+def _check_count(n: int, what: str) -> None:
+    if n < MIN_IMAGES:
+        raise ValueError(
+            f"completeness needs at least {MIN_IMAGES} images to correlate f and E (Pearson r is undefined over "
+            f"{n} image{'' if n == 1 else 's'}); {what} has {n}"
+        )
+
+
 def random_logits(n: int = 20, seed: int = 0, n_classes: int = 1000, layer: str = "classifier") -> List[Feature]:
     """``n`` distinct random output units ``Feature(layer, unit=k)``, reproducible from ``seed``."""
-    if int(n) < 1 or int(n) > int(n_classes):
+    n_classes, n = check_int("n_classes", n_classes, low=1), check_int("n", n)
+    if not 1 <= n <= n_classes:
         raise ValueError(f"n must be between 1 and n_classes={n_classes}, got {n}")
-    units = np.random.default_rng(seed).choice(int(n_classes), size=int(n), replace=False)
+    units = np.random.default_rng(check_int("seed", seed, low=0)).choice(n_classes, size=n, replace=False)
     return [Feature(layer, unit=int(k)) for k in units]
 
 
@@ -206,70 +207,57 @@ def _as_features(features) -> List[Feature]:
     return features
 
 
-def _check_dataset(dataset):
-    if torch.is_tensor(dataset):
-        if dataset.dim() == 3:
-            dataset = dataset[None]
-        if dataset.dim() != 4:
-            raise ValueError(f"an image tensor dataset must have shape (N, 3, H, W), got {tuple(dataset.shape)}")
-    try:
-        n = len(dataset)
-    except TypeError:
-        raise TypeError(
-            f"dataset must be a sequence of (3, H, W) images or an (N, 3, H, W) tensor, got {type(dataset).__name__}"
-        ) from None
-    if n == 0:
-        raise ValueError("the dataset is empty (0 images); completeness needs at least 2 images")
-    return dataset, n
-
-
-def _batch(dataset, start, stop):
-    if torch.is_tensor(dataset):
-        return dataset[start:stop]
-    items = [dataset[i] for i in range(start, stop)]
-    for i, item in zip(range(start, stop), items):
-        if not torch.is_tensor(item) or item.dim() != 3:
-            shape = tuple(item.shape) if torch.is_tensor(item) else type(item).__name__
-            raise ValueError(f"dataset item {i} must be a (3, H, W) image tensor in [0, 1], got {shape}")
-    return torch.stack(items)
-
-
-def _check_layers(model, layers) -> List[str]:
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(dict.fromkeys(layers))
-    if not layers:
-        raise ValueError("layers is empty: name at least one attribution layer")
-    valid = list(_layer_table(model))
-    for l in layers:
-        if l != "input" and l not in valid:
-            raise ValueError(unknown_layer_message(l, ["input"] + valid))
-    return layers
-
-
 # ------------------------------------------------------------------------------------------------
 # measurement
 # ------------------------------------------------------------------------------------------------
+def _measure(run: DatasetPass, feats: List[Feature], n: int, method: str, steps: int):
+    """``(layers in forward order, f (F, N), E (F, N, L), baseline (F, N, L) or None)`` over the first ``n``
+    images: one :func:`~lucent_inhibit.attribution.attribute` call per feature and batch."""
+    ig = method == "integrated_gradients"
+    f_vals = np.zeros((len(feats), n), dtype=np.float64)
+    e_vals = np.zeros((len(feats), n, len(run.layers)), dtype=np.float64)
+    base = np.zeros_like(e_vals) if ig else None
+    order = None
+    with run.bar(n, "completeness") as bar:
+        for idx, images in run.batches(np.arange(n)):
+            order = order or run.forward_sorted(images)
+            for i, feat in enumerate(feats):
+                att = run.attribute(images, feat, method, steps)
+                f_vals[i, idx] = att.activation.double().cpu().numpy()
+                for j, l in enumerate(run.layers):
+                    e_vals[i, idx, j] = att.total(l).double().cpu().numpy()
+                    if ig:
+                        base[i, idx, j] = att.baseline_activation[l].double().cpu().numpy()
+            bar.update(len(idx))
+    perm = [run.layers.index(l) for l in order]
+    return order, f_vals, e_vals[:, :, perm], None if base is None else base[:, :, perm]
+
+
+def _warn_undefined(r: np.ndarray, feats: List[Feature], layers: List[str], n: int) -> None:
+    pairs = [f"{feats[i].name} at {layers[j]!r}" for i, j in zip(*np.nonzero(~np.isfinite(r)))]
+    if pairs:
+        warnings.warn(
+            f"Pearson r between f and E is undefined (NaN) for {len(pairs)} (feature, layer) pair(s) because f or "
+            f"E is constant over the {n} images: {', '.join(pairs[:5])}{' ...' if len(pairs) > 5 else ''}",
+            stacklevel=3,
+        )
+
+
 def completeness(
-    model: nn.Module,
-    dataset,
-    features,
-    layers: Union[str, Sequence[str]],
-    batch_size: int = 16,
-    method: str = "gradient_x_activation",
-    steps: int = 16,
-    max_images: Optional[int] = None,
-    preprocess: bool = True,
-    progress: bool = True,
+    model: nn.Module, dataset, features, layers: Union[str, Sequence[str]], batch_size: int = 16,
+    method: str = "gradient_x_activation", steps: int = 16, max_images: Optional[int] = None,
+    preprocess: bool = True, progress: bool = True,
 ) -> CompletenessResult:
     """Pearson r between each feature and its total attribution at each layer, over a dataset.
 
     Args:
-        model: a prepared model (:func:`lucent_inhibit.prepare`).
+        model: a prepared model (:func:`lucent_inhibit.prepare`); it runs in eval mode (its mode is
+            restored afterwards, also on error).
         dataset: a sequence of (3, H, W) images in [0, 1] (e.g. :func:`lucent_inhibit.sample_crops`,
-            :class:`lucent_inhibit.ImageFolder`) or an (N, 3, H, W) tensor.
-        features: one :class:`Feature` or several (e.g. :func:`random_logits`). Features on the same
-            layer share one forward pass per batch (one backward pass each).
+            :class:`lucent_inhibit.ImageFolder`) or an (N, 3, H, W) tensor; at least 2 images.
+        features: one :class:`Feature` or several (e.g. :func:`random_logits`); each is attributed with
+            :func:`~lucent_inhibit.attribution.attribute` (one forward and one backward pass per feature
+            and batch, all layers at once).
         layers: attribution layers (Lucent names, ``"input"`` for the normalised input). Every layer
             must feed every feature; otherwise a ``ValueError`` names the pair.
         batch_size: images per forward pass.
@@ -278,108 +266,42 @@ def completeness(
         steps: integration points for integrated gradients.
         max_images: use only the first ``max_images`` images.
         preprocess: apply the model's input normalisation (as ``render_vis(preprocess=True)``).
-        progress: show a tqdm bar over batches.
+        progress: show a tqdm bar over the images.
 
     Returns:
         :class:`CompletenessResult` with ``r`` (F, L), ``f`` (F, N) and ``E`` (F, N, L); layers sorted in
-        forward order.
+        forward order. Fewer than 2 images raise ``ValueError`` (r is undefined); an r that is undefined
+        because f or E is constant is NaN, with a warning naming the pairs.
     """
-    from tqdm.auto import tqdm
-
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     feats = _as_features(features)
-    layers = _check_layers(model, layers)
-    dataset, n = _check_dataset(dataset)
-    if max_images is not None:
-        if int(max_images) < 1:
-            raise ValueError(f"max_images must be at least 1, got {max_images}")
-        n = min(n, int(max_images))
-    n_f, n_l = len(feats), len(layers)
-    f_vals = np.zeros((n_f, n), dtype=np.float64)
-    e_vals = np.zeros((n_f, n, n_l), dtype=np.float64)
-    base = np.zeros((n_f, n, n_l), dtype=np.float64) if method == "integrated_gradients" else None
-    groups = {}
-    for i, feat in enumerate(feats):
-        groups.setdefault(feat.layer, []).append(i)
-    order = None
-    starts = range(0, n, int(batch_size))
-    for start in tqdm(starts, desc="completeness", disable=not progress, leave=False):
-        stop = min(n, start + int(batch_size))
-        images = _batch(dataset, start, stop)
-        if method == "integrated_gradients":
-            for i, feat in enumerate(feats):
-                att = attribute(model, images, feat, layers, method=method, steps=steps, preprocess=preprocess)
-                f_vals[i, start:stop] = att.activation.double().cpu().numpy()
-                for j, l in enumerate(layers):
-                    e_vals[i, start:stop, j] = att.total(l).double().cpu().numpy()
-                    base[i, start:stop, j] = att.baseline_activation[l].double().cpu().numpy()
-            continue
-        x = _prepare_inputs(model, images, preprocess)
-        for flayer, idx in groups.items():
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                acts = capture(model, xg, layers, stop_at=flayer)
-                if flayer not in acts:
-                    raise ValueError(f"the forward pass never reached feature layer {flayer!r}")
-                if order is None:
-                    order = [l for l in acts if l in layers]
-                inputs = []
-                for l in layers:
-                    if l not in acts:
-                        raise _unused_layer_error(l, feats[idx[0]], "it runs after the feature layer in the forward pass")
-                    inputs.append(acts[l])
-                for k, i in enumerate(idx):
-                    f = feats[i](acts[flayer])
-                    grads = torch.autograd.grad(f.sum(), inputs, retain_graph=k < len(idx) - 1, allow_unused=True)
-                    for j, (l, g, a) in enumerate(zip(layers, grads, inputs)):
-                        if g is None:
-                            raise _unused_layer_error(l, feats[i], "no gradient path from it to the feature")
-                        e_vals[i, start:stop, j] = (g * a).detach().flatten(1).sum(1).double().cpu().numpy()
-                    f_vals[i, start:stop] = f.detach().double().cpu().numpy()
-            del acts, inputs
-    if order is None:  # integrated gradients: find the forward order with one cheap pass
-        with torch.no_grad():
-            x = _prepare_inputs(model, _batch(dataset, 0, 1), preprocess)
-            acts = capture(model, x, layers, stop_at=feats[0].layer)
-        order = [l for l in acts if l in layers]
-    perm = [layers.index(l) for l in order] + [j for j, l in enumerate(layers) if l not in order]
-    layers = [layers[j] for j in perm]
-    e_vals = e_vals[:, :, perm]
-    if base is not None:
-        base = base[:, :, perm]
-    r = np.array([[pearson(f_vals[i], e_vals[i, :, j]) for j in range(n_l)] for i in range(n_f)]).reshape(n_f, n_l)
+    method = check_choice("method", method, METHODS)
+    steps = check_int("steps", steps, low=1)
+    run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
+    n = run.size if max_images is None else min(run.size, check_int("max_images", max_images, low=1))
+    _check_count(n, f"the dataset ({run.name})" if max_images is None else f"max_images={max_images}")
+    with run.evaluating():
+        order, f_vals, e_vals, base = _measure(run, feats, n, method, steps)
+    r = _r_matrix(f_vals, e_vals)
+    _warn_undefined(r, feats, order, n)
     return CompletenessResult(
-        layers=layers,
-        features=[f.to_dict() for f in feats],
-        r=r,
-        f=f_vals,
-        E=e_vals,
-        method=method,
-        steps=int(steps) if method == "integrated_gradients" else None,
-        baseline=base,
-        dataset=dataset_identity(dataset) if not torch.is_tensor(dataset) else f"tensor(n={len(dataset)})",
+        layers=order, features=[f.to_dict() for f in feats], r=r, f=f_vals, E=e_vals, method=method,
+        steps=steps if method == "integrated_gradients" else None, baseline=base, dataset=run.name,
         model=model._get_name(),
     )
 
 
 def completeness_pair(
-    model: nn.Module,
-    dataset,
-    feature,
-    layer: str,
-    n_images: int = 64,
-    batch_size: int = 16,
+    model: nn.Module, dataset, feature, layer: str, n_images: int = 64, batch_size: int = 16,
     preprocess: bool = True,
 ) -> float:
     """Pearson r between ``feature`` and its gradient x activation total at ``layer`` over the first
-    ``n_images`` images of ``dataset``: the cheap check to run before ranking images by attribution."""
-    res = completeness(
-        model, dataset, [feature], [layer], batch_size=batch_size, max_images=n_images, preprocess=preprocess,
-        progress=False,
-    )
+    ``n_images`` images of ``dataset`` (at least 2): the cheap check to run before ranking images by
+    attribution."""
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be one Lucent layer name, got {type(layer).__name__}")
+    res = completeness(model, dataset, [feature], [layer], batch_size=batch_size,
+                       max_images=check_int("n_images", n_images, low=MIN_IMAGES), preprocess=preprocess,
+                       progress=False)
     return float(res.r[0, 0])
 
 
@@ -387,6 +309,7 @@ def warn_if_incomplete(r: float, feature, layer: str, threshold: float = 0.5) ->
     """Issue an :class:`IncompletenessWarning` if ``r`` (from :func:`completeness_pair`) is below
     ``threshold`` or undefined. Returns True when it warned."""
     name = as_feature(feature).name if not isinstance(feature, str) else feature
+    threshold = check_number("threshold", threshold, -1.0, 1.0)
     if r is None or not np.isfinite(r) or r < threshold:
         warnings.warn(
             f"attribution of feature {name} at layer {layer!r} is incomplete: Pearson r between the feature "
@@ -398,58 +321,3 @@ def warn_if_incomplete(r: float, feature, layer: str, threshold: float = 0.5) ->
         )
         return True
     return False
-
-
-# ------------------------------------------------------------------------------------------------
-# figure
-# ------------------------------------------------------------------------------------------------
-def _merge_orders(orders: List[List[str]]) -> List[str]:
-    merged: List[str] = list(orders[0])
-    for order in orders[1:]:
-        prev = None
-        for l in order:
-            if l not in merged:
-                merged.insert(0 if prev is None else merged.index(prev) + 1, l)
-            prev = l
-    return merged
-
-
-def plot_completeness(result: CompletenessResult, path: str, compare=None, title: Optional[str] = None) -> str:
-    """Figure: Pearson r between feature and total attribution against layer depth.
-
-    One thin line per feature, the mean over features in bold; ``compare`` (another result or a list,
-    e.g. the integrated-gradients result for some of the same features) is drawn on the same axes in
-    another colour. x: layers in forward order, labelled. Writes a PNG to ``path`` and returns it.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = [result] + ([] if compare is None else ([compare] if isinstance(compare, CompletenessResult) else list(compare)))
-    xs = _merge_orders([r.layers for r in results])
-    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(xs) + 2), 4.2))
-    for k, res in enumerate(results):
-        c = colours[k % len(colours)]
-        pos = [xs.index(l) for l in res.layers]
-        for i in range(res.r.shape[0]):
-            ax.plot(pos, res.r[i], color=c, lw=0.6, alpha=0.35)
-        label = res.method.replace("_", " ")
-        if res.steps:
-            label += f" ({res.steps} steps)"
-        label += f": mean of {res.r.shape[0]} feature(s)"
-        ax.plot(pos, res.mean_r(), color=c, lw=2.5, marker="o", ms=4, label=label)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.axhline(1, color="grey", lw=0.5, ls=":")
-    ax.set_xticks(range(len(xs)))
-    ax.set_xticklabels(xs, rotation=60, ha="right", fontsize=8)
-    ax.set_xlabel("attribution layer (forward order)")
-    ax.set_ylabel("Pearson r(f, E)")
-    ax.set_ylim(min(-0.2, float(np.nanmin([np.nanmin(r.r) for r in results] + [0])) - 0.05), 1.05)
-    ax.set_title(title or f"Completeness of attribution over {result.n_images} images ({result.model})", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

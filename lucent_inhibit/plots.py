@@ -10,11 +10,14 @@ Scan figures (:mod:`lucent_inhibit.scan`):
 - :func:`plot_signed_overlay` / :func:`plot_scan_overlay`: one image with its positive and negative
   attribution maps upsampled onto it, side by side;
 - :func:`save_scan_figures`: all of the above for one scan, written to a folder.
+
+Completeness figure (:mod:`lucent_inhibit.completeness`): :func:`plot_completeness`, Pearson r between
+a feature and its total attribution against layer depth (Hamblin et al. 2024, Figure 3).
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +31,11 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def close(fig) -> None:
+    """Release a figure returned by the functions here (after saving it)."""
+    _plt().close(fig)
 
 
 def _finish(fig, path: Optional[str]):
@@ -49,10 +57,9 @@ def _to_hwc(image) -> np.ndarray:
 
 
 def _dataset_image(dataset, index: int) -> np.ndarray:
-    item = dataset[int(index)]
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    return _to_hwc(item)
+    from .data import dataset_item
+
+    return _to_hwc(dataset_item(dataset, index))
 
 
 def _diverging_norm(values: np.ndarray):
@@ -266,6 +273,53 @@ def save_scan_figures(
         for rank, i in enumerate(mtis[: min(3, len(mtis))]):
             keep(f"overlay_mti{rank}", plot_scan_overlay(result, dataset, int(i), layer))
     return files
+
+
+def _merge_orders(orders: List[List[str]]) -> List[str]:
+    """One layer order containing every list of ``orders``, each kept in its own order."""
+    merged: List[str] = list(orders[0])
+    for order in orders[1:]:
+        prev = None
+        for l in order:
+            if l not in merged:
+                merged.insert(0 if prev is None else merged.index(prev) + 1, l)
+            prev = l
+    return merged
+
+
+def plot_completeness(result, path: str, compare=None, title: Optional[str] = None) -> str:
+    """Figure: Pearson r between feature and total attribution against layer depth (paper's Figure 3).
+
+    ``result`` is a :class:`~lucent_inhibit.completeness.CompletenessResult`. One thin line per feature,
+    the mean over features in bold; ``compare`` (another result or a list, e.g. the integrated-gradients
+    result for some of the same features) is drawn on the same axes in another colour. x: layers in
+    forward order, labelled. Writes a PNG to ``path`` and returns it.
+    """
+    plt = _plt()
+    results = [result] + ([] if compare is None else list(compare) if isinstance(compare, (list, tuple)) else [compare])
+    xs = _merge_orders([r.layers for r in results])
+    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(xs) + 2), 4.2))
+    for k, res in enumerate(results):
+        c = colours[k % len(colours)]
+        pos = [xs.index(l) for l in res.layers]
+        for i in range(res.r.shape[0]):
+            ax.plot(pos, res.r[i], color=c, lw=0.6, alpha=0.35)
+        label = res.method.replace("_", " ") + (f" ({res.steps} steps)" if res.steps else "")
+        ax.plot(pos, res.mean_r(), color=c, lw=2.5, marker="o", ms=4, label=f"{label}: mean of {res.r.shape[0]} feature(s)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(1, color="grey", lw=0.5, ls=":")
+    ax.set_xticks(range(len(xs)))
+    ax.set_xticklabels(xs, rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("attribution layer (forward order)")
+    ax.set_ylabel("Pearson r(f, E)")
+    ax.set_ylim(min(-0.2, float(np.nanmin([np.nanmin(r.r) for r in results] + [0])) - 0.05), 1.05)
+    ax.set_title(title or f"Completeness of attribution over {result.n_images} images ({result.model})", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_attribution_totals(attribution, path: str) -> str:

@@ -12,7 +12,6 @@ from lucent_inhibit.attribution import Feature, attribute
 from lucent_inhibit.completeness import (
     CompletenessResult,
     IncompletenessWarning,
-    _merge_orders,
     completeness,
     completeness_pair,
     pearson,
@@ -20,6 +19,7 @@ from lucent_inhibit.completeness import (
     random_logits,
     warn_if_incomplete,
 )
+from lucent_inhibit.plots import _merge_orders
 
 LATENT = ["input", "conv1", "relu1", "conv2", "relu2"]
 
@@ -262,17 +262,17 @@ def test_bad_inputs_give_errors_naming_the_value():
         completeness(net, imgs, [Feature("conv3", unit=0, position=(12, 0))], ["conv1"], progress=False)
     with pytest.raises(ValueError, match=r"images must be in \[0, 1\].*range \[0.*, 2"):
         completeness(net, imgs * 2, [f], ["conv1"], progress=False)
-    with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got \(4, 16, 16\)|shape \(B, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got \(4, 12, 12\)"):
         completeness(net, imgs[:, 0], [f], ["conv1"], progress=False)
-    with pytest.raises(ValueError, match=r"dataset item 0 must be a \(3, H, W\) image tensor.*\(16, 16\)"):
-        completeness(net, [torch.rand(16, 16)], [f], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"dataset item 0 has shape \(16, 16\); expected an image \(3, H, W\)"):
+        completeness(net, [torch.rand(16, 16)] * 2, [f], ["conv1"], progress=False)
     with pytest.raises(ValueError, match="dataset is empty"):
         completeness(net, [], [f], ["conv1"], progress=False)
     with pytest.raises(ValueError, match="features is empty"):
         completeness(net, imgs, [], ["conv1"], progress=False)
     with pytest.raises(ValueError, match="layers is empty"):
         completeness(net, imgs, [f], [], progress=False)
-    with pytest.raises(ValueError, match="unknown attribution method 'lrp'"):
+    with pytest.raises(ValueError, match="method must be one of 'gradient_x_activation', 'integrated_gradients'; got 'lrp'"):
         completeness(net, imgs, [f], ["conv1"], method="lrp", progress=False)
 
 
@@ -347,3 +347,104 @@ def test_cli_completeness_bad_input(tmp_path, capsys, extra, message):
             "--out", str(tmp_path / "o")]
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# r needs two images; flags; summary and plot; the model is left as it was
+# ------------------------------------------------------------------------------------------------
+def test_one_image_is_refused_and_a_constant_warns():
+    net = TinyConvNet().eval()
+    f = Feature("conv3", unit=0)
+    with pytest.raises(ValueError, match=r"at least 2 images.*undefined over 1 image\); the dataset .* has 1"):
+        completeness(net, _images(1), [f], ["conv1"], progress=False)
+    with pytest.raises(ValueError, match=r"at least 2 images.*max_images=1 has 1"):
+        completeness(net, _images(4), [f], ["conv1"], max_images=1, progress=False)
+    with pytest.raises(ValueError, match="n_images must be >= 2, got 1"):
+        completeness_pair(net, _images(4), f, "conv1", n_images=1)
+    with pytest.raises(ValueError, match=r"at least 2 images.*the subset has 1"):
+        completeness(net, _images(4), [f], ["conv1"], progress=False).subset(1)
+    same = torch.rand(1, 3, 12, 12).repeat(3, 1, 1, 1)  # three identical images: f and E constant
+    with pytest.warns(UserWarning, match=r"undefined \(NaN\) for 2 \(feature, layer\) pair.*constant over the 3 images"):
+        res = completeness(net, same, [f], ["conv1", "relu2"], progress=False)
+    assert np.isnan(res.r).all()
+
+
+def test_flags_and_integers_are_checked():
+    net = TinyConvNet().eval()
+    imgs, f = _images(4), Feature("conv3", unit=0)
+    for name, value in (("preprocess", "no"), ("progress", 0)):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
+            completeness(net, imgs, [f], ["conv1"], **dict({"progress": False}, **{name: value}))
+    for name, value in (("batch_size", True), ("max_images", 2.5), ("steps", 0)):
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            completeness(net, imgs, [f], ["conv1"], progress=False, **{name: value})
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        completeness(lambda x: x, imgs, [f], ["conv1"], progress=False)
+
+
+def test_summary_and_plot(tmp_path):
+    net = TinyConvNet().eval()
+    res = completeness(net, _images(6), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"],
+                       progress=False)
+    s = res.summary()
+    assert s["type"] == "CompletenessResult" and s["images"] == 6 and s["features"] == 3
+    for j, l in enumerate(res.layers):
+        assert s["layers"][l]["mean_r"] == pytest.approx(float(res.mean_r()[j]))
+        assert s["layers"][l]["relative_error"] == pytest.approx(float(res.relative_error().mean(0)[j]))
+    path = res.plot(tmp_path / "r.png")
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+class FailingImages:
+    """Six images; item 4 (the third batch of two) raises."""
+
+    def __init__(self):
+        self.images = _images(6)
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if int(i) == 4:
+            raise RuntimeError("cannot read item 4")
+        return self.images[i]
+
+
+class FailingConv(nn.Conv2d):
+    """A conv that raises on its third call, while capture's hooks are attached."""
+
+    calls = 0
+
+    def forward(self, x):
+        FailingConv.calls += 1
+        if FailingConv.calls == 3:
+            raise RuntimeError("forward failed")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("method", ["gradient_x_activation", "integrated_gradients"])
+def test_hooks_flags_and_mode_are_restored_also_when_it_raises(method):
+    from lucent_inhibit.hooks import hook_count
+
+    net = TinyConvNet()
+    net.conv1.weight.requires_grad_(False)
+    net.train()
+
+    def state():
+        return hook_count(net), {n: p.requires_grad for n, p in net.named_parameters()}, net.training
+
+    before = state()
+    kw = dict(batch_size=2, method=method, steps=2, progress=False)
+    res = completeness(net, _images(6), [Feature("conv3", unit=0)], ["conv1", "relu2"], **kw)
+    assert res.f.shape == (1, 6) and state() == before
+    with pytest.raises(RuntimeError, match="cannot read item 4"):
+        completeness(net, FailingImages(), [Feature("conv3", unit=0)], ["conv1", "relu2"], **kw)
+    assert state() == before
+    failing = FailingConv(8, 8, 3, padding=1)
+    failing.load_state_dict(net.conv2.state_dict())
+    net.conv2, FailingConv.calls = failing, 0
+    before = state()
+    with pytest.raises((RuntimeError, ValueError), match="forward failed"):
+        completeness(net, _images(6), [Feature("conv3", unit=0)], ["conv1", "relu2"], **kw)
+    assert FailingConv.calls == 3 and state() == before

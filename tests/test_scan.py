@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from lucent_inhibit.attribution import Feature, attribute, signed_totals
-from lucent_inhibit.scan import ScanResult, merge, scan, shard_indices
+from lucent_inhibit.chunkstore import shard_indices
+from lucent_inhibit.results import META_KEY
+from lucent_inhibit.scan import ScanResult, merge, scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -127,7 +129,7 @@ def test_selection_orders_and_unions():
     assert set(sel.tolist()) == expected and np.all(np.diff(sel) > 0)
     with pytest.raises(ValueError, match="at least one criterion"):
         r.select()
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         r.meis(0)
     with pytest.raises(KeyError, match="was not scanned"):
         r.mtis(3, layer="conv2")
@@ -142,9 +144,26 @@ def test_save_load_roundtrip(tmp_path):
     _same(r, back)
     assert back.feature == FEATURE and back.layers == LAYERS and back.completeness == pytest.approx(r.completeness)
     with np.load(path, allow_pickle=False) as z:  # no pickled objects anywhere
-        assert z["meta"].dtype == np.uint8
+        assert z[META_KEY].dtype == np.uint8
     px, nx = back.maps(int(back.indices[3]), "relu1")
     assert px.shape == (12, 12) and px.dtype == np.float32
+
+
+def test_summary_and_plot(tmp_path):
+    r = scan(SmallNet(), CountingDataset(30), FEATURE, LAYERS, batch_size=8, progress=False)
+    s = r.summary()
+    rows = lambda idx: np.isin(r.indices, idx)  # noqa: E731
+    assert s["type"] == "ScanResult" and s["images"] == 30 and s["k"] == 10
+    assert s["mei_mean_activation"] == pytest.approx(float(r.activation[rows(r.meis(10))].mean()))
+    assert s["mii_mean_activation"] == pytest.approx(float(r.activation[rows(r.miis(10))].mean()))
+    for l in LAYERS:
+        assert s["layers"][l]["completeness_r"] == r.completeness[l]
+        assert s["layers"][l]["mti_mean_activation"] == pytest.approx(float(r.activation[rows(r.mtis(10, layer=l))].mean()))
+        assert s["layers"][l]["mean_N"] == pytest.approx(float(r.N(l).mean()))
+    json.dumps(s)  # plain numbers
+    path = r.plot(str(tmp_path / "scatter.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_keep_maps_false_stores_no_maps():
@@ -281,7 +300,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     ref = scan(SmallNet(), CountingDataset(48), FEATURE, LAYERS, batch_size=4, progress=False)
     _same(ref, resumed)
     _same(ref, ScanResult.load(out))
-    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]  # no temporary file left behind
+    assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temporary file left behind
 
 
 def test_corrupt_chunk_is_recomputed_with_warning(tmp_path):
@@ -398,8 +417,22 @@ def test_bad_input(tmp_path):
         scan(net, ds, FEATURE, LAYERS, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="empty"):
         scan(net, [], FEATURE, LAYERS, progress=False)
-    with pytest.raises(ValueError, match="tension score"):
+    with pytest.raises(ValueError, match="score must be one of 'min'.*got 'max'"):
         scan(net, ds, FEATURE, LAYERS, score="max", progress=False)
+    # flags must be bools: "no" is not read as true, 0 is not read as false
+    for name, value in (("keep_maps", "no"), ("progress", 1), ("preprocess", "yes"), ("resume", None)):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
+            scan(net, ds, FEATURE, LAYERS, out=out, **dict({"progress": False}, **{name: value}))
+    for name, value in (("batch_size", True), ("batch_size", 2.5), ("chunk_size", 0)):
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            scan(net, ds, FEATURE, LAYERS, out=out, progress=False, **{name: value})
+    with pytest.raises(ValueError, match="completeness_threshold must be <= 1"):
+        scan(net, ds, FEATURE, LAYERS, completeness_threshold=2, out=out, progress=False)
+    with pytest.raises(ValueError, match=r"an image tensor dataset must have shape \(N, 3, H, W\), got \(3, 12, 12\)"):
+        scan(net, ds.images[0], FEATURE, LAYERS, progress=False)
+    with pytest.raises(TypeError, match="dataset must be a sequence"):
+        scan(net, iter(ds.images), FEATURE, LAYERS, progress=False)
+    assert not os.path.exists(out)
 
 
 # ------------------------------------------------------------------------------------------------
