@@ -38,7 +38,7 @@ class TenseResult(Result):
         positive, negative, activation: (K, B) P, N at ``layer`` (L1 sums, units of the feature) and the
             feature's value at those steps.
         feature, layer: the feature and the attribution layer.
-        score: the tension score (``"custom"`` for a callable); mode: ``"fast"`` or ``"exact"``.
+        score: the tension score (``"custom"`` for a callable); mode: ``"fast"`` or ``"exact"`` (the mode used).
     """
 
     images: torch.Tensor
@@ -88,7 +88,7 @@ def tense_image(
     layer: str,
     render: Optional[RenderSettings] = None,
     score: str = "min",
-    mode: str = "fast",
+    mode: str = "auto",
     batch: int = 1,
     seed_image: Optional[torch.Tensor] = None,
     extra=None,
@@ -102,7 +102,8 @@ def tense_image(
             lr 0.05, seed 0). Stage defaults where a setting is None: ``size`` 128 px (``DEFAULT_SIZE``),
             ``model_size`` the render size (the model sees the image unresized), ``param="fourier"``
             (seeded from ``seed_image`` when one is given), ``transforms`` Lucent's ``standard_transforms``.
-        score, mode: tension score and gradient mode of the objective.
+        score, mode: tension score and gradient mode of the objective (``"auto"``: fast where it is exact,
+            decided at the first step; the result's ``mode`` records the mode used).
         batch: images rendered together (>= 1).
         seed_image: optional start image (3, H, W) in [0, 1] (else noise), resized to the render size.
         extra: an objective added to the loss (e.g. ``0.1 * lucent.optvis.objectives.channel(...)``).
@@ -115,7 +116,8 @@ def tense_image(
     batch = check_int("batch", batch, 1)
     every = check_int("record_every", record_every, 1)
     settings = stage_settings(render, (DEFAULT_SIZE, DEFAULT_SIZE), "fourier")
-    objective = tense(feature, layer, score=score, mode=mode)
+    used = {"mode": mode}
+    objective = tense(feature, layer, score=score, mode=mode, on_choice=lambda m, cos: used.update(mode=m))
     if extra is not None:
         objective = objective + as_objective(extra)
     params, image_f = _tense_param(model, settings, batch, seed_image)
@@ -135,7 +137,7 @@ def tense_image(
     measure(int(settings.steps))
     return TenseResult(
         run.images, torch.tensor(rec["step"]), torch.stack(rec["P"]), torch.stack(rec["N"]), torch.stack(rec["f"]),
-        feature, layer, score if isinstance(score, str) else "custom", mode,
+        feature, layer, score if isinstance(score, str) else "custom", used["mode"],
     )
 
 

@@ -11,7 +11,9 @@ Maximally Tense Images", Hamblin, Saha, Konkle, Alvarez 2024, section 2).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import logging
+import warnings
+from typing import Callable, Optional, Tuple
 
 import torch
 from lucent.optvis.objectives import wrap_objective
@@ -22,7 +24,10 @@ from ..validate import check_choice, check_int, check_number
 from .cosdots import as_target, layer_mask, spatial_cosdot
 from .views import resolve_hook
 
-TENSE_MODES = ("fast", "exact")
+TENSE_MODES = ("auto", "fast", "exact")
+#: ``mode="auto"`` keeps the fast gradient when its cosine to the exact one is at least this at step 1.
+AUTO_COSINE = 0.999
+log = logging.getLogger("lucent_inhibit")
 
 
 def _tense_settings(score, mode, granularity, norm, mask) -> None:
@@ -40,11 +45,12 @@ def tense(
     feature: Feature,
     layer: str,
     score="min",
-    mode: str = "fast",
+    mode: str = "auto",
     granularity: str = "element",
     norm: str = "l1",
     mask=None,
     batch=None,
+    on_choice: Optional[Callable[[str, float], None]] = None,
 ):
     """Maximise the tension of the rendered image: both excitation ``P`` and inhibition ``N`` large.
 
@@ -61,7 +67,12 @@ def tense(
             ``"fast"`` treats ``g`` as a constant. Between ``layer`` and the feature, a network made of
             ReLU/ReLU6, max-pooling, convolutions, linear layers and eval-mode BatchNorm has ``g``
             piecewise constant in ``h``, so both modes give the same image gradient almost everywhere
-            (tested); with smooth activations (SiLU, GELU, sigmoid, tanh) only ``exact`` is right.
+            (tested); with smooth activations (SiLU, GELU, sigmoid, tanh), LayerNorm or attention only
+            ``exact`` is right. ``"auto"`` (default) decides at the first step: it compares the gradient
+            of the tension with respect to ``h`` in both modes and keeps ``fast`` when their cosine is at
+            least :data:`AUTO_COSINE` (the path is piecewise linear there), ``exact`` otherwise (with a
+            warning, since the fast gradient would have been wrong); the choice is logged and passed to
+            ``on_choice(mode, cosine)``.
         granularity, norm: as in :func:`lucent_inhibit.signed_totals`.
         mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`): ``S`` is multiplied
             by it (resized to the layer's grid), so only tension inside the mask counts.
@@ -72,16 +83,41 @@ def tense(
     feat = as_feature(feature)
     _tense_settings(score, mode, granularity, norm, mask)
 
-    def inner(T):
-        s = signed_attribution_scores(T, feat, layer, mode=mode, batch=batch)
+    chosen = {"mode": None if mode == "auto" else mode}
+
+    def value(T, m):
+        s = signed_attribution_scores(T, feat, layer, mode=m, batch=batch)
         if mask is not None:
             if s.dim() != 4:
                 raise ValueError(f"mask given, but layer {layer!r} has no spatial dimensions (shape {tuple(s.shape)})")
             s = s * layer_mask(mask, s.shape[2:], s.device, s.dtype)
         p, n = signed_totals(s, granularity, norm)
-        return -tension(p, n, score).mean()
+        return tension(p, n, score).mean()
+
+    def inner(T):
+        if chosen["mode"] is None:
+            chosen["mode"] = _choose_mode(T, layer, value, feat, on_choice)
+        return -value(T, chosen["mode"])
 
     return inner
+
+
+def _choose_mode(T, layer: str, value, feature: Feature, on_choice) -> str:
+    """``"fast"`` when the fast gradient of the tension w.r.t. the attribution layer equals the exact one."""
+    h = resolve_hook(T)[0](layer)
+    grads = [torch.autograd.grad(value(T, m), h, retain_graph=True, allow_unused=True)[0] for m in ("fast", "exact")]
+    if grads[0] is None or grads[1] is None:
+        raise ValueError(f"the tension of {feature.name} does not depend on layer {layer!r}")
+    a, b = grads[0].flatten().double(), grads[1].flatten().double()
+    cos = float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-30)) if b.norm() > 0 else 1.0
+    mode = "fast" if cos >= AUTO_COSINE else "exact"
+    if mode == "exact":
+        warnings.warn(f"tense(mode='auto'): the fast gradient has cosine {cos:.3f} to the exact one between "
+                      f"{layer!r} and {feature.layer!r} (not piecewise linear there): using exact mode")
+    log.info("tense(mode='auto') chose %s mode (cosine of fast to exact gradient %.4f)", mode, cos)
+    if on_choice is not None:
+        on_choice(mode, cos)
+    return mode
 
 
 def _feature_gradient(f: torch.Tensor, h: torch.Tensor, feature: Feature, layer: str, mode: str) -> torch.Tensor:
