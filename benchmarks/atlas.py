@@ -25,6 +25,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from lucent_inhibit import Feature, efficientnet_lite0, sample_crops  # noqa: E402
 from lucent_inhibit.atlas import AtlasGrid, collect_vectors, grid_cells, project_layout, render_icons  # noqa: E402
+from lucent_inhibit.rendering import RenderSettings  # noqa: E402
+
+
+def first_cells(grid: AtlasGrid, k: int) -> AtlasGrid:
+    """The grid restricted to its first ``k`` cells."""
+    return AtlasGrid(grid.size, grid.min_points, grid.cells[:k], grid.count[:k], grid.vectors[:k], grid.net[:k],
+                     grid.activation[:k], grid.members[: grid.offsets[k]], grid.offsets[: k + 1])
 
 
 def main():
@@ -45,17 +52,15 @@ def main():
         layout = project_layout(points)
         grid = grid_cells(points, layout, min_points=2)
     k = min(a.icons, len(grid))
-    sub = AtlasGrid(grid.size, grid.min_points, grid.cells[:k], grid.count[:k], grid.vectors[:k], grid.net[:k],
-                    grid.activation[:k], grid.members[: grid.offsets[k]], grid.offsets[: k + 1])
+    sub = first_cells(grid, k)
+    render = RenderSettings(steps=a.steps)  # icon side and model size: the dataset's --size (the stage default)
     # warm-up (first-call costs: kornia/jit imports, allocator)
-    render_icons(model, points, AtlasGrid(sub.size, sub.min_points, sub.cells[:1], sub.count[:1], sub.vectors[:1],
-                                          sub.net[:1], sub.activation[:1], sub.members[: sub.offsets[1]],
-                                          sub.offsets[:2]), steps=2, batch_size=1)
+    render_icons(model, points, first_cells(sub, 1), RenderSettings(steps=2), batch_size=1)
     t = time.perf_counter()
-    batched = render_icons(model, points, sub, steps=a.steps, batch_size=k)
+    batched = render_icons(model, points, sub, render, batch_size=k)
     t_batched = time.perf_counter() - t
     t = time.perf_counter()
-    single = render_icons(model, points, sub, steps=a.steps, batch_size=1)
+    single = render_icons(model, points, sub, render, batch_size=1)
     t_single = time.perf_counter() - t
     ratio = t_single / t_batched
     print(f"{k} icons, {a.steps} steps, {a.size} px: batched {t_batched:.1f} s, one render per icon {t_single:.1f} s, "

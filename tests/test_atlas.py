@@ -11,6 +11,7 @@ from torch import nn
 
 from lucent_inhibit.atlas import (
     Atlas,
+    AtlasConfig,
     AtlasGrid,
     AtlasIcons,
     AtlasLayout,
@@ -30,6 +31,7 @@ from lucent_inhibit.atlas import (
     write_atlas_html,
 )
 from lucent_inhibit.attribution import Feature, attribute, capture, measure
+from lucent_inhibit.rendering import RenderSettings
 
 
 class _Images(list):
@@ -67,8 +69,10 @@ def tiny_atlas():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # no augmentation: Lucent's standard transforms (12 px padding, 8 px jitter) swamp 16 px images
-        atlas = build_atlas(net, data, FEAT, "relu2", mode="position", grid_size=4, min_points=2, steps=24,
-                            batch_size=8, transforms=[])
+        atlas = build_atlas(net, data, FEAT, "relu2",
+                            config=AtlasConfig(mode="position", grid_size=4, min_points=2, batch_size=8,
+                                               icon_batch_size=8),
+                            render=RenderSettings(steps=24, transforms=()))
     return net, data, atlas
 
 
@@ -160,7 +164,7 @@ def test_collect_bad_inputs(tiny_net, tiny_data):
 # stage 1: selection from a scan
 # ------------------------------------------------------------------------------------------------
 def test_select_images_from_scan(tiny_net, tiny_data, tmp_path):
-    from lucent_inhibit.scan import scan
+    from lucent_inhibit.scanning import scan
 
     result = scan(tiny_net, tiny_data, FEAT, ["relu2", "relu1"], batch_size=8, progress=False)
     sel = select_images(result, FEAT, "relu2", top_abs=4, top_activation=3, bottom_activation=3, top_tension=2)
@@ -184,7 +188,7 @@ def test_select_images_from_scan(tiny_net, tiny_data, tmp_path):
 
 
 def test_select_rejects_scan_of_another_feature_or_layer(tiny_net, tiny_data):
-    from lucent_inhibit.scan import scan
+    from lucent_inhibit.scanning import scan
 
     result = scan(tiny_net, tiny_data, FEAT, ["relu2"], batch_size=8, progress=False)
     with pytest.raises(ValueError, match=r"scan is of feature conv3 unit 1.*explains conv3 unit 2"):
@@ -246,7 +250,7 @@ def _fake_points(vectors, net, activation):
         net=np.asarray(net, np.float32), magnitude=np.ones(m, np.float32), image_index=np.arange(m),
         labels=[str(i) for i in range(m)], activation=np.asarray(activation, np.float32), P=np.ones(m, np.float32),
         N=np.ones(m, np.float32), thumbnails=np.zeros((m, 4, 4, 3), np.uint8), feature=FEAT, layer="relu2",
-        kind="attribution", mode="sum", box=(0, 1, 0, 1), map_shape=(3, 1, 1), image_size=(16, 16),
+        vector_kind="attribution", mode="sum", box=(0, 1, 0, 1), map_shape=(3, 1, 1), image_size=(16, 16),
     )
 
 
@@ -309,7 +313,7 @@ def test_icons_measured_and_match_their_targets(tiny_atlas):
 def test_batched_render_matches_separate_renders_in_quality(tiny_atlas):
     """One render call for all icons reaches its targets as well as one call per icon (same steps/size)."""
     net, data, atlas = tiny_atlas
-    one = render_icons(net, atlas.points, atlas.grid, steps=24, batch_size=1, transforms=[])
+    one = render_icons(net, atlas.points, atlas.grid, RenderSettings(steps=24, transforms=()), batch_size=1)
     assert one.images.shape == atlas.icons.images.shape
     assert abs(float(one.cosine.mean()) - float(atlas.icons.cosine.mean())) < 0.1
 
@@ -351,9 +355,9 @@ def test_icon_targets_positions_keep_each_point_at_its_place(tiny_atlas):
 # ------------------------------------------------------------------------------------------------
 def test_atlas_save_load_roundtrip(tiny_atlas, tmp_path):
     _, _, atlas = tiny_atlas
-    path = str(tmp_path / "atlas")  # no extension: written at exactly this path
-    atlas.save(path)
-    assert os.path.isfile(path)
+    path = str(tmp_path / "atlas")  # no extension: the result path rule appends .npz, load applies it too
+    written = atlas.save(path)
+    assert written == path + ".npz" and os.path.isfile(written)
     back = Atlas.load(path)
     np.testing.assert_array_equal(back.icons.images, atlas.icons.images)
     np.testing.assert_array_equal(back.layout.xy, atlas.layout.xy)
@@ -364,7 +368,7 @@ def test_atlas_save_load_roundtrip(tiny_atlas, tmp_path):
         p = str(tmp_path / f"{cls.__name__}.npz")
         part.save(p)
         assert type(cls.load(p)) is cls
-    with pytest.raises(ValueError, match="holds Atlas, expected an atlas AtlasGrid"):
+    with pytest.raises(ValueError, match="holds a Atlas .*, expected a AtlasGrid"):
         AtlasGrid.load(path)
 
 
@@ -469,8 +473,9 @@ def test_attribution_atlas_on_real_model_inhibitory_icons_activate_less(lite0):
 
     data = sample_crops(48, size=96, seed=0)
     feature = Feature("blocks_4_0_bn3_drop", unit=5, position="mean")
-    atlas = build_atlas(lite0, data, feature, "blocks_4_0_bn2_act", mode="position", pca=32, min_points=2,
-                        steps=16, batch_size=64)
+    atlas = build_atlas(lite0, data, feature, "blocks_4_0_bn2_act",
+                        config=AtlasConfig(mode="position", pca=32, min_points=2, batch_size=64, icon_batch_size=64),
+                        render=RenderSettings(steps=16))
     assert len(atlas.points) > 1000
     assert len(atlas.grid) >= 50
     s = atlas.activation_by_sign()
@@ -494,7 +499,7 @@ def test_cli_atlas_on_real_model(tmp_path):
     atlas = Atlas.load(os.path.join(out, "atlas.npz"))
     assert atlas.points.layer == "blocks_4_0_bn2_act" and len(atlas.points.image_index) == 24
     # a scan file of another feature, or without the atlas layer, is refused with a clear message
-    from lucent_inhibit.scan import ScanResult
+    from lucent_inhibit.scanning import ScanResult
 
     scan = ScanResult.load(os.path.join(out, "scan.npz"))
     scan.feature = Feature("blocks_4_0_bn3_drop", unit=6)

@@ -1,0 +1,43 @@
+"""Attribution atlas and activation atlas (Hamblin et al. 2024, section 4; Carter et al. 2019).
+
+A global picture of the ways a dataset excites and inhibits one feature, built in six stages, one
+function each, each returning a :class:`~lucent_inhibit.results.Result` (``save`` / ``load`` /
+``summary`` / ``plot``):
+
+1. :func:`select_images` (:class:`Selection`, :mod:`.selection`): pick images from a
+   :class:`~lucent_inhibit.scanning.ScanResult` by criteria (top-k ``|S|_2``, top / bottom-k activation,
+   top-k tension; their union).
+2. :func:`collect_vectors` (:class:`AtlasPoints`, :mod:`.vectors`): for every selected image its
+   attribution ``S_l = grad_{h_l} f * h_l`` (``kind="attribution"``) or its activation ``h_l``
+   (``kind="activation"``: the activation atlas) at layer ``l``, cropped to the feature's receptive-field
+   box, summed over space to one C-vector per image (``mode="sum"``) or one per position (``"position"``).
+3. :func:`project_layout` (:class:`AtlasLayout`, :mod:`.layout`): UMAP (cosine metric, optional PCA
+   first) to 2-D, the 1st..99th percentiles mapped onto the unit square.
+4. :func:`grid_cells` (:class:`AtlasGrid`, :mod:`.layout`): a grid over the unit square; every cell with
+   at least ``min_points`` points gets the mean of its vectors.
+5. :func:`render_icons` (:class:`AtlasIcons`, :mod:`.icons`): one icon per cell, all cells of a chunk in
+   one batch of Lucent's ``render_vis`` with the spatial cosdot objective against the cell's averaged
+   vector (its absolute value for attributions), then the feature measured on every icon.
+6. :func:`plot_atlas` (static PNG, :mod:`.figure`) and :func:`write_atlas_html` (one self-contained
+   interactive page, :mod:`.html`).
+
+:func:`build_atlas` (:mod:`.build`) runs stages 1-5 with an :class:`AtlasConfig` and one
+:class:`~lucent_inhibit.RenderSettings`, and returns an :class:`Atlas` (one ``.npz``). Every layer is read
+through :func:`lucent_inhibit.hooks.capture`, so the vectors, the render and the icon measurement see the
+same tensor for a layer name; a layer whose module runs more than once per forward pass is refused.
+"""
+from .build import Atlas, AtlasConfig, build_atlas
+from .figure import plot_atlas
+from .html import atlas_html, write_atlas_html
+from .icons import ICON_TARGETS, AtlasIcons, icon_settings, icon_targets, measure_icons, render_batch, render_icons
+from .layout import MIN_UMAP_POINTS, AtlasGrid, AtlasLayout, auto_grid_size, grid_cells, normalize_layout, project_layout
+from .selection import CRITERIA, Selection, select_images
+from .vectors import KINDS, MODES, AtlasPoints, collect_vectors, read_layer, selection_indices
+
+__all__ = [
+    "Atlas", "AtlasConfig", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "CRITERIA", "ICON_TARGETS",
+    "KINDS", "MIN_UMAP_POINTS", "MODES", "Selection", "atlas_html", "auto_grid_size", "build_atlas",
+    "collect_vectors", "grid_cells", "icon_settings", "icon_targets", "measure_icons", "normalize_layout",
+    "plot_atlas", "project_layout", "read_layer", "render_batch", "render_icons", "select_images",
+    "selection_indices", "write_atlas_html",
+]

@@ -1,0 +1,205 @@
+"""The whole atlas: :class:`AtlasConfig` (every choice that is not a render setting), :class:`Atlas` (the
+stages' results in one file) and :func:`build_atlas` (stages 1-5; Hamblin et al. 2024, section 4;
+Carter et al. 2019)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+from torch import nn
+
+from ..attribution import METHODS, TENSION_SCORES
+from ..rendering import RenderSettings, as_settings
+from ..results import Result
+from ..validate import check_choice, check_int, check_number
+from .icons import ICON_TARGETS, AtlasIcons, render_icons
+from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
+from .selection import CRITERIA, Selection, select_images
+from .vectors import KINDS, MODES, AtlasPoints, check_crop, collect_vectors
+
+
+def _check_clip(clip) -> None:
+    if isinstance(clip, (str, bytes)) or not isinstance(clip, Sequence) or len(clip) != 2:
+        raise ValueError(f"AtlasConfig.clip must be two percentiles (low, high), got {clip!r}")
+    lo, hi = (check_number("AtlasConfig.clip", v, low=0, high=100) for v in clip)
+    if lo >= hi:
+        raise ValueError(f"AtlasConfig.clip must be two percentiles 0 <= low < high <= 100, got {clip!r}")
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    """What an atlas is built from and how, apart from the render (:class:`~lucent_inhibit.RenderSettings`).
+
+    Vectors (:func:`collect_vectors`): ``kind`` ``"attribution"`` (the attribution atlas) or
+    ``"activation"`` (the activation atlas); ``mode`` ``"sum"`` (one vector per image) or ``"position"``
+    (one per position of the receptive-field box); ``crop`` (box threshold, a fraction in [0, 1), or None
+    for the whole map); ``method`` (attribution method); ``batch_size`` (images per pass);
+    ``thumbnail_size`` (pixels).
+
+    Selection, used only when ``build_atlas`` is given a scan (:func:`select_images`): ``top_abs``,
+    ``top_activation``, ``bottom_activation``, ``top_tension`` (the ``k`` of each ranking), ``score``
+    (tension score) and ``granularity``.
+
+    Layout (:func:`project_layout`): ``n_neighbors`` (UMAP, the paper's 10), ``min_dist``, ``pca``
+    (components before UMAP, or None), ``clip`` (percentiles mapped to the square's borders),
+    ``umap_seed``. Grid (:func:`grid_cells`): ``grid_size`` (None: :func:`auto_grid_size`),
+    ``min_points``.
+
+    Icons (:func:`render_icons`): ``icon_target`` (``"box"``, ``"center"`` or ``"positions"``; the last
+    needs ``mode="position"``), ``power`` (cosine exponent of the spatial cosdot, finite, >= 0) and
+    ``icon_batch_size`` (icons per ``render_vis`` call).
+    """
+
+    kind: str = "attribution"
+    mode: str = "sum"
+    crop: Optional[float] = 0.01
+    method: str = "gradient_x_activation"
+    batch_size: int = 64
+    thumbnail_size: int = 48
+    top_abs: int = 128
+    top_activation: int = 64
+    bottom_activation: int = 64
+    top_tension: int = 64
+    score: str = "min"
+    granularity: str = "element"
+    n_neighbors: int = 10
+    min_dist: float = 0.1
+    pca: Optional[int] = None
+    clip: Tuple[float, float] = (1.0, 99.0)
+    umap_seed: int = 0
+    grid_size: Optional[int] = None
+    min_points: int = 3
+    icon_target: str = "box"
+    power: float = 2.0
+    icon_batch_size: int = 64
+
+    def __post_init__(self):
+        for name, choices in (("kind", KINDS), ("mode", MODES), ("method", METHODS), ("score", TENSION_SCORES),
+                              ("granularity", ("element", "channel")), ("icon_target", ICON_TARGETS)):
+            check_choice(f"AtlasConfig.{name}", getattr(self, name), choices)
+        check_crop(self.crop, "AtlasConfig.crop")
+        for name, low in (("batch_size", 1), ("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0),
+                          ("min_points", 1), ("icon_batch_size", 1)) + tuple((c, 0) for c in CRITERIA):
+            check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
+        for name, low in (("pca", 2), ("grid_size", 1)):
+            if getattr(self, name) is not None:
+                check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
+        check_number("AtlasConfig.min_dist", self.min_dist, low=0)
+        check_number("AtlasConfig.power", self.power, low=0)
+        _check_clip(self.clip)
+        if self.icon_target == "positions" and self.mode != "position":
+            raise ValueError(f"AtlasConfig.icon_target='positions' needs mode='position', got mode={self.mode!r}")
+
+    def replace(self, **changes) -> "AtlasConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def criteria(self) -> dict:
+        """The selection criteria as :func:`select_images` keywords."""
+        return {**{c: getattr(self, c) for c in CRITERIA}, "score": self.score, "granularity": self.granularity}
+
+
+@dataclass
+class Atlas(Result):
+    """An attribution (or activation) atlas: stages 2-5 together. ``save(path)`` writes one ``.npz``."""
+
+    points: AtlasPoints
+    layout: AtlasLayout
+    grid: AtlasGrid
+    icons: AtlasIcons
+
+    def activation_by_sign(self) -> dict:
+        """Mean feature activation of the icons of net-positive and of net-negative cells.
+
+        Returns ``{"positive_mean", "negative_mean", "n_positive", "n_negative"}`` (means are NaN when a
+        side has no cell). The attribution atlas's claim: ``negative_mean < positive_mean``.
+        """
+        pos, neg = self.grid.net > 0, self.grid.net < 0
+        a = self.icons.activation
+        return {
+            "positive_mean": float(a[pos].mean()) if pos.any() else float("nan"),
+            "negative_mean": float(a[neg].mean()) if neg.any() else float("nan"),
+            "n_positive": int(pos.sum()),
+            "n_negative": int(neg.sum()),
+        }
+
+    def cell_images(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Rows (into the per-image arrays of ``points``) of the images with points in cell ``k``, and how
+        many of the cell's points each contributes."""
+        rows, counts = np.unique(self.points.point_image[self.grid.points_of(k)], return_counts=True)
+        return rows, counts
+
+    def summary(self) -> dict:
+        """The points, grid and icons in numbers, and the mean icon activation by the sign of its cell."""
+        return {"type": self.kind(), "feature": self.points.feature.name, "layer": self.points.layer,
+                "vector_kind": self.points.vector_kind, "mode": self.points.mode, "images": len(self.points.image_index),
+                "points": len(self.points), "grid": int(self.grid.size), "icons": len(self.icons),
+                "mean_cosine": float(self.icons.cosine.mean()), **self.activation_by_sign()}
+
+    def plot(self, path) -> str:
+        """The static atlas figure (:func:`plot_atlas`) as a PNG; returns the path."""
+        from .figure import plot_atlas
+
+        plot_atlas(self, str(path))
+        return str(path)
+
+
+def _as_config(config) -> AtlasConfig:
+    if config is None:
+        return AtlasConfig()
+    if isinstance(config, dict):
+        return AtlasConfig(**config)
+    if not isinstance(config, AtlasConfig):
+        raise TypeError(f"config must be an AtlasConfig (or a dict of its fields), got {type(config).__name__}")
+    return config
+
+
+def _selection(selection, feature, layer: str, config: AtlasConfig):
+    """A scan (``ScanResult`` or the path of one) becomes a :class:`Selection` by ``config``'s criteria."""
+    from ..scanning import ScanResult
+
+    if isinstance(selection, (ScanResult, str, os.PathLike)):
+        return select_images(selection, feature, layer, **config.criteria())
+    return selection
+
+
+def build_atlas(
+    model: nn.Module,
+    dataset,
+    feature,
+    layer: str,
+    selection: Union[Selection, Sequence[int], "os.PathLike", str, None] = None,
+    config: Optional[AtlasConfig] = None,
+    render: Optional[RenderSettings] = None,
+    progress: bool = False,
+) -> Atlas:
+    """Stages 1-5: :func:`select_images` (when ``selection`` is a scan), :func:`collect_vectors`,
+    :func:`project_layout`, :func:`grid_cells` and :func:`render_icons`.
+
+    Args:
+        model: a prepared model; dataset: the images the vectors come from (see :func:`collect_vectors`).
+        feature: the feature explained; layer: the atlas (attribution) layer, run once per forward pass.
+        selection: a :class:`Selection`, dataset indices, ``None`` (the whole dataset), or a
+            :class:`~lucent_inhibit.scanning.ScanResult` (or its file) from which ``config``'s criteria select.
+        config: :class:`AtlasConfig` (None: its defaults; a dict of its fields is accepted).
+        render: :class:`~lucent_inhibit.RenderSettings` of the icons (None: ``RenderSettings()``, 128 steps;
+            see :func:`render_icons` for the icon defaults of size, model size and parameterization).
+        progress: tqdm bars over the vector batches and the icon chunks.
+
+    Returns:
+        :class:`Atlas`. ``config.kind="activation"`` builds the activation atlas.
+    """
+    config = _as_config(config)
+    settings = as_settings(render)
+    settings = settings.replace(progress=settings.progress or bool(progress))
+    selection = _selection(selection, feature, layer, config)
+    points = collect_vectors(model, dataset, feature, layer, selection, config.kind, config.mode, config.crop,
+                             config.batch_size, config.thumbnail_size, config.method, progress=progress)
+    layout = project_layout(points, config.n_neighbors, config.min_dist, config.pca, tuple(config.clip),
+                            seed=config.umap_seed)
+    grid = grid_cells(points, layout, config.grid_size, config.min_points)
+    icons = render_icons(model, points, grid, settings, config.icon_batch_size, config.power, config.icon_target)
+    return Atlas(points, layout, grid, icons)

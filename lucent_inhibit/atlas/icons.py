@@ -1,0 +1,264 @@
+"""Stage 5 of the atlas: one icon per grid cell, rendered in batches and measured (Carter et al. 2019).
+
+Icon targets. A cell's averaged vector ``v`` is a C-vector. It becomes a (C, H, W) target at layer
+``l`` by broadcasting ``v`` over the receptive-field box the vectors were taken from, zero outside
+(``icon_target="box"``, the default), by placing it at the box's centre position only
+(``icon_target="center"``, the activation-atlas convention), or, in position mode, by averaging the
+cell's points each at its own place (``"positions"``). Attribution vectors enter as their absolute value
+(SPEC 2.6). Each icon maximises the spatial cosdot ``dot * |cos|^power`` (Hamblin et al. 2024, paper 004)
+between the layer's activation and its target, all icons of a chunk in ONE call of Lucent's
+``render_vis`` (through :func:`lucent_inhibit.rendering.run_render`, which leaves the model as it found
+it). The feature, and the layer's activation for the cosine, are then read by
+:func:`lucent_inhibit.hooks.capture` on exactly the stored icons, upsampled as the render loop fed them;
+the layer through the same function :func:`~lucent_inhibit.atlas.collect_vectors` uses, so icons are
+measured on the tensor the vectors were read from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attribution import measure
+from ..hooks import check_layer_names, check_single_call, model_device
+from ..objectives import cosdot, spatial_cosdot
+from ..param import build as build_param
+from ..rendering import RenderSettings, as_settings, rng_restored, run_render
+from ..results import Result
+from ..validate import check_choice, check_int, check_number
+from .layout import AtlasGrid
+from .vectors import AtlasPoints, Box, _to_uint8, read_layer
+
+ICON_TARGETS = ("box", "center", "positions")
+#: The parameterization of atlas icons when ``RenderSettings.param`` is None: Lucent's ``param.image``.
+ICON_PARAM = "lucent"
+
+
+@dataclass
+class AtlasIcons(Result):
+    """Stage 5: one rendered icon per cell.
+
+    Attributes:
+        images: (K, h, w, 3) uint8 icons ((h, w): the render size, default the dataset's image size).
+        activation: (K,) float32 the feature's value on each icon (upsampled to the size the model saw).
+        cosine: (K,) float32 cosine between the icon's activation at the atlas layer and its target,
+            inside the target's box: how well the render reached its target.
+        params: render settings (steps, lr, size, model_size, param, seed, transforms), power,
+            icon_target and batch_size.
+    """
+
+    images: np.ndarray
+    activation: np.ndarray
+    cosine: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def summary(self) -> dict:
+        return {"type": self.kind(), "icons": len(self), "mean_activation": float(self.activation.mean()),
+                "mean_cosine": float(self.cosine.mean()), **self.params}
+
+    def plot(self, path) -> str:
+        """The icons in a row-major montage, each titled with its activation and cosine (PNG)."""
+        from .figure import plot_icons
+
+        return plot_icons(self, path)
+
+
+def _positions_targets(points: AtlasPoints, grid: Optional[AtlasGrid]) -> torch.Tensor:
+    if grid is None or points.mode != "position" or len(points.map_shape) == 1:
+        raise ValueError("icon_target='positions' needs position-mode points on a spatial layer and the grid")
+    c, h, w = points.map_shape
+    t = torch.zeros(len(grid), c, h, w)
+    v = torch.as_tensor(np.asarray(points.vectors, np.float32))
+    if points.vector_kind == "attribution":
+        v = v.abs()
+    pos = torch.as_tensor(np.asarray(points.point_position, np.int64))
+    for k in range(len(grid)):
+        ids = torch.as_tensor(grid.points_of(k), dtype=torch.long)
+        t[k].index_put_((torch.arange(c)[:, None], pos[ids, 0][None], pos[ids, 1][None]), v[ids].T, accumulate=True)
+        t[k] /= ids.numel()
+    return t
+
+
+def icon_targets(points: AtlasPoints, vectors: np.ndarray, icon_target: str = "box",
+                 grid: Optional[AtlasGrid] = None) -> torch.Tensor:
+    """Render targets for averaged vectors (K, C): (K, C, H, W) maps at the atlas layer, or (K, C) for a
+    linear layer. Attribution vectors enter as their absolute value (SPEC 2.6); activation vectors as they are.
+
+    ``icon_target="box"`` broadcasts each vector over the receptive-field box (zero outside);
+    ``"center"`` puts it at the box's centre position only; ``"positions"`` (position mode; needs ``grid``)
+    averages the cell's points each at its own (y, x), so a channel that excites the feature at one
+    position and inhibits it at another keeps its place (``vectors`` is then unused).
+    """
+    check_choice("icon_target", icon_target, ICON_TARGETS)
+    if icon_target == "positions":
+        return _positions_targets(points, grid)
+    v = torch.as_tensor(np.asarray(vectors, np.float32))
+    if points.vector_kind == "attribution":
+        v = v.abs()
+    if len(points.map_shape) == 1:
+        return v
+    c, h, w = points.map_shape
+    y0, y1, x0, x1 = points.box
+    t = torch.zeros(v.shape[0], c, h, w)
+    if icon_target == "box":
+        t[:, :, y0:y1, x0:x1] = v[:, :, None, None]
+    else:
+        t[:, :, (y0 + y1 - 1) // 2, (x0 + x1 - 1) // 2] = v
+    return t
+
+
+def _icon_objective(layer: str, targets: torch.Tensor, power: float):
+    if targets.dim() == 4:
+        return spatial_cosdot(layer, targets, power=power, crop=1e-6)
+    obj = None
+    for k in range(targets.shape[0]):
+        o = cosdot(layer, targets[k], power=power, batch=k)
+        obj = o if obj is None else obj + o
+    return obj
+
+
+def icon_settings(render, image_size: Tuple[int, int]) -> RenderSettings:
+    """The render settings of atlas icons: ``render`` (None: ``RenderSettings()``) with the stage defaults
+    filled in where it leaves them None: the parameterised image and the image the model sees are the
+    dataset's image size ``(H, W)`` (the size the targets were computed at), ``param`` is ``"lucent"``
+    (Lucent's ``param.image``). ``transforms=None`` means Lucent's ``standard_transforms``."""
+    s = as_settings(render)
+    hw = tuple(int(v) for v in image_size)
+    return s.replace(size=s.size if s.size is not None else hw,
+                     model_size=s.model_size if s.model_size is not None else hw,
+                     param=s.param if s.param is not None else ICON_PARAM)
+
+
+def _devices(model: nn.Module):
+    dev = model_device(model)
+    return [dev.index or 0] if dev.type == "cuda" else []
+
+
+def render_batch(model: nn.Module, layer: str, targets: torch.Tensor, image_size: Tuple[int, int],
+                 render: Optional[RenderSettings] = None, power: float = 2.0) -> np.ndarray:
+    """Render one image per target in ONE call of Lucent's ``render_vis`` (:func:`~lucent_inhibit.rendering.run_render`).
+
+    Args:
+        targets: (B, C, H, W) maps at ``layer`` (or (B, C) directions for a linear layer).
+        image_size: (H, W) of the dataset images the targets were computed at (see :func:`icon_settings`).
+        render: :class:`~lucent_inhibit.RenderSettings`; ``seed`` seeds the image initialisation too.
+        power: cosine exponent of the spatial cosdot.
+
+    Returns:
+        (B, h, w, 3) float32 images in [0, 1], (h, w) = ``render.hw(image_size)``.
+    """
+    settings = icon_settings(render, image_size)
+    with rng_restored(settings.seed, _devices(model)):
+        param_f = build_param(settings.param, settings.hw(image_size), batch=int(targets.shape[0]),
+                              device=model_device(model))
+    run = run_render(model, _icon_objective(layer, targets, power), param_f, settings, "atlas icons")
+    return run.images.permute(0, 2, 3, 1).numpy().astype(np.float32)
+
+
+def _icon_inputs(icons_uint8: np.ndarray, model_hw: Tuple[int, int]) -> torch.Tensor:
+    """Stored icons -> the (K, 3, H, W) model input the render loop fed (bilinear, align_corners=True,
+    as Lucent's ``Upsample``)."""
+    x = torch.from_numpy(icons_uint8).permute(0, 3, 1, 2).float() / 255
+    if tuple(x.shape[2:]) != tuple(model_hw):
+        x = F.interpolate(x, size=tuple(model_hw), mode="bilinear", align_corners=True)
+    return x.clamp(0, 1)
+
+
+def _center_box(box: Box) -> Box:
+    y0, y1, x0, x1 = box
+    cy, cx = (y0 + y1 - 1) // 2, (x0 + x1 - 1) // 2
+    return cy, cy + 1, cx, cx + 1
+
+
+def measure_icons(model: nn.Module, points: AtlasPoints, icons: np.ndarray, targets: torch.Tensor,
+                  icon_target: str, model_hw: Tuple[int, int], batch_size: int = 64):
+    """``(activation, cosine)``, each (K,) float32, of icons (K, h, w, 3) uint8 upsampled to ``model_hw``:
+    the feature's value, and the cosine of the atlas layer's activation to its target inside the target's
+    box. The layer is read by :func:`~lucent_inhibit.atlas.vectors.read_layer`, as
+    :func:`collect_vectors` reads it: a capture that stops right after the layer, so no later in-place
+    operation (ResNet's ``ReLU(inplace=True)`` after a batch norm) changes the tensor read."""
+    x = _icon_inputs(icons, model_hw)
+    acts, coss = [], []
+    for a in range(0, x.shape[0], batch_size):
+        xb = x[a: a + batch_size]
+        acts.append(measure(model, xb, points.feature).float().cpu())
+        h, t = read_layer(model, xb, points.layer), targets[a: a + batch_size]
+        if h.dim() == 4:
+            y0, y1, x0, x1 = _center_box(points.box) if icon_target == "center" else points.box
+            h, t = h[:, :, y0:y1, x0:x1], t[:, :, y0:y1, x0:x1]
+        coss.append(F.cosine_similarity(h.flatten(1), t.flatten(1), dim=1))
+    return torch.cat(acts).numpy().astype(np.float32), torch.cat(coss).numpy().astype(np.float32)
+
+
+def _check_icon_inputs(model, points: AtlasPoints, grid: AtlasGrid, settings: RenderSettings) -> Tuple[int, int]:
+    """Refuse what cannot render before any render: empty grid, other channels, unknown or reused
+    layers, a model size the spatial targets were not computed at. Returns the model's (H, W)."""
+    if len(grid) == 0:
+        raise ValueError("the grid has no occupied cell: nothing to render")
+    if grid.vectors.shape[1] != points.vectors.shape[1]:
+        raise ValueError(f"grid vectors have {grid.vectors.shape[1]} channels, the points {points.vectors.shape[1]}")
+    names = [points.layer, points.feature.layer]
+    check_layer_names(model, names, allow=())
+    model_hw = settings.model_hw(settings.hw(points.image_size))
+    if len(points.map_shape) == 3 and tuple(model_hw) != tuple(points.image_size):
+        raise ValueError(
+            f"render.model_size {tuple(model_hw)} differs from the atlas images' size {tuple(points.image_size)}: "
+            "the icon targets are maps at the layer for images of that size; leave model_size=None"
+        )
+    check_single_call(model, torch.zeros(1, 3, *model_hw, device=model_device(model)), names)
+    return model_hw
+
+
+def render_icons(
+    model: nn.Module,
+    points: AtlasPoints,
+    grid: AtlasGrid,
+    render: Optional[RenderSettings] = None,
+    batch_size: int = 64,
+    power: float = 2.0,
+    icon_target: str = "box",
+) -> AtlasIcons:
+    """Stage 5: render an icon for every cell, ``batch_size`` cells per ``render_vis`` call, and measure the
+    feature's activation on each.
+
+    Args:
+        model: the model the points were collected on.
+        points, grid: stages 2 and 4.
+        render: :class:`~lucent_inhibit.RenderSettings` (None: ``RenderSettings()``, 128 steps); where it
+            leaves them None, the icon side and the size the model sees are the dataset's image size and
+            ``param`` is ``"lucent"`` (see :func:`icon_settings`). Chunk ``c`` is seeded ``seed + c``;
+            ``render.progress`` shows a bar over chunks.
+        batch_size: icons per render call.
+        power: cosine exponent of the spatial cosdot (finite, >= 0).
+        icon_target: ``"box"``, ``"center"`` or ``"positions"`` (see :func:`icon_targets`).
+
+    The atlas layer and the feature layer must each run once per forward pass (else ``ValueError``
+    listing usable names), so the render, the cosine and the vectors all see the same tensor.
+    """
+    batch_size = check_int("batch_size", batch_size, low=1)
+    power = check_number("power", power, low=0)
+    check_choice("icon_target", icon_target, ICON_TARGETS)
+    settings = icon_settings(render, points.image_size)
+    model_hw = _check_icon_inputs(model, points, grid, settings)
+    targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(grid), batch_size)
+    images = []
+    for c, a in enumerate(tqdm(starts, disable=not settings.progress, desc="atlas icons")):
+        chunk = settings.replace(seed=None if settings.seed is None else settings.seed + c, progress=False)
+        images.append(render_batch(model, points.layer, targets[a: a + batch_size], points.image_size, chunk, power))
+    icons = _to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
+    activation, cosine = measure_icons(model, points, icons, targets, icon_target, model_hw, batch_size)
+    params = {"steps": settings.steps, "lr": float(settings.lr), "size": list(settings.hw(points.image_size)),
+              "model_size": list(model_hw), "param": getattr(settings.param, "__name__", settings.param),
+              "seed": settings.seed, "transforms": "standard" if settings.transforms is None else "custom",
+              "power": power, "icon_target": icon_target, "batch_size": batch_size}
+    return AtlasIcons(icons, activation, cosine, params)

@@ -1,0 +1,127 @@
+"""Stage 1 of the atlas: the images it is built from, picked from a scan (Hamblin et al. 2024, section 4).
+
+The attribution atlas samples images by several rankings of a :class:`~lucent_inhibit.scanning.ScanResult`
+and takes their union: the images with the largest attribution norm ``|S|_2``, the maximally exciting
+and inhibiting images (top / bottom activation) and the maximally tense images (tension of the
+excitatory total P and the inhibitory total N).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..features import Feature, as_feature
+from ..results import Result
+from ..validate import check_int
+
+#: The rankings :func:`select_images` can take the union of, in the order reasons name them.
+CRITERIA = ("top_abs", "top_activation", "bottom_activation", "top_tension")
+
+
+@dataclass
+class Selection(Result):
+    """Stage 1: the images an atlas is built from.
+
+    Attributes:
+        indices: (n,) int64 sorted unique dataset indices.
+        reasons: n strings naming the criteria that picked each image (e.g. ``"top_abs+top_tension"``).
+        feature: the scanned :class:`~lucent_inhibit.Feature`.
+        layer: the attribution layer the criteria were ranked at.
+        dataset: identity string of the scanned dataset.
+        criteria: the ``k`` of each criterion.
+    """
+
+    indices: np.ndarray
+    reasons: List[str]
+    feature: Feature
+    layer: str
+    dataset: str
+    criteria: Dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.indices = np.asarray(self.indices, np.int64)
+        self.reasons = [str(r) for r in self.reasons]
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def picked_by(self) -> Dict[str, int]:
+        """How many of the selected images each criterion picked (an image may count for several)."""
+        return {c: sum(c in r.split("+") for r in self.reasons) for c in self.criteria}
+
+    def summary(self) -> dict:
+        return {"type": self.kind(), "images": len(self), "feature": self.feature.name, "layer": self.layer,
+                "dataset": self.dataset, "criteria": dict(self.criteria), "picked_by": self.picked_by()}
+
+    def plot(self, path) -> str:
+        """Bar chart: images picked by each criterion, and the size of the union (PNG)."""
+        from .figure import plot_selection
+
+        return plot_selection(self, path)
+
+
+def _check_scan(scan, feature, layer: Optional[str]):
+    from ..scanning import ScanResult
+
+    if isinstance(scan, (str, os.PathLike)):
+        scan = ScanResult.load(os.fspath(scan))
+    if feature is not None:
+        feature = as_feature(feature)
+        if feature != scan.feature:
+            raise ValueError(
+                f"the scan is of feature {scan.feature.name}, but the atlas explains {feature.name}; "
+                "scan the same feature (or pass feature=None to use the scan's)"
+            )
+    if layer is None:
+        layer = scan.layers[0]
+    if layer not in scan.layers:
+        raise ValueError(
+            f"the scan has attributions at layers {scan.layers}, not at the atlas layer {layer!r}; scan that "
+            "layer too or build the atlas at one of the scanned layers"
+        )
+    return scan, layer
+
+
+def select_images(
+    scan,
+    feature=None,
+    layer: Optional[str] = None,
+    top_abs: int = 0,
+    top_activation: int = 0,
+    bottom_activation: int = 0,
+    top_tension: int = 0,
+    score="min",
+    granularity: str = "element",
+) -> Selection:
+    """Stage 1: the union of several rankings of a scan (:class:`~lucent_inhibit.scanning.ScanResult`).
+
+    Args:
+        scan: a ``ScanResult`` or the path of a saved one.
+        feature: the feature the atlas explains; ``ValueError`` if the scan is of another feature.
+            ``None`` takes the scan's feature.
+        layer: the atlas's attribution layer; it must be one of the scan's layers (``|S|`` and tension
+            are ranked there). ``None`` takes the scan's first layer.
+        top_abs: the ``k`` images with the largest ``|S|_2`` at ``layer``.
+        top_activation / bottom_activation: the ``k`` maximally exciting / inhibiting images.
+        top_tension: the ``k`` maximally tense images (tension ``score`` of P and N, L1).
+        score, granularity: tension score and attribution granularity of the rankings.
+
+    Returns:
+        :class:`Selection` (dataset indices sorted, with the criteria that picked each).
+    """
+    scan, layer = _check_scan(scan, feature, layer)
+    given = (top_abs, top_activation, bottom_activation, top_tension)
+    criteria = {name: check_int(name, k, low=0) for name, k in zip(CRITERIA, given)}
+    indices = scan.select(layer=layer, score=score, granularity=granularity, **criteria)
+    picked = {
+        "top_abs": scan.top_abs(criteria["top_abs"], layer, granularity) if criteria["top_abs"] else [],
+        "top_activation": scan.meis(criteria["top_activation"]) if criteria["top_activation"] else [],
+        "bottom_activation": scan.miis(criteria["bottom_activation"]) if criteria["bottom_activation"] else [],
+        "top_tension": scan.mtis(criteria["top_tension"], score, layer, granularity) if criteria["top_tension"] else [],
+    }
+    sets = {k: set(int(i) for i in v) for k, v in picked.items()}
+    reasons = ["+".join(k for k in CRITERIA if int(i) in sets[k]) for i in indices]
+    return Selection(np.asarray(indices, np.int64), reasons, scan.feature, layer, scan.dataset, criteria)

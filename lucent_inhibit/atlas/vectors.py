@@ -1,0 +1,308 @@
+"""Stage 2 of the atlas: the vectors it lays out (Hamblin et al. 2024, section 4; Carter et al. 2019).
+
+For every selected image, :func:`collect_vectors` takes its attribution ``S_l = grad_{h_l} f * h_l``
+(``kind="attribution"``: the attribution atlas) or its activation ``h_l`` (``kind="activation"``: the
+activation atlas of Carter et al. 2019) at layer ``l``, cropped to the feature's receptive-field box,
+either summed over space to one C-vector per image (``mode="sum"``) or one C-vector per spatial position
+in the box (``mode="position"``). Every layer tensor is read through :func:`lucent_inhibit.hooks.capture`
+(inside :func:`~lucent_inhibit.attribute` for ``S_l``), so a layer whose module runs more than once per
+forward pass is refused with the names of usable neighbours.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attribution import METHODS, attribute, signed_totals
+from ..data import dataset_identity, describe_item, iter_batches
+from ..features import Feature, as_feature
+from ..hooks import capture, check_layer_names, model_device
+from ..models import preprocess_fn
+from ..objectives import crop_box
+from ..results import Result
+from ..validate import check_choice, check_int, check_number
+from .selection import Selection
+
+KINDS = ("attribution", "activation")
+MODES = ("sum", "position")
+
+Box = Tuple[int, int, int, int]
+
+
+@dataclass
+class AtlasPoints(Result):
+    """Stage 2: the vectors the atlas lays out, and what each selected image contributes.
+
+    Points (M of them):
+        vectors: (M, C) float32 attribution (or activation) vectors at ``layer``.
+        point_image: (M,) int64 row of the point's image in the per-image arrays below.
+        point_position: (M, 2) int64 (y, x) in the layer's map (position mode), or (-1, -1) (sum mode).
+        net: (M,) float32 net attribution of the point (sum of its attribution vector; for the
+            activation atlas the attribution at the same places).
+        magnitude: (M,) float32 ``|S|_2`` of the point's attribution vector.
+    Images (n of them, the selection):
+        image_index: (n,) int64 dataset indices; labels: n strings (path / crop box).
+        activation: (n,) float32 feature value ``f_v(x)``.
+        P, N: (n,) float32 L1 excitatory / inhibitory totals over the whole attribution map at ``layer``.
+        thumbnails: (n, t, t, 3) uint8.
+    Settings: feature, layer, vector_kind (``"attribution"`` or ``"activation"``; the name ``kind`` is
+    the result type's tag), mode, box ``(y0, y1, x0, x1)`` (the receptive-field crop in the layer's map;
+    ``None`` for linear layers), map_shape ((C, H, W) or (C,)), image_size ``(H, W)`` of the dataset
+    images (pixels), dataset identity, attribution method.
+    """
+
+    vectors: np.ndarray
+    point_image: np.ndarray
+    point_position: np.ndarray
+    net: np.ndarray
+    magnitude: np.ndarray
+    image_index: np.ndarray
+    labels: List[str]
+    activation: np.ndarray
+    P: np.ndarray
+    N: np.ndarray
+    thumbnails: np.ndarray
+    feature: Feature
+    layer: str
+    vector_kind: str
+    mode: str
+    box: Optional[Box]
+    map_shape: Tuple[int, ...]
+    image_size: Tuple[int, int]
+    dataset: str = ""
+    method: str = "gradient_x_activation"
+
+    def __post_init__(self):
+        self.box = None if self.box is None else tuple(int(v) for v in self.box)
+        self.map_shape = tuple(int(v) for v in self.map_shape)
+        self.image_size = tuple(int(v) for v in self.image_size)
+        self.labels = [str(v) for v in self.labels]
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def point_activation(self) -> np.ndarray:
+        """(M,) feature activation of each point's image."""
+        return self.activation[self.point_image]
+
+    def summary(self) -> dict:
+        return {"type": self.kind(), "points": len(self), "images": int(self.image_index.shape[0]),
+                "feature": self.feature.name, "layer": self.layer, "vector_kind": self.vector_kind,
+                "mode": self.mode, "box": self.box, "map_shape": list(self.map_shape),
+                "mean_activation": float(self.activation.mean()), "mean_P": float(self.P.mean()),
+                "mean_N": float(self.N.mean())}
+
+    def plot(self, path) -> str:
+        """Net attribution against ``|S|_2`` per point, coloured by its image's activation (PNG)."""
+        from .figure import plot_points
+
+        return plot_points(self, path)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _thumbnails(images: torch.Tensor, size: int) -> np.ndarray:
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return _to_uint8(images)
+
+
+def selection_indices(selection, feature: Feature, layer: str, dataset) -> np.ndarray:
+    """Dataset indices of ``selection`` (a :class:`Selection` checked against ``feature``, ``layer`` and the
+    dataset's identity, a sequence of indices, or ``None`` for all), validated against ``len(dataset)``."""
+    if isinstance(selection, Selection):
+        if selection.feature != feature:
+            raise ValueError(f"the selection is of feature {selection.feature.name}, but the atlas explains {feature.name}")
+        if selection.layer != layer:
+            raise ValueError(
+                f"the selection was ranked by attribution at layer {selection.layer!r}, but the atlas is at "
+                f"{layer!r}; select at the atlas layer"
+            )
+        ident = dataset_identity(dataset)
+        if selection.dataset and selection.dataset != ident:
+            raise ValueError(f"the selection comes from dataset {selection.dataset}, not {ident}")
+        indices = np.asarray(selection.indices, np.int64)
+    elif selection is None:
+        indices = np.arange(len(dataset), dtype=np.int64)
+    else:
+        indices = np.asarray(selection, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        raise ValueError("the selection is empty: no images to build an atlas from")
+    bad = indices[(indices < 0) | (indices >= len(dataset))]
+    if bad.size:
+        raise ValueError(f"dataset indices {bad[:5].tolist()} out of range for a dataset of {len(dataset)} images")
+    return indices
+
+
+def read_layer(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """The activation (B, C, H, W) or (B, C) of ``layer`` on images (B, 3, H, W) in [0, 1], read by
+    :func:`~lucent_inhibit.hooks.capture` (no gradients, float32 on the CPU)."""
+    x = preprocess_fn(model)(images.to(model_device(model)))
+    with torch.no_grad():
+        return capture(model, x, [layer])[layer].float().cpu()
+
+
+def _warn_negative(h: torch.Tensor, layer: str) -> None:
+    frac = float((h < 0).float().mean())
+    if frac > 0.01:
+        warnings.warn(
+            f"layer {layer!r} has negative activations ({frac:.0%} of values): the icons render |S|, which only "
+            "matches non-negative activations; prefer a post-activation layer (e.g. a ReLU/ReLU6 output such as "
+            "'..._bn1_act' or '..._bn2_act')"
+        )
+
+
+def _read_maps(model, dataset, feature, layer, indices, kind, mode, batch_size, thumbnail_size, method, progress):
+    """Attribution maps S (n, ...), activations H (or None), feature values, thumbnails, image (H, W)."""
+    from tqdm.auto import tqdm
+
+    scores, acts, fvals, thumbs = [], [], [], []
+    batches = iter_batches(dataset, batch_size, indices)
+    total = -(-indices.size // batch_size)
+    for _, x in tqdm(batches, total=total, disable=not progress, desc="atlas vectors"):
+        x = x.float()
+        att = attribute(model, x, feature, [layer], method=method)
+        s = att.scores[layer].float().cpu()
+        if mode == "position" and s.dim() != 4:
+            raise ValueError(
+                f"mode='position' needs a layer with spatial dimensions (B, C, H, W), but layer {layer!r} gives "
+                f"{tuple(s.shape)}; use mode='sum'"
+            )
+        if kind == "activation" or not scores:
+            h = read_layer(model, x, layer)
+            if kind == "activation":
+                acts.append(h)
+            else:
+                _warn_negative(h, layer)
+        scores.append(s)
+        fvals.append(att.activation.float().cpu())
+        thumbs.append(_thumbnails(x, thumbnail_size))
+    H = torch.cat(acts) if kind == "activation" else None
+    return torch.cat(scores), H, torch.cat(fvals).numpy(), np.concatenate(thumbs), tuple(x.shape[2:])
+
+
+def _spatial_points(S, H, kind: str, mode: str, box: Box):
+    """(vectors, net, magnitude, point_image, position) of (n, C, h, w) maps inside ``box``."""
+    n = S.shape[0]
+    y0, y1, x0, x1 = box
+    Sb = S[:, :, y0:y1, x0:x1]
+    Vb = Sb if H is None else H[:, :, y0:y1, x0:x1]
+    if mode == "sum":
+        vectors = Sb.sum((2, 3)) if kind == "attribution" else Vb.mean((2, 3))
+        pos = torch.full((n, 2), -1, dtype=torch.long)
+        return vectors, Sb.sum((1, 2, 3)), Sb.flatten(1).norm(dim=1), torch.arange(n), pos
+    h, w = y1 - y0, x1 - x0
+    vectors = Vb.permute(0, 2, 3, 1).reshape(n * h * w, -1)
+    Sp = Sb.permute(0, 2, 3, 1).reshape(n * h * w, -1)
+    yy, xx = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], 1).repeat(n, 1)
+    return vectors, Sp.sum(1), Sp.norm(dim=1), torch.arange(n).repeat_interleave(h * w), pos
+
+
+def _points_of_maps(S, H, kind: str, mode: str, crop: Optional[float]):
+    """The points of attribution maps S (and activations H): box, then the per-point arrays."""
+    if S.dim() != 4:
+        n = S.shape[0]
+        vectors = S if kind == "attribution" else H
+        return None, (vectors, S.sum(1), S.norm(dim=1), torch.arange(n), torch.full((n, 2), -1, dtype=torch.long))
+    if crop is None:
+        box = (0, S.shape[2], 0, S.shape[3])
+    else:
+        box = crop_box(S.abs().sum(1).mean(0, keepdim=True), float(crop))
+    return box, _spatial_points(S, H, kind, mode, box)
+
+
+def _drop_zero(arrays, kind: str, layer: str):
+    vectors = arrays[0]
+    keep = vectors.norm(dim=1) > 0
+    if not bool(keep.all()):
+        warnings.warn(f"dropped {int((~keep).sum())} of {keep.numel()} atlas points whose {kind} vector is all zero "
+                      "(they have no direction for the cosine metric)")
+        if not bool(keep.any()):
+            raise ValueError(f"every {kind} vector at layer {layer!r} is zero for the selected images: nothing to lay out")
+    return [a[keep].numpy() for a in arrays]
+
+
+def check_crop(crop, name: str = "crop") -> Optional[float]:
+    """``crop`` as a float fraction in [0, 1), or None; ``ValueError`` naming ``name`` otherwise."""
+    if crop is None:
+        return None
+    crop = check_number(name, crop, low=0)
+    if crop >= 1:
+        raise ValueError(f"{name} must be a fraction in [0, 1) or None, got {crop!r}")
+    return crop
+
+
+def collect_vectors(
+    model: nn.Module,
+    dataset,
+    feature,
+    layer: str,
+    selection: Union[Selection, Sequence[int], None] = None,
+    kind: str = "attribution",
+    mode: str = "sum",
+    crop: Optional[float] = 0.01,
+    batch_size: int = 32,
+    thumbnail_size: int = 48,
+    method: str = "gradient_x_activation",
+    progress: bool = False,
+) -> AtlasPoints:
+    """Stage 2: attribution (or activation) vectors at ``layer`` for the selected images.
+
+    Args:
+        model: a prepared model (:func:`lucent_inhibit.prepare`).
+        dataset: a tensor (N, 3, H, W) or a sequence of (3, H, W) images (or (image, label) items) in
+            [0, 1], all one shape (e.g. ``sample_crops``).
+        feature: the :class:`~lucent_inhibit.Feature` explained (or ``(layer, unit)``).
+        layer: the attribution layer ``l`` (before the feature; close to it, SPEC section 3). It must
+            run once per forward pass (``AmbiguousLayerError``, a ``ValueError``, lists usable names).
+        selection: a :class:`Selection` (its feature, layer and dataset must match), dataset indices,
+            or ``None`` for the whole dataset.
+        kind: ``"attribution"`` (``S_l``; the attribution atlas) or ``"activation"`` (``h_l``; the
+            activation atlas).
+        mode: ``"sum"``: one C-vector per image, summed over the receptive-field box (the activation atlas
+            averages ``h_l`` over the box instead); ``"position"``: one C-vector per position in the box.
+            Needs a (B, C, H, W) layer; linear layers only have ``"sum"``.
+        crop: the receptive-field box is where the mean over the selected images of ``|S_l|`` summed over
+            channels exceeds ``crop`` times its maximum; ``None`` takes the whole map.
+        batch_size: images per forward/backward pass.
+        thumbnail_size: side of the stored dataset thumbnails (pixels), for the interactive atlas.
+        method: attribution method of :func:`~lucent_inhibit.attribute`.
+        progress: tqdm bar over batches.
+
+    Returns:
+        :class:`AtlasPoints`. Points whose vector is all zero (no direction for UMAP's cosine metric)
+        are dropped with a warning.
+    """
+    feature = as_feature(feature)
+    check_choice("kind", kind, KINDS)
+    check_choice("mode", mode, MODES)
+    check_choice("method", method, METHODS)
+    crop = check_crop(crop)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    thumbnail_size = check_int("thumbnail_size", thumbnail_size, low=1)
+    check_layer_names(model, [layer, feature.layer], allow=())
+    indices = selection_indices(selection, feature, layer, dataset)
+    S, H, fval, thumbs, hw = _read_maps(model, dataset, feature, layer, indices, kind, mode, batch_size,
+                                        thumbnail_size, method, progress)
+    P, N = signed_totals(S, "element", "l1")
+    box, arrays = _points_of_maps(S, H, kind, mode, crop)
+    vectors, net, mag, point_image, pos = _drop_zero(arrays, kind, layer)
+    return AtlasPoints(
+        vectors=vectors.astype(np.float32), point_image=point_image.astype(np.int64),
+        point_position=pos.astype(np.int64), net=net.astype(np.float32), magnitude=mag.astype(np.float32),
+        image_index=indices, labels=[describe_item(dataset, int(i)) for i in indices],
+        activation=fval.astype(np.float32), P=P.numpy().astype(np.float32), N=N.numpy().astype(np.float32),
+        thumbnails=thumbs, feature=feature, layer=layer, vector_kind=kind, mode=mode, box=box,
+        map_shape=tuple(S.shape[1:]), image_size=hw, dataset=dataset_identity(dataset), method=method,
+    )
