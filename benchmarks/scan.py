@@ -106,7 +106,7 @@ def memory_child(n, size, batch_size, threads):
     from lucent_inhibit.attribution import Feature
     from lucent_inhibit.data import sample_crops
     from lucent_inhibit.models import efficientnet_lite0
-    from lucent_inhibit.scan import scan
+    from lucent_inhibit.scanning import scan
 
     model = efficientnet_lite0()
     ds = sample_crops(n, size=size, seed=1)
@@ -145,7 +145,7 @@ def main():
     from lucent_inhibit.attribution import Feature
     from lucent_inhibit.data import sample_crops
     from lucent_inhibit.models import efficientnet_lite0
-    from lucent_inhibit.scan import scan
+    from lucent_inhibit.scanning import scan
 
     model = efficientnet_lite0()
     crops = sample_crops(a.images, size=a.size, seed=0)

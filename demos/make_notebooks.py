@@ -86,15 +86,15 @@ display(Image(figs["scatter"]))''',
         "`relu(S)` and `relu(-S)` with a spatial cosdot objective, from noise (inversion) or from the image "
         "(accentuation).",
         [
-            '''from lucent_inhibit.accentuation import inversions, plot_inversions
-images = li.sample_crops(16 if SMALL else 64, size=128)
+            '''images = li.sample_crops(16 if SMALL else 64, size=128)
 feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
 att = li.attribute(model, torch.stack(list(images)), feature, ["blocks_4_0_bn2_act"])
 idx = int(att.tension("blocks_4_0_bn2_act").argmax())   # the most tense image of the sample
 for seeded in (False, True):
-    inv = inversions(model, images[idx], feature, "blocks_4_0_bn2_act", seeded=seeded, steps=6 if SMALL else 128, size=64 if SMALL else 128)
+    render = li.RenderSettings(steps=6 if SMALL else 128, size=64 if SMALL else 128)
+    inv = li.inversions(model, images[idx], feature, "blocks_4_0_bn2_act", seeded=seeded, render=render)
     print("accentuation" if seeded else "inversion", inv.summary())
-    plot_inversions(inv, f"inversion_{seeded}.png")''',
+    li.plot_inversions(inv, f"inversion_{seeded}.png")''',
         ],
     ),
     "04_tense_synthesis.ipynb": nb(
@@ -108,8 +108,9 @@ obj = li.objectives.tense(feature, "blocks_4_0_bn2_act") + 0.1 * lobj.channel("b
 imgs = render.render_vis(model, obj, param_f=lambda: param.image(64 if SMALL else 128),
                          thresholds=(4 if SMALL else 96,), show_image=False, progress=False)
 plt.imshow(imgs[-1][0]); plt.axis("off")''',
-            '''from lucent_inhibit.accentuation import tense_image
-res = tense_image(model, feature, "blocks_4_0_bn2_act", steps=4 if SMALL else 96, size=64 if SMALL else 128)
+            '''res = li.tense_image(model, feature, "blocks_4_0_bn2_act",
+                     render=li.RenderSettings(steps=4 if SMALL else 96, size=64 if SMALL else 128))
+print("gradient mode used:", res.mode)  # "auto": fast where it is exact
 print("min(P, N) start -> end:", res.tension[0, 0].item(), "->", res.tension[-1, 0].item())
 print("activation at the end:", res.activation[-1, 0].item())''',
         ],
@@ -135,16 +136,16 @@ plot_atlas(atlas, "atlas.png"); write_atlas_html(atlas, "atlas.html")''',
         "Which combinations of two features can the model produce? For many angles, maximise the cosdot of the "
         "scaled pair towards that direction, all angles and seeds in one batch of the render loop.",
         [
-            '''from lucent_inhibit.combinations import pair_cloud, pair_statistics, plot, sweep
+            '''from lucent_inhibit.combinations import pair_cloud, pair_statistics, plot_combinations, sweep_combinations
 images = li.sample_crops(16 if SMALL else 128, size=96)  # the size the sweep renders at
 stats = pair_statistics(model, images, "blocks_4_0_bn3_drop", batch_size=16)
 ua, ub, r = stats.pick("anticorrelated")
 print("most anti-correlated pair", ua, ub, r)
 fa, fb = li.Feature("blocks_4_0_bn3_drop", unit=ua), li.Feature("blocks_4_0_bn3_drop", unit=ub)
-res = sweep(model, fa, fb, n_angles=4 if SMALL else 60, n_seeds=1 if SMALL else 5, steps=4 if SMALL else 128,
-            image_size=96, fixed_image_size=96,
-            scale_steps=64 if SMALL else None)  # the model sees 96 px: no upsampling to 224
-plot(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")''',
+render = li.RenderSettings(steps=4 if SMALL else 128, size=96, model_size=96)  # the model sees 96 px: no upsampling
+res = sweep_combinations(model, fa, fb, n_angles=5 if SMALL else 60, n_seeds=1 if SMALL else 5,
+                         scale_steps=64 if SMALL else None, render=render)
+plot_combinations(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")''',
         ],
     ),
     "07_superposition.ipynb": nb(
@@ -152,10 +153,10 @@ plot(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")''',
         "Toy models that must store more features than they have neurons. Inputs with two active features show the "
         "MTI motif (large positive and negative attributions that cancel) through interference alone.",
         [
-            '''from lucent_inhibit.toy import ToyConfig, analyze, inhibition_model, plot_superposition, train
-tr = train(ToyConfig(kind="abs", n=6, m=8, S=0.01), steps=150 if SMALL else 3000, seeds=(0,) if SMALL else range(5))
+            '''from lucent_inhibit.toy import ToyConfig, analyze_toy, inhibition_model, plot_superposition, train_toy
+tr = train_toy(ToyConfig(kind="abs", n=6, m=8, S=0.01), steps=150 if SMALL else 3000, seeds=(0,) if SMALL else range(5))
 print(tr.summary()["loss_ratio"], "= loss / all-zero loss")
-a = analyze(tr.model)
+a = analyze_toy(tr.model)
 print("mean tension one-feature", a.mean_tension_one, "two-feature", a.mean_tension_two)
 plot_superposition(tr.model, inhibition_model(), path="superposition.png")''',
         ],

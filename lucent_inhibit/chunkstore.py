@@ -1,6 +1,6 @@
 """The scan's chunk store: a folder of result chunks and a JSON manifest that make a scan resumable.
 
-A long dataset scan (Hamblin et al. 2024, section 2; :func:`lucent_inhibit.scan.scan`) writes its rows
+A long dataset scan (Hamblin et al. 2024, section 2; :func:`lucent_inhibit.scanning.scan`) writes its rows
 as they complete, one result file per chunk of images (``chunk-000000.npz``, ..., each a
 :class:`~lucent_inhibit.results.Result` file written atomically by the result base), and a manifest
 ``manifest.json`` recording what the scan is (feature, layers, dataset, shard, batch and chunk size)

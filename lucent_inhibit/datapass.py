@@ -114,8 +114,8 @@ class DatasetPass:
 
 def dataset_pass(model: nn.Module, dataset, layers, features: Sequence[Feature], batch_size,
                  preprocess, progress) -> DatasetPass:
-    """Check the arguments shared by :func:`~lucent_inhibit.scan.scan` and
-    :func:`~lucent_inhibit.completeness.completeness`: ``model`` is a module, ``dataset`` a non-empty image
+    """Check the arguments shared by :func:`~lucent_inhibit.scanning.scan` and
+    :func:`~lucent_inhibit.completeness_check.completeness`: ``model`` is a module, ``dataset`` a non-empty image
     dataset, ``layers`` and the ``features``' layers are layers of the model, ``batch_size`` a positive
     integer, ``preprocess`` and ``progress`` bools. Raises ``ValueError`` / ``TypeError`` naming the
     argument; returns the :class:`DatasetPass`."""

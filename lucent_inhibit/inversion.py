@@ -100,7 +100,7 @@ def _check_completeness(model, img, feature, layer, n_images: int) -> None:
     """Warn (``IncompletenessWarning``) when Pearson r(f, E) of (feature, layer) is low on bundled crops."""
     if not n_images or img.shape[2] != img.shape[3]:
         return
-    from .completeness import completeness_pair, warn_if_incomplete
+    from .completeness_check import completeness_pair, warn_if_incomplete
     from .data import sample_crops
 
     crops = sample_crops(n_images, size=int(img.shape[2]), seed=0)

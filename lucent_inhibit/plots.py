@@ -3,7 +3,7 @@
 Colour convention throughout: red = excitation / positive activation, blue = inhibition / negative,
 on diverging maps centred at 0.
 
-Scan figures (:mod:`lucent_inhibit.scan`):
+Scan figures (:mod:`lucent_inhibit.scanning`):
 
 - :func:`plot_scan_scatter`: P against N, one dot per image, coloured by activation, MTIs highlighted;
 - :func:`plot_image_grid`: MEIs / MIIs / MTIs with activation, P and N under each image;
@@ -11,7 +11,7 @@ Scan figures (:mod:`lucent_inhibit.scan`):
   attribution maps upsampled onto it, side by side;
 - :func:`save_scan_figures`: all of the above for one scan, written to a folder.
 
-Completeness figure (:mod:`lucent_inhibit.completeness`): :func:`plot_completeness`, Pearson r between
+Completeness figure (:mod:`lucent_inhibit.completeness_check`): :func:`plot_completeness`, Pearson r between
 a feature and its total attribution against layer depth (Hamblin et al. 2024, Figure 3).
 """
 from __future__ import annotations
@@ -290,7 +290,7 @@ def _merge_orders(orders: List[List[str]]) -> List[str]:
 def plot_completeness(result, path: str, compare=None, title: Optional[str] = None) -> str:
     """Figure: Pearson r between feature and total attribution against layer depth (paper's Figure 3).
 
-    ``result`` is a :class:`~lucent_inhibit.completeness.CompletenessResult`. One thin line per feature,
+    ``result`` is a :class:`~lucent_inhibit.completeness_check.CompletenessResult`. One thin line per feature,
     the mean over features in bold; ``compare`` (another result or a list, e.g. the integrated-gradients
     result for some of the same features) is drawn on the same axes in another colour. x: layers in
     forward order, labelled. Writes a PNG to ``path`` and returns it.

@@ -5,7 +5,7 @@ layer), :func:`signed_stats` reduces each image to its excitatory and inhibitory
 ``P = sum relu(S)`` and ``N = sum relu(-S)`` in four variants (element / channel granularity, L1 / L2
 norm) and, optionally, the spatial maps of ``relu(S)`` and ``relu(-S)`` summed over channels.
 :func:`chunk_rows` streams one chunk of dataset indices through the model and returns the rows that
-:class:`~lucent_inhibit.scan.ScanResult` stores; the attributions themselves are dropped batch by batch.
+:class:`~lucent_inhibit.scanning.ScanResult` stores; the attributions themselves are dropped batch by batch.
 """
 from __future__ import annotations
 

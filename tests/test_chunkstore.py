@@ -18,7 +18,7 @@ from lucent_inhibit.chunkstore import (
     split_chunks,
 )
 from lucent_inhibit.results import load_result
-from lucent_inhibit.scan import ScanResult, scan
+from lucent_inhibit.scanning import ScanResult, scan
 from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import TinyConvNet
 from lucent_inhibit.attribution import Feature, attribute
-from lucent_inhibit.completeness import (
+from lucent_inhibit.completeness_check import (
     CompletenessResult,
     IncompletenessWarning,
     completeness,

@@ -13,7 +13,7 @@ from lucent_inhibit.plots import (
     plot_signed_overlay,
     save_scan_figures,
 )
-from lucent_inhibit.scan import scan
+from lucent_inhibit.scanning import scan
 from test_scan import RedMinusGreen, _planted_images
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from lucent_inhibit.attribution import Feature, attribute, signed_totals
 from lucent_inhibit.chunkstore import shard_indices
 from lucent_inhibit.results import META_KEY
-from lucent_inhibit.scan import ScanResult, merge, scan
+from lucent_inhibit.scanning import ScanResult, merge_scans as merge, scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -255,7 +255,7 @@ import sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {here!r})
 from test_scan import SmallNet, CountingDataset, FEATURE, LAYERS
-from lucent_inhibit.scan import scan
+from lucent_inhibit.scanning import scan
 scan(SmallNet(), CountingDataset(48, delay=0.04), FEATURE, LAYERS, batch_size=4, chunk_size=8, out={out!r},
      progress=False)
 """

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.scan import ScanResult, scan
+from lucent_inhibit.scanning import ScanResult, scan
 from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
 BATCH = 4

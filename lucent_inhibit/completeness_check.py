@@ -315,7 +315,7 @@ def warn_if_incomplete(r: float, feature, layer: str, threshold: float = 0.5) ->
             f"attribution of feature {name} at layer {layer!r} is incomplete: Pearson r between the feature "
             f"and its total attribution E is {r if r is None else f'{r:.3f}'} (threshold {threshold}); rankings "
             "by P, N or tension at this layer may not reflect the feature. Pick a layer closer to the feature "
-            "(see lucent_inhibit.completeness) or use method='integrated_gradients'.",
+            "(see lucent_inhibit.completeness_check) or use method='integrated_gradients'.",
             IncompletenessWarning,
             stacklevel=2,
         )

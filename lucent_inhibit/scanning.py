@@ -12,7 +12,7 @@ statistics of the layer-to-feature attribution ``S_l = grad_{h_l} f * h_l`` at e
 
 The attributions are never kept (:mod:`~lucent_inhibit.scanstats`), so memory does not grow with the
 dataset. With ``out=`` the chunks go to a :mod:`~lucent_inhibit.chunkstore` folder as they complete: a
-killed scan resumes where it stopped, and ``shard=(i, n)`` plus :func:`merge` spread a scan over machines.
+killed scan resumes where it stopped, and ``shard=(i, n)`` plus :func:`merge_scans` spread a scan over machines.
 
 :class:`ScanResult` ranks images: :meth:`~ScanResult.meis` (top activation), :meth:`~ScanResult.miis`
 (bottom activation), :meth:`~ScanResult.mtis` (top tension, e.g. ``min(P, N)``) and
@@ -31,7 +31,7 @@ from torch import nn
 
 from .attribution import TENSION_SCORES, Attribution, as_feature, tension as _tension
 from .chunkstore import ChunkStore, chunk_images, load_chunks, new_manifest, parse_shard, shard_indices, split_chunks
-from .completeness import pearson, warn_if_incomplete
+from .completeness_check import pearson, warn_if_incomplete
 from .datapass import DatasetPass, check_flag, dataset_pass
 from .features import Feature
 from .results import Result
@@ -344,7 +344,7 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
             dataset, shard, batch and chunk size, else ``ValueError``). A chunk whose file is missing or
             does not match its recorded SHA-256 is recomputed with a warning. ``resume=False`` starts over.
         shard: ``(i, n)`` or ``"i/n"``: scan only the ``i``-th of ``n`` contiguous index ranges; combine
-            the shards with :func:`merge`.
+            the shards with :func:`merge_scans`.
         keep_maps: keep the (h, w) float16 maps of relu(S) and relu(-S) summed over channels.
         chunk_size: images per checkpoint chunk (rounded up to a multiple of ``batch_size``; default ~256).
         score: the tension score recorded in ``info`` (``TENSION_SCORES``; selections may use any later).
@@ -371,7 +371,7 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
     return result
 
 
-def merge(parts: Iterable[Union[ScanResult, str]], require_complete: bool = True,
+def merge_scans(parts: Iterable[Union[ScanResult, str]], require_complete: bool = True,
           completeness_threshold: float = 0.5) -> ScanResult:
     """Combine shard results (objects, result files or finished scan folders) into one result.
 
@@ -383,7 +383,7 @@ def merge(parts: Iterable[Union[ScanResult, str]], require_complete: bool = True
     threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
     loaded = [p if isinstance(p, ScanResult) else ScanResult.load(p) for p in parts]
     if not loaded:
-        raise ValueError("merge needs at least one scan result")
+        raise ValueError("merge_scans needs at least one scan result")
     ref = loaded[0]
     for k, p in enumerate(loaded[1:], 1):
         for what, a, b in (("feature", p.feature.to_dict(), ref.feature.to_dict()), ("layers", p.layers, ref.layers),
