@@ -9,10 +9,12 @@ do not import torch-heavy modules until a name is used.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 __version__ = "0.2.0"
 
-#: public name -> module that defines it (under that same name)
+#: module -> the public names it defines (under those same names). Renaming a module is a change of its
+#: key here, one line (as scan -> scanning and completeness -> completeness_check were).
 _EXPORTS = {
     "hooks": ["AmbiguousLayerError", "capture", "get_layer", "layers"],
     "models": ["block_outputs", "efficientnet_lite0", "inceptionv1", "load_model", "preactivation_layers",
@@ -22,9 +24,9 @@ _EXPORTS = {
     "attribution": ["Attribution", "attribute", "measure", "signed_totals", "tension"],
     "rendering": ["NonFiniteLoss", "RenderSettings"],
     "results": ["Result", "ResultFileError", "load_result"],
-    "scan": ["ScanResult", "merge_scans", "scan"],
+    "scanning": ["ScanResult", "merge_scans", "scan"],
     "plots": ["plot_image_grid", "plot_scan_overlay", "plot_scan_scatter", "plot_signed_overlay", "save_scan_figures"],
-    "completeness": ["CompletenessResult", "completeness", "completeness_pair", "plot_completeness", "random_logits",
+    "completeness_check": ["CompletenessResult", "completeness", "completeness_pair", "plot_completeness", "random_logits",
                      "warn_if_incomplete"],
     "atlas": ["Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Selection", "build_atlas",
               "collect_vectors", "grid_cells", "plot_atlas", "project_layout", "render_icons", "select_images",
@@ -38,10 +40,26 @@ _EXPORTS = {
                      "pair_statistics", "plot_combinations", "sweep_combinations"],
     "report": ["DemoConfig", "run_demo"],
 }
-_SUBMODULES = ["objectives", "param", "transform"]
+#: subpackages and modules exported as themselves
+_SUBMODULES = ["objectives", "param", "stages", "transform"]
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE) + _SUBMODULES
+#: the public names, literally (tests check it equals the table above)
+__all__ = [
+    "Accentuation", "AmbiguousLayerError", "Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints",
+    "Attribution", "AxisScales", "CombinationResult", "CompletenessResult", "DemoConfig", "Feature", "ImageFolder",
+    "InversionResult", "NonFiniteLoss", "PairStatistics", "RenderSettings", "Result", "ResultFileError",
+    "ScanResult", "Selection", "TenseResult", "ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "accentuate",
+    "analyze_toy", "attribute", "axis_scales", "block_outputs", "build_atlas", "capture", "collect_vectors",
+    "completeness", "completeness_pair", "efficientnet_lite0", "get_layer", "grid_cells", "imagenet_classes",
+    "inceptionv1", "inhibition_model", "inversions", "layers", "load_image", "load_model", "load_result", "measure",
+    "merge_scans", "pair_cloud", "pair_statistics", "plot_atlas", "plot_combinations", "plot_completeness",
+    "plot_image_grid", "plot_inversions", "plot_scan_overlay", "plot_scan_scatter", "plot_signed_overlay",
+    "plot_superposition", "plot_tense", "preactivation_layers", "prepare", "preprocess_fn", "project_layout",
+    "random_logits", "render_icons", "run_demo", "sample_crops", "sample_images", "save_scan_figures", "scan",
+    "select_images", "signed_totals", "sweep_combinations", "tense_image", "tension", "train_toy",
+    "warn_if_incomplete", "write_atlas_html", "objectives", "param", "stages", "transform",
+]
 
 
 def __getattr__(name: str):
@@ -50,8 +68,8 @@ def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module 'lucent_inhibit' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    if not (name in ("scan", "completeness") and callable(value)):
-        globals()[name] = value  # cached; the functions scan/completeness would shadow their modules
+    if importlib.util.find_spec(f"{__name__}.{name}") is None:
+        globals()[name] = value  # cached (never over a submodule's name: importing it would replace it)
     return value
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlparse, unquote
 import pytest
 
 from lucent_inhibit.cli import main
-from lucent_inhibit.report import default_attribution_layer
+from lucent_inhibit.stages import default_attribution_layer
 
 
 def _run(argv, capsys):

@@ -1,0 +1,164 @@
+"""Stage ``atlas``: the attribution atlas (or activation atlas) of one feature, a PNG figure and an
+interactive HTML page (Hamblin et al., paper 000 and 002 section 4; Carter et al. 2019; SPEC 2.6)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import List, Literal, Optional
+
+from ..validate import check_int, check_number
+from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
+from .options import REQUIRED, check_choices, flag, group, option
+from .registry import Stage, register
+
+
+@dataclass
+class AtlasFeature(FeatureConfig):
+    attr_layer: Optional[str] = option(None, "atlas layer, before the feature and close to it, best a "
+                                       "post-activation layer (default for the default feature: "
+                                       "blocks_4_0_bn2_act; with --scan: the scan's first layer)")
+
+
+@dataclass
+class AtlasRender(RenderConfig):
+    steps: int = option(48, "render steps per icon")
+    size: Optional[int] = option(None, "side of the rendered icon image (default: --size)", flag="--icon-size")
+    seed: Optional[int] = option(None, "(the atlas uses --seed)", hidden=True)
+
+
+@dataclass
+class AtlasStageConfig:
+    """Options of ``lucent-inhibit atlas`` (the atlas choices are :class:`lucent_inhibit.atlas.AtlasConfig`'s,
+    with its defaults)."""
+
+    out: str = option(REQUIRED, "output folder (atlas.npz, atlas.png, atlas.html)", metavar="DIR")
+    model: ModelConfig = group(ModelConfig)
+    data: DataConfig = group(DataConfig, n_images=256, size=128, batch_size=64)
+    scan: Optional[str] = option(None, "a scan file (scan.npz) or finished scan folder of the same feature, dataset "
+                                 "and attribution layer; default: scan the dataset first (written to OUT/scan.npz)",
+                                 metavar="FILE")
+    feature: AtlasFeature = group(AtlasFeature)
+    kind: Literal["attribution", "activation"] = option(
+        "attribution", "lay out attribution vectors (attribution atlas) or activations (activation atlas)")
+    mode: Literal["sum", "position"] = option(
+        "sum", "one vector per image summed over the receptive-field box, or one per position in it")
+    top_abs: int = option(128, "select the k images with the largest |S|_2")
+    top_activation: int = option(64, "select the k MEIs")
+    bottom_activation: int = option(64, "select the k MIIs")
+    top_tension: int = option(64, "select the k MTIs by min(P, N)")
+    crop: float = option(0.01, "receptive-field box: where mean |S| exceeds this fraction of its maximum")
+    n_neighbors: int = option(10, "UMAP n_neighbors", flag="--neighbors")
+    min_dist: float = option(0.1, "UMAP min_dist")
+    pca: Optional[int] = option(None, "PCA components before UMAP (default: none)")
+    grid_size: Optional[int] = option(None, "grid side in cells (default: chosen from the number of points, at "
+                                      "most 30)", flag="--grid")
+    min_points: int = option(3, "points a cell needs to get an icon")
+    render: AtlasRender = group(AtlasRender)
+    power: float = option(2.0, "cosine exponent of the spatial cosdot")
+    icon_target: Literal["box", "center", "positions"] = option(
+        "box", "render the cell vector over the whole receptive-field box, at its centre only, or (with --mode "
+        "position) each point's vector at its own position")
+
+    def __post_init__(self):
+        check_choices(self)
+        for name, low in (("top_abs", 0), ("top_activation", 0), ("bottom_activation", 0), ("top_tension", 0),
+                          ("n_neighbors", 2), ("min_points", 1)):
+            check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
+        for name, low in (("pca", 2), ("grid_size", 1)):
+            if getattr(self, name) is not None:
+                check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
+        check_number(flag(AtlasStageConfig, "crop"), self.crop, low=0, high=1)
+        check_number(flag(AtlasStageConfig, "min_dist"), self.min_dist, low=0)
+        check_number(flag(AtlasStageConfig, "power"), self.power, low=0)
+        if self.icon_target == "positions" and self.mode != "position":
+            raise ValueError(f"--icon-target positions needs --mode position, got --mode {self.mode}")
+
+    def atlas_config(self):
+        """The library's :class:`~lucent_inhibit.atlas.AtlasConfig` of these options."""
+        from ..atlas import AtlasConfig
+
+        names = ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
+                 "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power")
+        return AtlasConfig(**{n: getattr(self, n) for n in names}, batch_size=self.data.batch_size,
+                           icon_batch_size=self.data.batch_size, umap_seed=self.data.seed)
+
+
+def _scan(cfg: AtlasStageConfig, model, data, feature, attr):
+    """The scan the atlas selects from: ``cfg.scan`` (checked against the data), or a fresh one."""
+    from ..scanning import ScanResult, scan
+
+    if cfg.scan is None:
+        result = scan(model, data, feature, [attr], batch_size=min(cfg.data.batch_size, 32), progress=True)
+        result.save(os.path.join(cfg.out, "scan.npz"))
+        return result
+    if not os.path.exists(cfg.scan):
+        raise FileNotFoundError(f"scan file {cfg.scan!r} does not exist")
+    result = ScanResult.load(cfg.scan)
+    if result.dataset != getattr(data, "identity", result.dataset):
+        raise ValueError(f"the scan is of dataset {result.dataset}, but the images given are {data.identity}; pass "
+                         "the same --images/--n-images/--size/--seed as the scan")
+    return result
+
+
+def run(cfg: AtlasStageConfig, progress: bool = True):
+    from ..atlas import build_atlas, plot_atlas, write_atlas_html
+    from ..scanning import ScanResult
+    from .common import feature_and_layers, load_data, load_model, out_folder
+
+    model = load_model(cfg.model)
+    feature = cfg.feature
+    if feature.attr_layer is None and cfg.scan is not None and os.path.exists(cfg.scan):
+        feature = dataclasses.replace(feature, attr_layer=ScanResult.load(cfg.scan).layers[0])
+    feature, (attr,) = feature_and_layers(model, feature)
+    data = load_data(cfg.data)
+    out_folder(cfg.out)
+    result = _scan(cfg, model, data, feature, attr)
+    settings = cfg.render.settings(progress, seed=cfg.data.seed)
+    atlas = build_atlas(model, data, feature, attr, result, config=cfg.atlas_config(), render=settings,
+                        progress=progress)
+    atlas.save(os.path.join(cfg.out, "atlas.npz"))
+    plot_atlas(atlas, os.path.join(cfg.out, "atlas.png"))
+    write_atlas_html(atlas, os.path.join(cfg.out, "atlas.html"))
+    return atlas
+
+
+def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
+    s = atlas.activation_by_sign()
+    n_images = len(set(int(i) for i in atlas.points.image_index))
+    return [
+        f"{cfg.kind} atlas of {atlas.points.feature.name} at {atlas.points.layer}: {n_images} images, "
+        f"{len(atlas.points)} points, {len(atlas.grid)} icons ({atlas.grid.size}x{atlas.grid.size} grid)",
+        f"  icon activation: net-positive cells {s['positive_mean']:.4g} (n={s['n_positive']}), "
+        f"net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})",
+        "  wrote " + ", ".join(os.path.join(cfg.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")),
+    ]
+
+
+def section(runs, root: str):
+    from .common import files_section
+
+    cfg, atlas = runs[0]
+    s = atlas.activation_by_sign()
+    text = ("The attribution vectors of many images (one per position of the feature's receptive field in "
+            "position mode) laid out by UMAP and averaged on a grid; each cell's icon is a feature visualization "
+            "of its averaged attribution, framed red when the cell's net attribution excites the feature and blue "
+            "when it inhibits it. The right panel shows the points coloured by activation. Open the interactive "
+            "atlas to see the images in each cell.")
+    numbers = [("atlas layer", atlas.points.layer, f"{cfg.mode} mode, icon target {cfg.icon_target}"),
+               ("atlas icons", int(s["n_positive"] + s["n_negative"]), ""),
+               ("atlas: mean icon activation, net-positive cells", s["positive_mean"], ""),
+               ("atlas: mean icon activation, net-negative cells", s["negative_mean"],
+                "should be below the net-positive cells'")]
+    return files_section("Attribution atlas", text, cfg.out, root, ["atlas.png"], ["atlas.html", "atlas.npz"]), numbers
+
+
+STAGE = register(Stage(
+    name="atlas",
+    help="attribution atlas (or activation atlas) of one feature: PNG figure and interactive HTML",
+    description="Select images from a scan (--scan FILE, or scan the dataset first), collect their attribution "
+    "(or activation) vectors at --attr-layer, lay them out with UMAP, average them in grid cells, render one icon "
+    "per cell in batched render calls and measure the feature on each. Writes OUT/atlas.npz, OUT/atlas.png and "
+    "OUT/atlas.html (self-contained: pan, zoom, click a cell for its images).",
+    config=AtlasStageConfig, run=run, describe=describe, section=section,
+))

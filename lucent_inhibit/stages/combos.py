@@ -1,0 +1,125 @@
+"""Stage ``combos``: the feature-combination plot of a unit pair, a cosdot sweep over target angles
+(Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Literal, NamedTuple, Optional, Tuple
+
+from ..validate import check_int, check_number
+from .configs import DataConfig, ModelConfig, RenderConfig, parse_position
+from .options import REQUIRED, check_choices, flag, group, option
+from .registry import Stage, register
+
+#: The sweep needs at least this many angles (lucent_inhibit.combinations.MIN_ANGLES; a test checks).
+MIN_ANGLES = 5
+
+
+@dataclass
+class CombosRender(RenderConfig):
+    size: Optional[int] = option(None, "side of the rendered images (default: --size)", flag="--render-size")
+    model_size: Optional[int] = option(None, "side of the image the model sees (default: the render size, so "
+                                       "positions mean the same neurons as in the dataset statistics)")
+    seed: Optional[int] = option(None, "(the sweep uses --seed)", hidden=True)
+
+
+@dataclass
+class CombosConfig:
+    """Options of ``lucent-inhibit combos``."""
+
+    out: str = option(REQUIRED, "output folder", metavar="DIR")
+    model: ModelConfig = group(ModelConfig)
+    data: DataConfig = group(DataConfig, n_images=256, size=128)
+    layer: str = option("blocks_3_0_bn1_drop", "layer whose units are paired (the default is a pre-ReLU6 middle "
+                        "layer of the embedded model)")
+    position: str = option("center", "where each unit is read: 'center', 'mean' or 'y,x'")
+    pair: Literal["anticorrelated", "correlated", "zero"] = option(
+        "anticorrelated", "which pair the dataset statistics pick")
+    units: Optional[Tuple[int, int]] = option(None, "use these two units instead of a picked pair", metavar="UNIT")
+    n_angles: int = option(60, f"target angles on [0, 2 pi) (at least {MIN_ANGLES})")
+    n_seeds: int = option(5, "noise seeds per angle")
+    power: float = option(4.0, "cosine exponent p of cosdot")
+    render: CombosRender = group(CombosRender)
+    scale_steps: Optional[int] = option(None, "render steps of each unit's axis-scale render (default: --steps)")
+    chunk: int = option(60, "most images per render_vis batch")
+
+    def __post_init__(self):
+        check_choices(self)
+        check_int(flag(CombosConfig, "n_angles"), self.n_angles, low=MIN_ANGLES)
+        for name in ("n_seeds", "chunk"):
+            check_int(flag(CombosConfig, name), getattr(self, name), low=1)
+        if self.scale_steps is not None:
+            check_int(flag(CombosConfig, "scale_steps"), self.scale_steps, low=1)
+        check_number(flag(CombosConfig, "power"), self.power, low=0)
+        parse_position(self.position)
+        if self.units is not None:
+            self.units = tuple(check_int("--units", u, low=0) for u in self.units)
+            if len(self.units) != 2 or self.units[0] == self.units[1]:
+                raise ValueError(f"--units must be two different unit indices, got {self.units}")
+
+
+class CombosRun(NamedTuple):
+    stats: object  # PairStatistics
+    sweep: object  # CombinationResult
+    r: float  # the pair's correlation over the dataset
+
+
+def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
+    from ..combinations import pair_statistics, plot_combinations, sweep_combinations
+    from .common import check_layers, load_data, load_model, out_folder
+
+    model = load_model(cfg.model)
+    check_layers(model, cfg.layer)
+    data = load_data(cfg.data)
+    stats = pair_statistics(model, data, cfg.layer, position=parse_position(cfg.position),
+                            batch_size=cfg.data.batch_size, progress=progress)
+    if cfg.units:
+        a, b = cfg.units
+        r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
+    else:
+        a, b, r = stats.pick(cfg.pair)
+    size = cfg.render.size or cfg.data.size
+    settings = cfg.render.settings(progress, size=size, model_size=cfg.render.model_size or size, seed=cfg.data.seed)
+    res = sweep_combinations(model, stats.feature(a), stats.feature(b), n_angles=cfg.n_angles, n_seeds=cfg.n_seeds,
+                             power=cfg.power, chunk=cfg.chunk, scale_steps=cfg.scale_steps, render=settings)
+    out_folder(cfg.out)
+    stats.save(os.path.join(cfg.out, "pair_stats.npz"))
+    res.save(os.path.join(cfg.out, "combos.npz"))
+    plot_combinations(res, cloud=stats.values(a, b), path=os.path.join(cfg.out, "combos.png"))
+    return CombosRun(stats, res, r)
+
+
+def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
+    res = run_.sweep
+    q = res.quadrant_scores()
+    return [f"combos: {res.feature_a.name} x {res.feature_b.name}, dataset r = {run_.r:.3f}, scales "
+            f"{res.scale[0]:.4g}, {res.scale[1]:.4g}",
+            "  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}" for k, v in q.items()),
+            f"  wrote {cfg.out}/pair_stats.npz, combos.npz, combos.png"]
+
+
+def section(runs, root: str):
+    from .common import files_section
+
+    cfg, run_ = runs[0]
+    res = run_.sweep
+    text = (f"The {cfg.pair} pair of units in {cfg.layer} ({res.feature_a.name} and {res.feature_b.name}, r = "
+            f"{run_.r:.2f} over the images). Each feature's axis is scaled by its own unconstrained maximum; for "
+            "each angle the render loop maximises the cosdot of the pair towards that direction. The red loop is "
+            "the mean cosdot reached per angle; where it collapses the model cannot produce that combination. "
+            "Grey: the dataset's activations.")
+    numbers = [("combination pair (units, r)", f"{res.feature_a.unit}, {res.feature_b.unit}, r={run_.r:.3f}", ""),
+               ("combinations: mean C by quadrant", "  ".join(f"{k} {v:.3f}" for k, v in res.quadrant_scores().items()),
+                "low where the model cannot produce the combination")]
+    return files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
+                         ["combos.npz", "pair_stats.npz"]), numbers
+
+
+STAGE = register(Stage(
+    name="combos",
+    help="feature-combination plot of a unit pair (cosdot sweep over angles, paper 004)",
+    description="Measure a layer's units over the data, pick a pair (or take --units), render each unit alone "
+    "for the axis scales, then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in "
+    "batches of Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.",
+    config=CombosConfig, run=run, describe=describe, section=section,
+))

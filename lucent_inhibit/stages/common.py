@@ -1,0 +1,166 @@
+"""What the stage run functions share at run time: loading the model and images a config names,
+checking layer names, and the default attribution layer. Torch is imported inside the functions.
+
+:func:`shared_inputs` lets a composition of stages (the report) load the model and each image set
+once: inside it, :func:`load_model` and :func:`load_data` return the same objects for the same config.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Dict, Iterator, List, Optional
+
+from .configs import DataConfig, ModelConfig
+
+#: Module types that count as activations for :func:`default_attribution_layer`.
+ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "SiLU", "Hardswish", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Mish")
+
+_CACHE: Optional[Dict[tuple, object]] = None
+
+
+@contextlib.contextmanager
+def shared_inputs() -> Iterator[None]:
+    """Within the block, equal model / data configs load once (the stages never modify either)."""
+    global _CACHE
+    previous, _CACHE = _CACHE, {} if _CACHE is None else _CACHE
+    try:
+        yield
+    finally:
+        _CACHE = previous
+
+
+def _cached(key: tuple, make):
+    if _CACHE is None:
+        return make()
+    if key not in _CACHE:
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def load_model(cfg: ModelConfig):
+    """The prepared model ``cfg.spec`` on ``cfg.device`` (``ValueError`` for an unknown spec)."""
+    from ..models import load_model as _load
+
+    return _cached(("model", cfg.spec, cfg.device), lambda: _load(cfg.spec).to(cfg.device))
+
+
+def load_data(cfg: DataConfig):
+    """The images of ``cfg``: :class:`~lucent_inhibit.ImageFolder` of ``cfg.images`` or bundled crops,
+    the first ``cfg.limit`` of them when set."""
+    from ..data import ImageFolder, sample_crops
+
+    if cfg.images is not None and not os.path.isdir(cfg.images):
+        raise FileNotFoundError(f"image folder {cfg.images!r} does not exist or is not a directory")
+    key = ("data", cfg.images, cfg.size) if cfg.images else ("data", cfg.n_images, cfg.size, cfg.seed)
+    data = _cached(key, lambda: ImageFolder(cfg.images, size=cfg.size) if cfg.images
+                   else sample_crops(cfg.n_images, size=cfg.size, seed=cfg.seed))
+    return First(data, cfg.limit) if cfg.limit is not None else data
+
+
+def check_layers(model, *names: str) -> None:
+    """``ValueError`` with close matches for the first name that is not a layer of ``model``."""
+    from ..hooks import check_layer_names
+
+    check_layer_names(model, [n for n in names if n is not None])
+
+
+def out_folder(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class First(Sequence):
+    """The first ``n`` items of a dataset, keeping its item descriptions and identity."""
+
+    def __init__(self, ds, n: int):
+        self.ds, self.n = ds, min(n, len(ds))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} images")
+        return self.ds[i % self.n]
+
+    def describe(self, i):
+        from ..data import describe_item
+
+        return describe_item(self.ds, i)
+
+    @property
+    def identity(self):
+        from ..data import dataset_identity
+
+        return f"first {self.n} of {dataset_identity(self.ds)}"
+
+
+def probe_input(model, size: int = 224):
+    """A random normalised (1, 3, size, size) input on the model's device (for forward-order probes)."""
+    import torch
+
+    from ..hooks import model_device
+    from ..models import preprocess_fn
+
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return preprocess_fn(model)(x.to(model_device(model)))
+
+
+def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str:
+    """The last single-call activation (ReLU-like module, or a name ending in ``_act``) that runs before
+    ``feature_layer`` in the forward pass; the last single-call layer before it when none is an activation.
+
+    On the embedded model and the default feature this is ``blocks_4_0_bn2_act``, the ReLU6 output inside
+    the same block, where completeness holds (Hamblin et al., SPEC section 3: far from the feature the
+    attribution no longer adds up). ``ValueError`` when nothing runs before ``feature_layer``.
+    """
+    from ..hooks import check_layer_names, layer_table, layers_before
+
+    check_layer_names(model, [feature_layer], allow=())
+    before = layers_before(model, probe_input(model, size), feature_layer)
+    table = layer_table(model)
+    for name in reversed(before):
+        if type(table[name]).__name__ in ACTIVATIONS or name.endswith("_act"):
+            return name
+    if before:
+        return before[-1]
+    raise ValueError(f"no layer runs before feature layer {feature_layer!r}; pick a later feature layer")
+
+
+def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> int:
+    """The channel of ``layer`` whose activation (at the centre) varies most over the first ``n`` images."""
+    import torch
+
+    from ..data import iter_batches
+    from ..hooks import capture, model_device
+    from ..models import preprocess_fn
+
+    vals: List[torch.Tensor] = []
+    norm = preprocess_fn(model)
+    for _, x in iter_batches(dataset, batch_size, indices=range(min(n, len(dataset)))):
+        with torch.no_grad():
+            a = capture(model, norm(x.to(model_device(model))), [layer])[layer]
+        vals.append(a[:, :, a.shape[2] // 2, a.shape[3] // 2] if a.dim() == 4 else a)
+    return int(torch.cat(vals).std(0).argmax())
+
+
+def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = "--attr-layer"):
+    """The :class:`~lucent_inhibit.Feature` of ``feature_cfg`` and its attribution layer(s), each name
+    checked against ``model`` (the feature layer first, so a typo there is reported as such)."""
+    feature = feature_cfg.feature()
+    check_layers(model, feature.layer)
+    layers = list(attr_layers) if attr_layers else [feature_cfg.attribution_layer(option_name)]
+    check_layers(model, *layers)
+    return feature, layers
+
+
+def files_section(title: str, text: str, folder: str, root: str, figures=(), links=()):
+    """A report :class:`~lucent_inhibit.report.Section` for files of ``folder``, named relative to ``root``."""
+    from ..report import Section
+
+    rel = os.path.relpath(folder, root)
+    return Section(title, text, figures=[os.path.join(rel, f) for f in figures],
+                   links=[os.path.join(rel, f) for f in links])

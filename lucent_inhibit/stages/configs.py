@@ -1,0 +1,148 @@
+"""Shared configs of the stages: the model, the images, the feature and the render settings.
+
+Each is a small dataclass validated in ``__post_init__`` (messages name the command-line option);
+stage configs nest them with :func:`~lucent_inhibit.stages.options.group` and their own defaults.
+Importing this module does not import torch: :meth:`RenderConfig.settings` imports the render engine
+only when a stage runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+from ..validate import check_int, check_number
+from .options import flag, option
+
+#: The embedded model's default feature layer and its attribution layer (the ReLU6 output inside the
+#: same block, where completeness r is ~1: SPEC 3). Other models name their layers explicitly.
+DEFAULT_LAYER = "blocks_4_0_bn3_drop"
+DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"
+EMBEDDED_SPECS = ("efficientnet_lite0", "embedded", "default")
+
+Position = Union[str, Tuple[int, int]]
+
+
+def parse_position(text, name: str = "--position") -> Position:
+    """``"center"``, ``"mean"`` or ``"y,x"`` (also a (y, x) pair) -> a :class:`~lucent_inhibit.Feature` position."""
+    if text in ("center", "mean"):
+        return text
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        return check_int(name, text[0], low=0), check_int(name, text[1], low=0)
+    try:
+        y, x = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be 'center', 'mean' or 'y,x', got {text!r}") from None
+    if y < 0 or x < 0:
+        raise ValueError(f"{name} must be 'center', 'mean' or 'y,x' with y, x >= 0, got {text!r}")
+    return y, x
+
+
+def check_optional_int(cls, obj, name: str, low: int) -> None:
+    value = getattr(obj, name)
+    if value is not None:
+        check_int(flag(cls, name), value, low=low)
+
+
+@dataclass
+class ModelConfig:
+    """Which model runs, and where."""
+
+    spec: str = option("efficientnet_lite0", "model spec: 'efficientnet_lite0' (embedded ImageNet weights), "
+                       "'inceptionv1', 'torchvision:NAME', 'timm:NAME' or 'package.module:constructor'",
+                       flag="--model")
+    device: str = option("cpu", "torch device, e.g. 'cpu' or 'cuda'")
+
+    def __post_init__(self):
+        for name in ("spec", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{flag(ModelConfig, name)} must be a non-empty string, got {getattr(self, name)!r}")
+
+    @property
+    def embedded(self) -> bool:
+        """True for the embedded EfficientNet-Lite0 (whose default layers the stages know)."""
+        return self.spec in EMBEDDED_SPECS
+
+
+@dataclass
+class DataConfig:
+    """The images a stage reads: a folder of the user's, or deterministic crops of the bundled photos."""
+
+    images: Optional[str] = option(None, "folder of your own images (recursive); default: deterministic crops "
+                                   "of the bundled photos", metavar="DIR")
+    n_images: int = option(128, "number of bundled crops")
+    size: int = option(224, "image side in pixels")
+    seed: int = option(0, "seed of the bundled crops (and of the stage's random choices)")
+    batch_size: int = option(16, "images per forward/backward pass")
+    limit: Optional[int] = option(None, "use only the first N images (default: all)", hidden=True)
+
+    def __post_init__(self):
+        check_int(flag(DataConfig, "n_images"), self.n_images, low=1)
+        check_int(flag(DataConfig, "size"), self.size, low=8)
+        check_int(flag(DataConfig, "seed"), self.seed, low=0)
+        check_int(flag(DataConfig, "batch_size"), self.batch_size, low=1)
+        check_optional_int(DataConfig, self, "limit", 1)
+        if self.images is not None and not isinstance(self.images, str):
+            raise ValueError(f"--images must be a folder path, got {self.images!r}")
+
+
+@dataclass
+class FeatureConfig:
+    """The feature (a unit of a layer at a position) and the layer where it is attributed."""
+
+    layer: Optional[str] = option(None, f"feature layer (default on the embedded model: {DEFAULT_LAYER}, "
+                                  "a pre-activation)")
+    unit: int = option(5, "channel of the feature")
+    position: str = option("center", "feature position: 'center', 'mean' or 'y,x'")
+    attr_layer: Optional[str] = option(None, "attribution layer, before the feature and close to it (default "
+                                       f"for the default feature: {DEFAULT_ATTR_LAYER}, inside the same block; "
+                                       "required for other feature layers)")
+
+    def __post_init__(self):
+        check_int(flag(FeatureConfig, "unit"), self.unit, low=0)
+        parse_position(self.position, flag(FeatureConfig, "position"))
+
+    def feature_layer(self) -> str:
+        return self.layer or DEFAULT_LAYER
+
+    def attribution_layer(self, option_name: str = "--attr-layer") -> str:
+        """``attr_layer``, or the default one for the default feature; ``ValueError`` otherwise."""
+        if self.attr_layer:
+            return self.attr_layer
+        if self.feature_layer() == DEFAULT_LAYER:
+            return DEFAULT_ATTR_LAYER
+        raise ValueError(f"{option_name} is required for feature layer {self.feature_layer()!r} "
+                         "(pick a layer before it, close to it)")
+
+    def feature(self):
+        """The :class:`~lucent_inhibit.Feature` (imports the library)."""
+        from ..features import Feature
+
+        return Feature(self.feature_layer(), unit=self.unit, position=parse_position(self.position))
+
+
+@dataclass
+class RenderConfig:
+    """The render settings every rendering stage shares (:class:`~lucent_inhibit.RenderSettings`)."""
+
+    steps: int = option(128, "optimisation steps (Adam)")
+    lr: float = option(0.05, "Adam learning rate")
+    size: Optional[int] = option(None, "side of the rendered image in pixels (default: the stage's)",
+                                 flag="--render-size")
+    model_size: Optional[int] = option(None, "side of the image the model sees (default: Lucent's rule, "
+                                       "upsampled to 224 when smaller)")
+    seed: Optional[int] = option(0, "seed of the render (torch and numpy)", flag="--render-seed")
+
+    def __post_init__(self):
+        cls = type(self)
+        check_int(flag(cls, "steps"), self.steps, low=1)
+        check_number(flag(cls, "lr"), self.lr, low=0, low_open=True)
+        check_optional_int(cls, self, "size", 8)
+        check_optional_int(cls, self, "model_size", 8)
+        check_optional_int(cls, self, "seed", 0)
+
+    def settings(self, progress: bool = False, **stage):
+        """The :class:`~lucent_inhibit.RenderSettings` of these options (``stage`` adds e.g. ``param``)."""
+        from ..rendering import RenderSettings
+
+        fields = dict(steps=self.steps, lr=self.lr, size=self.size, model_size=self.model_size, seed=self.seed)
+        return RenderSettings(**{**fields, **stage}, progress=progress)

@@ -1,0 +1,159 @@
+"""Stage ``scan``: maximally exciting, inhibiting and tense images of one feature over a dataset
+(Hamblin et al., paper 000; SPEC 2.2)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Literal, Optional, Tuple
+
+from ..validate import check_int
+from .configs import DataConfig, FeatureConfig, ModelConfig
+from .options import REQUIRED, check_choices, flag, group, option
+from .registry import Stage, register
+
+Score = Literal["min", "geometric", "harmonic", "product"]
+
+
+@dataclass
+class ScanFeature(FeatureConfig):
+    attr_layer: Optional[str] = option(None, "(scan: use --attr-layers)", hidden=True)
+
+
+@dataclass
+class ScanConfig:
+    """Options of ``lucent-inhibit scan``."""
+
+    out: str = option(REQUIRED, "output folder (scan checkpoints, scan.npz, figures)", metavar="DIR")
+    model: ModelConfig = group(ModelConfig)
+    data: DataConfig = group(DataConfig)
+    feature: ScanFeature = group(ScanFeature)
+    attr_layers: Optional[Tuple[str, ...]] = option(
+        None, "attribution layer(s) before the feature; pick them close to it (default for the default "
+        "feature: blocks_4_0_bn2_act, inside the same block, where E = P - N tracks the feature)", metavar="LAYER")
+    chunk_size: Optional[int] = option(None, "images per checkpoint file (default ~256)")
+    shard: Optional[str] = option(None, "'i/n': scan only the i-th of n parts into OUT/shard-i-of-n (no figures)")
+    merge: Optional[Tuple[str, ...]] = option(None, "merge these finished shard folders into OUT/scan.npz and draw "
+                                              "the figures instead of scanning", metavar="DIR")
+    resume: bool = option(True, "start over instead of resuming OUT's checkpoints", flag="--no-resume")
+    keep_maps: bool = option(True, "do not keep the spatial attribution maps", flag="--no-maps")
+    top_k: int = option(10, "images per MEI/MII/MTI grid")
+    score: Score = option("min", "tension score ranking MTIs (min: min(P, N))")
+    figures: bool = option(True, "write the scan only", flag="--no-figures")
+
+    def __post_init__(self):
+        check_int(flag(ScanConfig, "top_k"), self.top_k, low=1)
+        if self.chunk_size is not None:
+            check_int(flag(ScanConfig, "chunk_size"), self.chunk_size, low=1)
+        check_choices(self)
+        if self.shard is not None:
+            self.shard_dir()
+        if self.attr_layers is not None:
+            self.attr_layers = tuple(self.attr_layers)
+
+    def shard_dir(self) -> str:
+        if self.shard is None:
+            return "scan"
+        try:
+            i, n = (int(v) for v in self.shard.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must be 'i/n' with 0 <= i < n, got {self.shard!r}") from None
+        if not 0 <= i < n:
+            raise ValueError(f"--shard must be 'i/n' with 0 <= i < n, got {self.shard!r}")
+        return f"shard-{i}-of-{n}"
+
+
+def run(cfg: ScanConfig, progress: bool = True):
+    """Scan (or merge shards), write ``scan.npz`` and the figures to ``cfg.out``; returns the ScanResult."""
+    from ..plots import save_scan_figures
+    from ..scanning import merge_scans, scan
+    from .common import feature_and_layers, load_data, load_model, out_folder
+
+    model = load_model(cfg.model)
+    feature, layers = feature_and_layers(model, cfg.feature, cfg.attr_layers, "--attr-layers")
+    data = load_data(cfg.data)
+    out_folder(cfg.out)
+    if cfg.merge:
+        result = merge_scans(list(cfg.merge))
+        if result.feature != feature or result.layers != layers:
+            raise ValueError(f"the shards scan {result.feature.name} at {result.layers}, not {feature.name} at "
+                             f"{layers}; pass the same --layer/--unit/--position/--attr-layers as the shard runs")
+    else:
+        result = scan(model, data, feature, layers, batch_size=cfg.data.batch_size,
+                      out=os.path.join(cfg.out, cfg.shard_dir()), resume=cfg.resume, shard=cfg.shard,
+                      keep_maps=cfg.keep_maps, chunk_size=cfg.chunk_size, score=cfg.score, progress=progress)
+        if cfg.shard:
+            return result
+    result.save(os.path.join(cfg.out, "scan.npz"))
+    if cfg.figures:
+        if getattr(data, "identity", None) != result.dataset:
+            raise ValueError(f"the images given ({getattr(data, 'identity', '?')}) are not the scanned dataset "
+                             f"({result.dataset}); pass the same --images/--n-images/--size/--seed to draw figures")
+        save_scan_figures(result, data, cfg.out, k=min(cfg.top_k, len(result)), score=cfg.score)
+    return result
+
+
+def _mean_act(result, indices) -> float:
+    import numpy as np
+
+    return float(result.activation[np.isin(result.indices, indices)].mean())
+
+
+def describe(result, cfg: ScanConfig) -> List[str]:
+    if cfg.shard:
+        return [f"shard {cfg.shard}: {len(result)} images -> {os.path.join(cfg.out, cfg.shard_dir())}"]
+    import numpy as np
+
+    k = min(cfg.top_k, len(result))
+    lines = [f"scan of {result.feature.name}: {len(result)} images -> {os.path.join(cfg.out, 'scan.npz')}"]
+    lines += [f"  completeness r(f, E) at {l}: {r:.3f}" for l, r in result.completeness.items()]
+    mt = result.mtis(k, cfg.score)
+    lines.append(f"  MEIs {result.meis(k).tolist()} mean activation {_mean_act(result, result.meis(k)):.3g}")
+    lines.append(f"  MIIs {result.miis(k).tolist()} mean activation {_mean_act(result, result.miis(k)):.3g}")
+    lines.append(f"  MTIs {mt.tolist()} mean activation {_mean_act(result, mt):.3g} (score {cfg.score})")
+    p, n, rows = result.P(), result.N(), np.isin(result.indices, mt)
+    pct = [round(100.0 * float((p < x).mean())) for x in p[rows]], [round(100.0 * float((n < x).mean())) for x in n[rows]]
+    lines.append(f"  MTI percentiles among all images at {result.layers[0]}: P {pct[0]}, N {pct[1]}")
+    if cfg.figures:
+        lines.append("  figures: " + ", ".join(sorted(f for f in os.listdir(cfg.out) if f.endswith(".png"))))
+    return lines
+
+
+def section(runs, root: str):
+    """Report section: the P-vs-N scatter, the MEI/MII/MTI grids and the overlays, and their numbers."""
+    import numpy as np
+
+    from .common import files_section
+
+    cfg, result = runs[0]
+    layer, k = result.layers[0], min(cfg.top_k, len(result))
+    figures = sorted(f for f in os.listdir(cfg.out) if f.endswith(".png"))
+    mti_rows = [result.row(int(i)) for i in result.mtis(k, cfg.score, layer=layer)]
+    p, n = result.P(layer), result.N(layer)
+    numbers = [
+        ("images scanned", len(result), ""),
+        ("top MEI activation", float(result.activation[result.row(int(result.meis(1)[0]))]), ""),
+        (f"mean activation of the top-{k} MTIs", float(np.mean(result.activation[mti_rows])),
+         "near zero relative to the MEI's"),
+        (f"top-{k} MTIs: median P percentile", float(np.median([(p < p[r]).mean() * 100 for r in mti_rows])),
+         "percentile of P among all images"),
+        (f"top-{k} MTIs: median N percentile", float(np.median([(n < n[r]).mean() * 100 for r in mti_rows])),
+         "percentile of N among all images"),
+    ] + [(f"scan completeness r at {l}", float(r), "Pearson r(f, E) over the images") for l, r in
+         result.completeness.items()]
+    text = ("Each dot is an image: its excitatory attribution P (x) against its inhibitory attribution N (y), "
+            "coloured by the feature's activation (red positive, blue negative). Maximally tense images (ringed) "
+            "sit far from the origin along the diagonal with activation near zero: excitation and inhibition "
+            "cancel. The grids show the top MEIs, MIIs and MTIs with their activation, P and N; the overlays show "
+            "where in an MTI the feature is excited (red) and inhibited (blue).")
+    return files_section("Maximally exciting, inhibiting and tense images", text, cfg.out, root, figures,
+                         ["scan.npz"]), numbers
+
+
+STAGE = register(Stage(
+    name="scan",
+    help="scan a dataset for MEIs, MIIs and maximally tense images (MTIs) of one feature",
+    description="Stream images through the model, keep per-image activation and excitatory/inhibitory "
+    "attribution totals (P, N) at the attribution layers, write the scan (resumable checkpoint folder and "
+    "scan.npz) and figures (P-vs-N scatter, MEI/MII/MTI grids, signed overlays) to --out.",
+    config=ScanConfig, run=run, describe=describe, section=section,
+))
