@@ -262,6 +262,8 @@ def describe_item(dataset, i: int) -> str:
 
 def dataset_identity(dataset) -> str:
     """A string naming the dataset, stored in result files so a resume checks it scans the same data."""
+    if torch.is_tensor(dataset):
+        return f"tensor(n={len(dataset)})"
     return getattr(dataset, "identity", f"{type(dataset).__name__}(n={len(dataset)})")
 
 

@@ -50,13 +50,6 @@ def dataset_size(dataset) -> int:
     return int(n)
 
 
-def dataset_name(dataset) -> str:
-    """The identity string stored with results (:func:`lucent_inhibit.data.dataset_identity`)."""
-    if torch.is_tensor(dataset):
-        return f"tensor(n={len(dataset)})"
-    return dataset_identity(dataset)
-
-
 @dataclass(frozen=True)
 class DatasetPass:
     """Validated arguments of one pass over a dataset (made by :func:`dataset_pass`).
@@ -128,5 +121,5 @@ def dataset_pass(model: nn.Module, dataset, layers, features: Sequence[Feature],
     return DatasetPass(
         model=model, dataset=dataset, layers=layers, batch_size=check_int("batch_size", batch_size, low=1),
         preprocess=check_flag("preprocess", preprocess), progress=check_flag("progress", progress),
-        size=dataset_size(dataset), name=dataset_name(dataset),
+        size=dataset_size(dataset), name=dataset_identity(dataset),
     )

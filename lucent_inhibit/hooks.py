@@ -247,9 +247,20 @@ def _reader(name: str, acts: dict, replace, stop: bool):
         acts[name] = output
         if stop:
             raise StopForward
-        return output if replace is not None else None
+        # the rest of the network runs on a copy: in-place ops after the layer (ResNet's `out += identity`)
+        # must not change the tensor returned (autograd still flows through the copy)
+        return output if replace is not None else output.clone()
 
     return hook
+
+
+def protect_outputs(model: nn.Module, names: Sequence[str]) -> None:
+    """Make the rest of the network run on a copy of these layers' outputs, so that in-place operations
+    after them (ResNet's ``out += identity``) do not change what a hook stored. Call inside
+    :func:`hooks_restored` (the render session does so from the second step on)."""
+    table = layer_table(model)
+    for n in names:
+        table[n].register_forward_hook(lambda m, i, o: o.clone() if torch.is_tensor(o) else None)
 
 
 class Truncated(nn.Module):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device
+from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device, protect_outputs
 
 Size = Union[int, Tuple[int, int]]
 PARAMS = ("fourier", "phase", "lucent")
@@ -273,8 +273,10 @@ def run_render(
     def on_first(read):
         names = [n for n in read if n not in ("input", "labels")]
         check_single_call(model, probe, names)  # Lucent's hook keeps a reused module's last call only
+        last = deepest(model, probe, names)
         if truncate:
-            view.__dict__["stop_layer"] = deepest(model, probe, names)
+            view.__dict__["stop_layer"] = last
+        protect_outputs(model, [n for n in names if n != last])
 
     guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw))
     tf = settings.transforms if settings.transforms is not None else transforms

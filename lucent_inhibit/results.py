@@ -174,7 +174,7 @@ class Result:
         """Write this result to ``path`` (``.npz`` appended when missing); returns the path written."""
         path = result_path(path)
         arrays, fields = self._encode()
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "type": self.kind(), "schema": self.schema,
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "type": type(self).kind(), "schema": self.schema,
                 "fields": fields}
         text = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         folder = os.path.dirname(os.path.abspath(path))
@@ -202,7 +202,7 @@ class Result:
     # -- reading --------------------------------------------------------------------------------
     def summary(self) -> Dict[str, Any]:
         """The numbers a reader wants first (override); by default the shape of every array field."""
-        out: Dict[str, Any] = {"type": self.kind()}
+        out: Dict[str, Any] = {"type": type(self).kind()}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if _is_tensor(v) or isinstance(v, np.ndarray):
@@ -213,7 +213,7 @@ class Result:
 
     def plot(self, path) -> str:
         """Draw this result as a matplotlib PNG at ``path``; returns the path."""
-        raise NotImplementedError(f"{self.kind()} has no figure")
+        raise NotImplementedError(f"{type(self).kind()} has no figure")
 
 
 def read_result_file(path: str, expected: str) -> Tuple[Dict[str, np.ndarray], dict]:

@@ -73,3 +73,33 @@ def test_attribution_below_the_size_a_layer_needs_names_it():
     with pytest.raises(ValueError, match=r"128x128 input before computing \['softmax2'\].*224 px"):
         attribute(model, x, Feature("softmax2", unit=3), "mixed4a")
     assert attribute(model, x, Feature("mixed4b_3x3_pre_relu_conv", unit=3), "mixed4a").scores["mixed4a"].dim() == 4
+
+
+def test_inplace_ops_after_a_layer_do_not_change_what_capture_returns():
+    model = load_model("torchvision:resnet18", weights="none")
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    alone = hooks.capture(model, x, ["layer1_0_bn2"])["layer1_0_bn2"]
+    with_later = hooks.capture(model, x, ["layer1_0_bn2", "layer1_1_conv1"])["layer1_0_bn2"]
+    assert torch.equal(alone, with_later)  # `out += identity` runs after bn2
+
+
+def test_objectives_read_unmutated_layers_from_the_second_step():
+    model = load_model("torchvision:resnet18", weights="none")
+    seen = []
+
+    def parts(T):
+        seen.append(T("layer1_0_bn2").detach().clone())
+        return -(T("layer1_0_bn2").mean() + T("layer1_1_conv1").mean()), {}
+
+    torch.manual_seed(0)
+    start = lucent_param.image(32)
+    rendering.run_render(model, rendering.Parts(parts), start, rendering.RenderSettings(steps=2, size=32, model_size=32, lr=1e-9, transforms=[]), "t")
+    with torch.no_grad():
+        ref = hooks.capture(model, preprocess(model, start[1]()), ["layer1_0_bn2"])["layer1_0_bn2"]
+    assert torch.allclose(seen[1], ref, atol=1e-4)
+
+
+def preprocess(model, x):
+    from lucent_inhibit.models import preprocess_fn
+
+    return preprocess_fn(model)(x)
