@@ -19,7 +19,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torch import nn
@@ -31,11 +31,15 @@ from .plots import plot_completeness
 from .results import Result
 from .validate import check_choice, check_int, check_number
 
-__all__ = ["CompletenessResult", "IncompletenessWarning", "completeness", "completeness_pair", "pearson",
-           "plot_completeness", "random_logits", "warn_if_incomplete"]
+__all__ = ["CompletenessResult", "IncompletenessWarning", "PairCompleteness", "adds_up", "completeness",
+           "completeness_pair", "pearson", "plot_completeness", "random_logits", "sum_check", "warn_if_incomplete"]
 
 #: Fewest images over which Pearson r between f and E is defined.
 MIN_IMAGES = 2
+#: E "adds up" to f when the regression slope of f on E lies in this range ...
+SLOPE_RANGE = (0.5, 2.0)
+#: ... and the attribution accounts for at least this share of the feature (mean |E| / mean |f|).
+MIN_SHARE = 0.1
 
 
 class IncompletenessWarning(UserWarning):
@@ -124,6 +128,19 @@ class CompletenessResult(Result):
         t = self.target()
         return np.abs(self.E - t).mean(1) / np.maximum(np.abs(t).mean(1), 1e-12)
 
+    def sums(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(slope, share)``, each (F, L): :func:`sum_check` of every feature at every layer (against
+        ``f - baseline`` for integrated gradients)."""
+        t = self.target()
+        pairs = [[sum_check(t[i, :, j], self.E[i, :, j]) for j in range(len(self.layers))] for i in range(len(self.features))]
+        arr = np.array(pairs, dtype=np.float64).reshape(len(self.features), len(self.layers), 2)
+        return arr[..., 0], arr[..., 1]
+
+    def adds_up(self) -> np.ndarray:
+        """(F, L) bool: E accounts for the feature there (:func:`adds_up`), whatever r says."""
+        slope, share = self.sums()
+        return np.vectorize(adds_up)(slope, share).astype(bool).reshape(slope.shape)
+
     def table(self) -> str:
         """Per-layer text table: mean, min and max r over features and the mean relative error."""
         mean, err = self.mean_r(), self.relative_error().mean(0)
@@ -131,22 +148,32 @@ class CompletenessResult(Result):
         lines = [
             f"completeness ({self.method}{'' if self.steps is None else f', {self.steps} steps'}): "
             f"Pearson r between f and E over {self.n_images} images, {len(self.features)} feature(s)",
-            f"{'layer':<{width}}  {'mean r':>7}  {'min r':>7}  {'max r':>7}  {'rel.err':>8}",
+            f"{'layer':<{width}}  {'mean r':>7}  {'min r':>7}  {'max r':>7}  {'rel.err':>8}  {'slope':>7}  "
+            f"{'share':>7}  adds up",
         ]
+        slope, share = self.sums()
+        ok = self.adds_up()
         for j, layer in enumerate(self.layers):
             col = self.r[:, j]
             lo = np.nanmin(col) if np.isfinite(col).any() else float("nan")
             hi = np.nanmax(col) if np.isfinite(col).any() else float("nan")
-            lines.append(f"{layer:<{width}}  {mean[j]:7.3f}  {lo:7.3f}  {hi:7.3f}  {err[j]:8.3g}")
+            lines.append(f"{layer:<{width}}  {mean[j]:7.3f}  {lo:7.3f}  {hi:7.3f}  {err[j]:8.3g}  "
+                         f"{np.nanmedian(slope[:, j]):7.3g}  {np.nanmedian(share[:, j]):7.3g}  "
+                         f"{int(ok[:, j].sum())}/{len(self.features)}")
         return "\n".join(lines)
 
     def summary(self) -> dict:
         """Method, number of images and features, and per layer the mean r over features and the mean
         relative error of E."""
         mean, err = self.mean_r(), self.relative_error().mean(0)
-        return {"type": self.kind(), "method": self.method, "steps": self.steps, "images": self.n_images,
+        slope, share = self.sums()
+        ok = self.adds_up()
+        return {"type": type(self).kind(), "method": self.method, "steps": self.steps, "images": self.n_images,
                 "features": len(self.features), "dataset": self.dataset, "model": self.model,
-                "layers": {l: {"mean_r": float(mean[j]), "relative_error": float(err[j])}
+                "layers": {l: {"mean_r": float(mean[j]), "relative_error": float(err[j]),
+                               "median_slope": float(np.nanmedian(slope[:, j])),
+                               "median_share": float(np.nanmedian(share[:, j])),
+                               "features_adding_up": int(ok[:, j].sum())}
                            for j, l in enumerate(self.layers)}}
 
     def plot(self, path) -> str:
@@ -171,6 +198,33 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     if den <= (1e-12 * scale) ** 2 * len(a):
         return float("nan")
     return float((a * b).sum() / den)
+
+
+def sum_check(f: np.ndarray, e: np.ndarray) -> Tuple[float, float]:
+    """How much of ``f`` the total attribution ``E`` accounts for, over images (1-D arrays):
+    ``(slope, share)`` with ``slope`` the least-squares slope of f on E (1 when E tracks f, whatever the
+    offset) and ``share = mean|E| / mean|f|``. Pearson r alone is blind to scale: across a LayerNorm, E can
+    correlate with f at r = 0.98 while being 0.1% of it. NaN where undefined (constant E, f = 0)."""
+    f, e = np.asarray(f, dtype=np.float64), np.asarray(e, dtype=np.float64)
+    de = e - e.mean()
+    var = float((de * de).sum())
+    slope = float((de * (f - f.mean())).sum() / var) if var > 1e-300 else float("nan")
+    mf = float(np.abs(f).mean())
+    share = float(np.abs(e).mean() / mf) if mf > 0 else float("nan")
+    return slope, share
+
+
+def adds_up(slope: float, share: float) -> bool:
+    """Whether ``(slope, share)`` from :func:`sum_check` say E accounts for f (see :data:`SLOPE_RANGE`,
+    :data:`MIN_SHARE`)."""
+    return bool(np.isfinite(slope) and SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1]
+                and np.isfinite(share) and share >= MIN_SHARE)
+
+
+def _sum_matrices(f: np.ndarray, e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    pairs = [[sum_check(f[i], e[i, :, j]) for j in range(e.shape[2])] for i in range(f.shape[0])]
+    arr = np.array(pairs, dtype=np.float64).reshape(f.shape[0], e.shape[2], 2)
+    return arr[..., 0], arr[..., 1]
 
 
 def _r_matrix(f: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -290,34 +344,63 @@ def completeness(
     )
 
 
+class PairCompleteness(float):
+    """Pearson r of one (feature, layer) pair (the float value), with ``slope`` and ``share`` of
+    :func:`sum_check` and ``adds_up``: a pair is complete only when r is high *and* E adds up to f."""
+
+    def __new__(cls, r: float, slope: float = float("nan"), share: float = float("nan")):
+        obj = super().__new__(cls, r)
+        obj.r, obj.slope, obj.share = float(r), float(slope), float(share)
+        return obj
+
+    @property
+    def adds_up(self) -> bool:
+        return adds_up(self.slope, self.share)
+
+    def __repr__(self) -> str:
+        return f"PairCompleteness(r={self.r:.3f}, slope={self.slope:.3g}, share={self.share:.3g})"
+
+
 def completeness_pair(
     model: nn.Module, dataset, feature, layer: str, n_images: int = 64, batch_size: int = 16,
     preprocess: bool = True,
-) -> float:
+) -> PairCompleteness:
     """Pearson r between ``feature`` and its gradient x activation total at ``layer`` over the first
-    ``n_images`` images of ``dataset`` (at least 2): the cheap check to run before ranking images by
-    attribution."""
+    ``n_images`` images of ``dataset`` (at least 2), with the sum check (slope of f on E, share of f that E
+    accounts for): the cheap check to run before ranking images by attribution. The result is a float
+    (r) carrying ``.slope``, ``.share`` and ``.adds_up``."""
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one Lucent layer name, got {type(layer).__name__}")
     res = completeness(model, dataset, [feature], [layer], batch_size=batch_size,
                        max_images=check_int("n_images", n_images, low=MIN_IMAGES), preprocess=preprocess,
                        progress=False)
-    return float(res.r[0, 0])
+    slope, share = res.sums()
+    return PairCompleteness(float(res.r[0, 0]), float(slope[0, 0]), float(share[0, 0]))
 
 
-def warn_if_incomplete(r: float, feature, layer: str, threshold: float = 0.5) -> bool:
+def warn_if_incomplete(r: float, feature, layer: str, threshold: float = 0.5, slope: Optional[float] = None,
+                       share: Optional[float] = None) -> bool:
     """Issue an :class:`IncompletenessWarning` if ``r`` (from :func:`completeness_pair`) is below
-    ``threshold`` or undefined. Returns True when it warned."""
+    ``threshold`` or undefined, or if E does not add up to f (``slope`` / ``share`` of :func:`sum_check`,
+    read from a :class:`PairCompleteness` when not given), whatever r says. Returns True when it warned."""
     name = as_feature(feature).name if not isinstance(feature, str) else feature
     threshold = check_number("threshold", threshold, -1.0, 1.0)
-    if r is None or not np.isfinite(r) or r < threshold:
-        warnings.warn(
-            f"attribution of feature {name} at layer {layer!r} is incomplete: Pearson r between the feature "
-            f"and its total attribution E is {r if r is None else f'{r:.3f}'} (threshold {threshold}); rankings "
-            "by P, N or tension at this layer may not reflect the feature. Pick a layer closer to the feature "
-            "(see lucent_inhibit.completeness_check) or use method='integrated_gradients'.",
-            IncompletenessWarning,
-            stacklevel=2,
-        )
-        return True
-    return False
+    if isinstance(r, PairCompleteness):
+        slope = r.slope if slope is None else slope
+        share = r.share if share is None else share
+    low = r is None or not np.isfinite(r) or r < threshold
+    short = slope is not None and share is not None and not adds_up(slope, share)
+    if not (low or short):
+        return False
+    sums = "" if slope is None or share is None else f", slope of f on E {slope:.3g}, E/f share {share:.3g}"
+    why = ("E does not add up to the feature (the attribution accounts for a different amount than f, e.g. across "
+           "a LayerNorm)" if short and not low else "Pearson r between the feature and its total attribution E is low")
+    warnings.warn(
+        f"attribution of feature {name} at layer {layer!r} is incomplete: {why} (r = "
+        f"{r if r is None else f'{float(r):.3f}'}, threshold {threshold}{sums}); rankings by P, N or tension at this "
+        "layer may not reflect the feature. Pick a layer closer to the feature (see lucent_inhibit.completeness_check) "
+        "or use method='integrated_gradients'.",
+        IncompletenessWarning,
+        stacklevel=2,
+    )
+    return True

@@ -307,7 +307,10 @@ def plot_completeness(result, path: str, compare=None, title: Optional[str] = No
             ax.plot(pos, res.r[i], color=c, lw=0.6, alpha=0.35)
         label = res.method.replace("_", " ") + (f" ({res.steps} steps)" if res.steps else "")
         ax.plot(pos, res.mean_r(), color=c, lw=2.5, marker="o", ms=4, label=f"{label}: mean of {res.r.shape[0]} feature(s)")
-    ax.axhline(0, color="grey", lw=0.5)
+        short = ~res.adds_up().all(0)  # layers where E does not add up to f for some feature, whatever r says
+        if short.any():
+            ax.scatter(np.asarray(pos)[short], res.mean_r()[short], marker="X", s=90, color="black", zorder=5,
+                       label="E does not add up to f (slope / share of f off)" if k == 0 else None)
     ax.axhline(1, color="grey", lw=0.5, ls=":")
     ax.set_xticks(range(len(xs)))
     ax.set_xticklabels(xs, rotation=60, ha="right", fontsize=8)

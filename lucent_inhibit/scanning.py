@@ -31,7 +31,7 @@ from torch import nn
 
 from .attribution import TENSION_SCORES, Attribution, as_feature, tension as _tension
 from .chunkstore import ChunkStore, chunk_images, load_chunks, new_manifest, parse_shard, shard_indices, split_chunks
-from .completeness_check import pearson, warn_if_incomplete
+from .completeness_check import pearson, sum_check, warn_if_incomplete
 from .datapass import DatasetPass, check_flag, dataset_pass
 from .features import Feature
 from .results import Result
@@ -195,10 +195,17 @@ class ScanResult(Result):
         mean = lambda idx: float(self.activation[np.isin(self.indices, idx)].mean())  # noqa: E731
         out.update(k=k, mean_activation=float(self.activation.mean()), mei_mean_activation=mean(self.meis(k)),
                    mii_mean_activation=mean(self.miis(k)))
-        out["layers"] = {l: {"completeness_r": self.completeness.get(l), "mean_P": float(self.P(l).mean()),
+        sums = self.completeness_sums()
+        out["layers"] = {l: {"completeness_r": self.completeness.get(l), "completeness_slope": sums[l][0],
+                             "completeness_share": sums[l][1], "mean_P": float(self.P(l).mean()),
                              "mean_N": float(self.N(l).mean()), "mti_mean_activation": mean(self.mtis(k, score, l))}
                          for l in self.layers}
         return out
+
+    def completeness_sums(self) -> Dict[str, Tuple[float, float]]:
+        """Per layer ``(slope, share)`` of :func:`~lucent_inhibit.completeness_check.sum_check`: whether
+        ``E = P - N`` adds up to the activation over the scanned images (r alone is blind to scale)."""
+        return {l: sum_check(self.activation, self.total(l)) for l in self.layers}
 
     def plot(self, path) -> str:
         """The MTI selection scatter (P against N at the first layer, coloured by activation) as a PNG."""
@@ -249,9 +256,10 @@ def completeness_r(result: ScanResult) -> Dict[str, float]:
 def _measure_completeness(result: ScanResult, threshold: float) -> ScanResult:
     """Store :func:`completeness_r` in ``result`` and warn for each layer where it is below ``threshold``."""
     result.completeness = completeness_r(result)
+    sums = result.completeness_sums() if len(result) >= 3 else {}
     for layer, r in result.completeness.items():
         if np.isfinite(r):
-            warn_if_incomplete(r, result.feature, layer, threshold=threshold)
+            warn_if_incomplete(r, result.feature, layer, threshold, *sums.get(layer, (None, None)))
     return result
 
 

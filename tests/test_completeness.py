@@ -448,3 +448,43 @@ def test_hooks_flags_and_mode_are_restored_also_when_it_raises(method):
     with pytest.raises((RuntimeError, ValueError), match="forward failed"):
         completeness(net, _images(6), [Feature("conv3", unit=0)], ["conv1", "relu2"], **kw)
     assert FailingConv.calls == 3 and state() == before
+
+
+def test_layernorm_scale_is_caught_by_the_sum_check_whatever_r_says():
+    """ConvNeXt (random weights): across a LayerNorm, E correlates with f (r ~ 0.98) while being ~0.1% of it."""
+    import warnings
+
+    import torch
+
+    from lucent_inhibit.completeness_check import IncompletenessWarning, completeness, completeness_pair
+    from lucent_inhibit.models import load_model
+    from lucent_inhibit.scanning import scan
+
+    torch.manual_seed(0)
+    model = load_model("timm:convnext_atto", weights="none")
+    images = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    feat = Feature("stages_2_blocks_0_mlp_fc2", unit=3)
+    res = completeness(model, images, [feat], ["stages_2_blocks_0_conv_dw", "stages_2_blocks_0_mlp_act"],
+                       batch_size=6, progress=False)
+    across, inside = res.layers.index("stages_2_blocks_0_conv_dw"), res.layers.index("stages_2_blocks_0_mlp_act")
+    assert res.r[0, across] > 0.9  # r alone would call it complete
+    assert not res.adds_up()[0, across] and res.adds_up()[0, inside]
+    assert res.sums()[1][0, across] < 0.01
+    assert "0/1" in res.table().splitlines()[2 + across]
+    pair = completeness_pair(model, images, feat, "stages_2_blocks_0_conv_dw", n_images=12)
+    assert pair > 0.9 and not pair.adds_up
+    with pytest.warns(IncompletenessWarning, match="does not add up.*share"):
+        scan(model, images, feat, ["stages_2_blocks_0_conv_dw"], batch_size=6, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IncompletenessWarning)
+        scan(model, images, feat, ["stages_2_blocks_0_mlp_act"], batch_size=6, progress=False)
+
+
+@pytest.mark.slow
+def test_embedded_default_pair_still_adds_up(lite0):
+    from lucent_inhibit.completeness_check import completeness_pair
+    from lucent_inhibit.data import sample_crops
+
+    pair = completeness_pair(lite0, sample_crops(24, size=128), Feature("blocks_4_0_bn3_drop", unit=70),
+                             "blocks_4_0_bn2_act", n_images=24, batch_size=12)
+    assert pair > 0.95 and pair.adds_up, pair
