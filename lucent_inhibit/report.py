@@ -252,13 +252,14 @@ class DemoPlan:
         return [ToyStageConfig(out=os.path.join(tmp, "toy"), steps=self.sizes.toy_steps, seeds=self.sizes.toy_seeds)]
 
 
-def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: DemoConfig) -> DemoPlan:
+def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: DemoConfig,
+              weights: str = "default") -> DemoPlan:
     """Check the demo's inputs and choose its defaults; every problem is one :class:`DemoInputError`."""
     from .stages.common import check_layers, default_attribution_layer, load_data, load_model, pick_unit
     from .stages.configs import DEFAULT_LAYER, DataConfig, ModelConfig
 
     try:
-        model_cfg = ModelConfig(spec=model, device=device)
+        model_cfg = ModelConfig(spec=model, weights=weights, device=device)
         data_cfg = DataConfig(images=images, n_images=cfg.n_images, size=cfg.size, batch_size=cfg.batch_size)
         dataset, net = load_data(data_cfg), load_model(model_cfg)
         if layer is None:
@@ -311,12 +312,14 @@ def run_demo(
     device: str = "cpu",
     config: Optional[DemoConfig] = None,
     progress: bool = True,
+    weights: str = "default",
 ) -> Report:
     """Run every stage on one model and write ``out/index.html`` (see the module docstring).
 
     Args:
         out: report folder; replaced only when the whole run succeeds.
-        model: model spec (:func:`lucent_inhibit.load_model`), default the embedded EfficientNet-Lite0.
+        model: model spec (:func:`lucent_inhibit.load_model`), default the embedded EfficientNet-Lite0;
+            ``weights``: ``"default"``, ``"none"`` (random) or a local state dict file.
         layer, unit: the feature (a pre-activation layer and a channel). Defaults: ``blocks_4_0_bn3_drop``
             on the embedded model (else required) and the unit with the most varied activation.
         attribution_layer: where the feature is attributed; default
@@ -338,7 +341,7 @@ def run_demo(
     torch.manual_seed(0)
     np.random.seed(0)  # Lucent's augmentations draw from numpy's global generator: a rerun gives the same report
     with shared_inputs():
-        plan = plan_demo(model, layer, unit, attribution_layer, images, device, cfg)
+        plan = plan_demo(model, layer, unit, attribution_layer, images, device, cfg, weights)
         report = Report(
             "lucent-inhibit report",
             "Inhibition in a vision model, seen and measured: which images excite the feature, which inhibit it, "

@@ -1,5 +1,11 @@
 """Stage ``atlas``: the attribution atlas (or activation atlas) of one feature, a PNG figure and an
-interactive HTML page (Hamblin et al., paper 000 and 002 section 4; Carter et al. 2019; SPEC 2.6)."""
+interactive HTML page (Hamblin et al., paper 000 and 002 section 4; Carter et al. 2019; SPEC 2.6).
+
+Select images from a scan (--scan FILE, or scan the dataset first), collect their attribution (or
+activation) vectors at --attr-layer, lay them out with UMAP, average them in grid cells, render one icon per
+cell in batched render calls and measure the feature on each. Writes OUT/atlas.npz, OUT/atlas.png and
+OUT/atlas.html (self-contained: pan, zoom, click a cell for its images).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +16,7 @@ from typing import List, Literal, Optional
 from ..validate import check_int, check_number
 from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 
 @dataclass
@@ -153,12 +159,5 @@ def section(runs, root: str):
     return files_section("Attribution atlas", text, cfg.out, root, ["atlas.png"], ["atlas.html", "atlas.npz"]), numbers
 
 
-STAGE = register(Stage(
-    name="atlas",
-    help="attribution atlas (or activation atlas) of one feature: PNG figure and interactive HTML",
-    description="Select images from a scan (--scan FILE, or scan the dataset first), collect their attribution "
-    "(or activation) vectors at --attr-layer, lay them out with UMAP, average them in grid cells, render one icon "
-    "per cell in batched render calls and measure the feature on each. Writes OUT/atlas.npz, OUT/atlas.png and "
-    "OUT/atlas.html (self-contained: pan, zoom, click a cell for its images).",
-    config=AtlasStageConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, AtlasStageConfig, "attribution atlas (or activation atlas) of one feature: PNG figure and interactive HTML")

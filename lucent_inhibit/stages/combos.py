@@ -1,5 +1,10 @@
 """Stage ``combos``: the feature-combination plot of a unit pair, a cosdot sweep over target angles
-(Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7)."""
+(Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
+
+Measure a layer's units over the data, pick a pair (or take --units), render each unit alone for the axis
+scales, then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in batches of
+Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +14,7 @@ from typing import List, Literal, NamedTuple, Optional, Tuple
 from ..validate import check_int, check_number
 from .configs import DataConfig, ModelConfig, RenderConfig, parse_position
 from .options import REQUIRED, check_choices, flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 #: The sweep needs at least this many angles (lucent_inhibit.combinations.MIN_ANGLES; a test checks).
 MIN_ANGLES = 5
@@ -115,11 +120,5 @@ def section(runs, root: str):
                          ["combos.npz", "pair_stats.npz"]), numbers
 
 
-STAGE = register(Stage(
-    name="combos",
-    help="feature-combination plot of a unit pair (cosdot sweep over angles, paper 004)",
-    description="Measure a layer's units over the data, pick a pair (or take --units), render each unit alone "
-    "for the axis scales, then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in "
-    "batches of Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.",
-    config=CombosConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, CombosConfig, "feature-combination plot of a unit pair (cosdot sweep over angles, paper 004)")

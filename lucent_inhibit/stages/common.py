@@ -42,7 +42,20 @@ def load_model(cfg: ModelConfig):
     """The prepared model ``cfg.spec`` on ``cfg.device`` (``ValueError`` for an unknown spec)."""
     from ..models import load_model as _load
 
-    return _cached(("model", cfg.spec, cfg.device), lambda: _load(cfg.spec).to(cfg.device))
+    return _cached(("model", cfg.spec, cfg.weights, cfg.device), lambda: _to_device(_load(cfg.spec, cfg.weights), cfg.device))
+
+
+def _to_device(model, device: str):
+    """``model.to(device)``, with one clear error for a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a torch device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: no CUDA GPU is available on this machine; use --device cpu")
+    return model.to(dev)
 
 
 def load_data(cfg: DataConfig):

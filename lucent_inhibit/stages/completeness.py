@@ -1,5 +1,11 @@
 """Stage ``completeness``: how well gradient x activation attributions add up to the feature, layer by
-layer (Hamblin et al., paper 000, Figure 3): Pearson r over a dataset between f and E = sum(grad f * h)."""
+layer (Hamblin et al., paper 000, Figure 3): Pearson r over a dataset between f and E = sum(grad f * h).
+
+Measure how well gradient x activation attributions add up to the feature: for each attribution layer, the
+Pearson correlation over a dataset between the feature f and E = sum(grad f * h). Writes completeness.npz
+(reload with CompletenessResult.load) and completeness.png (r against depth), and prints the per-layer
+table.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +15,7 @@ from typing import List, Literal, NamedTuple, Optional
 from ..validate import check_int
 from .configs import DataConfig, ModelConfig, parse_position
 from .options import check_choices, flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 
 def _names(text: Optional[str], name: str) -> Optional[List[str]]:
@@ -164,12 +170,5 @@ def section(runs, root: str):
                          ["completeness.npz"]), numbers
 
 
-STAGE = register(Stage(
-    name="completeness",
-    help="Pearson r between features and their total attribution E at each layer (paper 000, Figure 3)",
-    description="Measure how well gradient x activation attributions add up to the feature: for each "
-    "attribution layer, the Pearson correlation over a dataset between the feature f and E = sum(grad f * h). "
-    "Writes completeness.npz (reload with CompletenessResult.load) and completeness.png (r against depth), "
-    "and prints the per-layer table.",
-    config=CompletenessConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, CompletenessConfig, "Pearson r between features and their total attribution E at each layer (paper 000, Figure 3)")

@@ -50,10 +50,14 @@ class ModelConfig:
     spec: str = option("efficientnet_lite0", "model spec: 'efficientnet_lite0' (embedded ImageNet weights), "
                        "'inceptionv1', 'torchvision:NAME', 'timm:NAME' or 'package.module:constructor'",
                        flag="--model")
+    weights: str = option("default", "'default' (the embedded weights; the library's pretrained weights for "
+                          "torchvision / timm / InceptionV1, which download when not cached), 'none' (random "
+                          "initialisation, nothing downloaded) or the path of a local state dict (loaded with "
+                          "weights_only=True)")
     device: str = option("cpu", "torch device, e.g. 'cpu' or 'cuda'")
 
     def __post_init__(self):
-        for name in ("spec", "device"):
+        for name in ("spec", "weights", "device"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{flag(ModelConfig, name)} must be a non-empty string, got {getattr(self, name)!r}")
 

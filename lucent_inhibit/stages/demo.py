@@ -1,5 +1,12 @@
 """Stage ``demo``: the main job, every other stage on one model, written as ``OUT/index.html``
-(composed by :func:`lucent_inhibit.report.run_demo`)."""
+(composed by :func:`lucent_inhibit.report.run_demo`).
+
+Run every stage (completeness, scan with MEI/MII/MTI figures, +/- inversions and accentuations of the top
+MTIs, a synthesised tense image, an attribution atlas, a feature-combination plot, the superposition toy
+figure) with the other sub-commands' defaults and write OUT/index.html linking every figure with an
+explanation and a table of the numbers measured. The report folder is replaced only when the whole run
+succeeds.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +16,7 @@ from typing import List, Optional
 from ..validate import check_int
 from .configs import ModelConfig
 from .options import flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 
 @dataclass
@@ -39,7 +46,7 @@ def run(cfg: DemoStageConfig, progress: bool = True):
 
     return run_demo(out=cfg.out, model=cfg.model.spec, layer=cfg.layer, unit=cfg.unit,
                     attribution_layer=cfg.attribution_layer, images=cfg.images, device=cfg.model.device,
-                    config=DemoConfig.quick() if cfg.quick else None, progress=progress)
+                    config=DemoConfig.quick() if cfg.quick else None, progress=progress, weights=cfg.model.weights)
 
 
 def describe(report, cfg: DemoStageConfig) -> List[str]:
@@ -48,13 +55,5 @@ def describe(report, cfg: DemoStageConfig) -> List[str]:
         f"  {name.ljust(width)}  {value}" for name, value, _ in report.numbers]
 
 
-STAGE = register(Stage(
-    name="demo",
-    help="the main job: every method on one model, written as report/index.html",
-    description="Run every stage (completeness, scan with MEI/MII/MTI figures, +/- inversions and accentuations "
-    "of the top MTIs, a synthesised tense image, an attribution atlas, a feature-combination plot, the "
-    "superposition toy figure) with the other sub-commands' defaults and write OUT/index.html linking every "
-    "figure with an explanation and a table of the numbers measured. The report folder is replaced only when "
-    "the whole run succeeds.",
-    config=DemoStageConfig, run=run, describe=describe,
-))
+STAGE = register_module(
+    __name__, DemoStageConfig, "the main job: every method on one model, written as report/index.html")

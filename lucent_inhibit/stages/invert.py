@@ -1,5 +1,10 @@
 """Stage ``invert``: +/- attribution inversions (or accentuations) of one image: what in it excites a
-feature and what inhibits it (Hamblin et al., papers 000 and 003; SPEC 2.4)."""
+feature and what inhibits it (Hamblin et al., papers 000 and 003; SPEC 2.4).
+
+Render two images against relu(S) and relu(-S) of one image's attribution S at --attr-layer (spatial
+cosdot), from noise (inversion) or from the image (--seeded, accentuation); measure the feature and P/N on
+each, write OUT/inversion.npz and OUT/inversion.png.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +14,7 @@ from typing import List, Literal, NamedTuple, Optional
 from ..validate import check_number
 from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 
 @dataclass
@@ -120,11 +125,5 @@ def section(runs, root: str):
                    links=links), numbers
 
 
-STAGE = register(Stage(
-    name="invert",
-    help="+/- attribution inversion (or accentuation) of one image: what excites and what inhibits a feature",
-    description="Render two images against relu(S) and relu(-S) of one image's attribution S at --attr-layer "
-    "(spatial cosdot), from noise (inversion) or from the image (--seeded, accentuation); measure the feature "
-    "and P/N on each, write OUT/inversion.npz and OUT/inversion.png.",
-    config=InvertConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, InvertConfig, "+/- attribution inversion (or accentuation) of one image: what excites and what inhibits a feature")

@@ -8,6 +8,8 @@ this package at import (``STAGE = register(Stage(...))``), in the style of timm'
 from __future__ import annotations
 
 import difflib
+import inspect
+import sys
 from dataclasses import dataclass, is_dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -56,6 +58,19 @@ def register(stage: Stage) -> Stage:
         raise ValueError(f"a stage named {stage.name!r} is already registered")
     STAGES[stage.name] = stage
     return stage
+
+
+def register_module(module_name: str, config: type, help: str) -> Stage:
+    """Register the stage a module of this package defines by convention: the stage is named after the
+    module, its ``description`` is the module docstring (its first line ``Stage ``name``: ...`` dropped),
+    and ``run``, ``describe`` and ``section`` (optional) are the module's functions of those names."""
+    module = sys.modules[module_name]
+    doc = inspect.cleandoc(module.__doc__ or "")
+    description = " ".join(p.replace("\n", " ") for p in doc.split("\n\n")[1:]).strip()
+    return register(Stage(
+        name=module_name.rsplit(".", 1)[-1], help=help, description=description or doc, config=config,
+        run=module.run, describe=module.describe, section=getattr(module, "section", None),
+    ))
 
 
 def get_stage(name: str) -> Stage:

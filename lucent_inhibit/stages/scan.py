@@ -1,5 +1,10 @@
 """Stage ``scan``: maximally exciting, inhibiting and tense images of one feature over a dataset
-(Hamblin et al., paper 000; SPEC 2.2)."""
+(Hamblin et al., paper 000; SPEC 2.2).
+
+Stream images through the model, keep per-image activation and excitatory/inhibitory attribution totals (P,
+N) at the attribution layers, write the scan (resumable checkpoint folder and scan.npz) and figures (P-vs-N
+scatter, MEI/MII/MTI grids, signed overlays) to --out.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +14,7 @@ from typing import List, Literal, Optional, Tuple
 from ..validate import check_int
 from .configs import DataConfig, FeatureConfig, ModelConfig
 from .options import REQUIRED, check_choices, flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 Score = Literal["min", "geometric", "harmonic", "product"]
 
@@ -149,11 +154,5 @@ def section(runs, root: str):
                          ["scan.npz"]), numbers
 
 
-STAGE = register(Stage(
-    name="scan",
-    help="scan a dataset for MEIs, MIIs and maximally tense images (MTIs) of one feature",
-    description="Stream images through the model, keep per-image activation and excitatory/inhibitory "
-    "attribution totals (P, N) at the attribution layers, write the scan (resumable checkpoint folder and "
-    "scan.npz) and figures (P-vs-N scatter, MEI/MII/MTI grids, signed overlays) to --out.",
-    config=ScanConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, ScanConfig, "scan a dataset for MEIs, MIIs and maximally tense images (MTIs) of one feature")

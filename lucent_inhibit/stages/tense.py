@@ -1,5 +1,9 @@
 """Stage ``tense``: synthesise maximally tense images, large excitation P and inhibition N at once,
-with the tense objective in Lucent's render loop (Hamblin et al., paper 000; SPEC 2.5)."""
+with the tense objective in Lucent's render loop (Hamblin et al., paper 000; SPEC 2.5).
+
+Render the tense objective (tension of the image's excitatory and inhibitory attribution at --attr-layer)
+with Lucent's render_vis; record P, N and the feature along the way; write OUT/tense.npz and OUT/tense.png.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +13,7 @@ from typing import List, Literal, Optional
 from ..validate import check_int
 from .configs import FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
-from .registry import Stage, register
+from .registry import register_module
 
 
 @dataclass
@@ -25,10 +29,10 @@ class TenseConfig:
     """Options of ``lucent-inhibit tense``."""
 
     out: str = option(REQUIRED, "output folder", metavar="DIR")
+    batch: int = option(1, "images rendered together")
     model: ModelConfig = group(ModelConfig)
     feature: FeatureConfig = group(FeatureConfig)
     render: TenseRender = group(TenseRender)
-    batch: int = option(1, "images rendered together")
     mode: Literal["auto", "fast", "exact"] = option(
         "auto", "gradient mode: fast treats the attribution's gradient as constant (exact for ReLU/ReLU6 nets), exact "
         "double-backpropagates, auto keeps fast where its gradient matches the exact one at the first step")
@@ -87,11 +91,5 @@ def section(runs, root: str):
                          ["tense.npz"]), numbers
 
 
-STAGE = register(Stage(
-    name="tense",
-    help="synthesise maximally tense images (large P and N at once) with the tense objective",
-    description="Render the tense objective (tension of the image's excitatory and inhibitory attribution at "
-    "--attr-layer) with Lucent's render_vis; record P, N and the feature along the way; write OUT/tense.npz "
-    "and OUT/tense.png.",
-    config=TenseConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, TenseConfig, "synthesise maximally tense images (large P and N at once) with the tense objective")

@@ -1,5 +1,10 @@
 """Stage ``toy``: superposition toy models, where interference looks like inhibition (Hamblin et al.
-2024, final section; Elhage et al. 2022; SPEC 2.8)."""
+2024, final section; Elhage et al. 2022; SPEC 2.8).
+
+Train the absolute-value (or scaled XOR) toy model over several seeds and keep the best (CPU, about a minute
+by default), save it, attribute every output to the hidden units on inputs with one and two active features,
+and draw the interference-vs-inhibition figure.
+"""
 from __future__ import annotations
 
 import json
@@ -9,7 +14,7 @@ from typing import List, Literal, NamedTuple, Optional
 
 from ..validate import check_int, check_number
 from .options import REQUIRED, check_choices, flag, option
-from .registry import Stage, register
+from .registry import register_module
 
 #: Default feature probability S per kind (sparse enough for superposition in a minute of CPU training).
 DEFAULT_S = {"abs": 0.01, "xor": 0.05}
@@ -137,11 +142,5 @@ def section(runs, root: str):
                          ["toy_superposition.png"], links), numbers
 
 
-STAGE = register(Stage(
-    name="toy",
-    help="superposition toy models: train, attribute, and show interference that looks like inhibition",
-    description="Train the absolute-value (or scaled XOR) toy model over several seeds and keep the best (CPU, "
-    "about a minute by default), save it, attribute every output to the hidden units on inputs with one and two "
-    "active features, and draw the interference-vs-inhibition figure.",
-    config=ToyStageConfig, run=run, describe=describe, section=section,
-))
+STAGE = register_module(
+    __name__, ToyStageConfig, "superposition toy models: train, attribute, and show interference that looks like inhibition")

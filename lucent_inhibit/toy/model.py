@@ -7,7 +7,7 @@ layer names are ``hidden``, ``relu``, ``out`` and ``out_relu``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Literal, Optional
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ class ToyConfig:
         p: for xor, probability that a bit of an active pair is 1, in (0, 1).
     """
 
-    kind: str = "abs"
+    kind: Literal["abs", "xor"] = "abs"
     n: int = 6
     m: int = 8
     S: float = 0.01
