@@ -120,13 +120,13 @@ print("activation at the end:", res.activation[-1, 0].item())''',
         "A global picture of the ways images excite and inhibit one feature: attribution vectors laid out by UMAP, "
         "averaged on a grid, each cell rendered as an icon, framed red (excitatory) or blue (inhibitory).",
         [
-            '''from lucent_inhibit.atlas import build_atlas, plot_atlas, select_images, write_atlas_html
+            '''from lucent_inhibit.atlas import AtlasConfig, build_atlas, plot_atlas, select_images, write_atlas_html
 images = li.sample_crops(24 if SMALL else 256, size=128)
 feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
 result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], batch_size=12)
 sel = select_images(result, top_abs=24 if SMALL else 100, top_tension=12 if SMALL else 50)
-atlas = build_atlas(model, images, feature, "blocks_4_0_bn2_act", sel, mode="position",
-                    steps=4 if SMALL else 64, icon_size=32 if SMALL else 64)
+atlas = build_atlas(model, images, feature, "blocks_4_0_bn2_act", sel, config=AtlasConfig(mode="position"),
+                    render=li.RenderSettings(steps=4 if SMALL else 64, size=32 if SMALL else 64))
 print(atlas.activation_by_sign())
 plot_atlas(atlas, "atlas.png"); write_atlas_html(atlas, "atlas.html")''',
         ],
