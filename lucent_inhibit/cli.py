@@ -6,9 +6,22 @@ the command line, the report and the library share one set of defaults. The pars
 library's ``argparse`` (no import cost, exact control of the legacy option spellings such as ``--S``
 and of multi-value options such as ``--attr-layers A B``).
 
-Errors in user input print one line, ``lucent-inhibit: error: ...``, and exit with status 2; a
-traceback is shown only for real bugs, or for every error with ``--debug``. Importing this module
-does not import torch: each stage imports the library inside its run function.
+Exit status and errors (``--debug`` re-raises every error with its full traceback):
+
+* 0: the stage ran and wrote its files.
+* 2: bad user input, printed as one line ``lucent-inhibit: error: ...``: argparse and config errors,
+  and while running the library's documented input errors (:func:`user_error`): ``ValueError`` and its
+  subclasses (``validate.InputError``, ``ResultFileError``, ``WeightsError``, ``AmbiguousLayerError``,
+  ``outputs.OutputError``), ``NonFiniteLoss``, missing files or folders and permission errors.
+* 1: anything else is a bug in lucent-inhibit (``IndexError``, ``KeyError``, ``RuntimeError``, a
+  ``TypeError`` the library did not raise on purpose, ...): one line ``lucent-inhibit: internal
+  error: ...`` that asks for a rerun with ``--debug`` to see the traceback.
+* 130 / 143: interrupted by Ctrl-C / SIGTERM; temporary files and folders are removed first.
+
+Every stage's ``--out`` is checked before any work starts (:mod:`lucent_inhibit.outputs`): an existing
+file, a folder that cannot be written, or one equal to, inside or containing ``--images`` is refused,
+and a stage overwrites only files lucent-inhibit wrote. Importing this module does not import torch:
+each stage imports the library inside its run function.
 """
 from __future__ import annotations
 
@@ -20,8 +33,18 @@ from typing import Any, Dict, List, Optional
 from .stages import STAGES, Stage
 from .stages.options import REQUIRED, Option, base_type, build, choices_of, options
 
-#: Exceptions that mean bad user input (a wrong name, value, file or combination of options).
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+#: Exceptions that mean bad user input (a wrong name, value, file, folder or combination of options);
+#: ``NonFiniteLoss`` (a ``FloatingPointError``) is added by :func:`user_error` once torch is loaded.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+               PermissionError)
+
+
+def user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is bad user input (exit 2, one line) rather than a bug (exit 1)."""
+    if isinstance(exc, (UsageError,) + USER_ERRORS):
+        return True
+    rendering = sys.modules.get("lucent_inhibit.rendering")
+    return rendering is not None and isinstance(exc, rendering.NonFiniteLoss)
 
 
 class UsageError(Exception):
@@ -115,7 +138,7 @@ def _debug_requested(argv) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one stage; returns 0 on success and 2 on a usage error (one line on stderr)."""
+    """Run one stage; returns the exit status (see the module docstring) and prints errors as one line."""
     try:
         stage, config, debug = parse(argv)
     except UsageError as exc:
@@ -124,13 +147,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(exc)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    from .stages.common import run_stage
+
     try:
-        result = stage.run(config, progress=True)
-    except (UsageError,) + USER_ERRORS as exc:
+        result = run_stage(stage, config, progress=True)
+        lines = stage.describe(result, config)
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        return _fail(exc)
-    for line in stage.describe(result, config):
+        signum = getattr(exc, "signum", 2)
+        print(f"lucent-inhibit: interrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'}); no temporary files "
+              "were left", file=sys.stderr)
+        return 128 + signum
+    except Exception as exc:
+        if debug:
+            raise
+        return _fail(exc) if user_error(exc) else _internal(exc)
+    for line in lines:
         print(line)
     return 0
 
@@ -139,6 +172,13 @@ def _fail(exc: BaseException) -> int:
     message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     print(f"lucent-inhibit: error: {message}", file=sys.stderr)
     return 2
+
+
+def _internal(exc: BaseException) -> int:
+    message = (str(exc).strip().splitlines() or [""])[0]
+    print(f"lucent-inhibit: internal error: {type(exc).__name__}: {message} (a bug in lucent-inhibit; rerun with "
+          "--debug for the traceback and please report it)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

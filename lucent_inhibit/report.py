@@ -8,8 +8,10 @@ superposition toy figure. Each stage writes its files into its own sub-folder (a
 STAGE --out`` would) and its section writer adds a paragraph per figure and its numbers; ``index.html``
 links every figure and ends with a table of the numbers measured in the run.
 
-The report is built in a temporary folder beside ``out`` and moved into place only when every stage
-succeeded, so a failed run never leaves a half-written report.
+The report is built in a temporary folder beside ``out`` and swapped into place only when every stage
+succeeded (:class:`~lucent_inhibit.outputs.StagingDir`), so a failed or interrupted run never leaves a
+half-written report nor a temporary folder. ``out`` must be new, empty or a previous report of its own,
+apart from the input images; this is checked before any work.
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ import dataclasses
 import html
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from .outputs import StagingDir, check_report_target
 
 
 @dataclass
@@ -95,36 +97,6 @@ class Report:
         """Files the page refers to that do not exist under ``folder``."""
         refs = [p for s in self.sections for p in s.figures + s.links]
         return [p for p in refs if not os.path.exists(os.path.join(folder, p))]
-
-
-class StagingDir:
-    """Build output in a temporary sibling folder; move it onto ``out`` only on success.
-
-    On failure the temporary folder is removed and ``out`` is left as it was.
-    """
-
-    def __init__(self, out: str):
-        self.out = os.path.abspath(out)
-        self.tmp: Optional[str] = None
-
-    def __enter__(self) -> str:
-        parent = os.path.dirname(self.out) or "."
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(prefix=".partial-" + os.path.basename(self.out) + "-", dir=parent)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if os.path.exists(self.out):
-            old = self.out + f".old-{int(time.time())}"
-            os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
-        return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -284,13 +256,14 @@ def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> Non
     """Run the stages in order, each with its configs, and add each one's section to ``report``."""
     from tqdm.auto import tqdm
 
-    from .stages import get_stage
+    from .stages import get_stage, inhibitors  # importing .inhibitors registers its stage
 
-    bar = tqdm(total=7, desc="report stages", disable=not progress)
+    bar = tqdm(total=8, desc="report stages", disable=not progress)
     results = {}
-    for name in ("completeness", "scan", "invert", "tense", "atlas", "combos", "toy"):
+    for name in ("completeness", "scan", "inhibitors", "invert", "tense", "atlas", "combos", "toy"):
         stage = get_stage(name)
-        configs = plan.invert(tmp, results["scan"]) if name == "invert" else getattr(plan, name)(tmp)
+        make = (lambda t: inhibitors.demo_configs(plan, t)) if name == "inhibitors" else getattr(plan, name, None)
+        configs = plan.invert(tmp, results["scan"]) if name == "invert" else make(tmp)
         runs = [(c, stage.run(c, progress)) for c in configs]
         results[name] = runs[0][1]
         section, numbers = stage.section(runs, tmp)
@@ -317,7 +290,8 @@ def run_demo(
     """Run every stage on one model and write ``out/index.html`` (see the module docstring).
 
     Args:
-        out: report folder; replaced only when the whole run succeeds.
+        out: report folder: new, empty, or a previous report (whose manifest lists every file in it),
+            not the input image folder nor inside or around it; replaced only when the whole run succeeds.
         model: model spec (:func:`lucent_inhibit.load_model`), default the embedded EfficientNet-Lite0;
             ``weights``: ``"default"``, ``"none"`` (random) or a local state dict file.
         layer, unit: the feature (a pre-activation layer and a channel). Defaults: ``blocks_4_0_bn3_drop``
@@ -337,6 +311,7 @@ def run_demo(
 
     from .stages.common import shared_inputs
 
+    check_report_target(out, [images])
     cfg = config or DemoConfig()
     torch.manual_seed(0)
     np.random.seed(0)  # Lucent's augmentations draw from numpy's global generator: a rerun gives the same report
@@ -352,7 +327,7 @@ def run_demo(
                            "attribution layer": plan.attr_layer, "atlas layer": plan.atlas_layer,
                            "images": images or f"{cfg.n_images} bundled sample crops ({cfg.size} px)", "device": device}
         t_start = time.time()
-        with StagingDir(out) as tmp:
+        with StagingDir(out, inputs=[images]) as tmp:
             _run_stages(plan, tmp, progress, report)
             report.add_number("total run time (s)", round(time.time() - t_start, 1), "all seven stages")
             report.write(tmp)

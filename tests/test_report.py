@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from lucent_inhibit.outputs import MANIFEST
 from lucent_inhibit.report import Report, Section, StagingDir
 
 
@@ -30,13 +31,13 @@ def test_staging_dir_leaves_nothing_on_failure(tmp_path):
 
 def test_staging_dir_replaces_old_report_only_on_success(tmp_path):
     out = tmp_path / "report"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with StagingDir(str(out)) as tmp:  # a previous report of its own (only those are replaced)
+        open(os.path.join(tmp, "old.txt"), "w").write("old")
     with pytest.raises(ValueError):
         with StagingDir(str(out)) as tmp:
             raise ValueError("bad")
     assert (out / "old.txt").read_text() == "old"
     with StagingDir(str(out)) as tmp:
         open(os.path.join(tmp, "new.txt"), "w").write("new")
-    assert sorted(os.listdir(out)) == ["new.txt"]
+    assert sorted(os.listdir(out)) == [MANIFEST, "new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["report"]

@@ -9,6 +9,7 @@ import torch
 from lucent_inhibit import toy
 from lucent_inhibit.attribution import Feature, attribute, measure
 from lucent_inhibit.cli import main
+from lucent_inhibit.outputs import MANIFEST
 from lucent_inhibit.toy import ToyConfig, ToyModel
 
 
@@ -305,7 +306,7 @@ def test_cli_toy(tmp_path, capsys):
                  "--count", "32"]) == 0
     text = capsys.readouterr().out
     assert "all-zero predictor" in text and "features represented" in text and "two-feature" in text
-    assert sorted(os.listdir(out)) == ["toy_analysis.npz", "toy_model.npz", "toy_summary.json", "toy_superposition.png"]
+    assert sorted(f for f in os.listdir(out) if f != MANIFEST) == ["toy_analysis.npz", "toy_model.npz", "toy_summary.json", "toy_superposition.png"]
     with open(os.path.join(out, "toy_summary.json")) as fh:
         summary = json.load(fh)
     assert summary["train"]["seeds"] == [0, 1] and summary["analysis"]["config"]["m"] == 3

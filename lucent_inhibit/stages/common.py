@@ -79,8 +79,37 @@ def check_layers(model, *names: str) -> None:
 
 
 def out_folder(path: str) -> str:
+    """Create output folder ``path`` (its checks, :func:`run_stage`, ran before the work)."""
+    from ..outputs import check_target
+
+    check_target(path)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def input_folders(cfg) -> List[str]:
+    """The input image folders a stage config names (``cfg.data.images``, ``cfg.images``)."""
+    found = [getattr(getattr(cfg, "data", None), "images", None), getattr(cfg, "images", None)]
+    return [f for f in found if isinstance(f, str)]
+
+
+def run_stage(stage, cfg, progress: bool = True):
+    """``stage.run(cfg, progress)`` with its output folder guarded (:mod:`lucent_inhibit.outputs`).
+
+    Before any work: ``cfg.out`` must be a writable folder path apart from the input images, and hold no
+    file of the stage's names that lucent-inhibit did not write. After the run (also when it fails) the
+    files written are recorded in the folder's manifest. The demo guards its report folder itself
+    (:class:`~lucent_inhibit.outputs.StagingDir`). SIGTERM raises
+    :class:`~lucent_inhibit.outputs.Interrupted` so that temporary files are removed.
+    """
+    from ..outputs import stage_files, stage_output, terminate_raises
+
+    out = getattr(cfg, "out", None)
+    if out is None or stage.name == "demo":
+        with terminate_raises():
+            return stage.run(cfg, progress)
+    with stage_output(out, stage.name, stage_files(stage), inputs=input_folders(cfg)):
+        return stage.run(cfg, progress)
 
 
 class First(Sequence):
