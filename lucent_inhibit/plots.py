@@ -90,34 +90,48 @@ def _density_contours(ax, x: np.ndarray, y: np.ndarray, levels: int = 5, max_poi
     ax.contour(gx, gy, dens / dens.max(), levels=np.linspace(0.1, 0.9, levels), colors="0.35", linewidths=0.7)
 
 
+def _percentiles(result, layer, granularity: str = "element", norm: str = "l1") -> Optional[np.ndarray]:
+    from .scanstats import percentiles_or_none
+
+    return percentiles_or_none(result, layer, granularity, norm)
+
+
 def plot_scan_scatter(
     result,
     layer: Optional[str] = None,
     highlight="mtis",
     k: int = 10,
-    score="min",
+    score="percentile",
     granularity: str = "element",
     norm: str = "l1",
     contours: bool = False,
     ax=None,
     path: Optional[str] = None,
     title: Optional[str] = None,
+    scale: str = "raw",
 ):
     """The MTI selection scatter: P (x) against N (y) at ``layer``, one dot per image.
 
     Dots are coloured by the feature's activation on a diverging map centred at 0 (red positive, blue
     negative). ``highlight``: ``"mtis"`` (the top-``k`` MTIs by ``score``, the default), an array of
     dataset indices, or None; highlighted images get a black ring and their index. ``contours`` adds
-    density contours of all points. Returns the matplotlib Figure (saved to ``path`` as PNG if given).
+    density contours of all points. ``scale``: ``"raw"`` (the totals) or ``"percentile"`` (their
+    percentile ranks in the scan, 0-100, on which the default tension score is the smaller coordinate).
+    Returns the matplotlib Figure (saved to ``path`` as PNG if given).
     """
+    from .validate import check_choice
+
     plt = _plt()
-    p = result.P(layer, granularity, norm)
-    n = result.N(layer, granularity, norm)
+    if check_choice("scale", scale, ("raw", "percentile")) == "percentile":
+        p, n = result.percentiles(layer, granularity, norm).T
+    else:
+        p, n = result.P(layer, granularity, norm), result.N(layer, granularity, norm)
     act = result.activation
     if isinstance(highlight, str):
         if highlight != "mtis":
             raise ValueError(f"highlight must be 'mtis', an array of dataset indices or None, got {highlight!r}")
-        highlight = result.mtis(k, score, layer, granularity, norm)
+        small = _percentiles(result, layer, granularity, norm) is None  # too few images for percentile ranks
+        highlight = result.mtis(k, "min" if small and score == "percentile" else score, layer, granularity, norm)
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 5.4))
     else:
@@ -138,7 +152,7 @@ def plot_scan_scatter(
     hi = float(max(p.max(initial=0), n.max(initial=0))) * 1.05 or 1.0
     ax.plot([0, hi], [0, hi], color="0.6", lw=0.8, ls="--")
     name = layer or result.layers[0]
-    unit = "sum" if norm == "l1" else "L2"
+    unit = ("percentile rank in the scan, " if scale == "percentile" else "") + ("sum" if norm == "l1" else "L2")
     ax.set_xlabel(f"P: excitatory attribution ({unit}, {granularity}) at {name}")
     ax.set_ylabel(f"N: inhibitory attribution ({unit}, {granularity}) at {name}")
     ax.set_title(title or f"{result.feature.name}: {len(result)} images")
@@ -156,7 +170,8 @@ def plot_image_grid(
     granularity: str = "element",
     norm: str = "l1",
 ):
-    """A grid of dataset images with ``f``, ``P`` and ``N`` (at ``layer``) written under each.
+    """A grid of dataset images with ``f``, ``P`` and ``N`` (at ``layer``) written under each, with P's and
+    N's percentile ranks among the scanned images (``P=12.3 (p95)``; omitted for scans under 10 images).
 
     ``indices``: dataset indices (e.g. ``result.meis(10)``), shown in the given order. ``dataset`` must be
     the scanned dataset (its identity is checked when it has one). Returns the Figure.
@@ -172,14 +187,16 @@ def plot_image_grid(
     nrows = -(-len(indices) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.45 * nrows), squeeze=False)
     p, n = result.P(layer, granularity, norm), result.N(layer, granularity, norm)
+    pct = _percentiles(result, layer, granularity, norm)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, indices):
         r = result.row(i)
         ax.imshow(_dataset_image(dataset, i))
         ax.set_title(f"#{i}", fontsize=8)
-        ax.text(0.5, -0.04, f"f={result.activation[r]:.3g}\nP={p[r]:.3g}  N={n[r]:.3g}", transform=ax.transAxes,
-                ha="center", va="top", fontsize=7.5)
+        rank = ("", "") if pct is None else (f" (p{pct[r, 0]:.0f})", f" (p{pct[r, 1]:.0f})")
+        ax.text(0.5, -0.04, f"f={result.activation[r]:.3g}\nP={p[r]:.3g}{rank[0]}  N={n[r]:.3g}{rank[1]}",
+                transform=ax.transAxes, ha="center", va="top", fontsize=7.5)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -246,9 +263,12 @@ def plot_scan_overlay(result, dataset, index: int, layer: Optional[str] = None, 
 
 
 def save_scan_figures(
-    result, dataset, out: str, k: int = 10, layer: Optional[str] = None, score="min", contours: bool = True
+    result, dataset, out: str, k: int = 10, layer: Optional[str] = None, score="percentile", contours: bool = True
 ) -> Dict[str, str]:
-    """Write the scan's figures as PNGs into ``out``: scatter, MEI / MII / MTI grids, overlays of the top MTIs.
+    """Write the scan's figures as PNGs into ``out``: scatter (raw totals, and percentile ranks as
+    ``scatter_percentile`` when the scan has at least 10 images), MEI / MII / MTI grids (captions with P and N
+    and their percentiles), overlays of the top MTIs. ``score="percentile"`` falls back to ``"min"`` for a
+    scan too small for percentile ranks.
 
     Returns name -> path of each file written.
     """
@@ -263,16 +283,26 @@ def save_scan_figures(
         plt.close(fig)
         files[name] = path
 
+    pct = _percentiles(result, layer)
+    score = "min" if pct is None and score == "percentile" else score
     mtis = result.mtis(k, score, layer)
     keep("scatter", plot_scan_scatter(result, layer, highlight=mtis, score=score, contours=contours))
+    if pct is not None:
+        keep("scatter_percentile", plot_scan_scatter(result, layer, highlight=mtis, score=score, scale="percentile"))
     keep("meis", plot_image_grid(result, dataset, result.meis(k), layer, title=f"MEIs of {result.feature.name}"))
     keep("miis", plot_image_grid(result, dataset, result.miis(k), layer, title=f"MIIs of {result.feature.name}"))
-    keep("mtis", plot_image_grid(result, dataset, mtis, layer, title=f"MTIs ({score}(P, N)) of {result.feature.name}"))
+    keep("mtis", plot_image_grid(result, dataset, mtis, layer, title=f"MTIs ({_score_name(score)}) of {result.feature.name}"))
     name = layer or result.layers[0]
     if name in result.pos_maps:
         for rank, i in enumerate(mtis[: min(3, len(mtis))]):
             keep(f"overlay_mti{rank}", plot_scan_overlay(result, dataset, int(i), layer))
     return files
+
+
+def _score_name(score) -> str:
+    if score == "percentile":
+        return "min of P and N percentile ranks"
+    return f"{getattr(score, '__name__', score)}(P, N)"
 
 
 def _merge_orders(orders: List[List[str]]) -> List[str]:

@@ -15,7 +15,8 @@ dataset. With ``out=`` the chunks go to a :mod:`~lucent_inhibit.chunkstore` fold
 killed scan resumes where it stopped, and ``shard=(i, n)`` plus :func:`merge_scans` spread a scan over machines.
 
 :class:`ScanResult` ranks images: :meth:`~ScanResult.meis` (top activation), :meth:`~ScanResult.miis`
-(bottom activation), :meth:`~ScanResult.mtis` (top tension, e.g. ``min(P, N)``) and
+(bottom activation), :meth:`~ScanResult.mtis` (top tension: by default the smaller of the percentile ranks of P and N
+within the scan, :meth:`~ScanResult.percentiles`; raw scores such as ``min(P, N)`` on request) and
 :meth:`~ScanResult.select` (unions of criteria, as the attribution atlas needs). All return dataset
 indices.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -31,15 +33,20 @@ from torch import nn
 
 from .attribution import TENSION_SCORES, Attribution, as_feature, tension as _tension
 from .chunkstore import ChunkStore, chunk_images, load_chunks, new_manifest, parse_shard, shard_indices, split_chunks
-from .completeness_check import pearson, sum_check, warn_if_incomplete
+from .completeness_check import sum_check
 from .datapass import DatasetPass, check_flag, dataset_pass
 from .features import Feature
 from .results import Result
-from .scanstats import chunk_rows
+from .scanstats import (MIN_PERCENTILE_IMAGES, chunk_rows, completeness_r, concat_rows, measure_completeness,  # noqa: F401
+                        percentile_ranks)
 from .validate import check_choice, check_int, check_number
 
 GRANULARITIES = ("element", "channel")
 NORMS = ("l1", "l2")
+#: tension scores of a scan: the raw scores of :func:`~lucent_inhibit.attribution.tension` and
+#: ``"percentile"``, the smaller of P's and N's percentile ranks within the scan (the default).
+SCAN_SCORES = TENSION_SCORES + ("percentile",)
+DEFAULT_SCORE = "percentile"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,9 +121,18 @@ class ScanResult(Result):
         """(n,) L2 norm of the whole attribution ``|S|_2 = sqrt(P_l2^2 + N_l2^2)``."""
         return np.sqrt(self.P(layer, granularity, "l2") ** 2 + self.N(layer, granularity, "l2") ** 2)
 
-    def tension(self, layer: Optional[str] = None, score="min", granularity: str = "element",
+    def percentiles(self, layer: Optional[str] = None, granularity: str = "element", norm: str = "l1") -> np.ndarray:
+        """(n, 2) float64 percentile ranks in [0, 100] of each image's P (column 0) and N (column 1) among
+        the scanned images; ``ValueError`` for a scan of fewer than ``MIN_PERCENTILE_IMAGES`` (10) images."""
+        return np.stack([percentile_ranks(self.P(layer, granularity, norm)),
+                         percentile_ranks(self.N(layer, granularity, norm))], 1)
+
+    def tension(self, layer: Optional[str] = None, score=DEFAULT_SCORE, granularity: str = "element",
                 norm: str = "l1") -> np.ndarray:
-        """(n,) tension of P and N (``"min"``, ``"geometric"``, ``"harmonic"``, ``"product"`` or a callable)."""
+        """(n,) tension of P and N: ``"percentile"`` (min of their percentile ranks in the scan, the
+        default: scale-free), ``"min"``, ``"geometric"``, ``"harmonic"``, ``"product"`` or a callable."""
+        if isinstance(score, str) and score == "percentile":
+            return self.percentiles(layer, granularity, norm).min(1)
         return _tension(self.P(layer, granularity, norm), self.N(layer, granularity, norm), score)
 
     def row(self, index: int) -> int:
@@ -135,10 +151,11 @@ class ScanResult(Result):
         return self.pos_maps[name][r].astype(np.float32), self.neg_maps[name][r].astype(np.float32)
 
     # -- selection ----------------------------------------------------------------------------------
-    def _top(self, values: np.ndarray, k: int, descending: bool = True) -> np.ndarray:
+    def _top(self, values: np.ndarray, k: int, descending: bool = True, then=None) -> np.ndarray:
         k = check_int("k", k, low=1)
-        # stable order: ties broken by dataset index
-        order = np.lexsort((self.indices, -values if descending else values))
+        # stable order: ties broken by ``then`` (descending), then by dataset index
+        keys = (self.indices,) + (() if then is None else (-then,))
+        order = np.lexsort(keys + (-values if descending else values,))
         return self.indices[order[:k]].astype(np.int64)
 
     def meis(self, k: int = 10) -> np.ndarray:
@@ -149,17 +166,22 @@ class ScanResult(Result):
         """Dataset indices of the ``k`` maximally inhibiting images (activation ascending)."""
         return self._top(self.activation.astype(np.float64), k, False)
 
-    def mtis(self, k: int = 10, score="min", layer: Optional[str] = None, granularity: str = "element",
+    def mtis(self, k: int = 10, score=DEFAULT_SCORE, layer: Optional[str] = None, granularity: str = "element",
              norm: str = "l1") -> np.ndarray:
-        """Dataset indices of the ``k`` maximally tense images (tension descending)."""
-        return self._top(self.tension(layer, score, granularity, norm).astype(np.float64), k, True)
+        """Dataset indices of the ``k`` maximally tense images (tension descending; for ``"percentile"``,
+        ties of the smaller rank are broken by the larger one)."""
+        then = None
+        if isinstance(score, str) and score == "percentile":
+            then = self.percentiles(layer, granularity, norm).max(1)
+        return self._top(self.tension(layer, score, granularity, norm).astype(np.float64), k, True, then)
 
     def top_abs(self, k: int = 10, layer: Optional[str] = None, granularity: str = "element") -> np.ndarray:
         """Dataset indices of the ``k`` images with the largest total attribution ``|S|_2``."""
         return self._top(self.abs_l2(layer, granularity).astype(np.float64), k, True)
 
     def select(self, top_activation: int = 0, bottom_activation: int = 0, top_abs: int = 0, top_tension: int = 0,
-               layer: Optional[str] = None, score="min", granularity: str = "element", norm: str = "l1") -> np.ndarray:
+               layer: Optional[str] = None, score=DEFAULT_SCORE, granularity: str = "element",
+               norm: str = "l1") -> np.ndarray:
         """Union of several selections, as the attribution atlas samples images.
 
         Args:
@@ -185,21 +207,28 @@ class ScanResult(Result):
         return np.unique(np.concatenate(parts)).astype(np.int64)
 
     def summary(self) -> dict:
-        """Mean activation of the top-10 MEIs, MIIs and (per layer, by the scan's tension score) MTIs,
-        mean P and N and the completeness r at every layer."""
+        """Mean activation of the top-10 MEIs, MIIs and (per layer, by the scan's tension score) MTIs with
+        the MTIs' median P and N percentiles, mean P and N and the completeness r at every layer. A scan
+        too small for percentile ranks reports its MTIs by ``"min"`` (``mti_score`` says which)."""
         out = {"type": self.kind(), "feature": self.feature.name, "dataset": self.dataset, "images": len(self),
                "dataset_size": int(self.dataset_size)}
         if not len(self):
             return out
         k, score = min(10, len(self)), self.info.get("score", "min")
+        small = len(self) < MIN_PERCENTILE_IMAGES
+        score = "min" if small and score == "percentile" else score
         mean = lambda idx: float(self.activation[np.isin(self.indices, idx)].mean())  # noqa: E731
-        out.update(k=k, mean_activation=float(self.activation.mean()), mei_mean_activation=mean(self.meis(k)),
+        out.update(k=k, mti_score=score, mean_activation=float(self.activation.mean()), mei_mean_activation=mean(self.meis(k)),
                    mii_mean_activation=mean(self.miis(k)))
         sums = self.completeness_sums()
         out["layers"] = {l: {"completeness_r": self.completeness.get(l), "completeness_slope": sums[l][0],
                              "completeness_share": sums[l][1], "mean_P": float(self.P(l).mean()),
                              "mean_N": float(self.N(l).mean()), "mti_mean_activation": mean(self.mtis(k, score, l))}
                          for l in self.layers}
+        for l in [] if small else self.layers:
+            pct = self.percentiles(l)[np.isin(self.indices, self.mtis(k, score, l))]
+            out["layers"][l].update(mti_median_P_percentile=float(np.median(pct[:, 0])),
+                                    mti_median_N_percentile=float(np.median(pct[:, 1])))
         return out
 
     def completeness_sums(self) -> Dict[str, Tuple[float, float]]:
@@ -220,47 +249,11 @@ class ScanResult(Result):
         folder written by ``scan(out=...)`` (read through :func:`lucent_inhibit.chunkstore.load_chunks`)."""
         if os.path.isdir(os.fspath(path)):
             manifest, parts = load_chunks(os.fspath(path), cls)
-            result = _concat(parts, parts[0])
+            result = concat_rows(parts, parts[0])
             result.completeness = manifest.get("completeness", {})
             result.info = manifest.get("info", result.info)
             return result
         return super().load(path)
-
-
-def _concat(parts: List[ScanResult], like: ScanResult) -> ScanResult:
-    """Rows of ``parts`` (at least one) sorted by dataset index; metadata from ``like``."""
-    idx = np.concatenate([p.indices for p in parts])
-    order = np.argsort(idx, kind="stable")
-    if np.unique(idx).size != idx.size:
-        dup = np.unique(idx[np.nonzero(np.diff(np.sort(idx)) == 0)[0]])[:5]
-        raise ValueError(f"the parts overlap: dataset indices {dup.tolist()} appear more than once")
-    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])[order]  # noqa: E731
-    map_layers = [l for l in like.layers if all(l in p.pos_maps for p in parts)]
-    return ScanResult(
-        feature=like.feature, layers=list(like.layers), indices=idx[order].astype(np.int64),
-        activation=cat("activation"), pos=cat("pos"), neg=cat("neg"), items=cat("items"),
-        pos_maps={l: np.concatenate([p.pos_maps[l] for p in parts])[order] for l in map_layers},
-        neg_maps={l: np.concatenate([p.neg_maps[l] for p in parts])[order] for l in map_layers},
-        dataset=like.dataset, dataset_size=like.dataset_size, info=dict(like.info),
-    )
-
-
-def completeness_r(result: ScanResult) -> Dict[str, float]:
-    """Per layer, Pearson r between the activation and ``E = P - N`` over the scanned images (NaN with
-    fewer than 3 images, too few for r to mean anything, or when either is constant)."""
-    if len(result) < 3:
-        return {l: float("nan") for l in result.layers}
-    return {l: pearson(result.activation, result.total(l)) for l in result.layers}
-
-
-def _measure_completeness(result: ScanResult, threshold: float) -> ScanResult:
-    """Store :func:`completeness_r` in ``result`` and warn for each layer where it is below ``threshold``."""
-    result.completeness = completeness_r(result)
-    sums = result.completeness_sums() if len(result) >= 3 else {}
-    for layer, r in result.completeness.items():
-        if np.isfinite(r):
-            warn_if_incomplete(r, result.feature, layer, threshold, *sums.get(layer, (None, None)))
-    return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,7 +289,7 @@ def _plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_s
     feature = as_feature(feature)
     run = dataset_pass(model, dataset, layers, [feature], batch_size, preprocess, progress)
     keep_maps = check_flag("keep_maps", keep_maps)
-    score = check_choice("score", score, TENSION_SCORES)
+    score = check_choice("score", score, SCAN_SCORES)
     shard = parse_shard(shard)
     size = chunk_images(run.batch_size, chunk_size)
     idx = shard_indices(run.size, shard)
@@ -333,7 +326,7 @@ def _scan_chunks(plan: _Plan, store: Optional[ChunkStore], done: Dict[int, ScanR
 
 def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], batch_size: int = 32,
          out: Optional[str] = None, resume: bool = True, shard=None, keep_maps: bool = True,
-         chunk_size: Optional[int] = None, score: str = "min", completeness_threshold: float = 0.5,
+         chunk_size: Optional[int] = None, score: str = DEFAULT_SCORE, completeness_threshold: float = 0.5,
          progress: bool = True, preprocess: bool = True) -> ScanResult:
     """Stream ``dataset`` through ``model`` and keep per-image attribution statistics (SPEC 2.2).
 
@@ -355,7 +348,9 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
             the shards with :func:`merge_scans`.
         keep_maps: keep the (h, w) float16 maps of relu(S) and relu(-S) summed over channels.
         chunk_size: images per checkpoint chunk (rounded up to a multiple of ``batch_size``; default ~256).
-        score: the tension score recorded in ``info`` (``TENSION_SCORES``; selections may use any later).
+        score: the tension score recorded in ``info`` (``SCAN_SCORES``; selections may use any later).
+            ``"percentile"`` (default) ranks P and N within the scanned images and takes the smaller rank;
+            it needs at least 10 images (a smaller unsharded scan warns; ``percentiles`` then raises).
         completeness_threshold: warn when Pearson r(activation, E) at a layer is below it.
         progress: show a tqdm bar.
         preprocess: apply the model's input normalisation (as ``render_vis(preprocess=True)``); False for
@@ -373,9 +368,12 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
         if out is not None:
             manifest = new_manifest(plan.identity(), len(plan.chunks))
             store, done = ChunkStore.open(os.fspath(out), manifest, ScanResult, plan.chunks, resume)
-        result = _measure_completeness(_concat(_scan_chunks(plan, store, done, first), plan.empty()), threshold)
+        result = measure_completeness(concat_rows(_scan_chunks(plan, store, done, first), plan.empty()), threshold)
     if store is not None:
         store.finish(completeness=result.completeness)
+    if score == "percentile" and plan.shard[1] == 1 and len(result) < MIN_PERCENTILE_IMAGES:
+        warnings.warn(f"score='percentile' ranks P and N within the scan and needs at least {MIN_PERCENTILE_IMAGES} "
+                      f"images; this scan has {len(result)}: scan more images or use score='min'", stacklevel=2)
     return result
 
 
@@ -398,11 +396,11 @@ def merge_scans(parts: Iterable[Union[ScanResult, str]], require_complete: bool 
                            ("dataset", p.dataset, ref.dataset), ("dataset_size", p.dataset_size, ref.dataset_size)):
             if a != b:
                 raise ValueError(f"cannot merge: part {k} has a different {what} ({a!r}) from part 0 ({b!r})")
-    res = _concat(loaded, ref)
+    res = concat_rows(loaded, ref)
     if require_complete and len(res) != ref.dataset_size:
         missing = np.setdiff1d(np.arange(ref.dataset_size), res.indices)
         raise ValueError(f"the merged parts cover {len(res)} of {ref.dataset_size} images; missing dataset indices "
                          f"{missing[:10].tolist()}{' ...' if missing.size > 10 else ''} (a shard is absent; or pass "
                          "require_complete=False)")
     res.info = dict(ref.info, shard=None, merged_from=len(loaded))
-    return _measure_completeness(res, threshold)
+    return measure_completeness(res, threshold)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .attribution import Attribution
+from .completeness_check import pearson, warn_if_incomplete
 from .data import describe_item
 from .datapass import DatasetPass
 from .features import Feature
@@ -95,3 +96,79 @@ def chunk_rows(run: DatasetPass, feature: Feature, idx: np.ndarray, keep_maps: b
         "pos_maps": {l: np.concatenate(v) for l, v in pmaps.items() if v},
         "neg_maps": {l: np.concatenate(v) for l, v in nmaps.items() if v},
     }
+
+
+def concat_rows(parts: list, like):
+    """The :class:`~lucent_inhibit.scanning.ScanResult` (of ``like``'s type) holding the rows of ``parts`` (at
+    least one) sorted by dataset index; metadata from ``like``."""
+    idx = np.concatenate([p.indices for p in parts])
+    order = np.argsort(idx, kind="stable")
+    if np.unique(idx).size != idx.size:
+        dup = np.unique(idx[np.nonzero(np.diff(np.sort(idx)) == 0)[0]])[:5]
+        raise ValueError(f"the parts overlap: dataset indices {dup.tolist()} appear more than once")
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])[order]  # noqa: E731
+    map_layers = [l for l in like.layers if all(l in p.pos_maps for p in parts)]
+    return type(like)(
+        feature=like.feature, layers=list(like.layers), indices=idx[order].astype(np.int64),
+        activation=cat("activation"), pos=cat("pos"), neg=cat("neg"), items=cat("items"),
+        pos_maps={l: np.concatenate([p.pos_maps[l] for p in parts])[order] for l in map_layers},
+        neg_maps={l: np.concatenate([p.neg_maps[l] for p in parts])[order] for l in map_layers},
+        dataset=like.dataset, dataset_size=like.dataset_size, info=dict(like.info),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# scale-free tension: percentile ranks within the scanned dataset
+# ------------------------------------------------------------------------------------------------
+#: Fewest scanned images over which percentile ranks of P and N mean anything (one image moves a
+#: percentile of a 10-image scan by 10 points).
+MIN_PERCENTILE_IMAGES = 10
+
+
+def percentile_ranks(values: np.ndarray) -> np.ndarray:
+    """(n,) float64 percentile rank of each value within ``values`` (n,), in [0, 100]: the share of
+    values below it plus half the share equal to it (``scipy.stats.percentileofscore(kind="mean")``), so
+    ties share one rank. ``ValueError`` with fewer than :data:`MIN_PERCENTILE_IMAGES` values."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < MIN_PERCENTILE_IMAGES:
+        raise ValueError(
+            f"percentile ranks of P and N need a scan of at least {MIN_PERCENTILE_IMAGES} images; this scan has "
+            f"{v.size}: scan more images, or rank by a raw score (score='min', 'geometric', ...)")
+    s = np.sort(v)
+    below = np.searchsorted(s, v, side="left")
+    equal = np.searchsorted(s, v, side="right") - below
+    return 100.0 * (below + 0.5 * equal) / v.size
+
+
+def percentile_tension(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """(n,) the smaller of the percentile ranks of ``p`` and of ``n`` within the scan: large only when
+    both totals are large *for this feature* (SPEC 1: raw ``min(P, N)`` favours whichever total is
+    usually smaller)."""
+    return np.minimum(percentile_ranks(p), percentile_ranks(n))
+
+
+def percentiles_or_none(result, layer=None, granularity: str = "element", norm: str = "l1") -> Optional[np.ndarray]:
+    """(n, 2) P and N percentile ranks (:meth:`~lucent_inhibit.scanning.ScanResult.percentiles`) of a scan's
+    images, or None for a scan of fewer than :data:`MIN_PERCENTILE_IMAGES` images (figures and reports
+    then show raw totals only)."""
+    return None if len(result) < MIN_PERCENTILE_IMAGES else result.percentiles(layer, granularity, norm)
+
+
+def completeness_r(result) -> Dict[str, float]:
+    """Per layer, Pearson r between the activation and ``E = P - N`` over the scanned images of a
+    :class:`~lucent_inhibit.scanning.ScanResult` (NaN with fewer than 3 images, too few for r to mean
+    anything, or when either is constant)."""
+    if len(result) < 3:
+        return {l: float("nan") for l in result.layers}
+    return {l: pearson(result.activation, result.total(l)) for l in result.layers}
+
+
+def measure_completeness(result, threshold: float):
+    """Store :func:`completeness_r` in ``result`` and warn for each layer where it is below ``threshold``
+    or where E does not add up to the activation (:func:`~lucent_inhibit.completeness_check.sum_check`)."""
+    result.completeness = completeness_r(result)
+    sums = result.completeness_sums() if len(result) >= 3 else {}
+    for layer, r in result.completeness.items():
+        if np.isfinite(r):
+            warn_if_incomplete(r, result.feature, layer, threshold, *sums.get(layer, (None, None)))
+    return result

@@ -105,7 +105,42 @@ def test_overlay_bad_input():
 def test_save_scan_figures_writes_all(planted, tmp_path):
     r, images, _ = planted
     files = save_scan_figures(r, images, str(tmp_path / "figs"), k=4)
-    assert set(files) == {"scatter", "meis", "miis", "mtis", "overlay_mti0", "overlay_mti1", "overlay_mti2"}
+    assert set(files) == {"scatter", "scatter_percentile", "meis", "miis", "mtis", "overlay_mti0", "overlay_mti1",
+                          "overlay_mti2"}
     for p in files.values():
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_percentile_scatter_and_grid_captions_show_percentile_ranks(planted):
+    r, images, _ = planted
+    pct = r.percentiles()
+    fig = plot_scan_scatter(r, highlight="mtis", k=4, scale="percentile")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(np.sort(ax.collections[0].get_offsets()[:, 0]), np.sort(pct[:, 0]), rtol=1e-6)
+    rows = [r.row(i) for i in r.mtis(4)]
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), pct[rows], rtol=1e-6)  # rings at the MTIs' ranks
+    assert "percentile rank" in ax.get_xlabel()
+    _close(fig)
+    idx = r.mtis(3)
+    fig = plot_image_grid(r, images, idx)
+    for ax, i in zip([a for a in fig.axes if a.images], idx):
+        row = r.row(i)
+        text = ax.texts[0].get_text()
+        assert f"(p{pct[row, 0]:.0f})" in text and f"(p{pct[row, 1]:.0f})" in text
+    _close(fig)
+    with pytest.raises(ValueError, match="scale must be one of 'raw', 'percentile'"):
+        plot_scan_scatter(r, scale="log")
+
+
+def test_small_scan_figures_fall_back_to_raw_totals(tmp_path):
+    images, _ = _planted_images(per_kind=2)
+    with pytest.warns(UserWarning, match="at least 10 images"):
+        r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", batch_size=8,
+                 progress=False, preprocess=False)
+    files = save_scan_figures(r, images, str(tmp_path / "small"), k=3)
+    assert "scatter_percentile" not in files and os.path.exists(files["mtis"])
+    fig = plot_image_grid(r, images, r.mtis(2, score="min"))
+    assert "(p" not in fig.axes[0].texts[0].get_text()
+    _close(fig)
+    _close(plot_scan_scatter(r))

@@ -120,7 +120,7 @@ def test_selection_orders_and_unions():
     np.testing.assert_array_equal(r.meis(5), r.indices[order[:5]])
     np.testing.assert_array_equal(r.miis(5), r.indices[np.argsort(r.activation)[:5]])
     t = np.minimum(r.P("relu1"), r.N("relu1"))
-    np.testing.assert_array_equal(r.mtis(4, layer="relu1"), r.indices[np.argsort(-t)[:4]])
+    np.testing.assert_array_equal(r.mtis(4, score="min", layer="relu1"), r.indices[np.argsort(-t)[:4]])
     g = np.sqrt(r.P() * r.N())
     np.testing.assert_array_equal(r.mtis(4, score="geometric"), r.indices[np.argsort(-g)[:4]])
     np.testing.assert_array_equal(r.top_abs(3), r.indices[np.argsort(-r.abs_l2())[:3]])

@@ -16,7 +16,7 @@ from .configs import DataConfig, FeatureConfig, ModelConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
-Score = Literal["min", "geometric", "harmonic", "product"]
+Score = Literal["percentile", "min", "geometric", "harmonic", "product"]
 
 
 @dataclass
@@ -42,7 +42,8 @@ class ScanConfig:
     resume: bool = option(True, "start over instead of resuming OUT's checkpoints", flag="--no-resume")
     keep_maps: bool = option(True, "do not keep the spatial attribution maps", flag="--no-maps")
     top_k: int = option(10, "images per MEI/MII/MTI grid")
-    score: Score = option("min", "tension score ranking MTIs (min: min(P, N))")
+    score: Score = option("percentile", "tension score ranking MTIs (percentile: the smaller of P's and N's "
+                          "percentile ranks in the scan, needs >= 10 images; min: min(P, N) of the raw totals)")
     figures: bool = option(True, "write the scan only", flag="--no-figures")
 
     def __post_init__(self):
@@ -93,7 +94,7 @@ def run(cfg: ScanConfig, progress: bool = True):
         if getattr(data, "identity", None) != result.dataset:
             raise ValueError(f"the images given ({getattr(data, 'identity', '?')}) are not the scanned dataset "
                              f"({result.dataset}); pass the same --images/--n-images/--size/--seed to draw figures")
-        save_scan_figures(result, data, cfg.out, k=min(cfg.top_k, len(result)), score=cfg.score)
+        save_scan_figures(result, data, cfg.out, k=min(cfg.top_k, len(result)), score=_score(result, cfg))
     return result
 
 
@@ -101,6 +102,21 @@ def _mean_act(result, indices) -> float:
     import numpy as np
 
     return float(result.activation[np.isin(result.indices, indices)].mean())
+
+
+def _score(result, cfg: ScanConfig) -> str:
+    """``cfg.score``, or ``"min"`` when it is ``"percentile"`` and the scan is too small for percentile ranks."""
+    from ..scanstats import MIN_PERCENTILE_IMAGES
+
+    return "min" if cfg.score == "percentile" and len(result) < MIN_PERCENTILE_IMAGES else cfg.score
+
+
+def _mti_percentiles(result, mtis, layer=None):
+    """(k, 2) P and N percentile ranks of the MTIs ``mtis`` at ``layer``, or None for a scan under 10 images."""
+    from ..scanstats import percentiles_or_none
+
+    pct = percentiles_or_none(result, layer)
+    return None if pct is None else pct[[result.row(int(i)) for i in mtis]]
 
 
 def describe(result, cfg: ScanConfig) -> List[str]:
@@ -111,13 +127,15 @@ def describe(result, cfg: ScanConfig) -> List[str]:
     k = min(cfg.top_k, len(result))
     lines = [f"scan of {result.feature.name}: {len(result)} images -> {os.path.join(cfg.out, 'scan.npz')}"]
     lines += [f"  completeness r(f, E) at {l}: {r:.3f}" for l, r in result.completeness.items()]
-    mt = result.mtis(k, cfg.score)
+    score = _score(result, cfg)
+    mt = result.mtis(k, score)
     lines.append(f"  MEIs {result.meis(k).tolist()} mean activation {_mean_act(result, result.meis(k)):.3g}")
     lines.append(f"  MIIs {result.miis(k).tolist()} mean activation {_mean_act(result, result.miis(k)):.3g}")
-    lines.append(f"  MTIs {mt.tolist()} mean activation {_mean_act(result, mt):.3g} (score {cfg.score})")
-    p, n, rows = result.P(), result.N(), np.isin(result.indices, mt)
-    pct = [round(100.0 * float((p < x).mean())) for x in p[rows]], [round(100.0 * float((n < x).mean())) for x in n[rows]]
-    lines.append(f"  MTI percentiles among all images at {result.layers[0]}: P {pct[0]}, N {pct[1]}")
+    lines.append(f"  MTIs {mt.tolist()} mean activation {_mean_act(result, mt):.3g} (score {score})")
+    pct = _mti_percentiles(result, mt)
+    if pct is not None:
+        lines.append(f"  MTI percentile ranks among all images at {result.layers[0]}: P {np.round(pct[:, 0]).astype(int).tolist()}, "
+                     f"N {np.round(pct[:, 1]).astype(int).tolist()}")
     if cfg.figures:
         lines.append("  figures: " + ", ".join(sorted(f for f in os.listdir(cfg.out) if f.endswith(".png"))))
     return lines
@@ -132,23 +150,23 @@ def section(runs, root: str):
     cfg, result = runs[0]
     layer, k = result.layers[0], min(cfg.top_k, len(result))
     figures = sorted(f for f in os.listdir(cfg.out) if f.endswith(".png"))
-    mti_rows = [result.row(int(i)) for i in result.mtis(k, cfg.score, layer=layer)]
-    p, n = result.P(layer), result.N(layer)
+    mtis = result.mtis(k, _score(result, cfg), layer=layer)
+    mti_rows, pct = [result.row(int(i)) for i in mtis], _mti_percentiles(result, mtis, layer)
+    pct = np.full((len(mtis), 2), np.nan) if pct is None else pct
     numbers = [
         ("images scanned", len(result), ""),
         ("top MEI activation", float(result.activation[result.row(int(result.meis(1)[0]))]), ""),
         (f"mean activation of the top-{k} MTIs", float(np.mean(result.activation[mti_rows])),
          "near zero relative to the MEI's"),
-        (f"top-{k} MTIs: median P percentile", float(np.median([(p < p[r]).mean() * 100 for r in mti_rows])),
-         "percentile of P among all images"),
-        (f"top-{k} MTIs: median N percentile", float(np.median([(n < n[r]).mean() * 100 for r in mti_rows])),
-         "percentile of N among all images"),
+        (f"top-{k} MTIs: median P percentile", float(np.median(pct[:, 0])), "percentile rank of P among all images"),
+        (f"top-{k} MTIs: median N percentile", float(np.median(pct[:, 1])), "percentile rank of N among all images"),
     ] + [(f"scan completeness r at {l}", float(r), "Pearson r(f, E) over the images") for l, r in
          result.completeness.items()]
     text = ("Each dot is an image: its excitatory attribution P (x) against its inhibitory attribution N (y), "
-            "coloured by the feature's activation (red positive, blue negative). Maximally tense images (ringed) "
-            "sit far from the origin along the diagonal with activation near zero: excitation and inhibition "
-            "cancel. The grids show the top MEIs, MIIs and MTIs with their activation, P and N; the overlays show "
+            "coloured by the feature's activation (red positive, blue negative); the second scatter puts both on "
+            "the scale-free percentile ranks within the scan. Maximally tense images (ringed; ranked by the smaller "
+            "of their P and N percentile ranks) sit far from the origin along the diagonal with activation near "
+            "zero: excitation and inhibition cancel. The grids show the top MEIs, MIIs and MTIs with their activation, P and N; the overlays show "
             "where in an MTI the feature is excited (red) and inhibited (blue).")
     return files_section("Maximally exciting, inhibiting and tense images", text, cfg.out, root, figures,
                          ["scan.npz"]), numbers
