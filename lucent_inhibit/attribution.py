@@ -19,6 +19,7 @@ from .features import Feature, Position, as_feature, check_images, check_vectors
 from .hooks import capture, model_device
 from .models import preprocess_fn
 from .results import Result
+from .validate import check_int, check_values
 
 METHODS = ("gradient_x_activation", "integrated_gradients")
 TENSION_SCORES = ("min", "geometric", "harmonic", "product")
@@ -146,7 +147,10 @@ def attribute(
         raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
     x = _prepare_inputs(model, images, preprocess)
     if method == "integrated_gradients":
-        return _integrated_gradients(model, x, feature, layers, int(steps), internal_batch_size)
+        steps = check_int("steps", steps, 1)
+        if internal_batch_size is not None:
+            internal_batch_size = check_int("internal_batch_size", internal_batch_size, 1)
+        return _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
 
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
@@ -169,8 +173,6 @@ def attribute(
 
 
 def _integrated_gradients(model, x, feature, layers, steps, internal_batch_size):
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1 for integrated gradients, got {steps}")
     b = x.shape[0]
     per_chunk = max(1, (internal_batch_size or max(b, 32)) // b)
     alphas = (torch.arange(steps, dtype=x.dtype, device=x.device) + 0.5) / steps  # midpoint rule
@@ -237,7 +239,7 @@ def signed_totals(scores, granularity: str = "element", norm: str = "l1"):
         raise ValueError(f"granularity must be 'element' or 'channel', got {granularity!r}")
     if norm not in ("l1", "l2"):
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
-    s = torch.as_tensor(scores)
+    s = torch.as_tensor(check_values("scores", scores))
     if s.dim() < 2:
         raise ValueError(f"scores must be batched, (B, C, ...), got shape {tuple(s.shape)}")
     if granularity == "channel" and s.dim() > 2:
@@ -259,6 +261,11 @@ def tension(p, n, score: str = "min"):
         return score(p, n)
     if score not in TENSION_SCORES:
         raise ValueError(f"unknown tension score {score!r}; expected one of {TENSION_SCORES} or a callable")
+    p, n = check_values("p", p, low=0), check_values("n", n, low=0)
+    try:
+        np.broadcast_shapes(np.shape(p), np.shape(n))
+    except ValueError:
+        raise ValueError(f"p and n must have the same shape, got {tuple(np.shape(p))} and {tuple(np.shape(n))}") from None
     lib = torch if torch.is_tensor(p) else np
     if score == "min":
         return lib.minimum(p, n)

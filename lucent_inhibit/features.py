@@ -7,10 +7,13 @@ direction over the layer's channels, at a spatial position (centre, ``(y, x)`` o
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
+
+from .validate import InputError, check_int
 
 Position = Union[str, Tuple[int, int]]
 
@@ -49,16 +52,7 @@ class Feature:
             direction = torch.as_tensor(np.asarray(direction, dtype=np.float32)).flatten()
             if direction.numel() == 0 or not torch.isfinite(direction).all():
                 raise ValueError("direction must be a non-empty finite vector over the layer's channels")
-        if isinstance(position, str):
-            if position not in ("center", "mean"):
-                raise ValueError(f"position must be 'center', 'mean' or (y, x), got {position!r}")
-        else:
-            try:
-                y, x = position
-                position = (int(y), int(x))
-            except (TypeError, ValueError):
-                raise ValueError(f"position must be 'center', 'mean' or a pair (y, x) of ints, got {position!r}")
-        self.layer, self.unit, self.direction, self.position = layer, unit, direction, position
+        self.layer, self.unit, self.direction, self.position = layer, unit, direction, check_position(position)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -138,6 +132,17 @@ class Feature:
         return vec @ self.direction.to(vec.device, vec.dtype)
 
 
+def check_position(position, name: str = "position") -> Position:
+    """``"center"``, ``"mean"`` or ``(y, x)`` (integers >= 0, fractions refused); ``ValueError`` otherwise."""
+    if isinstance(position, str):
+        if position not in ("center", "mean"):
+            raise InputError(f"{name} must be 'center', 'mean' or (y, x), got {position!r}")
+        return position
+    if not isinstance(position, (tuple, list)) or len(position) != 2:
+        raise InputError(f"{name} must be 'center', 'mean' or a pair (y, x) of ints, got {position!r}")
+    return check_int(f"{name} y", position[0], 0), check_int(f"{name} x", position[1], 0)
+
+
 def as_feature(feature) -> Feature:
     """Accept a :class:`Feature`, a dict from :meth:`Feature.to_dict`, or ``(layer, unit)``."""
     if isinstance(feature, Feature):
@@ -153,7 +158,12 @@ def as_feature(feature) -> Feature:
 # input validation
 # ------------------------------------------------------------------------------------------------
 def check_images(images, preprocess: bool = True) -> torch.Tensor:
-    """Validate an image batch: (B, 3, H, W) (or one (3, H, W) image) float, in [0, 1] when preprocessing."""
+    """Validate an image batch: (B, 3, H, W) (or one (3, H, W) image) float, in [0, 1] when preprocessing.
+
+    Returns the batch as float32 (B, 3, H, W). Other float dtypes (float64, float16, bfloat16) are
+    converted to float32 with a warning; integer, bool and complex tensors are refused (``ValueError``),
+    as are empty batches or images, and NaN / infinite values.
+    """
     if not torch.is_tensor(images):
         raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
     if images.dim() == 3:
@@ -162,8 +172,14 @@ def check_images(images, preprocess: bool = True) -> torch.Tensor:
         raise ValueError(f"images must have shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0)")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"images must be at least 1x1 pixels, got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    if images.dtype != torch.float32:  # float64 / float16 / bfloat16: the models compute in float32
+        warnings.warn(f"images are {images.dtype}; converted to torch.float32, the dtype the models compute in",
+                      UserWarning, stacklevel=3)
+        images = images.float()
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or infinite values")
     if preprocess:
@@ -181,6 +197,9 @@ def check_vectors(inputs) -> torch.Tensor:
 
     Used by :func:`attribute` and :func:`measure` for 2-D inputs when ``preprocess=False``.
     """
+    if not torch.is_tensor(inputs) or inputs.dim() != 2:
+        what = tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__
+        raise TypeError(f"inputs must be a torch.Tensor of shape (B, D), got {what}")
     if inputs.shape[0] == 0 or inputs.shape[1] == 0:
         raise ValueError(f"inputs must be a non-empty batch of vectors (B, D), got shape {tuple(inputs.shape)}")
     if not inputs.is_floating_point():

@@ -26,7 +26,7 @@ from .hooks import model_device
 from .objectives import signed_attribution
 from .rendering import Parts, RenderSettings, rng_restored, run_render
 from .results import Result
-from .validate import check_int
+from .validate import check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def inversions(
     feature = as_feature(feature)
     jitter = check_int("jitter", jitter, 0)
     completeness_images = check_int("completeness_images", completeness_images, 0)
+    reg_lambda = check_number("reg_lambda", reg_lambda, 0)
     img, settings = _one_image(model, image, render, "phase" if seeded else "fourier")
     act0, p0, n0, _, s = _measure_rows(model, img, feature, layer)
     _check_completeness(model, img, feature, layer, completeness_images)

@@ -256,14 +256,13 @@ def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> Non
     """Run the stages in order, each with its configs, and add each one's section to ``report``."""
     from tqdm.auto import tqdm
 
-    from .stages import get_stage, inhibitors  # importing .inhibitors registers its stage
+    from .stages import get_stage
 
-    bar = tqdm(total=8, desc="report stages", disable=not progress)
+    bar = tqdm(total=7, desc="report stages", disable=not progress)
     results = {}
-    for name in ("completeness", "scan", "inhibitors", "invert", "tense", "atlas", "combos", "toy"):
+    for name in ("completeness", "scan", "invert", "tense", "atlas", "combos", "toy"):
         stage = get_stage(name)
-        make = (lambda t: inhibitors.demo_configs(plan, t)) if name == "inhibitors" else getattr(plan, name, None)
-        configs = plan.invert(tmp, results["scan"]) if name == "invert" else make(tmp)
+        configs = plan.invert(tmp, results["scan"]) if name == "invert" else getattr(plan, name)(tmp)
         runs = [(c, stage.run(c, progress)) for c in configs]
         results[name] = runs[0][1]
         section, numbers = stage.section(runs, tmp)

@@ -20,7 +20,7 @@ from lucent.optvis.objectives import wrap_objective
 
 from ..attribution import TENSION_SCORES, signed_totals, tension
 from ..features import Feature, as_feature
-from ..validate import check_choice, check_int, check_number
+from ..validate import check_choice, check_int, check_number, check_size
 from .cosdots import as_target, layer_mask, spatial_cosdot
 from .views import resolve_hook
 
@@ -240,6 +240,8 @@ def attribution_mask(
         Use it with :func:`lucent_inhibit.param.masked` (or ``accentuate(mask=...)``) so that
         optimization changes the image only there.
     """
+    size = None if size is None else check_size("size", size)
+    threshold = check_number("threshold", threshold, 0, 1, high_open=True)
     target, which = _signed_map(scores, sign)
     m = target.sum(0)
     mx = float(m.max())

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lucent.optvis.objectives import handle_batch, wrap_objective
 
-from ..features import Feature, as_feature
+from ..features import Feature, as_feature, check_position
 from ..validate import check_number
 
 
@@ -85,6 +85,8 @@ def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple
 
     Loss: minus the mean over the batch (and positions) of ``dot(h, v) * |cos(h, v)|^p``.
     """
+    check_number("power", power, 0)
+    position = check_position(position)
     v = as_target(direction, "direction").flatten()
 
     @handle_batch(batch)
@@ -136,6 +138,8 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
 
     Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^p`` over the flattened (cropped) maps.
     """
+    check_number("power", power, 0)
+    crop = None if crop is None else check_number("crop", crop, 0, 1, high_open=True)
     t, m, boxes = _spatial_targets(target, mask, crop)
 
     @handle_batch(batch)
@@ -221,6 +225,7 @@ def feature_pair(feature_a: Feature, feature_b: Feature, theta, power: float = 4
     fa, fb = as_feature(feature_a), as_feature(feature_b)
     if fa == fb:
         raise ValueError(f"feature_pair needs two different features, got {fa.name} twice")
+    check_number("power", power, 0)
     scale = _pair_scale(scale)
     targets = pair_targets(theta)
 
