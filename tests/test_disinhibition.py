@@ -207,20 +207,10 @@ def test_hooks_and_grad_flags_restored_also_on_error(planted, monkeypatch, which
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def inhibitors_stage():
-    """The stage registered (until the package registers it at import, the test imports it and removes it
-    again, so the registry other tests see is unchanged)."""
-    from lucent_inhibit.stages import STAGES
-
-    registered = "inhibitors" in STAGES
+    """The stage module (registered by the stages package at import)."""
     from lucent_inhibit.stages import inhibitors
 
-    yield inhibitors
-    if not registered:
-        STAGES.pop("inhibitors", None)
-        sys.modules.pop("lucent_inhibit.stages.inhibitors", None)
-        import lucent_inhibit.stages as pkg
-
-        pkg.__dict__.pop("inhibitors", None)
+    return inhibitors
 
 
 def test_cli_inhibitors_stage_reads_a_scan_or_scans_first(inhibitors_stage, tmp_path, capsys):

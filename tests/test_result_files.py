@@ -12,14 +12,14 @@ import torch
 from lucent_inhibit import results
 
 MODULES = ["attribution", "scanning", "completeness_check", "atlas", "toy", "accentuation", "inversion", "synthesis",
-           "combinations"]
+           "combinations", "disinhibition", "inhibitors"]
 for _m in MODULES:
     importlib.import_module(f"lucent_inhibit.{_m}")
 
 EXPECTED_TYPES = {
     "Accentuation", "Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Attribution", "AxisScales",
     "CombinationResult", "CompletenessResult", "InversionResult", "PairStatistics", "ScanResult", "Selection",
-    "TenseResult", "ToyAnalysis", "ToySnapshot", "TrainResult",
+    "TenseResult", "ToyAnalysis", "ToySnapshot", "TrainResult", "Disinhibition", "InhibitorDictionary",
 }
 
 

@@ -12,7 +12,7 @@ from .common import default_attribution_layer, pick_unit, shared_inputs
 from .registry import STAGES, Stage, get_stage, list_stages, register
 
 # the stage modules register themselves, in the order of `lucent-inhibit --help`
-from . import scan, completeness, atlas, invert, tense, combos, toy, demo  # noqa: E402,F401  isort: skip
+from . import scan, inhibitors, completeness, atlas, invert, tense, combos, toy, demo  # noqa: E402,F401  isort: skip
 
 __all__ = ["STAGES", "Stage", "default_attribution_layer", "get_stage", "list_stages", "pick_unit", "register",
            "shared_inputs"]
