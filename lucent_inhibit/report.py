@@ -138,7 +138,7 @@ class DemoConfig:
         return cls(
             n_images=24, size=128, batch_size=12, completeness_features=2, completeness_images=12, top_mtis=1,
             inversion_steps=8, inversion_size=64, tense_steps=8, tense_size=64, atlas_select=24, atlas_steps=4,
-            atlas_icon_size=32, combo_angles=5, combo_seeds=1, combo_steps=4, combo_scale_steps=16, combo_size=48,
+            atlas_icon_size=32, combo_angles=5, combo_seeds=1, combo_steps=4, combo_scale_steps=16, combo_size=96,
             combo_images=16, toy_steps=150, toy_seeds=1,
         )
 
@@ -256,13 +256,14 @@ def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> Non
     """Run the stages in order, each with its configs, and add each one's section to ``report``."""
     from tqdm.auto import tqdm
 
-    from .stages import get_stage
+    from .stages import get_stage, inhibitors  # importing .inhibitors registers its stage
 
-    bar = tqdm(total=7, desc="report stages", disable=not progress)
+    bar = tqdm(total=8, desc="report stages", disable=not progress)
     results = {}
-    for name in ("completeness", "scan", "invert", "tense", "atlas", "combos", "toy"):
+    for name in ("completeness", "scan", "inhibitors", "invert", "tense", "atlas", "combos", "toy"):
         stage = get_stage(name)
-        configs = plan.invert(tmp, results["scan"]) if name == "invert" else getattr(plan, name)(tmp)
+        make = (lambda t: inhibitors.demo_configs(plan, t)) if name == "inhibitors" else getattr(plan, name, None)
+        configs = plan.invert(tmp, results["scan"]) if name == "invert" else make(tmp)
         runs = [(c, stage.run(c, progress)) for c in configs]
         results[name] = runs[0][1]
         section, numbers = stage.section(runs, tmp)
