@@ -216,7 +216,7 @@ def capture(
     acts: Dict[str, torch.Tensor] = {"input": x} if "input" in names else {}
     with hooks_restored(model):
         for n in wanted:
-            table[n].register_forward_hook(_reader(n, acts, replace.get(n), n == stop_at))
+            table[n].register_forward_hook(_reader(n, acts, replace.get(n), n == stop_at, x))
         try:
             model(x)
         except StopForward:
@@ -238,10 +238,15 @@ def _reraise_if_missing(exc: RuntimeError, x: torch.Tensor, missing: List[str]) 
     ) from None
 
 
-def _reader(name: str, acts: dict, replace, stop: bool):
+def _reader(name: str, acts: dict, replace, stop: bool, x: torch.Tensor):
     def hook(module, inputs, output):
         if not torch.is_tensor(output):
             raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick another layer")
+        if output.dim() and output.shape[0] != x.shape[0]:
+            raise ValueError(  # e.g. InceptionV1's logits above 224 px: a fixed 7x7 pool, then reshape(-1, 1024)
+                f"layer {name!r} returned {output.shape[0]} rows for a batch of {x.shape[0]} images at "
+                f"{'x'.join(map(str, x.shape[2:]))} px, so its rows are not the images; this model's layer is "
+                "defined at another input size (InceptionV1's logits: exactly 224 px)")
         if replace is not None:
             output = replace(output)
         acts[name] = output

@@ -72,6 +72,21 @@ def prepare(model: nn.Module) -> nn.Module:
     return model
 
 
+def logits_input_size(model: nn.Module) -> Optional[int]:
+    """The one input side (pixels) at which the model's logits are defined, or None when any size works.
+
+    InceptionV1 (Szegedy et al. 2015, Lucent's port): 224, its classifier follows a fixed 7x7 average pool
+    (smaller inputs collapse to negative sizes, larger ones give several rows per image); a timm ViT with a
+    strict patch embedding: its ``img_size``. Its convolutional layers work at other sizes.
+    """
+    if type(model).__name__ == "InceptionV1":
+        return 224
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and getattr(embed, "strict_img_size", False):
+        return int(embed.img_size[0])
+    return None
+
+
 def preprocess_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The input transform ``render_vis(preprocess=True)`` applies for ``model``.
 

@@ -10,6 +10,15 @@ which leaves the model as it found it: no hooks added (Lucent never removes its 
 guarded (a NaN/inf loss stops the render with :class:`NonFiniteLoss` naming the stage, step and
 settings), and the forward pass stops after the deepest layer the objective reads (learned at the first
 step), so the rest of the network is never computed.
+
+Attention: every render runs under PyTorch's math kernel of ``scaled_dot_product_attention``
+(:func:`math_attention`). The fused kernels (flash / memory-efficient, on CPU and GPU) have no double
+backward, which objectives that differentiate a gradient need (``tense(mode="exact")``, and
+``mode="auto"``'s first-step comparison); the math kernel computes the same attention from differentiable
+ops. Models that never call ``scaled_dot_product_attention`` (convolutional nets) are unaffected; on an
+attention model a step costs more time and memory (timm ViT-Ti/16, one 224 px image, one CPU thread:
+0.47-0.54 s instead of 0.41-0.52 s per forward + backward, about 1.1x; the math kernel also holds the
+(tokens x tokens) attention matrices for the backward).
 """
 from __future__ import annotations
 
@@ -160,6 +169,20 @@ def render_session(model: nn.Module, seed: Optional[int] = None) -> Iterator[nn.
         model.train(training)
 
 
+@contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """Run ``torch.nn.functional.scaled_dot_product_attention`` with the math kernel inside the block.
+
+    The fused kernels' backward is not differentiable again ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"); the math kernel's is.
+    Same values up to float rounding; no effect on models without attention.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
 # ------------------------------------------------------------------------------------------------
 # the guarded objective
 # ------------------------------------------------------------------------------------------------
@@ -261,6 +284,9 @@ def run_render(
         transforms: the transforms (the stage's default when ``settings.transforms`` is None).
         callback: ``callback(step)`` after each step's objective.
         truncate: stop the forward pass after the deepest layer the objective reads.
+
+    The render runs under :func:`math_attention` (attention models: double backward works, at the math
+    kernel's cost; see the module notes).
     """
     from lucent.optvis import render as lucent_render
 
@@ -280,7 +306,7 @@ def run_render(
 
     guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw))
     tf = settings.transforms if settings.transforms is not None else transforms
-    with render_session(model, settings.seed):
+    with render_session(model, settings.seed), math_attention():
         lucent_render.render_vis(
             view, _objective(guard, what), param_f=lambda: (params, image_f),
             optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),

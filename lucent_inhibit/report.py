@@ -138,7 +138,7 @@ class DemoConfig:
         return cls(
             n_images=24, size=128, batch_size=12, completeness_features=2, completeness_images=12, top_mtis=1,
             inversion_steps=8, inversion_size=64, tense_steps=8, tense_size=64, atlas_select=24, atlas_steps=4,
-            atlas_icon_size=32, combo_angles=5, combo_seeds=1, combo_steps=4, combo_scale_steps=16, combo_size=96,
+            atlas_icon_size=32, combo_angles=5, combo_seeds=1, combo_steps=4, combo_scale_steps=32, combo_size=96,
             combo_images=16, toy_steps=150, toy_seeds=1,
         )
 

@@ -72,7 +72,9 @@ def tense(
             of the tension with respect to ``h`` in both modes and keeps ``fast`` when their cosine is at
             least :data:`AUTO_COSINE` (the path is piecewise linear there), ``exact`` otherwise (with a
             warning, since the fast gradient would have been wrong); the choice is logged and passed to
-            ``on_choice(mode, cosine)``.
+            ``on_choice(mode, cosine)``. Exact mode (and auto's comparison) differentiates a gradient:
+            through attention it needs the math kernel of ``scaled_dot_product_attention``, which
+            :func:`lucent_inhibit.rendering.run_render` uses (:func:`~lucent_inhibit.rendering.math_attention`).
         granularity, norm: as in :func:`lucent_inhibit.signed_totals`.
         mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`): ``S`` is multiplied
             by it (resized to the layer's grid), so only tension inside the mask counts.
@@ -105,7 +107,10 @@ def tense(
 def _choose_mode(T, layer: str, value, feature: Feature, on_choice) -> str:
     """``"fast"`` when the fast gradient of the tension w.r.t. the attribution layer equals the exact one."""
     h = resolve_hook(T)[0](layer)
-    grads = [torch.autograd.grad(value(T, m), h, retain_graph=True, allow_unused=True)[0] for m in ("fast", "exact")]
+    try:
+        grads = [torch.autograd.grad(value(T, m), h, retain_graph=True, allow_unused=True)[0] for m in ("fast", "exact")]
+    except RuntimeError as exc:
+        raise_no_double_backward(exc, feature, layer)
     if grads[0] is None or grads[1] is None:
         raise ValueError(f"the tension of {feature.name} does not depend on layer {layer!r}")
     a, b = grads[0].flatten().double(), grads[1].flatten().double()
@@ -118,6 +123,18 @@ def _choose_mode(T, layer: str, value, feature: Feature, on_choice) -> str:
     if on_choice is not None:
         on_choice(mode, cos)
     return mode
+
+
+def raise_no_double_backward(exc: RuntimeError, feature: Feature, layer: str) -> None:
+    """Re-raise a missing double backward (fused attention kernels) as a ``RuntimeError`` that says what to do."""
+    if "derivative for" not in str(exc) or "not implemented" not in str(exc):
+        raise exc
+    raise RuntimeError(
+        f"tense's exact gradient between {layer!r} and {feature.name} needs a double backward, which an "
+        f"operation of the model does not have ({str(exc).splitlines()[0]}). Fused attention kernels have none: "
+        "render through lucent_inhibit.rendering.run_render / tense_image (they use the math attention kernel), "
+        "or wrap render_vis in lucent_inhibit.rendering.math_attention()"
+    ) from exc
 
 
 def _feature_gradient(f: torch.Tensor, h: torch.Tensor, feature: Feature, layer: str, mode: str) -> torch.Tensor:

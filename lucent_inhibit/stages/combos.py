@@ -2,7 +2,8 @@
 (Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
 
 Measure a layer's units over the data, pick a pair (or take --units), render each unit alone for the axis
-scales, then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in batches of
+scales (a picked pair whose unit's own visualization stays at or below zero cannot be scaled: the next-ranked
+pair is tried, up to --pair-candidates, and every skipped pair is reported), then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in batches of
 Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ class CombosConfig:
     pair: Literal["anticorrelated", "correlated", "zero"] = option(
         "anticorrelated", "which pair the dataset statistics pick")
     units: Optional[Tuple[int, int]] = option(None, "use these two units instead of a picked pair", metavar="UNIT")
+    pair_candidates: int = option(8, "ranked pairs tried, in order, until both units' own visualizations reach a "
+                                  "positive value (the axis scales); the pairs skipped are reported")
     n_angles: int = option(60, f"target angles on [0, 2 pi) (at least {MIN_ANGLES})")
     n_seeds: int = option(5, "noise seeds per angle")
     power: float = option(4.0, "cosine exponent p of cosdot")
@@ -51,7 +54,7 @@ class CombosConfig:
     def __post_init__(self):
         check_choices(self)
         check_int(flag(CombosConfig, "n_angles"), self.n_angles, low=MIN_ANGLES)
-        for name in ("n_seeds", "chunk"):
+        for name in ("n_seeds", "chunk", "pair_candidates"):
             check_int(flag(CombosConfig, name), getattr(self, name), low=1)
         if self.scale_steps is not None:
             check_int(flag(CombosConfig, "scale_steps"), self.scale_steps, low=1)
@@ -67,10 +70,46 @@ class CombosRun(NamedTuple):
     stats: object  # PairStatistics
     sweep: object  # CombinationResult
     r: float  # the pair's correlation over the dataset
+    skipped: Tuple[str, ...] = ()  # higher-ranked pairs whose axis scale was not positive, with why
+
+
+#: What the scale render says when a unit's own visualization stays at or below zero.
+NOT_EXCITED = "axis scale would be zero or negative"
+
+
+def scaled_pair(model, stats, candidates, settings):
+    """The first of ``candidates`` ``[(unit_a, unit_b, r)]`` whose units both reach a positive value on their
+    own visualizations: ``(a, b, r, AxisScales, skipped)``, ``skipped`` naming each earlier pair and why.
+
+    A unit already seen unexcitable is not rendered again; any other render error is raised as it is, and
+    ``ValueError`` lists every pair tried when none can be scaled.
+    """
+    from ..combinations import axis_scales
+
+    skipped, dead = [], {}
+    for a, b, r in candidates:
+        known = [u for u in (a, b) if u in dead]
+        if known:
+            skipped.append(f"units {a}, {b} (r={r:.3f}): {dead[known[0]]}")
+            continue
+        try:
+            return a, b, r, axis_scales(model, stats.feature(a), stats.feature(b), render=settings), skipped
+        except ValueError as exc:
+            if NOT_EXCITED not in str(exc):
+                raise
+            unit = a if f"unit {a} " in str(exc) else b
+            dead[unit] = str(exc).split(";")[0]
+            skipped.append(f"units {a}, {b} (r={r:.3f}): {dead[unit]}")
+    raise ValueError(
+        f"none of the {len(candidates)} best-ranked pairs of {stats.layer!r} can be scaled: " + "; ".join(skipped)
+        + f". Give the scale renders more steps (--scale-steps, now {settings.steps}), a larger --render-size, "
+        "more --pair-candidates, or a layer whose units can be excited (random weights often cannot be)")
 
 
 def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
-    from ..combinations import pair_statistics, plot_combinations, sweep_combinations
+    import warnings
+
+    from ..combinations import axis_scales, pair_statistics, plot_combinations, sweep_combinations
     from .common import check_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)
@@ -78,20 +117,28 @@ def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
     data = load_data(cfg.data)
     stats = pair_statistics(model, data, cfg.layer, position=parse_position(cfg.position),
                             batch_size=cfg.data.batch_size, progress=progress)
-    if cfg.units:
-        a, b = cfg.units
-        r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
-    else:
-        a, b, r = stats.pick(cfg.pair)
     size = cfg.render.size or cfg.data.size
     settings = cfg.render.settings(progress, size=size, model_size=cfg.render.model_size or size, seed=cfg.data.seed)
+    scale_settings = settings.replace(steps=cfg.scale_steps or settings.steps)
+    if cfg.units:  # the user's pair: no other is tried
+        a, b = cfg.units
+        r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
+        scales, skipped = axis_scales(model, stats.feature(a), stats.feature(b), render=scale_settings), []
+    else:
+        ranked = {"correlated": stats.most_correlated, "anticorrelated": stats.most_anticorrelated,
+                  "zero": stats.least_correlated}[cfg.pair]
+        a, b, r, scales, skipped = scaled_pair(model, stats, ranked(cfg.pair_candidates), scale_settings)
+    if skipped:
+        warnings.warn(f"combos: skipped {len(skipped)} higher-ranked {cfg.pair} pair(s) that cannot be scaled ("
+                      + "; ".join(skipped) + f"); using units {a}, {b} (r={r:.3f})")
     res = sweep_combinations(model, stats.feature(a), stats.feature(b), n_angles=cfg.n_angles, n_seeds=cfg.n_seeds,
-                             power=cfg.power, chunk=cfg.chunk, scale_steps=cfg.scale_steps, render=settings)
+                             power=cfg.power, chunk=cfg.chunk, scale=scales.scale, render=settings)
+    res.scale_images = scales.images
     out_folder(cfg.out)
     stats.save(os.path.join(cfg.out, "pair_stats.npz"))
     res.save(os.path.join(cfg.out, "combos.npz"))
     plot_combinations(res, cloud=stats.values(a, b), path=os.path.join(cfg.out, "combos.png"))
-    return CombosRun(stats, res, r)
+    return CombosRun(stats, res, r, tuple(skipped))
 
 
 def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
@@ -99,7 +146,8 @@ def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
     q = res.quadrant_scores()
     return [f"combos: {res.feature_a.name} x {res.feature_b.name}, dataset r = {run_.r:.3f}, scales "
             f"{res.scale[0]:.4g}, {res.scale[1]:.4g}",
-            "  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}" for k, v in q.items()),
+            "  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}" for k, v in q.items())] + [
+            f"  skipped {s}" for s in run_.skipped] + [
             f"  wrote {cfg.out}/pair_stats.npz, combos.npz, combos.png"]
 
 
@@ -113,9 +161,14 @@ def section(runs, root: str):
             "each angle the render loop maximises the cosdot of the pair towards that direction. The red loop is "
             "the mean cosdot reached per angle; where it collapses the model cannot produce that combination. "
             "Grey: the dataset's activations.")
+    if run_.skipped:
+        text += (f" {len(run_.skipped)} higher-ranked pair(s) were skipped because a unit's own visualization did not "
+                 "reach a positive value, so its axis could not be scaled: " + "; ".join(run_.skipped) + ".")
     numbers = [("combination pair (units, r)", f"{res.feature_a.unit}, {res.feature_b.unit}, r={run_.r:.3f}", ""),
                ("combinations: mean C by quadrant", "  ".join(f"{k} {v:.3f}" for k, v in res.quadrant_scores().items()),
-                "low where the model cannot produce the combination")]
+                "low where the model cannot produce the combination"),
+               ("combinations: pairs skipped (not excitable)", len(run_.skipped), "higher-ranked pairs without a "
+                "positive axis scale")]
     return files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
                          ["combos.npz", "pair_stats.npz"]), numbers
 

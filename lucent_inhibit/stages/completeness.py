@@ -87,6 +87,7 @@ def features(cfg: CompletenessConfig, model):
     from ..completeness_check import random_logits
     from ..features import Feature
     from ..hooks import layer_table
+    from ..models import logits_input_size
     from .common import check_layers
 
     if cfg.layer is not None:
@@ -96,6 +97,10 @@ def features(cfg: CompletenessConfig, model):
     if not linear:
         raise ValueError("the model has no linear output layer for random logits; give --layer and --unit")
     name, head = linear[-1]
+    need = logits_input_size(model)
+    if need is not None and cfg.data.size != need:
+        raise ValueError(f"--size {cfg.data.size}: the logits of this model ({name!r}) are defined for {need} px "
+                         f"inputs only; use --size {need}, or study units of a convolutional layer (--layer, --unit)")
     if cfg.n_features > head.out_features:
         raise ValueError(f"--n-features must be between 1 and {head.out_features} (outputs of {name!r}), "
                          f"got {cfg.n_features}")

@@ -1,0 +1,59 @@
+"""The demo on models researchers use (random weights, nothing downloaded): every stage finishes and the
+model is left with no hook and the requires_grad flags it was loaded with; where a model cannot run at the
+demo's sizes (InceptionV1's logits need 224 px) it refuses before writing anything, naming the size."""
+import dataclasses
+import os
+import time
+
+import pytest
+
+from lucent_inhibit import hooks
+from lucent_inhibit.report import DemoConfig, run_demo
+from lucent_inhibit.stages import common
+
+#: Smaller than DemoConfig.quick() (CPU test); combo_size stays 96: at smaller model inputs Lucent's standard
+#: transforms (12 px pad, 8 px jitter) move a unit's receptive field so far that renders do not excite it.
+SMALL = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size=8, completeness_images=8,
+                            atlas_select=16, combo_images=12, toy_steps=60)
+
+
+@pytest.fixture
+def loaded(monkeypatch):
+    """Every model the demo loads, with its hook count and requires_grad flags at load time."""
+    seen = []
+    load = common.load_model
+
+    def recording(cfg):
+        model = load(cfg)
+        seen.append((model, hooks.hook_count(model), [p.requires_grad for p in model.parameters()]))
+        return model
+
+    monkeypatch.setattr(common, "load_model", recording)
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec, layer", [("torchvision:resnet18", "layer3_1_conv2"),
+                                         ("timm:convnext_atto", "stages_2_blocks_1")])
+def test_quick_demo_finishes_on_random_weights(spec, layer, tmp_path, loaded, one_thread):
+    t0 = time.time()
+    report = run_demo(out=str(tmp_path / "report"), model=spec, weights="none", layer=layer, config=SMALL,
+                      progress=False)
+    assert os.path.exists(tmp_path / "report" / "index.html") and not report.missing_files(str(tmp_path / "report"))
+    assert loaded
+    for model, n_hooks, grads in loaded:
+        assert hooks.hook_count(model) == n_hooks == 0
+        assert [p.requires_grad for p in model.parameters()] == grads
+    numbers = dict((n, v) for n, v, _ in report.numbers)
+    assert "combination pair (units, r)" in numbers and report.settings["attribution layer"]
+    print(f"{spec}: demo {time.time() - t0:.0f} s")
+
+
+def test_demo_on_inceptionv1_at_128_px_refuses_naming_224(tmp_path, loaded):
+    with pytest.raises(ValueError, match="224 px"):
+        run_demo(out=str(tmp_path / "report"), model="inceptionv1", weights="none", layer="mixed4a_pre_relu",
+                 config=DemoConfig.quick(), progress=False)
+    assert not os.path.exists(tmp_path / "report")
+    for model, n_hooks, grads in loaded:
+        assert hooks.hook_count(model) == n_hooks  # InceptionV1 keeps its pre-ReLU hooks, nothing more
+        assert [p.requires_grad for p in model.parameters()] == grads
