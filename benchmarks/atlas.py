@@ -15,6 +15,7 @@ import tempfile
 import time
 import warnings
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,10 +67,14 @@ def main():
     print(f"{k} icons, {a.steps} steps, {a.size} px: batched {t_batched:.1f} s, one render per icon {t_single:.1f} s, "
           f"ratio {ratio:.2f}x (target >= 3x)")
     print(f"  mean cosine to target: batched {batched.cosine.mean():.3f}, per icon {single.cosine.mean():.3f}")
+    print(f"  median cosine {np.median(batched.cosine):.3f}, median RMS contrast of the receptive-field crops "
+          f"{np.median(batched.contrast):.3f} (batched)")
     details = {
         "icons": k, "steps": a.steps, "image_size": a.size, "feature": feature.name, "layer": layer,
         "batched_s": round(t_batched, 2), "per_icon_s": round(t_single, 2),
         "cosine_batched": round(float(batched.cosine.mean()), 4), "cosine_per_icon": round(float(single.cosine.mean()), 4),
+        "median_cosine_batched": round(float(np.median(batched.cosine)), 4),
+        "median_contrast_batched": round(float(np.median(batched.contrast)), 4),
     }
     if not a.no_e2e:
         from lucent_inhibit.cli import main as cli_main

@@ -1,4 +1,5 @@
-"""Images that need no download: scikit-image's natural photos, their random crops, and user folders.
+"""Images that need no download: the natural photos that scikit-image, scikit-learn and Matplotlib ship
+(:data:`SAMPLE_NAMES`), their deterministic random crops, and user folders.
 
 Every image is a float tensor (3, H, W) in [0, 1]. Datasets are sequences: ``len(ds)`` and ``ds[i]``
 give an image tensor; :class:`ImageFolder` also keeps each image's path (``ds.paths[i]``).
@@ -14,7 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: scikit-image's colour photographs that ship inside its wheel (no download).
+#: The natural photographs that ship inside the installed dependencies (no download), in a fixed order:
+#: scikit-image's colour photos, scikit-learn's two sample images (``load_sample_images``), Matplotlib's
+#: ``grace_hopper.jpg`` sample, and two of scikit-image's grey photos (repeated over the three channels).
 SAMPLE_NAMES = (
     "astronaut",
     "chelsea",
@@ -24,6 +27,11 @@ SAMPLE_NAMES = (
     "hubble_deep_field",
     "retina",
     "immunohistochemistry",
+    "china",
+    "flower",
+    "grace_hopper",
+    "camera",
+    "coins",
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -49,21 +57,41 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).clamp(0, 1)
 
 
-@lru_cache(maxsize=1)
-def _sample_arrays() -> Tuple[Tuple[str, np.ndarray], ...]:
+def _skimage_photo(name: str) -> np.ndarray:
     import skimage.data
 
-    out = []
-    for name in SAMPLE_NAMES:
-        img = getattr(skimage.data, name)()
-        if isinstance(img, tuple):  # stereo_motorcycle returns (left, right, disparity)
-            img = img[0]
-        out.append((name, np.asarray(img)))
-    return tuple(out)
+    img = getattr(skimage.data, name)()
+    if isinstance(img, tuple):  # stereo_motorcycle returns (left, right, disparity)
+        img = img[0]
+    return np.asarray(img)
+
+
+def _sklearn_photo(name: str) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    return np.asarray(load_sample_image(f"{name}.jpg"))
+
+
+def _matplotlib_photo(name: str) -> np.ndarray:
+    import matplotlib.cbook
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data(f"{name}.jpg") as f, Image.open(f) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+_PHOTO_SOURCES = {"china": _sklearn_photo, "flower": _sklearn_photo, "grace_hopper": _matplotlib_photo}
+
+
+@lru_cache(maxsize=1)
+def _sample_arrays() -> Tuple[Tuple[str, np.ndarray], ...]:
+    """``(name, (H, W, 3) or (H, W) uint8 array)`` of every :data:`SAMPLE_NAMES` photo, read once."""
+    return tuple((name, _PHOTO_SOURCES.get(name, _skimage_photo)(name)) for name in SAMPLE_NAMES)
 
 
 def sample_images() -> Dict[str, torch.Tensor]:
-    """The natural colour photos shipped with scikit-image, name -> (3, H, W) float tensor in [0, 1]."""
+    """The photos of :data:`SAMPLE_NAMES` (scikit-image, scikit-learn and Matplotlib ship them), name ->
+    (3, H, W) float tensor in [0, 1] (grey photos repeated over the three channels)."""
     return {name: to_tensor(a) for name, a in _sample_arrays()}
 
 

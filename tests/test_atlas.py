@@ -446,6 +446,16 @@ def test_html_in_headless_chromium(tiny_atlas, tmp_path):
             assert figs.count() == len(atlas.cell_images(k)[0])
             text = page.inner_text("#details")
             assert "P=" in text and "N=" in text and "f=" in text
+            # the icon is shown large (its receptive-field crop) beside the whole icon
+            assert page.locator("#details img.large-icon").get_attribute("width") == "256"
+            assert page.locator("#details img.full-icon").count() == 1
+            # the frames switch between the icon's activation and the cell's net attribution
+            first = page.evaluate("document.getElementById('cell-%d').style.borderColor" % k)
+            page.check("#frame-net")
+            colours = page.evaluate("Array.from(document.querySelectorAll('.cell')).map(e => e.style.borderColor)")
+            d = _embedded_data(open(path, encoding="utf-8").read())
+            want = [c["colors"]["net"].replace(",", ", ") for c in d["cells"]]
+            assert colours == want and first == d["cells"][k]["colors"]["activation"].replace(",", ", ")
             # labels are shown as text, never run
             assert page.evaluate("window.__pwned") is None
             # zoom changes the view

@@ -28,6 +28,18 @@ def test_sample_images_are_rgb_in_unit_range():
         assert 0 <= float(t.min()) and float(t.max()) <= 1 and float(t.std()) > 0.02, name
 
 
+def test_sample_images_are_at_least_twelve_distinct_photos_from_three_packages():
+    imgs = sample_images()
+    assert len(imgs) >= 12
+    assert {"china", "flower", "grace_hopper", "astronaut"} <= set(imgs)  # scikit-learn, Matplotlib, scikit-image
+    small = torch.stack([torch.nn.functional.interpolate(t[None], size=(32, 32), mode="area")[0] for t in imgs.values()])
+    diffs = (small[:, None] - small[None]).abs().flatten(2).mean(2)
+    assert float(diffs[~torch.eye(len(imgs), dtype=torch.bool)].min()) > 0.02  # no photo twice (skimage cat is chelsea)
+    assert sum(float((t[0] - t[1]).abs().max()) > 0 for t in imgs.values()) >= 11  # colour photos
+    crops = sample_crops(200, size=16, seed=0)
+    assert {crops.describe(i).split("[")[0] for i in range(200)} == set(SAMPLE_NAMES)  # every photo is drawn
+
+
 def test_sample_crops_are_deterministic_and_distinct():
     a, b = sample_crops(40, size=32, seed=0), sample_crops(40, size=32, seed=0)
     for i in (0, 7, 39):

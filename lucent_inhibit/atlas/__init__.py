@@ -14,12 +14,15 @@ function each, each returning a :class:`~lucent_inhibit.results.Result` (``save`
 3. :func:`project_layout` (:class:`AtlasLayout`, :mod:`.layout`): UMAP (cosine metric, optional PCA
    first) to 2-D, the 1st..99th percentiles mapped onto the unit square.
 4. :func:`grid_cells` (:class:`AtlasGrid`, :mod:`.layout`): a grid over the unit square; every cell with
-   at least ``min_points`` points gets the mean of its vectors.
+   at least ``min_points`` points gets the mean of its vectors. Without a side given, the finest grid (at
+   most 30) that is a dense mosaic of the layout (:func:`auto_grid_size`); a grid too fine is refused.
 5. :func:`render_icons` (:class:`AtlasIcons`, :mod:`.icons`): one icon per cell, all cells of a chunk in
    one batch of Lucent's ``render_vis`` with the spatial cosdot objective against the cell's averaged
-   vector (its absolute value for attributions), then the feature measured on every icon.
+   vector (its absolute value for attributions), then the feature and the cosine to the target measured on
+   every icon; icons are shown cut to the feature's receptive field (:func:`receptive_field_box`) and
+   enlarged (:meth:`AtlasIcons.crops`), with their RMS contrast stored.
 6. :func:`plot_atlas` (static PNG, :mod:`.figure`) and :func:`write_atlas_html` (one self-contained
-   interactive page, :mod:`.html`).
+   interactive page, :mod:`.html`): frames coloured by the icon's activation (or the cell's net attribution).
 
 :func:`build_atlas` (:mod:`.build`) runs stages 1-5 with an :class:`AtlasConfig` and one
 :class:`~lucent_inhibit.RenderSettings`, and returns an :class:`Atlas` (one ``.npz``). Every layer is read
@@ -27,17 +30,20 @@ through :func:`lucent_inhibit.hooks.capture`, so the vectors, the render and the
 same tensor for a layer name; a layer whose module runs more than once per forward pass is refused.
 """
 from .build import Atlas, AtlasConfig, build_atlas
-from .figure import plot_atlas
+from .figure import FRAMES, frame_values, plot_atlas
 from .html import atlas_html, write_atlas_html
-from .icons import ICON_TARGETS, AtlasIcons, icon_settings, icon_targets, measure_icons, render_batch, render_icons
-from .layout import MIN_UMAP_POINTS, AtlasGrid, AtlasLayout, auto_grid_size, grid_cells, normalize_layout, project_layout
+from .icons import (ICON_TARGETS, ICON_TRANSFORMS, AtlasIcons, icon_settings, icon_targets, measure_icons,
+                    receptive_field_box, render_batch, render_icons, rms_contrast, target_cosine)
+from .layout import (MIN_UMAP_POINTS, AtlasGrid, AtlasLayout, auto_grid_size, check_grid_size, grid_cells,
+                     normalize_layout, project_layout)
 from .selection import CRITERIA, Selection, select_images
 from .vectors import KINDS, MODES, AtlasPoints, collect_vectors, read_layer, selection_indices
 
 __all__ = [
-    "Atlas", "AtlasConfig", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "CRITERIA", "ICON_TARGETS",
-    "KINDS", "MIN_UMAP_POINTS", "MODES", "Selection", "atlas_html", "auto_grid_size", "build_atlas",
-    "collect_vectors", "grid_cells", "icon_settings", "icon_targets", "measure_icons", "normalize_layout",
-    "plot_atlas", "project_layout", "read_layer", "render_batch", "render_icons", "select_images",
-    "selection_indices", "write_atlas_html",
+    "Atlas", "AtlasConfig", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "CRITERIA", "FRAMES",
+    "ICON_TARGETS", "ICON_TRANSFORMS", "KINDS", "MIN_UMAP_POINTS", "MODES", "Selection", "atlas_html",
+    "auto_grid_size", "build_atlas", "check_grid_size", "collect_vectors", "frame_values", "grid_cells",
+    "icon_settings", "icon_targets", "measure_icons", "normalize_layout", "plot_atlas", "project_layout",
+    "read_layer", "receptive_field_box", "render_batch", "render_icons", "rms_contrast", "select_images",
+    "selection_indices", "target_cosine", "write_atlas_html",
 ]

@@ -22,28 +22,47 @@ def _square(ax, title: str) -> None:
     ax.set_title(title)
 
 
-def _icon_panel(fig, ax, atlas, tint: float, cmap):
+#: What the icon frames can show: the feature's activation measured on the icon (the paper's choice), or
+#: the cell's net attribution.
+FRAMES = ("activation", "net")
+
+
+def frame_values(atlas, frame: str = "activation"):
+    """``(values (K,), colour-bar label)`` of the icon frames: ``"activation"`` (the feature measured on each
+    icon) or ``"net"`` (the mean net attribution of the cell's points)."""
+    from ..validate import check_choice
+
+    check_choice("frame", frame, FRAMES)
+    if frame == "activation":
+        return np.asarray(atlas.icons.activation), "feature activation on the icon (red excites, blue inhibits)"
+    return np.asarray(atlas.grid.net), "cell net attribution (red excites, blue inhibits)"
+
+
+def _icon_panel(fig, ax, atlas, tint: float, cmap, frame: str):
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    g, ic = atlas.grid, atlas.icons
-    lim = _symmetric_limit(g.net)
-    norm = Normalize(-lim, lim)
+    g = atlas.grid
+    values, label = frame_values(atlas, frame)
+    norm = Normalize(-_symmetric_limit(values), _symmetric_limit(values))
+    crops = atlas.icons.crops()
     step = 1.0 / g.size
+    width = max(0.6, 220.0 / g.size / 6)
     for k in range(len(g)):
         cx, cy = g.cells[k]
         x0, y0 = cx * step, cy * step
-        ax.imshow(ic.images[k], extent=(x0, x0 + step, y0, y0 + step), interpolation="bilinear", zorder=1)
-        col = cmap(norm(g.net[k]))
-        ax.add_patch(Rectangle((x0, y0), step, step, facecolor=col, alpha=tint, edgecolor="none", zorder=2))
-        ax.add_patch(Rectangle((x0, y0), step, step, facecolor="none", edgecolor=col, linewidth=2.0, zorder=3))
+        ax.imshow(crops[k], extent=(x0, x0 + step, y0, y0 + step), interpolation="bilinear", zorder=1)
+        col = cmap(norm(values[k]))
+        if tint > 0:
+            ax.add_patch(Rectangle((x0, y0), step, step, facecolor=col, alpha=tint, edgecolor="none", zorder=2))
+        ax.add_patch(Rectangle((x0, y0), step, step, facecolor="none", edgecolor=col, linewidth=width, zorder=3))
     word = "attribution" if atlas.points.vector_kind == "attribution" else "activation"
     _square(ax, f"{word} atlas: {len(g)} icons ({g.size}x{g.size} grid, >= {g.min_points} points per cell)")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_facecolor("#f4f4f4")
     sm = _plt().cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, label="cell net attribution (red excites, blue inhibits)")
+    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, label=label)
 
 
 def _point_panel(fig, ax, atlas, cmap):
@@ -63,19 +82,22 @@ def _point_panel(fig, ax, atlas, cmap):
     fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02, label="feature activation of the point's image")
 
 
-def plot_atlas(atlas, path: Optional[str] = None, title: Optional[str] = None, tint: float = 0.25, dpi: int = 120):
+def plot_atlas(atlas, path: Optional[str] = None, title: Optional[str] = None, tint: float = 0.0, dpi: int = 120,
+               frame: str = "activation"):
     """Stage 6: the atlas figure.
 
-    Left: every icon at its cell, bordered and tinted (``tint`` = overlay opacity) by the cell's net
-    attribution on a diverging scale centred at 0 (red excitatory, blue inhibitory). Right: the point
+    Left: every icon's receptive-field crop (:meth:`AtlasIcons.crops`, enlarged) at its cell, framed by
+    ``frame`` on a diverging scale centred at 0 (red excitatory, blue inhibitory): ``"activation"`` (the
+    feature's activation measured on the icon, as in Hamblin et al. 2024) or ``"net"`` (the cell's net
+    attribution); ``tint`` > 0 also overlays the colour at that opacity. Right: the point
     map, each point coloured by its image's feature activation (diverging, centred at 0) and sized by
     its ``|S|_2``. Returns the matplotlib Figure; writes a PNG when ``path`` is given.
     """
     plt = _plt()
     p = atlas.points
     cmap = plt.get_cmap("RdBu_r")
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 6.6), gridspec_kw={"width_ratios": [1, 1]})
-    _icon_panel(fig, ax, atlas, tint, cmap)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(18, 8.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    _icon_panel(fig, ax, atlas, tint, cmap, frame)
     _point_panel(fig, ax2, atlas, cmap)
     summ = atlas.activation_by_sign()
     word = "attribution" if p.vector_kind == "attribution" else "activation"
@@ -149,15 +171,17 @@ def plot_grid(grid, path) -> str:
 
 
 def plot_icons(icons, path, columns: int = 8) -> str:
-    """The icons in a montage, each titled with the feature's activation ``f`` and the cosine ``c``."""
+    """The icons' receptive-field crops in a montage, each titled with the feature's activation ``f`` and
+    the cosine ``c`` to its target."""
     plt = _plt()
     n = max(1, len(icons))
     cols = min(columns, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    crops = icons.crops()
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(icons):
-            ax.imshow(icons.images[k])
+            ax.imshow(crops[k])
             ax.set_title(f"f={icons.activation[k]:.3g} c={icons.cosine[k]:.2f}", fontsize=7)
     return _saved(fig, path)

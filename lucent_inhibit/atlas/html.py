@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .figure import _symmetric_limit
+from .figure import FRAMES, _symmetric_limit, frame_values
 
 
 @lru_cache(maxsize=1)
@@ -53,10 +53,21 @@ def _rgb(net: float, lim: float) -> str:
     return f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"
 
 
-def _page_data(atlas) -> dict:
-    """The JSON the page script reads: grid side, cells (with their images) and the images they list."""
+def _frame_colours(atlas) -> dict:
+    """Frame colour of every cell for each choice of :data:`FRAMES` (each on its own scale centred at 0)."""
+    out = {}
+    for frame in FRAMES:
+        values, _ = frame_values(atlas, frame)
+        lim = _symmetric_limit(values)
+        out[frame] = [_rgb(v, lim) for v in values]
+    return out
+
+
+def _page_data(atlas, frame: str = "activation", icon_size: int = 128) -> dict:
+    """The JSON the page script reads: grid side, the frame choice, cells (with their icons, receptive-field
+    crops at ``icon_size`` pixels, and their images) and the images they list."""
     g, p, ic = atlas.grid, atlas.points, atlas.icons
-    lim = _symmetric_limit(g.net)
+    colours, crops = _frame_colours(atlas), ic.crops(icon_size)
     used_rows = np.unique(p.point_image[g.members]) if len(g) else np.zeros(0, np.int64)
     remap = {int(r): j for j, r in enumerate(used_rows)}
     images = [
@@ -71,14 +82,19 @@ def _page_data(atlas) -> dict:
         cells.append({
             "col": int(g.cells[k, 0]), "row": int(g.cells[k, 1]), "count": int(g.count[k]), "net": _finite(g.net[k]),
             "activation": _finite(g.activation[k]), "icon_activation": _finite(ic.activation[k]),
-            "color": _rgb(g.net[k], lim), "icon": _png_data_uri(ic.images[k]),
+            "cosine": _finite(ic.cosine[k]), "colors": {f: colours[f][k] for f in FRAMES},
+            "icon": _png_data_uri(crops[k]), "full": _png_data_uri(ic.images[k]),
             "images": [[remap[int(rows[j])], int(counts[j])] for j in order],
         })
-    return {"grid": int(g.size), "cells": cells, "images": images}
+    return {"grid": int(g.size), "frame": frame, "cells": cells, "images": images}
 
 
-def atlas_html(atlas, title: Optional[str] = None) -> str:
+def atlas_html(atlas, title: Optional[str] = None, frame: str = "activation", icon_size: int = 128) -> str:
     """The interactive atlas as one self-contained HTML string (see :func:`write_atlas_html`)."""
+    from ..validate import check_choice, check_int
+
+    check_choice("frame", frame, FRAMES)
+    icon_size = check_int("icon_size", icon_size, low=8)
     g, p = atlas.grid, atlas.points
     word = "Attribution" if p.vector_kind == "attribution" else "Activation"
     title = title or f"{word} atlas of {p.feature.name} at {p.layer}"
@@ -88,16 +104,21 @@ def atlas_html(atlas, title: Optional[str] = None) -> str:
         f"images of {p.dataset}. Feature activation on icons: net-positive cells {s['positive_mean']:.4g} "
         f"(n={s['n_positive']}), net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})."
     )
-    fill = {"title": html.escape(title), "summary": html.escape(summary), "data": _script_json(_page_data(atlas))}
+    data = _script_json(_page_data(atlas, frame, icon_size))
+    fill = {"title": html.escape(title), "summary": html.escape(summary), "data": data}
     return template() % fill
 
 
-def write_atlas_html(atlas, path: str, title: Optional[str] = None) -> str:
+def write_atlas_html(atlas, path: str, title: Optional[str] = None, frame: str = "activation",
+                     icon_size: int = 128) -> str:
     """Write the interactive atlas: one self-contained HTML file (icons and dataset thumbnails embedded
     as base64 PNG; a Content-Security-Policy forbids any network access) with pan (drag) and zoom (wheel,
-    buttons). Hovering a cell lists the dataset images whose points fell into it with their activation,
-    P and N; clicking pins them. Labels and file names are escaped. Returns ``path``."""
-    text = atlas_html(atlas, title)
+    buttons). The mosaic shows each icon's receptive-field crop (:meth:`AtlasIcons.crops`, ``icon_size``
+    pixels) framed by ``frame`` (``"activation"``: the feature measured on the icon; ``"net"``: the cell's
+    net attribution; a switch on the page changes it). Hovering a cell shows its icon large (the crop and
+    the whole icon) beside the dataset images whose points fell into it, with their activation, P and N;
+    clicking pins them. Labels and file names are escaped. Returns ``path``."""
+    text = atlas_html(atlas, title, frame, icon_size)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path

@@ -15,6 +15,7 @@ measured on the tensor the vectors were read from.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from ..attribution import measure
 from ..hooks import check_layer_names, check_single_call, model_device
-from ..objectives import cosdot, spatial_cosdot
+from ..objectives import cosdot, crop_box, spatial_cosdot
 from ..param import build as build_param
 from ..rendering import RenderSettings, as_settings, rng_restored, run_render
 from ..results import Result
@@ -36,6 +37,12 @@ from .vectors import AtlasPoints, Box, _to_uint8, read_layer
 ICON_TARGETS = ("box", "center", "positions")
 #: The parameterization of atlas icons when ``RenderSettings.param`` is None: Lucent's ``param.image``.
 ICON_PARAM = "lucent"
+#: The transforms of atlas icons when ``RenderSettings.transforms`` is None: none. The icon targets are maps
+#: at fixed layer positions, so jitter, scaling and rotation (Lucent's standard transforms) move the
+#: image against its target; measured on the demo's atlas they cost about 0.1 of the median cosine.
+ICON_TRANSFORMS = ()
+#: Crop threshold of the icons' spatial cosdot: each target's bounding box of nonzero positions.
+TARGET_CROP = 1e-6
 
 
 @dataclass
@@ -46,28 +53,80 @@ class AtlasIcons(Result):
         images: (K, h, w, 3) uint8 icons ((h, w): the render size, default the dataset's image size).
         activation: (K,) float32 the feature's value on each icon (upsampled to the size the model saw).
         cosine: (K,) float32 cosine between the icon's activation at the atlas layer and its target,
-            inside the target's box: how well the render reached its target.
+            as the spatial cosdot sees them (inside the target's crop box, :func:`target_cosine`): how
+            well the render reached its target.
         params: render settings (steps, lr, size, model_size, param, seed, transforms), power,
-            icon_target and batch_size.
+            icon_target, batch_size and crop_size.
+        crop_box: (y0, y1, x0, x1) pixel box of the feature's receptive field in the icons
+            (:func:`receptive_field_box`), or None (a linear layer: the whole icon is shown).
+        crop_size: side in pixels of the displayed crops (:meth:`crops`; 0: the icon's side).
+        contrast: (K,) float32 RMS contrast of the displayed crops (:func:`rms_contrast`).
     """
 
     images: np.ndarray
     activation: np.ndarray
     cosine: np.ndarray
     params: dict = field(default_factory=dict)
+    crop_box: Optional[Box] = None
+    crop_size: int = 0
+    contrast: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        self.crop_box = None if self.crop_box is None else tuple(int(v) for v in self.crop_box)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def crops(self, size: Optional[int] = None) -> np.ndarray:
+        """(K, s, s, 3) uint8: every icon cut to ``crop_box`` (the feature's receptive field, see
+        :func:`receptive_field_box`) and resized (bilinear, antialiased) to ``size`` pixels (None:
+        ``crop_size``, or the icon's side). Without a box, the whole icons."""
+        x = torch.from_numpy(np.ascontiguousarray(self.images)).permute(0, 3, 1, 2).float() / 255
+        if self.crop_box is not None:
+            y0, y1, x0, x1 = self.crop_box
+            x = x[:, :, y0:y1, x0:x1]
+        side = int(size or self.crop_size or self.images.shape[1])
+        if tuple(x.shape[2:]) != (side, side):
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        return _to_uint8(x)
+
     def summary(self) -> dict:
+        contrast = float(np.median(self.contrast)) if self.contrast is not None and len(self) else float("nan")
         return {"type": self.kind(), "icons": len(self), "mean_activation": float(self.activation.mean()),
-                "mean_cosine": float(self.cosine.mean()), **self.params}
+                "mean_cosine": float(self.cosine.mean()), "median_cosine": float(np.median(self.cosine)),
+                "median_contrast": contrast, "crop_box": self.crop_box, **self.params}
 
     def plot(self, path) -> str:
         """The icons in a row-major montage, each titled with its activation and cosine (PNG)."""
         from .figure import plot_icons
 
         return plot_icons(self, path)
+
+
+def receptive_field_box(points: AtlasPoints, icon_hw: Tuple[int, int]) -> Optional[Box]:
+    """The feature's receptive field at the atlas layer as a pixel box ``(y0, y1, x0, x1)`` of an icon of
+    ``icon_hw`` (H, W) pixels; None for a linear layer.
+
+    How the box is chosen: :func:`collect_vectors` crops the layer's map to the box ``points.box`` where the
+    selected images' mean ``|S_l|`` exceeds ``crop`` times its maximum (the positions through which the
+    feature reads the layer); each of the layer's ``h x w`` positions covers one stride-sized tile of the
+    image (``H / h`` by ``W / w`` pixels), so the pixel box is the union of the tiles of the box's
+    positions, scaled to the icon: rows ``floor(y0 * H / h)`` to ``ceil(y1 * H / h)``, columns alike. It is
+    the region the icon targets occupy; the displayed crop (:meth:`AtlasIcons.crops`) shows exactly it.
+    """
+    if points.box is None or len(points.map_shape) != 3:
+        return None
+    (_, h, w), (H, W) = points.map_shape[:3], icon_hw
+    y0, y1, x0, x1 = points.box
+    return (int(math.floor(y0 * H / h)), int(math.ceil(y1 * H / h)), int(math.floor(x0 * W / w)),
+            int(math.ceil(x1 * W / w)))
+
+
+def rms_contrast(crops: np.ndarray) -> np.ndarray:
+    """(K,) float32 RMS contrast of (K, h, w, 3) uint8 images: the standard deviation over pixels of the
+    luminance ``0.299 R + 0.587 G + 0.114 B`` in [0, 1] (Peli 1990)."""
+    lum = np.asarray(crops, np.float32) / 255 @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    return lum.reshape(lum.shape[0], -1).std(1).astype(np.float32)
 
 
 def _positions_targets(points: AtlasPoints, grid: Optional[AtlasGrid]) -> torch.Tensor:
@@ -116,7 +175,7 @@ def icon_targets(points: AtlasPoints, vectors: np.ndarray, icon_target: str = "b
 
 def _icon_objective(layer: str, targets: torch.Tensor, power: float):
     if targets.dim() == 4:
-        return spatial_cosdot(layer, targets, power=power, crop=1e-6)
+        return spatial_cosdot(layer, targets, power=power, crop=TARGET_CROP)
     obj = None
     for k in range(targets.shape[0]):
         o = cosdot(layer, targets[k], power=power, batch=k)
@@ -128,12 +187,14 @@ def icon_settings(render, image_size: Tuple[int, int]) -> RenderSettings:
     """The render settings of atlas icons: ``render`` (None: ``RenderSettings()``) with the stage defaults
     filled in where it leaves them None: the parameterised image and the image the model sees are the
     dataset's image size ``(H, W)`` (the size the targets were computed at), ``param`` is ``"lucent"``
-    (Lucent's ``param.image``). ``transforms=None`` means Lucent's ``standard_transforms``."""
+    (Lucent's ``param.image``) and ``transforms`` is :data:`ICON_TRANSFORMS` (none; pass Lucent's
+    ``standard_transforms`` explicitly for the usual robustness transforms)."""
     s = as_settings(render)
     hw = tuple(int(v) for v in image_size)
     return s.replace(size=s.size if s.size is not None else hw,
                      model_size=s.model_size if s.model_size is not None else hw,
-                     param=s.param if s.param is not None else ICON_PARAM)
+                     param=s.param if s.param is not None else ICON_PARAM,
+                     transforms=s.transforms if s.transforms is not None else list(ICON_TRANSFORMS))
 
 
 def _devices(model: nn.Module):
@@ -142,7 +203,7 @@ def _devices(model: nn.Module):
 
 
 def render_batch(model: nn.Module, layer: str, targets: torch.Tensor, image_size: Tuple[int, int],
-                 render: Optional[RenderSettings] = None, power: float = 2.0) -> np.ndarray:
+                 render: Optional[RenderSettings] = None, power: float = 4.0) -> np.ndarray:
     """Render one image per target in ONE call of Lucent's ``render_vis`` (:func:`~lucent_inhibit.rendering.run_render`).
 
     Args:
@@ -171,17 +232,24 @@ def _icon_inputs(icons_uint8: np.ndarray, model_hw: Tuple[int, int]) -> torch.Te
     return x.clamp(0, 1)
 
 
-def _center_box(box: Box) -> Box:
-    y0, y1, x0, x1 = box
-    cy, cx = (y0 + y1 - 1) // 2, (x0 + x1 - 1) // 2
-    return cy, cy + 1, cx, cx + 1
+def target_cosine(h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(K,) the spatial cosdot's cosine between layer activations ``h`` and ``targets`` (K, C, H, W), each
+    inside its target's crop box (:func:`~lucent_inhibit.objectives.crop_box` at ``TARGET_CROP``), or over
+    the channels for (K, C) directions."""
+    if h.dim() != 4:
+        return F.cosine_similarity(h.flatten(1), targets.flatten(1), dim=1)
+    out = []
+    for hk, tk in zip(h, targets):
+        y0, y1, x0, x1 = crop_box(tk, TARGET_CROP)
+        out.append(F.cosine_similarity(hk[:, y0:y1, x0:x1].flatten(), tk[:, y0:y1, x0:x1].flatten(), dim=0))
+    return torch.stack(out)
 
 
 def measure_icons(model: nn.Module, points: AtlasPoints, icons: np.ndarray, targets: torch.Tensor,
-                  icon_target: str, model_hw: Tuple[int, int], batch_size: int = 64):
+                  model_hw: Tuple[int, int], batch_size: int = 64):
     """``(activation, cosine)``, each (K,) float32, of icons (K, h, w, 3) uint8 upsampled to ``model_hw``:
-    the feature's value, and the cosine of the atlas layer's activation to its target inside the target's
-    box. The layer is read by :func:`~lucent_inhibit.atlas.vectors.read_layer`, as
+    the feature's value, and the cosine of the atlas layer's activation to its target as the render's
+    spatial cosdot sees it (inside the target's crop box, :func:`target_cosine`). The layer is read by :func:`~lucent_inhibit.atlas.vectors.read_layer`, as
     :func:`collect_vectors` reads it: a capture that stops right after the layer, so no later in-place
     operation (ResNet's ``ReLU(inplace=True)`` after a batch norm) changes the tensor read."""
     x = _icon_inputs(icons, model_hw)
@@ -189,11 +257,7 @@ def measure_icons(model: nn.Module, points: AtlasPoints, icons: np.ndarray, targ
     for a in range(0, x.shape[0], batch_size):
         xb = x[a: a + batch_size]
         acts.append(measure(model, xb, points.feature).float().cpu())
-        h, t = read_layer(model, xb, points.layer), targets[a: a + batch_size]
-        if h.dim() == 4:
-            y0, y1, x0, x1 = _center_box(points.box) if icon_target == "center" else points.box
-            h, t = h[:, :, y0:y1, x0:x1], t[:, :, y0:y1, x0:x1]
-        coss.append(F.cosine_similarity(h.flatten(1), t.flatten(1), dim=1))
+        coss.append(target_cosine(read_layer(model, xb, points.layer), targets[a: a + batch_size]))
     return torch.cat(acts).numpy().astype(np.float32), torch.cat(coss).numpy().astype(np.float32)
 
 
@@ -216,14 +280,22 @@ def _check_icon_inputs(model, points: AtlasPoints, grid: AtlasGrid, settings: Re
     return model_hw
 
 
+def _describe_transforms(render, settings: RenderSettings) -> str:
+    given = as_settings(render).transforms
+    if given is None:
+        return "icon default (none)" if not ICON_TRANSFORMS else "icon default"
+    return "none" if len(settings.transforms) == 0 else "custom"
+
+
 def render_icons(
     model: nn.Module,
     points: AtlasPoints,
     grid: AtlasGrid,
     render: Optional[RenderSettings] = None,
     batch_size: int = 64,
-    power: float = 2.0,
+    power: float = 4.0,
     icon_target: str = "box",
+    crop_size: int = 128,
 ) -> AtlasIcons:
     """Stage 5: render an icon for every cell, ``batch_size`` cells per ``render_vis`` call, and measure the
     feature's activation on each.
@@ -238,11 +310,14 @@ def render_icons(
         batch_size: icons per render call.
         power: cosine exponent of the spatial cosdot (finite, >= 0).
         icon_target: ``"box"``, ``"center"`` or ``"positions"`` (see :func:`icon_targets`).
+        crop_size: side in pixels of the displayed icons: each icon's receptive-field crop
+            (:func:`receptive_field_box`) resized up (:meth:`AtlasIcons.crops`); their RMS contrast is stored.
 
     The atlas layer and the feature layer must each run once per forward pass (else ``ValueError``
     listing usable names), so the render, the cosine and the vectors all see the same tensor.
     """
     batch_size = check_int("batch_size", batch_size, low=1)
+    crop_size = check_int("crop_size", crop_size, low=8)
     power = check_number("power", power, low=0)
     check_choice("icon_target", icon_target, ICON_TARGETS)
     settings = icon_settings(render, points.image_size)
@@ -256,9 +331,12 @@ def render_icons(
         chunk = settings.replace(seed=None if settings.seed is None else settings.seed + c, progress=False)
         images.append(render_batch(model, points.layer, targets[a: a + batch_size], points.image_size, chunk, power))
     icons = _to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
-    activation, cosine = measure_icons(model, points, icons, targets, icon_target, model_hw, batch_size)
+    activation, cosine = measure_icons(model, points, icons, targets, model_hw, batch_size)
+    box = receptive_field_box(points, icons.shape[1:3])
     params = {"steps": settings.steps, "lr": float(settings.lr), "size": list(settings.hw(points.image_size)),
               "model_size": list(model_hw), "param": getattr(settings.param, "__name__", settings.param),
-              "seed": settings.seed, "transforms": "standard" if settings.transforms is None else "custom",
-              "power": power, "icon_target": icon_target, "batch_size": batch_size}
-    return AtlasIcons(icons, activation, cosine, params)
+              "seed": settings.seed, "transforms": _describe_transforms(render, settings), "power": power,
+              "icon_target": icon_target, "batch_size": batch_size, "crop_size": crop_size}
+    result = AtlasIcons(icons, activation, cosine, params, box, int(crop_size))
+    result.contrast = rms_contrast(result.crops())
+    return result

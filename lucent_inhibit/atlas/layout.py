@@ -173,10 +173,45 @@ class AtlasGrid(Result):
         return plot_grid(self, path)
 
 
-def auto_grid_size(n_points: int, min_points: int = 3, max_size: int = 30) -> int:
-    """A grid side for ``n_points``: about ``2 * min_points`` points per occupied cell if they were spread
-    evenly, between 2 and ``max_size`` (the paper's 30)."""
-    return int(np.clip(round(math.sqrt(n_points / (2.0 * max(1, min_points)))), 2, max_size))
+def _occupancy(xy: np.ndarray, size: int, min_points: int) -> Tuple[float, float]:
+    """(share of the ``size`` x ``size`` cells holding >= ``min_points`` points, median points of those cells)."""
+    ij = np.clip(np.floor(xy * size).astype(np.int64), 0, size - 1)
+    counts = np.bincount(ij[:, 1] * size + ij[:, 0], minlength=size * size)
+    full = counts[counts >= min_points]
+    return full.size / float(size * size), float(np.median(full)) if full.size else 0.0
+
+
+def auto_grid_size(n_points: int, min_points: int = 3, max_size: int = 30, xy: Optional[np.ndarray] = None) -> int:
+    """A grid side for ``n_points`` points, between 2 and ``max_size`` (the paper's 30).
+
+    Without a layout: about ``2 * min_points`` points per cell if the points were spread evenly,
+    ``round(sqrt(n_points / (2 * min_points)))``. With the layout ``xy`` (M, 2) in the unit square (what
+    :func:`grid_cells` uses): the largest side up to that bound whose grid is a dense mosaic, i.e. at least
+    half of its cells hold ``min_points`` points or more and those cells hold a median of at least
+    ``2 * min_points`` points. UMAP packs points into islands, so the even-spread side alone leaves most
+    cells empty; the smallest side 2 is the fallback.
+    """
+    bound = int(np.clip(round(math.sqrt(n_points / (2.0 * max(1, min_points)))), 2, max_size))
+    if xy is None:
+        return bound
+    for size in range(bound, 2, -1):
+        share, median = _occupancy(np.asarray(xy), size, min_points)
+        if share >= 0.5 and median >= 2 * min_points:
+            return size
+    return 2
+
+
+def check_grid_size(size: int, n_points: int, min_points: int) -> int:
+    """``size`` if ``n_points`` could fill a quarter of its cells with ``min_points`` each, else ValueError."""
+    size = check_int("grid size", size, low=1)
+    if n_points < min_points * size * size / 4.0:
+        largest = max(1, int(math.sqrt(4.0 * n_points / min_points)))
+        raise ValueError(
+            f"atlas with too few points for the requested grid: {n_points} points cannot give a quarter of the "
+            f"{size}x{size} cells min_points={min_points} each; use a grid size of at most {largest} or None "
+            "(chosen from the layout)"
+        )
+    return size
 
 
 def _cell_means(points: AtlasPoints, flat: np.ndarray, counts: np.ndarray, occupied: np.ndarray):
@@ -200,8 +235,9 @@ def grid_cells(points: AtlasPoints, layout: AtlasLayout, size: Optional[int] = N
 
     Args:
         points, layout: stages 2 and 3 (same number of points).
-        size: grid side (cells per axis); ``None`` picks :func:`auto_grid_size` (30 for large data,
-            smaller for small data).
+        size: grid side (cells per axis); ``None`` picks :func:`auto_grid_size` from the layout (the
+            largest side, at most 30, whose grid is a dense mosaic). An explicit side too fine for the
+            points (fewer than ``min_points * size**2 / 4`` points) is refused (:func:`check_grid_size`).
         min_points: cells with fewer points are left empty.
     """
     xy = np.asarray(layout.xy)
@@ -209,7 +245,8 @@ def grid_cells(points: AtlasPoints, layout: AtlasLayout, size: Optional[int] = N
         raise ValueError(f"layout has {xy.shape[0]} points but the atlas points are {len(points)}; use the layout "
                          "projected from these points")
     min_points = check_int("min_points", min_points, low=1)
-    size = auto_grid_size(len(points), min_points) if size is None else check_int("grid size", size, low=1)
+    size = (auto_grid_size(len(points), min_points, xy=xy) if size is None
+            else check_grid_size(size, len(points), min_points))
     ij = np.clip(np.floor(xy * size).astype(np.int64), 0, size - 1)
     flat = ij[:, 1] * size + ij[:, 0]
     counts = np.bincount(flat, minlength=size * size)

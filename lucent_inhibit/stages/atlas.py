@@ -29,6 +29,8 @@ class AtlasFeature(FeatureConfig):
 @dataclass
 class AtlasRender(RenderConfig):
     steps: int = option(48, "render steps per icon")
+    lr: float = option(0.1, "Adam learning rate of the icons (0.1: with no transforms, icons reach their "
+                       "targets and a visible contrast in 48 steps; 0.05 leaves them grey)")
     size: Optional[int] = option(None, "side of the rendered icon image (default: --size)", flag="--icon-size")
     seed: Optional[int] = option(None, "(the atlas uses --seed)", hidden=True)
 
@@ -61,15 +63,19 @@ class AtlasStageConfig:
                                       "most 30)", flag="--grid")
     min_points: int = option(3, "points a cell needs to get an icon")
     render: AtlasRender = group(AtlasRender)
-    power: float = option(2.0, "cosine exponent of the spatial cosdot")
+    power: float = option(4.0, "cosine exponent of the spatial cosdot")
     icon_target: Literal["box", "center", "positions"] = option(
         "box", "render the cell vector over the whole receptive-field box, at its centre only, or (with --mode "
         "position) each point's vector at its own position")
+    crop_size: int = option(128, "side in pixels of each displayed icon: its receptive-field crop, enlarged")
+    frame: Literal["activation", "net"] = option(
+        "activation", "colour the icon frames by the feature's activation on the icon or by the cell's net "
+        "attribution (the HTML page switches between both)")
 
     def __post_init__(self):
         check_choices(self)
         for name, low in (("top_abs", 0), ("top_activation", 0), ("bottom_activation", 0), ("top_tension", 0),
-                          ("n_neighbors", 2), ("min_points", 1)):
+                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8)):
             check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):
             if getattr(self, name) is not None:
@@ -85,7 +91,7 @@ class AtlasStageConfig:
         from ..atlas import AtlasConfig
 
         names = ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
-                 "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power")
+                 "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power", "crop_size")
         return AtlasConfig(**{n: getattr(self, n) for n in names}, batch_size=self.data.batch_size,
                            icon_batch_size=self.data.batch_size, umap_seed=self.data.seed)
 
@@ -124,17 +130,20 @@ def run(cfg: AtlasStageConfig, progress: bool = True):
     atlas = build_atlas(model, data, feature, attr, result, config=cfg.atlas_config(), render=settings,
                         progress=progress)
     atlas.save(os.path.join(cfg.out, "atlas.npz"))
-    plot_atlas(atlas, os.path.join(cfg.out, "atlas.png"))
-    write_atlas_html(atlas, os.path.join(cfg.out, "atlas.html"))
+    plot_atlas(atlas, os.path.join(cfg.out, "atlas.png"), frame=cfg.frame)
+    write_atlas_html(atlas, os.path.join(cfg.out, "atlas.html"), frame=cfg.frame)
     return atlas
 
 
 def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
-    s = atlas.activation_by_sign()
+    s, q = atlas.activation_by_sign(), atlas.quality()
     n_images = len(set(int(i) for i in atlas.points.image_index))
     return [
         f"{cfg.kind} atlas of {atlas.points.feature.name} at {atlas.points.layer}: {n_images} images, "
-        f"{len(atlas.points)} points, {len(atlas.grid)} icons ({atlas.grid.size}x{atlas.grid.size} grid)",
+        f"{len(atlas.points)} points, {len(atlas.grid)} icons ({atlas.grid.size}x{atlas.grid.size} grid, "
+        f"{q['occupancy']:.0%} occupied, median {q['median_points']:.0f} points per icon)",
+        f"  icons: median cosine to their targets {q['median_cosine']:.3f}, median RMS contrast of the "
+        f"receptive-field crops {q['median_contrast']:.3f}",
         f"  icon activation: net-positive cells {s['positive_mean']:.4g} (n={s['n_positive']}), "
         f"net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})",
         "  wrote " + ", ".join(os.path.join(cfg.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")),
@@ -146,13 +155,18 @@ def section(runs, root: str):
 
     cfg, atlas = runs[0]
     s = atlas.activation_by_sign()
+    q = atlas.quality()
+    framed = ("the feature's activation on the icon" if cfg.frame == "activation" else "the cell's net attribution")
     text = ("The attribution vectors of many images (one per position of the feature's receptive field in "
             "position mode) laid out by UMAP and averaged on a grid; each cell's icon is a feature visualization "
-            "of its averaged attribution, framed red when the cell's net attribution excites the feature and blue "
-            "when it inhibits it. The right panel shows the points coloured by activation. Open the interactive "
-            "atlas to see the images in each cell.")
+            "of its averaged attribution, shown cut to the feature's receptive field and framed by " + framed +
+            " (red excites the feature, blue inhibits it). The right panel shows the points coloured by "
+            "activation. Open the interactive atlas to see each icon large with the images in its cell.")
     numbers = [("atlas layer", atlas.points.layer, f"{cfg.mode} mode, icon target {cfg.icon_target}"),
-               ("atlas icons", int(s["n_positive"] + s["n_negative"]), ""),
+               ("atlas icons", len(atlas.grid), f"{atlas.grid.size}x{atlas.grid.size} grid, "
+                f"{q['occupancy']:.0%} occupied"),
+               ("atlas: median icon cosine to its target", q["median_cosine"], ""),
+               ("atlas: median RMS contrast of the icon crops", q["median_contrast"], ""),
                ("atlas: mean icon activation, net-positive cells", s["positive_mean"], ""),
                ("atlas: mean icon activation, net-negative cells", s["negative_mean"],
                 "should be below the net-positive cells'")]
