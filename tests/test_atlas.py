@@ -484,7 +484,9 @@ def test_attribution_atlas_on_real_model_inhibitory_icons_activate_less(lite0):
     data = sample_crops(48, size=96, seed=0)
     feature = Feature("blocks_4_0_bn3_drop", unit=5, position="mean")
     atlas = build_atlas(lite0, data, feature, "blocks_4_0_bn2_act",
-                        config=AtlasConfig(mode="position", pca=32, min_points=2, batch_size=64, icon_batch_size=64),
+                        # a fine grid given explicitly: the automatic side is a dense mosaic (few, full cells)
+                        config=AtlasConfig(mode="position", pca=32, min_points=2, grid_size=20, batch_size=64,
+                                           icon_batch_size=64),
                         render=RenderSettings(steps=16))
     assert len(atlas.points) > 1000
     assert len(atlas.grid) >= 50
