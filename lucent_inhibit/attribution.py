@@ -19,7 +19,7 @@ from .features import Feature, Position, as_feature, check_images, check_vectors
 from .hooks import capture, model_device
 from .models import preprocess_fn
 from .results import Result
-from .validate import check_int, check_values
+from .validate import check_int
 
 METHODS = ("gradient_x_activation", "integrated_gradients")
 TENSION_SCORES = ("min", "geometric", "harmonic", "product")
@@ -239,7 +239,11 @@ def signed_totals(scores, granularity: str = "element", norm: str = "l1"):
         raise ValueError(f"granularity must be 'element' or 'channel', got {granularity!r}")
     if norm not in ("l1", "l2"):
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
-    s = torch.as_tensor(check_values("scores", scores))
+    if not (torch.is_tensor(scores) or isinstance(scores, np.ndarray)):
+        raise TypeError(f"scores must be a torch tensor or numpy array, got {type(scores).__name__}")
+    s = torch.as_tensor(scores)
+    if s.dtype == torch.bool or s.is_complex():
+        raise TypeError(f"scores must be real-valued, got dtype {s.dtype}")
     if s.dim() < 2:
         raise ValueError(f"scores must be batched, (B, C, ...), got shape {tuple(s.shape)}")
     if granularity == "channel" and s.dim() > 2:
@@ -261,7 +265,6 @@ def tension(p, n, score: str = "min"):
         return score(p, n)
     if score not in TENSION_SCORES:
         raise ValueError(f"unknown tension score {score!r}; expected one of {TENSION_SCORES} or a callable")
-    p, n = check_values("p", p, low=0), check_values("n", n, low=0)
     try:
         np.broadcast_shapes(np.shape(p), np.shape(n))
     except ValueError:
