@@ -60,12 +60,18 @@ def test_sample_crops_are_deterministic_and_distinct():
 
 
 def test_sample_crops_bad_arguments():
-    with pytest.raises(ValueError, match="n must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         sample_crops(0)
-    with pytest.raises(ValueError, match="size must be at least 8 pixels, got 4"):
+    with pytest.raises(ValueError, match="n must be an integer, got 2.5"):
+        sample_crops(2.5)
+    with pytest.raises(ValueError, match="size must be >= 8, got 4"):
         sample_crops(4, size=4)
-    with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match="size must be an integer, got '8'"):
+        sample_crops(4, size="8")
+    with pytest.raises(ValueError, match=r"min_scale must be <= 1.0, got 1.5"):
         sample_crops(4, min_scale=1.5)
+    with pytest.raises(ValueError, match="photos must be a non-empty subset"):
+        sample_crops(4, photos=["nope"])
     with pytest.raises(IndexError, match="crop index 4 out of range for 4 crops"):
         sample_crops(4, size=16)[4]
 
@@ -136,3 +142,11 @@ def test_imagenet_class_names():
     names = imagenet_classes()
     assert len(names) == 1000
     assert "Egyptian cat" in names[285] and "tabby" in names[281].lower() and "espresso" in names[967]
+
+
+def test_sample_crops_from_a_subset_of_photos_are_the_first_release_crops():
+    from lucent_inhibit.data import FIRST_RELEASE_PHOTOS
+
+    old = sample_crops(16, size=32, seed=0, photos=FIRST_RELEASE_PHOTOS)
+    assert {old.describe(i).split("[")[0] for i in range(16)} <= set(FIRST_RELEASE_PHOTOS)
+    assert "photos=" in old.identity and "photos=" not in sample_crops(16, size=32).identity

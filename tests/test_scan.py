@@ -439,7 +439,11 @@ def test_bad_input(tmp_path):
 # real model
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_real_model_mtis_have_near_zero_activation(lite0):
+def test_real_model_mtis_cancel_between_meis_and_miis(lite0):
+    """MTIs: P and N both high for this feature, and they cancel: the MTIs' total attribution E = P - N is
+    smaller in magnitude than the MEIs' and the MIIs', and their activation lies between the two. (Not "near
+    zero": after blocks_4_0_bn2_act the feature carries a constant bias, f = E + 3.87, and on the 13-photo
+    set unit 5's top MTIs still lean excitatory: mean f 8.3 against the MEIs' 12.6 and the MIIs' -7.0.)"""
     from lucent_inhibit.data import sample_crops
 
     torch.set_num_threads(2)
@@ -447,12 +451,13 @@ def test_real_model_mtis_have_near_zero_activation(lite0):
     feature = Feature("blocks_4_0_bn3_drop", unit=5)
     r = scan(lite0, ds, feature, ["blocks_4_0_bn2_act"], batch_size=16, progress=False)
     assert r.completeness["blocks_4_0_bn2_act"] > 0.95  # adjacent layer inside the block: E tracks f
-    mei_act = float(np.mean(r.activation[np.isin(r.indices, r.meis(5))]))
-    mti = np.isin(r.indices, r.mtis(5))
-    assert mei_act > 0
-    assert abs(float(np.mean(r.activation[mti]))) < 0.5 * mei_act  # excitation and inhibition cancel
-    # both P and N of the MTIs are high relative to the dataset
-    assert np.median(r.P()[mti]) > np.median(r.P()) and np.median(r.N()[mti]) > np.median(r.N())
+    group = lambda idx: np.isin(r.indices, idx)  # noqa: E731
+    mei, mii, mti = group(r.meis(5)), group(r.miis(5)), group(r.mtis(5))
+    E = r.total()
+    assert abs(E[mti].mean()) < min(E[mei].mean(), -E[mii].mean())  # excitation and inhibition cancel
+    assert r.activation[mii].mean() < r.activation[mti].mean() < r.activation[mei].mean()
+    # both P and N of the MTIs are high relative to the dataset (percentile ranks)
+    assert (np.median(r.percentiles()[mti], axis=0) >= 75).all()
     assert r.items[0].startswith(ds.describe(0).split("[")[0])
 
 
