@@ -87,3 +87,11 @@ def test_quick_demo_report_loads_in_chromium(tmp_path):
     files = [unquote(urlparse(l).path) for l in links if l.startswith("file:")]
     assert files and all(os.path.exists(f) for f in files), [f for f in files if not os.path.exists(f)]
     assert any(f.endswith("atlas.html") for f in files)
+
+
+def test_default_attribution_layer_on_resnet_is_the_block_output_before_a_reused_relu():
+    from lucent_inhibit.models import load_model
+
+    net = load_model("torchvision:resnet18", weights="none")
+    assert default_attribution_layer(net, "layer3_1_conv2") == "layer3_0"  # not the stem relu far back
+    assert default_attribution_layer(net, "layer3_1_bn1") == "layer3_0"

@@ -154,18 +154,30 @@ def probe_input(model, size: int = 224):
 def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str:
     """The last single-call activation (ReLU-like module, or a name ending in ``_act``) that runs before
     ``feature_layer`` in the forward pass; the last single-call layer before it when none is an activation.
+    When the nearest activation is a module run twice per forward (torchvision ResNet's ``relu``), the last
+    single-call block output before the feature instead (``layer3_0`` for ``layer3_1_conv2``).
 
     On the embedded model and the default feature this is ``blocks_4_0_bn2_act``, the ReLU6 output inside
     the same block, where completeness holds (Hamblin et al., SPEC section 3: far from the feature the
     attribution no longer adds up). ``ValueError`` when nothing runs before ``feature_layer``.
     """
-    from ..hooks import check_layer_names, layer_table, layers_before
+    from ..hooks import check_layer_names, forward_order, layer_table, layers_before
 
     check_layer_names(model, [feature_layer], allow=())
-    before = layers_before(model, probe_input(model, size), feature_layer)
-    table = layer_table(model)
+    x = probe_input(model, size)
+    before, table = layers_before(model, x, feature_layer), layer_table(model)
+    order = forward_order(model, x)
+    run = order[: order.index(feature_layer)]
+    is_act = lambda n: type(table[n]).__name__ in ACTIVATIONS or n.endswith("_act")  # noqa: E731
+    nearest = next((n for n in reversed(run) if is_act(n)), None)
+    if nearest is not None and nearest not in before:
+        # the nearest activation is a reused module (torchvision ResNet's relu): its name has no single tensor,
+        # and the next single-call activation may be far back; the last block output before the feature is near
+        blocks = [n for n in before if len(table[n]._modules) > 0]
+        if blocks:
+            return blocks[-1]
     for name in reversed(before):
-        if type(table[name]).__name__ in ACTIVATIONS or name.endswith("_act"):
+        if is_act(name):
             return name
     if before:
         return before[-1]
