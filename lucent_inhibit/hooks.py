@@ -320,9 +320,3 @@ def model_device(model: nn.Module) -> torch.device:
     for b in model.buffers():
         return b.device
     return torch.device("cpu")
-
-
-def hook_summary(model: nn.Module) -> Tuple[int, int]:
-    """(modules with forward hooks, total forward hooks), for messages and tests."""
-    with_hooks = [len(m._forward_hooks) for m in model.modules() if m._forward_hooks]
-    return len(with_hooks), sum(with_hooks)

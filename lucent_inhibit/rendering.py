@@ -276,8 +276,8 @@ def run_render(
     """Run Lucent's ``render_vis`` once for ``settings.steps`` steps and return the images.
 
     Args:
-        objective: a Lucent objective, or ``parts(T) -> (loss, named_values)``, with ``parts=True``
-            semantics detected by :func:`as_parts` being skipped when ``objective`` is a :class:`Parts`.
+        objective: a Lucent objective (its value recorded per step as ``"objective"``), or a :class:`Parts`
+            wrapping ``fn(T) -> (loss, named_values)`` whose named values are recorded per step.
         param_f: ``(params, image_f)`` already built (so the caller keeps ``image_f``).
         settings: :class:`RenderSettings` (steps, lr, model_size, seed, progress are used here).
         what: stage name, for messages.
