@@ -149,6 +149,9 @@ def efficientnet_lite0(state_dict: Optional[dict] = None) -> nn.Module:
 #: Where Lucent's loader downloads InceptionV1 from (the Lucid ``inception5h`` graph, converted).
 INCEPTIONV1_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
 WEIGHTS_CHOICES = ("default", "none")
+#: :func:`load_model` builds every model under this torch seed (restoring the global generator after), so
+#: ``weights="none"`` gives the same random weights in every stage of a run and in every run.
+INIT_SEED = 0
 
 
 class WeightsError(ValueError):
@@ -243,7 +246,8 @@ def load_model(spec: str, weights: str = "default") -> nn.Module:
             ``"timm:NAME"`` or ``"package.module:callable"`` (an importable constructor of an ``nn.Module``).
         weights: ``"default"`` (the embedded weights; the library's pretrained weights for torchvision / timm
             / InceptionV1, which download when not cached; whatever the constructor builds), ``"none"``
-            (random initialisation, nothing downloaded) or the path of a local state dict (loaded with
+            (random initialisation under torch seed :data:`INIT_SEED`, so every stage and every run builds
+            the same model; nothing downloaded) or the path of a local state dict (loaded with
             ``weights_only=True``; missing or unexpected keys are listed).
     """
     if not isinstance(spec, str) or not spec:
@@ -253,7 +257,9 @@ def load_model(spec: str, weights: str = "default") -> nn.Module:
     local = weights not in WEIGHTS_CHOICES
     if local and not os.path.isfile(weights):
         raise WeightsError(f"weights {weights!r} is neither 'default', 'none' nor an existing file")
-    model = _build(spec, "none" if local else weights)
+    with torch.random.fork_rng(devices=[]):  # the same random model in every stage and run; global RNG untouched
+        torch.manual_seed(INIT_SEED)
+        model = _build(spec, "none" if local else weights)
     if local:
         state = load_state_file(weights)
         if spec in ("efficientnet_lite0", "embedded", "default"):

@@ -9,6 +9,7 @@ from torch import nn
 from lucent_inhibit import Feature
 from lucent_inhibit.combinations import (
     CombinationResult,
+    NotExcitable,
     PairStatistics,
     correlation_matrix,
     pair_statistics,
@@ -181,8 +182,24 @@ def test_feature_that_cannot_be_excited_gives_zero_scale():
     with torch.no_grad():  # make z0 <= 0 for every image: pointy's maximum is not positive
         model.conv2.weight[0] = 0
         model.conv2.bias[0] = -1
-    with pytest.raises(ValueError, match="axis scale would be zero or negative"):
+    with pytest.raises(NotExcitable, match="axis scale would be zero or negative") as info:
         sweep_combinations(model, POINTY, ROUNDED, **SMALL)
+    assert info.value.feature.unit == POINTY.unit and info.value.value <= 0
+
+
+def test_excited_pairs_only_pair_units_some_image_drives_above_zero():
+    torch.manual_seed(0)
+    base = torch.randn(64)
+    # units 0 and 1: the most anti-correlated pair, but unit 1 is negative on every image
+    acts = torch.stack([base, -base - 10, -base + 0.3 * torch.randn(64), torch.randn(64)], 1)
+    stats = PairStatistics("l", "center", acts, correlation_matrix(acts))
+    assert stats.most_anticorrelated()[0][:2] == (0, 1)
+    assert stats.excited_units().tolist() == [True, False, True, True]
+    picked = stats.most_anticorrelated(6, excited=True)
+    assert picked[0][:2] == (0, 2) and all(1 not in p[:2] for p in picked)
+    dead = PairStatistics("l", "center", -acts.abs() - 1, correlation_matrix(acts))
+    with pytest.raises(ValueError, match="0 unit\\(s\\) that any of the 64 images drives above zero"):
+        dead.most_correlated(excited=True)
 
 
 # -- real model --------------------------------------------------------------------------------------------

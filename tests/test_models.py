@@ -158,3 +158,15 @@ def test_load_model_bad_specs():
     with pytest.raises(ValueError, match=r"has no attribute 'nope'"):
         load_model("torch.nn:nope")
     assert isinstance(load_model("conftest:TinyConvNet"), nn.Module)
+
+
+def test_random_weights_are_the_same_in_every_load_and_leave_the_global_generator_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = load_model("timm:convnext_atto", weights="none")
+    b = load_model("timm:convnext_atto", weights="none")
+    assert torch.equal(torch.rand(3), expected)  # building under INIT_SEED restored the caller's generator
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(v.float().std() > 0 for v in sa.values() if v.ndim > 1)  # random, not a constant fill

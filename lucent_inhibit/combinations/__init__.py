@@ -25,7 +25,7 @@ measurement. Dataset activations (the grey cloud) should be measured on images o
 (e.g. ``sample_crops(size=result.render_size[0])``).
 """
 from .figure import plot_combinations
-from .scales import DEFAULT_SIZE, AxisScales, axis_scales, render_size, seeded_image_param
+from .scales import DEFAULT_SIZE, AxisScales, NotExcitable, axis_scales, render_size, seeded_image_param
 from .statistics import PairStatistics, correlation_matrix, measure_pair, pair_cloud, pair_statistics
 from .sweeps import MIN_ANGLES, QUADRANTS, CombinationResult, check_angles, sweep_combinations
 
@@ -34,6 +34,7 @@ __all__ = [
     "CombinationResult",
     "DEFAULT_SIZE",
     "MIN_ANGLES",
+    "NotExcitable",
     "PairStatistics",
     "QUADRANTS",
     "axis_scales",

@@ -180,6 +180,18 @@ def _pair_objective(fa: Feature, fb: Feature, n_seeds: int):
     return objective + sum(feature_objective(fb, batch=n_seeds + i) for i in range(n_seeds))
 
 
+class NotExcitable(ValueError):
+    """A feature's own visualization stayed at or below zero, so it has no positive axis scale.
+
+    Attributes: ``feature`` (the :class:`~lucent_inhibit.features.Feature`) and ``value`` (its best value).
+    """
+
+    def __init__(self, feature, value: float):
+        self.feature, self.value = feature, float(value)
+        super().__init__(f"the feature visualization of {feature.name} reached at most {value:.4g}, so its axis "
+                         "scale would be zero or negative; pick a feature that can be excited (or more steps)")
+
+
 def axis_scales(
     model: nn.Module,
     feature_a: Feature,
@@ -202,7 +214,7 @@ def axis_scales(
             transforms, ``param`` must be None or ``"lucent"``).
 
     Returns:
-        :class:`AxisScales`. Raises ``ValueError`` when a feature's maximum is not positive (a zero scale).
+        :class:`AxisScales`. Raises :class:`NotExcitable` when a feature's maximum is not positive (a zero scale).
     """
     fa, fb = as_feature(feature_a), as_feature(feature_b)
     n_seeds = check_int("n_seeds", n_seeds, low=1)
@@ -218,9 +230,6 @@ def axis_scales(
     scale = (float(values[0, best[0]]), float(values[1, best[1]]))
     for f, v in zip((fa, fb), scale):
         if not v > 0:
-            raise ValueError(
-                f"the feature visualization of {f.name} reached at most {v:.4g}, so its axis scale would be "
-                "zero or negative; pick a feature that can be excited (or more steps)"
-            )
+            raise NotExcitable(f, v)
     imgs = torch.stack([images[int(best[0])], images[n_seeds + int(best[1])]])
     return AxisScales(scale, values, imgs, fa, fb, render_info(model, s))

@@ -150,7 +150,12 @@ class PairStatistics(Result):
         """Dataset activations (N, 2) of two units: the grey cloud of the combination figure."""
         return self.activations[:, [self._unit(unit_a), self._unit(unit_b)]]
 
-    def _ranked(self, key: torch.Tensor, k: int, descending: bool) -> List[Tuple[int, int, float]]:
+    def excited_units(self) -> torch.Tensor:
+        """(C,) bool: units that at least one dataset image drives above zero (the others have no positive
+        axis for a combination plot)."""
+        return (self.activations > 0).any(0)
+
+    def _ranked(self, key: torch.Tensor, k: int, descending: bool, excited: bool) -> List[Tuple[int, int, float]]:
         c = self.n_units
         iu = torch.triu_indices(c, c, offset=1)
         r = self.correlation[iu[0], iu[1]]
@@ -158,21 +163,30 @@ class PairStatistics(Result):
         ok = torch.isfinite(r)
         if not bool(ok.any()):
             raise ValueError(f"layer {self.layer!r} has no pair of non-constant units over the dataset")
+        if excited:
+            up = self.excited_units()
+            ok = ok & up[iu[0]] & up[iu[1]]
+            if not bool(ok.any()):
+                raise ValueError(f"layer {self.layer!r} has {int(up.sum())} unit(s) that any of the "
+                                 f"{self.activations.shape[0]} images drives above zero: no pair to plot")
         kv = torch.where(ok, kv, torch.tensor(-math.inf if descending else math.inf, dtype=kv.dtype))
         order = torch.argsort(kv, descending=descending)[: check_int("k", k, low=1)]
         return [(int(iu[0, o]), int(iu[1, o]), float(r[o])) for o in order if bool(ok[o])]
 
-    def most_correlated(self, k: int = 1) -> List[Tuple[int, int, float]]:
-        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the highest correlation, best first."""
-        return self._ranked(self.correlation, k, descending=True)
+    def most_correlated(self, k: int = 1, excited: bool = False) -> List[Tuple[int, int, float]]:
+        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the highest correlation, best first; ``excited``: only
+        pairs of :meth:`excited_units`."""
+        return self._ranked(self.correlation, k, descending=True, excited=excited)
 
-    def most_anticorrelated(self, k: int = 1) -> List[Tuple[int, int, float]]:
-        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the lowest (most negative) correlation."""
-        return self._ranked(self.correlation, k, descending=False)
+    def most_anticorrelated(self, k: int = 1, excited: bool = False) -> List[Tuple[int, int, float]]:
+        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the lowest (most negative) correlation (``excited`` as
+        in :meth:`most_correlated`)."""
+        return self._ranked(self.correlation, k, descending=False, excited=excited)
 
-    def least_correlated(self, k: int = 1) -> List[Tuple[int, int, float]]:
-        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the correlation closest to zero."""
-        return self._ranked(self.correlation.abs(), k, descending=False)
+    def least_correlated(self, k: int = 1, excited: bool = False) -> List[Tuple[int, int, float]]:
+        """The ``k`` pairs ``(unit_a, unit_b, r)`` with the correlation closest to zero (``excited`` as in
+        :meth:`most_correlated`)."""
+        return self._ranked(self.correlation.abs(), k, descending=False, excited=excited)
 
     def pick(self, which: str) -> Tuple[int, int, float]:
         """One pair by name: ``"correlated"``, ``"anticorrelated"`` or ``"zero"``."""

@@ -1,7 +1,8 @@
 """Stage ``combos``: the feature-combination plot of a unit pair, a cosdot sweep over target angles
 (Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
 
-Measure a layer's units over the data, pick a pair (or take --units), render each unit alone for the axis
+Measure a layer's units over the data, pick a pair (or take --units; a picked pair's units are each driven
+above zero by some image), render each unit alone for the axis
 scales (a picked pair whose unit's own visualization stays at or below zero cannot be scaled: the next-ranked
 pair is tried, up to --pair-candidates, and every skipped pair is reported), then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in batches of
 Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.
@@ -31,7 +32,8 @@ class CombosRender(RenderConfig):
 
 @dataclass
 class CombosConfig:
-    """Options of ``lucent-inhibit combos``."""
+    """Options of ``lucent-inhibit combos``. A picked pair has both units driven above zero by at least one
+    dataset image (a unit the data never excites has no positive axis)."""
 
     out: str = option(REQUIRED, "output folder", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
@@ -73,10 +75,6 @@ class CombosRun(NamedTuple):
     skipped: Tuple[str, ...] = ()  # higher-ranked pairs whose axis scale was not positive, with why
 
 
-#: What the scale render says when a unit's own visualization stays at or below zero.
-NOT_EXCITED = "axis scale would be zero or negative"
-
-
 def scaled_pair(model, stats, candidates, settings):
     """The first of ``candidates`` ``[(unit_a, unit_b, r)]`` whose units both reach a positive value on their
     own visualizations: ``(a, b, r, AxisScales, skipped)``, ``skipped`` naming each earlier pair and why.
@@ -84,7 +82,7 @@ def scaled_pair(model, stats, candidates, settings):
     A unit already seen unexcitable is not rendered again; any other render error is raised as it is, and
     ``ValueError`` lists every pair tried when none can be scaled.
     """
-    from ..combinations import axis_scales
+    from ..combinations import NotExcitable, axis_scales
 
     skipped, dead = [], {}
     for a, b, r in candidates:
@@ -94,10 +92,8 @@ def scaled_pair(model, stats, candidates, settings):
             continue
         try:
             return a, b, r, axis_scales(model, stats.feature(a), stats.feature(b), render=settings), skipped
-        except ValueError as exc:
-            if NOT_EXCITED not in str(exc):
-                raise
-            unit = a if f"unit {a} " in str(exc) else b
+        except NotExcitable as exc:
+            unit = exc.feature.unit
             dead[unit] = str(exc).split(";")[0]
             skipped.append(f"units {a}, {b} (r={r:.3f}): {dead[unit]}")
     raise ValueError(
@@ -127,7 +123,8 @@ def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
     else:
         ranked = {"correlated": stats.most_correlated, "anticorrelated": stats.most_anticorrelated,
                   "zero": stats.least_correlated}[cfg.pair]
-        a, b, r, scales, skipped = scaled_pair(model, stats, ranked(cfg.pair_candidates), scale_settings)
+        a, b, r, scales, skipped = scaled_pair(model, stats, ranked(cfg.pair_candidates, excited=True),
+                                               scale_settings)
     if skipped:
         warnings.warn(f"combos: skipped {len(skipped)} higher-ranked {cfg.pair} pair(s) that cannot be scaled ("
                       + "; ".join(skipped) + f"); using units {a}, {b} (r={r:.3f})")
