@@ -314,6 +314,28 @@ def layers_before(model: nn.Module, x: torch.Tensor, layer: str) -> List[str]:
     return [n for n in order[: order.index(layer)] if counts[n] == 1]
 
 
+def separates(model: nn.Module, x: torch.Tensor, layer: str, target: str) -> bool:
+    """Whether ``layer`` is a cut between the input and ``target``: every path into ``target`` passes through it.
+
+    Checked on the autograd graph, not on values: with ``x`` (B, 3, H, W) requiring grad, the parameters
+    not, and ``layer``'s output detached, ``target``'s output must no longer depend on ``x`` (then it is a
+    function of ``layer`` alone, as attribution at ``layer`` needs to add up to a feature of ``target``). A dead
+    layer (nothing reads it), a side branch, or a residual branch however small (ConvNeXt's layer scale starts
+    at 1e-6) is not a cut. Parameters' ``requires_grad`` flags are restored.
+    """
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            out = capture(model, x.detach().requires_grad_(True), [target], replace={layer: torch.Tensor.detach})
+        return not out[target].requires_grad
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device

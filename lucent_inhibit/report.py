@@ -149,7 +149,8 @@ class DemoPlan:
 
     The atlas reads one layer further back than the scan's attribution layer, in position mode with
     position targets: there the feature's receptive field spans several positions per image, and each
-    point's attribution keeps its place in the icon.
+    point's attribution keeps its place in the icon. The completeness study of random logits reads images at
+    ``logits_size`` where the model's logits take only one input size (InceptionV1: 224 px).
     """
 
     model: "object"  # stages.configs.ModelConfig
@@ -159,6 +160,7 @@ class DemoPlan:
     attr_layer: str
     atlas_layer: str
     sizes: DemoConfig
+    logits_size: Optional[int] = None  # the one input side the model's logits take (InceptionV1: 224), if any
 
     def feature(self, cls, attr_layer: Optional[str] = None):
         return cls(layer=self.layer, unit=self.unit, attr_layer=attr_layer or self.attr_layer)
@@ -168,7 +170,8 @@ class DemoPlan:
 
         s = self.sizes
         return [CompletenessConfig(out=os.path.join(tmp, "completeness"), model=self.model,
-                                   data=dataclasses.replace(self.data, limit=s.completeness_images),
+                                   data=dataclasses.replace(self.data, limit=s.completeness_images,
+                                                            size=self.logits_size or self.data.size),
                                    n_features=s.completeness_features, title="Completeness: random logits")]
 
     def scan(self, tmp):

@@ -140,28 +140,30 @@ class First(Sequence):
         return f"first {self.n} of {dataset_identity(self.ds)}"
 
 
-def probe_input(model, size: int = 224):
-    """A random normalised (1, 3, size, size) input on the model's device (for forward-order probes)."""
+def probe_input(model, size: int = 224, n: int = 1):
+    """``n`` random normalised (n, 3, size, size) inputs on the model's device (for forward-order probes)."""
     import torch
 
     from ..hooks import model_device
     from ..models import preprocess_fn
 
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     return preprocess_fn(model)(x.to(model_device(model)))
 
 
 def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str:
-    """The last single-call activation (ReLU-like module, or a name ending in ``_act``) that runs before
-    ``feature_layer`` in the forward pass; the last single-call layer before it when none is an activation.
-    When the nearest activation is a module run twice per forward (torchvision ResNet's ``relu``), the last
-    single-call block output before the feature instead (``layer3_0`` for ``layer3_1_conv2``).
+    """The last single-call activation (ReLU-like module, or a name ending in ``_act``) before
+    ``feature_layer`` in the forward pass that is a cut to it (:func:`lucent_inhibit.hooks.separates`: every
+    path into the feature layer passes through it, so attributions there can add up); the last single-call
+    cut when no activation is one. When the nearest activation is a module run twice per forward (torchvision
+    ResNet's ``relu``), block outputs come first (``layer3_0`` for ``layer3_1_conv2``); InceptionV1's
+    ``mixedXY_pre_relu`` gets the block's input (the branches inside the block are not cuts).
 
     On the embedded model and the default feature this is ``blocks_4_0_bn2_act``, the ReLU6 output inside
     the same block, where completeness holds (Hamblin et al., SPEC section 3: far from the feature the
-    attribution no longer adds up). ``ValueError`` when nothing runs before ``feature_layer``.
+    attribution no longer adds up). ``ValueError`` when no layer before ``feature_layer`` is a cut.
     """
-    from ..hooks import check_layer_names, forward_order, layer_table, layers_before
+    from ..hooks import check_layer_names, forward_order, layer_table, layers_before, separates
 
     check_layer_names(model, [feature_layer], allow=())
     x = probe_input(model, size)
@@ -169,19 +171,17 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
     order = forward_order(model, x)
     run = order[: order.index(feature_layer)]
     is_act = lambda n: type(table[n]).__name__ in ACTIVATIONS or n.endswith("_act")  # noqa: E731
+    acts = [n for n in reversed(before) if is_act(n)]
     nearest = next((n for n in reversed(run) if is_act(n)), None)
-    if nearest is not None and nearest not in before:
-        # the nearest activation is a reused module (torchvision ResNet's relu): its name has no single tensor,
-        # and the next single-call activation may be far back; the last block output before the feature is near
-        blocks = [n for n in before if len(table[n]._modules) > 0]
-        if blocks:
-            return blocks[-1]
-    for name in reversed(before):
-        if is_act(name):
+    if nearest is not None and nearest not in before:  # a reused activation: its name has no single tensor
+        candidates = [n for n in reversed(before) if len(table[n]._modules) > 0] + acts
+    else:
+        candidates = acts + list(reversed(before))
+    for name in dict.fromkeys(candidates):
+        if separates(model, x, name, feature_layer):
             return name
-    if before:
-        return before[-1]
-    raise ValueError(f"no layer runs before feature layer {feature_layer!r}; pick a later feature layer")
+    raise ValueError(f"no single-call layer before feature layer {feature_layer!r} is a cut to it (every path "
+                     "into the feature passes through it); pick a later feature layer or give the attribution layer")
 
 
 def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> int:
