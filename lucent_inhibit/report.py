@@ -252,7 +252,9 @@ def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: D
         measure(net, dataset[0][None], Feature(layer, unit=unit))  # unit against the layer's real shape
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise DemoInputError(str(exc)) from exc
-    return DemoPlan(model_cfg, data_cfg, layer, unit, attr, atlas_layer, cfg)
+    from .models import logits_input_size
+
+    return DemoPlan(model_cfg, data_cfg, layer, unit, attr, atlas_layer, cfg, logits_input_size(net))
 
 
 def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> None:
