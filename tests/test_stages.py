@@ -172,3 +172,40 @@ def test_shared_inputs_loads_each_model_and_image_set_once(tmp_path):
         assert len(limited) == 2 and limited.identity.startswith("first 2 of")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_data(configs.DataConfig(images=str(tmp_path / "none")))
+
+
+def test_describe_and_section_list_only_the_files_the_stage_wrote(tmp_path, monkeypatch):
+    import lucent_inhibit.plots as plots
+    from lucent_inhibit.stages.common import run_stage
+
+    written = {}
+    save = plots.save_scan_figures
+
+    def recording(*a, **k):
+        written.update(save(*a, **k))
+        return written
+
+    monkeypatch.setattr(plots, "save_scan_figures", recording)
+    cfg = dataclasses.replace(_tiny_scan(tmp_path), data=configs.DataConfig(n_images=12, size=16, batch_size=6))
+    os.makedirs(cfg.out)
+    for name in ("holiday.png", "notes.txt"):  # the user's files, kept beside the stage's
+        open(os.path.join(cfg.out, name), "w").write("mine")
+    with shared_inputs():
+        result = run_stage(get_stage("scan"), cfg, progress=False)
+    figures = sorted(os.path.basename(p) for p in written.values())
+    assert "scatter_percentile.png" in figures and "overlay_mti0.png" in figures
+    (line,) = [l for l in get_stage("scan").describe(result, cfg) if l.strip().startswith("figures:")]
+    assert sorted(line.split(":", 1)[1].strip().split(", ")) == figures
+    section, _ = get_stage("scan").section([(cfg, result)], str(tmp_path))
+    assert sorted(os.path.basename(f) for f in section.figures) == figures
+    assert os.path.exists(os.path.join(cfg.out, "holiday.png"))
+
+    out = tmp_path / "toy"
+    out.mkdir()
+    (out / "holiday.png").write_text("mine")
+    toy_cfg = toy_stage.ToyStageConfig(out=str(out), steps=5, seeds=1, batch_size=64, count=8)
+    run_ = run_stage(get_stage("toy"), toy_cfg, progress=False)
+    text = "\n".join(get_stage("toy").describe(run_, toy_cfg))
+    assert "toy_summary.json" in text and "holiday.png" not in text
+    section, _ = get_stage("toy").section([(toy_cfg, run_)], str(tmp_path))
+    assert all("holiday" not in f for f in section.figures + section.links) and section.findings

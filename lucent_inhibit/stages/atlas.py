@@ -19,6 +19,12 @@ from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
 
+#: The icons reach their targets when their median cosine to their target attribution vectors is at least this.
+MIN_ICON_COSINE = 0.5
+ATLAS_CLAIM = ("Each atlas icon is a feature visualization of its cell's averaged attribution: optimised, it "
+               "reaches that target direction (Hamblin et al., paper 000 atlas; paper 002)")
+
+
 @dataclass
 class AtlasFeature(FeatureConfig):
     attr_layer: Optional[str] = option(None, "atlas layer, before the feature and close to it, best a "
@@ -146,8 +152,25 @@ def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
         f"receptive-field crops {q['median_contrast']:.3f}",
         f"  icon activation: net-positive cells {s['positive_mean']:.4g} (n={s['n_positive']}), "
         f"net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})",
-        "  wrote " + ", ".join(os.path.join(cfg.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")),
+        "  wrote " + ", ".join(os.path.join(cfg.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")
+                               + (("scan.npz",) if cfg.scan is None else ())),
     ]
+
+
+def icon_finding(median_cosine: float, n_icons: int):
+    """The :class:`~lucent_inhibit.report.Finding` of the atlas icons from their median cosine to their targets
+    (over ``n_icons`` icons): reproduced when it reaches :data:`MIN_ICON_COSINE`."""
+    import math
+
+    from ..report import Finding
+
+    measured = f"median cosine of {n_icons} icons to their targets {median_cosine:.3f}"
+    if not n_icons or not math.isfinite(median_cosine):
+        return Finding.judge(ATLAS_CLAIM, measured, None, "no icon with a measurable cosine was rendered")
+    ok = median_cosine >= MIN_ICON_COSINE
+    why = f"bar: median cosine >= {MIN_ICON_COSINE:g}"
+    return Finding.judge(ATLAS_CLAIM, measured, ok, why if ok else f"the icons fall short of their targets ({why}); "
+                         "give the icon renders more steps")
 
 
 def section(runs, root: str):
@@ -170,7 +193,9 @@ def section(runs, root: str):
                ("atlas: mean icon activation, net-positive cells", s["positive_mean"], ""),
                ("atlas: mean icon activation, net-negative cells", s["negative_mean"],
                 "should be below the net-positive cells'")]
-    return files_section("Attribution atlas", text, cfg.out, root, ["atlas.png"], ["atlas.html", "atlas.npz"]), numbers
+    sec = files_section("Attribution atlas", text, cfg.out, root, ["atlas.png"], ["atlas.html", "atlas.npz"])
+    sec.findings = [icon_finding(float(q["median_cosine"]), len(atlas.grid))]
+    return sec, numbers
 
 
 STAGE = register_module(

@@ -22,6 +22,14 @@ from .registry import register_module
 MIN_ANGLES = 5
 
 
+#: A combination is out of reach when the weakest quadrant's mean cosdot score C is at most this fraction of
+#: the best quadrant's (the red loop collapses there; C is 1 where the render reaches the target direction at
+#: the axis scale).
+COLLAPSE_FRACTION = 0.5
+COMBINATION_CLAIM = ("Not every combination of two features' directions can be produced: the cosdot a render "
+                     "reaches collapses in some directions (Hamblin, Alvarez & Konkle, paper 004)")
+
+
 @dataclass
 class CombosRender(RenderConfig):
     size: Optional[int] = option(None, "side of the rendered images (default: --size)", flag="--render-size")
@@ -148,6 +156,27 @@ def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
             f"  wrote {cfg.out}/pair_stats.npz, combos.npz, combos.png"]
 
 
+def combination_finding(quadrants):
+    """The :class:`~lucent_inhibit.report.Finding` of combination impossibility from the mean cosdot score C
+    per quadrant (``{"++": C, ...}``, :meth:`~lucent_inhibit.combinations.CombinationResult.quadrant_scores`):
+    reproduced when the best quadrant's C is positive and the weakest's is at most :data:`COLLAPSE_FRACTION`
+    of it."""
+    import math
+
+    from ..report import Finding
+
+    measured = "mean C by quadrant (signs of a, b): " + ", ".join(f"{k} {v:.3f}" for k, v in quadrants.items())
+    finite = {k: v for k, v in quadrants.items() if math.isfinite(v)}
+    if len(finite) < 2 or max(finite.values()) <= 0:
+        return Finding.judge(COMBINATION_CLAIM, measured, None, "no quadrant was reached (no positive mean C): the "
+                             "sweep cannot tell reachable from unreachable combinations")
+    best, worst = max(finite, key=finite.get), min(finite, key=finite.get)
+    ratio = finite[worst] / finite[best]
+    why = (f"quadrant {worst} reaches {ratio:.2f} of quadrant {best}'s C (bar: at most {COLLAPSE_FRACTION:g})")
+    return Finding.judge(COMBINATION_CLAIM, measured, ratio <= COLLAPSE_FRACTION,
+                         why if ratio <= COLLAPSE_FRACTION else why + ": every combination was reached")
+
+
 def section(runs, root: str):
     from .common import files_section
 
@@ -166,8 +195,10 @@ def section(runs, root: str):
                 "low where the model cannot produce the combination"),
                ("combinations: pairs skipped (not excitable)", len(run_.skipped), "higher-ranked pairs without a "
                 "positive axis scale")]
-    return files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
-                         ["combos.npz", "pair_stats.npz"]), numbers
+    sec = files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
+                        ["combos.npz", "pair_stats.npz"])
+    sec.findings = [combination_finding(res.quadrant_scores())]
+    return sec, numbers
 
 
 STAGE = register_module(

@@ -17,6 +17,13 @@ from .configs import DataConfig, ModelConfig, parse_position
 from .options import check_choices, flag, group, option
 from .registry import register_module
 
+#: Completeness holds at a layer when the Pearson r over the images between f and E reaches this and E
+#: adds up to f (slope and share of :func:`lucent_inhibit.completeness_check.adds_up`). The paper's Figure 3
+#: shows r near 1 close to the feature, falling with distance.
+MIN_R = 0.8
+COMPLETENESS_CLAIM = ("Near the feature, the gradient x activation attribution adds up to the feature: E = sum(S) "
+                      "tracks f over the images (Hamblin et al., paper 000, Figure 3)")
+
 
 def _names(text: Optional[str], name: str) -> Optional[List[str]]:
     if text is None:
@@ -158,7 +165,45 @@ def describe(run_: CompletenessRun, cfg: CompletenessConfig) -> List[str]:
     lines = [run_.result.table()]
     if run_.compare is not None:
         lines += ["", run_.compare.table()]
-    return lines + [f"wrote {os.path.join(cfg.out, 'completeness.npz')} and {run_.figure}"]
+    files = [os.path.join(cfg.out, "completeness.npz")] + (
+        [os.path.join(cfg.out, "completeness_ig.npz")] if run_.compare is not None else [])
+    return lines + [f"wrote {', '.join(files)} and {run_.figure}"]
+
+
+def completeness_finding(where: str, r: float, slope: float, share: float):
+    """The :class:`~lucent_inhibit.report.Finding` of the completeness claim from Pearson r of f and E at
+    ``where`` (a layer, or a feature-layer pair) and the sum check's ``slope`` (of f on E) and ``share``
+    (mean |E| / mean |f|): reproduced when r >= :data:`MIN_R` and E adds up to f (slope within
+    :data:`~lucent_inhibit.completeness_check.SLOPE_RANGE`, share >= ``MIN_SHARE``)."""
+    import numpy as np
+
+    from ..completeness_check import MIN_SHARE, SLOPE_RANGE, adds_up
+    from ..report import Finding
+
+    measured = f"r = {r:.3f}, slope of f on E {slope:.3g}, E/f share {share:.3g} at {where}"
+    bar = f"r >= {MIN_R:g}, slope in [{SLOPE_RANGE[0]:g}, {SLOPE_RANGE[1]:g}], share >= {MIN_SHARE:g}"
+    if not np.isfinite(r):
+        return Finding.judge(COMPLETENESS_CLAIM, measured, None, "Pearson r is undefined: f or E is constant over "
+                             "the images (use more or more varied images)")
+    if r >= MIN_R and adds_up(slope, share):
+        return Finding.judge(COMPLETENESS_CLAIM, measured, True, f"bar: {bar}")
+    short = "r is below the bar" if r < MIN_R else "E does not add up to f (the sum check fails)"
+    return Finding.judge(COMPLETENESS_CLAIM, measured, False, f"{short} (bar: {bar}); attribute closer to the feature")
+
+
+def _nearest_finding(result):
+    """:func:`completeness_finding` at the studied layer nearest the features (the last one), from the mean r
+    and the median slope and share over the features."""
+    import numpy as np
+
+    def over_features(fn, values):  # NaN (not a warning) when no feature has a finite value
+        values = values[np.isfinite(values)]
+        return float(fn(values)) if values.size else float("nan")
+
+    slope, share = result.sums()
+    return completeness_finding(f"{result.layers[-1]} (mean over {len(result.features)} features)",
+                                over_features(np.mean, result.r[:, -1]), over_features(np.median, slope[:, -1]),
+                                over_features(np.median, share[:, -1]))
 
 
 def section(runs, root: str):
@@ -171,8 +216,10 @@ def section(runs, root: str):
             "they say; where it is low they do not. The scan below attributes the feature at a layer close to it.")
     numbers = [(f"completeness r, {cfg.n_features if cfg.layer is None else len(cfg.units())} features, {l}",
                 float(r), "mean over the features") for l, r in zip(run_.result.layers, run_.result.mean_r())]
-    return files_section("Attribution and its completeness", text, cfg.out, root, ["completeness.png"],
-                         ["completeness.npz"]), numbers
+    sec = files_section("Attribution and its completeness", text, cfg.out, root, ["completeness.png"],
+                        ["completeness.npz"] + (["completeness_ig.npz"] if run_.compare is not None else []))
+    sec.findings = [_nearest_finding(run_.result)]
+    return sec, numbers
 
 
 STAGE = register_module(

@@ -95,6 +95,11 @@ def _disinhibition(cfg: InhibitorsConfig):
     return Disinhibition.load(os.path.join(cfg.out, "disinhibition.npz"))
 
 
+def _written(cfg: InhibitorsConfig) -> List[str]:
+    """The files :func:`run` wrote into ``cfg.out`` (not the other files there)."""
+    return [f for f in OUTPUTS if f != "scan.npz" or cfg.scan is None]
+
+
 def describe(res, cfg: InhibitorsConfig) -> List[str]:
     dis = _disinhibition(cfg)
     lines = [f"disinhibition of {res.feature.name} at {res.layer} ({res.baseline} baseline): {dis.explanation()}"]
@@ -106,7 +111,51 @@ def describe(res, cfg: InhibitorsConfig) -> List[str]:
     rm = res.removal
     lines.append(f"  removing the top {rm['n']} together: {rm['top']:+.4g}; {rm['n']} random channels: "
                  f"{rm['random_mean']:+.4g} (mean of {len(rm['random'])} draws)")
-    return lines + [f"  wrote {', '.join(sorted(f for f in os.listdir(cfg.out) if f.endswith(('.npz', '.png'))))}"]
+    return lines + [f"  wrote {', '.join(_written(cfg))}"]
+
+
+DISINHIBITION_CLAIM = ("The feature would fire on its MTIs were it not for inhibition: with the inhibitory elements "
+                       "removed, the MTIs' activation reaches the MEIs' (Hamblin et al., paper 000)")
+REMOVAL_CLAIM = ("The channels that carry the MTIs' inhibition are what holds the feature down: removing the top "
+                 "inhibitory channels raises the feature on the MTIs more than removing as many random channels")
+
+
+def disinhibition_finding(dis):
+    """The :class:`~lucent_inhibit.report.Finding` of the causal MTI claim: the verdict of the
+    :class:`~lucent_inhibit.disinhibition.Disinhibition` result (its ratio and Welch-t bars), explained by its
+    numbers; not measurable when the ratio is undefined (the MEIs' mean f is not positive)."""
+    import math
+
+    from ..report import NOT_MEASURABLE, Finding
+
+    m = dis.means()
+    measured = (f"MTIs' disinhibited f {m['mtis']['disinhibited']:.3g} = {dis.ratio:.2f} x MEIs' f {m['meis']['f']:.3g}; "
+                f"random images' disinhibited f {m['random']['disinhibited']:.3g} (Welch t {dis.t_vs_random:.2f})")
+    if not math.isfinite(dis.ratio):
+        return Finding(DISINHIBITION_CLAIM, measured, NOT_MEASURABLE, "the MEIs' mean f is not positive: no ratio "
+                       "to their activation")
+    return Finding(DISINHIBITION_CLAIM, measured, dis.verdict, dis.explanation().removeprefix(f"{dis.verdict}: "))
+
+
+def removal_finding(top: float, random: List[float], n: int):
+    """The :class:`~lucent_inhibit.report.Finding` of the dictionary's causal claim from the mean change of f
+    on the MTIs (feature units) when the top ``n`` inhibitory channels are removed together (``top``) and
+    when ``n`` random channels are (``random``, one value per draw): reproduced when ``top`` is positive
+    and above every random draw."""
+    import numpy as np
+
+    from ..report import Finding
+
+    rand = np.asarray(random, dtype=np.float64)
+    mean, largest = (float(rand.mean()), float(rand.max())) if rand.size else (float("nan"),) * 2
+    measured = (f"change of f on the MTIs removing the top {n} channels {top:+.3g}; {n} random channels: mean "
+                f"{mean:+.3g}, largest {largest:+.3g} over {rand.size} draws")
+    if not rand.size or not np.isfinite(rand).all() or not np.isfinite(top):
+        return Finding.judge(REMOVAL_CLAIM, measured, None, "no finite random-channel control was measured")
+    ok = top > 0 and top > rand.max()
+    why = ("bar: a positive change above every random draw" if ok else "the top channels' removal does not raise f "
+           "above every random draw (bar: positive and above the largest random draw)")
+    return Finding.judge(REMOVAL_CLAIM, measured, ok, why)
 
 
 def section(runs, root: str):
@@ -118,9 +167,9 @@ def section(runs, root: str):
     m, rm = dis.means(), res.removal
     text = ("The paper reads maximally tense images as what inhibition is for: the feature would fire on them were "
             "it not for inhibition. Removing the inhibitory elements (S < 0) of the attribution layer and re-running "
-            f"the forward pass tests this causally. Verdict: {dis.explanation()}. The dictionary ranks the layer's "
-            "channels by their share of the MTIs' inhibition N, with the change of the feature when each alone is "
-            "removed, its top dataset images and a render of the channel.")
+            "the forward pass tests this causally. The dictionary ranks the layer's channels by their share of the "
+            "MTIs' inhibition N, with the change of the feature when each alone is removed, its top dataset images "
+            "and a render of the channel.")
     numbers = [(f"{g}: mean f / disinhibited f / f + N", f"{v['f']:.3g} / {v['disinhibited']:.3g} / {v['f_plus_N']:.3g}",
                 f"{v['images']} images") for g, v in m.items()]
     numbers += [("MTIs' disinhibited f / MEIs' f", dis.ratio, dis.verdict),
@@ -128,8 +177,10 @@ def section(runs, root: str):
                  f"random {rm['n']}: {rm['random_mean']:.3g}")]
     numbers += [(f"inhibitor channel {r['channel']}: share of N / change of f", f"{100 * r['share']:.1f}% / "
                  f"{r['delta']:+.3g}", "") for r in res.table()[:5]]
-    return files_section("Removing inhibition: the causal test and the inhibitor dictionary", text, cfg.out, root,
-                         ["disinhibition.png", "inhibitors.png"], ["disinhibition.npz", "inhibitors.npz"]), numbers
+    sec = files_section("Removing inhibition: the causal test and the inhibitor dictionary", text, cfg.out, root,
+                        ["disinhibition.png", "inhibitors.png"], ["disinhibition.npz", "inhibitors.npz"])
+    sec.findings = [disinhibition_finding(dis), removal_finding(rm["top"], list(rm["random"]), rm["n"])]
+    return sec, numbers
 
 
 def demo_configs(plan, tmp: str) -> List[InhibitorsConfig]:

@@ -16,6 +16,13 @@ from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: The inversions separate by sign when, in at least this share of the renders, the excitatory render's
+#: activation exceeds the inverted image's and the inhibitory render's falls below it.
+MIN_SEPARATED_SHARE = 0.75
+SEPARATION_CLAIM = ("Inverting an image's excitatory attribution relu(S) gives an image that drives the feature up, "
+                    "inverting its inhibitory attribution relu(-S) one that drives it down (Hamblin et al., papers 000 "
+                    "and 003)")
+
 
 @dataclass
 class InvertRender(RenderConfig):
@@ -105,6 +112,28 @@ def describe(run_: InvertRun, cfg: InvertConfig) -> List[str]:
     return lines
 
 
+def separation_finding(rows):
+    """The :class:`~lucent_inhibit.report.Finding` of the sign separation of inversions, from ``rows``: one
+    ``(original, excitatory, inhibitory)`` activation triple (feature units) per render pair. A pair
+    separates when excitatory > original > inhibitory; reproduced when at least :data:`MIN_SEPARATED_SHARE`
+    of the pairs do."""
+    import numpy as np
+
+    from ..report import Finding
+
+    acts = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    up, down = acts[:, 1] > acts[:, 0], acts[:, 2] < acts[:, 0]
+    n, both = len(acts), int((up & down).sum())
+    measured = (f"{both} of {n} render pairs separate (excitatory raises f above the image's: {int(up.sum())}; "
+                f"inhibitory lowers it: {int(down.sum())})")
+    if not n or not np.isfinite(acts).all():
+        return Finding.judge(SEPARATION_CLAIM, measured, None, "no finite activation of a render pair was measured")
+    ok = both >= MIN_SEPARATED_SHARE * n
+    why = f"bar: at least {MIN_SEPARATED_SHARE:.0%} of the pairs with excitatory f > image's f > inhibitory f"
+    return Finding.judge(SEPARATION_CLAIM, measured, ok, why if ok else f"too few pairs separate ({why}); longer "
+                         "renders (more steps) may separate them")
+
+
 def section(runs, root: str):
     from ..report import Section
 
@@ -121,8 +150,9 @@ def section(runs, root: str):
             "attribution map relu(S), one towards its inhibitory map relu(-S) (spatial cosdot at the attribution "
             "layer). Inversions start from noise, accentuations from the image itself. The excitatory image should "
             "drive the feature higher than the inhibitory one.")
+    rows = [[res.summary()[k]["activation"] for k in ("original", "excitatory", "inhibitory")] for _, (res, _) in runs]
     return Section("+/- attribution inversions and accentuations of the top MTIs", text, figures=figures,
-                   links=links), numbers
+                   links=links, findings=[separation_finding(rows)]), numbers
 
 
 STAGE = register_module(

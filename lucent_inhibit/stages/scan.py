@@ -18,6 +18,18 @@ from .registry import register_module
 
 Score = Literal["percentile", "min", "geometric", "harmonic", "product"]
 
+#: the files this stage writes into --out (read by :func:`lucent_inhibit.outputs.stage_files`).
+OUTPUTS = ("scan.npz", "scatter.png", "scatter_percentile.png", "meis.png", "miis.png", "mtis.png", "overlay_mti*.png",
+           "scan/", "shard-*-of-*/")
+#: The paper's MTIs show the cancellation when the median P and the median N percentile ranks (within the
+#: scan) of the top MTIs both reach this ...
+MTI_MIN_PERCENTILE = 75.0
+#: ... and their mean activation lies between the MIIs' and the MEIs' mean activations, within this fraction of
+#: that range (MEIs' mean - MIIs' mean) of the typical (median) activation of the scanned images.
+MTI_NEAR_TYPICAL = 0.25
+MTI_CLAIM = ("Maximally tense images (MTIs) have large excitation P and large inhibition N at once, and they cancel: "
+             "the feature stays near its typical value (Hamblin et al., paper 000)")
+
 
 @dataclass
 class ScanFeature(FeatureConfig):
@@ -137,19 +149,80 @@ def describe(result, cfg: ScanConfig) -> List[str]:
         lines.append(f"  MTI percentile ranks among all images at {result.layers[0]}: P {np.round(pct[:, 0]).astype(int).tolist()}, "
                      f"N {np.round(pct[:, 1]).astype(int).tolist()}")
     if cfg.figures:
-        lines.append("  figures: " + ", ".join(sorted(f for f in os.listdir(cfg.out) if f.endswith(".png"))))
+        lines.append("  figures: " + ", ".join(_figures(result, cfg)))
     return lines
 
 
+def _figures(result, cfg: ScanConfig) -> List[str]:
+    """The figure files :func:`run` wrote for ``result`` (the names
+    :func:`~lucent_inhibit.plots.save_scan_figures` gives them), none of the other files in ``cfg.out``."""
+    from ..scanstats import MIN_PERCENTILE_IMAGES
+
+    if not cfg.figures or cfg.shard:
+        return []
+    k = max(1, min(cfg.top_k, len(result)))
+    names = ["scatter"] + (["scatter_percentile"] if len(result) >= MIN_PERCENTILE_IMAGES else [])
+    names += ["meis", "miis", "mtis"] + ([f"overlay_mti{r}" for r in range(min(3, k))]
+                                         if result.layers[0] in result.pos_maps else [])
+    return [f"{n}.png" for n in names if os.path.exists(os.path.join(cfg.out, f"{n}.png"))]
+
+
+def mti_finding(p_median: float, n_median: float, mti_mean: float, mei_mean: float, mii_mean: float,
+                typical: float, k: int):
+    """The :class:`~lucent_inhibit.report.Finding` of the MTI claim from the top-``k`` MTIs' median P and N
+    percentile ranks (0-100, NaN for a scan too small for ranks) and the mean activations (feature units) of
+    the MTIs, MEIs and MIIs and the scan's median activation ``typical``: reproduced when both medians reach
+    :data:`MTI_MIN_PERCENTILE` and the MTIs' mean lies between the MIIs' and the MEIs', at most
+    :data:`MTI_NEAR_TYPICAL` of that range from ``typical``."""
+    import numpy as np
+
+    from ..report import Finding
+    from ..scanstats import MIN_PERCENTILE_IMAGES
+
+    measured = (f"top-{k} MTIs: median P percentile {p_median:.0f}, median N percentile {n_median:.0f}; mean f "
+                f"{mti_mean:.3g} (MIIs {mii_mean:.3g}, typical {typical:.3g}, MEIs {mei_mean:.3g})")
+    if not np.isfinite([p_median, n_median]).all():
+        return Finding.judge(MTI_CLAIM, measured, None, f"percentile ranks need a scan of at least "
+                             f"{MIN_PERCENTILE_IMAGES} images")
+    if not np.isfinite([mti_mean, mei_mean, mii_mean, typical]).all() or not mei_mean > mii_mean:
+        return Finding.judge(MTI_CLAIM, measured, None, "the MEIs' mean activation is not above the MIIs': the "
+                             "feature does not vary over these images")
+    offset = abs(mti_mean - typical) / (mei_mean - mii_mean)
+    problems = []
+    if min(p_median, n_median) < MTI_MIN_PERCENTILE:
+        problems.append(f"P and N are not both high (bar: both medians >= {MTI_MIN_PERCENTILE:g})")
+    if not mii_mean < mti_mean < mei_mean or offset > MTI_NEAR_TYPICAL:
+        problems.append(f"the MTIs' mean f is {offset:.2f} of the MII-MEI range from the typical value (bar: between "
+                        f"the MIIs' and MEIs', within {MTI_NEAR_TYPICAL:g})")
+    bar = (f"both median percentiles >= {MTI_MIN_PERCENTILE:g}; mean f within {MTI_NEAR_TYPICAL:g} of the MII-MEI "
+           f"range from the typical value ({offset:.2f})")
+    return Finding.judge(MTI_CLAIM, measured, not problems, "; ".join(problems) or bar)
+
+
+def _findings(result, mtis, pct) -> list:
+    """The MTI finding and the completeness finding at the scan's (first) attribution layer."""
+    import numpy as np
+
+    from .completeness import completeness_finding
+
+    layer, k = result.layers[0], len(mtis)
+    mti = mti_finding(float(np.median(pct[:, 0])), float(np.median(pct[:, 1])), _mean_act(result, mtis),
+                      _mean_act(result, result.meis(k)), _mean_act(result, result.miis(k)),
+                      float(np.median(result.activation)), k)
+    r = float(result.completeness.get(layer, float("nan")))
+    slope, share = result.completeness_sums()[layer] if len(result) >= 3 else (float("nan"),) * 2
+    return [mti, completeness_finding(f"{layer} (attribution layer of {result.feature.name})", r, slope, share)]
+
+
 def section(runs, root: str):
-    """Report section: the P-vs-N scatter, the MEI/MII/MTI grids and the overlays, and their numbers."""
+    """Report section: the P-vs-N scatter, the MEI/MII/MTI grids and the overlays, their numbers and the
+    findings on MTIs and on completeness at the attribution layer."""
     import numpy as np
 
     from .common import files_section
 
     cfg, result = runs[0]
     layer, k = result.layers[0], min(cfg.top_k, len(result))
-    figures = sorted(f for f in os.listdir(cfg.out) if f.endswith(".png"))
     mtis = result.mtis(k, _score(result, cfg), layer=layer)
     mti_rows, pct = [result.row(int(i)) for i in mtis], _mti_percentiles(result, mtis, layer)
     pct = np.full((len(mtis), 2), np.nan) if pct is None else pct
@@ -157,7 +230,7 @@ def section(runs, root: str):
         ("images scanned", len(result), ""),
         ("top MEI activation", float(result.activation[result.row(int(result.meis(1)[0]))]), ""),
         (f"mean activation of the top-{k} MTIs", float(np.mean(result.activation[mti_rows])),
-         "near zero relative to the MEI's"),
+         "near the typical value: between the MIIs' and the MEIs'"),
         (f"top-{k} MTIs: median P percentile", float(np.median(pct[:, 0])), "percentile rank of P among all images"),
         (f"top-{k} MTIs: median N percentile", float(np.median(pct[:, 1])), "percentile rank of N among all images"),
     ] + [(f"scan completeness r at {l}", float(r), "Pearson r(f, E) over the images") for l, r in
@@ -166,10 +239,13 @@ def section(runs, root: str):
             "coloured by the feature's activation (red positive, blue negative); the second scatter puts both on "
             "the scale-free percentile ranks within the scan. Maximally tense images (ringed; ranked by the smaller "
             "of their P and N percentile ranks) sit far from the origin along the diagonal with activation near "
-            "zero: excitation and inhibition cancel. The grids show the top MEIs, MIIs and MTIs with their activation, P and N; the overlays show "
-            "where in an MTI the feature is excited (red) and inhibited (blue).")
-    return files_section("Maximally exciting, inhibiting and tense images", text, cfg.out, root, figures,
-                         ["scan.npz"]), numbers
+            "its typical value: excitation and inhibition cancel. The grids show the top MEIs, MIIs and MTIs with "
+            "their activation, P and N; the overlays show where in an MTI the feature is excited (red) and "
+            "inhibited (blue).")
+    sec = files_section("Maximally exciting, inhibiting and tense images", text, cfg.out, root,
+                        _figures(result, cfg), ["scan.npz"])
+    sec.findings = _findings(result, mtis, pct)
+    return sec, numbers
 
 
 STAGE = register_module(

@@ -15,6 +15,12 @@ from .configs import FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: Tense synthesis works when the tension of the render at its last measured step is at least this many
+#: times the tension at its start.
+MIN_TENSION_GAIN = 1.5
+TENSE_CLAIM = ("Optimising the tense objective raises excitation and inhibition together: the synthesised image's "
+               "tension (here {score}(P, N)) grows over its start (Hamblin et al., paper 000)")
+
 
 @dataclass
 class TenseRender(RenderConfig):
@@ -77,6 +83,24 @@ def describe(res, cfg: TenseConfig) -> List[str]:
     return lines + [f"  wrote {os.path.join(cfg.out, 'tense.npz')}, {os.path.join(cfg.out, 'tense.png')}"]
 
 
+def tension_finding(start: float, end: float, score: str = "min"):
+    """The :class:`~lucent_inhibit.report.Finding` of tense synthesis from the render's tension (``score``
+    of P and N, attribution units) at its first and last measured steps: reproduced when ``end`` is positive
+    and at least :data:`MIN_TENSION_GAIN` times ``start``."""
+    import math
+
+    from ..report import Finding
+
+    claim = TENSE_CLAIM.format(score=score)
+    measured = f"tension {start:.3g} at the start -> {end:.3g} at the end"
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return Finding.judge(claim, measured, None, "the tension was not finite at the start or the end")
+    ok = end > 0 and end >= MIN_TENSION_GAIN * start
+    why = f"bar: end >= {MIN_TENSION_GAIN:g} x start"
+    return Finding.judge(claim, measured, ok, why if ok else f"the render did not raise the tension enough ({why}); "
+                         "try more steps")
+
+
 def section(runs, root: str):
     from .common import files_section
 
@@ -87,8 +111,9 @@ def section(runs, root: str):
             "exciting images reach (compare the top MEI activation of the scan).")
     numbers = [("tense synthesis: min(P, N) start -> end", f"{float(t[0]):.3g} -> {float(t[-1]):.3g}", ""),
                ("tense synthesis: final activation", float(res.activation[-1, 0]), "compare the top MEI activation")]
-    return files_section("A synthesised maximally tense image", text, cfg.out, root, ["tense.png"],
-                         ["tense.npz"]), numbers
+    sec = files_section("A synthesised maximally tense image", text, cfg.out, root, ["tense.png"], ["tense.npz"])
+    sec.findings = [tension_finding(float(t[0]), float(t[-1]), res.score)]
+    return sec, numbers
 
 
 STAGE = register_module(

@@ -18,6 +18,13 @@ from .registry import register_module
 
 #: Default feature probability S per kind (sparse enough for superposition in a minute of CPU training).
 DEFAULT_S = {"abs": 0.01, "xor": 0.05}
+#: The interference motif: the toy model's mean tension on two-feature inputs is at least this many times its
+#: mean tension on one-feature inputs, in a model that is in superposition (more features represented than
+#: m // 2, the number its m hidden units fit without sharing).
+MIN_TENSION_RATIO = 2.0
+INTERFERENCE_CLAIM = ("In superposition, interference alone produces the MTI motif: inputs with two active features "
+                      "give large excitation and inhibition that cancel, with no inhibition mechanism (Hamblin et al., "
+                      "paper 000, last section)")
 
 
 @dataclass
@@ -117,9 +124,38 @@ def describe(run_: ToyRun, cfg: ToyStageConfig) -> List[str]:
                                                                    a["tension_per_output_two"]))),
         f"  hand-built inhibition model (m={2 * c.n}): one-feature {i['mean_tension_one']:.4f}, two-feature "
         f"{i['mean_tension_two']:.4f}",
-        f"  wrote {', '.join(sorted(os.listdir(cfg.out)))} to {cfg.out}",
+        f"  wrote {', '.join(_written(cfg))} to {cfg.out}",
     ]
     return lines
+
+
+def _written(cfg: ToyStageConfig) -> List[str]:
+    """The files :func:`run` wrote into ``cfg.out`` (a loaded model is not saved again), none of the others."""
+    return [f for f in ("toy_model.npz", "toy_analysis.npz", "toy_superposition.png", "toy_summary.json")
+            if f != "toy_model.npz" or cfg.load is None]
+
+
+def interference_finding(n_represented: int, m: int, tension_one: float, tension_two: float):
+    """The :class:`~lucent_inhibit.report.Finding` of the interference motif from the number of features the
+    toy model represents, its hidden units ``m`` and its mean tension min(P, N) on one- and two-feature
+    inputs: reproduced when ``n_represented > m // 2`` (superposition) and ``tension_two`` is positive and at
+    least :data:`MIN_TENSION_RATIO` times ``tension_one``."""
+    import math
+
+    from ..report import Finding
+
+    measured = (f"{n_represented} features represented by {m} hidden units; mean tension one-feature inputs "
+                f"{tension_one:.3g}, two-feature inputs {tension_two:.3g}")
+    if not (math.isfinite(tension_one) and math.isfinite(tension_two)):
+        return Finding.judge(INTERFERENCE_CLAIM, measured, None, "the tension was not finite")
+    problems = []
+    if n_represented <= m // 2:
+        problems.append(f"no superposition: {n_represented} features represented, not more than the {m // 2} that "
+                        f"{m} units fit without sharing; train longer or over more seeds")
+    if not (tension_two > 0 and tension_two >= MIN_TENSION_RATIO * tension_one):
+        problems.append(f"two-feature inputs are not tense enough (bar: >= {MIN_TENSION_RATIO:g} x one-feature)")
+    why = (f"bar: superposition (> {m // 2} features) and two-feature tension >= {MIN_TENSION_RATIO:g} x one-feature")
+    return Finding.judge(INTERFERENCE_CLAIM, measured, not problems, "; ".join(problems) or why)
 
 
 def section(runs, root: str):
@@ -137,9 +173,12 @@ def section(runs, root: str):
                 f"m/2 = {run_.model.config.m // 2} would fit without sharing"),
                ("toy: mean tension, one-feature inputs", a.mean_tension_one, ""),
                ("toy: mean tension, two-feature inputs", a.mean_tension_two, "higher: interference")]
-    links = [f for f in ("toy_model.npz", "toy_analysis.npz", "toy_summary.json") if os.path.exists(os.path.join(cfg.out, f))]
-    return files_section("Superposition: interference looks like inhibition", text, cfg.out, root,
-                         ["toy_superposition.png"], links), numbers
+    links = [f for f in _written(cfg) if not f.endswith(".png")]
+    sec = files_section("Superposition: interference looks like inhibition", text, cfg.out, root,
+                        ["toy_superposition.png"], links)
+    sec.findings = [interference_finding(int(a.represented.sum()), run_.model.config.m, a.mean_tension_one,
+                                         a.mean_tension_two)]
+    return sec, numbers
 
 
 STAGE = register_module(

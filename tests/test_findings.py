@@ -1,0 +1,139 @@
+"""The report states findings: each stage's verdict is computed from the numbers it measured, by a rule with
+a named bar (both verdicts reachable, the bar itself on the reproduced side), and "not measurable here" when
+the number the rule needs is undefined; the quick demo gives every section a finding."""
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lucent_inhibit.report import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Finding
+from lucent_inhibit.stages import atlas, combos, completeness, inhibitors, invert, scan, tense, toy
+
+NAN = float("nan")
+
+
+def _verdicts(findings):
+    return [f.verdict for f in findings]
+
+
+def test_finding_refuses_a_verdict_it_does_not_know():
+    with pytest.raises(ValueError, match="'maybe'"):
+        Finding("claim", "1.0", "maybe")
+    assert Finding.judge("c", "m", True, "w").verdict == REPRODUCED
+    assert Finding.judge("c", "m", False, "w").verdict == NOT_REPRODUCED
+    assert Finding.judge("c", "m", None, "w").verdict == NOT_MEASURABLE
+
+
+def test_completeness_verdict_needs_high_r_and_a_sum_that_adds_up():
+    bar = completeness.MIN_R
+    assert _verdicts([completeness.completeness_finding("l", bar, 1.0, 1.0),
+                      completeness.completeness_finding("l", bar - 1e-3, 1.0, 1.0),
+                      completeness.completeness_finding("l", 0.99, 0.2, 1.0),  # slope outside the sum check's range
+                      completeness.completeness_finding("l", 0.99, 1.0, 0.01),  # E is a sliver of f
+                      completeness.completeness_finding("l", NAN, NAN, NAN)]) == [
+        REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+    f = completeness.completeness_finding("blocks_4_0_bn2_act", 0.5, 1.0, 1.0)
+    assert "0.500" in f.measured and "blocks_4_0_bn2_act" in f.measured and str(bar) in f.why
+
+
+def test_mti_verdict_needs_both_percentiles_high_and_activation_near_typical():
+    edge = scan.MTI_MIN_PERCENTILE
+    near = scan.MTI_NEAR_TYPICAL * 20.0  # MII-MEI range is 20 below
+    good = dict(p_median=edge, n_median=edge, mti_mean=near, mei_mean=10.0, mii_mean=-10.0, typical=0.0, k=10)
+    cases = [good, {**good, "n_median": edge - 0.5}, {**good, "p_median": 50.0},
+             {**good, "mti_mean": near + 0.5}, {**good, "typical": -9.0, "mti_mean": -10.5},  # below the MIIs
+             {**good, "p_median": NAN, "n_median": NAN}, {**good, "mei_mean": -10.0}]
+    assert _verdicts([scan.mti_finding(**c) for c in cases]) == [
+        REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+    assert "10 images" in scan.mti_finding(**cases[5]).why
+
+
+def _disinhibition(mti_dis, random_dis, mei_f):
+    from lucent_inhibit.disinhibition import Disinhibition
+    from lucent_inhibit.features import Feature
+
+    groups = {"meis": np.full(4, mei_f), "miis": np.full(4, -5.0), "mtis": np.asarray(mti_dis, dtype=float),
+              "random": np.asarray(random_dis, dtype=float)}
+    idx = {g: np.arange(v.size) for g, v in groups.items()}
+    return Disinhibition(Feature("l", unit=0), "a", "zero", idx, groups, groups, groups, fraction=0.5,
+                         completeness={"complete": True})
+
+
+def test_disinhibition_finding_is_the_results_own_verdict():
+    fires = _disinhibition([9.0, 10.0, 11.0, 10.0], [0.0, 1.0, -1.0, 0.5], mei_f=10.0)
+    quiet = _disinhibition([1.0, 2.0, 1.5, 1.0], [0.0, 1.0, -1.0, 0.5], mei_f=10.0)
+    undefined = _disinhibition([1.0, 2.0, 1.5, 1.0], [0.0, 1.0, -1.0, 0.5], mei_f=-1.0)
+    found = [inhibitors.disinhibition_finding(d) for d in (fires, quiet, undefined)]
+    assert _verdicts(found) == [fires.verdict, quiet.verdict, NOT_MEASURABLE] == [
+        REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+    assert "bar 0.5" in found[1].why and not found[1].why.startswith(NOT_REPRODUCED)
+
+
+def test_removal_verdict_needs_the_top_channels_above_every_random_draw():
+    assert _verdicts([inhibitors.removal_finding(1.0, [0.2, 0.9], 5), inhibitors.removal_finding(0.9, [0.2, 0.9], 5),
+                      inhibitors.removal_finding(-0.1, [-0.5, -0.3], 5), inhibitors.removal_finding(1.0, [], 5),
+                      inhibitors.removal_finding(NAN, [0.1], 5)]) == [
+        REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+
+
+def test_inversion_verdict_counts_pairs_that_separate_by_sign():
+    sep, flat = (0.0, 2.0, -2.0), (0.0, -1.0, -2.0)  # (image, excitatory, inhibitory)
+    n_ok = math.ceil(invert.MIN_SEPARATED_SHARE * 4)
+    at_bar = [sep] * n_ok + [flat] * (4 - n_ok)
+    below = [sep] * (n_ok - 1) + [flat] * (5 - n_ok)
+    found = [invert.separation_finding(r) for r in (at_bar, below, [], [(0.0, NAN, 1.0)])]
+    assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+    assert f"{n_ok} of 4" in found[0].measured
+
+
+def test_tense_verdict_needs_the_tension_raised_by_the_bar():
+    g = tense.MIN_TENSION_GAIN
+    assert _verdicts([tense.tension_finding(2.0, 2.0 * g), tense.tension_finding(2.0, 2.0 * g - 0.01),
+                      tense.tension_finding(0.0, 0.0), tense.tension_finding(NAN, 1.0)]) == [
+        REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+    assert "min(P, N)" in tense.tension_finding(1.0, 2.0).claim
+
+
+def test_atlas_verdict_needs_icons_that_reach_their_targets():
+    bar = atlas.MIN_ICON_COSINE
+    assert _verdicts([atlas.icon_finding(bar, 10), atlas.icon_finding(bar - 0.01, 10), atlas.icon_finding(NAN, 10),
+                      atlas.icon_finding(0.9, 0)]) == [REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+
+
+def test_combination_verdict_needs_a_collapsed_quadrant():
+    c = combos.COLLAPSE_FRACTION
+    q = lambda worst: {"++": 1.0, "-+": 0.9, "--": worst, "+-": 0.95}  # noqa: E731
+    found = [combos.combination_finding(x) for x in (q(c), q(c + 0.01), q(-0.3),
+                                                     {"++": -0.1, "-+": -0.2, "--": -0.3, "+-": 0.0},
+                                                     {"++": 1.0, "-+": NAN, "--": NAN, "+-": NAN})]
+    assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+    assert "quadrant --" in found[0].why
+
+
+def test_interference_verdict_needs_superposition_and_tenser_two_feature_inputs():
+    r = toy.MIN_TENSION_RATIO
+    found = [toy.interference_finding(5, 8, 0.1, 0.1 * r), toy.interference_finding(4, 8, 0.1, 1.0),
+             toy.interference_finding(6, 8, 0.1, 0.1 * r - 0.001), toy.interference_finding(6, 8, 0.0, 0.0),
+             toy.interference_finding(6, 8, NAN, 0.3)]
+    assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+    assert "no superposition" in found[1].why
+
+
+@pytest.mark.slow
+def test_quick_demo_states_a_finding_in_every_section(tmp_path, one_thread):
+    from lucent_inhibit.report import DemoConfig, run_demo
+
+    small = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size=8, completeness_images=8,
+                                atlas_select=16, combo_images=12, toy_steps=60)
+    report = run_demo(out=str(tmp_path / "report"), config=small, progress=False)
+    assert len(report.sections) == 8 and all(s.findings for s in report.sections)
+    assert all(f.verdict in VERDICTS and f.measured and f.why for _, f in report.findings)
+    with open(tmp_path / "report" / "findings.json") as fh:
+        written = json.load(fh)
+    assert [(w["section"], w["verdict"]) for w in written] == [(t, f.verdict) for t, f in report.findings]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.index('id="findings"') < page.index('id="s0"')
+    assert os.path.exists(tmp_path / "report" / "numbers.json")
