@@ -6,8 +6,8 @@ files lucent-inhibit wrote there (and which stage wrote each). The rules:
 * ``--out`` that is an existing file, lies under a file, or cannot be written is refused before any
   work starts (:func:`check_target`); so is an output folder equal to, inside, or containing an input
   image folder.
-* A stage writes a fixed set of named files (:data:`STAGE_FILES`, glob patterns; a stage module may
-  declare its own ``OUTPUTS``). It adds them beside whatever else the folder holds, overwrites only
+* A stage writes a fixed set of named files: its module's ``OUTPUTS`` (glob patterns; a trailing ``/``
+  names a folder). It adds them beside whatever else the folder holds, overwrites only
   files the manifest says lucent-inhibit wrote, and refuses (before any work) a folder where a file of
   one of its names was put by someone else (:func:`stage_output`). A stage with no declared files
   needs an empty folder or one that holds only lucent-inhibit's files.
@@ -37,16 +37,6 @@ MANIFEST = ".lucent-inhibit.json"
 _FORMAT, _VERSION = "lucent-inhibit-outputs", 1
 
 #: The files (glob patterns; a trailing ``/`` marks a folder) each registered stage writes into ``--out``.
-STAGE_FILES: Dict[str, Sequence[str]] = {
-    "scan": ("scan.npz", "scatter.png", "meis.png", "miis.png", "mtis.png", "overlay_mti*.png", "scan/",
-             "shard-*-of-*/"),
-    "completeness": ("completeness.npz", "completeness_ig.npz", "completeness.png"),
-    "atlas": ("atlas.npz", "atlas.png", "atlas.html", "scan.npz"),
-    "invert": ("inversion.npz", "inversion.png"),
-    "tense": ("tense.npz", "tense.png"),
-    "combos": ("pair_stats.npz", "combos.npz", "combos.png"),
-    "toy": ("toy_model.npz", "toy_analysis.npz", "toy_superposition.png", "toy_summary.json"),
-}
 #: Prefix of a report's temporary build folder (beside the target).
 TEMP_PREFIX = ".partial-"
 
@@ -161,7 +151,7 @@ def stage_files(stage) -> Optional[Sequence[str]]:
     import sys
 
     declared = getattr(sys.modules.get(getattr(stage.run, "__module__", ""), None), "OUTPUTS", None)
-    return tuple(declared) if declared is not None else STAGE_FILES.get(stage.name)
+    return tuple(declared) if declared is not None else None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
+OUTPUTS = ("atlas.npz", "atlas.png", "atlas.html", "scan.npz")
+
 
 #: The icons reach their targets when their median cosine to their target attribution vectors is at least this.
 MIN_ICON_COSINE = 0.5

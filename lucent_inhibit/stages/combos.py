@@ -18,6 +18,9 @@ from .configs import DataConfig, ModelConfig, RenderConfig, parse_position
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
+OUTPUTS = ("pair_stats.npz", "combos.npz", "combos.png")
+
 #: The sweep needs at least this many angles (lucent_inhibit.combinations.MIN_ANGLES; a test checks).
 MIN_ANGLES = 5
 

@@ -17,6 +17,9 @@ from .configs import DataConfig, ModelConfig, parse_position
 from .options import check_choices, flag, group, option
 from .registry import register_module
 
+#: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
+OUTPUTS = ("completeness.npz", "completeness_ig.npz", "completeness.png")
+
 #: Completeness holds at a layer when the Pearson r over the images between f and E reaches this and E
 #: adds up to f (slope and share of :func:`lucent_inhibit.completeness_check.adds_up`). The paper's Figure 3
 #: shows r near 1 close to the feature, falling with distance.

@@ -16,6 +16,9 @@ from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
+OUTPUTS = ("inversion.npz", "inversion.png")
+
 #: The inversions separate by sign when, in at least this share of the renders, the excitatory render's
 #: activation exceeds the inverted image's and the inhibitory render's falls below it.
 MIN_SEPARATED_SHARE = 0.75

@@ -15,6 +15,9 @@ from .configs import FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
+OUTPUTS = ("tense.npz", "tense.png")
+
 #: Tense synthesis works when the tension of the render at its last measured step is at least this many
 #: times the tension at its start.
 MIN_TENSION_GAIN = 1.5

@@ -16,6 +16,9 @@ from ..validate import check_int, check_number
 from .options import REQUIRED, check_choices, flag, option
 from .registry import register_module
 
+#: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
+OUTPUTS = ("toy_model.npz", "toy_analysis.npz", "toy_superposition.png", "toy_summary.json")
+
 #: Default feature probability S per kind (sparse enough for superposition in a minute of CPU training).
 DEFAULT_S = {"abs": 0.01, "xor": 0.05}
 #: The interference motif: the toy model's mean tension on two-feature inputs is at least this many times its
