@@ -318,15 +318,32 @@ def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: D
         attr = attribution_layer or default_attribution_layer(net, layer)
         atlas_layer = default_attribution_layer(net, attr) if attr != "input" else attr
         unit = pick_unit(net, dataset, layer) if unit is None else unit
-        from .attribution import measure
         from .features import Feature
 
-        measure(net, dataset[0][None], Feature(layer, unit=unit))  # unit against the layer's real shape
+        _check_both_signs(net, dataset, Feature(layer, unit=unit), attr)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise DemoInputError(str(exc)) from exc
     from .models import logits_input_size
 
     return DemoPlan(model_cfg, data_cfg, layer, unit, attr, atlas_layer, cfg, logits_input_size(net))
+
+
+def _check_both_signs(net, dataset, feature, attr: str, n: int = 8) -> None:
+    """``ValueError`` before any work when the feature has no inhibitory (or no excitatory) attribution at
+    ``attr`` on the first ``n`` images: MTIs and +/- inversions need both signs (a max-pool or ReLU feature
+    layer is a monotone function of the ReLU before it, so N is 0 there)."""
+    import torch
+
+    from .attribution import attribute
+
+    x = torch.stack([dataset[i] for i in range(min(n, len(dataset)))])
+    att = attribute(net, x, feature, [attr])
+    for name, total in (("inhibitory", att.negative(attr)), ("excitatory", att.positive(attr))):
+        if not bool((total > 0).any()):
+            raise ValueError(
+                f"feature {feature.name} has no {name} attribution at {attr!r} on the first {len(x)} images, so "
+                "it has no maximally tense images nor +/- inversions; pick a pre-activation feature layer "
+                "(lucent_inhibit.preactivation_layers) or another --attribution-layer")
 
 
 def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> None:

@@ -1,6 +1,7 @@
 """The demo on models researchers use (random weights, nothing downloaded): every stage finishes and the
-model is left with no hook and the requires_grad flags it was loaded with; where a model cannot run at the
-demo's sizes (InceptionV1's logits need 224 px) it refuses before writing anything, naming the size."""
+model is left with no hook (InceptionV1: only its permanent pre-ReLU hooks) and the requires_grad flags it was
+loaded with. InceptionV1's logits take only 224 px: the demo reads its completeness images at that size. A
+feature layer with no inhibition at its attribution layer is refused before anything is written."""
 import dataclasses
 import os
 import time
@@ -34,26 +35,31 @@ def loaded(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec, layer", [("torchvision:resnet18", "layer3_1_conv2"),
-                                         ("timm:convnext_atto", "stages_2_blocks_1")])
+                                         ("timm:convnext_atto", "stages_2_blocks_1"),
+                                         ("torchvision:vgg11_bn", "features_15"),
+                                         ("torchvision:densenet121", "features_denseblock2_denselayer3_conv2"),
+                                         ("inceptionv1", "mixed4a_pre_relu")])
 def test_quick_demo_finishes_on_random_weights(spec, layer, tmp_path, loaded, one_thread):
     t0 = time.time()
     report = run_demo(out=str(tmp_path / "report"), model=spec, weights="none", layer=layer, config=SMALL,
                       progress=False)
     assert os.path.exists(tmp_path / "report" / "index.html") and not report.missing_files(str(tmp_path / "report"))
     assert loaded
+    permanent = 36 if spec == "inceptionv1" else 0  # InceptionV1's hooks that build mixedXY_pre_relu
     for model, n_hooks, grads in loaded:
-        assert hooks.hook_count(model) == n_hooks == 0
+        assert hooks.hook_count(model) == n_hooks == permanent
         assert [p.requires_grad for p in model.parameters()] == grads
     numbers = dict((n, v) for n, v, _ in report.numbers)
     assert "combination pair (units, r)" in numbers and report.settings["attribution layer"]
     print(f"{spec}: demo {time.time() - t0:.0f} s")
 
 
-def test_demo_on_inceptionv1_at_128_px_refuses_naming_224(tmp_path, loaded):
-    with pytest.raises(ValueError, match="224 px"):
-        run_demo(out=str(tmp_path / "report"), model="inceptionv1", weights="none", layer="mixed4a_pre_relu",
-                 config=DemoConfig.quick(), progress=False)
+def test_demo_refuses_a_feature_layer_without_inhibition_before_writing(tmp_path, loaded):
+    # VGG's features_14 is a max-pool of the ReLU before it: N = 0 at that ReLU, so no MTIs nor inversions
+    with pytest.raises(ValueError, match="no inhibitory attribution at 'features_13'"):
+        run_demo(out=str(tmp_path / "report"), model="torchvision:vgg11_bn", weights="none", layer="features_14",
+                 config=SMALL, progress=False)
     assert not os.path.exists(tmp_path / "report")
     for model, n_hooks, grads in loaded:
-        assert hooks.hook_count(model) == n_hooks  # InceptionV1 keeps its pre-ReLU hooks, nothing more
+        assert hooks.hook_count(model) == n_hooks == 0
         assert [p.requires_grad for p in model.parameters()] == grads
