@@ -1,0 +1,128 @@
+"""The atlas's vector collection in bounded memory: the points it streams into preallocated arrays equal,
+bit for bit, those of the all-in-memory reference (every map of the selection concatenated, then cut to the
+receptive-field box), for both kinds, both modes, every crop, linear layers, and maps spooled to disk."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lucent_inhibit.atlas import collect_vectors, read_layer
+from lucent_inhibit.attribution import attribute, signed_totals
+from lucent_inhibit.features import Feature
+from lucent_inhibit.objectives import crop_box
+
+FEAT = Feature("conv3", unit=1)
+SELECTION = [11, 2, 7, 0, 5, 12, 3, 9, 1, 4, 8]  # unsorted, 11 images in batches of 4 (the last one short)
+
+
+class _Linear(nn.Module):
+    """conv-relu-pool-linear-relu-linear: an atlas layer without space (relu2, (B, 6))."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.conv1, self.relu1 = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+        self.pool, self.flat = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        self.fc1, self.relu2, self.fc2 = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)
+        for p in self.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, x):
+        return self.fc2(self.relu2(self.fc1(self.flat(self.pool(self.relu1(self.conv1(x)))))))
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(5)
+    return [torch.rand(3, 16, 16, generator=g) for _ in range(13)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from conftest import TinyConvNet
+
+    return TinyConvNet().eval()
+
+
+def _maps(model, data, feature, layer, kind, batch_size):
+    """Every map of the selection, concatenated: S (n, ...), the vectors' source V and the feature values."""
+    S, V, f = [], [], []
+    for start in range(0, len(SELECTION), batch_size):
+        x = torch.stack([data[i] for i in SELECTION[start: start + batch_size]])
+        att = attribute(model, x, feature, [layer])
+        S.append(att.scores[layer].float())
+        f.append(att.activation.float())
+        V.append(S[-1] if kind == "attribution" else read_layer(model, x, layer))
+    return torch.cat(S), torch.cat(V), torch.cat(f)
+
+
+def _reference(model, data, feature, layer, kind, mode, crop, batch_size=4):
+    """The points as the all-in-memory collection computes them (box from the mean |S| of all images)."""
+    S, V, f = _maps(model, data, feature, layer, kind, batch_size)
+    n = S.shape[0]
+    P, N = signed_totals(S, "element", "l1")
+    box, image, pos = None, torch.arange(n), torch.full((n, 2), -1, dtype=torch.long)
+    if S.dim() == 2:
+        vec, net, mag = V, S.sum(1), S.norm(dim=1)
+    else:
+        box = (0, S.shape[2], 0, S.shape[3]) if crop is None else crop_box(S.abs().sum(1).mean(0, keepdim=True), crop)
+        y0, y1, x0, x1 = box
+        Sb, Vb = S[:, :, y0:y1, x0:x1], V[:, :, y0:y1, x0:x1]
+        if mode == "sum":
+            vec = Sb.sum((2, 3)) if kind == "attribution" else Vb.mean((2, 3))
+            net, mag = Sb.sum((1, 2, 3)), Sb.flatten(1).norm(dim=1)
+        else:
+            hw = (y1 - y0) * (x1 - x0)
+            vec = Vb.permute(0, 2, 3, 1).reshape(n * hw, -1)
+            Sp = Sb.permute(0, 2, 3, 1).reshape(n * hw, -1)
+            net, mag, image = Sp.sum(1), Sp.norm(dim=1), torch.arange(n).repeat_interleave(hw)
+            yy, xx = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
+            pos = torch.stack([yy.flatten(), xx.flatten()], 1).repeat(n, 1)
+    keep = vec.norm(dim=1) > 0
+    return {"vectors": vec[keep], "net": net[keep], "magnitude": mag[keep], "point_image": image[keep],
+            "point_position": pos[keep], "P": P, "N": N, "activation": f, "box": box, "dropped": int((~keep).sum())}
+
+
+def _collect(model, data, feature, layer, kind, mode, crop, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pts = collect_vectors(model, data, feature, layer, SELECTION, kind, mode, crop, batch_size=4, **kw)
+    dropped = [str(w.message) for w in caught if "atlas points whose" in str(w.message)]
+    return pts, dropped
+
+
+def _assert_equal(pts, dropped, ref):
+    for name in ("vectors", "net", "magnitude", "point_image", "point_position", "P", "N", "activation"):
+        got, want = getattr(pts, name), ref[name].numpy()
+        assert got.shape == want.shape and got.dtype == (np.int64 if want.dtype == np.int64 else np.float32), name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert pts.box == ref["box"]
+    assert pts.image_index.tolist() == SELECTION
+    if ref["dropped"]:
+        assert len(dropped) == 1 and dropped[0].startswith(f"dropped {ref['dropped']} of ")
+    else:
+        assert not dropped
+
+
+@pytest.mark.parametrize("kind", ["attribution", "activation"])
+@pytest.mark.parametrize("mode", ["sum", "position"])
+@pytest.mark.parametrize("crop", [0.01, 0.5, None])
+def test_collected_points_equal_the_all_in_memory_reference(tiny, data, kind, mode, crop):
+    ref = _reference(tiny, data, FEAT, "relu2", kind, mode, crop)
+    if crop == 0.5:  # the box is a proper part of the map, so cutting to it matters
+        assert ref["box"] != (0, 16, 0, 16)
+    pts, dropped = _collect(tiny, data, FEAT, "relu2", kind, mode, crop)
+    _assert_equal(pts, dropped, ref)
+
+
+@pytest.mark.parametrize("kind", ["attribution", "activation"])
+def test_linear_layer_points_equal_the_reference(data, kind):
+    net = _Linear().eval()
+    feature = Feature("fc2", unit=0)
+    ref = _reference(net, data, feature, "relu2", kind, "sum", 0.01)
+    pts, dropped = _collect(net, data, feature, "relu2", kind, "sum", 0.01)
+    _assert_equal(pts, dropped, ref)
+    assert pts.map_shape == (6,)
