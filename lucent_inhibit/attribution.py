@@ -97,7 +97,9 @@ def as_layers(layers: Union[str, Sequence[str]]) -> List[str]:
     return layers
 
 
-def _prepare_inputs(model, images, preprocess):
+def prepare_inputs(model, images, preprocess):
+    """Checked images (B, 3, H, W) in [0, 1] (or (B, D) vectors when ``preprocess`` is False) on the
+    model's device, normalised as ``render_vis(preprocess=True)`` does when ``preprocess``."""
     if not preprocess and torch.is_tensor(images) and images.dim() == 2:
         images = check_vectors(images)  # (B, D) vectors of a non-image model, e.g. the toy models
     else:
@@ -147,7 +149,7 @@ def attribute(
     layers = as_layers(layers)
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
-    x = _prepare_inputs(model, images, preprocess)
+    x = prepare_inputs(model, images, preprocess)
     if method == "integrated_gradients":
         steps = check_int("steps", steps, 1)
         if internal_batch_size is not None:
@@ -216,7 +218,7 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
         for name in feature_layers:
             if name not in acts:
                 raise ValueError(f"the forward pass never reached feature layer {name!r}")
-        values = torch.stack([f(acts[f.layer]) for f in features])
+        values = feature_values(acts, features)
     inputs = []
     for l in layers:
         if l not in acts:
@@ -225,15 +227,42 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
     return values, inputs
 
 
+def feature_values(acts: Dict[str, torch.Tensor], features: Sequence[Feature]) -> torch.Tensor:
+    """(K, B) values of the K ``features`` read off the captured activations ``acts``; features of one layer
+    and position are read with one index (units) or one matrix product (directions), so that the batched
+    backward of a whole layer's units passes through one indexing node, not K."""
+    if len(features) == 1:
+        return features[0](acts[features[0].layer])[None]
+    groups: Dict[tuple, List[int]] = {}
+    for k, f in enumerate(features):
+        f.check(acts[f.layer])
+        groups.setdefault((f.layer, str(f.position), f.unit is None), []).append(k)
+    parts, order = [], []
+    for (layer, _, is_direction), rows in groups.items():
+        act, first = acts[layer], features[rows[0]]
+        yx = first.spatial_index(act)
+        vec = act if act.dim() == 2 else act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
+        if is_direction:
+            parts.append(vec @ torch.stack([features[k].direction for k in rows], 1).to(vec.device, vec.dtype))
+        else:
+            parts.append(vec[:, [features[k].unit for k in rows]])
+        order += rows
+    inverse = torch.as_tensor(np.argsort(order), device=parts[0].device)
+    return torch.cat(parts, 1)[:, inverse].T
+
+
 def layer_scores(values: torch.Tensor, acts: Sequence[torch.Tensor], features: Sequence[Feature],
-                 layers: Sequence[str], rows: Sequence[int], retain: bool = False) -> List[torch.Tensor]:
+                 layers: Sequence[str], rows: Sequence[int], retain: bool = False,
+                 batched: bool = False) -> List[torch.Tensor]:
     """Gradient x activation ``S_l = grad_{h_l} f * h_l`` of the features ``rows`` of a
-    :func:`feature_graph`, at every layer: one backward pass for one row, one batched backward
-    (``torch.autograd.grad(..., is_grads_batched=True)``) for several.
+    :func:`feature_graph`, at every layer.
 
     Args:
         values, acts: a :func:`feature_graph`; features / layers: what its rows / acts are (for messages).
         rows: the features to attribute (k of them); retain: keep the graph for further rows.
+        batched: one backward pass vectorised over the k features
+            (``torch.autograd.grad(..., is_grads_batched=True)``); else one backward pass per feature,
+            which measured as fast or faster on CPU (``benchmarks/census.py``). One row is one plain pass.
 
     Returns:
         per layer (in order), the detached (k, B, ...) attributions of the k features.
@@ -242,19 +271,29 @@ def layer_scores(values: torch.Tensor, acts: Sequence[torch.Tensor], features: S
     f = values[rows]
     if not f.requires_grad:
         raise _unused_layer_error(layers[0], features[rows[0]], "no gradient path from it to the feature")
-    if len(rows) == 1:
-        grads = torch.autograd.grad(f[0].sum(), list(acts), allow_unused=True, retain_graph=retain)
-        grads = [None if g is None else g.unsqueeze(0) for g in grads]
-    else:
+    if batched and len(rows) > 1:
         eye = torch.eye(len(rows), dtype=f.dtype, device=f.device)[:, :, None].expand(-1, -1, f.shape[1])
         grads = torch.autograd.grad(f, list(acts), eye, allow_unused=True, retain_graph=retain,
                                     is_grads_batched=True)
-    out = []
-    for l, g, a in zip(layers, grads, acts):
-        if g is None:
-            raise _unused_layer_error(l, features[rows[0]], "no gradient path from it to the feature")
-        out.append((g * a).detach())
+        return [_times_activation(g, a, l, features[rows[0]]) for l, g, a in zip(layers, grads, acts)]
+    if len(rows) == 1:
+        grads = torch.autograd.grad(f[0].sum(), list(acts), allow_unused=True, retain_graph=retain)
+        return [_times_activation(g, a, l, features[rows[0]]) for l, g, a in zip(layers, grads, acts)]
+    out = [torch.empty((len(rows),) + tuple(a.shape), dtype=a.dtype, device=a.device) for a in acts]
+    for i, r in enumerate(rows):  # each feature's S written into its row: one copy of the chunk in memory
+        grads = torch.autograd.grad(f[i].sum(), list(acts), allow_unused=True, retain_graph=retain or i < len(rows) - 1)
+        for o, l, g, a in zip(out, layers, grads, acts):
+            if g is None:
+                raise _unused_layer_error(l, features[r], "no gradient path from it to the feature")
+            torch.mul(g, a.detach(), out=o[i])
     return out
+
+
+def _times_activation(g, a, layer, feature) -> torch.Tensor:
+    """(k, B, ...) ``g * a`` (detached) of a layer's gradient ``g`` (k, B, ...) or (B, ...) and activation ``a``."""
+    if g is None:
+        raise _unused_layer_error(layer, feature, "no gradient path from it to the feature")
+    return (g * a).detach() if g.dim() > a.dim() else (g * a).detach()[None]
 
 
 def _integrated_gradients(model, x, feature, layers, steps, internal_batch_size):
@@ -299,7 +338,7 @@ def _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
 def measure(model: nn.Module, images: torch.Tensor, feature: Feature, preprocess: bool = True) -> torch.Tensor:
     """The feature's value (B,) on a batch of images in [0, 1], without gradients."""
     feature = as_feature(feature)
-    x = _prepare_inputs(model, images, preprocess)
+    x = prepare_inputs(model, images, preprocess)
     with torch.no_grad():
         acts = capture(model, x, [], stop_at=feature.layer)
     return feature(acts[feature.layer])

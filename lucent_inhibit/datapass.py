@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attribution import Attribution, as_layers, attribute
+from .attribution import Attribution, as_layers, attribute, feature_graph, layer_scores, prepare_inputs
 from .data import dataset_identity, iter_batches
 from .features import Feature
 from .hooks import check_layer_names, forward_order, model_device
@@ -80,6 +80,21 @@ class DatasetPass:
         """Attribution of ``feature`` at every pass layer for one batch of images in [0, 1]."""
         return attribute(self.model, images, feature, self.layers, method=method, steps=steps,
                          preprocess=self.preprocess)
+
+    def attribute_features(self, images: torch.Tensor, features: Sequence[Feature], chunk_size: int,
+                           batched: bool = False) -> Iterator[Tuple[range, torch.Tensor, List[torch.Tensor]]]:
+        """Gradient x activation of K ``features`` at every pass layer for one batch of images in [0, 1]:
+        one forward pass (:func:`~lucent_inhibit.attribution.feature_graph`), then the backward in chunks of
+        ``chunk_size`` features (:func:`~lucent_inhibit.attribution.layer_scores`; ``batched`` vectorises
+        each chunk's backward). Yields ``(rows, values (k, B), [S_l (k, B, ...) for each pass layer])``;
+        only one chunk's attributions exist at a time. :meth:`attribute` is the one-feature case."""
+        x = prepare_inputs(self.model, images, self.preprocess)
+        values, acts = feature_graph(self.model, x, features, self.layers)
+        k = len(features)
+        for start in range(0, k, chunk_size):
+            rows = range(start, min(k, start + chunk_size))
+            scores = layer_scores(values, acts, features, self.layers, rows, retain=rows.stop < k, batched=batched)
+            yield rows, values[rows.start:rows.stop].detach(), scores
 
     def forward_sorted(self, images: torch.Tensor) -> List[str]:
         """The pass layers in the order the forward pass computes them (``"input"`` first)."""

@@ -38,7 +38,7 @@ from .datapass import DatasetPass, check_flag, dataset_pass
 from .features import Feature
 from .results import Result
 from .scanstats import (MIN_PERCENTILE_IMAGES, chunk_rows, completeness_r, concat_rows, measure_completeness,  # noqa: F401
-                        percentile_ranks)
+                        percentile_ranks, top_indices)
 from .validate import check_choice, check_int, check_number
 
 GRANULARITIES = ("element", "channel")
@@ -152,11 +152,7 @@ class ScanResult(Result):
 
     # -- selection ----------------------------------------------------------------------------------
     def _top(self, values: np.ndarray, k: int, descending: bool = True, then=None) -> np.ndarray:
-        k = check_int("k", k, low=1)
-        # stable order: ties broken by ``then`` (descending), then by dataset index
-        keys = (self.indices,) + (() if then is None else (-then,))
-        order = np.lexsort(keys + (-values if descending else values,))
-        return self.indices[order[:k]].astype(np.int64)
+        return top_indices(self.indices, values, k, descending, then)
 
     def meis(self, k: int = 10) -> np.ndarray:
         """Dataset indices of the ``k`` maximally exciting images (activation descending)."""

@@ -19,6 +19,7 @@ from .completeness_check import pearson, warn_if_incomplete
 from .data import describe_item
 from .datapass import DatasetPass
 from .features import Feature
+from .validate import check_int
 
 
 def signed_stats(scores: torch.Tensor, keep_maps: bool):
@@ -152,6 +153,16 @@ def percentiles_or_none(result, layer=None, granularity: str = "element", norm: 
     images, or None for a scan of fewer than :data:`MIN_PERCENTILE_IMAGES` images (figures and reports
     then show raw totals only)."""
     return None if len(result) < MIN_PERCENTILE_IMAGES else result.percentiles(layer, granularity, norm)
+
+
+def top_indices(indices: np.ndarray, values: np.ndarray, k: int, descending: bool = True, then=None) -> np.ndarray:
+    """The dataset ``indices`` (n,) of the ``k`` rows with the largest (``descending``) or smallest ``values``
+    (n,), in that order; ties broken by ``then`` (n,, larger first) when given, then by dataset index, so
+    the order is stable. The one ranking rule of scans and censuses."""
+    k = check_int("k", k, low=1)
+    keys = (indices,) + (() if then is None else (-np.asarray(then),))
+    order = np.lexsort(keys + (-values if descending else values,))
+    return np.asarray(indices)[order[:k]].astype(np.int64)
 
 
 def completeness_r(result) -> Dict[str, float]:

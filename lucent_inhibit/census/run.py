@@ -1,0 +1,242 @@
+"""The census pass (:func:`layer_census`): one forward pass per batch for all K features, the backward in
+chunks of ``chunk_size`` features, and per image and feature the totals ``P`` and ``N`` of the attribution
+``S_l = grad_{h_l} f * h_l`` (Hamblin et al. 2024, section 2), reduced by the scan's
+:func:`~lucent_inhibit.scanstats.signed_stats`.
+"""
+from __future__ import annotations
+
+import gc
+import warnings
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attribution import as_feature, prepare_inputs
+from ..completeness_check import pearson
+from ..data import describe_item
+from ..datapass import DatasetPass, dataset_pass
+from ..features import Feature, check_position
+from ..hooks import model_device
+from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape, signed_stats
+from ..validate import InputError, check_choice, check_int, check_number
+from .result import Census
+
+#: how each chunk's backward runs: "batched" (``is_grads_batched``), "loop" (one pass per feature) or
+#: "auto": batched on CUDA, a loop on CPU, where it measured as fast or faster (benchmarks/census.py).
+BACKWARDS = ("auto", "batched", "loop")
+
+
+class ChunkMemoryError(InputError):
+    """A census chunk (``chunk_size`` features' attributions at once) that does not fit in memory."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the census
+# ------------------------------------------------------------------------------------------------
+def census_features(model: nn.Module, x: torch.Tensor, features, units=None, position="center") -> List[Feature]:
+    """The census's features: every unit (or ``units``) of layer ``features`` at ``position``, or the given
+    features. ``x`` is one normalised batch; the layer's shape is read off it (no gradients)."""
+    from ..hooks import capture
+
+    if not isinstance(features, str):
+        if units is not None:
+            raise InputError("units= selects units of one layer; give a layer name as features, or list the features")
+        feats = [as_feature(f) for f in features]
+        if not feats:
+            raise InputError("features is empty: give a layer name or at least one feature")
+        return list(dict.fromkeys(feats))
+    position = check_position(position)
+    with torch.no_grad():
+        act = capture(model, x[:1], [features])[features]
+    if act.dim() not in (2, 4):
+        raise InputError(f"layer {features!r} has activations of shape {tuple(act.shape)}; a census needs (B, C, H, W) "
+                         "or (B, C)")
+    if act.dim() == 2 and position != "center":
+        raise InputError(f"position {position!r}: layer {features!r} is linear (shape {tuple(act.shape)}) and has no "
+                         "spatial positions; a census of a linear layer reads each unit as it is (position='center')")
+    c = act.shape[1]
+    units = list(range(c)) if units is None else [check_int("units", u, 0, c - 1) for u in units]
+    if not units:
+        raise InputError(f"units is empty: give at least one of layer {features!r}'s {c} units (0..{c - 1})")
+    feats = [Feature(features, unit=u, position=position) for u in dict.fromkeys(units)]
+    feats[0].check(act)  # a (y, x) outside the layer's map
+    return feats
+
+
+def bytes_per_feature(run: DatasetPass, x: torch.Tensor) -> int:
+    """Bytes one feature adds to a chunk for the batch ``x`` (normalised): its gradient, ``g * a`` and the
+    totals' temporaries at every attribution layer, about four float32 copies of the layers' activations."""
+    from ..hooks import capture
+
+    with torch.no_grad():
+        acts = capture(run.model, x[:1], run.layers)
+    return 4 * 4 * x.shape[0] * sum(int(acts[l].numel()) for l in run.layers)
+
+
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes this process can still allocate on ``device``, or None when unknown. CUDA: ``mem_get_info``;
+    CPU (Linux): the smallest of ``MemAvailable``, the cgroup's ``memory.max - memory.current`` and the
+    address-space limit (``RLIMIT_AS``) minus the address space in use."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    bounds = [_read_kib("/proc/meminfo", "MemAvailable:")]
+    limit, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if limit is not None and used is not None:
+        bounds.append(limit - used)
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        size = _read_kib("/proc/self/status", "VmSize:")
+        if soft != resource.RLIM_INFINITY and size is not None:
+            bounds.append(soft - size)
+    except (ImportError, OSError, ValueError):
+        pass
+    bounds = [b for b in bounds if b is not None]
+    return max(0, min(bounds)) if bounds else None
+
+
+def _read_int(path: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):  # absent, or "max"
+        return None
+
+
+def _read_kib(path: str, key: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _is_allocation_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text))
+
+
+def chunk_memory_error(chunk: int, per_feature: int, free: Optional[int], batch_size: int) -> ChunkMemoryError:
+    """The error for a chunk that failed to allocate: what it needs and how many features would fit."""
+    mib = lambda b: f"{b / 2 ** 20:.0f} MiB"  # noqa: E731
+    fits = None if free is None else min(int(0.75 * free // per_feature), chunk // 2)  # a margin: estimates
+    if fits is None:
+        advice = f"try chunk_size={max(1, chunk // 2)}"
+    elif fits >= 1:
+        advice = f"about {fits} features fit in the {mib(free)} that were free: use chunk_size={fits}"
+    else:
+        advice = (f"not even one feature fits in the {mib(free)} that were free: use a smaller batch_size than "
+                  f"{batch_size}")
+    return ChunkMemoryError(
+        f"chunk_size={chunk} does not fit in memory: the backward of {chunk} features at once holds about "
+        f"{mib(chunk * per_feature)} of attributions ({mib(per_feature)} per feature for a batch of {batch_size} "
+        f"images); {advice}")
+
+
+def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Sequence[int]] = None,
+                 position="center", batch_size: int = 32, chunk_size: int = 16, backward: str = "auto",
+                 completeness_threshold: float = 0.5, progress: bool = True, preprocess: bool = True) -> Census:
+    """Excitation, inhibition and tension of many features over ``dataset`` in one pass (SPEC 2.2 for a layer).
+
+    Args:
+        model: a prepared model (:func:`lucent_inhibit.prepare`), run in eval mode (mode restored after).
+        dataset: images (3, H, W) in [0, 1] of one shape, as for :func:`~lucent_inhibit.scan`.
+        features: a layer name (every unit of it, or ``units``, at ``position``) or a sequence of
+            :class:`~lucent_inhibit.Feature` / ``(layer, unit)``.
+        layers: attribution layer(s) before the features, as for a scan.
+        units: with a layer name, the units to follow (default: all of the layer's channels).
+        position: with a layer name, ``"center"``, ``"mean"`` or ``(y, x)``; a linear layer has no position.
+        batch_size: images per forward pass.
+        chunk_size: features whose attributions exist at once (memory grows with it: about
+            ``16 * batch_size * activations`` bytes per feature); a chunk that fails to allocate raises
+            :class:`ChunkMemoryError` saying how many features would fit.
+        backward: ``"auto"``, ``"batched"`` or ``"loop"`` (see :data:`BACKWARDS`); results agree to float
+            tolerance.
+        completeness_threshold: warn when Pearson r(f, E) is below it for some features.
+        progress: show a tqdm bar; preprocess: apply the model's input normalisation.
+
+    Returns:
+        :class:`Census` with (n, K) values and (n, K, L) totals, rows sorted by dataset index.
+    """
+    run = dataset_pass(model, dataset, layers, [], batch_size, preprocess, progress)
+    chunk = check_int("chunk_size", chunk_size, 1)
+    backward = check_choice("backward", backward, BACKWARDS)
+    threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
+    with run.evaluating():
+        idx0, first = next(run.batches(range(min(run.batch_size, run.size))))
+        x0 = prepare_inputs(run.model, first, run.preprocess)
+        feats = census_features(model, x0, features, units, position)
+        run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
+        batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
+        per_feature = bytes_per_feature(run, x0)
+        values, pos, neg = _census_pass(run, feats, chunk, batched, tuple(first.shape[1:]), per_feature)
+    result = Census(
+        features=feats, layers=list(run.layers), indices=np.arange(run.size, dtype=np.int64), activation=values,
+        pos=pos, neg=neg, items=np.asarray([describe_item(dataset, i) for i in range(run.size)], dtype=str),
+        completeness=completeness_table(values, pos, neg), dataset=run.name, dataset_size=run.size,
+        info={"batch_size": run.batch_size, "chunk_size": chunk, "backward": "batched" if batched else "loop",
+              "method": "gradient_x_activation", "granularity": "element", "norm": "l1", "preprocess": run.preprocess})
+    _warn(result, threshold)
+    return result
+
+
+def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bool, shape: tuple, per_feature: int):
+    """(n, K) values and (n, K, L) P and N over the whole dataset, preallocated (memory flat in n)."""
+    k, n_layers = len(feats), len(run.layers)
+    values = np.zeros((run.size, k), np.float32)
+    pos, neg = np.zeros((run.size, k, n_layers), np.float32), np.zeros((run.size, k, n_layers), np.float32)
+    free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
+    with run.bar(run.size, f"census of {k} features") as bar:
+        for idx, images in run.batches():
+            check_shape(idx, images, shape)
+            chunks, failed = run.attribute_features(images, feats, chunk, batched), False
+            try:
+                for rows, v, scores in chunks:
+                    cols = slice(rows.start, rows.stop)
+                    values[idx, cols] = v.T.float().cpu().numpy()
+                    for li, s in enumerate(scores):
+                        p, q, _ = signed_stats(s.flatten(0, 1), keep_maps=False)
+                        pos[idx, cols, li] = p[:, 0, 0].reshape(len(rows), -1).T
+                        neg[idx, cols, li] = q[:, 0, 0].reshape(len(rows), -1).T
+                    del scores
+            except (RuntimeError, MemoryError) as exc:
+                if not (isinstance(exc, MemoryError) or _is_allocation_error(exc)):
+                    raise
+                failed = True
+            if failed:  # outside the handler, so that the failed chunk's tensors are released first
+                chunks.close()
+                del chunks
+                gc.collect()
+                raise chunk_memory_error(chunk, per_feature, free, run.batch_size)
+            bar.update(len(idx))
+    return values, pos, neg
+
+
+def completeness_table(values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """(K, L) Pearson r between each feature's values (n, K) and its ``E = P - N`` (n, K, L) over the
+    images; NaN with fewer than 3 images or a constant."""
+    k, n_layers = pos.shape[1], pos.shape[2]
+    if values.shape[0] < 3:
+        return np.full((k, n_layers), np.nan)
+    return np.array([[pearson(values[:, j], pos[:, j, l] - neg[:, j, l]) for l in range(n_layers)] for j in range(k)])
+
+
+def _warn(result: Census, threshold: float) -> None:
+    """Warn (once) for features whose E does not track f, and for a census too small for percentile ranks."""
+    r = result.completeness
+    low = np.argwhere(np.isfinite(r) & (r < threshold))
+    if low.size:
+        names = [f"{result.features[j].name} at {result.layers[l]} (r={r[j, l]:.2f})" for j, l in low[:3]]
+        warnings.warn(f"completeness r(f, E) is below {threshold} for {len(low)} of {r.size} "
+                      f"feature-layer pairs, e.g. {'; '.join(names)}: their P and N do not account for f; pick "
+                      "attribution layers closer to the features", stacklevel=3)
+    if len(result) < MIN_PERCENTILE_IMAGES:
+        warnings.warn(f"a census of {len(result)} images is too small for percentile tension (needs "
+                      f"{MIN_PERCENTILE_IMAGES}); tension and MTIs will refuse: use more images", stacklevel=3)
