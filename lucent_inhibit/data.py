@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .validate import MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_SIDE, InputError, check_int, check_number, check_optional
+
 #: The natural photographs that ship inside the installed dependencies (no download), in a fixed order:
 #: scikit-image's colour photos, scikit-learn's two sample images (``load_sample_images``), Matplotlib's
 #: ``grace_hopper.jpg`` sample, and two of scikit-image's grey photos (repeated over the three channels).
@@ -138,10 +140,14 @@ def _float_samples(a: np.ndarray, name: str) -> np.ndarray:
 def load_image(path: str, size: int | None = None) -> torch.Tensor:
     """Read one image file as (3, H, W) in [0, 1], whatever its Pillow mode (see :func:`pil_to_tensor`).
 
-    ``size`` resizes the shorter side to ``size`` and centre-crops to ``size`` x ``size``. A file that
-    cannot be decoded completely raises ``ValueError`` naming it.
+    ``size`` (pixels, 1 to ``validate.MAX_SIDE``; None: the file's own size) resizes the shorter side to
+    ``size`` and centre-crops to ``size`` x ``size``. A file that cannot be decoded completely raises
+    ``ValueError`` naming it.
     """
     from PIL import Image
+
+    _check_path("path", path)
+    size = check_optional(check_int, "size", size, 1, MAX_SIDE)
 
     try:
         with Image.open(path) as im:
@@ -150,6 +156,11 @@ def load_image(path: str, size: int | None = None) -> torch.Tensor:
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"image file {os.fspath(path)!r} cannot be read: {exc}") from None
     return resize_center(t, size) if size else t
+
+
+def _check_path(name: str, path) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"{name} must be a file or folder path (str or os.PathLike), got {type(path).__name__}")
 
 
 def readable_image(path: str) -> bool:
@@ -181,19 +192,19 @@ class SampleCrops(Sequence):
     ``photos``, default all of :data:`SAMPLE_NAMES`), a random
     side between ``min_scale`` and 1 of the photo's shorter side, a random position, a random horizontal
     flip, then resized to ``size`` x ``size``. Items are (3, size, size) float tensors in [0, 1].
+    ``n`` is 1 to ``validate.MAX_IMAGES``, ``size`` 8 to ``validate.MAX_SIDE`` px, ``seed`` 0 to 2**32 - 1.
     """
 
     def __init__(self, n: int = 256, size: int = 224, seed: int = 0, min_scale: float = 0.2,
                  photos: Optional[Sequence[str]] = None):
-        from .validate import check_int, check_number
-
-        self.n, self.size = check_int("n", n, low=1), check_int("size", size, low=8)
-        self.seed = check_int("seed", seed, low=0)
+        self.n, self.size = check_int("n", n, 1, MAX_IMAGES), check_int("size", size, 8, MAX_SIDE)
+        self.seed = check_int("seed", seed, 0, MAX_SEED)
         self.min_scale = check_number("min_scale", min_scale, 0.0, 1.0, low_open=True)
+        ok = photos is None or (isinstance(photos, (list, tuple)) and photos
+                                and all(isinstance(p, str) and p in SAMPLE_NAMES for p in photos))
+        if not ok:
+            raise InputError(f"photos must be a non-empty subset (list) of {SAMPLE_NAMES}, got {photos!r}")
         self.sources = list(SAMPLE_NAMES) if photos is None else list(photos)
-        unknown = [p for p in self.sources if p not in SAMPLE_NAMES]
-        if unknown or not self.sources:
-            raise ValueError(f"photos must be a non-empty subset of {SAMPLE_NAMES}, got {photos!r}")
 
     def __len__(self) -> int:
         return self.n
@@ -257,6 +268,8 @@ class ImageFolder(Sequence):
     """
 
     def __init__(self, root: str, size: int = 224):
+        _check_path("root", root)
+        size = check_int("size", size, 1, MAX_SIDE)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder {root!r} does not exist or is not a directory")
         candidates = []
@@ -275,7 +288,7 @@ class ImageFolder(Sequence):
                 f"image folder {root!r} contains no readable image "
                 f"(looked for {', '.join(IMAGE_EXTENSIONS)} recursively; {len(bad)} unreadable)"
             )
-        self.root, self.size, self.paths = root, int(size), good
+        self.root, self.size, self.paths = root, size, good
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -302,6 +315,9 @@ def dataset_identity(dataset) -> str:
     """A string naming the dataset, stored in result files so a resume checks it scans the same data."""
     if torch.is_tensor(dataset):
         return f"tensor(n={len(dataset)})"
+    if isinstance(dataset, (str, bytes)) or not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise InputError(f"dataset must be an image tensor (N, 3, H, W) or a sequence of (3, H, W) images "
+                         f"(e.g. lucent_inhibit.ImageFolder), got {type(dataset).__name__}")
     return getattr(dataset, "identity", f"{type(dataset).__name__}(n={len(dataset)})")
 
 
@@ -322,7 +338,10 @@ def dataset_item(dataset, i: int) -> torch.Tensor:
     if isinstance(item, (tuple, list)):
         item = item[0]
     if not torch.is_tensor(item):
-        item = torch.as_tensor(np.asarray(item))
+        arr = np.asarray(item)
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"dataset item {int(i)} is a {type(item).__name__}; expected an image (3, H, W) in [0, 1]")
+        item = torch.as_tensor(arr)
     if item.dim() != 3 or item.shape[0] != 3:
         raise ValueError(f"dataset item {int(i)} has shape {tuple(item.shape)}; expected an image (3, H, W) in [0, 1]")
     return item
@@ -346,13 +365,24 @@ def load_batch(dataset, indices, shape: Optional[tuple] = None) -> torch.Tensor:
     return torch.stack(images)
 
 
+def check_indices(name: str, indices, n: int) -> np.ndarray:
+    """``indices`` as an (m,) int64 array of dataset indices in [0, n); :class:`InputError` naming ``name``
+    for fractions, booleans, non-numbers, more than one dimension or indices outside the dataset."""
+    idx = np.arange(indices.start, indices.stop, indices.step) if isinstance(indices, range) else np.asarray(indices)
+    if idx.size == 0:
+        return np.zeros(0, np.int64)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise InputError(f"{name} must be a 1-D sequence of integer dataset indices, got {idx.dtype} of shape {idx.shape}")
+    if int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise InputError(f"{name} must lie in [0, {n}) for a dataset of {n} images, got {int(idx.min())}..{int(idx.max())}")
+    return idx.astype(np.int64)
+
+
 def iter_batches(dataset, batch_size: int, indices=None):
     """Yield ``(indices, images)`` over ``dataset`` (a tensor (N, 3, H, W) or a sequence of images) in
     batches of at most ``batch_size``; ``indices`` restricts and orders the items (default: all)."""
-    from .validate import check_int
-
-    batch_size = check_int("batch_size", batch_size, low=1)
-    idx = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+    batch_size = check_int("batch_size", batch_size, 1, MAX_BATCH)
+    idx = np.arange(len(dataset)) if indices is None else check_indices("indices", indices, len(dataset))
     shape = None
     for start in range(0, len(idx), batch_size):
         chunk = idx[start: start + batch_size]

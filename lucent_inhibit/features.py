@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .validate import InputError, check_int
+from .validate import InputError, check_int, check_values
 
 Position = Union[str, Tuple[int, int]]
 
@@ -45,13 +45,9 @@ class Feature:
                 f"got unit={unit!r} and direction={'None' if direction is None else 'a vector'}"
             )
         if unit is not None:
-            if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or unit < 0:
-                raise ValueError(f"unit must be a non-negative channel index, got {unit!r}")
-            unit = int(unit)
+            unit = check_int("unit", unit, 0)
         if direction is not None:
-            direction = torch.as_tensor(np.asarray(direction, dtype=np.float32)).flatten()
-            if direction.numel() == 0 or not torch.isfinite(direction).all():
-                raise ValueError("direction must be a non-empty finite vector over the layer's channels")
+            direction = check_direction(direction)
         self.layer, self.unit, self.direction, self.position = layer, unit, direction, check_position(position)
 
     # -- identity -------------------------------------------------------------------------------
@@ -143,6 +139,23 @@ def check_position(position, name: str = "position") -> Position:
     return check_int(f"{name} y", position[0], 0), check_int(f"{name} x", position[1], 0)
 
 
+def check_direction(direction) -> torch.Tensor:
+    """A direction over a layer's channels as a float32 vector (C,): real, finite, non-empty, with at most one
+    axis longer than 1 ((C,), (1, C) and (C, 1) are the same vector); :class:`InputError` otherwise."""
+    if isinstance(direction, (str, bytes)):
+        raise InputError(f"direction must be a vector of numbers over the layer's channels, got {direction!r}")
+    if not torch.is_tensor(direction):
+        try:
+            direction = np.asarray(direction)
+        except (TypeError, ValueError):
+            raise InputError("direction must be a vector of numbers over the layer's channels") from None
+    check_values("direction", direction)
+    v = direction.detach().cpu().float() if torch.is_tensor(direction) else torch.from_numpy(direction.astype(np.float32))
+    if v.numel() == 0 or sum(int(d) > 1 for d in v.shape) > 1:
+        raise InputError(f"direction must be a non-empty vector (C,) over the layer's channels, got shape {tuple(v.shape)}")
+    return v.flatten()
+
+
 def as_feature(feature) -> Feature:
     """Accept a :class:`Feature`, a dict from :meth:`Feature.to_dict`, or ``(layer, unit)``."""
     if isinstance(feature, Feature):
@@ -166,6 +179,8 @@ def check_images(images, preprocess: bool = True) -> torch.Tensor:
     """
     if not torch.is_tensor(images):
         raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+    if not isinstance(preprocess, (bool, np.bool_)):
+        raise TypeError(f"preprocess must be True or False, got {preprocess!r}")
     if images.dim() == 3:
         images = images[None]
     if images.dim() != 4 or images.shape[1] != 3:

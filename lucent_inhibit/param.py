@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validate import check_int
+from .validate import MAX_BATCH, MAX_SIDE, check_int, check_number, check_size, check_values
 
 #: Square root of ImageNet's colour covariance (Lucid's values), columns normalised to max norm 1.
 _COLOR_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float64)
@@ -36,8 +36,24 @@ COLOR_UNMIX = torch.linalg.inv(COLOR_MIX.double()).float()
 
 #: Seeds are clamped to [EPS, 1 - EPS] before the logit, so step 0 is within EPS of the seed.
 EPS = 5e-4
+#: Largest exponent of the 1/f spectrum scaling (Lucent uses 1): at 4096 px, 4096**4 = 2.8e14 still leaves
+#: float32 room for the inverse FFT's sums; ~10 overflows to inf and NaN images.
+MAX_DECAY_POWER = 4.0
+#: Largest noise scale of an unseeded start, and pixel std of a natural magnitude: past ~10 the sigmoid is
+#: saturated (the image is black and white) and larger values only risk overflow.
+MAX_SD = 10.0
 
 ParamResult = Tuple[List[torch.Tensor], Callable[[], torch.Tensor]]
+
+
+def _size(size) -> Tuple[int, int]:
+    """``(H, W)`` of a parameterised image: 2 to ``validate.MAX_SIDE`` (4096) px per side."""
+    return check_size("size", size, 2, MAX_SIDE)
+
+
+def _batch(batch: Optional[int]) -> int:
+    """The number of images rendered at once: 1 (None) to ``validate.MAX_BATCH`` (4096)."""
+    return check_int("batch", 1 if batch is None else batch, 1, MAX_BATCH)
 
 
 def _device(device) -> torch.device:
@@ -64,29 +80,18 @@ def check_seed(seed, size=None, batch: Optional[int] = None, resize: bool = True
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"seed must be in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
     if size is not None:
-        hw = check_size(size)
+        hw = _size(size)
         if tuple(s.shape[2:]) != hw:
             if not resize:
                 raise ValueError(f"seed is {s.shape[2]}x{s.shape[3]} but the render is {hw[0]}x{hw[1]}; resize it first")
             s = F.interpolate(s, size=hw, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     if batch is not None:
-        batch = check_int("batch", batch, 1)
+        batch = _batch(batch)
         if s.shape[0] == 1:
             s = s.repeat(batch, 1, 1, 1)
         elif s.shape[0] != batch:
             raise ValueError(f"{s.shape[0]} seed images for a batch of {batch}")
     return s
-
-
-def check_size(size, what: str = "image", low: int = 2) -> Tuple[int, int]:
-    """``(H, W)`` of an int or an (H, W) pair, each an integer >= ``low``; ``ValueError`` naming ``what``."""
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = size
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} size must be an int or (height, width), got {size!r}") from None
-    return check_int(f"{what} height", h, low), check_int(f"{what} width", w, low)
 
 
 def freqs(h: int, w: int) -> torch.Tensor:
@@ -141,8 +146,8 @@ def fourier_image(
         size: ``(H, W)`` or an int; default: the seed's size (required without a seed).
         seed: (3, H, W) or (B, 3, H, W) in [0, 1]; resized if ``size`` differs.
         batch: number of images; default: the seed's batch, or 1.
-        sd: noise scale of an unseeded start.
-        decay_power: exponent of the 1/f scaling.
+        sd: noise scale of an unseeded start (0 to :data:`MAX_SD`).
+        decay_power: exponent of the 1/f scaling (0 to :data:`MAX_DECAY_POWER`).
         decorrelate: use ImageNet's decorrelated colour space.
         with_seed: ``image_f()`` returns ``[renders (B), seeds (B)]`` (2B, 3, H, W) for seed regularization.
         device: torch device of the parameters.
@@ -153,13 +158,14 @@ def fourier_image(
         ``image_f()`` gives (B, 3, H, W) (or (2B, ...) with ``with_seed``).
     """
     dev = _device(device)
+    sd, decay_power = check_number("sd", sd, 0, MAX_SD), check_number("decay_power", decay_power, 0, MAX_DECAY_POWER)
     if seed is not None:
         seed = check_seed(seed, size, batch).to(dev)
         b, (h, w) = seed.shape[0], tuple(seed.shape[2:])
     else:
         if size is None:
             raise ValueError("fourier_image needs size=(H, W) when no seed image is given")
-        (h, w), b = check_size(size), check_int("batch", 1 if batch is None else batch, 1)
+        (h, w), b = _size(size), _batch(batch)
     scale = (1.0 / freqs(h, w).clamp(min=1.0 / max(h, w)).pow(decay_power)).to(dev)[None, None, :, :, None]
     if seed is not None:
         spec = torch.fft.rfft2(from_rgb(seed, decorrelate), norm="ortho")
@@ -177,7 +183,9 @@ def fourier_image(
 
 def natural_magnitude(size, decay_power: float = 1.0, pixel_sd: float = 1.0) -> torch.Tensor:
     """A 1/f^decay Fourier magnitude (3, H, W // 2 + 1) whose image has std ``pixel_sd`` (no DC term)."""
-    h, w = check_size(size)
+    h, w = _size(size)
+    decay_power = check_number("decay_power", decay_power, 0, MAX_DECAY_POWER)
+    pixel_sd = check_number("pixel_sd", pixel_sd, 0, MAX_SD)
     mag = 1.0 / freqs(h, w).clamp(min=1.0 / max(h, w)).pow(decay_power)
     mag[0, 0] = 0.0
     # energy of the real image from a half spectrum (ortho norm): columns 1..(w-1)//2 count twice
@@ -223,10 +231,10 @@ def phase_image(
     else:
         if size is None:
             raise ValueError("phase_image needs size=(H, W) when no seed image is given")
-        (h, w), b = check_size(size), check_int("batch", 1 if batch is None else batch, 1)
+        (h, w), b = _size(size), _batch(batch)
         if magnitude is None:
             magnitude = natural_magnitude((h, w))
-        mag = torch.as_tensor(magnitude, dtype=torch.float32)
+        mag = torch.as_tensor(check_values("magnitude", magnitude, low=0), dtype=torch.float32)
         if mag.shape != (3, h, w // 2 + 1):
             raise ValueError(f"magnitude must have shape (3, {h}, {w // 2 + 1}) for a {h}x{w} image, got {tuple(mag.shape)}")
         mag = mag[None].repeat(b, 1, 1, 1).to(dev)
@@ -256,7 +264,9 @@ def masked(param: ParamResult, mask: torch.Tensor, base: Optional[torch.Tensor] 
         ``(params, image_f)`` with the same params.
     """
     params, image_f = param
-    m = torch.as_tensor(mask, dtype=torch.float32)
+    if getattr(mask, "dtype", None) in (torch.bool, np.bool_):
+        mask = mask.float() if torch.is_tensor(mask) else mask.astype(np.float32)  # True: changes allowed
+    m = torch.as_tensor(check_values("mask", mask), dtype=torch.float32)
     if m.dim() == 2:
         m = m[None, None]
     if m.dim() != 4 or m.shape[1] != 1:
@@ -269,7 +279,7 @@ def masked(param: ParamResult, mask: torch.Tensor, base: Optional[torch.Tensor] 
     m = m.to(x0.device)
     if base is not None:
         base = check_seed(base, tuple(x0.shape[2:]), None, resize=False).to(x0.device)
-    k = x0.shape[0] if n is None else int(n)
+    k = x0.shape[0] if n is None else check_int("n", n, 0, x0.shape[0])
 
     def image_f2():
         x = image_f()
@@ -309,7 +319,7 @@ def build(kind, size, seed: Optional[torch.Tensor] = None, batch: Optional[int] 
                              "for an image-seeded render")
         from lucent.optvis import param as lucent_param
 
-        h, w = check_size(size)
-        return lucent_param.image(w, h=h, batch=check_int("batch", 1 if batch is None else batch, 1))
+        h, w = _size(size)
+        return lucent_param.image(w, h=h, batch=_batch(batch))
     f = fourier_image if kind == "fourier" else phase_image
     return f(size=size, seed=seed, batch=batch, with_seed=with_seed, device=device, generator=generator)

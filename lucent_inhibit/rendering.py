@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device, protect_outputs
+from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_int, check_number, check_optional, check_size
 
 Size = Union[int, Tuple[int, int]]
 PARAMS = ("fourier", "phase", "lucent")
@@ -42,21 +42,13 @@ class NonFiniteLoss(FloatingPointError):
     """A render produced a NaN or infinite loss; the message names the stage, the step and the settings."""
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"render setting {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+#: Smallest side (pixels) of a rendered image or of the image the model sees.
+MIN_RENDER_SIDE = 8
 
 
 def _check_size(name: str, value) -> Optional[Tuple[int, int]]:
-    if value is None:
-        return None
-    pair = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
-    try:
-        h, w = pair
-    except (TypeError, ValueError):
-        raise ValueError(f"render setting {name} must be an int or (height, width), got {value!r}") from None
-    return _check_int(name, h, 8), _check_int(name, w, 8)
+    """``(H, W)`` of a render size setting in [MIN_RENDER_SIDE, MAX_SIDE] px, or None (the stage's)."""
+    return check_optional(check_size, f"render setting {name}", value, MIN_RENDER_SIDE, MAX_SIDE)
 
 
 @dataclass(frozen=True)
@@ -64,10 +56,10 @@ class RenderSettings:
     """Settings of one render (the same defaults in every stage).
 
     Attributes:
-        steps: optimisation steps (Adam).
-        lr: Adam learning rate.
-        size: side (or (H, W)) of the parameterised image, in pixels; None: the stage's natural size (the
-            seed image's size for image-seeded renders, 128 otherwise).
+        steps: optimisation steps (Adam), 1 to ``validate.MAX_STEPS`` (10**6).
+        lr: Adam learning rate (finite, > 0).
+        size: side (or (H, W)) of the parameterised image, in pixels (8 to ``validate.MAX_SIDE``, 4096);
+            None: the stage's natural size (the seed image's size for image-seeded renders, 128 otherwise).
         model_size: side (or (H, W)) of the image the model sees (Lucent's ``fixed_image_size``): renders
             are resized to it bilinearly after the transforms. None: Lucent's rule (upsampled to 224 when
             smaller than 224, else unchanged).
@@ -77,7 +69,8 @@ class RenderSettings:
             (params, image_f)``, or None: ``"phase"`` for image-seeded accentuation, ``"fourier"`` otherwise.
         transforms: Lucent transforms applied before the model; None: the stage's documented default
             (Lucent's ``standard_transforms`` for renders from noise).
-        seed: seeds torch and numpy for the render (restored afterwards); None leaves the global RNGs alone.
+        seed: seeds torch and numpy for the render (restored afterwards), 0 to 2**32 - 1; None leaves the
+            global RNGs alone.
         progress: a tqdm bar over the steps.
     """
 
@@ -91,17 +84,20 @@ class RenderSettings:
     progress: bool = False
 
     def __post_init__(self):
-        _check_int("steps", self.steps, 1)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"render setting lr must be a finite number > 0, got {self.lr!r}")
+        check_int("render setting steps", self.steps, 1, MAX_STEPS)
+        check_number("render setting lr", self.lr, low=0, low_open=True)
         _check_size("size", self.size)
         _check_size("model_size", self.model_size)
-        if not (self.param is None or callable(self.param) or self.param in PARAMS):
-            raise ValueError(f"render setting param must be one of {PARAMS}, a callable or None, got {self.param!r}")
-        if self.transforms is not None and not all(callable(t) for t in self.transforms):
-            raise ValueError("render setting transforms must be a sequence of callables (Lucent transforms)")
+        if not (self.param is None or callable(self.param) or (isinstance(self.param, str) and self.param in PARAMS)):
+            raise InputError(f"render setting param must be one of {PARAMS}, a callable or None, got {self.param!r}")
+        if self.transforms is not None and not (isinstance(self.transforms, (list, tuple))
+                                                and all(callable(t) for t in self.transforms)):
+            raise InputError("render setting transforms must be a list of callables (Lucent transforms), got "
+                             f"{self.transforms!r:.60}")
         if self.seed is not None:
-            _check_int("seed", self.seed, 0)
+            check_int("render setting seed", self.seed, 0, MAX_SEED)
+        if not isinstance(self.progress, bool):
+            raise InputError(f"render setting progress must be True or False, got {self.progress!r}")
 
     def replace(self, **changes) -> "RenderSettings":
         """A copy with some settings changed (validated again)."""
@@ -194,6 +190,8 @@ class _Recorder:
         self.read: List[str] = []
 
     def __call__(self, layer: str):
+        if not isinstance(layer, str):
+            raise InputError(f"the objective reads layer {layer!r}; layers are Lucent layer names (str)")
         if layer not in self.read:
             self.read.append(layer)
         try:
@@ -244,6 +242,9 @@ def as_parts(objective) -> Callable:
 
     if objective is None:
         raise ValueError("objective is required (a Lucent Objective, e.g. lucent_inhibit.objectives.feature(...))")
+    if isinstance(objective, str) and ":" not in objective or not (callable(objective) or isinstance(objective, str)):
+        raise InputError(f"objective must be a Lucent Objective, a callable T -> loss or 'layer:channel', got "
+                         f"{objective!r:.60}")
     obj = lucent_objectives.as_objective(objective)
 
     def parts(T):

@@ -13,15 +13,14 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .param import check_size
-from .validate import check_int, check_number
+from .validate import MAX_BATCH, MAX_SIDE, check_int, check_number, check_optional, check_size
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _size(size) -> Optional[Tuple[int, int]]:
-    """Output ``(H, W)`` of an int or pair; None keeps the input size."""
-    return None if size is None else check_size(size, "output", 1)
+    """Output ``(H, W)`` of an int or pair (1 to ``validate.MAX_SIDE`` px); None keeps the input size."""
+    return check_optional(check_size, "size", size, 1, MAX_SIDE)
 
 
 def box_crop(
@@ -43,7 +42,7 @@ def box_crop(
         min_size, max_size: crop side range, fractions in (0, 1].
         size: output ``(H, W)`` or int; None keeps the input size.
         noise: width of the uniform noise (pixel units of the [0, 1] image); 0 disables it.
-        n_crops: crops per call; the output is crop-major: (n_crops * B, 3, H, W), rows
+        n_crops: crops per call (1 to ``validate.MAX_BATCH``); the output is crop-major: (n_crops * B, 3, H, W), rows
             ``c * B : (c + 1) * B`` are crop ``c`` of every image.
         generator: torch generator for reproducible draws.
 
@@ -54,7 +53,7 @@ def box_crop(
     if not (0 < min_size <= max_size <= 1):
         raise ValueError(f"crop sizes must satisfy 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
     noise = check_number("noise", noise, 0)
-    n_crops = check_int("n_crops", n_crops, 1)
+    n_crops = check_int("n_crops", n_crops, 1, MAX_BATCH)
     out_size = _size(size)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
@@ -98,7 +97,7 @@ def shift(max_shift: int = 4, generator: Optional[torch.Generator] = None) -> Tr
     Spatially aligned objectives (:func:`~lucent_inhibit.objectives.spatial_cosdot`) need the layer map to
     keep its geometry, so +/- inversions use this small jitter instead of box crops.
     """
-    max_shift = check_int("max_shift", max_shift, 0)
+    max_shift = check_int("max_shift", max_shift, 0, MAX_SIDE)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
         if max_shift == 0:

@@ -2,6 +2,11 @@
 
 Every check raises :class:`InputError`, the base of the errors the library raises for bad user input
 (a ``ValueError``, so ``except ValueError`` keeps working); the command line prints those as one line.
+
+Counts and sizes also have documented upper bounds (the module constants below). They are generous (far
+beyond what a run on one machine can use) and exist so that a typo or an overflowed value (``--steps
+100000000000000000000``, ``n_images=10**18``, a 10**9 px side) is refused at the boundary, naming the
+parameter and the accepted range, instead of allocating without end or failing deep inside torch.
 """
 from __future__ import annotations
 
@@ -9,6 +14,19 @@ import math
 from typing import Iterable, Optional, Tuple
 
 import numpy as np
+
+
+#: Most optimisation or integration steps of one run (renders, IG steps, toy training): 10**6.
+MAX_STEPS = 10 ** 6
+#: Largest image side in pixels (renders, crops, resized datasets): 4096 (one 4096 px RGB float image
+#: is 200 MB; its activations are many times that).
+MAX_SIDE = 4096
+#: Most images (or other items) a run may ask for: 10**7 (ImageNet's training set has 1.28 * 10**6).
+MAX_IMAGES = 10 ** 7
+#: Largest batch of images in one forward / backward pass or one render: 4096.
+MAX_BATCH = 4096
+#: Largest random seed: numpy's global generator takes seeds in [0, 2**32 - 1].
+MAX_SEED = 2 ** 32 - 1
 
 
 class InputError(ValueError):
@@ -26,8 +44,10 @@ def check_int(name: str, value, low: Optional[int] = None, high: Optional[int] =
     if not ok:
         raise InputError(f"{name} must be an integer, got {value!r}")
     value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise InputError(f"{name} must be {_range(low, high)}, got {value}")
+    if low is not None and value < low:
+        raise InputError(f"{name} must be >= {low}, got {value}{_accepted(low, high)}")
+    if high is not None and value > high:
+        raise InputError(f"{name} must be <= {high}, got {value}{_accepted(low, high)}")
     return value
 
 
@@ -47,14 +67,20 @@ def check_number(name: str, value, low: Optional[float] = None, high: Optional[f
     return value
 
 
-def check_size(name: str, value, low: int = 1) -> Tuple[int, int]:
-    """``(H, W)`` of an int or an ``(H, W)`` pair of integers >= ``low``, else :class:`InputError` naming
-    ``name``. Strings are refused (not iterated: ``"88"`` is not ``(8, 8)``), and so are fractions."""
+def check_size(name: str, value, low: int = 1, high: Optional[int] = MAX_SIDE) -> Tuple[int, int]:
+    """``(H, W)`` in pixels of an int or an ``(H, W)`` pair of integers in [low, high] (default at most
+    :data:`MAX_SIDE`), else :class:`InputError` naming ``name``. Strings and bytes are refused (not
+    iterated: ``"88"`` is not ``(8, 8)``, ``b"88"`` not ``(56, 56)``), and so are fractions."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         value = (value, value)
-    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != 2:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise InputError(f"{name} must be an int or a pair (height, width) of ints, got {value!r}")
-    return check_int(f"{name} height", value[0], low), check_int(f"{name} width", value[1], low)
+    return check_int(f"{name} height", value[0], low, high), check_int(f"{name} width", value[1], low, high)
+
+
+def check_optional(check, name: str, value, *args, **kwargs):
+    """None unchanged, else ``check(name, value, *args, **kwargs)`` (an optional count, size or seed)."""
+    return None if value is None else check(name, value, *args, **kwargs)
 
 
 def check_values(name: str, value, low: Optional[float] = None):
@@ -94,7 +120,5 @@ def check_choice(name: str, value, choices: Iterable):
     return value
 
 
-def _range(low, high) -> str:
-    if low is not None and high is not None:
-        return f"between {low} and {high}"
-    return f">= {low}" if low is not None else f"<= {high}"
+def _accepted(low, high) -> str:
+    return f" (accepted: {low} to {high})" if low is not None and high is not None else ""

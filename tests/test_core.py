@@ -160,12 +160,18 @@ def test_render_raising_half_way_restores_the_model(tiny_net):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"steps": 0}, "steps must be an integer >= 1"),
-    ({"steps": 2.5}, "steps must be an integer"),
-    ({"lr": float("nan")}, "lr must be a finite number"),
-    ({"size": "64"}, "size must be an int"),
+    ({"steps": 0}, "render setting steps must be >= 1, got 0"),
+    ({"steps": 10 ** 20}, r"steps must be <= 1000000, got 100000000000000000000 \(accepted: 1 to 1000000\)"),
+    ({"steps": 2.5}, "steps must be an integer, got 2.5"),
+    ({"lr": float("nan")}, "lr must be finite, got nan"),
+    ({"lr": 0}, "lr must be > 0"),
+    ({"size": "64"}, "size must be an int or a pair"),
+    ({"size": b"88"}, "size must be an int or a pair"),
+    ({"size": 4}, "size height must be >= 8"),
+    ({"model_size": (64, 10 ** 9)}, "model_size width must be <= 4096"),
     ({"param": "pixels"}, "param must be one of"),
-    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"seed": -1}, "seed must be >= 0"),
+    ({"seed": 2 ** 40}, r"seed must be <= 4294967295"),
 ])
 def test_render_settings_are_validated(bad, match):
     with pytest.raises(ValueError, match=match):

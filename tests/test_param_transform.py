@@ -200,8 +200,21 @@ def test_build_names_every_render_parameterization():
         P.build("lucent", 16, seed=seed)
     with pytest.raises(ValueError, match="batch must be >= 1, got 0"):
         P.build("fourier", 16, batch=0)
-    with pytest.raises(ValueError, match="image height must be >= 2"):
+    with pytest.raises(ValueError, match="size height must be >= 2"):
         P.build("phase", (1, 16))
+    with pytest.raises(ValueError, match=r"size width must be <= 4096, got 1000000000 \(accepted: 2 to 4096\)"):
+        P.build("fourier", (16, 10 ** 9))
+    with pytest.raises(ValueError, match="batch must be <= 4096"):
+        P.build("phase", 16, batch=10 ** 18)
+    for bad in (b"88", "88", (8.5, 8), None):
+        with pytest.raises(ValueError, match="size must be an int or a pair|size height must be an integer"):
+            P.fourier_image(size=bad) if bad is not None else P.natural_magnitude(bad)
+    with pytest.raises(ValueError, match="sd must be finite"):
+        P.fourier_image(16, sd=float("nan"))
+    with pytest.raises(ValueError, match="decay_power must be >= 0"):
+        P.natural_magnitude(16, decay_power=-1)
+    with pytest.raises(ValueError, match="magnitude contains NaN"):
+        P.phase_image(4, magnitude=torch.full((3, 4, 3), float("nan")))
 
 
 def test_transform_arguments_are_validated():
@@ -211,5 +224,11 @@ def test_transform_arguments_are_validated():
         TR.box_crop(noise=-0.1)
     with pytest.raises(ValueError, match="max_shift must be >= 0"):
         TR.shift(-1)
-    with pytest.raises(ValueError, match="output height must be >= 1"):
+    with pytest.raises(ValueError, match="size height must be >= 1"):
         TR.box_crop(size=(0, 4))
+    with pytest.raises(ValueError, match="size must be an int or a pair"):
+        TR.box_crop(size=b"88")
+    with pytest.raises(ValueError, match="n_crops must be <= 4096"):
+        TR.box_crop(n_crops=10 ** 12)
+    with pytest.raises(ValueError, match="max_shift must be <= 4096"):
+        TR.shift(10 ** 9)

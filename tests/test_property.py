@@ -1,6 +1,6 @@
 """Property: the public API's numeric and shape parameters, driven with arbitrary values (ints, floats incl.
 nan/inf, negative, huge, strings, tuples of wrong length, tensors of odd shapes and dtypes), give a finite
-result or one of the library's documented errors (ValueError / TypeError and their subclasses,
+result or one of the library's documented errors (ValueError / TypeError and their subclasses, FileNotFoundError,
 NonFiniteLoss); never an internal exception (IndexError, RuntimeError, KeyError, ZeroDivisionError, ...)."""
 import dataclasses
 import math
@@ -20,7 +20,7 @@ from lucent_inhibit import objectives  # noqa: E402
 from lucent_inhibit.features import check_images  # noqa: E402
 from lucent_inhibit.rendering import NonFiniteLoss  # noqa: E402
 
-DOCUMENTED = (ValueError, TypeError, NonFiniteLoss)
+DOCUMENTED = (ValueError, TypeError, NonFiniteLoss, FileNotFoundError)  # the CLI's user errors (exit 2)
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -292,3 +292,121 @@ def test_scan_arguments(kw):
                      "features": st.sampled_from([FEATURE, [], "conv3", None, [("conv3", 9)]])}))
 def test_completeness_arguments(kw):
     call(li.completeness, NET, kw.pop("dataset"), kw.pop("features"), ["relu2"], progress=False, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# the validators, parameterizations, transforms, configs, batching and the atlas selection
+# ------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(value=st.one_of(ANY, st.tuples(SCALAR, SCALAR), st.just(b"88")), low=st.integers(0, 8))
+def test_validators(value, low):
+    from lucent_inhibit import validate
+
+    for check in (validate.check_int, validate.check_number, validate.check_size):
+        out = call(check, "x", value, low)
+        if out is not None and check is validate.check_size:
+            assert all(isinstance(v, int) and low <= v <= validate.MAX_SIDE for v in out)
+        elif out is not None and check is validate.check_int:
+            assert isinstance(out, int) and out >= low and not isinstance(value, (bool, str, bytes))
+
+
+@SETTINGS
+@given(kw=arguments({"kind": st.sampled_from(["fourier", "phase", "lucent"]), "size": SIZES.filter(lambda s: s != 64),
+                     "batch": _opt(st.integers(1, 2))},
+                    {"kind": st.sampled_from(["pixels", None, 1]), "size": st.one_of(ANY, st.tuples(SCALAR, SCALAR)),
+                     "batch": st.one_of(SCALAR, HUGE)}))
+def test_param_build(kw):
+    from lucent_inhibit import param
+
+    out = call(param.build, **kw)
+    if out is not None:
+        image = out[1]()
+        assert image.dim() == 4 and image.shape[1] == 3 and torch.isfinite(image).all()
+
+
+@SETTINGS
+@given(kw=arguments({"sd": st.floats(0, 1), "decay_power": st.floats(0, 2), "size": st.integers(2, 12)},
+                    {"sd": SCALAR, "decay_power": SCALAR, "size": st.one_of(ANY, HUGE)}),
+       magnitude=st.one_of(st.none(), tensors(max_dim=3)))
+def test_fourier_and_phase_images(kw, magnitude):
+    from lucent_inhibit import param
+
+    out = call(param.fourier_image, **kw)
+    if out is not None:
+        _finite(out[1]())
+    mag = call(param.natural_magnitude, kw["size"], decay_power=kw["decay_power"])
+    out = call(param.phase_image, kw["size"], magnitude=magnitude if magnitude is not None else mag)
+    if out is not None:
+        _finite(out[1]())
+
+
+@SETTINGS
+@given(kw=arguments({"min_size": st.floats(0.05, 0.5), "max_size": st.floats(0.5, 1), "size": _opt(st.integers(1, 12)),
+                     "noise": st.floats(0, 0.1), "n_crops": st.integers(1, 3)},
+                    {"size": st.one_of(ANY, st.tuples(SCALAR, SCALAR)), "n_crops": st.one_of(SCALAR, HUGE)}),
+       shift=st.one_of(st.integers(0, 4), SCALAR), amount=st.one_of(st.floats(0, 1), SCALAR))
+def test_transforms(kw, shift, amount):
+    from lucent_inhibit import transform
+
+    for make in (lambda: transform.box_crop(**kw), lambda: transform.shift(shift), lambda: transform.uniform_noise(amount)):
+        t = call(make)
+        if t is not None:
+            out = call(t, IMAGES)
+            assert out is None or (out.dim() == 4 and out.shape[1] == 3)
+
+
+CONFIG_VALUES = st.one_of(ANY, HUGE, st.integers(-3, 300))
+
+
+@SETTINGS
+@given(which=st.sampled_from(["DataConfig", "RenderConfig", "FeatureConfig", "ModelConfig"]), data=st.data())
+def test_stage_configs(which, data):
+    import lucent_inhibit.stages.configs as configs
+
+    cls = getattr(configs, which)
+    name = data.draw(st.sampled_from([f.name for f in dataclasses.fields(cls)]))
+    cfg = call(cls, **{name: data.draw(CONFIG_VALUES)})
+    if cfg is not None and which == "RenderConfig":
+        call(cfg.settings)
+
+
+@SETTINGS
+@given(batch_size=st.one_of(st.integers(1, 5), SCALAR, HUGE),
+       indices=st.one_of(st.none(), st.lists(st.integers(-2, 5), max_size=4), st.lists(st.floats(0, 3), max_size=2),
+                         st.just(range(1, 3)), WEIRD),
+       dataset=st.one_of(st.just(IMAGES4), st.just([IMAGES4[0], IMAGES4[1]]), st.just(li.sample_crops(2, size=8)),
+                         st.just(["not", "images"]), WEIRD))
+def test_iter_batches(batch_size, indices, dataset):
+    from lucent_inhibit.data import iter_batches
+
+    call(lambda: [b for _, b in iter_batches(dataset, batch_size, indices)])
+
+
+def _scan12():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return li.scan(NET, torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(2)), FEATURE, "relu2",
+                       progress=False)
+
+
+SCAN12 = _scan12()
+K = st.one_of(st.integers(0, 14), SCALAR)
+
+
+@SETTINGS
+@given(kw=arguments({"top_abs": st.integers(0, 14), "top_activation": st.integers(0, 14),
+                     "bottom_activation": st.integers(0, 14), "top_tension": st.integers(1, 14),
+                     "score": st.sampled_from(["min", "percentile", "geometric", "harmonic", "product"]),
+                     "granularity": st.sampled_from(["element", "channel"]), "layer": st.sampled_from([None, "relu2"])},
+                    {k: K for k in ("top_abs", "top_activation", "bottom_activation", "top_tension")}),
+       broken=st.sampled_from([None, ("pos", float("nan")), ("neg", -1.0), ("activation", float("inf"))]),
+       scan=st.sampled_from(["scan", None, 3, "missing.npz"]))
+def test_select_images(kw, broken, scan):
+    target = SCAN12 if scan == "scan" else scan
+    if broken is not None and scan == "scan":
+        arr = getattr(SCAN12, broken[0]).copy()
+        arr[3] = broken[1]
+        target = dataclasses.replace(SCAN12, **{broken[0]: arr})
+    sel = call(li.select_images, target, **kw, finite=False)
+    if sel is not None:
+        assert broken is None and sel.indices.size >= 1 and set(sel.indices.tolist()) <= set(SCAN12.indices.tolist())

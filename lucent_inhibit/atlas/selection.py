@@ -15,7 +15,7 @@ import numpy as np
 
 from ..features import Feature, as_feature
 from ..results import Result
-from ..validate import check_int
+from ..validate import InputError, check_choice, check_int
 
 #: The rankings :func:`select_images` can take the union of, in the order reasons name them.
 CRITERIA = ("top_abs", "top_activation", "bottom_activation", "top_tension")
@@ -68,6 +68,9 @@ def _check_scan(scan, feature, layer: Optional[str]):
 
     if isinstance(scan, (str, os.PathLike)):
         scan = ScanResult.load(os.fspath(scan))
+    if not isinstance(scan, ScanResult):
+        raise InputError(f"scan must be a ScanResult (lucent_inhibit.scan) or the path of a saved one, got "
+                         f"{type(scan).__name__}")
     if feature is not None:
         feature = as_feature(feature)
         if feature != scan.feature:
@@ -83,6 +86,36 @@ def _check_scan(scan, feature, layer: Optional[str]):
             "layer too or build the atlas at one of the scanned layers"
         )
     return scan, layer
+
+
+def check_totals(scan, layer: str, granularity: str) -> None:
+    """:class:`InputError` unless the scan's activations and its totals P and N at ``layer`` (both norms) are
+    finite and P, N >= 0, as :func:`~lucent_inhibit.scan` computes them from finite attributions.
+
+    Rankings of NaN are arbitrary (NaN sorts anywhere), so a scan holding them cannot pick images: NaN or
+    infinite values come from a model whose forward or backward pass overflowed on those images, negative
+    totals only from a file or a ``ScanResult`` not written by the scan. The message names the first rows.
+    """
+    from ..scanning import GRANULARITIES
+
+    check_choice("granularity", granularity, GRANULARITIES)
+    g, where = GRANULARITIES.index(granularity), scan.layers.index(layer)
+    values = {"activation": scan.activation, "P": scan.pos[:, where, g], "N": scan.neg[:, where, g]}
+    for name, v in values.items():
+        v = np.asarray(v, np.float64).reshape(len(scan), -1)
+        bad = ~np.isfinite(v).all(1)
+        if bad.any():
+            raise InputError(
+                f"the scan's {name} {f'at {layer!r} ' if name != 'activation' else ''}is NaN or infinite for "
+                f"{int(bad.sum())} of {len(scan)} images (dataset indices {scan.indices[bad][:5].tolist()}): the model's "
+                "forward or backward pass was not finite on them, and rankings of NaN are arbitrary; fix the model "
+                "or scan other images")
+        if name != "activation" and (v < 0).any():
+            rows = (v < 0).any(1)
+            raise InputError(
+                f"the scan's {name} at {layer!r} is negative for {int(rows.sum())} images (dataset indices "
+                f"{scan.indices[rows][:5].tolist()}); totals are non-negative sums, so this scan was not written "
+                "by lucent_inhibit.scan")
 
 
 def select_images(
@@ -111,8 +144,12 @@ def select_images(
 
     Returns:
         :class:`Selection` (dataset indices sorted, with the criteria that picked each).
+
+    Raises :class:`~lucent_inhibit.validate.InputError` for a scan whose activations or totals are not
+    finite or whose totals are negative (:func:`check_totals`): rankings of them would be arbitrary.
     """
     scan, layer = _check_scan(scan, feature, layer)
+    check_totals(scan, layer, granularity)
     given = (top_abs, top_activation, bottom_activation, top_tension)
     criteria = {name: check_int(name, k, low=0) for name, k in zip(CRITERIA, given)}
     indices = scan.select(layer=layer, score=score, granularity=granularity, **criteria)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-from ..validate import check_int, check_number
+from ..validate import MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, check_int, check_number
 from .options import flag, option
 
 #: The embedded model's default feature layer and its attribution layer (the ReLU6 output inside the
@@ -37,10 +37,11 @@ def parse_position(text, name: str = "--position") -> Position:
     return y, x
 
 
-def check_optional_int(cls, obj, name: str, low: int) -> None:
+def check_optional_int(cls, obj, name: str, low: int, high: Optional[int] = None) -> None:
+    """``check_int`` of field ``name`` of config ``obj`` (of class ``cls``) unless it is None, naming its flag."""
     value = getattr(obj, name)
     if value is not None:
-        check_int(flag(cls, name), value, low=low)
+        check_int(flag(cls, name), value, low=low, high=high)
 
 
 @dataclass
@@ -73,18 +74,18 @@ class DataConfig:
 
     images: Optional[str] = option(None, "folder of your own images (recursive); default: deterministic crops "
                                    "of the bundled photos", metavar="DIR")
-    n_images: int = option(128, "number of bundled crops")
-    size: int = option(224, "image side in pixels")
-    seed: int = option(0, "seed of the bundled crops (and of the stage's random choices)")
-    batch_size: int = option(16, "images per forward/backward pass")
+    n_images: int = option(128, f"number of bundled crops (1 to {MAX_IMAGES})")
+    size: int = option(224, f"image side in pixels (8 to {MAX_SIDE})")
+    seed: int = option(0, f"seed of the bundled crops (and of the stage's random choices; 0 to {MAX_SEED})")
+    batch_size: int = option(16, f"images per forward/backward pass (1 to {MAX_BATCH})")
     limit: Optional[int] = option(None, "use only the first N images (default: all)", hidden=True)
 
     def __post_init__(self):
-        check_int(flag(DataConfig, "n_images"), self.n_images, low=1)
-        check_int(flag(DataConfig, "size"), self.size, low=8)
-        check_int(flag(DataConfig, "seed"), self.seed, low=0)
-        check_int(flag(DataConfig, "batch_size"), self.batch_size, low=1)
-        check_optional_int(DataConfig, self, "limit", 1)
+        check_int(flag(DataConfig, "n_images"), self.n_images, 1, MAX_IMAGES)
+        check_int(flag(DataConfig, "size"), self.size, 8, MAX_SIDE)
+        check_int(flag(DataConfig, "seed"), self.seed, 0, MAX_SEED)
+        check_int(flag(DataConfig, "batch_size"), self.batch_size, 1, MAX_BATCH)
+        check_optional_int(DataConfig, self, "limit", 1, MAX_IMAGES)
         if self.images is not None and not isinstance(self.images, str):
             raise ValueError(f"--images must be a folder path, got {self.images!r}")
 
@@ -128,25 +129,25 @@ class FeatureConfig:
 class RenderConfig:
     """The render settings every rendering stage shares (:class:`~lucent_inhibit.RenderSettings`)."""
 
-    steps: int = option(128, "optimisation steps (Adam)")
+    steps: int = option(128, f"optimisation steps (Adam; 1 to {MAX_STEPS})")
     lr: float = option(0.05, "Adam learning rate")
-    size: Optional[int] = option(None, "side of the rendered image in pixels (default: the stage's)",
+    size: Optional[int] = option(None, f"side of the rendered image in pixels (8 to {MAX_SIDE}; default: the stage's)",
                                  flag="--render-size")
-    model_size: Optional[int] = option(None, "side of the image the model sees (default: Lucent's rule, "
-                                       "upsampled to 224 when smaller)")
+    model_size: Optional[int] = option(None, f"side of the image the model sees (8 to {MAX_SIDE}; default: "
+                                       "Lucent's rule, upsampled to 224 when smaller)")
     seed: Optional[int] = option(0, "seed of the render (torch and numpy)", flag="--render-seed")
 
     def __post_init__(self):
         cls = type(self)
-        check_int(flag(cls, "steps"), self.steps, low=1)
+        check_int(flag(cls, "steps"), self.steps, 1, MAX_STEPS)
         check_number(flag(cls, "lr"), self.lr, low=0, low_open=True)
-        check_optional_int(cls, self, "size", 8)
-        check_optional_int(cls, self, "model_size", 8)
-        check_optional_int(cls, self, "seed", 0)
+        check_optional_int(cls, self, "size", 8, MAX_SIDE)
+        check_optional_int(cls, self, "model_size", 8, MAX_SIDE)
+        check_optional_int(cls, self, "seed", 0, MAX_SEED)
 
     def settings(self, progress: bool = False, **stage):
         """The :class:`~lucent_inhibit.RenderSettings` of these options (``stage`` adds e.g. ``param``)."""
         from ..rendering import RenderSettings
 
         fields = dict(steps=self.steps, lr=self.lr, size=self.size, model_size=self.model_size, seed=self.seed)
-        return RenderSettings(**{**fields, **stage}, progress=progress)
+        return RenderSettings(**{**fields, **stage}, progress=bool(progress))

@@ -15,6 +15,10 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 #: The default of an option that must be given.
 REQUIRED = MISSING
+#: The largest value of any integer option (numpy's seed range, 2**32 - 1): a larger count, size or seed
+#: is a typo or an overflow and is refused naming the option before any work. Configs check their own,
+#: tighter bounds (``validate.MAX_STEPS``, ``MAX_SIDE``, ``MAX_IMAGES``, ...) in ``__post_init__``.
+MAX_INT_OPTION = 2 ** 32 - 1
 
 
 def option(default=REQUIRED, help: str = "", *, flag: Optional[str] = None, metavar: Optional[str] = None,
@@ -88,8 +92,10 @@ def build(cls, values: Dict[Tuple[str, ...], Any]):
     """Construct config ``cls`` from option values keyed by :attr:`Option.path` (missing keys: defaults).
 
     A group starts from the stage's default instance of it (so hidden fields keep the stage's values);
-    each config's ``__post_init__`` validates its own fields and names the option in its message.
+    each config's ``__post_init__`` validates its own fields and names the option in its message. Every
+    integer value is first checked to be at most :data:`MAX_INT_OPTION` (``InputError`` naming the option).
     """
+    check_int_options(cls, values)
     kwargs: Dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
@@ -100,6 +106,22 @@ def build(cls, values: Dict[Tuple[str, ...], Any]):
         elif (f.name,) in values:
             kwargs[f.name] = values[(f.name,)]
     return cls(**kwargs)
+
+
+def check_int_options(cls, values: Dict[Tuple[str, ...], Any]) -> None:
+    """``InputError`` naming the flag when an integer option of ``cls`` (``int``, ``Optional[int]`` or a
+    tuple of ints) in ``values`` is above :data:`MAX_INT_OPTION`."""
+    from ..validate import check_int
+
+    for opt in options(cls):
+        tp, _ = base_type(opt.type)
+        args = typing.get_args(tp) if typing.get_origin(tp) in (tuple, list) else (tp,)
+        value = values.get(opt.path)
+        if value is None or int not in args or choices_of(opt.type) is not None:
+            continue
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(v, int) and not isinstance(v, bool):
+                check_int(opt.flag, v, high=MAX_INT_OPTION)
 
 
 def choices_of(tp) -> Optional[Tuple[Any, ...]]:
