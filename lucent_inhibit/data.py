@@ -311,13 +311,20 @@ def describe_item(dataset, i: int) -> str:
     return str(i)
 
 
-def dataset_identity(dataset) -> str:
-    """A string naming the dataset, stored in result files so a resume checks it scans the same data."""
+def check_dataset(dataset):
+    """``dataset`` unchanged if it is a tensor or a sized sequence (not a string), else :class:`InputError`."""
     if torch.is_tensor(dataset):
-        return f"tensor(n={len(dataset)})"
+        return dataset
     if isinstance(dataset, (str, bytes)) or not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
         raise InputError(f"dataset must be an image tensor (N, 3, H, W) or a sequence of (3, H, W) images "
                          f"(e.g. lucent_inhibit.ImageFolder), got {type(dataset).__name__}")
+    return dataset
+
+
+def dataset_identity(dataset) -> str:
+    """A string naming the dataset, stored in result files so a resume checks it scans the same data."""
+    if torch.is_tensor(check_dataset(dataset)):
+        return f"tensor(n={len(dataset)})"
     return getattr(dataset, "identity", f"{type(dataset).__name__}(n={len(dataset)})")
 
 
@@ -333,8 +340,12 @@ def imagenet_classes() -> List[str]:
 # batching: the one way every stage reads a dataset
 # ------------------------------------------------------------------------------------------------
 def dataset_item(dataset, i: int) -> torch.Tensor:
-    """Item ``i`` of a dataset as a (3, H, W) float image (``(image, label)`` items give the image)."""
-    item = dataset[int(i)]
+    """Item ``i`` of a dataset as a (3, H, W) float image (``(image, label)`` items give the image);
+    :class:`InputError` for a dataset that is not a sequence of images or an index outside it."""
+    n = len(check_dataset(dataset))
+    if n == 0:
+        raise InputError("the dataset is empty: no image to read")
+    item = dataset[check_int("dataset index", i, 0, n - 1)]
     if isinstance(item, (tuple, list)):
         item = item[0]
     if not torch.is_tensor(item):

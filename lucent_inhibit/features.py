@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .validate import InputError, check_int, check_values
+from .validate import InputError, check_flag, check_int, check_values
 
 Position = Union[str, Tuple[int, int]]
 
@@ -179,8 +179,7 @@ def check_images(images, preprocess: bool = True) -> torch.Tensor:
     """
     if not torch.is_tensor(images):
         raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
-    if not isinstance(preprocess, (bool, np.bool_)):
-        raise TypeError(f"preprocess must be True or False, got {preprocess!r}")
+    check_flag("preprocess", preprocess)
     if images.dim() == 3:
         images = images[None]
     if images.dim() != 4 or images.shape[1] != 3:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validate import MAX_BATCH, MAX_SIDE, check_int, check_number, check_size, check_values
+from .validate import MAX_BATCH, MAX_SIDE, InputError, check_flag, check_int, check_number, check_size, check_values
 
 #: Square root of ImageNet's colour covariance (Lucid's values), columns normalised to max norm 1.
 _COLOR_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float64)
@@ -57,7 +57,22 @@ def _batch(batch: Optional[int]) -> int:
 
 
 def _device(device) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cpu")
+    """``device`` (None: the CPU; a ``torch.device``, ``"cpu"``, ``"cuda:0"``, ... ) as a ``torch.device``."""
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"device must be a torch.device or a string such as 'cpu' or 'cuda', got {device!r:.60}")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"device {device!r} is not a torch device ({exc})") from None
+
+
+def check_generator(generator) -> Optional[torch.Generator]:
+    """``generator`` if it is None or a ``torch.Generator``, else :class:`InputError`."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator or None, got {generator!r:.60}")
+    return generator
 
 
 def check_seed(seed, size=None, batch: Optional[int] = None, resize: bool = True) -> torch.Tensor:
@@ -118,7 +133,7 @@ def from_rgb(rgb: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
 
 
 def _with_seed(image_f, seed: Optional[torch.Tensor], with_seed: bool):
-    if not with_seed:
+    if not check_flag("with_seed", with_seed):
         return image_f
     if seed is None:
         raise ValueError("with_seed=True needs a seed image")
@@ -157,7 +172,7 @@ def fourier_image(
         ``(params, image_f)``: params is ``[spectrum]`` of shape (B, 3, H, W // 2 + 1, 2);
         ``image_f()`` gives (B, 3, H, W) (or (2B, ...) with ``with_seed``).
     """
-    dev = _device(device)
+    dev, generator = _device(device), check_generator(generator)
     sd, decay_power = check_number("sd", sd, 0, MAX_SD), check_number("decay_power", decay_power, 0, MAX_DECAY_POWER)
     if seed is not None:
         seed = check_seed(seed, size, batch).to(dev)
@@ -222,7 +237,7 @@ def phase_image(
     Returns:
         ``(params, image_f)``: params is ``[phase]`` (B, 3, H, W // 2 + 1).
     """
-    dev = _device(device)
+    dev, generator = _device(device), check_generator(generator)
     if seed is not None:
         seed = check_seed(seed, size, batch).to(dev)
         b, (h, w) = seed.shape[0], tuple(seed.shape[2:])

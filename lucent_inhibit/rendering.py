@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device, protect_outputs
-from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_int, check_number, check_optional, check_size
+from .validate import (MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_flag, check_int, check_number,
+                       check_optional, check_size)
 
 Size = Union[int, Tuple[int, int]]
 PARAMS = ("fourier", "phase", "lucent")
@@ -96,8 +97,7 @@ class RenderSettings:
                              f"{self.transforms!r:.60}")
         if self.seed is not None:
             check_int("render setting seed", self.seed, 0, MAX_SEED)
-        if not isinstance(self.progress, bool):
-            raise InputError(f"render setting progress must be True or False, got {self.progress!r}")
+        check_flag("render setting progress", self.progress)
 
     def replace(self, **changes) -> "RenderSettings":
         """A copy with some settings changed (validated again)."""

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .param import check_generator
 from .validate import MAX_BATCH, MAX_SIDE, check_int, check_number, check_optional, check_size
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -53,7 +54,7 @@ def box_crop(
     if not (0 < min_size <= max_size <= 1):
         raise ValueError(f"crop sizes must satisfy 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
     noise = check_number("noise", noise, 0)
-    n_crops = check_int("n_crops", n_crops, 1, MAX_BATCH)
+    n_crops, generator = check_int("n_crops", n_crops, 1, MAX_BATCH), check_generator(generator)
     out_size = _size(size)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ def box_crop(
 
 def uniform_noise(amount: float = 0.02, generator: Optional[torch.Generator] = None) -> Transform:
     """Add the same uniform noise in ``[-amount / 2, amount / 2]`` to every image of the batch."""
-    amount = check_number("amount", amount, 0)
+    amount, generator = check_number("amount", amount, 0), check_generator(generator)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
         u = (torch.rand((1,) + tuple(image_t.shape[1:]), generator=generator) - 0.5) * amount
@@ -97,7 +98,7 @@ def shift(max_shift: int = 4, generator: Optional[torch.Generator] = None) -> Tr
     Spatially aligned objectives (:func:`~lucent_inhibit.objectives.spatial_cosdot`) need the layer map to
     keep its geometry, so +/- inversions use this small jitter instead of box crops.
     """
-    max_shift = check_int("max_shift", max_shift, 0, MAX_SIDE)
+    max_shift, generator = check_int("max_shift", max_shift, 0, MAX_SIDE), check_generator(generator)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
         if max_shift == 0:

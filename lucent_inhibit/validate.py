@@ -112,6 +112,14 @@ def _what(value) -> str:
     return f"{type(value).__name__}" + (f" of dtype {dtype}" if dtype is not None else "")
 
 
+def check_flag(name: str, value) -> bool:
+    """``value`` as a bool if it is one (numpy's included), else ``TypeError`` naming ``name``: ``"no"``, ``0``
+    or ``None`` are refused rather than read as truthy or falsy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r:.60}")
+    return bool(value)
+
+
 def check_choice(name: str, value, choices: Iterable):
     """``value`` if it is one of ``choices``, else :class:`InputError` listing them."""
     choices = tuple(choices)

@@ -199,3 +199,39 @@ def test_selection_refuses_totals_that_cannot_be_ranked(scanned, field, value, m
     for criteria in ({"top_tension": 2, "score": "min"}, {"top_abs": 2}, {"top_activation": 2}):
         with pytest.raises(InputError, match=match):
             li.select_images(broken, **criteria)
+
+
+# ------------------------------------------------------------------------------------------------
+# parameterizations, transforms and dataset items: flags, devices, generators, indices
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: param.fourier_image(8, with_seed="yes"), TypeError, "with_seed must be True or False"),
+    (lambda: param.fourier_image(8, device=2.5), InputError, "device must be a torch.device or a string"),
+    (lambda: param.phase_image(8, device="gpu7"), InputError, "device 'gpu7' is not a torch device"),
+    (lambda: param.build("fourier", 8, generator=3), InputError, "generator must be a torch.Generator or None"),
+    (lambda: transform.box_crop(generator=0.5), InputError, "generator must be a torch.Generator"),
+    (lambda: transform.shift(2, generator="g"), InputError, "generator must be a torch.Generator"),
+    (lambda: li.RenderSettings(progress="no"), TypeError, "progress must be True or False"),
+    (lambda: li.RenderSettings(transforms=2.5), InputError, "transforms must be a list of callables"),
+    (lambda: param.masked(param.fourier_image(8), "3"), InputError, "mask must be a tensor, an array or a number"),
+    (lambda: param.masked(param.fourier_image(8), torch.ones(8, 8), n=5), InputError, "n must be <= 1"),
+])
+def test_parameterization_and_transform_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_boolean_masks_are_weights():
+    params, image_f = param.masked(param.fourier_image(8), torch.ones(8, 8, dtype=torch.bool))
+    assert image_f().shape == (1, 3, 8, 8)
+
+
+def test_dataset_items_are_checked():
+    from lucent_inhibit.data import dataset_item
+
+    for dataset, index, match in ((X, 12, r"dataset index must be <= 11, got 12"), (X, 1.5, "must be an integer"),
+                                  ([], 0, "the dataset is empty"), (3.0, 0, "dataset must be an image tensor"),
+                                  (["ab"], 0, "dataset item 0 is a str")):
+        with pytest.raises(InputError, match=match):
+            dataset_item(dataset, index)
+    assert dataset_item([X[0]], 0).shape == (3, 8, 8)
