@@ -141,8 +141,7 @@ def load_image(path: str, size: int | None = None) -> torch.Tensor:
     """Read one image file as (3, H, W) in [0, 1], whatever its Pillow mode (see :func:`pil_to_tensor`).
 
     ``size`` (pixels, 1 to ``validate.MAX_SIDE``; None: the file's own size) resizes the shorter side to
-    ``size`` and centre-crops to ``size`` x ``size``. A file that cannot be decoded completely raises
-    ``ValueError`` naming it.
+    ``size`` and centre-crops a square. A file that cannot be decoded completely raises ``ValueError`` naming it.
     """
     from PIL import Image
 
@@ -342,10 +341,9 @@ def imagenet_classes() -> List[str]:
 def dataset_item(dataset, i: int) -> torch.Tensor:
     """Item ``i`` of a dataset as a (3, H, W) float image (``(image, label)`` items give the image);
     :class:`InputError` for a dataset that is not a sequence of images or an index outside it."""
-    n = len(check_dataset(dataset))
-    if n == 0:
+    if len(check_dataset(dataset)) == 0:
         raise InputError("the dataset is empty: no image to read")
-    item = dataset[check_int("dataset index", i, 0, n - 1)]
+    item = dataset[check_int("dataset index", i, 0, len(dataset) - 1)]
     if isinstance(item, (tuple, list)):
         item = item[0]
     if not torch.is_tensor(item):
