@@ -1,6 +1,9 @@
 """The atlas's vector collection in bounded memory: the points it streams into preallocated arrays equal,
 bit for bit, those of the all-in-memory reference (every map of the selection concatenated, then cut to the
 receptive-field box), for both kinds, both modes, every crop, linear layers, and maps spooled to disk."""
+import errno
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -9,6 +12,7 @@ import torch
 from torch import nn
 
 from lucent_inhibit.atlas import collect_vectors, read_layer
+from lucent_inhibit.atlas.spool import MAP_BUDGET, MapStore, PointBuffer
 from lucent_inhibit.attribution import attribute, signed_totals
 from lucent_inhibit.features import Feature
 from lucent_inhibit.objectives import crop_box
@@ -110,11 +114,14 @@ def _assert_equal(pts, dropped, ref):
 @pytest.mark.parametrize("kind", ["attribution", "activation"])
 @pytest.mark.parametrize("mode", ["sum", "position"])
 @pytest.mark.parametrize("crop", [0.01, 0.5, None])
-def test_collected_points_equal_the_all_in_memory_reference(tiny, data, kind, mode, crop):
+@pytest.mark.parametrize("budget", [MAP_BUDGET, 0])  # maps in memory / spooled to a temporary file
+def test_collected_points_equal_the_all_in_memory_reference(tiny, data, kind, mode, crop, budget):
     ref = _reference(tiny, data, FEAT, "relu2", kind, mode, crop)
     if crop == 0.5:  # the box is a proper part of the map, so cutting to it matters
         assert ref["box"] != (0, 16, 0, 16)
-    pts, dropped = _collect(tiny, data, FEAT, "relu2", kind, mode, crop)
+    if (kind, mode, crop) == ("attribution", "position", None):  # dead ReLU positions: points are dropped
+        assert ref["dropped"] > 0
+    pts, dropped = _collect(tiny, data, FEAT, "relu2", kind, mode, crop, memory_budget=budget)
     _assert_equal(pts, dropped, ref)
 
 
@@ -126,3 +133,94 @@ def test_linear_layer_points_equal_the_reference(data, kind):
     pts, dropped = _collect(net, data, feature, "relu2", kind, "sum", 0.01)
     _assert_equal(pts, dropped, ref)
     assert pts.map_shape == (6,)
+
+
+def test_spooled_and_in_memory_runs_give_the_same_thumbnails(tiny, data):
+    a, _ = _collect(tiny, data, FEAT, "relu2", "activation", "position", 0.01)
+    b, _ = _collect(tiny, data, FEAT, "relu2", "activation", "position", 0.01, memory_budget=0)
+    np.testing.assert_array_equal(a.thumbnails, b.thumbnails)
+    assert a.map_shape == b.map_shape == (8, 16, 16) and a.image_size == b.image_size == (16, 16)
+
+
+def _batches(n=10, shape=(3, 4, 5), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn((b,) + shape, generator=g) for b in (4, 4, n - 8)]
+
+
+@pytest.mark.parametrize("budget", [MAP_BUDGET, 0])
+def test_map_store_reads_back_what_it_wrote_in_other_batches(tmp_path, budget):
+    first, second = _batches(), _batches(seed=1)
+    with MapStore(10, count=2, budget=budget, folder=str(tmp_path)) as store:
+        for a, b in zip(first, second):
+            store.write([a, b])
+        assert store.on_disk == (budget == 0) and store.nbytes == 2 * 10 * 60 * 4
+        assert os.listdir(tmp_path) == []  # the temporary files have no name: nothing can be left behind
+        got = list(store.read(3))
+    assert [start for start, _ in got] == [0, 3, 6, 9]
+    for i, want in enumerate((torch.cat(first), torch.cat(second))):
+        assert torch.equal(torch.cat([maps[i] for _, maps in got]), want)
+    assert store.files == [] and store.tensors is None
+
+
+def test_map_store_refuses_batches_that_do_not_fit():
+    store = MapStore(5, budget=0)
+    store.write([torch.zeros(4, 2)])
+    with pytest.raises(ValueError, match="MapStore of 5 images.*got a batch of 4 images"):
+        store.write([torch.zeros(4, 2)])
+    with pytest.raises(ValueError, match=r"maps \[\(2,\)\].*maps \[\(3,\)\]"):
+        store.write([torch.zeros(1, 3)])
+    with pytest.raises(ValueError, match="holds 1 maps per image, got 2"):
+        store.write([torch.zeros(1, 2), torch.zeros(1, 2)])
+    store.close()
+
+
+def test_a_full_disk_is_reported_with_what_would_fit(tiny, data, monkeypatch):
+    class _Full:
+        def write(self, _):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: _Full())
+    with pytest.raises(OSError, match=r"layer maps .* MiB in all.*No space left.*TMPDIR.*memory_budget >= \d+ bytes"):
+        collect_vectors(tiny, data, FEAT, "relu2", SELECTION, batch_size=4, memory_budget=0)
+
+
+def test_the_store_is_closed_when_a_batch_raises(tiny, data, monkeypatch):
+    import lucent_inhibit.atlas.vectors as vectors
+
+    stores, calls, real = [], [], vectors.attribute
+    monkeypatch.setattr(vectors, "MapStore", lambda *a: stores.append(MapStore(*a)) or stores[-1])
+
+    def attribute(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("second batch")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(vectors, "attribute", attribute)
+    with pytest.raises(RuntimeError, match="second batch"):
+        collect_vectors(tiny, data, FEAT, "relu2", SELECTION, batch_size=4, memory_budget=0)
+    assert stores[0].shapes == [(8, 16, 16)] and stores[0].written == 4
+    assert stores[0].files == []  # its temporary file is closed, and so deleted
+
+
+def test_bad_memory_budget_is_refused(tiny, data):
+    with pytest.raises(ValueError, match="memory_budget"):
+        collect_vectors(tiny, data, FEAT, "relu2", memory_budget=-1)
+
+
+def test_point_buffer_keeps_only_non_zero_vectors_and_warns():
+    buf = PointBuffer(4, 2)
+    vec = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, -2.0]])
+    buf.add(vec, vec.sum(1), vec.norm(dim=1), torch.arange(3), torch.full((3, 2), -1))
+    with pytest.warns(UserWarning, match="dropped 1 of 3 atlas points whose attribution vector is all zero"):
+        vectors, net, mag, image, pos = buf.arrays("attribution", "relu2")
+    assert vectors.tolist() == [[1.0, 0.0], [0.0, -2.0]] and image.tolist() == [0, 2] and mag.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="overflows"):
+        buf.add(torch.ones(3, 2), torch.ones(3), torch.ones(3), torch.arange(3), torch.full((3, 2), -1))
+    empty = PointBuffer(1, 2)
+    empty.add(torch.zeros(1, 2), torch.zeros(1), torch.zeros(1), torch.arange(1), torch.full((1, 2), -1))
+    with pytest.raises(ValueError, match="every activation vector at layer 'relu2' is zero"), pytest.warns(UserWarning):
+        empty.arrays("activation", "relu2")

@@ -28,6 +28,7 @@ from ..objectives import crop_box
 from ..results import Result
 from ..validate import check_choice, check_int, check_number
 from .selection import Selection
+from .spool import MAP_BUDGET, MapStore, PointBuffer
 
 KINDS = ("attribution", "activation")
 MODES = ("sum", "position")
@@ -162,13 +163,14 @@ def _warn_negative(h: torch.Tensor, layer: str) -> None:
         )
 
 
-def _read_maps(model, dataset, feature, layer, indices, kind, mode, batch_size, thumbnail_size, method, progress):
-    """Attribution maps S (n, ...), activations H (or None), feature values, thumbnails, image (H, W)."""
+def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size, method, progress, images, collector):
+    """Attribute every selected image batch by batch: per-image arrays into ``images`` (activation, P, N,
+    thumbnails), the maps into ``collector``; no batch tensor outlives its batch. Returns the image (H, W)."""
     from tqdm.auto import tqdm
 
-    scores, acts, fvals, thumbs = [], [], [], []
     batches = iter_batches(dataset, batch_size, indices)
     total = -(-indices.size // batch_size)
+    start, hw = 0, None
     for _, x in tqdm(batches, total=total, disable=not progress, desc="atlas vectors"):
         x = x.float()
         att = attribute(model, x, feature, [layer], method=method)
@@ -178,59 +180,103 @@ def _read_maps(model, dataset, feature, layer, indices, kind, mode, batch_size, 
                 f"mode='position' needs a layer with spatial dimensions (B, C, H, W), but layer {layer!r} gives "
                 f"{tuple(s.shape)}; use mode='sum'"
             )
-        if kind == "activation" or not scores:
+        h = None
+        if kind == "activation" or start == 0:
             h = read_layer(model, x, layer)
-            if kind == "activation":
-                acts.append(h)
-            else:
+            if kind != "activation":
                 _warn_negative(h, layer)
-        scores.append(s)
-        fvals.append(att.activation.float().cpu())
-        thumbs.append(_thumbnails(x, thumbnail_size))
-    H = torch.cat(acts) if kind == "activation" else None
-    return torch.cat(scores), H, torch.cat(fvals).numpy(), np.concatenate(thumbs), tuple(x.shape[2:])
+                h = None
+        rows = slice(start, start + x.shape[0])
+        images["activation"][rows] = att.activation.float().cpu().numpy()
+        P, N = signed_totals(s, "element", "l1")
+        images["P"][rows], images["N"][rows] = P.numpy(), N.numpy()
+        images["thumbnails"][rows] = _thumbnails(x, images["thumbnails"].shape[1])
+        collector.add(start, s, h)
+        start, hw = rows.stop, tuple(x.shape[2:])
+        del att, s, h, P, N
+    return hw
 
 
-def _spatial_points(S, H, kind: str, mode: str, box: Box):
-    """(vectors, net, magnitude, point_image, position) of (n, C, h, w) maps inside ``box``."""
+def _spatial_points(S, H, kind: str, mode: str, box: Box, start: int = 0):
+    """(vectors, net, magnitude, point_image, position) of (n, C, h, w) maps inside ``box``; the maps are of
+    selected images ``start, start + 1, ...``."""
     n = S.shape[0]
+    rows = torch.arange(start, start + n)
     y0, y1, x0, x1 = box
     Sb = S[:, :, y0:y1, x0:x1]
     Vb = Sb if H is None else H[:, :, y0:y1, x0:x1]
     if mode == "sum":
         vectors = Sb.sum((2, 3)) if kind == "attribution" else Vb.mean((2, 3))
         pos = torch.full((n, 2), -1, dtype=torch.long)
-        return vectors, Sb.sum((1, 2, 3)), Sb.flatten(1).norm(dim=1), torch.arange(n), pos
+        return vectors, Sb.sum((1, 2, 3)), Sb.flatten(1).norm(dim=1), rows, pos
     h, w = y1 - y0, x1 - x0
     vectors = Vb.permute(0, 2, 3, 1).reshape(n * h * w, -1)
     Sp = Sb.permute(0, 2, 3, 1).reshape(n * h * w, -1)
     yy, xx = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
     pos = torch.stack([yy.flatten(), xx.flatten()], 1).repeat(n, 1)
-    return vectors, Sp.sum(1), Sp.norm(dim=1), torch.arange(n).repeat_interleave(h * w), pos
+    return vectors, Sp.sum(1), Sp.norm(dim=1), rows.repeat_interleave(h * w), pos
 
 
-def _points_of_maps(S, H, kind: str, mode: str, crop: Optional[float]):
-    """The points of attribution maps S (and activations H): box, then the per-point arrays."""
-    if S.dim() != 4:
-        n = S.shape[0]
-        vectors = S if kind == "attribution" else H
-        return None, (vectors, S.sum(1), S.norm(dim=1), torch.arange(n), torch.full((n, 2), -1, dtype=torch.long))
-    if crop is None:
-        box = (0, S.shape[2], 0, S.shape[3])
-    else:
-        box = crop_box(S.abs().sum(1).mean(0, keepdim=True), float(crop))
-    return box, _spatial_points(S, H, kind, mode, box)
+def _points(S, H, kind: str, mode: str, box: Optional[Box], start: int):
+    """The points of a batch of maps S (and activations H) of selected images ``start, ...``: cut to
+    ``box``, or one per image for a linear layer (``box`` None)."""
+    if box is not None:
+        return _spatial_points(S, H, kind, mode, box, start)
+    n = S.shape[0]
+    vectors = S if kind == "attribution" else H
+    return vectors, S.sum(1), S.norm(dim=1), torch.arange(start, start + n), torch.full((n, 2), -1, dtype=torch.long)
 
 
-def _drop_zero(arrays, kind: str, layer: str):
-    vectors = arrays[0]
-    keep = vectors.norm(dim=1) > 0
-    if not bool(keep.all()):
-        warnings.warn(f"dropped {int((~keep).sum())} of {keep.numel()} atlas points whose {kind} vector is all zero "
-                      "(they have no direction for the cosine metric)")
-        if not bool(keep.any()):
-            raise ValueError(f"every {kind} vector at layer {layer!r} is zero for the selected images: nothing to lay out")
-    return [a[keep].numpy() for a in arrays]
+class _Collector:
+    """The points of all selected images, fed one batch of maps at a time (:meth:`add`). When the box is
+    known from the first batch (``crop=None``, or a linear layer) each batch is cut at once; otherwise the
+    maps wait in a :class:`MapStore` (memory up to ``budget`` bytes, else a temporary file) until
+    :meth:`finish` has the box from the mean ``|S|`` of all images, and are then cut batch by batch. Only
+    the cut points are kept, in a :class:`PointBuffer`."""
+
+    def __init__(self, n: int, kind: str, mode: str, crop: Optional[float], budget: int):
+        self.n, self.kind, self.mode, self.crop = n, kind, mode, crop
+        self.store = MapStore(n, 1 if kind == "attribution" else 2, budget)
+        self.map_shape: Tuple[int, ...] = ()
+        self.box: Optional[Box] = None
+        self.absmap: Optional[torch.Tensor] = None
+        self.points: Optional[PointBuffer] = None
+
+    def _begin(self, s: torch.Tensor) -> None:
+        self.map_shape = tuple(s.shape[1:])
+        if s.dim() == 4 and self.crop is not None:
+            self.absmap = torch.empty((self.n,) + tuple(s.shape[2:]), dtype=torch.float32)
+            return
+        self.box = (0, s.shape[2], 0, s.shape[3]) if s.dim() == 4 else None
+        self._allocate()
+
+    def _allocate(self) -> None:
+        per_image = 1
+        if self.box is not None and self.mode == "position":
+            per_image = (self.box[1] - self.box[0]) * (self.box[3] - self.box[2])
+        self.points = PointBuffer(self.n * per_image, self.map_shape[0])
+
+    def add(self, start: int, s: torch.Tensor, h: Optional[torch.Tensor]) -> None:
+        if not self.map_shape:
+            self._begin(s)
+        if self.absmap is None:
+            self.points.add(*_points(s, h, self.kind, self.mode, self.box, start))
+            return
+        self.absmap[start: start + s.shape[0]] = s.abs().sum(1)
+        self.store.write([s] if h is None else [s, h])
+
+    def finish(self, batch_size: int, layer: str):
+        """``(box, (vectors, net, magnitude, point_image, position))`` of the kept points."""
+        if self.absmap is not None:
+            self.box = crop_box(self.absmap.mean(0, keepdim=True), float(self.crop))
+            self.absmap = None
+            self._allocate()
+            for start, maps in self.store.read(batch_size):
+                self.points.add(*_points(maps[0], maps[1] if len(maps) > 1 else None, self.kind, self.mode,
+                                         self.box, start))
+                del maps
+        self.store.close()
+        return self.box, self.points.arrays(self.kind, layer)
 
 
 def check_crop(crop, name: str = "crop") -> Optional[float]:
@@ -256,6 +302,7 @@ def collect_vectors(
     thumbnail_size: int = 48,
     method: str = "gradient_x_activation",
     progress: bool = False,
+    memory_budget: int = MAP_BUDGET,
 ) -> AtlasPoints:
     """Stage 2: attribution (or activation) vectors at ``layer`` for the selected images.
 
@@ -279,6 +326,11 @@ def collect_vectors(
         thumbnail_size: side of the stored dataset thumbnails (pixels), for the interactive atlas.
         method: attribution method of :func:`~lucent_inhibit.attribute`.
         progress: tqdm bar over batches.
+        memory_budget: bytes of whole layer maps kept in memory until the box is known (the maps of every
+            selected image are needed for it); larger selections write them to a temporary file in
+            ``TMPDIR`` (deleted when done) and read them back batch by batch. Only the box-cut points are
+            kept, in preallocated arrays: the peak memory is the points, the per-image arrays
+            (thumbnails) and one batch, plus at most ``memory_budget``.
 
     Returns:
         :class:`AtlasPoints`. Points whose vector is all zero (no direction for UMAP's cosine metric)
@@ -293,16 +345,20 @@ def collect_vectors(
     thumbnail_size = check_int("thumbnail_size", thumbnail_size, low=1)
     check_layer_names(model, [layer, feature.layer], allow=())
     indices = selection_indices(selection, feature, layer, dataset)
-    S, H, fval, thumbs, hw = _read_maps(model, dataset, feature, layer, indices, kind, mode, batch_size,
-                                        thumbnail_size, method, progress)
-    P, N = signed_totals(S, "element", "l1")
-    box, arrays = _points_of_maps(S, H, kind, mode, crop)
-    vectors, net, mag, point_image, pos = _drop_zero(arrays, kind, layer)
+    memory_budget = check_int("memory_budget", memory_budget, low=0)
+    n = int(indices.size)
+    images = {"activation": np.empty(n, np.float32), "P": np.empty(n, np.float32), "N": np.empty(n, np.float32),
+              "thumbnails": np.empty((n, thumbnail_size, thumbnail_size, 3), np.uint8)}
+    collector = _Collector(n, kind, mode, crop, memory_budget)
+    try:
+        hw = _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size, method, progress, images,
+                         collector)
+        box, (vectors, net, mag, point_image, pos) = collector.finish(batch_size, layer)
+    finally:
+        collector.store.close()
     return AtlasPoints(
-        vectors=vectors.astype(np.float32), point_image=point_image.astype(np.int64),
-        point_position=pos.astype(np.int64), net=net.astype(np.float32), magnitude=mag.astype(np.float32),
-        image_index=indices, labels=[describe_item(dataset, int(i)) for i in indices],
-        activation=fval.astype(np.float32), P=P.numpy().astype(np.float32), N=N.numpy().astype(np.float32),
-        thumbnails=thumbs, feature=feature, layer=layer, vector_kind=kind, mode=mode, box=box,
-        map_shape=tuple(S.shape[1:]), image_size=hw, dataset=dataset_identity(dataset), method=method,
+        vectors=vectors, point_image=point_image, point_position=pos, net=net, magnitude=mag,
+        image_index=indices, labels=[describe_item(dataset, int(i)) for i in indices], **images,
+        feature=feature, layer=layer, vector_kind=kind, mode=mode, box=box, map_shape=collector.map_shape,
+        image_size=hw, dataset=dataset_identity(dataset), method=method,
     )
