@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .features import Feature, Position, as_feature, check_images, check_vectors
-from .hooks import capture, check_layer_names, deepest, hooks_restored, layer_table, model_device
+from .hooks import capture, deepest, layer_table, model_device
 from .models import preprocess_fn
 from .results import Result
 from .validate import check_int
@@ -181,10 +181,11 @@ def frozen_weights(model: nn.Module):
             p.requires_grad_(g)
 
 
-def _leaf_hooks(model: nn.Module, layers: Sequence[str]) -> None:
+def _leaf_hooks(model: nn.Module, layers: Sequence[str]) -> list:
     """Forward hooks that turn the output of each of ``layers`` that does not already depend on an earlier
     one (the first to run, parallel branches) into a leaf requiring grad: the graph starts there, not at the
-    input. Registered before :func:`~lucent_inhibit.hooks.capture`'s readers, so those store the leaf."""
+    input. Registered before :func:`~lucent_inhibit.hooks.capture`'s readers, so those store the leaf.
+    Returns the hook handles (the caller removes them); names that are not layers are left to ``capture``."""
     table = layer_table(model)
 
     def leaf(module, inputs, output):
@@ -192,9 +193,7 @@ def _leaf_hooks(model: nn.Module, layers: Sequence[str]) -> None:
             return output.detach().requires_grad_(True)
         return None
 
-    for name in layers:
-        if name != "input":
-            table[name].register_forward_hook(leaf)
+    return [table[name].register_forward_hook(leaf) for name in layers if name in table]
 
 
 def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature], layers: Sequence[str]):
@@ -207,14 +206,18 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
         activations at ``layers`` in their order, each shaped like the layer.
     """
     feature_layers = list(dict.fromkeys(f.layer for f in features))
-    check_layer_names(model, list(layers) + feature_layers)
-    with frozen_weights(model), torch.enable_grad(), hooks_restored(model):
-        if "input" in layers:
-            x = x.detach().requires_grad_(True)
-        else:
-            _leaf_hooks(model, layers)
-        stop = feature_layers[0] if len(feature_layers) == 1 else deepest(model, x, feature_layers)
-        acts = capture(model, x, list(layers) + feature_layers[1:], stop_at=stop)
+    handles = []
+    with frozen_weights(model), torch.enable_grad():
+        try:
+            if "input" in layers:
+                x = x.detach().requires_grad_(True)
+            else:
+                handles = _leaf_hooks(model, layers)
+            stop = feature_layers[0] if len(feature_layers) == 1 else deepest(model, x, feature_layers)
+            acts = capture(model, x, list(layers) + feature_layers[1:], stop_at=stop)
+        finally:
+            for h in handles:
+                h.remove()
         for name in feature_layers:
             if name not in acts:
                 raise ValueError(f"the forward pass never reached feature layer {name!r}")
@@ -247,13 +250,15 @@ def feature_values(acts: Dict[str, torch.Tensor], features: Sequence[Feature]) -
         else:
             parts.append(vec[:, [features[k].unit for k in rows]])
         order += rows
-    inverse = torch.as_tensor(np.argsort(order), device=parts[0].device)
-    return torch.cat(parts, 1)[:, inverse].T
+    values = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    if order != sorted(order):
+        values = values[:, torch.as_tensor(np.argsort(order), device=values.device)]
+    return values.T
 
 
 def layer_scores(values: torch.Tensor, acts: Sequence[torch.Tensor], features: Sequence[Feature],
-                 layers: Sequence[str], rows: Sequence[int], retain: bool = False,
-                 batched: bool = False) -> List[torch.Tensor]:
+                 layers: Sequence[str], rows: Sequence[int], retain: bool = False, batched: bool = False,
+                 out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
     """Gradient x activation ``S_l = grad_{h_l} f * h_l`` of the features ``rows`` of a
     :func:`feature_graph`, at every layer.
 
@@ -263,37 +268,41 @@ def layer_scores(values: torch.Tensor, acts: Sequence[torch.Tensor], features: S
         batched: one backward pass vectorised over the k features
             (``torch.autograd.grad(..., is_grads_batched=True)``); else one backward pass per feature,
             which measured as fast or faster on CPU (``benchmarks/census.py``). One row is one plain pass.
+        out: per layer a (k, B, ...) tensor to write the attributions into (reused across calls, fresh
+            memory costs page faults); allocated when None.
 
     Returns:
         per layer (in order), the detached (k, B, ...) attributions of the k features.
     """
     rows = list(rows)
-    f = values[rows]
+    contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+    f = values[rows[0]:rows[0] + len(rows)] if contiguous else values[rows]  # a view: no index node
     if not f.requires_grad:
         raise _unused_layer_error(layers[0], features[rows[0]], "no gradient path from it to the feature")
+    if len(rows) == 1 and out is None:
+        grads = torch.autograd.grad(f[0].sum(), list(acts), allow_unused=True, retain_graph=retain)
+        return [(_checked_gradient(g, l, features[rows[0]]) * a).detach()[None] for l, g, a in zip(layers, grads, acts)]
+    if out is None:
+        out = [torch.empty((len(rows),) + tuple(a.shape), dtype=a.dtype, device=a.device) for a in acts]
     if batched and len(rows) > 1:
         eye = torch.eye(len(rows), dtype=f.dtype, device=f.device)[:, :, None].expand(-1, -1, f.shape[1])
         grads = torch.autograd.grad(f, list(acts), eye, allow_unused=True, retain_graph=retain,
                                     is_grads_batched=True)
-        return [_times_activation(g, a, l, features[rows[0]]) for l, g, a in zip(layers, grads, acts)]
-    if len(rows) == 1:
-        grads = torch.autograd.grad(f[0].sum(), list(acts), allow_unused=True, retain_graph=retain)
-        return [_times_activation(g, a, l, features[rows[0]]) for l, g, a in zip(layers, grads, acts)]
-    out = [torch.empty((len(rows),) + tuple(a.shape), dtype=a.dtype, device=a.device) for a in acts]
+        for o, l, g, a in zip(out, layers, grads, acts):
+            torch.mul(_checked_gradient(g, l, features[rows[0]]), a.detach(), out=o)
+        return out
     for i, r in enumerate(rows):  # each feature's S written into its row: one copy of the chunk in memory
         grads = torch.autograd.grad(f[i].sum(), list(acts), allow_unused=True, retain_graph=retain or i < len(rows) - 1)
         for o, l, g, a in zip(out, layers, grads, acts):
-            if g is None:
-                raise _unused_layer_error(l, features[r], "no gradient path from it to the feature")
-            torch.mul(g, a.detach(), out=o[i])
+            torch.mul(_checked_gradient(g, l, features[r]), a.detach(), out=o[i])
     return out
 
 
-def _times_activation(g, a, layer, feature) -> torch.Tensor:
-    """(k, B, ...) ``g * a`` (detached) of a layer's gradient ``g`` (k, B, ...) or (B, ...) and activation ``a``."""
+def _checked_gradient(g, layer, feature) -> torch.Tensor:
+    """The gradient ``g`` of a layer, or the error saying that the layer does not feed ``feature``."""
     if g is None:
         raise _unused_layer_error(layer, feature, "no gradient path from it to the feature")
-    return (g * a).detach() if g.dim() > a.dim() else (g * a).detach()[None]
+    return g
 
 
 def _integrated_gradients(model, x, feature, layers, steps, internal_batch_size):

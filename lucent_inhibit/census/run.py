@@ -1,7 +1,7 @@
 """The census pass (:func:`layer_census`): one forward pass per batch for all K features, the backward in
 chunks of ``chunk_size`` features, and per image and feature the totals ``P`` and ``N`` of the attribution
 ``S_l = grad_{h_l} f * h_l`` (Hamblin et al. 2024, section 2), reduced by the scan's
-:func:`~lucent_inhibit.scanstats.signed_stats`.
+:func:`~lucent_inhibit.scanstats.element_totals` (the element-L1 part of the scan's ``signed_stats``).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from ..completeness_check import pearson
 from ..data import describe_item
 from ..datapass import DatasetPass, dataset_pass
 from ..features import Feature, check_position
-from ..hooks import model_device
-from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape, signed_stats
+from ..hooks import capture, model_device
+from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape, element_totals
 from ..validate import InputError, check_choice, check_int, check_number
 from .result import Census
 
@@ -35,11 +35,9 @@ class ChunkMemoryError(InputError):
 # ------------------------------------------------------------------------------------------------
 # the census
 # ------------------------------------------------------------------------------------------------
-def census_features(model: nn.Module, x: torch.Tensor, features, units=None, position="center") -> List[Feature]:
+def census_features(features, probe: dict, units=None, position="center") -> List[Feature]:
     """The census's features: every unit (or ``units``) of layer ``features`` at ``position``, or the given
-    features. ``x`` is one normalised batch; the layer's shape is read off it (no gradients)."""
-    from ..hooks import capture
-
+    features. ``probe`` holds the layer's activation on one image (its shape is what is read)."""
     if not isinstance(features, str):
         if units is not None:
             raise InputError("units= selects units of one layer; give a layer name as features, or list the features")
@@ -48,8 +46,7 @@ def census_features(model: nn.Module, x: torch.Tensor, features, units=None, pos
             raise InputError("features is empty: give a layer name or at least one feature")
         return list(dict.fromkeys(feats))
     position = check_position(position)
-    with torch.no_grad():
-        act = capture(model, x[:1], [features])[features]
+    act = probe[features]
     if act.dim() not in (2, 4):
         raise InputError(f"layer {features!r} has activations of shape {tuple(act.shape)}; a census needs (B, C, H, W) "
                          "or (B, C)")
@@ -65,14 +62,11 @@ def census_features(model: nn.Module, x: torch.Tensor, features, units=None, pos
     return feats
 
 
-def bytes_per_feature(run: DatasetPass, x: torch.Tensor) -> int:
-    """Bytes one feature adds to a chunk for the batch ``x`` (normalised): its gradient, ``g * a`` and the
-    totals' temporaries at every attribution layer, about four float32 copies of the layers' activations."""
-    from ..hooks import capture
-
-    with torch.no_grad():
-        acts = capture(run.model, x[:1], run.layers)
-    return 4 * 4 * x.shape[0] * sum(int(acts[l].numel()) for l in run.layers)
+def bytes_per_feature(probe: dict, layers: Sequence[str], batch_size: int) -> int:
+    """Bytes one feature adds to a chunk of a batch of ``batch_size`` images: its gradient, ``g * a`` and the
+    totals' temporaries at every attribution layer, about four float32 copies of the layers' activations
+    (``probe``: the layers' activations on one image)."""
+    return 4 * 4 * batch_size * sum(int(probe[l][:1].numel()) for l in layers)
 
 
 def available_memory(device: torch.device) -> Optional[int]:
@@ -172,10 +166,12 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
     with run.evaluating():
         idx0, first = next(run.batches(range(min(run.batch_size, run.size))))
         x0 = prepare_inputs(run.model, first, run.preprocess)
-        feats = census_features(model, x0, features, units, position)
+        with torch.no_grad():  # one image, for the layers' shapes
+            probe = capture(model, x0[:1], run.layers + ([features] if isinstance(features, str) else []))
+        feats = census_features(features, probe, units, position)
         run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
         batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
-        per_feature = bytes_per_feature(run, x0)
+        per_feature = bytes_per_feature(probe, run.layers, run.batch_size)
         values, pos, neg = _census_pass(run, feats, chunk, batched, tuple(first.shape[1:]), per_feature)
     result = Census(
         features=feats, layers=list(run.layers), indices=np.arange(run.size, dtype=np.int64), activation=values,
@@ -193,18 +189,20 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
     values = np.zeros((run.size, k), np.float32)
     pos, neg = np.zeros((run.size, k, n_layers), np.float32), np.zeros((run.size, k, n_layers), np.float32)
     free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
+    workspace, scratch = {}, {}  # the chunk's attributions and the totals' temporaries, reused by every batch
     with run.bar(run.size, f"census of {k} features") as bar:
         for idx, images in run.batches():
             check_shape(idx, images, shape)
-            chunks, failed = run.attribute_features(images, feats, chunk, batched), False
+            chunks, failed = run.attribute_features(images, feats, chunk, batched, workspace), False
             try:
                 for rows, v, scores in chunks:
                     cols = slice(rows.start, rows.stop)
                     values[idx, cols] = v.T.float().cpu().numpy()
                     for li, s in enumerate(scores):
-                        p, q, _ = signed_stats(s.flatten(0, 1), keep_maps=False)
-                        pos[idx, cols, li] = p[:, 0, 0].reshape(len(rows), -1).T
-                        neg[idx, cols, li] = q[:, 0, 0].reshape(len(rows), -1).T
+                        if scratch.get(li) is None or scratch[li].numel() < s.numel():
+                            scratch[li] = torch.empty(s.numel(), dtype=s.dtype, device=s.device)
+                        p, q = element_totals(s, 2, scratch[li][: s.numel()])
+                        pos[idx, cols, li], neg[idx, cols, li] = p.T, q.T
                     del scores
             except (RuntimeError, MemoryError) as exc:
                 if not (isinstance(exc, MemoryError) or _is_allocation_error(exc)):
@@ -213,6 +211,8 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
             if failed:  # outside the handler, so that the failed chunk's tensors are released first
                 chunks.close()
                 del chunks
+                workspace.clear()
+                scratch.clear()
                 gc.collect()
                 raise chunk_memory_error(chunk, per_feature, free, run.batch_size)
             bar.update(len(idx))
