@@ -10,7 +10,9 @@ function each, each returning a :class:`~lucent_inhibit.results.Result` (``save`
 2. :func:`collect_vectors` (:class:`AtlasPoints`, :mod:`.vectors`): for every selected image its
    attribution ``S_l = grad_{h_l} f * h_l`` (``kind="attribution"``) or its activation ``h_l``
    (``kind="activation"``: the activation atlas) at layer ``l``, cropped to the feature's receptive-field
-   box, summed over space to one C-vector per image (``mode="sum"``) or one per position (``"position"``).
+   box, summed over space to one C-vector per image (``mode="sum"``) or one per position (``"position"``);
+   written batch by batch into preallocated arrays, the whole maps held until the box is known in memory
+   up to a budget, else in a temporary file (:mod:`.spool`), so the peak memory is about the points'.
 3. :func:`project_layout` (:class:`AtlasLayout`, :mod:`.layout`): UMAP (cosine metric, optional PCA
    first) to 2-D, the 1st..99th percentiles mapped onto the unit square.
 4. :func:`grid_cells` (:class:`AtlasGrid`, :mod:`.layout`): a grid over the unit square; every cell with
