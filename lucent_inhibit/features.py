@@ -1,8 +1,12 @@
 """Features (Hamblin et al. 2024, section 2) and validation of image batches.
 
 A :class:`Feature` is a scalar function ``f_v(x)`` of an image read off one layer: a unit (channel) or a
-direction over the layer's channels, at a spatial position (centre, ``(y, x)`` or the spatial mean).
-:func:`check_images` validates the (B, 3, H, W) float batches in [0, 1] that every stage takes.
+direction over the layer's channels, at a position. Three layer layouts are understood: maps (B, C, H, W)
+(position: the centre, ``(y, x)`` or the spatial mean), linear layers (B, C) (no position) and the token
+layers (B, T, C) of vision transformers (position: the class token ``"cls"``, a token index ``("token", i)``
+or ``i``, a patch ``(y, x)`` of the patch grid, the centre patch or the mean over patch tokens; see
+:mod:`lucent_inhibit.tokens`). :func:`check_images` validates the (B, 3, H, W) float batches in [0, 1] that
+every stage takes.
 """
 from __future__ import annotations
 
@@ -13,21 +17,30 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .tokens import UNDERSTOOD_SHAPES, TokenGrid, infer_grid
 from .validate import InputError, check_flag, check_int, check_values
 
-Position = Union[str, Tuple[int, int]]
+Position = Union[str, Tuple[int, int], Tuple[str, int]]
+#: Positions that are names (the others are pairs).
+NAMED_POSITIONS = ("center", "mean", "cls")
+
 
 class Feature:
     """A scalar feature ``f_v(x)`` read off one layer.
 
     Args:
-        layer: Lucent layer name (e.g. ``"blocks_4_0_bn3_drop"``, ``"classifier"``).
+        layer: Lucent layer name (e.g. ``"blocks_4_0_bn3_drop"``, ``"classifier"``, ``"blocks_6"``).
         unit: channel index; exactly one of ``unit`` and ``direction``.
         direction: vector over the layer's channels (length C); the feature is ``v . h``.
-        position: ``"center"`` (the neuron at ``(H // 2, W // 2)``), ``(y, x)`` or ``"mean"`` (spatial mean).
-            Linear layers (B, C) have no position; leave it at ``"center"``.
+        position: ``"center"`` (the neuron at ``(H // 2, W // 2)``; on a token layer the centre patch),
+            ``(y, x)`` (a map position, or a patch of a token layer's grid), ``"mean"`` (spatial mean; on a
+            token layer the mean over patch tokens), and on token layers only ``"cls"`` (the class token) or
+            a token index ``("token", i)`` (an int ``i`` is the same). Linear layers (B, C) have no position;
+            leave it at ``"center"``.
+        grid: the model's token layout (:func:`lucent_inhibit.tokens.token_grid`) for token layers; None
+            infers it from the token count (a square patch grid, :func:`lucent_inhibit.tokens.infer_grid`).
 
-    Calling the feature on a layer activation of shape (B, C, H, W) or (B, C) returns shape (B,).
+    Calling the feature on a layer activation of shape (B, C, H, W), (B, C) or (B, T, C) returns shape (B,).
     """
 
     def __init__(
@@ -36,6 +49,7 @@ class Feature:
         unit: Optional[int] = None,
         direction=None,
         position: Position = "center",
+        grid: Optional[TokenGrid] = None,
     ):
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"layer must be a non-empty Lucent layer name, got {layer!r}")
@@ -48,14 +62,16 @@ class Feature:
             unit = check_int("unit", unit, 0)
         if direction is not None:
             direction = check_direction(direction)
+        if grid is not None and not isinstance(grid, TokenGrid):
+            raise InputError(f"grid must be a lucent_inhibit.tokens.TokenGrid or None, got {type(grid).__name__}")
         self.layer, self.unit, self.direction, self.position = layer, unit, direction, check_position(position)
+        self.grid = grid
 
     # -- identity -------------------------------------------------------------------------------
     @property
     def name(self) -> str:
         what = f"unit {self.unit}" if self.unit is not None else f"direction[{self.direction.numel()}]"
-        pos = self.position if isinstance(self.position, str) else f"({self.position[0]},{self.position[1]})"
-        return f"{self.layer} {what} @ {pos}"
+        return f"{self.layer} {what} @ {position_name(self.position)}"
 
     def __repr__(self) -> str:
         return f"Feature({self.name})"
@@ -67,75 +83,121 @@ class Feature:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "layer": self.layer,
             "unit": self.unit,
             "direction": None if self.direction is None else [float(v) for v in self.direction],
             "position": self.position if isinstance(self.position, str) else list(self.position),
         }
+        if self.grid is not None:
+            d["grid"] = [self.grid.prefix, self.grid.grid_h, self.grid.grid_w, self.grid.class_token]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Feature":
         pos = d.get("position", "center")
-        return cls(d["layer"], d.get("unit"), d.get("direction"), pos if isinstance(pos, str) else tuple(pos))
+        grid = d.get("grid")
+        return cls(d["layer"], d.get("unit"), d.get("direction"), pos if isinstance(pos, str) else tuple(pos),
+                   grid=None if grid is None else TokenGrid(int(grid[0]), int(grid[1]), int(grid[2]), bool(grid[3])))
+
+    def with_grid(self, grid: Optional[TokenGrid]) -> "Feature":
+        """This feature with the model's token layout (``grid``), e.g. ``tokens.token_grid(model)``."""
+        return Feature(self.layer, self.unit, self.direction, self.position, grid=grid)
 
     # -- evaluation -----------------------------------------------------------------------------
     def check(self, act: torch.Tensor) -> None:
         """Raise ``ValueError`` if this feature cannot be read off an activation of ``act``'s shape."""
-        if act.dim() not in (2, 4):
-            raise ValueError(
-                f"layer {self.layer!r} has activations of shape {tuple(act.shape)}; a feature needs "
-                "(B, C, H, W) or (B, C)"
-            )
-        c = act.shape[1]
+        if act.dim() not in (2, 3, 4):
+            raise InputError(f"layer {self.layer!r} has activations of shape {tuple(act.shape)}; a feature needs "
+                             f"{UNDERSTOOD_SHAPES}")
+        c = act.shape[-1] if act.dim() == 3 else act.shape[1]
         if self.unit is not None and self.unit >= c:
-            raise ValueError(f"unit {self.unit} out of range for layer {self.layer!r} with {c} channels (0..{c - 1})")
+            raise InputError(f"unit {self.unit} out of range for layer {self.layer!r} with {c} channels (0..{c - 1})")
         if self.direction is not None and self.direction.numel() != c:
-            raise ValueError(
-                f"direction has length {self.direction.numel()}, but layer {self.layer!r} has {c} channels"
-            )
+            raise InputError(f"direction has length {self.direction.numel()}, but layer {self.layer!r} has {c} channels")
+        if act.dim() == 3:
+            self.token_index(act)
+            return
+        if self.position == "cls" or _is_token(self.position):
+            raise InputError(f"position {position_name(self.position)} names a token, but layer {self.layer!r} has "
+                             f"shape {tuple(act.shape)}, not a token layer (B, T, C)")
         if act.dim() == 2 and not isinstance(self.position, str):
-            raise ValueError(
-                f"position {self.position} given, but layer {self.layer!r} is linear (shape {tuple(act.shape)}) "
-                "and has no spatial positions"
-            )
+            raise InputError(f"position {self.position} given, but layer {self.layer!r} is linear (shape "
+                             f"{tuple(act.shape)}) and has no spatial positions")
         if act.dim() == 4 and not isinstance(self.position, str):
             y, x = self.position
             h, w = act.shape[2:]
             if not (0 <= y < h and 0 <= x < w):
-                raise ValueError(
-                    f"position {self.position} is outside layer {self.layer!r}'s {h}x{w} map "
-                    f"(expected 0 <= y < {h}, 0 <= x < {w})"
-                )
+                raise InputError(f"position {self.position} is outside layer {self.layer!r}'s {h}x{w} map "
+                                 f"(expected 0 <= y < {h}, 0 <= x < {w})")
 
     def spatial_index(self, act: torch.Tensor) -> Optional[Tuple[int, int]]:
-        """The (y, x) this feature reads in a (B, C, H, W) map, or None for 'mean' and linear layers."""
+        """The (y, x) this feature reads in a (B, C, H, W) map, or None for 'mean', linear and token layers."""
         if act.dim() != 4 or self.position == "mean":
             return None
         if self.position == "center":
             return act.shape[2] // 2, act.shape[3] // 2
         return self.position
 
-    def __call__(self, act: torch.Tensor) -> torch.Tensor:
+    def token_grid(self, act: torch.Tensor) -> TokenGrid:
+        """The token layout of a (B, T, C) activation: the feature's grid adapted to T, or inferred from T."""
+        t = int(act.shape[1])
+        return infer_grid(t, self.layer) if self.grid is None else self.grid.for_tokens(t, self.layer)
+
+    def token_index(self, act: torch.Tensor) -> Union[int, slice]:
+        """The token this feature reads in a (B, T, C) activation (a slice of the patch tokens for 'mean')."""
+        return self.token_grid(act).index(self.position, self.layer)
+
+    def vector(self, act: torch.Tensor) -> torch.Tensor:
+        """(B, C): the layer's channels at this feature's position (the input of the unit or direction)."""
         self.check(act)
+        if act.dim() == 3:
+            i = self.token_index(act)
+            return act[:, i].mean(1) if isinstance(i, slice) else act[:, i]
         if act.dim() == 4:
             yx = self.spatial_index(act)
-            vec = act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
-        else:
-            vec = act
+            return act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
+        return act
+
+    def __call__(self, act: torch.Tensor) -> torch.Tensor:
+        vec = self.vector(act)
         if self.unit is not None:
             return vec[:, self.unit]
         return vec @ self.direction.to(vec.device, vec.dtype)
 
 
-def check_position(position, name: str = "position") -> Position:
-    """``"center"``, ``"mean"`` or ``(y, x)`` (integers >= 0, fractions refused); ``ValueError`` otherwise."""
+def _is_token(position) -> bool:
+    return isinstance(position, tuple) and len(position) == 2 and position[0] == "token"
+
+
+def position_name(position: Position) -> str:
+    """``center``, ``mean``, ``cls``, ``token 5`` or ``(y,x)``: a position as written in feature names."""
     if isinstance(position, str):
-        if position not in ("center", "mean"):
-            raise InputError(f"{name} must be 'center', 'mean' or (y, x), got {position!r}")
         return position
+    if _is_token(position):
+        return f"token {position[1]}"
+    return f"({position[0]},{position[1]})"
+
+
+def check_position(position, name: str = "position") -> Position:
+    """``"center"``, ``"mean"``, ``"cls"``, a token ``("token", i)`` (or ``i``) or ``(y, x)`` (integers >= 0,
+    fractions refused); :class:`InputError` otherwise. An int ``i`` is returned as ``("token", i)``."""
+    def bad():
+        return InputError(f"{name} must be 'center', 'mean' or (y, x), got {position!r}; token layers (B, T, C) "
+                          "also take 'cls' (the class token) and ('token', i) (a token index)")
+
+    if isinstance(position, str):
+        if position not in NAMED_POSITIONS:
+            raise bad()
+        return position
+    if isinstance(position, (int, np.integer)) and not isinstance(position, (bool, np.bool_)):
+        return "token", check_int(f"{name} token index", position, 0)
     if not isinstance(position, (tuple, list)) or len(position) != 2:
-        raise InputError(f"{name} must be 'center', 'mean' or a pair (y, x) of ints, got {position!r}")
+        raise bad()
+    if isinstance(position[0], str):
+        if position[0] != "token":
+            raise bad()
+        return "token", check_int(f"{name} token index", position[1], 0)
     return check_int(f"{name} y", position[0], 0), check_int(f"{name} x", position[1], 0)
 
 
