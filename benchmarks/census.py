@@ -12,7 +12,8 @@ attributed at ``blocks_4_0_bn2_act`` (the stage's default attribution layer) ove
   activation, no totals and nothing kept; limit ratio = limit time / census time (1.0 = no overhead;
   target >= 0.8).
 
-The census and the limit are interleaved and each timed ``--reps`` times, the scans once (they take units
+Also the census with the other backward (``is_grads_batched`` where the census chose the per-unit loop, the
+reason the loop is the CPU default). The census and the limit are interleaved and each timed ``--reps`` times, the scans once (they take units
 times longer); the fastest of each is compared. Also checks the census equals the scans.
 
 Usage: python benchmarks/census.py [--units 64] [--images 64] [--size 64] [--batch-size 16] [--chunk-size 16]
@@ -95,14 +96,17 @@ def main():
     units = list(range(a.units))
     common = dict(batch_size=a.batch_size, progress=False)
 
-    def census():
-        return layer_census(model, images, LAYER, [ATTR], units=units, chunk_size=a.chunk_size, **common)
+    def census(backward="auto"):
+        return layer_census(model, images, LAYER, [ATTR], units=units, chunk_size=a.chunk_size, backward=backward,
+                            **common)
 
     census()  # warm-up (forward-order probe)
-    t_census, t_limit = [], []
+    t_census, t_limit, t_other = [], [], []
     for _ in range(a.reps):
         t, result = timed(census)
         t_census.append(t)
+        other = "loop" if result.info["backward"] == "batched" else "batched"
+        t_other.append(timed(lambda: census(other))[0])
         batched = result.info["backward"] == "batched"
         t_limit.append(timed(lambda: physical_limit(model, images, units, a.batch_size, a.chunk_size, batched))[0])
     t_scans, scans = timed(lambda: [scan(model, images, Feature(LAYER, unit=u), [ATTR], keep_maps=False, **common)
@@ -113,10 +117,12 @@ def main():
                "chunk_size": a.chunk_size, "threads": a.threads, "backward": result.info["backward"],
                "layer": LAYER, "attribution_layer": ATTR, "census_s": min(t_census), "limit_s": min(t_limit),
                "scans_s": t_scans, "census_s_runs": t_census, "limit_s_runs": t_limit,
+               f"census_{other}_backward_s": min(t_other),
                "vs_scans_ratio": ratio, "vs_limit_ratio": limit_ratio, "max_rel_P_diff_vs_scans": worst}
     print(f"census of {a.units} units, {a.images} images at {a.size} px: census {min(t_census):.2f} s, "
           f"{a.units} scans {t_scans:.2f} s ({ratio:.1f}x), physical limit {min(t_limit):.2f} s "
-          f"(limit / census {limit_ratio:.2f}); max rel. P diff vs scans {worst:.1e}", flush=True)
+          f"(limit / census {limit_ratio:.2f}); with the {other} backward {min(t_other):.2f} s; max rel. P diff vs "
+          f"scans {worst:.1e}", flush=True)
     write_result("census", f"{a.units} one-feature scans of the same units and images (keep_maps=False); "
                  "details: vs_limit_ratio, the physical limit (forward + the units' backward, no bookkeeping)",
                  ratio, details, a.threads)

@@ -149,6 +149,8 @@ def test_bad_input_names_the_value(tiny_net, data):
         _census(tiny_net, data, "conv2")
     with pytest.raises(InputError, match="features is empty"):
         _census(tiny_net, data, [])
+    with pytest.raises(InputError, match=r"units= and position= select units of one layer.*position=\(1, 1\)"):
+        _census(tiny_net, data, [Feature("conv3", unit=0)], position=(1, 1))
 
 
 def test_a_chunk_that_does_not_fit_says_what_would_fit():
@@ -218,3 +220,15 @@ def test_real_model_census_of_units_equals_their_scans(lite0):
             np.testing.assert_allclose(census.P()[:, j] / scale, one.P() / scale, atol=1e-5)
             np.testing.assert_allclose(census.N()[:, j] / scale, one.N() / scale, atol=1e-5)
             assert census.mtis(f.unit, 3).tolist() == one.mtis(3).tolist()
+
+
+def test_a_file_of_another_type_or_truncated_is_refused(tiny_net, data, tmp_path):
+    from lucent_inhibit.results import ResultFileError
+
+    other = _scan(tiny_net, data, Feature("conv3", unit=0)).save(tmp_path / "scan")
+    with pytest.raises(ResultFileError, match=r"scan.npz' holds a ScanResult .*expected a Census"):
+        Census.load(other)
+    good = open(_census(tiny_net, data, units=[0]).save(tmp_path / "c"), "rb").read()
+    (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ResultFileError, match="truncated"):
+        Census.load(tmp_path / "cut.npz")

@@ -39,8 +39,9 @@ def census_features(features, probe: dict, units=None, position="center") -> Lis
     """The census's features: every unit (or ``units``) of layer ``features`` at ``position``, or the given
     features. ``probe`` holds the layer's activation on one image (its shape is what is read)."""
     if not isinstance(features, str):
-        if units is not None:
-            raise InputError("units= selects units of one layer; give a layer name as features, or list the features")
+        if units is not None or position != "center":
+            raise InputError(f"units= and position= select units of one layer (got units={units!r}, position="
+                             f"{position!r}); give a layer name as features, or put them in the features listed")
         feats = [as_feature(f) for f in features]
         if not feats:
             raise InputError("features is empty: give a layer name or at least one feature")

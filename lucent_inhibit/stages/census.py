@@ -89,13 +89,15 @@ def run(cfg: CensusConfig, progress: bool = True):
 
 
 def describe(result, cfg: CensusConfig) -> List[str]:
+    import numpy as np
+
     from ..scanstats import MIN_PERCENTILE_IMAGES
 
     share, order = result.share(), result.ranking()
     f0 = result.features[0]
     lines = [f"census of {len(result.features)} units of {f0.layer} @ {f0.position} at {result.layers}: "
              f"{len(result)} images -> {os.path.join(cfg.out, 'census.npz')}",
-             f"  share of inhibition N/(P+N): mean {float(share[order].mean()):.3f}, "
+             f"  share of inhibition N/(P+N): mean {float(np.nanmean(share)):.3f}, "
              f"range {float(share[order[-1]]):.3f}..{float(share[order[0]]):.3f}"]
     enough = len(result) >= MIN_PERCENTILE_IMAGES
     for j in order[:5]:
