@@ -27,9 +27,9 @@ from .features import check_images
 from .hooks import check_layer_names, model_device
 from .models import preprocess_fn
 from .objectives import BatchView, seed_l2
-from .rendering import Parts, RenderSettings, as_settings, render_session, rng_restored, run_render
+from .rendering import Parts, RenderSettings, as_parts, as_settings, render_session, rng_restored, run_render
 from .results import Result
-from .validate import check_int, check_number
+from .validate import InputError, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,17 @@ def _accentuation_param(model, images, settings, with_seed: bool, mask):
     return param_f
 
 
+def _check_crop_range(crop_range) -> Tuple[float, float]:
+    """``(min, max)`` crop side fractions as two numbers (their range is checked by ``box_crop``)."""
+    if isinstance(crop_range, (str, bytes)) or not isinstance(crop_range, (tuple, list)) or len(crop_range) != 2:
+        raise InputError(f"crop_range must be a pair (min, max) of crop side fractions in (0, 1], "
+                         f"got {crop_range!r:.60}")
+    lo, hi = (check_number(f"crop_range {k}", v, 0, 1, low_open=True) for k, v in zip(("min", "max"), crop_range))
+    if lo > hi:
+        raise InputError(f"crop_range must be (min, max) with min <= max, got {crop_range!r}")
+    return lo, hi
+
+
 def accentuate(
     model: torch.nn.Module,
     image: torch.Tensor,
@@ -255,7 +266,7 @@ def accentuate(
             the same activation), ``transforms=[box_crop(*crop_range, noise=noise, n_crops=n_crops)]``.
             Custom transforms must keep the batch layout: ``n_crops`` blocks of ``[renders, seeds]``.
         n_crops: crops per step (each is a full copy of the batch, crop-major).
-        crop_range: (min, max) crop side as a fraction of the image side.
+        crop_range: (min, max) crop side as a fraction of the image side, ``0 < min <= max <= 1``.
         noise: uniform noise width of the default transform (pixel units of the [0, 1] image).
         mask: optional (H, W) weights in [0, 1] (e.g. :func:`~lucent_inhibit.objectives.attribution_mask`):
             the image only changes where the mask is positive.
@@ -268,12 +279,14 @@ def accentuate(
     Raises:
         lucent_inhibit.rendering.NonFiniteLoss: the loss became NaN/inf (the message names the step).
     """
-    if objective is None:
-        raise ValueError("objective is required (a Lucent Objective, e.g. lucent_inhibit.objectives.feature(...))")
+    as_parts(objective)  # refuses None, numbers and other non-objectives with one message
     objective = as_objective(objective)
     images, settings = _seed_images(model, image, render)
     reg_lambda = check_number("reg_lambda", reg_lambda, 0)
     n_crops = check_int("n_crops", n_crops, 1)
+    crop_range = _check_crop_range(crop_range)
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback must be a function (step, images) or None, got {callback!r:.60}")
     with_seed = reg_layer is not None and reg_lambda > 0
     if with_seed:
         check_layer_names(model, [reg_layer], allow=())

@@ -29,7 +29,7 @@ from .datapass import DatasetPass, dataset_pass
 from .features import Feature, as_feature
 from .plots import plot_completeness
 from .results import Result
-from .validate import check_choice, check_int, check_number
+from .validate import MAX_IMAGES, MAX_SEED, InputError, check_choice, check_int, check_number
 
 __all__ = ["CompletenessResult", "IncompletenessWarning", "PairCompleteness", "adds_up", "completeness",
            "completeness_pair", "pearson", "plot_completeness", "random_logits", "sum_check", "warn_if_incomplete"]
@@ -242,11 +242,13 @@ def _check_count(n: int, what: str) -> None:
 
 
 def random_logits(n: int = 20, seed: int = 0, n_classes: int = 1000, layer: str = "classifier") -> List[Feature]:
-    """``n`` distinct random output units ``Feature(layer, unit=k)``, reproducible from ``seed``."""
-    n_classes, n = check_int("n_classes", n_classes, low=1), check_int("n", n)
+    """``n`` distinct random output units ``Feature(layer, unit=k)``, reproducible from ``seed``; ``n_classes``
+    (the layer's units) at most ``validate.MAX_IMAGES``, seed 0 to ``validate.MAX_SEED``."""
+    n_classes = check_int("n_classes", n_classes, 1, MAX_IMAGES)
+    n, seed = check_int("n", n), check_int("seed", seed, 0, MAX_SEED)
     if not 1 <= n <= n_classes:
-        raise ValueError(f"n must be between 1 and n_classes={n_classes}, got {n}")
-    units = np.random.default_rng(check_int("seed", seed, low=0)).choice(n_classes, size=n, replace=False)
+        raise InputError(f"n must be between 1 and n_classes={n_classes}, got {n}")
+    units = np.random.default_rng(seed).choice(n_classes, size=n, replace=False)
     return [Feature(layer, unit=int(k)) for k in units]
 
 
@@ -255,6 +257,8 @@ def _as_features(features) -> List[Feature]:
         isinstance(features, tuple) and len(features) == 2 and isinstance(features[0], str)
     ):
         features = [features]
+    if isinstance(features, (str, bytes)) or not hasattr(features, "__iter__"):
+        raise InputError(f"features must be a Feature or a list of Features, got {features!r:.60}")
     features = [as_feature(f) for f in features]
     if not features:
         raise ValueError("features is empty: give at least one Feature")
@@ -386,8 +390,10 @@ def warn_if_incomplete(r: float, feature, layer: str, threshold: float = 0.5, sl
     name = as_feature(feature).name if not isinstance(feature, str) else feature
     threshold = check_number("threshold", threshold, -1.0, 1.0)
     if isinstance(r, PairCompleteness):
-        slope = r.slope if slope is None else slope
-        share = r.share if share is None else share
+        slope, share = (r.slope if slope is None else slope), (r.share if share is None else share)
+    for label, v in (("r", r), ("slope", slope), ("share", share)):  # NaN allowed: an undefined r warns
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number))):
+            raise InputError(f"{label} must be a number or None, got {v!r:.60}")
     low = r is None or not np.isfinite(r) or r < threshold
     short = slope is not None and share is not None and not adds_up(slope, share)
     if not (low or short):

@@ -20,6 +20,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .validate import InputError
+
 #: Hook dictionaries of ``nn.Module`` that :func:`hooks_restored` snapshots and restores.
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -73,10 +75,26 @@ def unknown_layer_message(name: str, valid: Sequence[str]) -> str:
     )
 
 
+def _check_name(name, what: str = "layer name") -> str:
+    """``name`` if it is a string, else ``ValueError`` (``validate.InputError``) naming what it is."""
+    if not isinstance(name, str):
+        raise InputError(f"{what} must be a string (a Lucent layer name), got {name!r:.60}")
+    return name
+
+
+def layer_names(names, what: str = "names") -> List[str]:
+    """``names`` (one layer name or an iterable of them) as a list of strings, else ``ValueError``."""
+    if isinstance(names, str):
+        return [names]
+    if isinstance(names, bytes) or not hasattr(names, "__iter__"):
+        raise InputError(f"{what} must be a layer name or a list of layer names, got {names!r:.60}")
+    return [_check_name(n, f"{what}[{i}]") for i, n in enumerate(list(names))]
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The module that Lucent calls ``name``; an unknown name raises ``ValueError`` with close matches."""
     table = layer_table(model)
-    if name not in table:
+    if _check_name(name) not in table:
         raise ValueError(unknown_layer_message(name, table))
     return table[name]
 
@@ -85,7 +103,7 @@ def check_layer_names(model: nn.Module, names: Sequence[str], allow: Sequence[st
     """``ValueError`` naming the first unknown layer (``allow`` lists pseudo-layers such as ``"input"``)."""
     table = layer_table(model)
     for n in names:
-        if n not in table and n not in allow:
+        if _check_name(n) not in table and n not in allow:
             raise ValueError(unknown_layer_message(n, list(allow) + list(table)))
 
 
@@ -204,8 +222,8 @@ def capture(
     Returns:
         layer -> tensor; a layer that runs after ``stop_at`` is absent.
     """
-    replace = replace or {}
-    wanted = [n for n in dict.fromkeys(list(names) + list(replace)) if n != "input"]
+    names, replace = _capture_arguments(x, names, stop_at, replace)
+    wanted = [n for n in dict.fromkeys(names + list(replace)) if n != "input"]
     if stop_at:
         wanted = list(dict.fromkeys(wanted + [stop_at]))
     check_layer_names(model, wanted)
@@ -224,6 +242,22 @@ def capture(
         except RuntimeError as exc:
             _reraise_if_missing(exc, x, [n for n in wanted if n not in acts])
     return acts
+
+
+def _capture_arguments(x, names, stop_at, replace) -> Tuple[List[str], Dict[str, Callable]]:
+    """``(names as a list, replace as a dict)``, else ``ValueError`` naming the bad argument."""
+    if not torch.is_tensor(x) or x.dim() == 0:
+        raise InputError(f"x must be a batch tensor (B, ...) (the model input), got {_what(x)}")
+    if stop_at not in (None, False):
+        _check_name(stop_at, "stop_at")
+    replace = {} if replace is None else replace
+    if not isinstance(replace, dict) or not all(callable(f) for f in replace.values()):
+        raise InputError(f"replace must map layer names to functions tensor -> tensor, got {replace!r:.60}")
+    return layer_names(names), replace
+
+
+def _what(x) -> str:
+    return "a 0-d tensor" if torch.is_tensor(x) else type(x).__name__
 
 
 def _reraise_if_missing(exc: RuntimeError, x: torch.Tensor, missing: List[str]) -> None:

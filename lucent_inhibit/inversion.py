@@ -23,10 +23,10 @@ from .accentuation import accentuate, stage_settings
 from .attribution import attribute
 from .features import Feature, as_feature, check_images
 from .hooks import model_device
-from .objectives import signed_attribution
+from .objectives import check_power, signed_attribution
 from .rendering import Parts, RenderSettings, rng_restored, run_render
 from .results import Result
-from .validate import check_int, check_number
+from .validate import MAX_IMAGES, MAX_SIDE, check_flag, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,9 @@ def inversions(
             render size (any other is refused: the targets are computed there), ``param="fourier"`` from
             noise and ``"phase"`` when seeded (as :func:`~lucent_inhibit.accentuate`),
             ``transforms=[shift(jitter)]`` (none for ``jitter=0``).
-        power, crop: of the spatial cosdot.
-        jitter: pixels of random shift per step (small, so the layer map keeps its geometry).
+        power, crop: of the spatial cosdot (``power`` in [0, ``objectives.MAX_POWER``], ``crop`` in [0, 1) or None).
+        jitter: pixels of random shift per step (small, so the layer map keeps its geometry; 0 to
+            ``validate.MAX_SIDE``).
         reg_layer, reg_lambda: optional seed regularizer for ``seeded=True``.
         completeness_images: estimate the completeness of (feature, layer) on this many bundled crops
             at the render size and warn (``IncompletenessWarning``) when Pearson r(f, E) is low, since the
@@ -176,10 +177,11 @@ def inversions(
     Returns:
         :class:`InversionResult`; ``result.separated`` is the check of success.
     """
-    feature = as_feature(feature)
-    jitter = check_int("jitter", jitter, 0)
-    completeness_images = check_int("completeness_images", completeness_images, 0)
-    reg_lambda = check_number("reg_lambda", reg_lambda, 0)
+    feature, seeded = as_feature(feature), check_flag("seeded", seeded)
+    jitter = check_int("jitter", jitter, 0, MAX_SIDE)
+    completeness_images = check_int("completeness_images", completeness_images, 0, MAX_IMAGES)
+    reg_lambda, power = check_number("reg_lambda", reg_lambda, 0), check_power(power)
+    crop = None if crop is None else check_number("crop", crop, 0, 1, high_open=True)
     img, settings = _one_image(model, image, render, "phase" if seeded else "fourier")
     act0, p0, n0, _, s = _measure_rows(model, img, feature, layer)
     _check_completeness(model, img, feature, layer, completeness_images)

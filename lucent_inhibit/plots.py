@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .validate import MAX_IMAGES, InputError, check_choice, check_int, check_number
+
 
 def _plt():
     import matplotlib
@@ -40,8 +42,7 @@ def close(fig) -> None:
 
 def _finish(fig, path: Optional[str]):
     if path is not None:
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
 
@@ -56,6 +57,32 @@ def _to_hwc(image) -> np.ndarray:
     return np.clip(a, 0, 1)
 
 
+def _checked(result, module: str, name: str, source: str, what: str = "result"):
+    """``result`` if it is a ``lucent_inhibit.<module>.<name>`` (imported here: it imports this module)."""
+    import importlib
+    if not isinstance(result, getattr(importlib.import_module(f"lucent_inhibit.{module}"), name)):
+        raise InputError(f"{what} must be a {name} (from {source}), got {type(result).__name__}")
+    return result
+
+
+def _scan(result):
+    return _checked(result, "scanning", "ScanResult", "lucent_inhibit.scan or load_result")
+
+
+def _scan_index(result, name: str, value) -> int:
+    """``value`` as a dataset index that ``result`` scanned, else ``ValueError`` naming ``name``."""
+    index = check_int(name, value, 0)
+    if not np.any(result.indices == index):
+        raise InputError(f"{name} must be a dataset index of the scan ({len(result)} images), got {index}")
+    return index
+
+
+def _indices(result, name: str, values) -> List[int]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InputError(f"{name} must be a sequence of dataset indices, got {values!r:.60}")
+    return [_scan_index(result, f"{name}[{j}]", i) for j, i in enumerate(values)]
+
+
 def _dataset_image(dataset, index: int) -> np.ndarray:
     from .data import dataset_item
 
@@ -65,8 +92,7 @@ def _dataset_image(dataset, index: int) -> np.ndarray:
 def _diverging_norm(values: np.ndarray):
     from matplotlib.colors import TwoSlopeNorm
 
-    lim = float(np.max(np.abs(values))) if values.size else 1.0
-    lim = lim if lim > 0 else 1.0
+    lim = (float(np.max(np.abs(values))) if values.size else 0.0) or 1.0
     return TwoSlopeNorm(vmin=-lim, vcenter=0.0, vmax=lim)
 
 
@@ -80,8 +106,7 @@ def _density_contours(ax, x: np.ndarray, y: np.ndarray, levels: int = 5, max_poi
         x, y = x[keep], y[keep]
     sx, sy = x.std() or 1.0, y.std() or 1.0
     bw = x.size ** (-1.0 / 6.0)  # Scott's rule in 2-D
-    gx = np.linspace(x.min(), x.max(), grid)
-    gy = np.linspace(y.min(), y.max(), grid)
+    gx, gy = np.linspace(x.min(), x.max(), grid), np.linspace(y.min(), y.max(), grid)
     kx = np.exp(-0.5 * ((gx[:, None] - x[None]) / (bw * sx)) ** 2)  # (grid, n)
     ky = np.exp(-0.5 * ((gy[:, None] - y[None]) / (bw * sy)) ** 2)
     dens = ky @ kx.T  # (grid_y, grid_x)
@@ -119,9 +144,8 @@ def plot_scan_scatter(
     percentile ranks in the scan, 0-100, on which the default tension score is the smaller coordinate).
     Returns the matplotlib Figure (saved to ``path`` as PNG if given).
     """
-    from .validate import check_choice
-
     plt = _plt()
+    result, k = _scan(result), check_int("k", k, 1, MAX_IMAGES)
     if check_choice("scale", scale, ("raw", "percentile")) == "percentile":
         p, n = result.percentiles(layer, granularity, norm).T
     else:
@@ -132,10 +156,9 @@ def plot_scan_scatter(
             raise ValueError(f"highlight must be 'mtis', an array of dataset indices or None, got {highlight!r}")
         small = _percentiles(result, layer, granularity, norm) is None  # too few images for percentile ranks
         highlight = result.mtis(k, "min" if small and score == "percentile" else score, layer, granularity, norm)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 5.4))
-    else:
-        fig = ax.figure
+    elif highlight is not None:
+        highlight = _indices(result, "highlight", highlight)
+    fig, ax = plt.subplots(figsize=(6.4, 5.4)) if ax is None else (ax.figure, ax)
     order = np.argsort(np.abs(act))  # strongest activations drawn last
     sc = ax.scatter(p[order], n[order], c=act[order], cmap="RdBu_r", norm=_diverging_norm(act), s=14,
                     edgecolors="none", alpha=0.9)
@@ -177,13 +200,14 @@ def plot_image_grid(
     the scanned dataset (its identity is checked when it has one). Returns the Figure.
     """
     plt = _plt()
-    indices = [int(i) for i in indices]
+    result = _scan(result)
+    indices = _indices(result, "indices", indices)
     if not indices:
         raise ValueError("indices is empty: nothing to show")
     ident = getattr(dataset, "identity", None)
     if ident is not None and result.dataset and ident != result.dataset:
         raise ValueError(f"dataset {ident!r} is not the scanned dataset {result.dataset!r}")
-    ncols = max(1, min(int(ncols), len(indices)))
+    ncols = min(check_int("ncols", ncols, 1, MAX_IMAGES), len(indices))
     nrows = -(-len(indices) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.45 * nrows), squeeze=False)
     p, n = result.P(layer, granularity, norm), result.N(layer, granularity, norm)
@@ -222,12 +246,12 @@ def plot_signed_overlay(
         image: (3, H, W) or (H, W, 3) in [0, 1].
         positive / negative: (h, w) non-negative maps (e.g. relu(S) and relu(-S) summed over channels).
             Both are scaled by the larger of their two maxima, so their intensities compare.
-        alpha: opacity of the strongest attribution.
+        alpha: opacity of the strongest attribution, in [0, 1].
 
     Three panels side by side: the image, excitation in red, inhibition in blue. Returns the Figure.
     """
     plt = _plt()
-    img = _to_hwc(image)
+    img, alpha = _to_hwc(image), check_number("alpha", alpha, 0, 1)
     pos, neg = np.asarray(positive, np.float32), np.asarray(negative, np.float32)
     if pos.ndim != 2 or pos.shape != neg.shape:
         raise ValueError(f"positive and negative must be (h, w) maps of one shape, got {pos.shape} and {neg.shape}")
@@ -254,7 +278,11 @@ def plot_signed_overlay(
 
 def plot_scan_overlay(result, dataset, index: int, layer: Optional[str] = None, path: Optional[str] = None):
     """:func:`plot_signed_overlay` for dataset image ``index`` with the maps stored by the scan."""
-    pos, neg = result.maps(index, layer)
+    index = _scan_index(_scan(result), "index", index)
+    try:
+        pos, neg = result.maps(index, layer)
+    except KeyError as exc:  # no maps stored for that layer
+        raise InputError(exc.args[0]) from None
     r = result.row(index)
     name = layer or result.layers[0]
     title = (f"#{int(index)} {result.items[r]}: f={result.activation[r]:.3g}, P={result.P(name)[r]:.3g}, "
@@ -273,15 +301,14 @@ def save_scan_figures(
     Returns name -> path of each file written.
     """
     plt = _plt()
+    result = _scan(result)
+    k = min(check_int("k", k, 1, MAX_IMAGES), len(result))
     os.makedirs(out, exist_ok=True)
-    k = max(1, min(int(k), len(result)))
     files = {}
 
     def keep(name, fig):
-        path = os.path.join(out, f"{name}.png")
-        _finish(fig, path)
-        plt.close(fig)
-        files[name] = path
+        files[name] = os.path.join(out, f"{name}.png")
+        plt.close(_finish(fig, files[name]))
 
     pct = _percentiles(result, layer)
     score = "min" if pct is None and score == "percentile" else score
@@ -300,9 +327,7 @@ def save_scan_figures(
 
 
 def _score_name(score) -> str:
-    if score == "percentile":
-        return "min of P and N percentile ranks"
-    return f"{getattr(score, '__name__', score)}(P, N)"
+    return "min of P and N percentile ranks" if score == "percentile" else f"{getattr(score, '__name__', score)}(P, N)"
 
 
 def _merge_orders(orders: List[List[str]]) -> List[str]:
@@ -327,6 +352,9 @@ def plot_completeness(result, path: str, compare=None, title: Optional[str] = No
     """
     plt = _plt()
     results = [result] + ([] if compare is None else list(compare) if isinstance(compare, (list, tuple)) else [compare])
+    for i, res in enumerate(results):
+        _checked(res, "completeness_check", "CompletenessResult", "lucent_inhibit.completeness",
+                 "result" if i == 0 else "compare")
     xs = _merge_orders([r.layers for r in results])
     colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange"]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(xs) + 2), 4.2))
@@ -359,7 +387,7 @@ def plot_attribution_totals(attribution, path: str) -> str:
     """Mean excitatory (P) and inhibitory (N) attribution totals per layer of an
     :class:`~lucent_inhibit.attribution.Attribution`, with the mean activation as a line (PNG)."""
     plt = _plt()
-    layers = attribution.layers
+    layers = _checked(attribution, "attribution", "Attribution", "lucent_inhibit.attribute", "attribution").layers
     p = [float(attribution.positive(l).mean()) for l in layers]
     n = [float(attribution.negative(l).mean()) for l in layers]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(layers)), 3.2))

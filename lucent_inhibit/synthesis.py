@@ -22,7 +22,7 @@ from .hooks import model_device
 from .objectives import tense
 from .rendering import RenderSettings, rng_restored, run_render
 from .results import Result
-from .validate import check_int
+from .validate import MAX_BATCH, MAX_STEPS, InputError, check_int
 
 #: The image side of a tense synthesis when ``render.size`` is None.
 DEFAULT_SIZE = 128
@@ -104,17 +104,20 @@ def tense_image(
             (seeded from ``seed_image`` when one is given), ``transforms`` Lucent's ``standard_transforms``.
         score, mode: tension score and gradient mode of the objective (``"auto"``: fast where it is exact,
             decided at the first step; the result's ``mode`` records the mode used).
-        batch: images rendered together (>= 1).
+        batch: images rendered together (1 to ``validate.MAX_BATCH``).
         seed_image: optional start image (3, H, W) in [0, 1] (else noise), resized to the render size.
         extra: an objective added to the loss (e.g. ``0.1 * lucent.optvis.objectives.channel(...)``).
-        record_every: measure P, N and the feature on the clean image every this many steps (>= 1).
+        record_every: measure P, N and the feature on the clean image every this many steps (1 to
+            ``validate.MAX_STEPS``).
 
     Returns:
         :class:`TenseResult` with the images and the P / N / f trajectory.
     """
     feature = as_feature(feature)
-    batch = check_int("batch", batch, 1)
-    every = check_int("record_every", record_every, 1)
+    batch, every = check_int("batch", batch, 1, MAX_BATCH), check_int("record_every", record_every, 1, MAX_STEPS)
+    if extra is not None and not (callable(extra) or isinstance(extra, str) and ":" in extra):
+        raise InputError(f"extra must be a Lucent Objective, a callable T -> loss, 'layer:channel' or None, got "
+                         f"{extra!r:.60}")
     settings = stage_settings(render, (DEFAULT_SIZE, DEFAULT_SIZE), "fourier")
     used = {"mode": mode}
     objective = tense(feature, layer, score=score, mode=mode, on_choice=lambda m, cos: used.update(mode=m))

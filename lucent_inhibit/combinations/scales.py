@@ -24,7 +24,7 @@ from ..models import preprocess_fn
 from ..objectives import feature as feature_objective
 from ..rendering import RenderSettings, as_settings, run_render
 from ..results import Result
-from ..validate import check_int
+from ..validate import MAX_BATCH, check_int
 from .statistics import measure_pair
 
 #: Side of the parameterised image when ``render.size`` is None (Lucent upsamples it to 224 for the model).
@@ -209,7 +209,8 @@ def axis_scales(
     Args:
         model: a prepared model.
         feature_a, feature_b: two different features.
-        n_seeds: visualizations per feature; the scale is the best over seeds.
+        n_seeds: visualizations per feature, 1 to ``validate.MAX_BATCH // 2`` (one batch of ``2 n_seeds``);
+            the scale is the best over seeds.
         render: :class:`RenderSettings` (None: the defaults, steps=128, 128-px image, Lucent's standard
             transforms, ``param`` must be None or ``"lucent"``).
 
@@ -217,7 +218,7 @@ def axis_scales(
         :class:`AxisScales`. Raises :class:`NotExcitable` when a feature's maximum is not positive (a zero scale).
     """
     fa, fb = as_feature(feature_a), as_feature(feature_b)
-    n_seeds = check_int("n_seeds", n_seeds, low=1)
+    n_seeds = check_int("n_seeds", n_seeds, 1, MAX_BATCH // 2)
     s = settings(render)
     size = s.model_hw(DEFAULT_SIZE)
     check_pair(model, fa, fb, size)

@@ -23,10 +23,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..features import Feature, as_feature
-from ..objectives import cosdot_value, feature_pair, pair_targets
+from ..objectives import check_power, cosdot_value, feature_pair, pair_targets
 from ..rendering import RenderSettings
 from ..results import Result
-from ..validate import check_int, check_number
+from ..validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, InputError, check_int
 from .scales import DEFAULT_SIZE, axis_scales, base_seed, check_pair, check_scale, render_batch, render_info, settings
 from .statistics import measure_pair
 
@@ -132,15 +132,17 @@ class CombinationResult(Result):
 
 
 def check_angles(n_angles) -> int:
-    """``n_angles`` as an int >= :data:`MIN_ANGLES`, else ``ValueError`` explaining the quadrant rule."""
+    """``n_angles`` as an int in [:data:`MIN_ANGLES`, ``validate.MAX_IMAGES``], else ``ValueError`` (one that
+    explains the quadrant rule when it is not an integer >= :data:`MIN_ANGLES`)."""
     try:
-        return check_int("n_angles", n_angles, low=MIN_ANGLES)
+        n = check_int("n_angles", n_angles, low=MIN_ANGLES)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"n_angles must be an integer >= {MIN_ANGLES}, got {n_angles!r}: the angles are 2 pi k / n_angles, "
             "and with 4 or fewer no angle lies strictly inside every quadrant, so the quadrant scores would be "
             "undefined"
         ) from None
+    return check_int("n_angles", n, MIN_ANGLES, MAX_IMAGES)
 
 
 def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size):
@@ -185,8 +187,10 @@ def sweep_combinations(
         n_angles: number of target angles ``theta_k = 2 pi k / n_angles``, at least 5 (see the module
             notes); the paper: 60.
         n_seeds: noise seeds per angle (the paper: 5). Seed ``s`` starts every angle from the same noise.
-        power: the cosine exponent ``p`` (the paper: 4).
-        chunk: at most this many (angle, seed) images per ``render_vis`` batch (memory bound).
+            ``n_angles * n_seeds`` is at most ``validate.MAX_IMAGES``.
+        power: the cosine exponent ``p`` (the paper: 4), 0 to ``objectives.MAX_POWER``.
+        chunk: at most this many (angle, seed) images per ``render_vis`` batch (memory bound; at most
+            ``validate.MAX_BATCH``).
         scale: ``(s_a, s_b)`` axis scales; ``None`` computes them with :func:`axis_scales` (``scale_seeds``
             seeds) with the same render settings, except ``scale_steps`` steps when given.
         render: :class:`RenderSettings` (None: the defaults, steps=128, lr=0.05, a 128-px image that
@@ -200,12 +204,14 @@ def sweep_combinations(
         model-input size (no augmentation), the best image per angle.
     """
     fa, fb = as_feature(feature_a), as_feature(feature_b)
-    K, S = check_angles(n_angles), check_int("n_seeds", n_seeds, low=1)
-    chunk, power = check_int("chunk", chunk, low=1), check_number("power", power, low=0)
-    scale_seeds = check_int("scale_seeds", scale_seeds, low=1)
+    K, S = check_angles(n_angles), check_int("n_seeds", n_seeds, 1, MAX_IMAGES)
+    if K * S > MAX_IMAGES:
+        raise InputError(f"n_angles * n_seeds must be <= {MAX_IMAGES}, got {K} * {S} = {K * S} images to render")
+    chunk, power = check_int("chunk", chunk, 1, MAX_BATCH), check_power(power)
+    scale_seeds = check_int("scale_seeds", scale_seeds, 1, MAX_BATCH // 2)
     scale = None if scale is None else check_scale(scale)
     if scale_steps is not None:
-        scale_steps = check_int("scale_steps", scale_steps, low=1)
+        scale_steps = check_int("scale_steps", scale_steps, 1, MAX_STEPS)
     s = settings(render)
     size = s.model_hw(DEFAULT_SIZE)
     check_pair(model, fa, fb, size)

@@ -7,7 +7,8 @@ the objective receives Lucent's hook ``T``: ``T(layer)`` is that layer's activat
 
 - :mod:`.cosdots`: the cosdot family (paper 004): :func:`cosdot_value`, :func:`cosdot`,
   :func:`spatial_cosdot`, :func:`feature_pair` (with :func:`pair_targets`, :func:`pair_values`), the plain
-  :func:`feature` objective, :func:`crop_box` and :func:`layer_mask`;
+  :func:`feature` objective, :func:`crop_box` and :func:`layer_mask`; :func:`check_power` and
+  :data:`MAX_POWER`, the accepted range of every cosine exponent;
 - :mod:`.attribution`: objectives on ``S = grad_h f * h`` (Hamblin et al. 2024): :func:`tense`,
   :func:`signed_attribution_scores`, :func:`signed_parts`, :func:`signed_attribution`,
   :func:`attribution_mask`, and the accentuation seed regularizer :func:`seed_l2` (paper 003);
@@ -27,7 +28,9 @@ from .attribution import (
     tense,
 )
 from .cosdots import (
+    MAX_POWER,
     as_target,
+    check_power,
     cosdot,
     cosdot_value,
     crop_box,
@@ -41,7 +44,8 @@ from .cosdots import (
 from .views import BatchView, resolve_hook
 
 __all__ = [
-    "BatchView", "Feature", "TENSE_MODES", "as_feature", "as_target", "attribution_mask", "cosdot", "cosdot_value",
+    "BatchView", "Feature", "MAX_POWER", "TENSE_MODES", "as_feature", "as_target", "attribution_mask", "check_power",
+    "cosdot", "cosdot_value",
     "crop_box", "feature", "feature_pair", "handle_batch", "layer_mask", "pair_targets", "pair_values",
     "resolve_hook", "seed_l2", "signed_attribution", "signed_attribution_scores", "signed_parts", "signed_totals",
     "spatial_cosdot", "tense", "tension", "wrap_objective",

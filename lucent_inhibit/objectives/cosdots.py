@@ -19,15 +19,25 @@ from lucent.optvis.objectives import handle_batch, wrap_objective
 from ..features import Feature, as_feature, check_position
 from ..validate import check_number
 
+#: Largest cosine exponent ``p``: at ``|cos| = 0.5``, ``0.5 ** 64`` is about 5e-20, still a normal float32;
+#: beyond, ``|cos|^p`` underflows to zero for all but near-perfect alignment and the objective has no gradient
+#: (the papers use 2 to 4).
+MAX_POWER = 64.0
+
+
+def check_power(power, name: str = "power") -> float:
+    """``power`` as a float in [0, :data:`MAX_POWER`], else ``ValueError`` (``validate.InputError``) naming it."""
+    return check_number(name, power, 0, MAX_POWER)
+
 
 def cosdot_value(y: torch.Tensor, target: torch.Tensor, power: float = 4.0, eps: float = 1e-8) -> torch.Tensor:
-    """``dot(y, t) * |cos(y, t)|^power`` along the last dimension.
+    """``dot(y, t) * |cos(y, t)|^power`` along the last dimension (``power`` in [0, :data:`MAX_POWER`]).
 
     Equals the paper's ``(y.t)^(p+1) / (|y||t|)^p`` for even ``p`` and keeps its sign (the sign of the dot
     product) for any ``p``, so odd and fractional powers behave and no region has zero gradient.
     ``y``: (..., D); ``target``: (D,) or broadcastable to ``y``. Returns shape ``y.shape[:-1]``.
     """
-    check_number("power", power, 0)
+    power = check_power(power)
     dot = (y * target).sum(-1)
     norms = y.norm(dim=-1) * target.norm(dim=-1)
     cos = dot / (norms + eps)
@@ -85,7 +95,7 @@ def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple
 
     Loss: minus the mean over the batch (and positions) of ``dot(h, v) * |cos(h, v)|^p``.
     """
-    check_number("power", power, 0)
+    power = check_power(power)
     position = check_position(position)
     v = as_target(direction, "direction").flatten()
 
@@ -138,7 +148,7 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
 
     Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^p`` over the flattened (cropped) maps.
     """
-    check_number("power", power, 0)
+    power = check_power(power)
     crop = None if crop is None else check_number("crop", crop, 0, 1, high_open=True)
     t, m, boxes = _spatial_targets(target, mask, crop)
 
@@ -225,7 +235,7 @@ def feature_pair(feature_a: Feature, feature_b: Feature, theta, power: float = 4
     fa, fb = as_feature(feature_a), as_feature(feature_b)
     if fa == fb:
         raise ValueError(f"feature_pair needs two different features, got {fa.name} twice")
-    check_number("power", power, 0)
+    power = check_power(power)
     scale = _pair_scale(scale)
     targets = pair_targets(theta)
 

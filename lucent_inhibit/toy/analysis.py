@@ -14,9 +14,9 @@ import torch
 
 from ..attribution import attribute, signed_totals, tension as tension_score
 from ..results import Result
-from ..validate import check_int
+from ..validate import MAX_IMAGES, MAX_SEED, check_int
 from .data import k_feature_inputs
-from .model import ATTRIBUTION_LAYER, ToyConfig, ToyModel
+from .model import ATTRIBUTION_LAYER, MAX_WIDTH, ToyConfig, ToyModel
 
 
 def inhibition_model(n: int = 6, decay: float = 0.9, S: float = 0.01) -> ToyModel:
@@ -28,7 +28,7 @@ def inhibition_model(n: int = 6, decay: float = 0.9, S: float = 0.01) -> ToyMode
     negative weights implement inhibition on purpose: with two features active, output ``i`` receives a
     large positive and a large negative attribution that cancel, the MTI motif from a real mechanism.
     """
-    config = ToyConfig("exclusive", n=n, m=2 * check_int("n", n, low=1), S=S, decay=decay)
+    config = ToyConfig("exclusive", n=n, m=2 * check_int("n", n, 1, MAX_WIDTH // 2), S=S, decay=decay)
     n = config.n
     model = ToyModel(config)
     with torch.no_grad():
@@ -194,15 +194,16 @@ def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "
 
     Args:
         model: a :class:`ToyModel` with ``n >= 2``.
-        count: inputs of each kind, an integer >= 1.
-        seed: seeds the inputs (one-feature inputs use ``seed``, two-feature ones ``seed + 1``), >= 0.
+        count: inputs of each kind, an integer in [1, ``validate.MAX_IMAGES``].
+        seed: seeds the inputs (one-feature inputs use ``seed``, two-feature ones ``seed + 1``), 0 to
+            ``validate.MAX_SEED - 1``.
     """
     if not isinstance(model, ToyModel):
         raise TypeError(f"model must be a ToyModel, got {type(model).__name__}")
     c = model.config
     if c.n < 2:
         raise ValueError(f"analyze_toy compares one- and two-feature inputs and needs n >= 2, got n={c.n}")
-    seed = check_int("seed", seed, low=0)
+    seed, count = check_int("seed", seed, 0, MAX_SEED - 1), check_int("count", count, 1, MAX_IMAGES)
     model.eval()
     x1, a1 = k_feature_inputs(c, 1, count, seed)
     x2, a2 = k_feature_inputs(c, 2, count, seed + 1)

@@ -1,7 +1,8 @@
 """Sparse toy data: absolute value and scaled XOR inputs, their targets, and k-feature probe inputs.
 
-Every generator takes ``generator``: a ``torch.Generator``, or an integer seed (``None`` means 0), so
-the same call always returns the same batch and the global RNG is never touched.
+Every generator takes ``generator``: a ``torch.Generator``, or an integer seed (``None`` means 0; at most
+``validate.MAX_SEED``), so the same call always returns the same batch and the global RNG is never touched.
+Batch sizes and counts are integers in [1, ``validate.MAX_IMAGES``].
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Tuple
 
 import torch
 
-from ..validate import check_int
+from ..validate import MAX_IMAGES, MAX_SEED, check_int
 from .model import ToyConfig
 
 
@@ -17,7 +18,7 @@ def as_generator(seed_or_gen) -> torch.Generator:
     """``seed_or_gen`` if it is a ``torch.Generator``, else a new one seeded with it (an integer >= 0)."""
     if isinstance(seed_or_gen, torch.Generator):
         return seed_or_gen
-    return torch.Generator().manual_seed(check_int("generator (seed)", seed_or_gen or 0, low=0))
+    return torch.Generator().manual_seed(check_int("generator (seed)", seed_or_gen or 0, 0, MAX_SEED))
 
 
 def abs_data(batch: int, n: int, S: float, generator=0) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +27,7 @@ def abs_data(batch: int, n: int, S: float, generator=0) -> Tuple[torch.Tensor, t
     Returns ``(x, |x|)``, both (batch, n).
     """
     config = ToyConfig("abs", n=n, m=1, S=S)
-    batch = check_int("batch", batch, low=1)
+    batch = check_int("batch", batch, 1, MAX_IMAGES)
     g = as_generator(generator)
     active = torch.rand(batch, config.n, generator=g) < config.S
     x = (torch.rand(batch, config.n, generator=g) * 2 - 1) * active
@@ -37,7 +38,7 @@ def xor_data(batch: int, n: int, S: float, p: float = 0.5, generator=0) -> Tuple
     """Binary inputs (batch, 2 n) in pairs; a pair is active with probability ``S`` and its two bits are
     then Bernoulli(``p``). Returns ``(x, y)`` with ``y`` (batch, n) the XOR of each pair."""
     config = ToyConfig("xor", n=n, m=1, S=S, p=p)
-    batch = check_int("batch", batch, low=1)
+    batch = check_int("batch", batch, 1, MAX_IMAGES)
     g = as_generator(generator)
     bits = (torch.rand(batch, config.n, 2, generator=g) < config.p).float()
     active = (torch.rand(batch, config.n, 1, generator=g) < config.S).float()
@@ -70,7 +71,7 @@ def k_feature_inputs(config: ToyConfig, k: int, count: int, generator=0) -> Tupl
     (xor). Returns ``(x, active)``: x (count, n_inputs) and ``active`` (count, n) boolean.
     """
     k = check_int("k (active features)", k, low=1, high=config.n)
-    count = check_int("count", count, low=1)
+    count = check_int("count", count, 1, MAX_IMAGES)
     g = as_generator(generator)
     order = torch.rand(count, config.n, generator=g).argsort(1)
     active = torch.zeros(count, config.n, dtype=torch.bool)

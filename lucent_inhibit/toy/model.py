@@ -14,9 +14,12 @@ from torch import nn
 
 from ..features import Feature
 from ..results import Result, ResultFileError, read_result_file, result_path
-from ..validate import check_choice, check_int, check_number
+from ..validate import MAX_SEED, check_choice, check_int, check_number
 
 KINDS = ("abs", "xor", "exclusive")
+#: Most features ``n`` and hidden units ``m`` of a toy model: 10**4 (the papers' toys have tens; an xor model
+#: at the bound holds 2 * 10**8 weights, 800 MB).
+MAX_WIDTH = 10 ** 4
 FEATURE_LAYER = "out"
 ATTRIBUTION_LAYER = "relu"
 
@@ -27,8 +30,9 @@ class ToyConfig:
 
     Args:
         kind: ``"abs"``, ``"xor"`` or ``"exclusive"`` (see :mod:`lucent_inhibit.toy`).
-        n: number of features (outputs), an integer >= 1; inputs are ``n`` (abs, exclusive) or ``2 n`` (xor).
-        m: number of hidden ReLU units, an integer >= 1.
+        n: number of features (outputs), an integer in [1, :data:`MAX_WIDTH`]; inputs are ``n`` (abs,
+            exclusive) or ``2 n`` (xor).
+        m: number of hidden ReLU units, an integer in [1, :data:`MAX_WIDTH`].
         S: probability that a feature (a pair, for xor) is active, in (0, 1].
         decay: importance of output ``i`` is ``decay ** i``, in (0, 1].
         p: for xor, probability that a bit of an active pair is 1, in (0, 1).
@@ -43,8 +47,8 @@ class ToyConfig:
 
     def __post_init__(self):
         check_choice("kind", self.kind, KINDS)
-        object.__setattr__(self, "n", check_int("n", self.n, low=1))
-        object.__setattr__(self, "m", check_int("m", self.m, low=1))
+        object.__setattr__(self, "n", check_int("n", self.n, 1, MAX_WIDTH))
+        object.__setattr__(self, "m", check_int("m", self.m, 1, MAX_WIDTH))
         S = check_number("S (feature activation probability)", self.S, low=0, high=1, low_open=True)
         decay = check_number("decay (importance decay)", self.decay, low=0, high=1, low_open=True)
         p = check_number("p (probability of a 1 bit in an active xor pair)", self.p, low=0, high=1, low_open=True)
@@ -87,7 +91,8 @@ class ToyModel(nn.Module):
 
     Args:
         config: a :class:`ToyConfig`.
-        seed: seeds the initialisation (the global RNG is left alone); ``None`` draws from it.
+        seed: seeds the initialisation (0 to ``validate.MAX_SEED``; the global RNG is left alone); ``None``
+            draws from it.
     """
 
     def __init__(self, config: ToyConfig, seed: Optional[int] = None):
@@ -95,9 +100,10 @@ class ToyModel(nn.Module):
         if not isinstance(config, ToyConfig):
             raise TypeError(f"config must be a ToyConfig, got {type(config).__name__}")
         self.config = config
+        seed = None if seed is None else check_int("seed", seed, 0, MAX_SEED)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
             if seed is not None:
-                torch.manual_seed(check_int("seed", seed, low=0))
+                torch.manual_seed(seed)
             self.hidden = nn.Linear(config.n_inputs, config.m)
             self.relu = nn.ReLU()
             self.out = nn.Linear(config.m, config.n)

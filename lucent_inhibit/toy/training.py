@@ -17,7 +17,7 @@ import torch
 
 from ..rendering import NonFiniteLoss
 from ..results import Result
-from ..validate import check_int, check_number
+from ..validate import MAX_IMAGES, MAX_SEED, MAX_STEPS, check_int, check_number
 from .data import sample
 from .model import ToyConfig, ToyModel, ToySnapshot
 
@@ -113,11 +113,12 @@ def train_toy(
 
     Args:
         config: the model's hyper-parameters.
-        steps: optimisation steps per seed (fresh batch each step), an integer >= 1.
-        seeds: seeds to try (initialisation and data), integers >= 0; the best by evaluation loss is kept.
-        batch_size: samples per step, an integer >= 1.
+        steps: optimisation steps per seed (fresh batch each step), 1 to ``validate.MAX_STEPS``.
+        seeds: seeds to try (initialisation and data), 0 to ``validate.MAX_SEED``; the best by evaluation loss
+            is kept.
+        batch_size: samples per step, 1 to ``validate.MAX_IMAGES``.
         lr: peak Adam learning rate, finite and > 0.
-        eval_batch: samples in the fixed evaluation set (the same for every seed), an integer >= 1.
+        eval_batch: samples in the fixed evaluation set (the same for every seed), 1 to ``validate.MAX_IMAGES``.
         progress: show a progress bar.
 
     Returns:
@@ -128,15 +129,15 @@ def train_toy(
 
     if not isinstance(config, ToyConfig):
         raise TypeError(f"config must be a ToyConfig, got {type(config).__name__}")
-    steps = check_int("steps", steps, low=1)
+    steps = check_int("steps", steps, 1, MAX_STEPS)
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise TypeError(f"seeds must be a sequence of integer seeds (e.g. range(5)), got {seeds!r}")
-    seeds = [check_int(f"seeds[{i}]", s, low=0) for i, s in enumerate(seeds)]
+    seeds = [check_int(f"seeds[{i}]", s, 0, MAX_SEED) for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = check_int("batch_size", batch_size, 1, MAX_IMAGES)
     lr = check_number("lr", lr, low=0, low_open=True)
-    eval_batch = check_int("eval_batch", eval_batch, low=1)
+    eval_batch = check_int("eval_batch", eval_batch, 1, MAX_IMAGES)
     bar = tqdm(total=steps * len(seeds), desc=f"toy {config.kind} n={config.n} m={config.m}", disable=not progress)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the matrices are tiny: extra threads only add overhead (restored below)
