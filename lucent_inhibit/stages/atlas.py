@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import List, Literal, Optional
 
 from ..validate import check_int, check_number
-from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
+from .configs import MAX_LR, MAX_POWER, DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
@@ -22,6 +22,8 @@ from .registry import register_module
 OUTPUTS = ("atlas.npz", "atlas.png", "atlas.html", "scan.npz")
 
 
+#: Largest UMAP min_dist: UMAP refuses a min_dist above its spread (1.0, the library's setting).
+MAX_MIN_DIST = 1.0
 #: The icons reach their targets when their median cosine to their target attribution vectors is at least this.
 MIN_ICON_COSINE = 0.5
 ATLAS_CLAIM = ("Each atlas icon is a feature visualization of its cell's averaged attribution: optimised, it "
@@ -39,7 +41,7 @@ class AtlasFeature(FeatureConfig):
 class AtlasRender(RenderConfig):
     steps: int = option(48, "render steps per icon")
     lr: float = option(0.1, "Adam learning rate of the icons (0.1: with no transforms, icons reach their "
-                       "targets and a visible contrast in 48 steps; 0.05 leaves them grey)")
+                       f"targets and a visible contrast in 48 steps; 0.05 leaves them grey; at most {MAX_LR:g})")
     size: Optional[int] = option(None, "side of the rendered icon image (default: --size)", flag="--icon-size")
     seed: Optional[int] = option(None, "(the atlas uses --seed)", hidden=True)
 
@@ -66,13 +68,13 @@ class AtlasStageConfig:
     top_tension: int = option(64, "select the k MTIs by min(P, N)")
     crop: float = option(0.01, "receptive-field box: where mean |S| exceeds this fraction of its maximum")
     n_neighbors: int = option(10, "UMAP n_neighbors", flag="--neighbors")
-    min_dist: float = option(0.1, "UMAP min_dist")
+    min_dist: float = option(0.1, f"UMAP min_dist (0 to {MAX_MIN_DIST:g}, UMAP's spread)")
     pca: Optional[int] = option(None, "PCA components before UMAP (default: none)")
     grid_size: Optional[int] = option(None, "grid side in cells (default: chosen from the number of points, at "
                                       "most 30)", flag="--grid")
     min_points: int = option(3, "points a cell needs to get an icon")
     render: AtlasRender = group(AtlasRender)
-    power: float = option(4.0, "cosine exponent of the spatial cosdot")
+    power: float = option(4.0, f"cosine exponent of the spatial cosdot (0 to {MAX_POWER:g})")
     icon_target: Literal["box", "center", "positions"] = option(
         "box", "render the cell vector over the whole receptive-field box, at its centre only, or (with --mode "
         "position) each point's vector at its own position")
@@ -90,8 +92,8 @@ class AtlasStageConfig:
             if getattr(self, name) is not None:
                 check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
         check_number(flag(AtlasStageConfig, "crop"), self.crop, low=0, high=1)
-        check_number(flag(AtlasStageConfig, "min_dist"), self.min_dist, low=0)
-        check_number(flag(AtlasStageConfig, "power"), self.power, low=0)
+        check_number(flag(AtlasStageConfig, "min_dist"), self.min_dist, 0, MAX_MIN_DIST)
+        check_number(flag(AtlasStageConfig, "power"), self.power, 0, MAX_POWER)
         if self.icon_target == "positions" and self.mode != "position":
             raise ValueError(f"--icon-target positions needs --mode position, got --mode {self.mode}")
 

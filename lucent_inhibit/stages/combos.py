@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional, Tuple
 
-from ..validate import check_int, check_number
-from .configs import DataConfig, ModelConfig, RenderConfig, parse_position
+from ..validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, check_int, check_number
+from .configs import MAX_POWER, DataConfig, ModelConfig, RenderConfig, parse_position
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
@@ -59,19 +59,19 @@ class CombosConfig:
                                   "positive value (the axis scales); the pairs skipped are reported")
     n_angles: int = option(60, f"target angles on [0, 2 pi) (at least {MIN_ANGLES})")
     n_seeds: int = option(5, "noise seeds per angle")
-    power: float = option(4.0, "cosine exponent p of cosdot")
+    power: float = option(4.0, f"cosine exponent p of cosdot (0 to {MAX_POWER:g})")
     render: CombosRender = group(CombosRender)
     scale_steps: Optional[int] = option(None, "render steps of each unit's axis-scale render (default: --steps)")
     chunk: int = option(60, "most images per render_vis batch")
 
     def __post_init__(self):
         check_choices(self)
-        check_int(flag(CombosConfig, "n_angles"), self.n_angles, low=MIN_ANGLES)
-        for name in ("n_seeds", "chunk", "pair_candidates"):
-            check_int(flag(CombosConfig, name), getattr(self, name), low=1)
+        check_int(flag(CombosConfig, "n_angles"), self.n_angles, MIN_ANGLES, MAX_IMAGES)
+        for name, high in (("n_seeds", MAX_IMAGES), ("chunk", MAX_BATCH), ("pair_candidates", MAX_IMAGES)):
+            check_int(flag(CombosConfig, name), getattr(self, name), 1, high)
         if self.scale_steps is not None:
-            check_int(flag(CombosConfig, "scale_steps"), self.scale_steps, low=1)
-        check_number(flag(CombosConfig, "power"), self.power, low=0)
+            check_int(flag(CombosConfig, "scale_steps"), self.scale_steps, 1, MAX_STEPS)
+        check_number(flag(CombosConfig, "power"), self.power, 0, MAX_POWER)
         parse_position(self.position)
         if self.units is not None:
             self.units = tuple(check_int("--units", u, low=0) for u in self.units)

@@ -18,6 +18,12 @@ from .options import flag, option
 DEFAULT_LAYER = "blocks_4_0_bn3_drop"
 DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"
 EMBEDDED_SPECS = ("efficientnet_lite0", "embedded", "default")
+#: Largest Adam learning rate a stage accepts (renders and toy training): 10. Renders move [0, 1] images
+#: through a decorrelated parameterization and use 0.05 to 0.1; a step of 10 per parameter leaves any image.
+MAX_LR = 10.0
+#: Largest cosine exponent of a cosdot (--power of atlas, invert and combos); the same as
+#: ``lucent_inhibit.objectives.MAX_POWER`` (restated here: this module must not import torch).
+MAX_POWER = 64.0
 
 Position = Union[str, Tuple[int, int]]
 
@@ -130,7 +136,7 @@ class RenderConfig:
     """The render settings every rendering stage shares (:class:`~lucent_inhibit.RenderSettings`)."""
 
     steps: int = option(128, f"optimisation steps (Adam; 1 to {MAX_STEPS})")
-    lr: float = option(0.05, "Adam learning rate")
+    lr: float = option(0.05, f"Adam learning rate (> 0, at most {MAX_LR:g})")
     size: Optional[int] = option(None, f"side of the rendered image in pixels (8 to {MAX_SIDE}; default: the stage's)",
                                  flag="--render-size")
     model_size: Optional[int] = option(None, f"side of the image the model sees (8 to {MAX_SIDE}; default: "
@@ -140,7 +146,7 @@ class RenderConfig:
     def __post_init__(self):
         cls = type(self)
         check_int(flag(cls, "steps"), self.steps, 1, MAX_STEPS)
-        check_number(flag(cls, "lr"), self.lr, low=0, low_open=True)
+        check_number(flag(cls, "lr"), self.lr, 0, MAX_LR, low_open=True)
         check_optional_int(cls, self, "size", 8, MAX_SIDE)
         check_optional_int(cls, self, "model_size", 8, MAX_SIDE)
         check_optional_int(cls, self, "seed", 0, MAX_SEED)

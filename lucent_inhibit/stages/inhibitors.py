@@ -19,6 +19,9 @@ from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: Largest verdict bar --fraction: 10 (the MTIs' disinhibited f at ten times the MEIs' f; the paper's test
+#: asks whether it approaches the MEIs', the default 0.5).
+MAX_FRACTION = 10.0
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.outputs.stage_files`).
 OUTPUTS = ("disinhibition.npz", "disinhibition.png", "inhibitors.npz", "inhibitors.png", "scan.npz")
 
@@ -44,7 +47,8 @@ class InhibitorsConfig:
     top_k: int = option(10, "MEIs, MIIs and MTIs per group")
     n_random: int = option(32, "random images, the control group")
     baseline: Literal["zero", "mean"] = option("zero", "value of removed elements/channels: zero or their dataset mean")
-    fraction: float = option(0.5, "verdict bar: the MTIs' disinhibited f must reach this fraction of the MEIs' f")
+    fraction: float = option(0.5, "verdict bar: the MTIs' disinhibited f must reach this fraction of the MEIs' f "
+                             f"(> 0, at most {MAX_FRACTION:g})")
     n_channels: int = option(8, "inhibitory channels in the dictionary")
     n_top_images: int = option(4, "top dataset images per channel")
     n_remove: int = option(5, "channels removed together in the top-vs-random removal check")
@@ -56,7 +60,7 @@ class InhibitorsConfig:
         for name in ("top_k", "n_channels", "n_top_images", "n_remove", "random_draws"):
             check_int(flag(InhibitorsConfig, name), getattr(self, name), low=1)
         check_int(flag(InhibitorsConfig, "n_random"), self.n_random, low=2)
-        check_number(flag(InhibitorsConfig, "fraction"), self.fraction, low=0, low_open=True)
+        check_number(flag(InhibitorsConfig, "fraction"), self.fraction, 0, MAX_FRACTION, low_open=True)
         if self.scan is not None and not os.path.exists(self.scan):
             raise ValueError(f"--scan {self.scan!r} does not exist (give a scan.npz file or a finished scan folder)")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional
 
 from ..validate import check_number
-from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
+from .configs import MAX_POWER, DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
@@ -47,11 +47,11 @@ class InvertConfig:
     seeded: bool = option(False, "start from the image (accentuation) instead of noise")
     render: InvertRender = group(InvertRender)
     param: Optional[Literal["fourier", "phase"]] = option(None, "image parameterization (default: fourier)")
-    power: float = option(2.0, "cosine exponent of the spatial cosdot")
+    power: float = option(2.0, f"cosine exponent of the spatial cosdot (0 to {MAX_POWER:g})")
 
     def __post_init__(self):
         check_choices(self)
-        check_number(flag(InvertConfig, "power"), self.power, low=0)
+        check_number(flag(InvertConfig, "power"), self.power, 0, MAX_POWER)
         if self.index != "tense":
             try:
                 int(self.index)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional
 
 from ..validate import check_int, check_number
+from .configs import MAX_LR
 from .options import REQUIRED, check_choices, flag, option
 from .registry import register_module
 
@@ -44,7 +45,7 @@ class ToyStageConfig:
     steps: int = option(3000, "training steps per seed")
     seeds: int = option(5, "number of seeds to train; the best is kept")
     batch_size: int = option(1024, "samples per training step")
-    lr: float = option(3e-3, "peak Adam learning rate")
+    lr: float = option(3e-3, f"peak Adam learning rate (> 0, at most {MAX_LR:g})")
     count: int = option(512, "one- and two-feature inputs analysed each")
     load: Optional[str] = option(None, "skip training and load this saved toy model (.npz); its hyper-parameters "
                                  "must match --kind/--n/--m (and --S/--decay if given)", metavar="FILE")
@@ -58,7 +59,7 @@ class ToyStageConfig:
         if self.S is not None:  # named as lucent_inhibit.toy.ToyConfig names it
             check_number("--S (feature activation probability)", self.S, low=0, high=1, low_open=True)
         check_number("--decay (importance decay)", self.decay, low=0, high=1, low_open=True)
-        check_number(flag(ToyStageConfig, "lr"), self.lr, low=0, low_open=True)
+        check_number(flag(ToyStageConfig, "lr"), self.lr, 0, MAX_LR, low_open=True)
 
     def toy_config(self):
         from ..toy import ToyConfig
