@@ -26,11 +26,18 @@ def preactivation_layers(model: nn.Module) -> List[str]:
     """Layers whose outputs can be negative: where inhibition is visible.
 
     For timm models: the ``_drop`` child of every ``BatchNormAct`` (the batch-normalised value before its
-    activation), block outputs (``blocks_i_j``, linear bottlenecks) and the classifier (logits). For
-    other models: convolutions and linear layers (their outputs precede any activation).
+    activation), block outputs (``blocks_i_j``, linear bottlenecks) and the classifier (logits). For vision
+    transformers (Dosovitskiy et al. 2021; token layers (B, T, C)), per block ``i`` in depth order the MLP's
+    hidden layer before its GELU (``blocks_i_mlp_fc1``) and the residual stream after the block
+    (``blocks_i``), then the classifier. For other models: convolutions and linear layers (their outputs
+    precede any activation).
     """
-    names = []
     table = layer_table(model)
+    blocks = transformer_blocks(model)
+    if blocks:
+        names = [n for b in blocks for n in (f"{b}_mlp_fc1", b) if n in table]
+        return names + [n for n, m in table.items() if isinstance(m, nn.Linear) and not n.startswith("blocks_")]
+    names = []
     timm_like = any(type(m).__name__.startswith("BatchNormAct") for m in table.values())
     for name, module in table.items():
         if timm_like:
@@ -48,8 +55,21 @@ def preactivation_layers(model: nn.Module) -> List[str]:
     return names
 
 
+def transformer_blocks(model: nn.Module) -> List[str]:
+    """The blocks ``blocks_i`` of a vision transformer (a patch embedding, blocks with an MLP ``mlp.fc1``),
+    in depth order; empty for other models. Their outputs are the residual stream (B, T, C)."""
+    from .tokens import token_grid
+
+    blocks = getattr(model, "blocks", None)
+    if token_grid(model) is None or not isinstance(blocks, nn.Sequential):
+        return []
+    return [f"blocks_{i}" for i, b in enumerate(blocks) if isinstance(getattr(getattr(b, "mlp", None), "fc1", None),
+                                                                      nn.Module)]
+
+
 def block_outputs(model: nn.Module) -> List[str]:
-    """timm block outputs ``blocks_i_j`` in depth order (empty for models without such blocks)."""
+    """timm block outputs ``blocks_i_j`` in depth order (empty for models without such blocks; a vision
+    transformer's residual stream ``blocks_i`` is in :func:`preactivation_layers`)."""
     return [
         n
         for n in layers(model)
