@@ -37,7 +37,7 @@ from .features import Feature, as_feature
 from .hooks import capture, model_device
 from .models import preprocess_fn
 from .results import Result
-from .validate import check_choice, check_int, check_number
+from .validate import MAX_FRACTION, check_choice, check_int, check_number
 
 BASELINES = ("zero", "mean")
 GROUPS = ("meis", "miis", "mtis", "random")
@@ -270,7 +270,7 @@ def disinhibit(model: nn.Module, dataset, feature, layer: str, scan=None, k: int
     feature = as_feature(feature)
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one Lucent layer name, got {type(layer).__name__}")
-    fraction = check_number("fraction", fraction, low=0, low_open=True)
+    fraction = check_number("fraction", fraction, 0, MAX_FRACTION, low_open=True)
     run = dataset_pass(model, dataset, [layer], [feature], batch_size, preprocess, progress)
     with run.evaluating():
         scan_result = ensure_scan(model, dataset, feature, layer, scan, batch_size, preprocess, progress)

@@ -27,6 +27,18 @@ MAX_IMAGES = 10 ** 7
 MAX_BATCH = 4096
 #: Largest random seed: numpy's global generator takes seeds in [0, 2**32 - 1].
 MAX_SEED = 2 ** 32 - 1
+#: Largest cosine exponent ``p`` of a cosdot: at ``|cos| = 0.5``, ``0.5 ** 64`` is about 5e-20, still a normal
+#: float32; beyond, ``|cos|^p`` underflows to zero for all but near-perfect alignment and the objective has no
+#: gradient (the papers use 2 to 4).
+MAX_POWER = 64.0
+#: Largest Adam learning rate a stage accepts (renders and toy training): 10. Renders move [0, 1] images
+#: through a decorrelated parameterization and use 0.05 to 0.1; a step of 10 per parameter leaves any image.
+MAX_LR = 10.0
+#: Largest UMAP ``min_dist`` of an atlas layout: UMAP refuses a min_dist above its spread (1).
+MAX_MIN_DIST = 1.0
+#: Largest verdict bar ``fraction`` of the disinhibition test: 10 (the MTIs' disinhibited f at ten times the
+#: MEIs' f; the paper's test asks whether it approaches the MEIs', default 0.5).
+MAX_FRACTION = 10.0
 
 
 class InputError(ValueError):

@@ -73,7 +73,7 @@ def test_the_method_bounds_are_generous():
 
 
 def test_the_stages_restate_the_libraries_power_bound():
-    assert configs.MAX_POWER == objectives.MAX_POWER  # stages.configs must not import torch to read it
+    assert configs.MAX_POWER is objectives.MAX_POWER  # one constant, in validate
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from torch import nn
 from ..attribution import METHODS, TENSION_SCORES
 from ..rendering import RenderSettings, as_settings
 from ..results import Result
-from ..validate import check_choice, check_int, check_number
+from ..validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_number
 from .icons import ICON_TARGETS, AtlasIcons, render_icons
 from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
 from .selection import CRITERIA, Selection, select_images
@@ -91,8 +91,8 @@ class AtlasConfig:
         for name, low in (("pca", 2), ("grid_size", 1)):
             if getattr(self, name) is not None:
                 check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
-        check_number("AtlasConfig.min_dist", self.min_dist, low=0)
-        check_number("AtlasConfig.power", self.power, low=0)
+        check_number("AtlasConfig.min_dist", self.min_dist, 0, MAX_MIN_DIST)
+        check_number("AtlasConfig.power", self.power, 0, MAX_POWER)
         _check_clip(self.clip)
         if self.icon_target == "positions" and self.mode != "position":
             raise ValueError(f"AtlasConfig.icon_target='positions' needs mode='position', got mode={self.mode!r}")

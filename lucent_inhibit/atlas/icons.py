@@ -30,7 +30,7 @@ from ..objectives import cosdot, crop_box, spatial_cosdot
 from ..param import build as build_param
 from ..rendering import RenderSettings, as_settings, rng_restored, run_render
 from ..results import Result
-from ..validate import check_choice, check_int, check_number
+from ..validate import MAX_POWER, check_choice, check_int, check_number
 from .layout import AtlasGrid
 from .vectors import AtlasPoints, Box, _to_uint8, read_layer
 
@@ -318,7 +318,7 @@ def render_icons(
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     crop_size = check_int("crop_size", crop_size, low=8)
-    power = check_number("power", power, low=0)
+    power = check_number("power", power, 0, MAX_POWER)
     check_choice("icon_target", icon_target, ICON_TARGETS)
     settings = icon_settings(render, points.image_size)
     model_hw = _check_icon_inputs(model, points, grid, settings)

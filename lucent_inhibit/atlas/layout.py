@@ -14,7 +14,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from ..results import Result
-from ..validate import check_int, check_number
+from ..validate import MAX_MIN_DIST, check_int, check_number
 from .vectors import AtlasPoints
 
 MIN_UMAP_POINTS = 5
@@ -111,7 +111,7 @@ def project_layout(
         raise ValueError(f"expected (M, C) vectors, got shape {X.shape}")
     m = X.shape[0]
     used = _neighbours(m, n_neighbors)
-    min_dist = check_number("min_dist", min_dist, low=0)
+    min_dist = check_number("min_dist", min_dist, 0, MAX_MIN_DIST)
     seed = check_int("seed", seed, low=0)
     X = X.astype(np.float32)
     if pca is not None:

@@ -17,12 +17,7 @@ import torch
 from lucent.optvis.objectives import handle_batch, wrap_objective
 
 from ..features import Feature, as_feature, check_position
-from ..validate import check_number
-
-#: Largest cosine exponent ``p``: at ``|cos| = 0.5``, ``0.5 ** 64`` is about 5e-20, still a normal float32;
-#: beyond, ``|cos|^p`` underflows to zero for all but near-perfect alignment and the objective has no gradient
-#: (the papers use 2 to 4).
-MAX_POWER = 64.0
+from ..validate import MAX_POWER, check_number  # MAX_POWER: the largest cosine exponent (documented there)
 
 
 def check_power(power, name: str = "power") -> float:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, Optional
 
-from ..validate import check_int, check_number
+from ..validate import MAX_MIN_DIST, check_int, check_number
 from .configs import MAX_LR, MAX_POWER, DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
@@ -22,8 +22,6 @@ from .registry import register_module
 OUTPUTS = ("atlas.npz", "atlas.png", "atlas.html", "scan.npz")
 
 
-#: Largest UMAP min_dist: UMAP refuses a min_dist above its spread (1.0, the library's setting).
-MAX_MIN_DIST = 1.0
 #: The icons reach their targets when their median cosine to their target attribution vectors is at least this.
 MIN_ICON_COSINE = 0.5
 ATLAS_CLAIM = ("Each atlas icon is a feature visualization of its cell's averaged attribution: optimised, it "

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-from ..validate import MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, check_int, check_number
+from ..validate import (MAX_BATCH, MAX_IMAGES, MAX_LR, MAX_POWER, MAX_SEED, MAX_SIDE, MAX_STEPS,  # noqa: F401
+                        check_int, check_number)
 from .options import flag, option
 
 #: The embedded model's default feature layer and its attribution layer (the ReLU6 output inside the
@@ -18,12 +19,6 @@ from .options import flag, option
 DEFAULT_LAYER = "blocks_4_0_bn3_drop"
 DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"
 EMBEDDED_SPECS = ("efficientnet_lite0", "embedded", "default")
-#: Largest Adam learning rate a stage accepts (renders and toy training): 10. Renders move [0, 1] images
-#: through a decorrelated parameterization and use 0.05 to 0.1; a step of 10 per parameter leaves any image.
-MAX_LR = 10.0
-#: Largest cosine exponent of a cosdot (--power of atlas, invert and combos); the same as
-#: ``lucent_inhibit.objectives.MAX_POWER`` (restated here: this module must not import torch).
-MAX_POWER = 64.0
 
 Position = Union[str, Tuple[int, int]]
 

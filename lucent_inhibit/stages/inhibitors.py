@@ -14,14 +14,11 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, Optional
 
-from ..validate import check_int, check_number
+from ..validate import MAX_FRACTION, check_int, check_number
 from .configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
-#: Largest verdict bar --fraction: 10 (the MTIs' disinhibited f at ten times the MEIs' f; the paper's test
-#: asks whether it approaches the MEIs', the default 0.5).
-MAX_FRACTION = 10.0
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.outputs.stage_files`).
 OUTPUTS = ("disinhibition.npz", "disinhibition.png", "inhibitors.npz", "inhibitors.png", "scan.npz")
 
