@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device, protect_outputs
+from .tokens import required_input_size
 from .validate import (MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_flag, check_int, check_number,
                        check_optional, check_size)
 
@@ -107,10 +108,22 @@ class RenderSettings:
         """The parameterised image's (H, W): ``size`` or ``default``."""
         return _check_size("size", self.size if self.size is not None else default)
 
-    def model_hw(self, default: Size) -> Tuple[int, int]:
-        """(H, W) the model sees for a render of ``hw(default)``, following Lucent's rule."""
+    def model_hw(self, default: Size, model: Optional[nn.Module] = None) -> Tuple[int, int]:
+        """(H, W) the model sees for a render of ``hw(default)``: ``model_size``; else, when ``model`` takes
+        one input size only (:func:`~lucent_inhibit.tokens.required_input_size`, e.g. a timm ViT with a strict
+        patch embedding), that size; else Lucent's rule. A ``model_size`` the model cannot take raises
+        :class:`~lucent_inhibit.validate.InputError`."""
+        need = None if model is None else required_input_size(model)
         if self.model_size is not None:
-            return _check_size("model_size", self.model_size)
+            hw = _check_size("model_size", self.model_size)
+            if need is not None and hw != need:
+                raise InputError(f"render setting model_size {hw}: {type(model).__name__} takes {need[0]}x{need[1]} "
+                                 "inputs only (a patch embedding with a strict image size); leave model_size None "
+                                 "(renders are then resized to that size after the transforms) or set it to "
+                                 f"{need[0]}")
+            return hw
+        if need is not None:
+            return need
         h, w = self.hw(default)
         return (224, 224) if (h < 224 or w < 224) else (h, w)
 
@@ -257,11 +270,13 @@ def as_parts(objective) -> Callable:
 @dataclass
 class RenderRun:
     """What :func:`run_render` returns: the final images (B, 3, H, W) in [0, 1] (CPU, detached) and the
-    per-step values of the objective's named parts."""
+    per-step values of the objective's named parts; ``notes``: one line each about choices made for the
+    caller (e.g. the model input size a fixed-size model forced)."""
 
     images: torch.Tensor
     history: Dict[str, List[float]]
     stopped_after: Optional[str]
+    notes: List[str] = dataclasses.field(default_factory=list)
 
 
 def run_render(
@@ -294,7 +309,7 @@ def run_render(
     params, image_f = param_f
     parts = objective.fn if isinstance(objective, Parts) else as_parts(objective)
     view = Truncated(model)
-    model_hw = _model_hw(image_f, settings)
+    model_hw, notes = _model_hw(image_f, settings, model)
     probe = torch.zeros(1, 3, *model_hw, device=model_device(model))
 
     def on_first(read):
@@ -312,14 +327,14 @@ def run_render(
             view, _objective(guard, what), param_f=lambda: (params, image_f),
             optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),
             transforms=None if tf is None else list(tf), thresholds=(settings.steps,), preprocess=True,
-            progress=settings.progress, show_image=False, fixed_image_size=_fixed(settings),
+            progress=settings.progress, show_image=False, fixed_image_size=_fixed(settings, model_hw, notes),
         )
         with torch.no_grad():
             images = image_f().detach().cpu()
     if not torch.isfinite(images).all():
         raise NonFiniteLoss(f"{what}: the rendered images hold NaN/inf after {settings.steps} steps "
                             f"({settings.describe()})")
-    return RenderRun(images, guard.history, view.stop_layer)
+    return RenderRun(images, guard.history, view.stop_layer, notes)
 
 
 class Parts:
@@ -335,14 +350,21 @@ def _objective(guard: Guarded, what: str):
     return lucent_objectives.Objective(guard, name=what)
 
 
-def _fixed(settings: RenderSettings):
-    if settings.model_size is None:
+def _fixed(settings: RenderSettings, model_hw: Tuple[int, int], notes: List[str]):
+    """Lucent's ``fixed_image_size``: the model input size when it is set or forced by the model, else None."""
+    if settings.model_size is None and not notes:
         return None
-    h, w = _check_size("model_size", settings.model_size)
+    h, w = model_hw
     return h if h == w else (h, w)
 
 
-def _model_hw(image_f, settings: RenderSettings) -> Tuple[int, int]:
+def _model_hw(image_f, settings: RenderSettings, model: nn.Module) -> Tuple[Tuple[int, int], List[str]]:
+    """The (H, W) the model sees and the note saying that the model forced it (when it did)."""
     with torch.no_grad():
         shape = image_f().shape
-    return settings.model_hw((int(shape[2]), int(shape[3])))
+    hw = settings.model_hw((int(shape[2]), int(shape[3])), model)
+    notes = []
+    if settings.model_size is None and required_input_size(model) is not None:
+        notes.append(f"rendered at {type(model).__name__}'s input size {hw[0]}x{hw[1]}, the only size it takes (a "
+                     "strict patch embedding): each step's transformed image is resized to it")
+    return hw, notes
