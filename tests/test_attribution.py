@@ -179,7 +179,7 @@ def test_feature_constructor_rejects_bad_arguments():
         Feature("conv3")
     with pytest.raises(ValueError, match="exactly one of unit"):
         Feature("conv3", unit=1, direction=[1.0])
-    with pytest.raises(ValueError, match="non-negative channel index, got -1"):
+    with pytest.raises(ValueError, match="unit must be >= 0, got -1"):
         Feature("conv3", unit=-1)
     with pytest.raises(ValueError, match="position must be 'center', 'mean' or \\(y, x\\), got 'top'"):
         Feature("conv3", unit=1, position="top")
