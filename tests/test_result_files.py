@@ -12,7 +12,7 @@ import torch
 from lucent_inhibit import results
 
 MODULES = ["attribution", "scanning", "completeness_check", "atlas", "toy", "accentuation", "inversion", "synthesis",
-           "combinations", "disinhibition", "inhibitors"]
+           "combinations", "disinhibition", "inhibitors", "census"]
 for _m in MODULES:
     importlib.import_module(f"lucent_inhibit.{_m}")
 
@@ -20,6 +20,7 @@ EXPECTED_TYPES = {
     "Accentuation", "Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Attribution", "AxisScales",
     "CombinationResult", "CompletenessResult", "InversionResult", "PairStatistics", "ScanResult", "Selection",
     "TenseResult", "ToyAnalysis", "ToySnapshot", "TrainResult", "Disinhibition", "InhibitorDictionary",
+    "Census",
 }
 
 
