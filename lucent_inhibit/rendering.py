@@ -109,21 +109,15 @@ class RenderSettings:
         return _check_size("size", self.size if self.size is not None else default)
 
     def model_hw(self, default: Size, model: Optional[nn.Module] = None) -> Tuple[int, int]:
-        """(H, W) the model sees for a render of ``hw(default)``: ``model_size``; else, when ``model`` takes
-        one input size only (:func:`~lucent_inhibit.tokens.required_input_size`, e.g. a timm ViT with a strict
-        patch embedding), that size; else Lucent's rule. A ``model_size`` the model cannot take raises
-        :class:`~lucent_inhibit.validate.InputError`."""
+        """(H, W) the model sees for a render of ``hw(default)``: when ``model`` takes one input size only
+        (:func:`~lucent_inhibit.tokens.required_input_size`, e.g. a timm ViT with a strict patch embedding),
+        that size, whatever ``model_size`` says; else ``model_size``; else Lucent's rule (upsampled to 224
+        when smaller than 224, else unchanged)."""
         need = None if model is None else required_input_size(model)
-        if self.model_size is not None:
-            hw = _check_size("model_size", self.model_size)
-            if need is not None and hw != need:
-                raise InputError(f"render setting model_size {hw}: {type(model).__name__} takes {need[0]}x{need[1]} "
-                                 "inputs only (a patch embedding with a strict image size); leave model_size None "
-                                 "(renders are then resized to that size after the transforms) or set it to "
-                                 f"{need[0]}")
-            return hw
         if need is not None:
             return need
+        if self.model_size is not None:
+            return _check_size("model_size", self.model_size)
         h, w = self.hw(default)
         return (224, 224) if (h < 224 or w < 224) else (h, w)
 
@@ -359,12 +353,14 @@ def _fixed(settings: RenderSettings, model_hw: Tuple[int, int], notes: List[str]
 
 
 def _model_hw(image_f, settings: RenderSettings, model: nn.Module) -> Tuple[Tuple[int, int], List[str]]:
-    """The (H, W) the model sees and the note saying that the model forced it (when it did)."""
+    """The (H, W) the model sees and, when the model forced it, the note that says so."""
     with torch.no_grad():
         shape = image_f().shape
     hw = settings.model_hw((int(shape[2]), int(shape[3])), model)
     notes = []
-    if settings.model_size is None and required_input_size(model) is not None:
+    asked = None if settings.model_size is None else _check_size("model_size", settings.model_size)
+    if required_input_size(model) is not None and asked != hw:
         notes.append(f"rendered at {type(model).__name__}'s input size {hw[0]}x{hw[1]}, the only size it takes (a "
-                     "strict patch embedding): each step's transformed image is resized to it")
+                     "strict patch embedding; " + ("no model_size set" if asked is None else f"model_size {asked} "
+                     "replaced") + "): each step's transformed image is resized to it")
     return hw, notes

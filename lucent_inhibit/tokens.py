@@ -148,6 +148,16 @@ def required_input_size(model: nn.Module) -> Optional[Tuple[int, int]]:
     return _pair(embed.img_size)
 
 
+def check_input_size(model: nn.Module, hw: Sequence[int]) -> None:
+    """:class:`InputError` naming the size when ``model`` takes one input size only
+    (:func:`required_input_size`) and ``hw`` (the images' (H, W) in pixels) is not it."""
+    need = required_input_size(model)
+    if need is not None and tuple(int(v) for v in hw) != need:
+        raise InputError(f"images of {int(hw[0])}x{int(hw[1])} px: {type(model).__name__} takes {need[0]}x{need[1]} px "
+                         "inputs only (a patch embedding with a strict image size); resize the images (e.g. "
+                         f"ImageFolder(root, size={need[0]}), CLI --size {need[0]})")
+
+
 def patch_maps(values: torch.Tensor, grid: Optional[TokenGrid] = None) -> torch.Tensor:
     """Per-token values (B, T) as maps over the patch grid (B, grid_h, grid_w); prefix tokens left out.
 
