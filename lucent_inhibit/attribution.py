@@ -8,7 +8,6 @@ as the layer's activations) from one forward and one backward pass, or layer int
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,10 +16,10 @@ import torch
 from torch import nn
 
 from .features import Feature, Position, as_feature, check_images, check_vectors
-from .hooks import capture, deepest, layer_table, model_device
+from .hooks import capture, deepest, frozen_weights, layer_names, layer_table, model_device
 from .models import preprocess_fn
 from .results import Result
-from .validate import check_int
+from .validate import MAX_BATCH, MAX_STEPS, InputError, check_flag, check_int
 
 METHODS = ("gradient_x_activation", "integrated_gradients")
 TENSION_SCORES = ("min", "geometric", "harmonic", "product")
@@ -89,9 +88,7 @@ class Attribution(Result):
 
 def as_layers(layers: Union[str, Sequence[str]]) -> List[str]:
     """One layer name or several -> a de-duplicated list (order kept); an empty one raises ``ValueError``."""
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(dict.fromkeys(layers))
+    layers = list(dict.fromkeys(layer_names(layers, "layers")))
     if not layers:
         raise ValueError("layers is empty: name at least one attribution layer")
     return layers
@@ -100,6 +97,7 @@ def as_layers(layers: Union[str, Sequence[str]]) -> List[str]:
 def prepare_inputs(model, images, preprocess):
     """Checked images (B, 3, H, W) in [0, 1] (or (B, D) vectors when ``preprocess`` is False) on the
     model's device, normalised as ``render_vis(preprocess=True)`` does when ``preprocess``."""
+    preprocess = check_flag("preprocess", preprocess)
     if not preprocess and torch.is_tensor(images) and images.dim() == 2:
         images = check_vectors(images)  # (B, D) vectors of a non-image model, e.g. the toy models
     else:
@@ -151,9 +149,9 @@ def attribute(
         raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
     x = prepare_inputs(model, images, preprocess)
     if method == "integrated_gradients":
-        steps = check_int("steps", steps, 1)
+        steps = check_int("steps", steps, 1, MAX_STEPS)
         if internal_batch_size is not None:
-            internal_batch_size = check_int("internal_batch_size", internal_batch_size, 1)
+            internal_batch_size = check_int("internal_batch_size", internal_batch_size, 1, MAX_BATCH * MAX_STEPS)
         return _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
 
     values, acts = feature_graph(model, x, [feature], layers)
@@ -164,23 +162,6 @@ def attribute(
 # ------------------------------------------------------------------------------------------------
 # the gradient x activation kernel: one forward, one (batched) backward
 # ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def frozen_weights(model: nn.Module):
-    """The model's parameters with ``requires_grad`` off inside the block, restored on exit (also on error).
-
-    Layer attributions need gradients with respect to activations only; a graph that also records the
-    weights' gradients costs the forward pass about 40% more on the embedded model.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, g in flags:
-            p.requires_grad_(g)
-
-
 def _leaf_hooks(model: nn.Module, layers: Sequence[str]) -> list:
     """Forward hooks that turn the output of each of ``layers`` that does not already depend on an earlier
     one (the first to run, parallel branches) into a leaf requiring grad: the graph starts there, not at the
@@ -394,6 +375,13 @@ def tension(p, n, score: str = "min"):
     ``"min"``: min(P, N) (both must be large, the default); ``"geometric"``: sqrt(P N);
     ``"harmonic"``: 2PN / (P + N); ``"product"``: P N. Works on tensors and numpy arrays.
     """
+    for name, v in (("p", p), ("n", n)):
+        if not (torch.is_tensor(v) or isinstance(v, np.ndarray)) or v.dtype == bool or not (
+                v.is_floating_point() if torch.is_tensor(v) else np.issubdtype(v.dtype, np.floating)):
+            raise InputError(f"tension: {name} must be a float tensor or numpy array, got {type(v).__name__}"
+                             + (f" of {v.dtype}" if hasattr(v, "dtype") else ""))
+    if torch.is_tensor(p) != torch.is_tensor(n):
+        raise InputError("tension: p and n must both be tensors or both numpy arrays")
     if callable(score):
         return score(p, n)
     if score not in TENSION_SCORES:

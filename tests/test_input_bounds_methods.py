@@ -292,3 +292,26 @@ def test_stage_float_options(field, value, lr):
         assert math.isfinite(getattr(cfg, field[1]))
     render = call(configs.RenderConfig, lr=lr)
     assert render is None or 0 < render.lr <= configs.MAX_LR
+
+
+# -- attribution ------------------------------------------------------------------------------------------
+_FEATURE = li.Feature("conv3", unit=0)
+_IMAGES = torch.rand(2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: li.attribute(NET, _IMAGES, _FEATURE, None), "layers must be a layer name or a list"),
+    (lambda: li.attribute(NET, _IMAGES, _FEATURE, 2.5), "layers must be a layer name or a list"),
+    (lambda: li.attribute(NET, _IMAGES, _FEATURE, ["relu2", 3]), r"layers\[1\]"),
+    (lambda: li.measure(NET, _IMAGES, _FEATURE, preprocess=torch.tensor([1.0, 2.0])), "preprocess must be True or False"),
+    (lambda: li.attribute(NET, _IMAGES, _FEATURE, "relu2", method="integrated_gradients", steps=10 ** 20),
+     "steps must be"),
+    (lambda: li.tension(torch.rand(3), 2.5), "n must be a float tensor or numpy array, got float"),
+    (lambda: li.tension("3", np.ones(3)), "p must be a float tensor or numpy array, got str"),
+    (lambda: li.tension(torch.rand(3), np.ones(3)), "must both be tensors or both numpy arrays"),
+    (lambda: li.tension(torch.ones(3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)), "of torch.bool"),
+])
+def test_attribution_refuses_bad_layers_flags_steps_and_totals(call, match):
+    with pytest.raises((InputError, TypeError), match=match):
+        call()
+    assert hooks.hook_count(NET) == 0
