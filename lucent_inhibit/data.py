@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validate import MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_SIDE, InputError, check_int, check_number, check_optional
+from .validate import (MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_WORKERS, InputError, check_flag, check_int,
+                       check_number, check_optional)
 
 #: The natural photographs that ship inside the installed dependencies (no download), in a fixed order:
 #: scikit-image's colour photos, scikit-learn's two sample images (``load_sample_images``), Matplotlib's
@@ -263,12 +264,14 @@ class ImageFolder(Sequence):
 
     Every file is decoded once when the folder is opened: unreadable or truncated files are skipped, before
     any work starts, with one warning naming them; a folder with no readable image raises ``ValueError``.
-    ``paths[i]`` is the file of item ``i``.
+    ``paths[i]`` is the file of item ``i``. ``workers`` > 0 decodes in that many processes, both this check and
+    every batch a stage reads (:mod:`lucent_inhibit.pipeline`).
     """
 
-    def __init__(self, root: str, size: int = 224):
+    def __init__(self, root: str, size: int = 224, workers: int = 0):
         _check_path("root", root)
         size = check_int("size", size, 1, MAX_SIDE)
+        self.workers = check_int("workers", workers, 0, MAX_WORKERS)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder {root!r} does not exist or is not a directory")
         candidates = []
@@ -277,9 +280,10 @@ class ImageFolder(Sequence):
                 if f.lower().endswith(IMAGE_EXTENSIONS):
                     candidates.append(os.path.join(dirpath, f))
         candidates.sort()
-        good, bad = [], []
-        for path in candidates:
-            (good if readable_image(path) else bad).append(path)
+        from .pipeline import readable_paths
+
+        ok = readable_paths(candidates, self.workers)
+        good, bad = [p for p, o in zip(candidates, ok) if o], [p for p, o in zip(candidates, ok) if not o]
         if bad:
             warnings.warn(f"skipped {len(bad)} unreadable image file(s): {', '.join(bad)}")
         if not good:
@@ -387,14 +391,21 @@ def check_indices(name: str, indices, n: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def iter_batches(dataset, batch_size: int, indices=None):
+def iter_batches(dataset, batch_size: int, indices=None, pin_memory: bool = False):
     """Yield ``(indices, images)`` over ``dataset`` (a tensor (N, 3, H, W) or a sequence of images) in
-    batches of at most ``batch_size``; ``indices`` restricts and orders the items (default: all)."""
-    batch_size = check_int("batch_size", batch_size, 1, MAX_BATCH)
+    batches of at most ``batch_size``; ``indices`` restricts and orders the items (default: all). A dataset
+    with ``workers`` > 0 (``ImageFolder(..., workers=n)``) is decoded in worker processes, in the same order."""
+    batch_size, pin_memory = check_int("batch_size", batch_size, 1, MAX_BATCH), check_flag("pin_memory", pin_memory)
     idx = np.arange(len(dataset)) if indices is None else check_indices("indices", indices, len(dataset))
+    chunks = [idx[start: start + batch_size] for start in range(0, len(idx), batch_size)]
+    workers = 0 if torch.is_tensor(dataset) else getattr(dataset, "workers", 0)
+    if workers and len(chunks) > 1:
+        from .pipeline import parallel_batches
+
+        yield from parallel_batches(dataset, chunks, workers, pin_memory)
+        return
     shape = None
-    for start in range(0, len(idx), batch_size):
-        chunk = idx[start: start + batch_size]
+    for chunk in chunks:
         images = load_batch(dataset, chunk, shape)
         shape = tuple(images.shape[1:])
         yield chunk, images

@@ -27,6 +27,8 @@ MAX_IMAGES = 10 ** 7
 MAX_BATCH = 4096
 #: Largest random seed: numpy's global generator takes seeds in [0, 2**32 - 1].
 MAX_SEED = 2 ** 32 - 1
+#: Most worker processes decoding images: 256.
+MAX_WORKERS = 256
 #: Largest cosine exponent ``p`` of a cosdot: at ``|cos| = 0.5``, ``0.5 ** 64`` is about 5e-20, still a normal
 #: float32; beyond, ``|cos|^p`` underflows to zero for all but near-perfect alignment and the objective has no
 #: gradient (the papers use 2 to 4).

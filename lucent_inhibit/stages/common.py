@@ -65,8 +65,8 @@ def load_data(cfg: DataConfig):
 
     if cfg.images is not None and not os.path.isdir(cfg.images):
         raise FileNotFoundError(f"image folder {cfg.images!r} does not exist or is not a directory")
-    key = ("data", cfg.images, cfg.size) if cfg.images else ("data", cfg.n_images, cfg.size, cfg.seed)
-    data = _cached(key, lambda: ImageFolder(cfg.images, size=cfg.size) if cfg.images
+    key = ("data", cfg.images, cfg.size, cfg.workers) if cfg.images else ("data", cfg.n_images, cfg.size, cfg.seed)
+    data = _cached(key, lambda: ImageFolder(cfg.images, size=cfg.size, workers=cfg.workers) if cfg.images
                    else sample_crops(cfg.n_images, size=cfg.size, seed=cfg.seed))
     return First(data, cfg.limit) if cfg.limit is not None else data
 
@@ -117,6 +117,7 @@ class First(Sequence):
 
     def __init__(self, ds, n: int):
         self.ds, self.n = ds, min(n, len(ds))
+        self.workers = getattr(ds, "workers", 0)  # decoded as the whole dataset is (lucent_inhibit.pipeline)
 
     def __len__(self):
         return self.n

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 from ..validate import (MAX_BATCH, MAX_IMAGES, MAX_LR, MAX_POWER, MAX_SEED, MAX_SIDE, MAX_STEPS,  # noqa: F401
+                        MAX_WORKERS,
                         check_int, check_number)
 from .options import flag, option
 
@@ -79,10 +80,13 @@ class DataConfig:
     size: int = option(224, f"image side in pixels (8 to {MAX_SIDE})")
     seed: int = option(0, f"seed of the bundled crops (and of the stage's random choices; 0 to {MAX_SEED})")
     batch_size: int = option(16, f"images per forward/backward pass (1 to {MAX_BATCH})")
+    workers: int = option(0, f"processes that decode and resize the --images folder while the model runs (0: the "
+                          f"main process; 0 to {MAX_WORKERS}; the bundled crops are already decoded)")
     limit: Optional[int] = option(None, "use only the first N images (default: all)", hidden=True)
 
     def __post_init__(self):
         check_int(flag(DataConfig, "n_images"), self.n_images, 1, MAX_IMAGES)
+        check_int(flag(DataConfig, "workers"), self.workers, 0, MAX_WORKERS)
         check_int(flag(DataConfig, "size"), self.size, 8, MAX_SIDE)
         check_int(flag(DataConfig, "seed"), self.seed, 0, MAX_SEED)
         check_int(flag(DataConfig, "batch_size"), self.batch_size, 1, MAX_BATCH)
