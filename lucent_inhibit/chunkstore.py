@@ -273,3 +273,11 @@ def load_chunks(folder: str, result_type: type) -> Tuple[dict, list]:
                                   "scan(..., out=...) again with the same arguments to recompute it")
         parts.append(part)
     return manifest, parts
+
+
+def check_resumable(folder: str, identity: dict) -> None:
+    """``ValueError`` (that of :meth:`ChunkStore.open`) when ``folder`` holds the manifest of a scan other
+    than the one ``identity`` describes; nothing when it holds none or the same scan."""
+    path = os.path.join(folder, MANIFEST)
+    if os.path.isfile(path):
+        _check_same_scan(path, read_manifest(folder), identity)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -35,11 +34,12 @@ from .attribution import TENSION_SCORES, Attribution, as_feature, tension as _te
 from .chunkstore import ChunkStore, chunk_images, load_chunks, new_manifest, parse_shard, shard_indices, split_chunks
 from .completeness_check import sum_check
 from .datapass import DatasetPass, check_flag, dataset_pass
+from .distributed import env_world_size
 from .features import Feature
 from .results import Result
 from .scanstats import (MIN_PERCENTILE_IMAGES, chunk_rows, completeness_r, concat_rows, measure_completeness,  # noqa: F401
-                        percentile_ranks, top_indices)
-from .validate import check_choice, check_int, check_number
+                        percentile_ranks, top_indices, warn_small_percentile)
+from .validate import InputError, check_choice, check_int, check_number
 
 GRANULARITIES = ("element", "channel")
 NORMS = ("l1", "l2")
@@ -47,6 +47,12 @@ NORMS = ("l1", "l2")
 #: ``"percentile"``, the smaller of P's and N's percentile ranks within the scan (the default).
 SCAN_SCORES = TENSION_SCORES + ("percentile",)
 DEFAULT_SCORE = "percentile"
+
+
+class NotInScanError(InputError, KeyError):
+    """A dataset index or layer that a :class:`ScanResult` does not hold (a ``KeyError`` and an ``InputError``)."""
+
+    __str__ = InputError.__str__
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,7 +103,7 @@ class ScanResult(Result):
     # -- statistics ---------------------------------------------------------------------------------
     def _layer(self, layer: Optional[str]) -> int:
         if layer is not None and layer not in self.layers:
-            raise KeyError(f"layer {layer!r} was not scanned; scanned attribution layers: {self.layers}")
+            raise NotInScanError(f"layer {layer!r} was not scanned; scanned attribution layers: {self.layers}")
         return 0 if layer is None else self.layers.index(layer)
 
     def _stat(self, which: np.ndarray, layer, granularity: str, norm: str) -> np.ndarray:
@@ -139,14 +145,14 @@ class ScanResult(Result):
         """Row of dataset index ``index`` in this result."""
         hits = np.nonzero(self.indices == int(index))[0]
         if hits.size == 0:
-            raise KeyError(f"dataset index {index} is not in this scan ({len(self)} images)")
+            raise NotInScanError(f"dataset index {index} is not in this scan ({len(self)} images)")
         return int(hits[0])
 
     def maps(self, index: int, layer: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
         """(h, w) float32 positive and negative attribution maps of dataset index ``index``."""
         name = self.layers[self._layer(layer)]
         if name not in self.pos_maps:
-            raise KeyError(f"no spatial maps stored for layer {name!r} (linear layer, or scanned with keep_maps=False)")
+            raise NotInScanError(f"no spatial maps stored for layer {name!r} (linear layer, or scanned with keep_maps=False)")
         r = self.row(index)
         return self.pos_maps[name][r].astype(np.float32), self.neg_maps[name][r].astype(np.float32)
 
@@ -178,16 +184,10 @@ class ScanResult(Result):
     def select(self, top_activation: int = 0, bottom_activation: int = 0, top_abs: int = 0, top_tension: int = 0,
                layer: Optional[str] = None, score=DEFAULT_SCORE, granularity: str = "element",
                norm: str = "l1") -> np.ndarray:
-        """Union of several selections, as the attribution atlas samples images.
-
-        Args:
-            top_activation / bottom_activation: ``k`` MEIs / MIIs.
-            top_abs: ``k`` images with the largest ``|S|_2`` at ``layer``.
-            top_tension: ``k`` MTIs at ``layer`` by ``score`` (with ``granularity`` and ``norm``).
-
-        Returns:
-            (m,) int64 sorted unique dataset indices (m <= the sum of the k's).
-        """
+        """Union of several selections, as the attribution atlas samples images: ``top_activation`` MEIs,
+        ``bottom_activation`` MIIs, the ``top_abs`` images with the largest ``|S|_2`` at ``layer`` and the
+        ``top_tension`` MTIs at ``layer`` by ``score`` (with ``granularity`` and ``norm``). Returns (m,) int64
+        sorted unique dataset indices (m <= the sum of the k's)."""
         parts = []
         if top_activation:
             parts.append(self.meis(top_activation))
@@ -256,7 +256,7 @@ class ScanResult(Result):
 # the scan, step by step
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class _Plan:
+class ScanPlan:
     """What one :func:`scan` call decided before reading any image."""
 
     run: DatasetPass
@@ -277,11 +277,12 @@ class _Plan:
         return {"feature": self.feature.to_dict(), "layers": list(self.run.layers), "dataset": self.run.name,
                 "dataset_size": self.run.size, "shard": list(self.shard), "batch_size": self.run.batch_size,
                 "chunk_size": self.info["chunk_size"], "keep_maps": self.keep_maps, "preprocess": self.run.preprocess,
-                "image_shape": self.info["image_shape"], "info": self.info}
+                "image_shape": self.info.get("image_shape"), "info": self.info}
 
 
-def _plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_size, score, preprocess,
-          progress) -> _Plan:
+def make_plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_size, score, preprocess,
+              progress) -> ScanPlan:
+    """The checked arguments of a :func:`scan` of shard ``shard`` (its chunks of dataset indices)."""
     feature = as_feature(feature)
     run = dataset_pass(model, dataset, layers, [feature], batch_size, preprocess, progress)
     keep_maps = check_flag("keep_maps", keep_maps)
@@ -293,10 +294,10 @@ def _plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_s
         raise ValueError(f"shard {shard[0]}/{shard[1]} of a {run.size}-image dataset is empty; use fewer shards")
     info = {"batch_size": run.batch_size, "chunk_size": size, "shard": list(shard), "score": score,
             "keep_maps": keep_maps, "method": "gradient_x_activation", "preprocess": run.preprocess}
-    return _Plan(run, feature, keep_maps, shard, split_chunks(idx, size), info)
+    return ScanPlan(run, feature, keep_maps, shard, split_chunks(idx, size), info)
 
 
-def _first_batch(plan: _Plan) -> Tuple[np.ndarray, Attribution]:
+def _first_batch(plan: ScanPlan) -> Tuple[np.ndarray, Attribution]:
     """Attribute the shard's first batch, validating feature, layers and images before anything is written
     (attribution layers after the feature, a unit or position out of range raise here). Chunk 0 reuses it."""
     idx, images = next(plan.run.batches(plan.chunks[0][: plan.run.batch_size]))
@@ -304,7 +305,7 @@ def _first_batch(plan: _Plan) -> Tuple[np.ndarray, Attribution]:
     return idx, plan.run.attribute(images, plan.feature)
 
 
-def _scan_chunks(plan: _Plan, store: Optional[ChunkStore], done: Dict[int, ScanResult], first) -> List[ScanResult]:
+def _scan_chunks(plan: ScanPlan, store: Optional[ChunkStore], done: Dict[int, ScanResult], first) -> List[ScanResult]:
     """Every chunk of the scan, reused from ``done`` or computed (and written to ``store``)."""
     total, initial = sum(c.size for c in plan.chunks), sum(len(p) for p in done.values())
     parts = []
@@ -341,7 +342,8 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
             dataset, shard, batch and chunk size, else ``ValueError``). A chunk whose file is missing or
             does not match its recorded SHA-256 is recomputed with a warning. ``resume=False`` starts over.
         shard: ``(i, n)`` or ``"i/n"``: scan only the ``i``-th of ``n`` contiguous index ranges; combine
-            the shards with :func:`merge_scans`.
+            the shards with :func:`merge_scans`. Under ``torchrun`` (``WORLD_SIZE > 1``) rank ``r`` of ``w``
+            scans shard ``(r, w)`` itself: see :func:`lucent_inhibit.rankscan.scan_ranks`.
         keep_maps: keep the (h, w) float16 maps of relu(S) and relu(-S) summed over channels.
         chunk_size: images per checkpoint chunk (rounded up to a multiple of ``batch_size``; default ~256).
         score: the tension score recorded in ``info`` (``SCAN_SCORES``; selections may use any later).
@@ -355,8 +357,21 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
     Returns:
         :class:`ScanResult`, rows sorted by dataset index.
     """
-    plan = _plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_size, score, preprocess,
-                 progress)
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise InputError(f"out must be a folder path (str or os.PathLike) or None, got {out!r:.60}")
+    if env_world_size() > 1:  # under torchrun: each rank scans its share (lucent_inhibit.rankscan)
+        from .rankscan import scan_ranks
+
+        return scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, keep_maps, chunk_size,
+                          score, completeness_threshold, progress, preprocess)
+    plan = make_plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_size, score, preprocess,
+                     progress)
+    return run_plan(plan, out, resume, completeness_threshold)
+
+
+def run_plan(plan: ScanPlan, out, resume, completeness_threshold, warn: bool = True) -> ScanResult:
+    """Scan what ``plan`` says into ``out`` (see :func:`scan`); ``warn=False`` (one rank's share of a
+    distributed scan) records completeness without warning about it."""
     threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
     resume, store, done = check_flag("resume", resume), None, {}
     with plan.run.evaluating():
@@ -364,12 +379,13 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
         if out is not None:
             manifest = new_manifest(plan.identity(), len(plan.chunks))
             store, done = ChunkStore.open(os.fspath(out), manifest, ScanResult, plan.chunks, resume)
-        result = measure_completeness(concat_rows(_scan_chunks(plan, store, done, first), plan.empty()), threshold)
+        result = concat_rows(_scan_chunks(plan, store, done, first), plan.empty())
+    result = measure_completeness(result, threshold) if warn else dataclasses.replace(
+        result, completeness=completeness_r(result))
     if store is not None:
         store.finish(completeness=result.completeness)
-    if score == "percentile" and plan.shard[1] == 1 and len(result) < MIN_PERCENTILE_IMAGES:
-        warnings.warn(f"score='percentile' ranks P and N within the scan and needs at least {MIN_PERCENTILE_IMAGES} "
-                      f"images; this scan has {len(result)}: scan more images or use score='min'", stacklevel=2)
+    if warn and plan.shard[1] == 1:
+        warn_small_percentile(plan.info["score"], len(result))
     return result
 
 
@@ -383,6 +399,8 @@ def merge_scans(parts: Iterable[Union[ScanResult, str]], require_complete: bool 
     """
     require_complete = check_flag("require_complete", require_complete)
     threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
+    if isinstance(parts, (str, os.PathLike, ScanResult)) or not hasattr(parts, "__iter__"):
+        raise InputError(f"parts must be a list of scan results, result files or scan folders, got {parts!r:.60}")
     loaded = [p if isinstance(p, ScanResult) else ScanResult.load(p) for p in parts]
     if not loaded:
         raise ValueError("merge_scans needs at least one scan result")

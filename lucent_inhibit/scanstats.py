@@ -9,6 +9,7 @@ norm) and, optionally, the spatial maps of ``relu(S)`` and ``relu(-S)`` summed o
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -152,6 +153,14 @@ def percentile_ranks(values: np.ndarray) -> np.ndarray:
     below = np.searchsorted(s, v, side="left")
     equal = np.searchsorted(s, v, side="right") - below
     return 100.0 * (below + 0.5 * equal) / v.size
+
+
+def warn_small_percentile(score, n: int) -> None:
+    """Warn that a scan of ``n`` images is too small for its ``"percentile"`` ``score`` (fewer than
+    :data:`MIN_PERCENTILE_IMAGES`): its percentile ranks will refuse."""
+    if score == "percentile" and n < MIN_PERCENTILE_IMAGES:
+        warnings.warn(f"score='percentile' ranks P and N within the scan and needs at least {MIN_PERCENTILE_IMAGES} "
+                      f"images; this scan has {n}: scan more images or use score='min'", stacklevel=4)
 
 
 def percentile_tension(p: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ from torch import nn
 from ..attribution import as_feature, prepare_inputs
 from ..completeness_check import pearson
 from ..data import describe_item
-from ..datapass import DatasetPass, dataset_pass
+from ..datapass import DatasetPass, check_flag, dataset_pass
+from ..distributed import agree, all_gather, init_from_env, rank_indices
 from ..features import Feature, check_position
 from ..hooks import capture, model_device
 from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape, element_totals
@@ -157,53 +158,80 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         completeness_threshold: warn when Pearson r(f, E) is below it for some features.
         progress: show a tqdm bar; preprocess: apply the model's input normalisation.
 
+    Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`lucent_inhibit.distributed`) rank ``r`` of ``w`` takes shard
+    ``(r, w)`` of the images and every rank returns the whole census, equal to the one-process census.
+
     Returns:
         :class:`Census` with (n, K) values and (n, K, L) totals, rows sorted by dataset index.
     """
-    run = dataset_pass(model, dataset, layers, [], batch_size, preprocess, progress)
-    chunk = check_int("chunk_size", chunk_size, 1)
-    backward = check_choice("backward", backward, BACKWARDS)
-    threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
+    rank, world = init_from_env()
+    setup = lambda: _setup(model, dataset, features, layers, units, position, batch_size, chunk_size,  # noqa: E731
+                           backward, completeness_threshold, preprocess, check_flag("progress", progress) and rank == 0)
+    run, feats, chunk, batched, shape, per_feature, threshold = agree("census", setup) if world > 1 else setup()[0]
+    idx = rank_indices(run.size, rank, world)
     with run.evaluating():
-        idx0, first = next(run.batches(range(min(run.batch_size, run.size))))
-        x0 = prepare_inputs(run.model, first, run.preprocess)
-        with torch.no_grad():  # one image, for the layers' shapes
-            probe = capture(model, x0[:1], run.layers + ([features] if isinstance(features, str) else []))
-        feats = census_features(features, probe, units, position)
-        run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
-        batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
-        per_feature = bytes_per_feature(probe, run.layers, run.batch_size)
-        values, pos, neg = _census_pass(run, feats, chunk, batched, tuple(first.shape[1:]), per_feature)
+        work = lambda: dict(zip("vpn", _census_pass(run, feats, chunk, batched, shape, per_feature, idx)))  # noqa: E731
+        parts = all_gather(work) if world > 1 else [work()]
+    values, pos, neg = (np.concatenate([p[k] for p in parts]) for k in "vpn")
     result = Census(
         features=feats, layers=list(run.layers), indices=np.arange(run.size, dtype=np.int64), activation=values,
         pos=pos, neg=neg, items=np.asarray([describe_item(dataset, i) for i in range(run.size)], dtype=str),
         completeness=completeness_table(values, pos, neg), dataset=run.name, dataset_size=run.size,
         info={"batch_size": run.batch_size, "chunk_size": chunk, "backward": "batched" if batched else "loop",
               "method": "gradient_x_activation", "granularity": "element", "norm": "l1", "preprocess": run.preprocess})
-    _warn(result, threshold)
+    with warnings.catch_warnings():
+        if rank:
+            warnings.simplefilter("ignore")  # rank 0 says it once
+        _warn(result, threshold)
     return result
 
 
-def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bool, shape: tuple, per_feature: int):
-    """(n, K) values and (n, K, L) P and N over the whole dataset, preallocated (memory flat in n)."""
-    k, n_layers = len(feats), len(run.layers)
-    values = np.zeros((run.size, k), np.float32)
-    pos, neg = np.zeros((run.size, k, n_layers), np.float32), np.zeros((run.size, k, n_layers), np.float32)
+def _setup(model, dataset, features, layers, units, position, batch_size, chunk_size, backward, threshold, preprocess,
+           progress):
+    """The checked arguments of a census: ``((pass, features, chunk size, batched, image shape, bytes per
+    feature, threshold), fingerprint)``; the fingerprint is what every rank of a distributed census shares."""
+    run = dataset_pass(model, dataset, layers, [], batch_size, preprocess, progress)
+    chunk = check_int("chunk_size", chunk_size, 1)
+    backward = check_choice("backward", backward, BACKWARDS)
+    threshold = check_number("completeness_threshold", threshold, -1.0, 1.0)
+    with run.evaluating():
+        idx0, first = next(run.batches(range(min(run.batch_size, run.size))))
+        x0 = prepare_inputs(run.model, first, run.preprocess)
+        with torch.no_grad():  # one image, for the layers' shapes
+            probe = capture(model, x0[:1], run.layers + ([features] if isinstance(features, str) else []))
+    feats = census_features(features, probe, units, position)
+    run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
+    batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
+    fingerprint = {"features": [f.to_dict() for f in feats], "layers": list(run.layers), "dataset": run.name,
+                   "dataset_size": run.size, "batch_size": run.batch_size, "chunk_size": chunk, "backward": backward,
+                   "preprocess": run.preprocess, "image_shape": list(first.shape[1:]), "threshold": threshold}
+    per_feature = bytes_per_feature(probe, run.layers, run.batch_size)
+    return (run, feats, chunk, batched, tuple(first.shape[1:]), per_feature, threshold), fingerprint
+
+
+def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bool, shape: tuple, per_feature: int,
+                 indices: np.ndarray):
+    """(n, K) values and (n, K, L) P and N of the n consecutive dataset ``indices``, preallocated (memory
+    flat in the dataset's size)."""
+    k, n_layers, n, start = len(feats), len(run.layers), len(indices), int(indices[0])
+    values = np.zeros((n, k), np.float32)
+    pos, neg = np.zeros((n, k, n_layers), np.float32), np.zeros((n, k, n_layers), np.float32)
     free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
     workspace, scratch = {}, {}  # the chunk's attributions and the totals' temporaries, reused by every batch
-    with run.bar(run.size, f"census of {k} features") as bar:
-        for idx, images in run.batches():
+    with run.bar(n, f"census of {k} features") as bar:
+        for idx, images in run.batches(indices):
             check_shape(idx, images, shape)
+            rows_of = idx - start
             chunks, failed = run.attribute_features(images, feats, chunk, batched, workspace), False
             try:
                 for rows, v, scores in chunks:
                     cols = slice(rows.start, rows.stop)
-                    values[idx, cols] = v.T.float().cpu().numpy()
+                    values[rows_of, cols] = v.T.float().cpu().numpy()
                     for li, s in enumerate(scores):
                         if scratch.get(li) is None or scratch[li].numel() < s.numel():
                             scratch[li] = torch.empty(s.numel(), dtype=s.dtype, device=s.device)
                         p, q = element_totals(s, 2, scratch[li][: s.numel()])
-                        pos[idx, cols, li], neg[idx, cols, li] = p.T, q.T
+                        pos[rows_of, cols, li], neg[rows_of, cols, li] = p.T, q.T
                     del scores
             except (RuntimeError, MemoryError) as exc:
                 if not (isinstance(exc, MemoryError) or _is_allocation_error(exc)):

@@ -71,10 +71,13 @@ def _layers(model, cfg: CensusConfig) -> Tuple[str, List[str]]:
 
 
 def run(cfg: CensusConfig, progress: bool = True):
-    """Census the layer's units, write ``census.npz`` and ``census.png`` to ``cfg.out``; returns the Census."""
+    """Census the layer's units, write ``census.npz`` and ``census.png`` to ``cfg.out``; returns the Census.
+    Under ``torchrun`` every rank censuses its share of the images and returns the whole census; rank 0 writes."""
     from ..census import layer_census
+    from ..distributed import all_gather, init_from_env
     from .common import load_data, load_model, out_folder
 
+    rank = init_from_env()[0]
     model = load_model(cfg.model)
     layer, layers = _layers(model, cfg)
     data = load_data(cfg.data)
@@ -82,10 +85,14 @@ def run(cfg: CensusConfig, progress: bool = True):
     result = layer_census(model, data, layer, layers, units=cfg.units, position=parse_position(cfg.position),
                           batch_size=cfg.data.batch_size, chunk_size=cfg.chunk_size, backward=cfg.backward,
                           progress=progress)
+    all_gather(lambda: _write(result, cfg) if rank == 0 else None)  # under torchrun rank 0 writes
+    return result
+
+
+def _write(result, cfg: CensusConfig) -> None:
     result.save(os.path.join(cfg.out, "census.npz"))
     if cfg.figures:
         result.plot(os.path.join(cfg.out, "census.png"))
-    return result
 
 
 def describe(result, cfg: CensusConfig) -> List[str]:

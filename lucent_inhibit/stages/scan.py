@@ -81,11 +81,13 @@ class ScanConfig:
 
 
 def run(cfg: ScanConfig, progress: bool = True):
-    """Scan (or merge shards), write ``scan.npz`` and the figures to ``cfg.out``; returns the ScanResult."""
-    from ..plots import save_scan_figures
+    """Scan (or merge shards), write ``scan.npz`` and the figures to ``cfg.out``; returns the ScanResult.
+    Under ``torchrun`` every rank scans its share and returns the whole scan; rank 0 alone writes."""
+    from ..distributed import all_gather, init_from_env
     from ..scanning import merge_scans, scan
     from .common import feature_and_layers, load_data, load_model, out_folder
 
+    rank = init_from_env()[0]
     model = load_model(cfg.model)
     feature, layers = feature_and_layers(model, cfg.feature, cfg.attr_layers, "--attr-layers")
     data = load_data(cfg.data)
@@ -101,13 +103,20 @@ def run(cfg: ScanConfig, progress: bool = True):
                       keep_maps=cfg.keep_maps, chunk_size=cfg.chunk_size, score=cfg.score, progress=progress)
         if cfg.shard:
             return result
+    all_gather(lambda: _write(result, data, cfg) if rank == 0 else None)  # the others wait for rank 0
+    return result
+
+
+def _write(result, data, cfg: ScanConfig) -> None:
+    """``scan.npz`` and (unless ``--no-figures``) the figures of ``result`` in ``cfg.out``."""
+    from ..plots import save_scan_figures
+
     result.save(os.path.join(cfg.out, "scan.npz"))
     if cfg.figures:
         if getattr(data, "identity", None) != result.dataset:
             raise ValueError(f"the images given ({getattr(data, 'identity', '?')}) are not the scanned dataset "
                              f"({result.dataset}); pass the same --images/--n-images/--size/--seed to draw figures")
         save_scan_figures(result, data, cfg.out, k=min(cfg.top_k, len(result)), score=_score(result, cfg))
-    return result
 
 
 def _mean_act(result, indices) -> float:

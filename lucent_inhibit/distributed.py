@@ -1,0 +1,166 @@
+"""Scans and censuses on several processes: ``torch.distributed`` as ``torchrun`` starts it.
+
+Under ``torchrun --nproc_per_node=K`` (or ``srun`` + ``torchrun`` over nodes) every process runs the same
+program; :func:`init_from_env` joins the process group that the launcher's environment variables
+(``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) describe: gloo for CPU tensors, and NCCL for
+CUDA tensors where CUDA is present (``"cpu:gloo,cuda:nccl"``). A dataset pass (Hamblin et al. 2024,
+section 2: a scan or a layer census) then gives rank ``r`` of ``w`` the indices of shard ``(r, w)``
+(:func:`~lucent_inhibit.chunkstore.shard_indices`, the rule of ``--shard``), and the ranks exchange their
+rows with :func:`all_gather`, so every rank ends with the one-process result.
+
+Everything exchanged travels as ``.npz`` bytes (numpy arrays, ``allow_pickle=False``) over CPU tensors,
+never as pickles. Every collective here also carries errors: when one rank fails (bad input, a bad
+image in its share), every rank raises :class:`DistributedError` naming that rank, instead of the others
+waiting for it until a timeout. :func:`agree` compares a fingerprint of the arguments across ranks
+before any work, so ranks given different features or datasets refuse at once.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .validate import InputError
+
+Arrays = Dict[str, np.ndarray]
+
+
+class DistributedError(InputError):
+    """The ranks of a distributed run disagree on their input, or one of them failed."""
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` from the environment (1 when unset or not an integer)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def init_from_env() -> Tuple[int, int]:
+    """``(rank, world size)``: joins the process group from the launcher's environment when
+    ``WORLD_SIZE > 1`` and no group exists yet; ``(0, 1)`` for a one-process run."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized() and env_world_size() > 1:
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+        dist.init_process_group(backend=backend)
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank_indices(n_items: int, rank: int, world: int) -> np.ndarray:
+    """(m,) int64 dataset indices of rank ``rank``: shard ``(rank, world)`` of ``n_items``; a world larger
+    than the dataset is refused (call it on every rank: every rank then raises the same error)."""
+    from .chunkstore import shard_indices
+
+    if world > n_items:
+        raise DistributedError(f"world size {world} is larger than the dataset ({n_items} images): every rank needs "
+                               f"at least one image; run on at most {n_items} processes or scan more images")
+    return shard_indices(n_items, (rank, world))
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing in a one-process run)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------------
+# exchange
+# ------------------------------------------------------------------------------------------------
+def _pack(arrays: Optional[Arrays]) -> bytes:
+    if arrays is None:
+        return b"N"
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return b"A" + buf.getvalue()
+
+
+def _unpack(data: bytes) -> Optional[Arrays]:
+    if data[:1] == b"N":
+        return None
+    with np.load(io.BytesIO(data[1:]), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _all_gather_bytes(data: bytes) -> List[bytes]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [data]
+    world = dist.get_world_size()
+    size = torch.tensor([len(data)], dtype=torch.int64)
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    mine = torch.zeros(longest, dtype=torch.uint8)
+    mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    bufs = [torch.zeros(longest, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(bufs, mine)
+    return [b[: int(s.item())].numpy().tobytes() for b, s in zip(bufs, sizes)]
+
+
+def all_gather(work: Callable[[], Optional[Arrays]]) -> List[Optional[Arrays]]:
+    """Run ``work()`` on every rank and give every rank the list, in rank order, of what each returned
+    (a dict of numpy arrays, or None). If ``work`` raises on some rank, that rank re-raises its error and
+    every other rank raises :class:`DistributedError` naming it (no rank is left waiting)."""
+    error: Optional[BaseException] = None
+    try:
+        data = _pack(work())
+    except Exception as exc:  # noqa: BLE001 -- passed to the other ranks, then re-raised
+        error, data = exc, b"E" + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+    gathered = _all_gather_bytes(data)
+    if error is not None:
+        raise error
+    failed = [(r, d[1:].decode("utf-8", "replace")) for r, d in enumerate(gathered) if d[:1] == b"E"]
+    if failed:
+        r, message = failed[0]
+        raise DistributedError(f"rank {r} of {len(gathered)} failed: {message}")
+    return [_unpack(d) for d in gathered]
+
+
+def agree(what: str, compute: Callable[[], Tuple[Any, dict]]) -> Any:
+    """``value`` of ``compute() -> (value, fingerprint)`` after checking on every rank that every rank
+    computed the same JSON ``fingerprint`` (the arguments of ``what``: feature, layers, dataset, ...);
+    ranks that disagree raise :class:`DistributedError` naming the entries that differ from rank 0's."""
+    box = {}
+
+    def work():
+        box["value"], fingerprint = compute()
+        return {"fp": np.frombuffer(json.dumps(fingerprint, sort_keys=True, default=str).encode(), np.uint8)}
+
+    prints = [json.loads(bytes(g["fp"]).decode()) for g in all_gather(work)]
+    for r, fp in enumerate(prints[1:], 1):
+        differ = sorted(k for k in set(fp) | set(prints[0]) if fp.get(k) != prints[0].get(k))
+        if differ:
+            k = differ[0]
+            raise DistributedError(
+                f"the ranks of this {what} disagree: rank {r} has {k}={fp.get(k)!r:.200}, rank 0 has "
+                f"{k}={prints[0].get(k)!r:.200} (entries that differ: {differ}); every rank must get the same "
+                "arguments and the same dataset")
+    return box["value"]
+
+
+def encode_result(result) -> Arrays:
+    """A :class:`~lucent_inhibit.results.Result` as a dict of arrays (its file's encoding, in memory)."""
+    arrays, fields = result._encode()
+    return dict(arrays, __fields__=np.frombuffer(json.dumps(fields).encode("utf-8"), np.uint8))
+
+
+def decode_result(cls, arrays: Arrays):
+    """The ``cls`` result that :func:`encode_result` encoded."""
+    arrays = dict(arrays)
+    fields = json.loads(bytes(arrays.pop("__fields__")).decode("utf-8"))
+    return cls._decode(arrays, fields)
