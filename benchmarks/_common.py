@@ -31,3 +31,41 @@ def write_result(name: str, peer: str, ratio: float, details: dict, threads=None
         json.dump(result, f, indent=1)
     print(f"wrote benchmarks/results/{name}.json")
     return path
+
+
+class LazyImages:
+    """``n`` deterministic (3, size, size) images in [0, 1], each made when it is read (no memory held)."""
+
+    def __init__(self, n: int, size: int = 64):
+        self.n, self.size, self.identity = n, size, f"lazy-noise(n={n}, size={size})"
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import torch
+        import torch.nn.functional as F
+
+        if not 0 <= int(i) < self.n:
+            raise IndexError(i)
+        small = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(int(i)))
+        return F.interpolate(small, size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+
+
+def proc_status(key: str) -> int:
+    """``key`` (VmRSS, VmHWM) of /proc/self/status in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {key}")
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

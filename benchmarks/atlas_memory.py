@@ -30,44 +30,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 FEATURE, LAYER, SIZE = ("blocks_4_0_bn3_drop", 5), "blocks_4_0_bn1_act", 64
-
-
-class LazyImages:
-    """``n`` deterministic (3, 64, 64) images in [0, 1], each made when it is read (no memory held)."""
-
-    def __init__(self, n: int):
-        self.n, self.identity = n, f"lazy-noise(n={n}, size={SIZE})"
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        import torch
-        import torch.nn.functional as F
-
-        if not 0 <= int(i) < self.n:
-            raise IndexError(i)
-        small = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(int(i)))
-        return F.interpolate(small, size=(SIZE, SIZE), mode="bilinear", align_corners=False)[0]
-
-
-def _status(key: str) -> int:
-    """``key`` (VmRSS, VmHWM) of /proc/self/status in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"/proc/self/status has no {key}")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+sys.path.insert(0, HERE)
+from _common import LazyImages, proc_status, reset_peak  # noqa: E402
 
 
 def child(n: int, batch_size: int) -> dict:
@@ -80,14 +44,14 @@ def child(n: int, batch_size: int) -> dict:
 
     model, feature = efficientnet_lite0(), Feature(*FEATURE)
     warnings.simplefilter("ignore")
-    collect_vectors(model, LazyImages(64), feature, LAYER, mode="position", batch_size=batch_size)  # warm-up
-    data = LazyImages(n)
+    collect_vectors(model, LazyImages(64, SIZE), feature, LAYER, mode="position", batch_size=batch_size)  # warm-up
+    data = LazyImages(n, SIZE)
     gc.collect()
-    before, reset = _status("VmRSS"), _reset_peak()
+    before, reset = proc_status("VmRSS"), reset_peak()
     t = time.perf_counter()
     pts = collect_vectors(model, data, feature, LAYER, mode="position", batch_size=batch_size)
     seconds = time.perf_counter() - t
-    peak = _status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = proc_status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     arrays = [pts.vectors, pts.point_image, pts.point_position, pts.net, pts.magnitude, pts.activation, pts.P,
               pts.N, pts.thumbnails, pts.image_index]
     return {"n": n, "points": len(pts), "box": list(pts.box), "map_shape": list(pts.map_shape),
