@@ -19,6 +19,7 @@ from .features import Feature, Position, as_feature, check_images, check_vectors
 from .hooks import capture, deepest, frozen_weights, layer_names, layer_table, model_device
 from .models import preprocess_fn
 from .results import Result
+from .tokens import check_input_size
 from .validate import MAX_BATCH, MAX_STEPS, InputError, check_flag, check_int
 
 METHODS = ("gradient_x_activation", "integrated_gradients")
@@ -102,6 +103,7 @@ def prepare_inputs(model, images, preprocess):
         images = check_vectors(images)  # (B, D) vectors of a non-image model, e.g. the toy models
     else:
         images = check_images(images, preprocess)
+        check_input_size(model, images.shape[2:])  # a ViT with a strict patch embedding takes one size
     images = images.to(model_device(model))
     x = preprocess_fn(model)(images) if preprocess else images
     return x
@@ -220,12 +222,11 @@ def feature_values(acts: Dict[str, torch.Tensor], features: Sequence[Feature]) -
     groups: Dict[tuple, List[int]] = {}
     for k, f in enumerate(features):
         f.check(acts[f.layer])
-        groups.setdefault((f.layer, str(f.position), f.unit is None), []).append(k)
+        groups.setdefault((f.layer, str(f.position), str(f.grid), f.unit is None), []).append(k)
     parts, order = [], []
-    for (layer, _, is_direction), rows in groups.items():
+    for (layer, _, _, is_direction), rows in groups.items():
         act, first = acts[layer], features[rows[0]]
-        yx = first.spatial_index(act)
-        vec = act if act.dim() == 2 else act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
+        vec = first.vector(act)
         if is_direction:
             parts.append(vec @ torch.stack([features[k].direction for k in rows], 1).to(vec.device, vec.dtype))
         else:
@@ -360,7 +361,9 @@ def signed_totals(scores, granularity: str = "element", norm: str = "l1"):
         raise TypeError(f"scores must be real-valued, got dtype {s.dtype}")
     if s.dim() < 2:
         raise ValueError(f"scores must be batched, (B, C, ...), got shape {tuple(s.shape)}")
-    if granularity == "channel" and s.dim() > 2:
+    if granularity == "channel" and s.dim() == 3:  # a token layer (B, T, C): channels last
+        s = s.sum(1)
+    elif granularity == "channel" and s.dim() > 2:
         s = s.flatten(2).sum(2)
     s = s.flatten(1)
     pos, neg = s.clamp(min=0), (-s).clamp(min=0)

@@ -38,7 +38,7 @@ from .distributed import env_world_size
 from .features import Feature
 from .results import Result
 from .scanstats import (MIN_PERCENTILE_IMAGES, chunk_rows, completeness_r, concat_rows, measure_completeness,  # noqa: F401
-                        percentile_ranks, top_indices, warn_small_percentile)
+                        percentile_ranks, reducible, top_indices, warn_small_percentile)
 from .validate import InputError, check_choice, check_int, check_number
 
 GRANULARITIES = ("element", "channel")
@@ -301,8 +301,8 @@ def _first_batch(plan: ScanPlan) -> Tuple[np.ndarray, Attribution]:
     """Attribute the shard's first batch, validating feature, layers and images before anything is written
     (attribution layers after the feature, a unit or position out of range raise here). Chunk 0 reuses it."""
     idx, images = next(plan.run.batches(plan.chunks[0][: plan.run.batch_size]))
-    plan.info["image_shape"] = list(images.shape[1:])
-    return idx, plan.run.attribute(images, plan.feature)
+    plan.info["image_shape"], att = list(images.shape[1:]), plan.run.attribute(images, plan.feature)
+    return idx, reducible(att, plan.run.layers, plan.keep_maps, plan.feature.grid)  # fails before the manifest
 
 
 def _scan_chunks(plan: ScanPlan, store: Optional[ChunkStore], done: Dict[int, ScanResult], first) -> List[ScanResult]:

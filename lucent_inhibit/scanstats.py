@@ -20,11 +20,13 @@ from .completeness_check import pearson, warn_if_incomplete
 from .data import describe_item
 from .datapass import DatasetPass
 from .features import Feature
+from .tokens import patch_maps
 from .validate import check_int
 
 
-def signed_stats(scores: torch.Tensor, keep_maps: bool):
-    """(B, C, H, W) or (B, C) attribution -> ``pos`` (B, 2, 2), ``neg`` (B, 2, 2) float32 arrays (axis 1:
+def signed_stats(scores: torch.Tensor, keep_maps: bool, grid=None):
+    """(B, C, H, W), (B, T, C) (a token layer; ``grid``: its :class:`~lucent_inhibit.tokens.TokenGrid`, None
+    to infer it) or (B, C) attribution -> ``pos`` (B, 2, 2), ``neg`` (B, 2, 2) float32 arrays (axis 1:
     element, channel granularity; axis 2: L1, L2 norm) and ``maps``: ``(relu(S), relu(-S))`` summed over
     channels, each (B, H, W) float16, or None (linear layer or ``keep_maps=False``).
 
@@ -36,12 +38,15 @@ def signed_stats(scores: torch.Tensor, keep_maps: bool):
     pos_el = s.clamp(min=0)
     neg_el = pos_el - s
     pos, neg, maps = torch.empty(b, 2, 2), torch.empty(b, 2, 2), None
-    if s.dim() == 4:
-        pm, nm = pos_el.sum(1), neg_el.sum(1)  # (B, H, W)
+    if s.dim() in (3, 4):
+        cdim = 2 if s.dim() == 3 else 1  # token layers keep channels last
+        pm, nm = pos_el.sum(cdim), neg_el.sum(cdim)  # (B, H, W) or (B, T)
         pos[:, 0, 0], neg[:, 0, 0] = pm.flatten(1).sum(1), nm.flatten(1).sum(1)
         if keep_maps:
+            if s.dim() == 3:  # maps over the patch grid; prefix tokens count in the totals only
+                pm, nm = patch_maps(pm, grid), patch_maps(nm, grid)
             maps = (pm.half().numpy(), nm.half().numpy())
-        ch = s.flatten(2).sum(2)
+        ch = s.sum(1) if s.dim() == 3 else s.flatten(2).sum(2)
     else:
         pos[:, 0, 0], neg[:, 0, 0] = pos_el.sum(1), neg_el.sum(1)
         ch = s
@@ -51,6 +56,14 @@ def signed_stats(scores: torch.Tensor, keep_maps: bool):
     pos[:, 1, 0], neg[:, 1, 0] = pc.sum(1), nc.sum(1)
     pos[:, 1, 1], neg[:, 1, 1] = torch.linalg.vector_norm(pc, dim=1), torch.linalg.vector_norm(nc, dim=1)
     return pos.numpy(), neg.numpy(), maps
+
+
+def reducible(att: Attribution, layers, keep_maps: bool, grid=None) -> Attribution:
+    """``att`` once :func:`signed_stats` has reduced its first image at every layer of ``layers``: a layer the
+    statistics cannot take fails here, before a scan writes anything."""
+    for l in layers:
+        signed_stats(att.scores[l][:1], keep_maps, grid)
+    return att
 
 
 def element_totals(scores: torch.Tensor, lead: int = 1, tmp: Optional[torch.Tensor] = None
@@ -94,7 +107,7 @@ def chunk_rows(run: DatasetPass, feature: Feature, idx: np.ndarray, keep_maps: b
 
     for bidx, att in attributions():
         acts.append(att.activation.float().cpu().numpy())
-        stats = [signed_stats(att.scores[l], keep_maps) for l in run.layers]
+        stats = [signed_stats(att.scores[l], keep_maps, feature.grid) for l in run.layers]
         pos.append(np.stack([s[0] for s in stats], 1))
         neg.append(np.stack([s[1] for s in stats], 1))
         for l, (_, _, m) in zip(run.layers, stats):

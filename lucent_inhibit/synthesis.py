@@ -22,6 +22,7 @@ from .hooks import model_device
 from .objectives import tense
 from .rendering import RenderSettings, rng_restored, run_render
 from .results import Result
+from .tokens import required_input_size
 from .validate import MAX_BATCH, MAX_STEPS, InputError, check_int
 
 #: The image side of a tense synthesis when ``render.size`` is None.
@@ -126,9 +127,13 @@ def tense_image(
     params, image_f = _tense_param(model, settings, batch, seed_image)
     rec: Dict[str, list] = {"step": [], "P": [], "N": [], "f": []}
 
+    need = required_input_size(model)
+
     def measure(step):
         with torch.no_grad():
             x = image_f().detach().clamp(0, 1)
+            if need is not None and tuple(x.shape[2:]) != need:  # measured at the size the render fed the model
+                x = torch.nn.functional.interpolate(x, size=need, mode="bilinear", align_corners=True)
         a = attribute(model, x, feature, layer)
         rec["step"].append(step)
         rec["P"].append(a.positive(layer).cpu())

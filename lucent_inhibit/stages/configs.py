@@ -25,9 +25,15 @@ Position = Union[str, Tuple[int, int]]
 
 
 def parse_position(text, name: str = "--position") -> Position:
-    """``"center"``, ``"mean"`` or ``"y,x"`` (also a (y, x) pair) -> a :class:`~lucent_inhibit.Feature` position."""
-    if text in ("center", "mean"):
+    """``"center"``, ``"mean"``, ``"cls"``, ``"token:i"`` or ``"y,x"`` (also a (y, x) pair) -> a
+    :class:`~lucent_inhibit.Feature` position (``cls`` and ``token:i`` on token layers (B, T, C))."""
+    if text in ("center", "mean", "cls"):
         return text
+    if isinstance(text, str) and text.startswith("token:"):
+        try:
+            return "token", check_int(name, int(text[len("token:"):]), low=0)
+        except ValueError:
+            raise ValueError(f"{name} 'token:i' needs an integer i >= 0, got {text!r}") from None
     if isinstance(text, (tuple, list)) and len(text) == 2:
         return check_int(name, text[0], low=0), check_int(name, text[1], low=0)
     try:
