@@ -22,7 +22,7 @@ import numpy as np
 
 from .chunkstore import ChunkStore, check_resumable, new_manifest, split_chunks
 from .datapass import check_flag
-from .distributed import agree, all_gather, decode_result, encode_result, init_from_env, rank_indices
+from .distributed import agree, all_gather, dataset_digest, decode_result, encode_result, init_from_env, rank_indices
 from .scanning import ScanPlan, ScanResult, make_plan, merge_scans, run_plan
 from .scanstats import concat_rows, warn_small_percentile
 from .validate import InputError
@@ -46,7 +46,7 @@ def scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, 
         if out is not None and rank == 0 and resume is True:
             check_resumable(os.fspath(out), plan.identity())
         fingerprint = dict(plan.identity(), score=plan.info["score"], resume=resume, out=out and os.fspath(out),
-                           threshold=completeness_threshold)
+                           threshold=completeness_threshold, images=dataset_digest(dataset))
         return plan, fingerprint
 
     whole = agree("scan", setup)

@@ -17,7 +17,7 @@ from ..attribution import as_feature, prepare_inputs
 from ..completeness_check import pearson
 from ..data import describe_item
 from ..datapass import DatasetPass, check_flag, dataset_pass
-from ..distributed import agree, all_gather, init_from_env, rank_indices
+from ..distributed import agree, all_gather, dataset_digest, init_from_env, rank_indices
 from ..features import Feature, check_position
 from ..hooks import capture, model_device
 from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape, element_totals
@@ -204,7 +204,8 @@ def _setup(model, dataset, features, layers, units, position, batch_size, chunk_
     batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
     fingerprint = {"features": [f.to_dict() for f in feats], "layers": list(run.layers), "dataset": run.name,
                    "dataset_size": run.size, "batch_size": run.batch_size, "chunk_size": chunk, "backward": backward,
-                   "preprocess": run.preprocess, "image_shape": list(first.shape[1:]), "threshold": threshold}
+                   "preprocess": run.preprocess, "image_shape": list(first.shape[1:]), "threshold": threshold,
+                   "images": dataset_digest(dataset)}
     per_feature = bytes_per_feature(probe, run.layers, run.batch_size)
     return (run, feats, chunk, batched, tuple(first.shape[1:]), per_feature, threshold), fingerprint
 

@@ -1,0 +1,175 @@
+"""Scans and censuses under torchrun (two CPU processes, gloo) equal the one-process run; a killed
+distributed scan resumes; ranks that disagree, or more ranks than images, are refused on every rank."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TinyConvNet
+from lucent_inhibit.census import Census, layer_census
+from lucent_inhibit.distributed import DistributedError, agree, all_gather, dataset_digest, init_from_env
+from lucent_inhibit.scanning import ScanResult, scan
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+
+#: One worker program run by every rank; its settings come as JSON in argv[1].
+WORKER = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    from conftest import TinyConvNet
+    from lucent_inhibit.census import layer_census
+    from lucent_inhibit.chunkstore import ChunkStore
+    from lucent_inhibit.scanning import scan
+
+    cfg = json.loads(sys.argv[1])
+    rank = int(os.environ["RANK"])
+    if cfg.get("kill_rank") == rank:  # a killed run: this rank dies after writing its first chunk
+        put = ChunkStore.put
+        def dying_put(self, c, part):
+            put(self, c, part)
+            os._exit(9)
+        ChunkStore.put = dying_put
+    seed = cfg.get("seeds", [3, 3])[rank]
+    images = torch.rand(cfg["n"], 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    unit = cfg.get("units", [1, 1])[rank]
+    for what in cfg["run"]:
+        try:
+            if what == "scan":
+                r = scan(TinyConvNet().eval(), images, ("conv3", unit), "relu2", batch_size=3, chunk_size=3,
+                         out=os.path.join(cfg["out"], "scan"), progress=False)
+            else:
+                r = layer_census(TinyConvNet().eval(), images, "conv3", ["relu2", "relu1"], batch_size=3,
+                                 chunk_size=2, progress=False)
+            r.save(os.path.join(cfg["out"], f"{what}-{rank}.npz"))
+        except ValueError as exc:
+            with open(os.path.join(cfg["out"], f"refused-{what}-{rank}.txt"), "w") as f:  # ranks' prints interleave
+                f.write(f"{type(exc).__name__}: {exc}")
+''')
+
+
+def _env():
+    path = os.pathsep.join([TESTS, ROOT, os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+
+
+def _torchrun(args, timeout=120):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + args
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
+
+
+def _workers(tmp_path, **cfg):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    cfg.setdefault("out", str(tmp_path))
+    return _torchrun([str(script), json.dumps(cfg)])
+
+
+def _images(n=12, seed=3):
+    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _same_scan(a: ScanResult, b: ScanResult):
+    for name in ("indices", "activation", "pos", "neg", "items"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.pos_maps.keys() == b.pos_maps.keys()
+    for l in a.pos_maps:
+        np.testing.assert_array_equal(a.pos_maps[l], b.pos_maps[l])
+        np.testing.assert_array_equal(a.neg_maps[l], b.neg_maps[l])
+    assert (a.feature, a.layers, a.dataset, a.dataset_size) == (b.feature, b.layers, b.dataset, b.dataset_size)
+    assert a.completeness == b.completeness and a.info == b.info
+
+
+def _one_process_scan(tmp_path):
+    return scan(TinyConvNet().eval(), _images(), ("conv3", 1), "relu2", batch_size=3, chunk_size=3,
+                out=str(tmp_path / "one"), progress=False)
+
+
+def test_torchrun_scan_and_census_equal_the_one_process_run(tmp_path):
+    proc = _workers(tmp_path, n=12, run=["scan", "census"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = _one_process_scan(tmp_path)
+    for rank in (0, 1):  # every rank returns the whole scan
+        _same_scan(one, ScanResult.load(tmp_path / f"scan-{rank}.npz"))
+    _same_scan(one, ScanResult.load(tmp_path / "scan"))  # rank 0 wrote the one-process folder ...
+    with open(tmp_path / "scan" / "manifest.json") as f, open(tmp_path / "one" / "manifest.json") as g:
+        assert json.load(f) == json.load(g)  # ... chunk for chunk (same SHA-256s)
+    census = layer_census(TinyConvNet().eval(), _images(), "conv3", ["relu2", "relu1"], batch_size=3, chunk_size=2,
+                          progress=False)
+    for rank in (0, 1):
+        got = Census.load(tmp_path / f"census-{rank}.npz")
+        for name in ("indices", "activation", "pos", "neg", "items"):
+            np.testing.assert_array_equal(getattr(census, name), getattr(got, name), err_msg=name)
+        np.testing.assert_array_equal(census.completeness, got.completeness)
+        assert got.features == census.features and got.info == census.info
+
+
+def test_killed_distributed_scan_resumes(tmp_path):
+    killed = _workers(tmp_path, n=12, run=["scan"], kill_rank=1)
+    assert killed.returncode != 0
+    folder = tmp_path / "scan" / "rank-1-of-2"
+    with open(folder / "manifest.json") as f:
+        manifest = json.load(f)
+    assert not manifest["complete"] and list(manifest["chunks"]) == ["000000"]
+    kept = os.stat(folder / "chunk-000000.npz")
+    assert not (tmp_path / "scan" / "manifest.json").exists()  # rank 0 wrote nothing yet
+    proc = _workers(tmp_path, n=12, run=["scan"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = os.stat(folder / "chunk-000000.npz")
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)  # reused, not recomputed
+    one = _one_process_scan(tmp_path)
+    _same_scan(one, ScanResult.load(tmp_path / "scan"))
+    _same_scan(one, ScanResult.load(tmp_path / "scan-1.npz"))
+
+
+def test_more_ranks_than_images_and_disagreeing_ranks_are_refused_on_every_rank(tmp_path):
+    def refusals(out):
+        return {(r, w): (out / f"refused-{w}-{r}.txt").read_text() for r in (0, 1) for w in ("scan", "census")}
+
+    (tmp_path / "small").mkdir()
+    small = _workers(tmp_path, n=1, run=["scan", "census"], out=str(tmp_path / "small"))
+    assert small.returncode == 0, small.stderr[-3000:]
+    for message in refusals(tmp_path / "small").values():
+        assert message.startswith("DistributedError: world size 2 is larger than the dataset (1 images)")
+    assert not list((tmp_path / "small").glob("*.npz")) and not (tmp_path / "small" / "scan").exists()
+    odd = _workers(tmp_path, n=12, run=["scan", "census"], units=[1, 2], seeds=[3, 4])
+    assert odd.returncode == 0, odd.stderr[-3000:]
+    said = refusals(tmp_path)
+    for rank in (0, 1):
+        assert "disagree" in said[rank, "scan"] and "feature=" in said[rank, "scan"]
+        assert "disagree" in said[rank, "census"] and "images=" in said[rank, "census"]
+    assert not list(tmp_path.glob("scan-*.npz")) and not (tmp_path / "scan" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_cli_stages_write_the_one_process_files(tmp_path):
+    from lucent_inhibit import cli
+
+    common = ["--model", "conftest:TinyConvNet", "--weights", "none", "--n-images", "12", "--size", "16",
+              "--batch-size", "3", "--layer", "conv3", "--attr-layers", "relu2"]
+    for stage, extra, name in (("scan", ["--unit", "1", "--chunk-size", "3", "--no-figures"], "scan.npz"),
+                               ("census", ["--chunk-size", "2", "--no-figures"], "census.npz")):
+        args = [stage, "--out", str(tmp_path / f"{stage}2")] + common + extra
+        proc = _torchrun(["-m", "lucent_inhibit.cli"] + args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert cli.main([stage, "--out", str(tmp_path / f"{stage}1")] + common + extra) == 0
+        assert (tmp_path / f"{stage}1" / name).read_bytes() == (tmp_path / f"{stage}2" / name).read_bytes()
+
+
+def test_one_process_helpers(tmp_path):
+    """Without torchrun the helpers are the identity: rank 0 of 1, gathers of one, agreement with oneself."""
+    assert init_from_env() == (0, 1)
+    assert all_gather(lambda: None) == [None]
+    got = all_gather(lambda: {"a": np.arange(3)})
+    np.testing.assert_array_equal(got[0]["a"], np.arange(3))
+    assert agree("test", lambda: (5, {"x": 1})) == 5
+    with pytest.raises(ZeroDivisionError):
+        all_gather(lambda: {"a": np.arange(3) // 0 * (1 // 0)})
+    a, b = _images(4, 1), _images(4, 2)
+    assert dataset_digest(a) == dataset_digest(a.clone()) != dataset_digest(b)
+    assert issubclass(DistributedError, ValueError)
