@@ -168,8 +168,8 @@ def test_one_process_helpers(tmp_path):
     got = all_gather(lambda: {"a": np.arange(3)})
     np.testing.assert_array_equal(got[0]["a"], np.arange(3))
     assert agree("test", lambda: (5, {"x": 1})) == 5
-    with pytest.raises(ZeroDivisionError):
-        all_gather(lambda: {"a": np.arange(3) // 0 * (1 // 0)})
+    with pytest.raises(IndexError):  # a one-process failure is the error itself
+        all_gather(lambda: {"a": np.zeros(1)[[5]]})
     a, b = _images(4, 1), _images(4, 2)
     assert dataset_digest(a) == dataset_digest(a.clone()) != dataset_digest(b)
     assert issubclass(DistributedError, ValueError)

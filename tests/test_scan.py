@@ -508,3 +508,23 @@ def test_image_folder_items_are_paths(tmp_path):
     r = scan(SmallNet(), ds, FEATURE, LAYERS, batch_size=2, progress=False)
     assert list(r.items) == ds.paths and r.dataset == ds.identity
     np.testing.assert_array_equal(r.meis(5), np.argsort(-r.activation, kind="stable")[:5])
+
+
+def test_bad_paths_parts_and_lookups_are_input_errors(tmp_path):
+    from lucent_inhibit.scanning import NotInScanError
+    from lucent_inhibit.validate import InputError
+
+    net, ds = SmallNet(), CountingDataset(6)
+    with pytest.raises(InputError, match="out must be a folder path .* got 2.5"):
+        scan(net, ds, FEATURE, LAYERS, out=2.5, progress=False)
+    assert ds.reads == 0  # refused before any image is read
+    r = scan(net, ds, FEATURE, LAYERS, batch_size=3, keep_maps=False, progress=False)
+    for parts in (2.5, str(tmp_path), r):  # a number, one folder name (not its characters), one result
+        with pytest.raises(InputError, match="parts must be a list of scan results"):
+            merge(parts)
+    for lookup, named in ((lambda: r.row(99), "dataset index 99"), (lambda: r.maps(0), "relu2"),
+                          (lambda: r.P("conv2"), "'conv2'")):
+        with pytest.raises(NotInScanError, match=named) as info:
+            lookup()
+        assert isinstance(info.value, KeyError) and isinstance(info.value, InputError)
+        assert str(info.value).startswith(("dataset index", "no spatial maps", "layer"))  # not KeyError's repr
