@@ -312,6 +312,17 @@ def test_scan_with_a_token_attribution_layer_on_vit(vit_tiny, tmp_path, one_thre
     assert hook_count(vit_tiny) == 0
 
 
+
+def test_census_of_a_token_layer_equals_one_feature_attributions(vit_tiny, one_thread):
+    data = image(2, seed=4)
+    census = li.layer_census(vit_tiny, data, "blocks_3", ["blocks_1"], units=[3, 7], position="cls", batch_size=2,
+                             progress=False)
+    for k, unit in enumerate((3, 7)):
+        att = li.attribute(vit_tiny, data, Feature("blocks_3", unit=unit, position="cls"), ["blocks_1"])
+        assert np.allclose(census.activation[:, k], att.activation.numpy(), rtol=1e-4, atol=1e-5)
+        assert np.allclose(census.P("blocks_1")[:, k], att.positive("blocks_1").numpy(), rtol=1e-4, atol=1e-5)
+    assert hook_count(vit_tiny) == 0
+
 # ------------------------------------------------------------------------------------------------
 # rendering at the model's input size; exact tense through attention
 # ------------------------------------------------------------------------------------------------

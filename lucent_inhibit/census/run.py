@@ -49,13 +49,13 @@ def census_features(features, probe: dict, units=None, position="center") -> Lis
         return list(dict.fromkeys(feats))
     position = check_position(position)
     act = probe[features]
-    if act.dim() not in (2, 4):
-        raise InputError(f"layer {features!r} has activations of shape {tuple(act.shape)}; a census needs (B, C, H, W) "
-                         "or (B, C)")
+    if act.dim() not in (2, 3, 4):
+        raise InputError(f"layer {features!r} has activations of shape {tuple(act.shape)}; a census needs (B, C, H, W), "
+                         "(B, C) or (B, T, C)")
     if act.dim() == 2 and position != "center":
         raise InputError(f"position {position!r}: layer {features!r} is linear (shape {tuple(act.shape)}) and has no "
                          "spatial positions; a census of a linear layer reads each unit as it is (position='center')")
-    c = act.shape[1]
+    c = act.shape[-1] if act.dim() == 3 else act.shape[1]
     units = list(range(c)) if units is None else [check_int("units", u, 0, c - 1) for u in units]
     if not units:
         raise InputError(f"units is empty: give at least one of layer {features!r}'s {c} units (0..{c - 1})")
