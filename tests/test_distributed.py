@@ -85,15 +85,15 @@ def _same_scan(a: ScanResult, b: ScanResult):
     assert a.completeness == b.completeness and a.info == b.info
 
 
-def _one_process_scan(tmp_path):
-    return scan(TinyConvNet().eval(), _images(), ("conv3", 1), "relu2", batch_size=3, chunk_size=3,
-                out=str(tmp_path / "one"), progress=False)
+def _one_process_scan(out):
+    return scan(TinyConvNet().eval(), _images(), ("conv3", 1), "relu2", batch_size=3, chunk_size=3, out=str(out),
+                progress=False)
 
 
 def test_torchrun_scan_and_census_equal_the_one_process_run(tmp_path):
     proc = _workers(tmp_path, n=12, run=["scan", "census"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = _one_process_scan(tmp_path)
+    one = _one_process_scan(tmp_path / "one")
     for rank in (0, 1):  # every rank returns the whole scan
         _same_scan(one, ScanResult.load(tmp_path / f"scan-{rank}.npz"))
     _same_scan(one, ScanResult.load(tmp_path / "scan"))  # rank 0 wrote the one-process folder ...
@@ -122,28 +122,41 @@ def test_killed_distributed_scan_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = os.stat(folder / "chunk-000000.npz")
     assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)  # reused, not recomputed
-    one = _one_process_scan(tmp_path)
+    one = _one_process_scan(tmp_path / "one")
     _same_scan(one, ScanResult.load(tmp_path / "scan"))
     _same_scan(one, ScanResult.load(tmp_path / "scan-1.npz"))
 
 
-def test_more_ranks_than_images_and_disagreeing_ranks_are_refused_on_every_rank(tmp_path):
-    def refusals(out):
-        return {(r, w): (out / f"refused-{w}-{r}.txt").read_text() for r in (0, 1) for w in ("scan", "census")}
+def _refusals(out):
+    """What each rank's worker wrote when its scan / census was refused."""
+    return {(r, w): (out / f"refused-{w}-{r}.txt").read_text() for r in (0, 1) for w in ("scan", "census")}
 
-    (tmp_path / "small").mkdir()
-    small = _workers(tmp_path, n=1, run=["scan", "census"], out=str(tmp_path / "small"))
+
+def test_more_ranks_than_images_are_refused_on_every_rank(tmp_path):
+    small = _workers(tmp_path, n=1, run=["scan", "census"])
     assert small.returncode == 0, small.stderr[-3000:]
-    for message in refusals(tmp_path / "small").values():
+    for message in _refusals(tmp_path).values():
         assert message.startswith("DistributedError: world size 2 is larger than the dataset (1 images)")
-    assert not list((tmp_path / "small").glob("*.npz")) and not (tmp_path / "small" / "scan").exists()
+    assert not list(tmp_path.glob("*.npz")) and not (tmp_path / "scan").exists()
+
+
+def test_ranks_disagreeing_on_feature_or_images_are_refused_on_every_rank(tmp_path):
     odd = _workers(tmp_path, n=12, run=["scan", "census"], units=[1, 2], seeds=[3, 4])
     assert odd.returncode == 0, odd.stderr[-3000:]
-    said = refusals(tmp_path)
+    said = _refusals(tmp_path)
     for rank in (0, 1):
         assert "disagree" in said[rank, "scan"] and "feature=" in said[rank, "scan"]
         assert "disagree" in said[rank, "census"] and "images=" in said[rank, "census"]
-    assert not list(tmp_path.glob("scan-*.npz")) and not (tmp_path / "scan" / "manifest.json").exists()
+    assert not list(tmp_path.glob("*.npz")) and not (tmp_path / "scan").exists()
+
+
+def test_distributed_scan_refuses_to_resume_another_scan(tmp_path):
+    _one_process_scan(tmp_path / "guard" / "scan")  # a finished scan of unit 1 in guard/scan ...
+    other = _workers(tmp_path, n=12, run=["scan"], units=[2, 2], out=str(tmp_path / "guard"))  # ... is not resumed
+    assert other.returncode == 0, other.stderr[-3000:]
+    said = {r: (tmp_path / "guard" / f"refused-scan-{r}.txt").read_text() for r in (0, 1)}
+    assert said[0].startswith("ValueError: refusing to resume into") and "different feature" in said[0]
+    assert said[1].startswith("DistributedError: rank 0 of 2 failed: ValueError: refusing to resume")
 
 
 @pytest.mark.slow
