@@ -12,7 +12,8 @@ import torch
 
 from conftest import TinyConvNet
 from lucent_inhibit.census import Census, layer_census
-from lucent_inhibit.distributed import DistributedError, agree, all_gather, dataset_digest, init_from_env
+from lucent_inhibit.distributed import (DistributedError, agree, all_gather, barrier, dataset_digest,
+                                        init_from_env)
 from lucent_inhibit.scanning import ScanResult, scan
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -176,7 +177,7 @@ def test_torchrun_cli_stages_write_the_one_process_files(tmp_path):
 
 def test_one_process_helpers(tmp_path):
     """Without torchrun the helpers are the identity: rank 0 of 1, gathers of one, agreement with oneself."""
-    assert init_from_env() == (0, 1)
+    assert init_from_env() == (0, 1) and barrier() is None
     assert all_gather(lambda: None) == [None]
     got = all_gather(lambda: {"a": np.arange(3)})
     np.testing.assert_array_equal(got[0]["a"], np.arange(3))
