@@ -379,12 +379,14 @@ def tension(p, n, score: str = "min"):
     ``"harmonic"``: 2PN / (P + N); ``"product"``: P N. Works on tensors and numpy arrays.
     """
     for name, v in (("p", p), ("n", n)):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            continue  # a plain number
         if not (torch.is_tensor(v) or isinstance(v, np.ndarray)) or v.dtype == bool or not (
                 v.is_floating_point() if torch.is_tensor(v) else np.issubdtype(v.dtype, np.floating)):
-            raise InputError(f"tension: {name} must be a float tensor or numpy array, got {type(v).__name__}"
-                             + (f" of {v.dtype}" if hasattr(v, "dtype") else ""))
+            raise InputError(f"tension: {name} must be a number or a float tensor or numpy array, got "
+                             f"{type(v).__name__}" + (f" of {v.dtype}" if hasattr(v, "dtype") else ""))
     if torch.is_tensor(p) != torch.is_tensor(n):
-        raise InputError("tension: p and n must both be tensors or both numpy arrays")
+        raise InputError("tension: p and n must both be tensors or both numpy arrays (or numbers)")
     if callable(score):
         return score(p, n)
     if score not in TENSION_SCORES:

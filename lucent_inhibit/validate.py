@@ -38,9 +38,9 @@ MAX_POWER = 64.0
 MAX_LR = 10.0
 #: Largest UMAP ``min_dist`` of an atlas layout: UMAP refuses a min_dist above its spread (1).
 MAX_MIN_DIST = 1.0
-#: Largest verdict bar ``fraction`` of the disinhibition test: 10 (the MTIs' disinhibited f at ten times the
-#: MEIs' f; the paper's test asks whether it approaches the MEIs', default 0.5).
-MAX_FRACTION = 10.0
+#: Largest verdict bar ``fraction`` of the disinhibition test: 100 (the MTIs' disinhibited f at a hundred times
+#: the MEIs' f; the paper's test asks whether it approaches the MEIs', default 0.5).
+MAX_FRACTION = 100.0
 
 
 class InputError(ValueError):

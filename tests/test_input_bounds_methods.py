@@ -21,7 +21,7 @@ from lucent_inhibit.combinations import axis_scales, check_angles, sweep_combina
 from lucent_inhibit.stages import STAGES, configs
 from lucent_inhibit.stages.options import base_type, options
 from lucent_inhibit.toy import k_feature_inputs
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.validate import MAX_FRACTION, MAX_MIN_DIST, InputError
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -217,8 +217,8 @@ def test_cli_refuses_float_options_out_of_range(stage, flag, value, message, tmp
 @pytest.mark.parametrize("make, bound", [
     (lambda v: configs.RenderConfig(lr=v), configs.MAX_LR),
     (lambda v: STAGES["atlas"].config(out="o", power=v), configs.MAX_POWER),
-    (lambda v: STAGES["atlas"].config(out="o", min_dist=v), 1.0),
-    (lambda v: STAGES["inhibitors"].config(out="o", fraction=v), 10.0),
+    (lambda v: STAGES["atlas"].config(out="o", min_dist=v), MAX_MIN_DIST),
+    (lambda v: STAGES["inhibitors"].config(out="o", fraction=v), MAX_FRACTION),
     (lambda v: STAGES["toy"].config(out="o", lr=v), configs.MAX_LR),
 ])
 def test_float_bounds_are_inclusive_and_finite(make, bound):
@@ -306,8 +306,8 @@ _IMAGES = torch.rand(2, 3, 16, 16)
     (lambda: li.measure(NET, _IMAGES, _FEATURE, preprocess=torch.tensor([1.0, 2.0])), "preprocess must be True or False"),
     (lambda: li.attribute(NET, _IMAGES, _FEATURE, "relu2", method="integrated_gradients", steps=10 ** 20),
      "steps must be"),
-    (lambda: li.tension(torch.rand(3), 2.5), "n must be a float tensor or numpy array, got float"),
-    (lambda: li.tension("3", np.ones(3)), "p must be a float tensor or numpy array, got str"),
+    (lambda: li.tension(torch.rand(3), "2.5"), "n must be a number or a float tensor or numpy array, got str"),
+    (lambda: li.tension("3", np.ones(3)), "p must be a number or a float tensor or numpy array, got str"),
     (lambda: li.tension(torch.rand(3), np.ones(3)), "must both be tensors or both numpy arrays"),
     (lambda: li.tension(torch.ones(3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)), "of torch.bool"),
 ])
