@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import Truncated, check_single_call, deepest, hooks_restored, model_device, protect_outputs
+from .hooks import Truncated, check_single_call, deepest, frozen_weights, hooks_restored, model_device, protect_outputs
 from .tokens import required_input_size
 from .validate import (MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_flag, check_int, check_number,
                        check_optional, check_size)
@@ -157,18 +157,13 @@ def rng_restored(seed: Optional[int] = None, devices: Sequence[int] = ()) -> Ite
 @contextlib.contextmanager
 def render_session(model: nn.Module, seed: Optional[int] = None) -> Iterator[nn.Module]:
     """Freeze the weights, then restore hooks, ``requires_grad``, train/eval mode and RNGs on exit."""
-    grads = [(p, p.requires_grad) for p in model.parameters()]
     training = model.training
     dev = model_device(model)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     try:
-        with hooks_restored(model), rng_restored(seed, devices):
-            for p, _ in grads:
-                p.requires_grad_(False)
+        with frozen_weights(model), hooks_restored(model), rng_restored(seed, devices):
             yield model
     finally:
-        for p, g in grads:
-            p.requires_grad_(g)
         model.train(training)
 
 
