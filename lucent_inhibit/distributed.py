@@ -7,6 +7,8 @@ CUDA tensors where CUDA is present (``"cpu:gloo,cuda:nccl"``). A dataset pass (H
 section 2: a scan or a layer census) then gives rank ``r`` of ``w`` the indices of shard ``(r, w)``
 (:func:`~lucent_inhibit.chunkstore.shard_indices`, the rule of ``--shard``), and the ranks exchange their
 rows with :func:`all_gather`, so every rank ends with the one-process result.
+Renders split the same way by batch: :func:`map_chunks` deals the render batches of a combination sweep
+or of the atlas icons round robin over the ranks, with per-image seeds that do not depend on the rank.
 
 Everything exchanged travels as ``.npz`` bytes (numpy arrays, ``allow_pickle=False``) over CPU tensors,
 never as pickles. Every collective here also carries errors: when one rank fails (bad input, a bad
@@ -188,3 +190,44 @@ def decode_result(cls, arrays: Arrays):
     arrays = dict(arrays)
     fields = json.loads(bytes(arrays.pop("__fields__")).decode("utf-8"))
     return cls._decode(arrays, fields)
+
+
+# ------------------------------------------------------------------------------------------------
+# renders split by chunk
+# ------------------------------------------------------------------------------------------------
+def rank0_seed(seed: Optional[int]) -> Optional[int]:
+    """``seed`` unchanged in a one-process run; under ``torchrun`` rank 0's value (a fresh draw from
+    rank 0's global torch RNG when it is None), so that every rank renders from the same noise."""
+    rank, world = init_from_env()
+    if world == 1:
+        return seed
+    mine = int(torch.randint(0, 2 ** 31 - 1, ()).item()) if seed is None else int(seed)
+    return int(all_gather(lambda: {"seed": np.asarray(mine, np.int64)})[0]["seed"])
+
+
+def chunk_owner(n_chunks: int, world: int) -> np.ndarray:
+    """(n_chunks,) int64 rank that renders each chunk: chunk ``c`` goes to rank ``c % world`` (round
+    robin, so the last, possibly shorter, chunk does not fall on a rank that already has the most)."""
+    return np.arange(n_chunks, dtype=np.int64) % max(1, int(world))
+
+
+def map_chunks(n_chunks: int, render_chunk: Callable[[int], Arrays]) -> List[Arrays]:
+    """``[render_chunk(c) for c in range(n_chunks)]``, each a dict of numpy arrays; under ``torchrun``
+    rank ``r`` computes the chunks :func:`chunk_owner` gives it and every rank gets the whole list, in
+    chunk order (exchanged as ``.npz`` bytes). ``render_chunk(c)`` must depend on ``c`` only, never on
+    the rank, for the result to equal the one-process run. A failure on any rank raises on every rank
+    (:func:`all_gather`). Ranks beyond the number of chunks compute nothing."""
+    rank, world = init_from_env()
+    if world == 1:
+        return [render_chunk(c) for c in range(n_chunks)]
+    mine = [int(c) for c in np.flatnonzero(chunk_owner(n_chunks, world) == rank)]
+
+    def work() -> Arrays:
+        return {f"{c:06d}.{k}": v for c in mine for k, v in render_chunk(c).items()}
+
+    out: List[Arrays] = [{} for _ in range(n_chunks)]
+    for part in all_gather(work):
+        for key, value in (part or {}).items():
+            c, name = key.split(".", 1)
+            out[int(c)][name] = value
+    return out

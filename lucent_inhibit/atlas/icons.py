@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import measure
+from ..distributed import map_chunks, rank0_seed
 from ..hooks import check_layer_names, check_single_call, model_device
 from ..objectives import cosdot, crop_box, spatial_cosdot
 from ..param import build as build_param
@@ -287,6 +288,31 @@ def _describe_transforms(render, settings: RenderSettings) -> str:
     return "none" if len(settings.transforms) == 0 else "custom"
 
 
+def _render_icons(model, points: AtlasPoints, targets: torch.Tensor, settings: RenderSettings, batch_size: int,
+                  power: float) -> np.ndarray:
+    """(K, h, w, 3) uint8 icons, ``batch_size`` targets per :func:`render_batch` call, chunk ``c`` seeded
+    ``settings.seed + c``; under ``torchrun`` each rank renders its share of the chunks
+    (:func:`~lucent_inhibit.distributed.map_chunks`) and every rank gets all of them."""
+    from tqdm.auto import tqdm
+
+    settings = settings.replace(seed=rank0_seed(settings.seed))  # under torchrun: rank 0's seed on every rank
+    starts = list(range(0, targets.shape[0], batch_size))
+    bar = tqdm(total=len(starts), disable=not settings.progress, desc="atlas icons")
+
+    def one(c: int) -> dict:
+        chunk = settings.replace(seed=None if settings.seed is None else settings.seed + c, progress=False)
+        part = targets[starts[c]: starts[c] + batch_size]
+        out = {"images": render_batch(model, points.layer, part, points.image_size, chunk, power)}
+        bar.update(1)
+        return out
+
+    try:
+        images = [p["images"] for p in map_chunks(len(starts), one)]
+    finally:
+        bar.close()
+    return _to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
+
+
 def render_icons(
     model: nn.Module,
     points: AtlasPoints,
@@ -306,7 +332,9 @@ def render_icons(
         render: :class:`~lucent_inhibit.RenderSettings` (None: ``RenderSettings()``, 128 steps); where it
             leaves them None, the icon side and the size the model sees are the dataset's image size and
             ``param`` is ``"lucent"`` (see :func:`icon_settings`). Chunk ``c`` is seeded ``seed + c``;
-            ``render.progress`` shows a bar over chunks.
+            ``render.progress`` shows a bar over chunks. Under ``torchrun`` each rank renders its share of
+            the chunks (:func:`~lucent_inhibit.distributed.map_chunks`) and every rank returns all icons
+            (``seed=None``: rank 0 draws the seed).
         batch_size: icons per render call.
         power: cosine exponent of the spatial cosdot (finite, >= 0).
         icon_target: ``"box"``, ``"center"`` or ``"positions"`` (see :func:`icon_targets`).
@@ -323,14 +351,7 @@ def render_icons(
     settings = icon_settings(render, points.image_size)
     model_hw = _check_icon_inputs(model, points, grid, settings)
     targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
-    from tqdm.auto import tqdm
-
-    starts = range(0, len(grid), batch_size)
-    images = []
-    for c, a in enumerate(tqdm(starts, disable=not settings.progress, desc="atlas icons")):
-        chunk = settings.replace(seed=None if settings.seed is None else settings.seed + c, progress=False)
-        images.append(render_batch(model, points.layer, targets[a: a + batch_size], points.image_size, chunk, power))
-    icons = _to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
+    icons = _render_icons(model, points, targets, settings, batch_size, power)
     activation, cosine = measure_icons(model, points, icons, targets, model_hw, batch_size)
     box = receptive_field_box(points, icons.shape[1:3])
     params = {"steps": settings.steps, "lr": float(settings.lr), "size": list(settings.hw(points.image_size)),

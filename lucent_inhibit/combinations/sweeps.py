@@ -18,10 +18,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..distributed import map_chunks, rank0_seed
 from ..features import Feature, as_feature
 from ..objectives import check_power, cosdot_value, feature_pair, pair_targets
 from ..rendering import RenderSettings
@@ -146,23 +148,28 @@ def check_angles(n_angles) -> int:
 
 
 def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size):
-    """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W)."""
+    """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W).
+    Under ``torchrun`` each rank renders its share of the batches (:func:`~lucent_inhibit.distributed.map_chunks`;
+    a batch's noise seeds are those of its elements, whatever the rank) and every rank gets them all."""
     n = theta.shape[0]
-    values, images = torch.zeros(n, 2), None
+    starts = list(range(0, n, chunk))
     bar = tqdm(total=n, disable=not render.progress, desc=f"combinations {fa.name} x {fb.name}", unit="img")
     render = render.replace(progress=False)  # one bar over the images, not one per chunk over the steps
+
+    def one(c: int):
+        idx = slice(starts[c], min(n, starts[c] + chunk))
+        objective = feature_pair(fa, fb, theta=theta[idx].float().numpy(), power=power, scale=scale)
+        imgs = render_batch(model, objective, seeds[idx].tolist(), render, "combination sweep")
+        values = measure_pair(model, imgs, fa, fb, size=size)
+        bar.update(imgs.shape[0])
+        return {"values": values.float().cpu().numpy(), "images": imgs.float().cpu().numpy()}
+
     try:
-        for start in range(0, n, chunk):
-            idx = slice(start, min(n, start + chunk))
-            objective = feature_pair(fa, fb, theta=theta[idx].float().numpy(), power=power, scale=scale)
-            imgs = render_batch(model, objective, seeds[idx].tolist(), render, "combination sweep")
-            values[idx] = measure_pair(model, imgs, fa, fb, size=size)
-            if images is None:
-                images = torch.zeros(n, *imgs.shape[1:])
-            images[idx] = imgs
-            bar.update(imgs.shape[0])
+        parts = map_chunks(len(starts), one)
     finally:
         bar.close()
+    values = torch.from_numpy(np.concatenate([p["values"] for p in parts]))
+    images = torch.from_numpy(np.concatenate([p["images"] for p in parts]))
     return values, images
 
 
@@ -215,7 +222,7 @@ def sweep_combinations(
     s = settings(render)
     size = s.model_hw(DEFAULT_SIZE)
     check_pair(model, fa, fb, size)
-    s = s.replace(seed=base_seed(s))
+    s = s.replace(seed=rank0_seed(base_seed(s)))  # under torchrun: rank 0's seed on every rank
 
     scale_images = None
     if scale is None:
