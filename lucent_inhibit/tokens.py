@@ -172,3 +172,20 @@ def _pair(v) -> Tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return int(v[0]), int(v[-1])
     return int(v), int(v)
+
+
+def token_maps(act: torch.Tensor, grid: Optional[TokenGrid] = None, layer: str = "layer") -> torch.Tensor:
+    """A token layer's activations (or attributions) (B, T, C) as channel maps over the patch grid
+    (B, C, grid_h, grid_w): channels are the last dimension, positions the patch tokens in row-major order;
+    the prefix (class, register) tokens are left out.
+
+    ``grid`` is the model's (:func:`token_grid`), adapted to ``T``; None infers it (:func:`infer_grid`).
+    :class:`InputError` naming the shape for anything but a (B, T, C) tensor.
+    """
+    if not torch.is_tensor(act) or act.dim() != 3:
+        shape = tuple(act.shape) if torch.is_tensor(act) else type(act).__name__
+        raise InputError(f"{layer!r}: token maps need a token layer (B, T, C), got {shape}")
+    t = int(act.shape[1])
+    grid = infer_grid(t, layer) if grid is None else grid.for_tokens(t, layer)
+    b, c = act.shape[0], act.shape[2]
+    return act[:, grid.prefix:].transpose(1, 2).reshape(b, c, grid.grid_h, grid.grid_w)

@@ -4,7 +4,10 @@ For every selected image, :func:`collect_vectors` takes its attribution ``S_l = 
 (``kind="attribution"``: the attribution atlas) or its activation ``h_l`` (``kind="activation"``: the
 activation atlas of Carter et al. 2019) at layer ``l``, cropped to the feature's receptive-field box,
 either summed over space to one C-vector per image (``mode="sum"``) or one C-vector per spatial position
-in the box (``mode="position"``). Every layer tensor is read through :func:`lucent_inhibit.hooks.capture`
+in the box (``mode="position"``). On a vision transformer's token layer (B, T, C) the positions are the
+patch tokens on their patch grid (:func:`lucent_inhibit.tokens.token_maps`: channels = the last dimension,
+a (C, grid_h, grid_w) map per image); the class and register tokens are excluded from the points (they
+have no place on the grid), though the per-image totals ``P`` and ``N`` cover every token. Every layer tensor is read through :func:`lucent_inhibit.hooks.capture`
 (inside :func:`~lucent_inhibit.attribute` for ``S_l``), so a layer whose module runs more than once per
 forward pass is refused with the names of usable neighbours.
 """
@@ -26,7 +29,8 @@ from ..hooks import capture, check_layer_names, model_device
 from ..models import preprocess_fn
 from ..objectives import crop_box
 from ..results import Result
-from ..validate import check_choice, check_int, check_number
+from ..tokens import UNDERSTOOD_SHAPES, token_grid, token_maps
+from ..validate import InputError, check_choice, check_int, check_number
 from .selection import Selection
 from .spool import MAP_BUDGET, MapStore, PointBuffer
 
@@ -43,18 +47,20 @@ class AtlasPoints(Result):
     Points (M of them):
         vectors: (M, C) float32 attribution (or activation) vectors at ``layer``.
         point_image: (M,) int64 row of the point's image in the per-image arrays below.
-        point_position: (M, 2) int64 (y, x) in the layer's map (position mode), or (-1, -1) (sum mode).
+        point_position: (M, 2) int64 (y, x) in the layer's map (position mode; the patch grid for a
+            token layer), or (-1, -1) (sum mode).
         net: (M,) float32 net attribution of the point (sum of its attribution vector; for the
             activation atlas the attribution at the same places).
         magnitude: (M,) float32 ``|S|_2`` of the point's attribution vector.
     Images (n of them, the selection):
         image_index: (n,) int64 dataset indices; labels: n strings (path / crop box).
         activation: (n,) float32 feature value ``f_v(x)``.
-        P, N: (n,) float32 L1 excitatory / inhibitory totals over the whole attribution map at ``layer``.
+        P, N: (n,) float32 L1 excitatory / inhibitory totals over the whole attribution map at ``layer``
+            (every token of a token layer, class and register tokens included).
         thumbnails: (n, t, t, 3) uint8.
     Settings: feature, layer, vector_kind (``"attribution"`` or ``"activation"``; the name ``kind`` is
     the result type's tag), mode, box ``(y0, y1, x0, x1)`` (the receptive-field crop in the layer's map;
-    ``None`` for linear layers), map_shape ((C, H, W) or (C,)), image_size ``(H, W)`` of the dataset
+    ``None`` for linear layers), map_shape ((C, H, W), (C, grid_h, grid_w) for a token layer, or (C,)), image_size ``(H, W)`` of the dataset
     images (pixels), dataset identity, attribution method.
     """
 
@@ -175,6 +181,7 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
         x = x.float()
         att = attribute(model, x, feature, [layer], method=method)
         s = att.scores[layer].float().cpu()
+        full, s = s, _as_map(model, feature, layer, x, s)
         if mode == "position" and s.dim() != 4:
             raise ValueError(
                 f"mode='position' needs a layer with spatial dimensions (B, C, H, W), but layer {layer!r} gives "
@@ -183,18 +190,32 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
         h = None
         if kind == "activation" or start == 0:
             h = read_layer(model, x, layer)
+            h = _as_map(model, feature, layer, x, h)
             if kind != "activation":
                 _warn_negative(h, layer)
                 h = None
         rows = slice(start, start + x.shape[0])
         images["activation"][rows] = att.activation.float().cpu().numpy()
-        P, N = signed_totals(s, "element", "l1")
+        P, N = signed_totals(full, "element", "l1")
         images["P"][rows], images["N"][rows] = P.numpy(), N.numpy()
         images["thumbnails"][rows] = _thumbnails(x, images["thumbnails"].shape[1])
         collector.add(start, s, h)
         start, hw = rows.stop, tuple(x.shape[2:])
-        del att, s, h, P, N
+        del att, s, full, h, P, N
     return hw
+
+
+def _as_map(model: nn.Module, feature: Feature, layer: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A layer tensor ``t`` of images ``x`` (B, 3, H, W) as the atlas reads it: a map (B, C, H, W) or linear
+    (B, C) as is; a token layer (B, T, C) as its patch tokens on the patch grid (B, C, grid_h, grid_w), the
+    grid being the model's (:func:`~lucent_inhibit.tokens.token_grid`), else the feature's, else inferred
+    from T. :class:`InputError` for other shapes."""
+    if t.dim() not in (2, 3, 4):
+        raise InputError(f"layer {layer!r} gives tensors of shape {tuple(t.shape)}; atlas vectors need {UNDERSTOOD_SHAPES}")
+    if t.dim() != 3:
+        return t
+    grid = token_grid(model, tuple(x.shape[2:]))
+    return token_maps(t, feature.grid if grid is None else grid, layer)
 
 
 def _spatial_points(S, H, kind: str, mode: str, box: Box, start: int = 0):
@@ -319,7 +340,8 @@ def collect_vectors(
             activation atlas).
         mode: ``"sum"``: one C-vector per image, summed over the receptive-field box (the activation atlas
             averages ``h_l`` over the box instead); ``"position"``: one C-vector per position in the box.
-            Needs a (B, C, H, W) layer; linear layers only have ``"sum"``.
+            Needs a (B, C, H, W) or token layer (B, T, C): one vector per patch token in the box, the
+            class/register tokens excluded; linear layers only have ``"sum"``.
         crop: the receptive-field box is where the mean over the selected images of ``|S_l|`` summed over
             channels exceeds ``crop`` times its maximum; ``None`` takes the whole map.
         batch_size: images per forward/backward pass.

@@ -17,7 +17,8 @@ import torch
 from lucent.optvis.objectives import handle_batch, wrap_objective
 
 from ..features import Feature, as_feature, check_position
-from ..validate import MAX_POWER, check_number  # MAX_POWER: the largest cosine exponent (documented there)
+from ..tokens import UNDERSTOOD_SHAPES, TokenGrid, infer_grid, token_maps
+from ..validate import MAX_POWER, InputError, check_number  # MAX_POWER: the largest cosine exponent (documented there)
 
 
 def check_power(power, name: str = "power") -> float:
@@ -78,15 +79,20 @@ def layer_mask(mask, shape: Tuple[int, int], device=None, dtype=None) -> torch.T
 
 
 @wrap_objective()
-def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple[int, int]] = "mean", batch=None):
+def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple[int, int]] = "mean", batch=None,
+           grid: Optional[TokenGrid] = None):
     """Cosdot toward a direction over a layer's channels.
 
     Args:
-        layer: Lucent layer name; activations (B, C, H, W) or (B, C).
+        layer: Lucent layer name; activations (B, C, H, W), (B, C) or a token layer (B, T, C), whose
+            channels are the last dimension.
         direction: (C,) vector.
         power: the cosine's exponent ``p`` (0 gives the plain dot product).
-        position: ``"mean"`` (average the per-position cosdot over space), ``"center"`` or ``(y, x)``.
+        position: ``"mean"`` (average the per-position cosdot over space; on a token layer over the patch
+            tokens, prefix tokens excluded), ``"center"`` or ``(y, x)`` (a map position or a patch of the
+            grid); token layers also take ``"cls"`` and ``("token", i)``.
         batch: Lucent batch index, or None for all.
+        grid: the model's token layout (:func:`lucent_inhibit.tokens.token_grid`); None infers it from T.
 
     Loss: minus the mean over the batch (and positions) of ``dot(h, v) * |cos(h, v)|^p``.
     """
@@ -96,20 +102,35 @@ def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple
 
     @handle_batch(batch)
     def inner(T):
-        h = T(layer)
-        if h.shape[1] != v.numel():
-            raise ValueError(f"direction has length {v.numel()}, but layer {layer!r} has {h.shape[1]} channels")
-        if h.dim() == 4:
-            if position == "mean":
-                y = h.permute(0, 2, 3, 1)
-            else:
-                yx = (h.shape[2] // 2, h.shape[3] // 2) if position == "center" else position
-                y = h[:, :, yx[0], yx[1]]
-        else:
-            y = h
-        return -cosdot_value(y, v.to(h.device, h.dtype), power).mean()
+        y = _channel_vectors(T(layer), layer, position, v.numel(), grid)
+        return -cosdot_value(y, v.to(y.device, y.dtype), power).mean()
 
     return inner
+
+
+def _channel_vectors(h: torch.Tensor, layer: str, position, channels: int, grid: Optional[TokenGrid] = None):
+    """The channel vectors (..., C) :func:`cosdot` compares at ``position``: (B, H, W, C) or (B, C) of a map,
+    (B, C) of a linear layer, (B, P, C) (the P patch tokens, for ``"mean"``) or (B, C) of a token layer.
+    :class:`InputError` for other shapes, a channel count other than ``channels`` or a position the layer lacks."""
+    if h.dim() not in (2, 3, 4):
+        raise InputError(f"layer {layer!r} has activations of shape {tuple(h.shape)}; cosdot needs {UNDERSTOOD_SHAPES}")
+    c = h.shape[-1] if h.dim() == 3 else h.shape[1]
+    if c != channels:
+        raise InputError(f"direction has length {channels}, but layer {layer!r} has {c} channels")
+    if h.dim() == 3:
+        g = infer_grid(h.shape[1], layer) if grid is None else grid.for_tokens(h.shape[1], layer)
+        return h[:, g.prefix:] if position == "mean" else h[:, g.index(position, layer)]
+    if position == "cls" or (isinstance(position, tuple) and position[0] == "token"):
+        raise InputError(f"position {position!r} names a token, but layer {layer!r} has shape {tuple(h.shape)}, "
+                         "not a token layer (B, T, C)")
+    if h.dim() == 2:
+        return h
+    if position == "mean":
+        return h.permute(0, 2, 3, 1)
+    y, x = (h.shape[2] // 2, h.shape[3] // 2) if position == "center" else position
+    if not (y < h.shape[2] and x < h.shape[3]):
+        raise InputError(f"position {position} is outside layer {layer!r}'s {h.shape[2]}x{h.shape[3]} map")
+    return h[:, :, y, x]
 
 
 def _spatial_targets(target, mask, crop):
@@ -128,18 +149,24 @@ def _spatial_targets(target, mask, crop):
 
 
 @wrap_objective()
-def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None):
+def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None,
+                   grid: Optional[TokenGrid] = None):
     """Cosdot between a layer's whole activation map and a target map (the +/- inversion objective).
 
     Args:
-        layer: Lucent layer name with activations (B, C, H, W).
-        target: (C, H, W) map shared by the batch, or (B, C, H, W) with one target per batch element.
+        layer: Lucent layer name with activations (B, C, H, W), or a token layer (B, T, C): its patch
+            tokens are read as a (B, C, grid_h, grid_w) map (channels = the last dimension, the class and
+            register tokens left out; :func:`lucent_inhibit.tokens.token_maps`).
+        target: (C, H, W) map shared by the batch, or (B, C, H, W) with one target per batch element; for a
+            token layer a map over its patch grid (convert token-layer scores (B, T, C) with ``token_maps``).
         power: the cosine's exponent.
         crop: crop both maps to the bounding box where ``|target|`` exceeds ``crop`` times its maximum
             (per target); ``None`` uses the whole map.
         mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`), resized to the layer's
             grid; both maps are multiplied by it, so only masked positions count.
         batch: Lucent batch index, or None for all.
+        grid: the model's token layout (:func:`lucent_inhibit.tokens.token_grid`) for a token layer; None
+            infers it from T (a square patch grid).
 
     Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^p`` over the flattened (cropped) maps.
     """
@@ -149,10 +176,13 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
 
     @handle_batch(batch)
     def inner(T):
-        h = T(layer)
-        if h.dim() != 4 or h.shape[1:] != t.shape[1:]:
+        raw = T(layer)
+        h = _layer_map(raw, layer, grid)
+        if h.shape[1:] != t.shape[1:]:
+            hint = (" (the patch grid of token layer shape {}; convert token-layer scores (B, T, C) with "
+                    "lucent_inhibit.tokens.token_maps)".format(tuple(raw.shape[1:]))) if raw.dim() == 3 else ""
             raise ValueError(
-                f"target map has shape {tuple(t.shape[1:])} but layer {layer!r} gives {tuple(h.shape[1:])}; "
+                f"target map has shape {tuple(t.shape[1:])} but layer {layer!r} gives {tuple(h.shape[1:])}{hint}; "
                 "compute the target at the same layer and image size as the render"
             )
         n_t = 1 if isinstance(batch, int) else t.shape[0]
@@ -170,6 +200,16 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
         return -torch.stack(values).mean()
 
     return inner
+
+
+def _layer_map(h: torch.Tensor, layer: str, grid: Optional[TokenGrid]) -> torch.Tensor:
+    """A layer's activation as a (B, C, H, W) map: a map as is, a token layer's patch tokens on their grid."""
+    if h.dim() == 3:
+        return token_maps(h, grid, layer)
+    if h.dim() != 4:
+        raise InputError(f"layer {layer!r} has activations of shape {tuple(h.shape)}; spatial_cosdot needs a map "
+                         "(B, C, H, W) or a token layer (B, T, C)")
+    return h
 
 
 @wrap_objective()
