@@ -33,7 +33,7 @@ class DemoStageConfig:
                                  "first images)")
     attribution_layer: Optional[str] = option(None, "layer where the feature is attributed (default: the last "
                                               "activation before the feature layer)")
-    quick: bool = option(False, "tiny sizes and few steps for every stage (a smoke run in about a minute, not a "
+    quick: bool = option(False, "tiny sizes and few steps for every stage (a smoke run of 2-3 minutes, not a "
                          "measurement)")
 
     def __post_init__(self):
