@@ -127,6 +127,16 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".tmp-") or (name.startswith(".chunk-") and name.endswith(".tmp"))
 
 
+def stage_scan_file(path):
+    """``path``, or ``path/scan.npz`` when ``path`` is a folder with no scan manifest that holds one (the
+    output folder of the ``scan`` stage, which writes its result file there)."""
+    folder = os.fspath(path)
+    inside = os.path.join(folder, "scan.npz")
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, MANIFEST)) and os.path.isfile(inside):
+        return inside
+    return path
+
+
 def read_manifest(folder: str) -> dict:
     """The manifest of scan folder ``folder``; :class:`ScanFolderError` naming the file when the folder is
     not a scan, the manifest is not valid JSON or it is of another format."""

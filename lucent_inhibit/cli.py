@@ -26,6 +26,7 @@ each stage imports the library inside its run function.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import typing
 from typing import Any, Dict, List, Optional
@@ -149,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(exc.code or 0)
     from .stages.common import run_stage
 
+    _say_picks()
     try:
         result = run_stage(stage, config, progress=True)
         lines = stage.describe(result, config)
@@ -166,6 +168,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+class _StderrLines(logging.Handler):
+    """One ``lucent-inhibit: ...`` line per record on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"lucent-inhibit: {self.format(record)}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 (logging's own contract: report, never raise)
+            self.handleError(record)
+
+
+def _say_picks() -> None:
+    """Print the library's INFO lines (what it picked for the user: a layer, a mode, a scale) on stderr."""
+    logger = logging.getLogger("lucent_inhibit")
+    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
+        logger.addHandler(_StderrLines())
+    logger.setLevel(logging.INFO)
 
 
 def _fail(exc: BaseException) -> int:

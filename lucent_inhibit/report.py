@@ -164,20 +164,14 @@ class DemoPlan:
 def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: DemoConfig,
               weights: str = "default") -> DemoPlan:
     """Check the demo's inputs and choose its defaults; every problem is one :class:`DemoInputError`."""
-    from .stages.common import check_layers, default_attribution_layer, load_data, load_model, pick_unit
-    from .stages.configs import DEFAULT_LAYER, DataConfig, ModelConfig
+    from .stages.common import default_attribution_layer, load_data, load_model, pick_unit, resolve_feature_layers
+    from .stages.configs import DataConfig, ModelConfig
 
     try:
         model_cfg = ModelConfig(spec=model, weights=weights, device=device)
         data_cfg = DataConfig(images=images, n_images=cfg.n_images, size=cfg.size, batch_size=cfg.batch_size)
         dataset, net = load_data(data_cfg), load_model(model_cfg)
-        if layer is None:
-            if not model_cfg.embedded:
-                raise ValueError(f"--layer is required for model {model!r} (a pre-activation layer; see "
-                                 "lucent_inhibit.preactivation_layers)")
-            layer = DEFAULT_LAYER
-        check_layers(net, layer, attribution_layer)
-        attr = attribution_layer or default_attribution_layer(net, layer)
+        layer, attr = resolve_feature_layers(net, layer, attribution_layer, data_cfg.size)
         atlas_layer = default_attribution_layer(net, attr) if attr != "input" else attr
         unit = pick_unit(net, dataset, layer) if unit is None else unit
         from .features import Feature

@@ -31,7 +31,8 @@ import numpy as np
 from torch import nn
 
 from .attribution import TENSION_SCORES, Attribution, as_feature, tension as _tension
-from .chunkstore import ChunkStore, chunk_images, load_chunks, new_manifest, parse_shard, shard_indices, split_chunks
+from .chunkstore import (ChunkStore, chunk_images, load_chunks, new_manifest, parse_shard, shard_indices, split_chunks,
+                         stage_scan_file)
 from .completeness_check import sum_check
 from .datapass import DatasetPass, check_flag, dataset_pass
 from .distributed import env_world_size
@@ -55,9 +56,7 @@ class NotInScanError(InputError, KeyError):
     __str__ = InputError.__str__
 
 
-# ------------------------------------------------------------------------------------------------
-# result
-# ------------------------------------------------------------------------------------------------
+# ---------------------------------------- result ------------------------------------------------
 @dataclass
 class ScanResult(Result):
     """Per-image statistics of a dataset scan (rows are images, in dataset-index order).
@@ -242,7 +241,9 @@ class ScanResult(Result):
     @classmethod
     def load(cls, path) -> "ScanResult":
         """Read a result file written by :meth:`save` (``.npz`` appended when missing), or a finished scan
-        folder written by ``scan(out=...)`` (read through :func:`lucent_inhibit.chunkstore.load_chunks`)."""
+        folder written by ``scan(out=...)`` (read through :func:`lucent_inhibit.chunkstore.load_chunks`), or a
+        stage's output folder holding ``scan.npz``."""
+        path = stage_scan_file(path)
         if os.path.isdir(os.fspath(path)):
             manifest, parts = load_chunks(os.fspath(path), cls)
             result = concat_rows(parts, parts[0])
@@ -252,9 +253,7 @@ class ScanResult(Result):
         return super().load(path)
 
 
-# ------------------------------------------------------------------------------------------------
-# the scan, step by step
-# ------------------------------------------------------------------------------------------------
+# ---------------------------------- the scan, step by step -------------------------------------
 @dataclass
 class ScanPlan:
     """What one :func:`scan` call decided before reading any image."""

@@ -62,9 +62,9 @@ def test_feature_config_defaults_and_attribution_layer():
 
     assert configs.DEFAULT_LAYER == DEFAULT_LAYER
     f = configs.FeatureConfig(position="2,3")
-    assert f.feature().position == (2, 3) and f.attribution_layer() == configs.DEFAULT_ATTR_LAYER
-    with pytest.raises(ValueError, match="--attr-layer is required"):
-        configs.FeatureConfig(layer="blocks_5_0").attribution_layer()
+    assert f.feature(configs.DEFAULT_LAYER).position == (2, 3) and f.feature("blocks_5_0").layer == "blocks_5_0"
+    with pytest.raises(ValueError, match="give --layer"):
+        f.feature()
 
 
 def test_render_config_is_the_render_contract():

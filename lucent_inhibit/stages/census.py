@@ -58,14 +58,11 @@ class CensusConfig:
 
 def _layers(model, cfg: CensusConfig) -> Tuple[str, List[str]]:
     """The censused layer and the attribution layers, checked against the model."""
-    from .common import check_layers, default_attribution_layer
+    from .common import check_layers, resolve_feature_layers
 
-    layer = cfg.layer or DEFAULT_LAYER
-    check_layers(model, layer)
-    if cfg.attr_layers:
-        layers = list(cfg.attr_layers)
-    else:
-        layers = [default_attribution_layer(model, layer, cfg.data.size)]
+    first = cfg.attr_layers[0] if cfg.attr_layers else None
+    layer, attr = resolve_feature_layers(model, cfg.layer, first, cfg.data.size)
+    layers = list(cfg.attr_layers) if cfg.attr_layers else [attr]
     check_layers(model, *layers)
     return layer, layers
 

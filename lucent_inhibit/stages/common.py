@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from typing import Dict, Iterator, List, Optional
+import logging
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from .configs import DataConfig, ModelConfig
+from .configs import DEFAULT_ATTR_LAYER, DEFAULT_LAYER, DataConfig, ModelConfig
+
+log = logging.getLogger("lucent_inhibit")
 
 #: Module types that count as activations for :func:`default_attribution_layer`.
 ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "SiLU", "Hardswish", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Mish")
@@ -142,13 +145,17 @@ class First(Sequence):
 
 
 def probe_input(model, size: int = 224, n: int = 1):
-    """``n`` random normalised (n, 3, size, size) inputs on the model's device (for forward-order probes)."""
+    """``n`` random normalised (n, 3, size, size) inputs on the model's device (for forward-order probes); a
+    model that takes one input size only (a strict ViT patch embedding) gets that size."""
     import torch
 
     from ..hooks import model_device
     from ..models import preprocess_fn
 
-    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    from ..tokens import required_input_size
+
+    h, w = required_input_size(model) or (size, size)
+    x = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(0))
     return preprocess_fn(model)(x.to(model_device(model)))
 
 
@@ -185,8 +192,58 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
                      "into the feature passes through it); pick a later feature layer or give the attribution layer")
 
 
+def default_feature_layers(model, size: int = 224) -> Tuple[str, str, str]:
+    """The feature layer and attribution layer the stages use when none is given, and why (one line).
+
+    - The embedded EfficientNet-Lite0 (any model with its layer names): ``blocks_4_0_bn3_drop`` attributed at
+      ``blocks_4_0_bn2_act`` (the ReLU6 inside the same block, where completeness holds: SPEC 3).
+    - A vision transformer (:func:`lucent_inhibit.models.transformer_blocks`): the MLP's hidden layer before
+      its GELU in the block two thirds deep, ``blocks_k_mlp_fc1`` (a pre-activation, so both signs occur),
+      attributed at the residual stream entering that block, ``blocks_{k-1}`` (checked to be a cut with
+      :func:`lucent_inhibit.hooks.separates`: everything the block computes reads it).
+    - Any other model: ``ValueError`` naming a few of its pre-activation layers; nothing is guessed.
+    """
+    from ..hooks import layer_table, separates
+    from ..models import preactivation_layers, transformer_blocks
+
+    table = layer_table(model)
+    if DEFAULT_LAYER in table and DEFAULT_ATTR_LAYER in table:
+        return DEFAULT_LAYER, DEFAULT_ATTR_LAYER, "the embedded model's default feature layer"
+    blocks = [b for b in transformer_blocks(model) if f"{b}_mlp_fc1" in table]
+    if len(blocks) >= 2:
+        k = max(1, (2 * len(blocks)) // 3)
+        layer, attr = f"{blocks[k]}_mlp_fc1", blocks[k - 1]
+        if separates(model, probe_input(model, size), attr, layer):
+            return layer, attr, (f"a transformer's MLP hidden pre-GELU in block {k} of {len(blocks)}, attributed at "
+                                 "the residual stream entering that block")
+    names = preactivation_layers(model)
+    raise ValueError(f"--layer is required for model {type(model).__name__} (no default feature layer is known for "
+                     f"it); pre-activation layers, where inhibition is visible, include "
+                     f"{', '.join(names[len(names) // 2:len(names) // 2 + 4]) or 'none found'} "
+                     "(all: lucent_inhibit.preactivation_layers(model))")
+
+
+def resolve_feature_layers(model, layer: Optional[str], attr: Optional[str], size: int = 224) -> Tuple[str, str]:
+    """``(layer, attr)`` with the defaults filled in and said: :func:`default_feature_layers` for a missing
+    feature layer, :func:`default_attribution_layer` for a missing attribution layer of another feature
+    layer. Each pick is logged (the CLI prints it), names checked against ``model``."""
+    if layer is None:
+        layer, default_attr, why = default_feature_layers(model, size)
+        log.info("feature layer: %s (%s)", layer, why)
+        if attr is None:
+            attr = default_attr
+            log.info("attribution layer: %s (the default feature's)", attr)
+    check_layers(model, layer)
+    if attr is None:
+        attr = DEFAULT_ATTR_LAYER if layer == DEFAULT_LAYER else default_attribution_layer(model, layer, size)
+        log.info("attribution layer: %s (the nearest activation or layer before %s that is a cut to it)", attr, layer)
+    check_layers(model, attr)
+    return layer, attr
+
+
 def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> int:
-    """The channel of ``layer`` whose activation (at the centre) varies most over the first ``n`` images."""
+    """The channel of ``layer`` whose activation (at the centre: the middle of a map, the centre patch of a
+    token layer) varies most over the first ``n`` images."""
     import torch
 
     from ..data import iter_batches
@@ -198,18 +255,33 @@ def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> 
     for _, x in iter_batches(dataset, batch_size, indices=range(min(n, len(dataset)))):
         with torch.no_grad():
             a = capture(model, norm(x.to(model_device(model))), [layer])[layer]
-        vals.append(a[:, :, a.shape[2] // 2, a.shape[3] // 2] if a.dim() == 4 else a)
+        vals.append(_centre_values(model, a, layer))
     return int(torch.cat(vals).std(0).argmax())
 
 
-def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = "--attr-layer"):
+def _centre_values(model, a, layer: str):
+    """(B, C) values of activation ``a`` at its centre: a map's middle position, a token layer's centre patch."""
+    from ..tokens import infer_grid, token_grid
+
+    if a.dim() == 4:
+        return a[:, :, a.shape[2] // 2, a.shape[3] // 2]
+    if a.dim() == 3:
+        grid = token_grid(model)
+        grid = infer_grid(a.shape[1], layer) if grid is None else grid.for_tokens(a.shape[1], layer)
+        return a[:, grid.index("center", layer)]
+    return a
+
+
+def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = "--attr-layer", size: int = 224):
     """The :class:`~lucent_inhibit.Feature` of ``feature_cfg`` and its attribution layer(s), each name
-    checked against ``model`` (the feature layer first, so a typo there is reported as such)."""
-    feature = feature_cfg.feature()
-    check_layers(model, feature.layer)
-    layers = list(attr_layers) if attr_layers else [feature_cfg.attribution_layer(option_name)]
+    checked against ``model`` (the feature layer first, so a typo there is reported as such). A missing
+    feature or attribution layer is picked and said by :func:`resolve_feature_layers`; ``attr_layers``
+    (several, e.g. the scan's ``--attr-layers``) replace the feature config's one."""
+    first = attr_layers[0] if attr_layers else feature_cfg.attr_layer
+    layer, attr = resolve_feature_layers(model, feature_cfg.layer, first, size)
+    layers = list(attr_layers) if attr_layers else [attr]
     check_layers(model, *layers)
-    return feature, layers
+    return feature_cfg.feature(layer), layers
 
 
 def files_section(title: str, text: str, folder: str, root: str, figures=(), links=()):

@@ -106,34 +106,29 @@ class FeatureConfig:
     """The feature (a unit of a layer at a position) and the layer where it is attributed."""
 
     layer: Optional[str] = option(None, f"feature layer (default on the embedded model: {DEFAULT_LAYER}, "
-                                  "a pre-activation)")
+                                  "a pre-activation; on a vision transformer the MLP's hidden pre-GELU layer "
+                                  "two thirds deep; required for other models)")
     unit: int = option(5, "channel of the feature")
-    position: str = option("center", "feature position: 'center', 'mean' or 'y,x'")
+    position: str = option("center", "feature position: 'center', 'mean' or 'y,x' (a token layer also takes 'cls' "
+                           "and 'token:i'; its 'y,x' is a patch of the patch grid, 'mean' the patch tokens' mean)")
     attr_layer: Optional[str] = option(None, "attribution layer, before the feature and close to it (default "
-                                       f"for the default feature: {DEFAULT_ATTR_LAYER}, inside the same block; "
-                                       "required for other feature layers)")
+                                       f"for the default feature: {DEFAULT_ATTR_LAYER}, inside the same block; for "
+                                       "other feature layers the nearest activation or layer before it that every "
+                                       "path into it passes through, said when picked)")
 
     def __post_init__(self):
         check_int(flag(FeatureConfig, "unit"), self.unit, low=0)
         parse_position(self.position, flag(FeatureConfig, "position"))
 
-    def feature_layer(self) -> str:
-        return self.layer or DEFAULT_LAYER
-
-    def attribution_layer(self, option_name: str = "--attr-layer") -> str:
-        """``attr_layer``, or the default one for the default feature; ``ValueError`` otherwise."""
-        if self.attr_layer:
-            return self.attr_layer
-        if self.feature_layer() == DEFAULT_LAYER:
-            return DEFAULT_ATTR_LAYER
-        raise ValueError(f"{option_name} is required for feature layer {self.feature_layer()!r} "
-                         "(pick a layer before it, close to it)")
-
-    def feature(self):
-        """The :class:`~lucent_inhibit.Feature` (imports the library)."""
+    def feature(self, layer: Optional[str] = None):
+        """The :class:`~lucent_inhibit.Feature` at ``layer`` (default: ``self.layer``; imports the library).
+        Stages resolve a missing layer for their model first (``stages.common.resolve_feature_layers``)."""
         from ..features import Feature
 
-        return Feature(self.feature_layer(), unit=self.unit, position=parse_position(self.position))
+        layer = layer or self.layer
+        if layer is None:
+            raise ValueError("no feature layer: give --layer")
+        return Feature(layer, unit=self.unit, position=parse_position(self.position))
 
 
 @dataclass
