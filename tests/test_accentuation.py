@@ -241,8 +241,9 @@ def test_cli_invert_and_tense(tmp_path, capsys):
     # bad input: one line, exit status 2
     assert main(["invert", "--layer", "blocks_4_0_bn3_dorp", "--out", str(tmp_path / "x")]) == 2
     assert "Unknown layer 'blocks_4_0_bn3_dorp'" in capsys.readouterr().err
-    assert main(["tense", "--layer", "blocks_5_0", "--out", str(tmp_path / "x")]) == 2
-    assert "--attr-layer is required" in capsys.readouterr().err
+    # a feature layer without --attr-layer: the nearest activation that is a cut, said (not timm's Identity act)
+    assert main(["tense", "--layer", "blocks_5_0", "--size", "32", "--steps", "1", "--out", str(tmp_path / "t5")]) == 0
+    assert "attribution layer: blocks_5_0_bn2_act" in capsys.readouterr().err
     assert main(["tense", "--attr-layer", "blocks_5_0", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
     assert "does not feed" in capsys.readouterr().err
     assert main(["invert", "--index", "99", "--n-images", "4", "--out", str(tmp_path / "x")]) == 2

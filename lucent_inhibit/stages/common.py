@@ -160,7 +160,8 @@ def probe_input(model, size: int = 224, n: int = 1):
 
 
 def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str:
-    """The last single-call activation (ReLU-like module, or a name ending in ``_act``) before
+    """The last single-call activation (ReLU-like module, or a name ending in ``_act`` that is not an
+    ``Identity``) before
     ``feature_layer`` in the forward pass that is a cut to it (:func:`lucent_inhibit.hooks.separates`: every
     path into the feature layer passes through it, so attributions there can add up); the last single-call
     cut when no activation is one. When the nearest activation is a module run twice per forward (torchvision
@@ -178,7 +179,8 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
     before, table = layers_before(model, x, feature_layer), layer_table(model)
     order = forward_order(model, x)
     run = order[: order.index(feature_layer)]
-    is_act = lambda n: type(table[n]).__name__ in ACTIVATIONS or n.endswith("_act")  # noqa: E731
+    is_act = lambda n: type(table[n]).__name__ in ACTIVATIONS or (  # noqa: E731
+        n.endswith("_act") and type(table[n]).__name__ != "Identity")  # timm's no-op act: the same tensor
     acts = [n for n in reversed(before) if is_act(n)]
     nearest = next((n for n in reversed(run) if is_act(n)), None)
     if nearest is not None and nearest not in before:  # a reused activation: its name has no single tensor
