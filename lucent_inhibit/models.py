@@ -110,18 +110,26 @@ def logits_input_size(model: nn.Module) -> Optional[int]:
 def preprocess_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The input transform ``render_vis(preprocess=True)`` applies for ``model``.
 
-    Images are (B, 3, H, W) in [0, 1]. Lucent's InceptionV1 gets ``x * 255 - 117``; every other model
-    gets ImageNet mean/std normalisation, exactly as in Lucent.
+    Images are (B, 3, H, W) in [0, 1]. Lucent's InceptionV1 gets ``x * 255 - 117``; a model whose builder set
+    ``model.input_normalization = (mean, std)`` (CLIP towers, :mod:`lucent_inhibit.clip`) gets that mean/std;
+    every other model gets ImageNet mean/std normalisation, exactly as in Lucent.
     """
     if model._get_name() == "InceptionV1":
         return lambda x: x * 255 - 117
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = getattr(model, "input_normalization", None) or (IMAGENET_MEAN, IMAGENET_STD)
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
 
     def normalize(x):
         return (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
 
     return normalize
+
+
+def lucent_normalizes(model: nn.Module) -> bool:
+    """Whether Lucent's ``render_vis(preprocess=True)`` applies :func:`preprocess_fn` (InceptionV1's scaling or
+    ImageNet's mean/std); False for a model with its own ``input_normalization`` (e.g. CLIP)."""
+    return model._get_name() == "InceptionV1" or getattr(model, "input_normalization", None) is None
 
 
 def efficientnet_lite0_weights_path() -> str:
@@ -263,7 +271,10 @@ def load_model(spec: str, weights: str = "default") -> nn.Module:
 
     Args:
         spec: ``"efficientnet_lite0"`` (the embedded model), ``"inceptionv1"``, ``"torchvision:NAME"``,
-            ``"timm:NAME"`` or ``"package.module:callable"`` (an importable constructor of an ``nn.Module``).
+            ``"timm:NAME"``, ``"clip:NAME"`` (a CLIP image tower, e.g. ``clip:ViT-B-32``; outputs the image
+            embedding; weights from a local OpenAI CLIP / open_clip / timm file only, see
+            :func:`lucent_inhibit.clip.clip_tower`) or ``"package.module:callable"`` (an importable
+            constructor of an ``nn.Module``).
         weights: ``"default"`` (the embedded weights; the library's pretrained weights for torchvision / timm
             / InceptionV1, which download when not cached; whatever the constructor builds), ``"none"``
             (random initialisation under torch seed :data:`INIT_SEED`, so every stage and every run builds
@@ -279,6 +290,10 @@ def load_model(spec: str, weights: str = "default") -> nn.Module:
         raise WeightsError(f"weights {weights!r} is neither 'default', 'none' nor an existing file")
     with torch.random.fork_rng(devices=[]):  # the same random model in every stage and run; global RNG untouched
         torch.manual_seed(INIT_SEED)
+        if spec.startswith("clip:"):  # built and loaded in one step: the checkpoint decides the projection
+            from .clip import clip_tower
+
+            return prepare(clip_tower(spec.split(":", 1)[1], weights))
         model = _build(spec, "none" if local else weights)
     if local:
         state = load_state_file(weights)
@@ -302,7 +317,7 @@ def _build(spec: str, weights: str) -> nn.Module:
         return _constructed(spec)
     raise ValueError(
         f"Unknown model spec {spec!r}: expected 'efficientnet_lite0', 'inceptionv1', "
-        "'torchvision:NAME', 'timm:NAME' or 'package.module:constructor'"
+        "'torchvision:NAME', 'timm:NAME', 'clip:NAME' or 'package.module:constructor'"
     )
 
 

@@ -295,6 +295,8 @@ def run_render(
     """
     from lucent.optvis import render as lucent_render
 
+    from .models import lucent_normalizes, preprocess_fn
+
     params, image_f = param_f
     parts = objective.fn if isinstance(objective, Parts) else as_parts(objective)
     view = Truncated(model)
@@ -311,11 +313,14 @@ def run_render(
 
     guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw))
     tf = settings.transforms if settings.transforms is not None else transforms
+    lucent_norm = lucent_normalizes(model)  # else (CLIP) the model's own normalisation, as Lucent places it
+    if not lucent_norm:
+        tf = [*(tf if tf is not None else lucent_render.transform.standard_transforms), preprocess_fn(model)]
     with render_session(model, settings.seed), math_attention():
         lucent_render.render_vis(
             view, _objective(guard, what), param_f=lambda: (params, image_f),
             optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),
-            transforms=None if tf is None else list(tf), thresholds=(settings.steps,), preprocess=True,
+            transforms=None if tf is None else list(tf), thresholds=(settings.steps,), preprocess=lucent_norm,
             progress=settings.progress, show_image=False, fixed_image_size=_fixed(settings, model_hw, notes),
         )
         with torch.no_grad():

@@ -57,7 +57,9 @@ class ModelConfig:
     """Which model runs, and where."""
 
     spec: str = option("efficientnet_lite0", "model spec: 'efficientnet_lite0' (embedded ImageNet weights), "
-                       "'inceptionv1', 'torchvision:NAME', 'timm:NAME' or 'package.module:constructor'",
+                       "'inceptionv1', 'torchvision:NAME', 'timm:NAME', 'clip:NAME' (a CLIP image tower: "
+                       "ViT-B-32, ViT-B-16, ViT-L-14, their -quickgelu variants or ViT-B/32 etc. for OpenAI's "
+                       "weights; --weights a local file or 'none') or 'package.module:constructor'",
                        flag="--model")
     weights: str = option("default", "'default' (the embedded weights; the library's pretrained weights for "
                           "torchvision / timm / InceptionV1, which download when not cached), 'none' (random "
