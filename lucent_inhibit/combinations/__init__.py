@@ -4,7 +4,11 @@ Which combinations of two features can a model represent? For a pair ``(f_a, f_b
 
 1. :func:`pair_statistics` (:mod:`.statistics`) measures, over a dataset, every unit of a layer at one
    position and their correlations, and picks pairs: most correlated, most anti-correlated, closest to
-   zero correlation.
+   zero correlation. Maps (B, C, H, W), linear layers (B, C) and the token layers (B, T, C) of vision
+   transformers are read as :class:`~lucent_inhibit.features.Feature` reads them (on token layers:
+   ``"cls"``, ``("token", i)``, a patch ``(y, x)``, ``"center"`` or ``"mean"`` over the patch tokens, with the
+   model's token layout, :func:`lucent_inhibit.tokens.token_grid`); the features it hands out carry that
+   position and layout into the scales and the sweep.
 2. :func:`axis_scales` (:mod:`.scales`) renders each feature alone (both in one batch of Lucent's render
    loop) and measures its unconstrained maximum ``s``; the pair is studied in scaled units
    ``y = [f_a/s_a, f_b/s_b]``.
@@ -19,10 +23,11 @@ and render through :func:`lucent_inhibit.rendering.run_render`, which leaves no 
 
 Measuring: all values stored in the results are measured with a separate forward pass (no gradients, no
 augmentation) on the *final* rendered images, at the size the model saw during the render
-(:func:`render_size`: ``render.model_size``, or Lucent's upsampling of images smaller than 224 px to
-224), so ``"center"`` and ``(y, x)`` positions mean the same neurons in the render and in the
-measurement. Dataset activations (the grey cloud) should be measured on images of that same size
-(e.g. ``sample_crops(size=result.render_size[0])``).
+(:func:`render_size`: the one input size of a model that takes no other, e.g. a timm ViT's, else
+``render.model_size``, else Lucent's upsampling of images smaller than 224 px to 224), so ``"center"``,
+``(y, x)`` and token positions mean the same neurons in the render and in the measurement. Dataset
+activations (the grey cloud) should be measured on images of that same size (e.g.
+``sample_crops(size=result.render_size[0])``).
 """
 from .figure import plot_combinations
 from .scales import DEFAULT_SIZE, AxisScales, NotExcitable, axis_scales, render_size, seeded_image_param

@@ -24,7 +24,8 @@ from ..models import preprocess_fn
 from ..objectives import feature as feature_objective
 from ..rendering import RenderSettings, as_settings, run_render
 from ..results import Result
-from ..validate import MAX_BATCH, check_int
+from ..tokens import token_grid
+from ..validate import MAX_BATCH, InputError, check_int
 from .statistics import measure_pair
 
 #: Side of the parameterised image when ``render.size`` is None (Lucent upsamples it to 224 for the model).
@@ -45,11 +46,12 @@ def settings(render: Optional[RenderSettings]) -> RenderSettings:
     return s
 
 
-def render_size(render: Optional[RenderSettings] = None) -> Tuple[int, int]:
-    """(H, W) of the images the model sees inside ``render_vis`` for these settings (pixels):
-    ``render.model_size`` if given, else Lucent's rule for an image of ``render.hw(128)`` (upsampled to
-    224 when smaller than 224, else unchanged)."""
-    return settings(render).model_hw(DEFAULT_SIZE)
+def render_size(render: Optional[RenderSettings] = None, model: Optional[nn.Module] = None) -> Tuple[int, int]:
+    """(H, W) of the images the model sees inside ``render_vis`` for these settings (pixels): the one input
+    size of a ``model`` that takes no other (a timm ViT with a strict patch embedding, as
+    :func:`~lucent_inhibit.rendering.run_render` forces it), else ``render.model_size`` if given, else
+    Lucent's rule for an image of ``render.hw(128)`` (upsampled to 224 when smaller than 224, else unchanged)."""
+    return settings(render).model_hw(DEFAULT_SIZE, model)
 
 
 def seeded_image_param(hw: Tuple[int, int], seeds: Sequence[int], sd: float = 0.01):
@@ -82,24 +84,43 @@ def base_seed(render: RenderSettings) -> int:
     return int(torch.randint(0, 2 ** 31 - 1, ()).item())
 
 
-def check_pair(model: nn.Module, fa: Feature, fb: Feature, size: Tuple[int, int]) -> None:
-    """Validate the pair before any render: distinct, known layers, positions that exist at ``size``."""
+def check_pair(model: nn.Module, fa: Feature, fb: Feature, size: Tuple[int, int]) -> Tuple[Feature, Feature]:
+    """Validate the pair before any render: distinct, known layers, positions that exist at ``size``.
+
+    Returns the pair to render and measure: a feature on a token layer (B, T, C) without a token layout gets
+    the model's at ``size`` (:func:`lucent_inhibit.tokens.token_grid`), so its position names the same token
+    in the objective and in every measurement (not one guessed from the token count). ``InputError`` (a
+    ``ValueError``) naming the feature, its layer's shape and the position when a position is missing.
+    """
     if fa == fb:
         raise ValueError(f"feature_a and feature_b are the same feature ({fa.name}); a combination needs two")
     check_layer_names(model, [fa.layer, fb.layer], allow=())
     x = preprocess_fn(model)(torch.full((1, 3, *size), 0.5, device=model_device(model)))
     with torch.no_grad():
         acts = capture(model, x, [fa.layer, fb.layer])
+    grid = token_grid(model, size)
+    fa, fb = (f.with_grid(grid) if acts[f.layer].dim() == 3 and f.grid is None and grid is not None else f
+              for f in (fa, fb))
     for label, f, other in (("feature_a", fa, fb), ("feature_b", fb, fa)):
         try:
             f.check(acts[f.layer])
         except ValueError as exc:
-            shape_f, shape_o = tuple(acts[f.layer].shape[2:]), tuple(acts[other.layer].shape[2:])
-            raise ValueError(
+            raise InputError(
                 f"{label} ({f.name}) cannot be read at a {size[0]}x{size[1]} model input: {exc}. "
-                f"Its layer's map is {shape_f}, the other feature's ({other.layer}) is {shape_o}; "
+                f"Its layer's {_layout(acts[f.layer])}, the other feature's ({other.layer}) "
+                f"{_layout(acts[other.layer])}; "
                 "give each feature a position that exists in its own layer (or 'center' / 'mean')"
             ) from None
+    return fa, fb
+
+
+def _layout(act: torch.Tensor) -> str:
+    """What positions a layer activation has, for error messages: a map's (H, W), a token layer's tokens."""
+    if act.dim() == 3:
+        return f"tokens are {int(act.shape[1])} (a token layer (B, T, C) of shape {tuple(act.shape)})"
+    if act.dim() == 4:
+        return f"map is {tuple(act.shape[2:])}"
+    return f"activation is {tuple(act.shape)} (no positions)"
 
 
 def check_scale(scale) -> Tuple[float, float]:
@@ -120,7 +141,7 @@ def render_info(model: nn.Module, render: RenderSettings) -> Dict[str, Any]:
     """The render settings a result records (JSON)."""
     tf = render.transforms
     return {"steps": int(render.steps), "image_size": list(render.hw(DEFAULT_SIZE)),
-            "render_size": list(render.model_hw(DEFAULT_SIZE)), "lr": float(render.lr), "seed": render.seed,
+            "render_size": list(render.model_hw(DEFAULT_SIZE, model)), "lr": float(render.lr), "seed": render.seed,
             "model": model._get_name(), "param": "lucent",
             "transforms": "lucent standard" if tf is None else f"{len(tf)} custom"}
 
@@ -220,8 +241,8 @@ def axis_scales(
     fa, fb = as_feature(feature_a), as_feature(feature_b)
     n_seeds = check_int("n_seeds", n_seeds, 1, MAX_BATCH // 2)
     s = settings(render)
-    size = s.model_hw(DEFAULT_SIZE)
-    check_pair(model, fa, fb, size)
+    size = s.model_hw(DEFAULT_SIZE, model)  # the size run_render gives the model
+    fa, fb = check_pair(model, fa, fb, size)
     s = s.replace(seed=base_seed(s))
     seeds = [s.seed + i for i in range(n_seeds)] * 2
     images = render_batch(model, _pair_objective(fa, fb, n_seeds), seeds, s, "axis scales")

@@ -18,10 +18,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import iter_batches
-from ..features import Feature, Position, as_feature, check_images
+from ..features import Feature, Position, as_feature, check_images, position_name
 from ..hooks import capture, check_layer_names, model_device
 from ..models import preprocess_fn
 from ..results import Result
+from ..tokens import TokenGrid, token_grid
 from ..validate import check_choice, check_int
 
 Size = Union[int, Tuple[int, int]]
@@ -113,11 +114,16 @@ class PairStatistics(Result):
 
     Attributes:
         layer: Lucent layer name.
-        position: ``"center"``, ``"mean"`` or ``(y, x)`` (read as in :class:`Feature`).
+        position: where each unit is read, as in :class:`Feature`: ``"center"``, ``"mean"`` or ``(y, x)`` on a
+            map; on a token layer (B, T, C) also ``"cls"`` and ``("token", i)`` (``(y, x)`` a patch of the grid,
+            ``"mean"`` the mean over patch tokens, prefix tokens excluded).
         activations: (N, C) unit values for the N images, raw units.
         correlation: (C, C) Pearson correlations; NaN for units that are constant over the dataset.
         dataset: description of the dataset (e.g. ``SampleCrops(n=256, size=224, ...)``).
         image_size: side of the dataset images the model saw, in pixels.
+        token_layout: for a token layer, the model's layout at that image size as ``(prefix, grid_h, grid_w,
+            class_token)`` (:func:`lucent_inhibit.tokens.token_grid`); every :meth:`feature` carries it, so the
+            scales and sweeps read the same token. None for maps, linear layers and layouts left to inference.
     """
 
     layer: str
@@ -126,10 +132,19 @@ class PairStatistics(Result):
     correlation: torch.Tensor
     dataset: str = ""
     image_size: int = 0
+    token_layout: Optional[Tuple[int, int, int, bool]] = None
 
     def __post_init__(self):
         if isinstance(self.position, list):  # JSON gives lists back
             self.position = tuple(self.position)
+        if self.token_layout is not None:
+            prefix, grid_h, grid_w, class_token = self.token_layout
+            self.token_layout = (int(prefix), int(grid_h), int(grid_w), bool(class_token))
+
+    @property
+    def grid(self) -> Optional[TokenGrid]:
+        """The model's :class:`~lucent_inhibit.tokens.TokenGrid` of a token layer (None: not recorded)."""
+        return None if self.token_layout is None else TokenGrid(*self.token_layout)
 
     @property
     def n_units(self) -> int:
@@ -143,8 +158,9 @@ class PairStatistics(Result):
         return u
 
     def feature(self, unit: int) -> Feature:
-        """The :class:`Feature` of ``unit`` at this layer and position."""
-        return Feature(self.layer, unit=self._unit(unit), position=self.position)
+        """The :class:`Feature` of ``unit`` at this layer and position (with the model's token layout on a
+        token layer): the feature the statistics read, for the scales and the sweep."""
+        return Feature(self.layer, unit=self._unit(unit), position=self.position, grid=self.grid)
 
     def values(self, unit_a: int, unit_b: int) -> torch.Tensor:
         """Dataset activations (N, 2) of two units: the grey cloud of the combination figure."""
@@ -200,6 +216,8 @@ class PairStatistics(Result):
         out: Dict[str, Any] = {"type": self.kind(), "layer": self.layer, "position": self.position,
                                "n_images": int(self.activations.shape[0]), "n_units": self.n_units,
                                "image_size": self.image_size, "dataset": self.dataset}
+        if self.token_layout is not None:
+            out["token_layout"] = list(self.token_layout)
         off_diagonal = ~torch.eye(self.n_units, dtype=torch.bool)
         if bool(torch.isfinite(self.correlation[off_diagonal]).any()):
             out.update({which: list(self.pick(which)) for which in PAIR_CHOICES})
@@ -215,8 +233,8 @@ class PairStatistics(Result):
         fig, ax = plt.subplots(figsize=(6, 5))
         im = ax.imshow(self.correlation.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
         fig.colorbar(im, ax=ax, label="Pearson r")
-        ax.set_title(f"{self.layer} @ {self.position}: unit correlations over {self.activations.shape[0]} images",
-                     fontsize=9)
+        ax.set_title(f"{self.layer} @ {position_name(self.position)}: unit correlations over "
+                     f"{self.activations.shape[0]} images", fontsize=9)
         ax.set_xlabel("unit")
         ax.set_ylabel("unit")
         fig.tight_layout()
@@ -243,12 +261,17 @@ def correlation_matrix(activations: torch.Tensor, eps: float = 1e-8) -> torch.Te
 
 
 def _unit_values(act: torch.Tensor, probe: Feature) -> torch.Tensor:
-    """(B, C) every unit of a (B, C, H, W) or (B, C) activation at ``probe``'s position."""
-    probe.check(act)
-    if act.dim() == 4:
-        yx = probe.spatial_index(act)
-        act = act.mean(dim=(2, 3)) if yx is None else act[:, :, yx[0], yx[1]]
-    return act.float().cpu()
+    """(B, C) every unit of an activation at ``probe``'s position, read exactly as :class:`Feature` reads it:
+    a map (B, C, H, W) at its (y, x) or its spatial mean, a linear layer (B, C) as it is, a token layer
+    (B, T, C) at the token the position names (``"cls"``, ``("token", i)``, a patch (y, x), ``"center"``) or the
+    mean over its patch tokens (``"mean"``, prefix tokens excluded). :class:`InputError` for a position the
+    layer does not have."""
+    return probe.vector(act).float().cpu()
+
+
+def _grid_record(grid: Optional[TokenGrid]) -> Optional[Tuple[int, int, int, bool]]:
+    """A token layout as the JSON record ``(prefix, grid_h, grid_w, class_token)`` (None stays None)."""
+    return None if grid is None else (grid.prefix, grid.grid_h, grid.grid_w, grid.class_token)
 
 
 def pair_statistics(
@@ -265,13 +288,18 @@ def pair_statistics(
         model: a prepared model.
         dataset: (N, 3, H, W) tensor or sequence of (3, H, W) images (or (image, label) items) in [0, 1],
             N >= 2; fed at their own size, so use the size the renders' model sees (e.g. 224).
-        layer: Lucent layer name with (B, C, H, W) or (B, C) activations.
-        position: ``"center"``, ``"mean"`` or ``(y, x)`` as in :class:`Feature`.
+        layer: Lucent layer name with (B, C, H, W), (B, C) or token-layer (B, T, C) activations.
+        position: as in :class:`Feature`: ``"center"``, ``"mean"`` or ``(y, x)``; on a token layer also
+            ``"cls"`` or ``("token", i)``, read with the model's token layout
+            (:func:`lucent_inhibit.tokens.token_grid` at the images' size). A position the layer does not
+            have (a token or patch beyond it, ``"cls"`` without a class token, a token on a map) raises
+            :class:`~lucent_inhibit.validate.InputError` naming it, at the first batch.
         batch_size: images per forward pass (each stopped after ``layer``).
         progress: a tqdm bar over the batches.
 
     Returns:
-        :class:`PairStatistics` with activations (N, C) and correlation (C, C).
+        :class:`PairStatistics` with activations (N, C) and correlation (C, C) (C: the layer's channels, the
+        last dimension of a token layer).
     """
     check_layer_names(model, [layer], allow=())
     batch_size = check_int("batch_size", batch_size, low=1)
@@ -279,15 +307,19 @@ def pair_statistics(
     probe = Feature(layer, unit=0, position=position)
     norm = preprocess_fn(model)
     device = model_device(model)
-    rows, size = [], 0
+    rows, size, grid = [], 0, None
     batches = iter_batches(dataset, batch_size)
     with torch.no_grad():
         for _, batch in tqdm(batches, total=math.ceil(len(dataset) / batch_size), disable=not progress,
                              desc=f"pair statistics {layer}"):
             batch = check_images(batch)
+            if not rows:  # the model's token layout at the images' size (None: no tokens)
+                grid = token_grid(model, batch.shape[-2:])
+                probe = probe.with_grid(grid)
             size = batch.shape[-1]
             act = capture(model, norm(batch.to(device)), [layer])[layer]
             rows.append(_unit_values(act, probe))
     acts = torch.cat(rows)
     desc = getattr(dataset, "identity", None) or f"{type(dataset).__name__} of {len(dataset)} images"
-    return PairStatistics(layer, probe.position, acts, correlation_matrix(acts), str(desc), int(size))
+    token_layout = _grid_record(grid) if act.dim() == 3 else None
+    return PairStatistics(layer, probe.position, acts, correlation_matrix(acts), str(desc), int(size), token_layout)

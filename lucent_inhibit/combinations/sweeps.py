@@ -220,8 +220,8 @@ def sweep_combinations(
     if scale_steps is not None:
         scale_steps = check_int("scale_steps", scale_steps, 1, MAX_STEPS)
     s = settings(render)
-    size = s.model_hw(DEFAULT_SIZE)
-    check_pair(model, fa, fb, size)
+    size = s.model_hw(DEFAULT_SIZE, model)  # the size run_render gives the model
+    fa, fb = check_pair(model, fa, fb, size)
     s = s.replace(seed=rank0_seed(base_seed(s)))  # under torchrun: rank 0's seed on every rank
 
     scale_images = None

@@ -51,7 +51,9 @@ class CombosConfig:
     data: DataConfig = group(DataConfig, n_images=256, size=128)
     layer: str = option("blocks_3_0_bn1_drop", "layer whose units are paired (the default is a pre-ReLU6 middle "
                         "layer of the embedded model)")
-    position: str = option("center", "where each unit is read: 'center', 'mean' or 'y,x'")
+    position: str = option("center", "where each unit is read (the same in the statistics, scales and sweep): "
+                           "'center', 'mean' or 'y,x'; on a token layer (B, T, C) also 'cls' or 'token:i' "
+                           "('y,x' a patch, 'mean' over the patch tokens)")
     pair: Literal["anticorrelated", "correlated", "zero"] = option(
         "anticorrelated", "which pair the dataset statistics pick")
     units: Optional[Tuple[int, int]] = option(None, "use these two units instead of a picked pair", metavar="UNIT")
