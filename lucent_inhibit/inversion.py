@@ -6,6 +6,11 @@ layer gives the excitatory target ``relu(S)`` and the inhibitory target ``relu(-
 renders maximises the spatial cosdot toward each. Started from noise this is an *inversion*; started at
 the image (feature accentuation, :func:`lucent_inhibit.accentuate`) an *accentuation*. The check of
 success: the excitatory render drives the feature above the inhibitory one.
+
+The attribution layer is a spatial map (B, C, H, W) or a vision transformer's token layer (B, T, C)
+(Dosovitskiy et al. 2021): there the targets and maps are the patch tokens on the model's patch grid
+(:func:`lucent_inhibit.tokens.token_grid`), the class and register tokens left out, and the renders are
+at the model's one input size.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from .hooks import model_device
 from .objectives import check_power, signed_attribution
 from .rendering import Parts, RenderSettings, rng_restored, run_render
 from .results import Result
-from .validate import MAX_IMAGES, MAX_SIDE, check_flag, check_int, check_number
+from .tokens import TokenGrid, required_input_size, token_grid, token_maps
+from .validate import MAX_IMAGES, MAX_SIDE, InputError, check_flag, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,12 @@ class InversionResult(Result):
     Attributes:
         images: (3, 3, H, W) in [0, 1]: rows ``original``, ``excitatory``, ``inhibitory``.
         activation: (3,) the feature's value on each row.
-        positive, negative: (3,) P and N at ``layer`` on each row (L1 sums, units of the feature).
-        maps: (3, 2, h, w) per row, ``relu(S)`` and ``relu(-S)`` summed over channels at ``layer``.
-        feature, layer: what was inverted, and where.
+        positive, negative: (3,) P and N at ``layer`` on each row (L1 sums over every position; on a
+            token layer over every token, class and register tokens included; units of the feature).
+        maps: (3, 2, h, w) per row, ``relu(S)`` and ``relu(-S)`` summed over channels at ``layer``; on a
+            token layer (h, w) is the patch grid (prefix tokens left out).
+        feature, layer: what was inverted (on a vision transformer with the model's token grid,
+            ``Feature.grid``), and where.
         seeded: True for accentuations (start at the image), False for inversions (start from noise).
         steps: optimisation steps.
         objective: (steps, 2) cosdot value of the excitatory and inhibitory renders per step.
@@ -87,12 +96,25 @@ class InversionResult(Result):
         return plot_inversions(self, path)
 
 
-def _measure_rows(model, images, feature, layer):
+def attribution_maps(scores: torch.Tensor, layer: str, grid: Optional[TokenGrid] = None) -> torch.Tensor:
+    """Attribution scores at ``layer`` as maps (B, C, h, w): a spatial layer's (B, C, H, W) as they are, a
+    token layer's (B, T, C) as its patch tokens on the patch grid (``grid``: the model's token layout, None
+    infers it from T; the class and register tokens left out, :func:`lucent_inhibit.tokens.token_maps`)."""
+    if scores.dim() == 3:
+        return token_maps(scores, grid, layer)
+    if scores.dim() != 4:
+        raise InputError(f"+/- inversions need a spatial attribution layer (B, C, H, W) or a token layer (B, T, C); "
+                         f"{layer!r} gives {tuple(scores.shape)}")
+    return scores
+
+
+def _measure_rows(model, images, feature, layer, grid: Optional[TokenGrid]):
+    """(activation, P, N (each (B,), P and N over every position or token), maps (B, 2, h, w) of relu(S)
+    and relu(-S) summed over channels, the scores S at ``layer``)."""
     att = attribute(model, images, feature, layer)
     s = att.scores[layer]
-    if s.dim() != 4:
-        raise ValueError(f"+/- inversions need a spatial attribution layer (B, C, H, W); {layer!r} gives {tuple(s.shape)}")
-    maps = torch.stack([s.clamp(min=0).sum(1), (-s).clamp(min=0).sum(1)], 1)
+    m = attribution_maps(s, layer, grid)
+    maps = torch.stack([m.clamp(min=0).sum(1), (-m).clamp(min=0).sum(1)], 1)
     return att.activation.cpu(), att.positive(layer).cpu(), att.negative(layer).cpu(), maps.cpu(), s
 
 
@@ -108,12 +130,19 @@ def _check_completeness(model, img, feature, layer, n_images: int) -> None:
 
 
 def _one_image(model, image, render, param: str):
-    """(the image (1, 3, H, W) on the model's device at the render size, the stage's settings)."""
+    """(the image (1, 3, H, W) on the model's device at the render size, the stage's settings). A model
+    that takes one input size (a strict ViT patch embedding) renders at that size, the image resized to it."""
     img = check_images(image)
     if img.shape[0] != 1:
         raise ValueError(f"inversions take one image (3, H, W), got a batch of {img.shape[0]}")
-    settings = stage_settings(render, tuple(img.shape[2:]), param)
-    hw = settings.hw(tuple(img.shape[2:]))
+    need = required_input_size(model)
+    default_hw = need or tuple(img.shape[2:])
+    settings = stage_settings(render, default_hw, param)
+    hw = settings.hw(default_hw)
+    if need is not None and hw != tuple(need):
+        raise InputError(f"inversions render at the input size of {type(model).__name__}, {need[0]}x{need[1]} px, the "
+                         f"only size it takes (the target maps are computed on its patch grid there); got render size "
+                         f"{hw[0]}x{hw[1]}: leave the render size unset or set it to {need[0]}")
     if tuple(img.shape[2:]) != hw:
         img = _param.check_seed(img, hw)
     if tuple(settings.model_hw(hw)) != hw:
@@ -157,12 +186,16 @@ def inversions(
     Args:
         model: prepared model.
         image: (3, H, W) or (1, 3, H, W) in [0, 1].
-        feature: :class:`Feature` (or ``(layer, unit)``); layer: spatial attribution layer feeding it
-            (close to the feature: completeness decays with distance, SPEC 3).
+        feature: :class:`Feature` (or ``(layer, unit)``); layer: attribution layer feeding it (close to
+            the feature: completeness decays with distance, SPEC 3): a map (B, C, H, W), or a token layer
+            (B, T, C) whose patch tokens, on the model's grid (``tokens.token_grid(model)``, else the
+            feature's, else inferred from T), are the targets; the class / register tokens are not
+            inverted (an ``InputError`` when all of one sign's attribution sits in them).
         seeded: False: start from noise (inversion); True: start at the image (accentuation).
         render: :class:`~lucent_inhibit.rendering.RenderSettings` (None: ``RenderSettings()``: 128 steps,
             lr 0.05, seed 0, which seeds the noise start and the jitter draws). Stage defaults where a
-            setting is None: ``size`` the image's size (the image is resized to it), ``model_size`` the
+            setting is None: ``size`` the image's size, or the model's one input size for a strict ViT
+            (any other is refused; the image is resized to it), ``model_size`` the
             render size (any other is refused: the targets are computed there), ``param="fourier"`` from
             noise and ``"phase"`` when seeded (as :func:`~lucent_inhibit.accentuate`),
             ``transforms=[shift(jitter)]`` (none for ``jitter=0``).
@@ -183,7 +216,9 @@ def inversions(
     reg_lambda, power = check_number("reg_lambda", reg_lambda, 0), check_power(power)
     crop = None if crop is None else check_number("crop", crop, 0, 1, high_open=True)
     img, settings = _one_image(model, image, render, "phase" if seeded else "fourier")
-    act0, p0, n0, _, s = _measure_rows(model, img, feature, layer)
+    grid = token_grid(model, tuple(img.shape[2:])) or feature.grid  # a token layer's patch grid (None: inferred)
+    feature = feature if feature.grid is not None or grid is None else feature.with_grid(grid)
+    act0, p0, n0, _, s = _measure_rows(model, img, feature, layer, grid)
     _check_completeness(model, img, feature, layer, completeness_images)
     if float(p0[0]) <= 0 or float(n0[0]) <= 0:
         raise ValueError(
@@ -192,8 +227,9 @@ def inversions(
         )
     # batch element 0 renders relu(S), element 1 relu(-S); their values are tracked separately
     values = {"exc": [], "inh": []}
-    exc_obj = signed_attribution(layer, s[0], +1, power=power, crop=crop, batch=0)
-    inh_obj = signed_attribution(layer, s[0], -1, power=power, crop=crop, batch=1)
+    target_grid = grid if s.dim() == 3 else None
+    exc_obj = signed_attribution(layer, s[0], +1, power=power, crop=crop, batch=0, grid=target_grid)
+    inh_obj = signed_attribution(layer, s[0], -1, power=power, crop=crop, batch=1, grid=target_grid)
 
     def tracked(T):
         a, b_ = exc_obj(T), inh_obj(T)
@@ -208,14 +244,14 @@ def inversions(
                              reg_lambda=reg_lambda if reg_layer else 0.0, render=settings.replace(transforms=tf)).images
     else:
         renders = _render_from_noise(model, tracked, settings, tuple(img.shape[2:]), transforms)
-    return _result(model, img, renders, feature, layer, seeded, settings.steps, values)
+    return _result(model, img, renders, feature, layer, seeded, settings.steps, values, grid)
 
 
-def _result(model, img, renders, feature, layer, seeded, steps, values) -> InversionResult:
+def _result(model, img, renders, feature, layer, seeded, steps, values, grid) -> InversionResult:
     """Measure the three rows; ``values`` are the per-step cosdots (the last ``steps`` of each: a seeded
     run with a regularizer also evaluates the objective once for the step-0 balance)."""
     rows = torch.cat([img.cpu(), renders.cpu()], 0)
-    act, p, n, maps, _ = _measure_rows(model, rows.to(img.device), feature, layer)
+    act, p, n, maps, _ = _measure_rows(model, rows.to(img.device), feature, layer, grid)
     traj = torch.tensor([values["exc"][-steps:], values["inh"][-steps:]]).T if values["exc"] else torch.zeros(0, 2)
     res = InversionResult(rows, act, p, n, maps, feature, layer, bool(seeded), int(steps), traj)
     if not res.separated:
@@ -226,13 +262,15 @@ def _result(model, img, renders, feature, layer, seeded, steps, values) -> Inver
     return res
 
 
-def _overlay(ax, image, amap, scale, colour, title=None):
-    """Grey image with one non-negative map (h, w) blended in ``colour``, intensity ``amap / scale``."""
+def _overlay(ax, image, amap, scale, colour, title=None, patches: bool = False):
+    """Grey image with one non-negative map (h, w) blended in ``colour``, intensity ``amap / scale``;
+    upsampled bilinearly, or for a patch grid (``patches``) nearest, each patch token over its pixels."""
     import torch.nn.functional as F
 
     h, w = image.shape[1:]
     grey = image.mean(0, keepdim=True).permute(1, 2, 0).numpy() * 0.6 + 0.2
-    up = F.interpolate(amap[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    how = dict(mode="nearest") if patches else dict(mode="bilinear", align_corners=False)
+    up = F.interpolate(amap[None, None].float(), size=(h, w), **how)[0, 0]
     a = (up / scale).clamp(0, 1).numpy()[..., None] * 0.8
     ax.imshow(np.clip(grey * (1 - a) + np.asarray(colour) * a, 0, 1))
     ax.set_xticks([])
@@ -244,7 +282,8 @@ def _overlay(ax, image, amap, scale, colour, title=None):
 def plot_inversions(result: InversionResult, path) -> str:
     """Figure: columns original | excitatory | inhibitory; rows: the images, their excitation
     ``relu(S)`` overlay (red) and inhibition ``relu(-S)`` overlay (blue), all maps on one scale so
-    intensities compare across columns. Writes a PNG; returns ``path``."""
+    intensities compare across columns; on a token layer the maps are the patch grid (each patch token
+    drawn over its pixels, the class / register tokens left out). Writes a PNG; returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,6 +292,8 @@ def plot_inversions(result: InversionResult, path) -> str:
     fig, axes = plt.subplots(3, 3, figsize=(8.4, 9.0))
     kind = "accentuation (image-seeded)" if result.seeded else "inversion (noise-seeded)"
     scale = float(result.maps.max()) or 1.0
+    grid, (h, w) = result.feature.grid, tuple(result.maps.shape[-2:])
+    patches = grid is not None and (grid.grid_h, grid.grid_w) == (h, w)
     for i, r in enumerate(ROWS):
         ax = axes[0, i]
         ax.imshow(result.images[i].permute(1, 2, 0).clamp(0, 1).numpy())
@@ -262,9 +303,11 @@ def plot_inversions(result: InversionResult, path) -> str:
             f"{r}\nf={float(result.activation[i]):.3g}  P={float(result.positive[i]):.3g}  N={float(result.negative[i]):.3g}",
             fontsize=8,
         )
-        _overlay(axes[1, i], result.images[i], result.maps[i, 0], scale, (0.85, 0.1, 0.1), "excitation relu(S)")
-        _overlay(axes[2, i], result.images[i], result.maps[i, 1], scale, (0.1, 0.25, 0.9), "inhibition relu(-S)")
-    fig.suptitle(f"+/- attribution {kind}\n{result.feature.name}, attribution at {result.layer}", fontsize=9)
+        for k, (colour, title) in enumerate((((0.85, 0.1, 0.1), "excitation relu(S)"),
+                                             ((0.1, 0.25, 0.9), "inhibition relu(-S)"))):
+            _overlay(axes[1 + k, i], result.images[i], result.maps[i, k], scale, colour, title, patches)
+    where = f"{h}x{w} patch grid, class / register tokens left out" if patches else f"{h}x{w} map"
+    fig.suptitle(f"+/- attribution {kind}\n{result.feature.name}, attribution at {result.layer} ({where})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -4,7 +4,7 @@ Maximally Tense Images", Hamblin, Saha, Konkle, Alvarez 2024, section 2).
 - :func:`tense` (SPEC 2.4): the tension of the rendered image's excitatory and inhibitory totals, for
   synthesising maximally tense images;
 - :func:`signed_attribution` (SPEC 2.3): the +/- inversion objective, a spatial cosdot toward
-  ``relu(S)`` or ``relu(-S)`` of one image;
+  ``relu(S)`` or ``relu(-S)`` of one image (a map, or a vision transformer's patch tokens on their grid);
 - :func:`attribution_mask` (SPEC 2.5): where an image excites or inhibits a feature, as a spatial mask;
 - :func:`seed_l2` ("Feature Accentuation", Hamblin, Fel, Saha, Konkle, Alvarez): the latent-layer L2
   distance to the seed.
@@ -20,7 +20,8 @@ from lucent.optvis.objectives import wrap_objective
 
 from ..attribution import TENSION_SCORES, signed_totals, tension
 from ..features import Feature, as_feature
-from ..validate import check_choice, check_int, check_number, check_size
+from ..tokens import TokenGrid, infer_grid, token_maps
+from ..validate import InputError, check_choice, check_int, check_number, check_size
 from .cosdots import as_target, layer_mask, spatial_cosdot
 from .views import resolve_hook
 
@@ -184,53 +185,92 @@ def signed_parts(T, feature: Feature, layer: str, mode: str = "fast", batch=None
 # ------------------------------------------------------------------------------------------------
 # +/- attribution inversion objective (SPEC 2.3)
 # ------------------------------------------------------------------------------------------------
-def _single_scores(scores, name="scores") -> torch.Tensor:
+def _single_scores(scores, name: str = "scores", grid: Optional[TokenGrid] = None):
+    """One image's scores as a map (C, H, W), and the prefix tokens' scores (P, C) (None for a map).
+
+    A map: (C, H, W) or (1, C, H, W). Token-layer scores: (T, C) (grid given or inferred from T) or, with
+    ``grid``, (1, T, C), put on the patch grid with :func:`~lucent_inhibit.tokens.token_maps`.
+    :class:`InputError` naming the shape otherwise.
+    """
     s = as_target(scores, name)
-    if s.dim() == 4:
+    shape = tuple(s.shape)
+    if grid is not None and not isinstance(grid, TokenGrid):
+        raise InputError(f"grid must be a lucent_inhibit.tokens.TokenGrid or None, got {type(grid).__name__}")
+    if grid is None and s.dim() == 4:
         if s.shape[0] != 1:
-            raise ValueError(f"{name} must be one image's attribution (C, H, W) or (1, C, H, W), got {tuple(s.shape)}")
+            raise InputError(f"{name} must be one image's attribution (C, H, W) or (1, C, H, W), got {shape}")
         s = s[0]
-    if s.dim() != 3:
-        raise ValueError(f"{name} must be one image's attribution map (C, H, W), got shape {tuple(s.shape)}")
-    return s
+    if grid is None and s.dim() == 3:
+        return s, None
+    if s.dim() == 3 and s.shape[0] == 1:
+        s = s[0]
+    if s.dim() != 2:
+        want = "token-layer scores (T, C) or (1, T, C) (grid given)" if grid is not None else \
+            "a map (C, H, W) or (1, C, H, W), or token-layer scores (T, C)"
+        raise InputError(f"{name} must be one image's attribution: {want}, got shape {shape}")
+    try:
+        g = infer_grid(s.shape[0], name) if grid is None else grid.for_tokens(s.shape[0], name)
+    except InputError as exc:
+        raise InputError(f"{name} of shape {shape} (T={s.shape[0]} tokens, C={s.shape[1]}) do not fit the token "
+                         f"grid: {exc}") from None
+    return token_maps(s[None], g, name)[0], s[: g.prefix]
 
 
 def _check_sign(sign) -> int:
     if isinstance(sign, bool) or sign not in (1, -1):
-        raise ValueError(f"sign must be +1 (excitatory) or -1 (inhibitory), got {sign!r}")
+        raise InputError(f"sign must be +1 (excitatory) or -1 (inhibitory), got {sign!r}")
     return int(sign)
 
 
-def _signed_map(scores, sign) -> Tuple[torch.Tensor, str]:
-    """``relu(sign * S)`` (C, H, W) of one image's scores, and the sign's name."""
-    s = _single_scores(scores)
-    return (_check_sign(sign) * s).clamp(min=0), ("positive" if sign == 1 else "negative")
+def _signed_map(scores, sign, grid: Optional[TokenGrid] = None,
+                layer: Optional[str] = None) -> Tuple[torch.Tensor, bool]:
+    """``relu(sign * S)`` (C, H, W) of one image's scores (on the patch grid for token scores), and whether
+    the scores were a token layer's. :class:`InputError` when it is all zero, saying so when the signed
+    attribution is all in prefix (class / register) tokens, which a spatial map leaves out."""
+    sign = _check_sign(sign)
+    s, prefix = _single_scores(scores, grid=grid)
+    target, which = (sign * s).clamp(min=0), ("positive" if sign == 1 else "negative")
+    where = "" if layer is None else f" at layer {layer!r}"
+    if float(target.max()) > 0:
+        return target, prefix is not None
+    if prefix is not None and prefix.numel() and float((sign * prefix).max()) > 0:
+        raise InputError(
+            f"all of the image's {which} attribution{where} sits in its {prefix.shape[0]} prefix (class / register) "
+            f"token(s), which the spatial target over the {s.shape[1]}x{s.shape[2]} patch grid leaves out: "
+            "relu(sign * S) of the patch tokens is all zero; choose another attribution layer or feature position"
+        )
+    raise InputError(f"the image has no {which} attribution{where}: relu(sign * S) is all zero")
 
 
 @wrap_objective()
 def signed_attribution(
-    layer: str, scores, sign: int = 1, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None
+    layer: str, scores, sign: int = 1, power: float = 2.0, crop: Optional[float] = 0.01, mask=None, batch=None,
+    grid: Optional[TokenGrid] = None,
 ):
     """The +/- attribution inversion objective: spatial cosdot against ``relu(sign * S)``.
 
     Args:
-        layer: the layer the attribution was taken at (activations (B, C, H, W) at the render size).
-        scores: one image's attribution ``S`` at ``layer``: (C, H, W) or (1, C, H, W).
+        layer: the layer the attribution was taken at: activations (B, C, H, W) at the render size, or a
+            vision transformer's token layer (B, T, C), whose patch tokens are read as a (C, grid_h, grid_w)
+            map (:func:`~lucent_inhibit.objectives.spatial_cosdot`).
+        scores: one image's attribution ``S`` at ``layer``: a map (C, H, W) or (1, C, H, W); on a token
+            layer (T, C), or (1, T, C) with ``grid``. Token scores become the patch-grid map
+            (:func:`lucent_inhibit.tokens.token_maps`): the class and register (prefix) tokens are left out
+            of the spatial target, so attribution there is not inverted (an :class:`InputError` when all of
+            the signed attribution sits in them, since the target would be empty).
         sign: +1 for the excitatory target ``relu(S)``, -1 for the inhibitory target ``relu(-S)``.
         power: cosine exponent of the cosdot.
         crop: crop to the box where the target exceeds ``crop`` times its maximum (None: whole map).
         mask: optional spatial mask (H, W) in [0, 1], e.g. ``attribution_mask(scores, sign)``: only the
             positions where the image excites (or inhibits) the feature count.
         batch: Lucent batch index, or None for all.
+        grid: the model's token layout (:func:`lucent_inhibit.tokens.token_grid`) for token scores; None
+            infers it from T (a square patch grid) and reads a 3-D ``scores`` as a map (C, H, W).
 
     Loss: minus the batch mean of ``dot(h, T) * |cos(h, T)|^power``.
     """
-    target, which = _signed_map(scores, sign)
-    if float(target.max()) <= 0:
-        raise ValueError(
-            f"the image has no {which} attribution at layer {layer!r}: the target map relu(sign * S) is all zero"
-        )
-    return spatial_cosdot(layer, target, power=power, crop=crop, mask=mask, batch=batch).objective_func
+    target, _ = _signed_map(scores, sign, grid, layer)
+    return spatial_cosdot(layer, target, power=power, crop=crop, mask=mask, batch=batch, grid=grid).objective_func
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,15 +282,22 @@ def attribution_mask(
     size: Optional[Tuple[int, int]] = None,
     threshold: float = 0.1,
     smooth: float = 1.0,
+    grid: Optional[TokenGrid] = None,
 ) -> torch.Tensor:
     """Spatial mask (H, W) in [0, 1] of where an image excites (``sign=+1``) or inhibits (-1) a feature.
 
     Args:
-        scores: one image's attribution ``S`` at a spatial layer: (C, H_l, W_l) or (1, C, H_l, W_l).
+        scores: one image's attribution ``S`` at a spatial layer: (C, H_l, W_l) or (1, C, H_l, W_l); at a
+            token layer (T, C), or (1, T, C) with ``grid``: the patch tokens on the patch grid
+            (H_l, W_l) = (grid_h, grid_w), the class and register (prefix) tokens left out (an
+            :class:`InputError` when all of the signed attribution sits in them).
         sign: +1 uses ``relu(S)``, -1 uses ``relu(-S)``, each summed over channels.
-        size: ``(H, W)`` of the output (e.g. the image size); bilinear upsampling. None: layer size.
+        size: ``(H, W)`` of the output (e.g. the image size); bilinear upsampling of a map, nearest for a
+            patch grid (each patch's value over its pixels). None: layer size.
         threshold: values below ``threshold`` times the maximum become 0.
         smooth: exponent applied to the normalised map (1 = linear ramp, 0 = binary).
+        grid: the model's token layout (:func:`lucent_inhibit.tokens.token_grid`) for token scores; None
+            infers it from T and reads a 3-D ``scores`` as a map.
 
     Returns:
         (H, W) float tensor: 0 where the image does not act with that sign, 1 at its strongest.
@@ -259,19 +306,15 @@ def attribution_mask(
     """
     size = None if size is None else check_size("size", size)
     threshold = check_number("threshold", threshold, 0, 1, high_open=True)
-    target, which = _signed_map(scores, sign)
+    smooth = check_number("smooth", smooth, 0)
+    target, tokens = _signed_map(scores, sign, grid)
     m = target.sum(0)
-    mx = float(m.max())
-    if mx <= 0:
-        raise ValueError(f"the attribution has no {which} part: the mask would be empty")
-    if not 0 <= threshold < 1:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    check_number("smooth", smooth, 0)
-    m = m / mx
+    m = m / float(m.max())
     m = ((m - threshold) / (1 - threshold)).clamp(min=0)
     m = (m > 0).float() if smooth == 0 else m.pow(float(smooth))
     if size is not None:
-        m = torch.nn.functional.interpolate(m[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+        how = dict(mode="nearest") if tokens else dict(mode="bilinear", align_corners=False)
+        m = torch.nn.functional.interpolate(m[None, None], size=tuple(size), **how)[0, 0]
     return m.clamp(0, 1)
 
 

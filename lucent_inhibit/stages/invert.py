@@ -3,7 +3,9 @@ feature and what inhibits it (Hamblin et al., papers 000 and 003; SPEC 2.4).
 
 Render two images against relu(S) and relu(-S) of one image's attribution S at --attr-layer (spatial
 cosdot), from noise (inversion) or from the image (--seeded, accentuation); measure the feature and P/N on
-each, write OUT/inversion.npz and OUT/inversion.png.
+each, write OUT/inversion.npz and OUT/inversion.png. On a vision transformer's token layer the targets are
+the patch tokens on the model's patch grid (class and register tokens left out), and the images are at the
+model's one input size (--size 224 for ViT-*/16-224).
 """
 from __future__ import annotations
 
@@ -92,10 +94,12 @@ def _pick(cfg: InvertConfig, model, feature, attr):
 
 def run(cfg: InvertConfig, progress: bool = True):
     from ..inversion import inversions, plot_inversions
+    from ..tokens import check_input_size
     from .common import feature_and_layers, load_model, out_folder
 
     model = load_model(cfg.model)
     feature, (attr,) = feature_and_layers(model, cfg.feature)
+    check_input_size(model, (cfg.data.size, cfg.data.size))  # a strict ViT: --size must be its input size
     image, what = _pick(cfg, model, feature, attr)
     settings = cfg.render.settings(progress, **({"param": cfg.param} if cfg.param else {}))
     res = inversions(model, image, feature, attr, seeded=cfg.seeded, render=settings, power=cfg.power)
@@ -108,6 +112,10 @@ def run(cfg: InvertConfig, progress: bool = True):
 def describe(run_: InvertRun, cfg: InvertConfig) -> List[str]:
     kind, res = "accentuation" if cfg.seeded else "inversion", run_.result
     lines = [f"{kind} of {run_.image}: {res.feature.name}, attribution at {res.layer}"]
+    grid, hw = res.feature.grid, tuple(res.maps.shape[-2:])
+    if grid is not None and (grid.grid_h, grid.grid_w) == hw:
+        lines.append(f"  targets: the {hw[0]}x{hw[1]} patch tokens ({grid.describe()}; class / register tokens "
+                     "left out)")
     lines += [f"  {k:11s} f={v['activation']:9.4g}  P={v['P']:9.4g}  N={v['N']:9.4g}" for k, v in res.summary().items()
               if isinstance(v, dict)]
     lines.append(f"  excitatory > inhibitory: {res.separated}")
@@ -151,7 +159,8 @@ def section(runs, root: str):
                         f"{s['inhibitory']['activation']:.3g}", "the method works when the first exceeds the second"))
     text = ("For each maximally tense image, two images are optimised together: one towards its excitatory "
             "attribution map relu(S), one towards its inhibitory map relu(-S) (spatial cosdot at the attribution "
-            "layer). Inversions start from noise, accentuations from the image itself. The excitatory image should "
+            "layer; on a vision transformer's token layer over the patch grid, class and register tokens left out). "
+            "Inversions start from noise, accentuations from the image itself. The excitatory image should "
             "drive the feature higher than the inhibitory one.")
     rows = [[res.summary()[k]["activation"] for k in ("original", "excitatory", "inhibitory")] for _, (res, _) in runs]
     return Section("+/- attribution inversions and accentuations of the top MTIs", text, figures=figures,
