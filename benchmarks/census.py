@@ -45,7 +45,7 @@ def physical_limit(model, images, units, batch_size, chunk, batched):
 
     table, norm = layer_table(model), preprocess_fn(model)
     for start in range(0, len(images), batch_size):
-        x, acts = norm(images[start:start + batch_size]), {}
+        x, acts = norm(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last), {}  # as the census
 
         def leaf(m, i, o):
             acts["a"] = o.detach().requires_grad_(True)
