@@ -18,6 +18,9 @@ from .configs import MAX_POWER, DataConfig, ModelConfig, RenderConfig, parse_pos
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: The embedded model's paired layer: a pre-ReLU6 middle layer, whose units take both signs.
+EMBEDDED_COMBO_LAYER = "blocks_3_0_bn1_drop"
+
 #: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
 OUTPUTS = ("pair_stats.npz", "combos.npz", "combos.png")
 
@@ -49,8 +52,9 @@ class CombosConfig:
     out: str = option(REQUIRED, "output folder", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
     data: DataConfig = group(DataConfig, n_images=256, size=128)
-    layer: str = option("blocks_3_0_bn1_drop", "layer whose units are paired (the default is a pre-ReLU6 middle "
-                        "layer of the embedded model)")
+    layer: Optional[str] = option(None, f"layer whose units are paired (default: {EMBEDDED_COMBO_LAYER}, a pre-ReLU6 "
+                                  "middle layer, on the embedded model; a vision transformer's default feature layer, "
+                                  "the MLP's hidden pre-GELU two thirds deep; required for other models)")
     position: str = option("center", "where each unit is read (the same in the statistics, scales and sweep): "
                            "'center', 'mean' or 'y,x'; on a token layer (B, T, C) also 'cls' or 'token:i' "
                            "('y,x' a patch, 'mean' over the patch tokens)")
@@ -115,6 +119,21 @@ def scaled_pair(model, stats, candidates, settings):
         "more --pair-candidates, or a layer whose units can be excited (random weights often cannot be)")
 
 
+def _combo_layer(model, layer: Optional[str]) -> str:
+    """``layer``, or the default for ``model`` (said): :data:`EMBEDDED_COMBO_LAYER` where the model has it,
+    else the model's default feature layer (:func:`~lucent_inhibit.stages.common.default_feature_layers`)."""
+    from ..hooks import layer_table
+    from .common import default_feature_layers, log
+
+    if layer is not None:
+        return layer
+    if EMBEDDED_COMBO_LAYER in layer_table(model):
+        return EMBEDDED_COMBO_LAYER
+    layer, _, why = default_feature_layers(model)
+    log.info("paired layer: %s (%s)", layer, why)
+    return layer
+
+
 def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
     import warnings
 
@@ -122,9 +141,10 @@ def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
     from .common import check_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)
-    check_layers(model, cfg.layer)
+    layer = _combo_layer(model, cfg.layer)
+    check_layers(model, layer)
     data = load_data(cfg.data)
-    stats = pair_statistics(model, data, cfg.layer, position=parse_position(cfg.position),
+    stats = pair_statistics(model, data, layer, position=parse_position(cfg.position),
                             batch_size=cfg.data.batch_size, progress=progress)
     size = cfg.render.size or cfg.data.size
     settings = cfg.render.settings(progress, size=size, model_size=cfg.render.model_size or size, seed=cfg.data.seed)
@@ -187,7 +207,7 @@ def section(runs, root: str):
 
     cfg, run_ = runs[0]
     res = run_.sweep
-    text = (f"The {cfg.pair} pair of units in {cfg.layer} ({res.feature_a.name} and {res.feature_b.name}, r = "
+    text = (f"The {cfg.pair} pair of units in {res.feature_a.layer} ({res.feature_a.name} and {res.feature_b.name}, r = "
             f"{run_.r:.2f} over the images). Each feature's axis is scaled by its own unconstrained maximum; for "
             "each angle the render loop maximises the cosdot of the pair towards that direction. The red loop is "
             "the mean cosdot reached per angle; where it collapses the model cannot produce that combination. "
