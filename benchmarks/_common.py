@@ -3,6 +3,7 @@ import json
 import os
 import platform
 import sys
+import time
 
 import torch
 
@@ -69,3 +70,40 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def captum_runner(model, feat, modules, x_norm, logit_layer):
+    """A function running captum's LayerGradientXActivation for ``feat`` on ``modules`` (a list of scores):
+    a logit (``feat.layer == logit_layer``) as captum's ``target``; an intermediate feature through a
+    ``forward_func`` that runs the whole network and reads the feature layer with a hook (captum's natural use)."""
+    from captum.attr import LayerGradientXActivation
+
+    from lucent_inhibit.models import get_layer
+
+    if feat.layer == logit_layer:
+        lga = LayerGradientXActivation(model, modules)
+        return lambda: lga.attribute(x_norm, target=feat.unit)
+    feature_module = get_layer(model, feat.layer)
+
+    def forward(x):
+        out = {}
+        h = feature_module.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
+        try:
+            model(x)
+        finally:
+            h.remove()
+        return feat(out["a"])
+
+    lga = LayerGradientXActivation(forward, modules)
+    return lambda: lga.attribute(x_norm)
+
+
+def time_pair(run_ours, run_captum, repeats):
+    """Alternating wall-clock times (s) of both sides: (ours, captum), ``repeats`` each."""
+    t_ours, t_captum = [], []
+    for _ in range(repeats):
+        for fn, times in ((run_ours, t_ours), (run_captum, t_captum)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return t_ours, t_captum

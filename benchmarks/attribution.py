@@ -18,12 +18,11 @@ Writes benchmarks/results/attribution.json.
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_result  # noqa: E402
+from _common import captum_runner, time_pair, write_result  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -46,8 +45,6 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from captum.attr import LayerGradientXActivation
-
     from lucent_inhibit import Feature, attribute, efficientnet_lite0, sample_crops
     from lucent_inhibit.models import get_layer, preprocess_fn
 
@@ -59,27 +56,7 @@ def main():
     for case, ((layer, unit), names) in CASES.items():
         feat = Feature(layer, unit=unit)
         modules = [get_layer(model, n) for n in names]
-        if layer == "classifier":
-            lga = LayerGradientXActivation(model, modules)
-
-            def run_captum():
-                return lga.attribute(x_norm, target=unit)
-        else:
-            feature_module = get_layer(model, layer)
-
-            def forward(x, feature_module=feature_module, feat=feat):
-                out = {}
-                h = feature_module.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
-                try:
-                    model(x)
-                finally:
-                    h.remove()
-                return feat(out["a"])
-
-            lga = LayerGradientXActivation(forward, modules)
-
-            def run_captum():
-                return lga.attribute(x_norm)
+        run_captum = captum_runner(model, feat, modules, x_norm, "classifier")
 
         def run_ours():
             return attribute(model, images, feat, names)
@@ -89,12 +66,7 @@ def main():
         for n, t in zip(names, theirs):
             t = t.detach()
             worst = max(worst, float((ours.scores[n] - t).abs().max() / t.abs().max()))
-        t_ours, t_captum = [], []
-        for _ in range(a.repeats):
-            for fn, times in ((run_ours, t_ours), (run_captum, t_captum)):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
+        t_ours, t_captum = time_pair(run_ours, run_captum, a.repeats)
         ratio = min(t_captum) / min(t_ours)
         ratios[case] = ratio
         details[f"{case}_feature"] = feat.name

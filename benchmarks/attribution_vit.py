@@ -22,12 +22,11 @@ Writes benchmarks/results/attribution_vit.json.
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_result  # noqa: E402
+from _common import captum_runner, time_pair, write_result  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -35,41 +34,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 SPEC = "timm:vit_tiny_patch16_224"
 LAYERS = ["blocks_2", "blocks_5", "blocks_8_mlp_fc1", "blocks_10"]
 CASES = {"intermediate": ("blocks_11", 5, "mean"), "logit": ("head", 285, None)}
-
-
-def captum_runner(model, feat, modules, x_norm):
-    """A function running captum's LayerGradientXActivation for ``feat`` on ``modules`` (a list of scores)."""
-    from captum.attr import LayerGradientXActivation
-
-    from lucent_inhibit.models import get_layer
-
-    if feat.layer == "head":
-        lga = LayerGradientXActivation(model, modules)
-        return lambda: lga.attribute(x_norm, target=feat.unit)
-    feature_module = get_layer(model, feat.layer)
-
-    def forward(x):
-        out = {}
-        h = feature_module.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
-        try:
-            model(x)
-        finally:
-            h.remove()
-        return feat(out["a"])
-
-    lga = LayerGradientXActivation(forward, modules)
-    return lambda: lga.attribute(x_norm)
-
-
-def time_pair(run_ours, run_captum, repeats):
-    """Alternating wall-clock times (s) of both sides: (ours, captum), ``repeats`` each."""
-    t_ours, t_captum = [], []
-    for _ in range(repeats):
-        for fn, times in ((run_ours, t_ours), (run_captum, t_captum)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return t_ours, t_captum
 
 
 def main():
@@ -94,7 +58,7 @@ def main():
     ratios = {}
     for case, (layer, unit, position) in CASES.items():
         feat = Feature(layer, unit=unit) if position is None else Feature(layer, unit=unit, position=position)
-        run_captum = captum_runner(model, feat, modules, x_norm)
+        run_captum = captum_runner(model, feat, modules, x_norm, "head")
 
         def run_ours():
             return attribute(model, images, feat, LAYERS)
