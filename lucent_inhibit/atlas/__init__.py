@@ -21,7 +21,9 @@ function each, each returning a :class:`~lucent_inhibit.results.Result` (``save`
 5. :func:`render_icons` (:class:`AtlasIcons`, :mod:`.icons`): one icon per cell, all cells of a chunk in
    one batch of Lucent's ``render_vis`` with the spatial cosdot objective against the cell's averaged
    vector (its absolute value for attributions), then the feature and the cosine to the target measured on
-   every icon; icons are shown cut to the feature's receptive field (:func:`receptive_field_box`) and
+   every icon; icons are shown cut to the feature's receptive field (:func:`icon_crop`: the layer box's
+   stride tiles, :func:`receptive_field_box`; on a vision transformer's token layer the targeted patches
+   plus what attention mixes in, measured as the icons' input-gradient footprint, :mod:`.footprint`) and
    enlarged (:meth:`AtlasIcons.crops`), with their RMS contrast stored.
 6. :func:`plot_atlas` (static PNG, :mod:`.figure`) and :func:`write_atlas_html` (one self-contained
    interactive page, :mod:`.html`): frames coloured by the icon's activation (or the cell's net attribution).
@@ -34,18 +36,20 @@ same tensor for a layer name; a layer whose module runs more than once per forwa
 from .build import Atlas, AtlasConfig, build_atlas
 from .figure import FRAMES, frame_values, plot_atlas
 from .html import atlas_html, write_atlas_html
-from .icons import (ICON_TARGETS, ICON_TRANSFORMS, AtlasIcons, icon_settings, icon_targets, measure_icons,
+from .footprint import FOOTPRINT_CROP, gradient_footprint, tile_box, token_crop
+from .icons import (ICON_TARGETS, ICON_TRANSFORMS, AtlasIcons, icon_crop, icon_settings, icon_targets, measure_icons,
                     receptive_field_box, render_batch, render_icons, rms_contrast, target_cosine)
 from .layout import (MIN_UMAP_POINTS, AtlasGrid, AtlasLayout, auto_grid_size, check_grid_size, grid_cells,
                      normalize_layout, project_layout)
 from .selection import CRITERIA, Selection, select_images
-from .vectors import KINDS, MODES, AtlasPoints, collect_vectors, read_layer, selection_indices
+from .vectors import KINDS, MODES, AtlasPoints, collect_vectors, layer_grid, layer_map, read_layer, selection_indices
 
 __all__ = [
-    "Atlas", "AtlasConfig", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "CRITERIA", "FRAMES",
-    "ICON_TARGETS", "ICON_TRANSFORMS", "KINDS", "MIN_UMAP_POINTS", "MODES", "Selection", "atlas_html",
-    "auto_grid_size", "build_atlas", "check_grid_size", "collect_vectors", "frame_values", "grid_cells",
-    "icon_settings", "icon_targets", "measure_icons", "normalize_layout", "plot_atlas", "project_layout",
-    "read_layer", "receptive_field_box", "render_batch", "render_icons", "rms_contrast", "select_images",
-    "selection_indices", "target_cosine", "write_atlas_html",
+    "Atlas", "AtlasConfig", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "CRITERIA", "FOOTPRINT_CROP",
+    "FRAMES", "ICON_TARGETS", "ICON_TRANSFORMS", "KINDS", "MIN_UMAP_POINTS", "MODES", "Selection", "atlas_html",
+    "auto_grid_size", "build_atlas", "check_grid_size", "collect_vectors", "frame_values", "gradient_footprint",
+    "grid_cells", "icon_crop", "icon_settings", "icon_targets", "layer_grid", "layer_map", "measure_icons",
+    "normalize_layout", "plot_atlas", "project_layout", "read_layer", "receptive_field_box", "render_batch",
+    "render_icons", "rms_contrast", "select_images", "selection_indices", "target_cosine", "tile_box", "token_crop",
+    "write_atlas_html",
 ]

@@ -11,11 +11,13 @@ between the layer's activation and its target, all icons of a chunk in ONE call 
 it). The feature, and the layer's activation for the cosine, are then read by
 :func:`lucent_inhibit.hooks.capture` on exactly the stored icons, upsampled as the render loop fed them;
 the layer through the same function :func:`~lucent_inhibit.atlas.collect_vectors` uses, so icons are
-measured on the tensor the vectors were read from.
+measured on the tensor the vectors were read from. On a vision transformer's token layer (B, T, C) the
+targets are maps over the patch grid (:func:`lucent_inhibit.tokens.token_maps`; class and register tokens
+carry no target) and the icon crop is measured: the targeted patches plus what attention mixes in
+(:func:`icon_crop`, :mod:`.footprint`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -27,13 +29,15 @@ from torch import nn
 from ..attribution import measure
 from ..distributed import map_chunks, rank0_seed
 from ..hooks import check_layer_names, check_single_call, model_device
+from ..tokens import token_grid
 from ..objectives import cosdot, crop_box, spatial_cosdot
 from ..param import build as build_param
 from ..rendering import RenderSettings, as_settings, rng_restored, run_render
 from ..results import Result
 from ..validate import MAX_POWER, check_choice, check_int, check_number
+from .footprint import tile_box, tile_info, token_crop
 from .layout import AtlasGrid
-from .vectors import AtlasPoints, Box, _to_uint8, read_layer
+from .vectors import AtlasPoints, Box, _to_uint8, layer_grid, layer_map, read_layer
 
 ICON_TARGETS = ("box", "center", "positions")
 #: The parameterization of atlas icons when ``RenderSettings.param`` is None: Lucent's ``param.image``.
@@ -57,9 +61,10 @@ class AtlasIcons(Result):
             as the spatial cosdot sees them (inside the target's crop box, :func:`target_cosine`): how
             well the render reached its target.
         params: render settings (steps, lr, size, model_size, param, seed, transforms), power,
-            icon_target, batch_size and crop_size.
+            icon_target, batch_size, crop_size and the crop rule (:func:`icon_crop`).
         crop_box: (y0, y1, x0, x1) pixel box of the feature's receptive field in the icons
-            (:func:`receptive_field_box`), or None (a linear layer: the whole icon is shown).
+            (:func:`icon_crop`; how it was chosen: ``params["crop_rule"]``, ``params["crop_rule_text"]``,
+            its size ``params["crop_box_size"]``), or None (a linear layer: the whole icon is shown).
         crop_size: side in pixels of the displayed crops (:meth:`crops`; 0: the icon's side).
         contrast: (K,) float32 RMS contrast of the displayed crops (:func:`rms_contrast`).
     """
@@ -114,13 +119,39 @@ def receptive_field_box(points: AtlasPoints, icon_hw: Tuple[int, int]) -> Option
     image (``H / h`` by ``W / w`` pixels), so the pixel box is the union of the tiles of the box's
     positions, scaled to the icon: rows ``floor(y0 * H / h)`` to ``ceil(y1 * H / h)``, columns alike. It is
     the region the icon targets occupy; the displayed crop (:meth:`AtlasIcons.crops`) shows exactly it.
+    This is the rule of convolutional layers; on a token layer :func:`icon_crop` adds what attention mixes in.
     """
     if points.box is None or len(points.map_shape) != 3:
         return None
-    (_, h, w), (H, W) = points.map_shape[:3], icon_hw
-    y0, y1, x0, x1 = points.box
-    return (int(math.floor(y0 * H / h)), int(math.ceil(y1 * H / h)), int(math.floor(x0 * W / w)),
-            int(math.ceil(x1 * W / w)))
+    return tile_box(points.box, points.map_shape[1:3], icon_hw)
+
+
+def _is_token_layer(model: nn.Module, layer: str, model_hw: Tuple[int, int]) -> bool:
+    return read_layer(model, torch.zeros(1, 3, *model_hw), layer).dim() == 3
+
+
+def icon_crop(model: nn.Module, points: AtlasPoints, icons: np.ndarray, targets: torch.Tensor,
+              model_hw: Tuple[int, int], batch_size: int = 64) -> Tuple[Optional[Box], dict]:
+    """The pixel box ``(y0, y1, x0, x1)`` the icons (K, H, W, 3) are shown cut to, and how it was chosen.
+
+    A convolutional layer: :func:`receptive_field_box` (the layer box's stride tiles,
+    :data:`~lucent_inhibit.atlas.footprint.TILE_RULE`). A token layer (B, T, C): the tiles of the patches
+    the ``targets`` (K, C, grid_h, grid_w) occupy plus what attention mixes in, measured as the icons'
+    input-gradient footprint (:func:`~lucent_inhibit.atlas.footprint.token_crop`, ``TOKEN_RULE``). A
+    linear layer: None (the whole icon). Returns ``(box, info)``, ``info`` holding ``crop_rule``,
+    ``crop_rule_text`` and ``crop_box_size`` ([h, w] pixels), plus the token rule's parts.
+    """
+    icon_hw = tuple(int(v) for v in icons.shape[1:3])
+    if len(points.map_shape) != 3 or not _is_token_layer(model, points.layer, model_hw):
+        box = receptive_field_box(points, icon_hw)
+        info = tile_info() if box is not None else {"crop_rule": "whole", "crop_rule_text": "the whole icon (a layer "
+                                                    "without spatial positions)"}
+    else:
+        patches = crop_box(targets.abs().sum(0), TARGET_CROP)
+        grid = layer_grid(model, points.feature, model_hw)
+        box, info = token_crop(model, points.layer, icons, targets, model_hw, grid, patches, batch_size)
+    size = list(icon_hw) if box is None else [box[1] - box[0], box[3] - box[2]]
+    return box, {**info, "crop_box_size": size}
 
 
 def rms_contrast(crops: np.ndarray) -> np.ndarray:
@@ -174,9 +205,9 @@ def icon_targets(points: AtlasPoints, vectors: np.ndarray, icon_target: str = "b
     return t
 
 
-def _icon_objective(layer: str, targets: torch.Tensor, power: float):
+def _icon_objective(layer: str, targets: torch.Tensor, power: float, grid=None):
     if targets.dim() == 4:
-        return spatial_cosdot(layer, targets, power=power, crop=TARGET_CROP)
+        return spatial_cosdot(layer, targets, power=power, crop=TARGET_CROP, grid=grid)
     obj = None
     for k in range(targets.shape[0]):
         o = cosdot(layer, targets[k], power=power, batch=k)
@@ -220,7 +251,8 @@ def render_batch(model: nn.Module, layer: str, targets: torch.Tensor, image_size
     with rng_restored(settings.seed, _devices(model)):
         param_f = build_param(settings.param, settings.hw(image_size), batch=int(targets.shape[0]),
                               device=model_device(model))
-    run = run_render(model, _icon_objective(layer, targets, power), param_f, settings, "atlas icons")
+    grid = token_grid(model, settings.model_hw(settings.hw(image_size)))
+    run = run_render(model, _icon_objective(layer, targets, power, grid), param_f, settings, "atlas icons")
     return run.images.permute(0, 2, 3, 1).numpy().astype(np.float32)
 
 
@@ -258,7 +290,8 @@ def measure_icons(model: nn.Module, points: AtlasPoints, icons: np.ndarray, targ
     for a in range(0, x.shape[0], batch_size):
         xb = x[a: a + batch_size]
         acts.append(measure(model, xb, points.feature).float().cpu())
-        coss.append(target_cosine(read_layer(model, xb, points.layer), targets[a: a + batch_size]))
+        h = layer_map(model, points.feature, points.layer, xb, read_layer(model, xb, points.layer))
+        coss.append(target_cosine(h, targets[a: a + batch_size]))
     return torch.cat(acts).numpy().astype(np.float32), torch.cat(coss).numpy().astype(np.float32)
 
 
@@ -339,7 +372,8 @@ def render_icons(
         power: cosine exponent of the spatial cosdot (finite, >= 0).
         icon_target: ``"box"``, ``"center"`` or ``"positions"`` (see :func:`icon_targets`).
         crop_size: side in pixels of the displayed icons: each icon's receptive-field crop
-            (:func:`receptive_field_box`) resized up (:meth:`AtlasIcons.crops`); their RMS contrast is stored.
+            (:func:`icon_crop`: the layer box's tiles, or on a token layer the targeted patches plus their
+            measured attention footprint) resized up (:meth:`AtlasIcons.crops`); their RMS contrast is stored.
 
     The atlas layer and the feature layer must each run once per forward pass (else ``ValueError``
     listing usable names), so the render, the cosine and the vectors all see the same tensor.
@@ -353,11 +387,11 @@ def render_icons(
     targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
     icons = _render_icons(model, points, targets, settings, batch_size, power)
     activation, cosine = measure_icons(model, points, icons, targets, model_hw, batch_size)
-    box = receptive_field_box(points, icons.shape[1:3])
+    box, crop_info = icon_crop(model, points, icons, targets, model_hw, batch_size)
     params = {"steps": settings.steps, "lr": float(settings.lr), "size": list(settings.hw(points.image_size)),
               "model_size": list(model_hw), "param": getattr(settings.param, "__name__", settings.param),
               "seed": settings.seed, "transforms": _describe_transforms(render, settings), "power": power,
-              "icon_target": icon_target, "batch_size": batch_size, "crop_size": crop_size}
+              "icon_target": icon_target, "batch_size": batch_size, "crop_size": crop_size, **crop_info}
     result = AtlasIcons(icons, activation, cosine, params, box, int(crop_size))
     result.contrast = rms_contrast(result.crops())
     return result

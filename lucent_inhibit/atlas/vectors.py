@@ -29,7 +29,7 @@ from ..hooks import capture, check_layer_names, model_device
 from ..models import preprocess_fn
 from ..objectives import crop_box
 from ..results import Result
-from ..tokens import UNDERSTOOD_SHAPES, token_grid, token_maps
+from ..tokens import UNDERSTOOD_SHAPES, TokenGrid, token_grid, token_maps
 from ..validate import InputError, check_choice, check_int, check_number
 from .selection import Selection
 from .spool import MAP_BUDGET, MapStore, PointBuffer
@@ -181,7 +181,7 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
         x = x.float()
         att = attribute(model, x, feature, [layer], method=method)
         s = att.scores[layer].float().cpu()
-        full, s = s, _as_map(model, feature, layer, x, s)
+        full, s = s, layer_map(model, feature, layer, x, s)
         if mode == "position" and s.dim() != 4:
             raise ValueError(
                 f"mode='position' needs a layer with spatial dimensions (B, C, H, W), but layer {layer!r} gives "
@@ -190,7 +190,7 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
         h = None
         if kind == "activation" or start == 0:
             h = read_layer(model, x, layer)
-            h = _as_map(model, feature, layer, x, h)
+            h = layer_map(model, feature, layer, x, h)
             if kind != "activation":
                 _warn_negative(h, layer)
                 h = None
@@ -205,17 +205,22 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
     return hw
 
 
-def _as_map(model: nn.Module, feature: Feature, layer: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def layer_grid(model: nn.Module, feature: Feature, input_hw) -> Optional[TokenGrid]:
+    """The token layout the atlas reads a token layer (B, T, C) with, for inputs of ``input_hw`` (H, W) pixels:
+    the model's (:func:`~lucent_inhibit.tokens.token_grid`), else the feature's, else None (inferred from T)."""
+    grid = token_grid(model, tuple(int(v) for v in input_hw))
+    return feature.grid if grid is None else grid
+
+
+def layer_map(model: nn.Module, feature: Feature, layer: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """A layer tensor ``t`` of images ``x`` (B, 3, H, W) as the atlas reads it: a map (B, C, H, W) or linear
-    (B, C) as is; a token layer (B, T, C) as its patch tokens on the patch grid (B, C, grid_h, grid_w), the
-    grid being the model's (:func:`~lucent_inhibit.tokens.token_grid`), else the feature's, else inferred
-    from T. :class:`InputError` for other shapes."""
+    (B, C) as is; a token layer (B, T, C) as its patch tokens on the patch grid (B, C, grid_h, grid_w)
+    (:func:`layer_grid`, :func:`~lucent_inhibit.tokens.token_maps`). :class:`InputError` for other shapes."""
     if t.dim() not in (2, 3, 4):
         raise InputError(f"layer {layer!r} gives tensors of shape {tuple(t.shape)}; atlas vectors need {UNDERSTOOD_SHAPES}")
     if t.dim() != 3:
         return t
-    grid = token_grid(model, tuple(x.shape[2:]))
-    return token_maps(t, feature.grid if grid is None else grid, layer)
+    return token_maps(t, layer_grid(model, feature, x.shape[2:]), layer)
 
 
 def _spatial_points(S, H, kind: str, mode: str, box: Box, start: int = 0):

@@ -3,7 +3,10 @@ interactive HTML page (Hamblin et al., paper 000 and 002 section 4; Carter et al
 
 Select images from a scan (--scan FILE, or scan the dataset first), collect their attribution (or
 activation) vectors at --attr-layer, lay them out with UMAP, average them in grid cells, render one icon per
-cell in batched render calls and measure the feature on each. Writes OUT/atlas.npz, OUT/atlas.png and
+cell in batched render calls and measure the feature on each. Icons are shown cut to the feature's receptive
+field: the atlas box's stride tiles on a convolutional layer; on a vision transformer's token layer the
+targeted patches plus what attention mixes in, measured as the icons' input-gradient footprint (the rule and
+the box size are printed and stored in the icons' params). Writes OUT/atlas.npz, OUT/atlas.png and
 OUT/atlas.html (self-contained: pan, zoom, click a cell for its images).
 """
 from __future__ import annotations
@@ -144,6 +147,15 @@ def run(cfg: AtlasStageConfig, progress: bool = True):
     return atlas
 
 
+def _crop_line(atlas) -> str:
+    """The icon crop's rule and size (:func:`lucent_inhibit.atlas.icon_crop`), as the icons' params hold them."""
+    p, ic = atlas.icons.params, atlas.icons
+    h, w = p.get("crop_box_size", list(ic.images.shape[1:3]))
+    rule = p.get("crop_rule_text", "not recorded")
+    return (f"  icon crop: {h}x{w} px of {ic.images.shape[1]}x{ic.images.shape[2]} px icons, box {ic.crop_box} "
+            f"by rule: {rule}")
+
+
 def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
     s, q = atlas.activation_by_sign(), atlas.quality()
     n_images = len(set(int(i) for i in atlas.points.image_index))
@@ -153,6 +165,7 @@ def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
         f"{q['occupancy']:.0%} occupied, median {q['median_points']:.0f} points per icon)",
         f"  icons: median cosine to their targets {q['median_cosine']:.3f}, median RMS contrast of the "
         f"receptive-field crops {q['median_contrast']:.3f}",
+        _crop_line(atlas),
         f"  icon activation: net-positive cells {s['positive_mean']:.4g} (n={s['n_positive']}), "
         f"net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})",
         "  wrote " + ", ".join(os.path.join(cfg.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")
@@ -191,6 +204,8 @@ def section(runs, root: str):
     numbers = [("atlas layer", atlas.points.layer, f"{cfg.mode} mode, icon target {cfg.icon_target}"),
                ("atlas icons", len(atlas.grid), f"{atlas.grid.size}x{atlas.grid.size} grid, "
                 f"{q['occupancy']:.0%} occupied"),
+               ("atlas icon crop", "x".join(str(v) for v in atlas.icons.params.get("crop_box_size", [])) + " px",
+                atlas.icons.params.get("crop_rule_text", "")),
                ("atlas: median icon cosine to its target", q["median_cosine"], ""),
                ("atlas: median RMS contrast of the icon crops", q["median_contrast"], ""),
                ("atlas: mean icon activation, net-positive cells", s["positive_mean"], ""),
