@@ -169,8 +169,10 @@ def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: D
 
     try:
         model_cfg = ModelConfig(spec=model, weights=weights, device=device)
+        net = load_model(model_cfg)
+        cfg = _model_sizes(net, cfg)
         data_cfg = DataConfig(images=images, n_images=cfg.n_images, size=cfg.size, batch_size=cfg.batch_size)
-        dataset, net = load_data(data_cfg), load_model(model_cfg)
+        dataset = load_data(data_cfg)
         layer, attr = resolve_feature_layers(net, layer, attribution_layer, data_cfg.size)
         atlas_layer = default_attribution_layer(net, attr) if attr != "input" else attr
         unit = pick_unit(net, dataset, layer) if unit is None else unit
@@ -182,6 +184,22 @@ def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: D
     from .models import logits_input_size
 
     return DemoPlan(model_cfg, data_cfg, layer, unit, attr, atlas_layer, cfg, logits_input_size(net))
+
+
+def _model_sizes(net, cfg: DemoConfig) -> DemoConfig:
+    """``cfg`` with its image sizes set to the one input size a model takes (a strict ViT patch embedding:
+    timm's 224 px), and the inversions' render size too (their target maps live on the patch grid of the image
+    they render), said when changed; unchanged for models that take any size. Other render sizes stay (those
+    renders are resized to the model's size: :func:`lucent_inhibit.rendering.run_render`)."""
+    from .stages.common import log
+    from .tokens import required_input_size
+
+    need = required_input_size(net)
+    if need is None or need[0] != need[1] or (cfg.size, cfg.combo_size, cfg.inversion_size) == (need[0],) * 3:
+        return cfg
+    log.info("images and inversions at %d px (the demo's %d, %d and %d px): %s takes %dx%d px inputs only", need[0],
+             cfg.size, cfg.combo_size, cfg.inversion_size, type(net).__name__, need[0], need[1])
+    return dataclasses.replace(cfg, size=need[0], combo_size=need[0], inversion_size=need[0])
 
 
 def _check_both_signs(net, dataset, feature, attr: str, n: int = 8) -> None:
