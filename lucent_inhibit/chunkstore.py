@@ -253,11 +253,13 @@ class ChunkStore:
 
 
 def _check_same_scan(path: str, old: dict, new: dict) -> None:
-    for key in IDENTITY_KEYS:
-        if old.get(key) != new.get(key):
+    precision = lambda m: m.get("info", {}).get("precision", "float32")  # noqa: E731 (older folders: float32)
+    for key, was, now in [(k, old.get(k), new.get(k)) for k in IDENTITY_KEYS] + [
+            ("precision", precision(old), precision(new))]:
+        if was != now:
             raise ValueError(
                 f"refusing to resume into {os.path.dirname(path)!r}: it holds a scan with a different {key} "
-                f"({old.get(key)!r}, this scan: {new.get(key)!r}); mixing them would give a result of two "
+                f"({was!r}, this scan: {now!r}); mixing them would give a result of two "
                 "different scans. Use another out folder, or resume=False to overwrite it."
             )
 

@@ -71,6 +71,12 @@ class DatasetPass:
     size: int
     name: str
 
+    def precision(self) -> str:
+        """The precision the pass runs in now (:func:`lucent_inhibit.precision.active_precision`)."""
+        from .precision import active_precision
+
+        return active_precision(model_device(self.model))
+
     def batches(self, indices: Optional[Sequence[int]] = None) -> Iterator[Tuple[np.ndarray, torch.Tensor]]:
         """``(indices (b,), images (b, 3, H, W))`` over ``indices`` (default: all) in batches."""
         return iter_batches(self.dataset, self.batch_size, indices)

@@ -292,7 +292,8 @@ def make_plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chu
     if idx.size == 0:
         raise ValueError(f"shard {shard[0]}/{shard[1]} of a {run.size}-image dataset is empty; use fewer shards")
     info = {"batch_size": run.batch_size, "chunk_size": size, "shard": list(shard), "score": score,
-            "keep_maps": keep_maps, "method": "gradient_x_activation", "preprocess": run.preprocess}
+            "keep_maps": keep_maps, "method": "gradient_x_activation", "preprocess": run.preprocess,
+            "precision": run.precision()}
     return ScanPlan(run, feature, keep_maps, shard, split_chunks(idx, size), info)
 
 

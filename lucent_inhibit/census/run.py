@@ -178,7 +178,8 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         pos=pos, neg=neg, items=np.asarray([describe_item(dataset, i) for i in range(run.size)], dtype=str),
         completeness=completeness_table(values, pos, neg), dataset=run.name, dataset_size=run.size,
         info={"batch_size": run.batch_size, "chunk_size": chunk, "backward": "batched" if batched else "loop",
-              "method": "gradient_x_activation", "granularity": "element", "norm": "l1", "preprocess": run.preprocess})
+              "method": "gradient_x_activation", "granularity": "element", "norm": "l1", "preprocess": run.preprocess,
+              "precision": run.precision()})
     with warnings.catch_warnings():
         if rank:
             warnings.simplefilter("ignore")  # rank 0 says it once

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import List, Literal, Optional, Tuple
 
 from ..validate import check_int
-from .configs import DEFAULT_LAYER, DataConfig, ModelConfig, parse_position
+from .configs import AUTOCAST_HELP, DEFAULT_LAYER, DataConfig, ModelConfig, parse_position
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
@@ -44,6 +44,7 @@ class CensusConfig:
         "(batched on CUDA, loop on CPU, where it is as fast)")
     top_k: int = option(5, "MTIs listed per unit in the console summary")
     figures: bool = option(True, "write the census only", flag="--no-figures")
+    autocast: bool = option(False, AUTOCAST_HELP)
 
     def __post_init__(self):
         check_choices(self)
@@ -72,16 +73,22 @@ def run(cfg: CensusConfig, progress: bool = True):
     Under ``torchrun`` every rank censuses its share of the images and returns the whole census; rank 0 writes."""
     from ..census import layer_census
     from ..distributed import all_gather, init_from_env
-    from .common import load_data, load_model, out_folder
+    from ..features import Feature
+    from .common import load_data, load_model, out_folder, precision_context
 
     rank = init_from_env()[0]
     model = load_model(cfg.model)
     layer, layers = _layers(model, cfg)
     data = load_data(cfg.data)
     out_folder(cfg.out)
-    result = layer_census(model, data, layer, layers, units=cfg.units, position=parse_position(cfg.position),
-                          batch_size=cfg.data.batch_size, chunk_size=cfg.chunk_size, backward=cfg.backward,
-                          progress=progress)
+    checked = Feature(layer, unit=(cfg.units or [0])[0], position=parse_position(cfg.position))  # the first unit
+    precision, check = precision_context(cfg.autocast, model, data, checked, layers, cfg.data.batch_size)
+    with precision:
+        result = layer_census(model, data, layer, layers, units=cfg.units, position=parse_position(cfg.position),
+                              batch_size=cfg.data.batch_size, chunk_size=cfg.chunk_size, backward=cfg.backward,
+                              progress=progress)
+    if check is not None:
+        result.info["autocast_check"] = check.to_dict()
     all_gather(lambda: _write(result, cfg) if rank == 0 else None)  # under torchrun rank 0 writes
     return result
 

@@ -286,6 +286,22 @@ def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = 
     return feature_cfg.feature(layer), layers
 
 
+def precision_context(enabled: bool, model, data, feature, layers, batch_size: int):
+    """``(context, check)`` for a dataset pass: ``(nullcontext(), None)`` in float32, else ``torch.autocast``
+    after :func:`lucent_inhibit.precision.checked_autocast` on the first batch passed (said; it raises
+    :class:`~lucent_inhibit.precision.AutocastTooInexact` before any image is scanned otherwise)."""
+    if not enabled:
+        return contextlib.nullcontext(), None
+    from ..data import iter_batches
+    from ..hooks import model_device
+    from ..precision import autocast, checked_autocast
+
+    _, images = next(iter(iter_batches(data, batch_size, indices=range(min(batch_size, len(data))))))
+    check = checked_autocast(model, images, feature, layers)
+    log.info("%s: the pass runs under autocast", check.describe())
+    return autocast(model_device(model)), check
+
+
 def files_section(title: str, text: str, folder: str, root: str, figures=(), links=()):
     """A report :class:`~lucent_inhibit.report.Section` for files of ``folder``, named relative to ``root``."""
     from ..report import Section

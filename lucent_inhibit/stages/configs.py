@@ -22,6 +22,11 @@ DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"
 EMBEDDED_SPECS = ("efficientnet_lite0", "embedded", "default")
 
 Position = Union[str, Tuple[int, int]]
+#: Help of the dataset passes' ``--autocast`` switch (scan, census).
+AUTOCAST_HELP = ("run the forward and backward passes under torch.autocast (float16 on CUDA, bfloat16 on CPU): "
+                 "the first batch is attributed both ways first and the run stops unless f, P and N agree with "
+                 "float32 within 2% of float32's scale (lucent_inhibit.precision; the deviation is printed and "
+                 "recorded in the result)")
 
 
 def parse_position(text, name: str = "--position") -> Position:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import List, Literal, Optional, Tuple
 
 from ..validate import check_int
-from .configs import DataConfig, FeatureConfig, ModelConfig
+from .configs import AUTOCAST_HELP, DataConfig, FeatureConfig, ModelConfig
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
@@ -57,6 +57,7 @@ class ScanConfig:
     score: Score = option("percentile", "tension score ranking MTIs (percentile: the smaller of P's and N's "
                           "percentile ranks in the scan, needs >= 10 images; min: min(P, N) of the raw totals)")
     figures: bool = option(True, "write the scan only", flag="--no-figures")
+    autocast: bool = option(False, AUTOCAST_HELP)
 
     def __post_init__(self):
         check_int(flag(ScanConfig, "top_k"), self.top_k, low=1)
@@ -85,7 +86,7 @@ def run(cfg: ScanConfig, progress: bool = True):
     Under ``torchrun`` every rank scans its share and returns the whole scan; rank 0 alone writes."""
     from ..distributed import all_gather, init_from_env
     from ..scanning import merge_scans, scan
-    from .common import feature_and_layers, load_data, load_model, out_folder
+    from .common import feature_and_layers, load_data, load_model, out_folder, precision_context
 
     rank = init_from_env()[0]
     model = load_model(cfg.model)
@@ -98,9 +99,13 @@ def run(cfg: ScanConfig, progress: bool = True):
             raise ValueError(f"the shards scan {result.feature.name} at {result.layers}, not {feature.name} at "
                              f"{layers}; pass the same --layer/--unit/--position/--attr-layers as the shard runs")
     else:
-        result = scan(model, data, feature, layers, batch_size=cfg.data.batch_size,
-                      out=os.path.join(cfg.out, cfg.shard_dir()), resume=cfg.resume, shard=cfg.shard,
-                      keep_maps=cfg.keep_maps, chunk_size=cfg.chunk_size, score=cfg.score, progress=progress)
+        precision, check = precision_context(cfg.autocast, model, data, feature, layers, cfg.data.batch_size)
+        with precision:
+            result = scan(model, data, feature, layers, batch_size=cfg.data.batch_size,
+                          out=os.path.join(cfg.out, cfg.shard_dir()), resume=cfg.resume, shard=cfg.shard,
+                          keep_maps=cfg.keep_maps, chunk_size=cfg.chunk_size, score=cfg.score, progress=progress)
+        if check is not None:
+            result.info["autocast_check"] = check.to_dict()
         if cfg.shard:
             return result
     all_gather(lambda: _write(result, data, cfg) if rank == 0 else None)  # the others wait for rank 0
