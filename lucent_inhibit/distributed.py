@@ -19,6 +19,7 @@ before any work, so ranks given different features or datasets refuse at once.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import io
 import json
 import os
@@ -85,14 +86,31 @@ def rank_indices(n_items: int, rank: int, world: int) -> np.ndarray:
 def dataset_digest(dataset) -> str:
     """SHA-256 (hex) of the first and the last image of ``dataset``, as float32 bytes: a fingerprint that
     tells apart datasets of one identity string and length but other pixels (e.g. two tensors)."""
-    import hashlib
-
     from .data import dataset_item
 
     h = hashlib.sha256()
     for i in sorted({0, len(dataset) - 1}):
         h.update(np.ascontiguousarray(dataset_item(dataset, i).detach().float().cpu().numpy()).tobytes())
     return h.hexdigest()
+
+
+def digest(*items) -> str:
+    """SHA-256 (hex, 16 characters) of arrays / tensors / a model's parameters and buffers, in order: a
+    cheap fingerprint that ranks compare (:func:`agree`) before they share work."""
+    h = hashlib.sha256()
+    for item in items:
+        tensors = list(item.state_dict().values()) if isinstance(item, torch.nn.Module) else [item]
+        for t in tensors:
+            if isinstance(t, np.ndarray) and t.dtype.kind in "biuf":
+                t = torch.from_numpy(np.ascontiguousarray(t))  # the same digest as the equal tensor
+            if torch.is_tensor(t):
+                h.update(str((t.dtype, tuple(t.shape))).encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                a = np.ascontiguousarray(t)
+                h.update(str((a.dtype, a.shape)).encode())
+                h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def barrier() -> None:
@@ -211,15 +229,21 @@ def chunk_owner(n_chunks: int, world: int) -> np.ndarray:
     return np.arange(n_chunks, dtype=np.int64) % max(1, int(world))
 
 
-def map_chunks(n_chunks: int, render_chunk: Callable[[int], Arrays]) -> List[Arrays]:
+def map_chunks(n_chunks: int, render_chunk: Callable[[int], Arrays],
+               fingerprint: Optional[Callable[[], dict]] = None) -> List[Arrays]:
     """``[render_chunk(c) for c in range(n_chunks)]``, each a dict of numpy arrays; under ``torchrun``
     rank ``r`` computes the chunks :func:`chunk_owner` gives it and every rank gets the whole list, in
     chunk order (exchanged as ``.npz`` bytes). ``render_chunk(c)`` must depend on ``c`` only, never on
-    the rank, for the result to equal the one-process run. A failure on any rank raises on every rank
-    (:func:`all_gather`). Ranks beyond the number of chunks compute nothing."""
+    the rank, for the result to equal the one-process run; ``fingerprint()`` (JSON: what the chunks render,
+    the settings, :func:`digest` of the targets and of the model; only called under torchrun) is compared
+    across ranks first
+    (:func:`agree`), so ranks given different arguments stop instead of mixing their renders. A failure
+    on any rank raises on every rank (:func:`all_gather`). Ranks beyond the number of chunks compute nothing."""
     rank, world = init_from_env()
     if world == 1:
         return [render_chunk(c) for c in range(n_chunks)]
+    if fingerprint is not None:
+        agree("render", lambda: (None, dict(fingerprint(), n_chunks=n_chunks)))
     mine = [int(c) for c in np.flatnonzero(chunk_owner(n_chunks, world) == rank)]
 
     def work() -> Arrays:

@@ -80,3 +80,42 @@ def test_one_process_chunk_helpers():
     assert [g["x"].tolist() for g in got] == [[0], [1, 1], [2, 2, 2]]
     assert rank0_seed(None) is None and rank0_seed(4) == 4
     assert chunk_owner(5, 2).tolist() == [0, 1, 0, 1, 0] and chunk_owner(2, 4).tolist() == [0, 1]
+
+
+ODD_WORKER = textwrap.dedent('''
+    import os, sys
+    from conftest import TinyConvNet
+    from lucent_inhibit.combinations.sweeps import sweep_combinations
+    from lucent_inhibit.features import Feature
+    from lucent_inhibit.rendering import RenderSettings
+    rank = int(os.environ["RANK"])
+    render = RenderSettings(steps=3 + rank, size=16, model_size=16, transforms=[], seed=7)  # rank 1: 4 steps
+    try:
+        sweep_combinations(TinyConvNet().eval(), Feature("conv3", 0), Feature("conv3", 1), n_angles=5, n_seeds=2,
+                           chunk=3, scale=(1.0, 2.0), render=render)
+        said = "finished"
+    except Exception as exc:
+        said = f"{type(exc).__name__}: {exc}"
+    with open(os.path.join(sys.argv[1], f"said-{rank}.txt"), "w") as f:
+        f.write(said)
+''')
+
+
+def test_ranks_rendering_with_different_settings_are_refused_on_every_rank(tmp_path):
+    script = tmp_path / "odd.py"
+    script.write_text(ODD_WORKER)
+    proc = _torchrun([str(script), str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        said = (tmp_path / f"said-{rank}.txt").read_text()
+        assert said.startswith("DistributedError: the ranks of this render disagree") and "settings=" in said, said
+
+
+def test_digest_tells_models_and_arrays_apart():
+    from lucent_inhibit.distributed import digest
+
+    a, b = TinyConvNet(seed=0), TinyConvNet(seed=0)
+    assert digest(a) == digest(b) != digest(TinyConvNet(seed=1))
+    x = np.arange(6, dtype=np.float32)
+    assert digest(x) == digest(torch.from_numpy(x)) != digest(x.reshape(2, 3)) != digest(x.astype(np.float64))
+    assert digest(torch.ones(2, dtype=torch.bfloat16)) != digest(torch.ones(2))

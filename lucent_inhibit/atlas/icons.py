@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import measure
-from ..distributed import map_chunks, rank0_seed
+from ..distributed import digest, map_chunks, rank0_seed
 from ..hooks import check_layer_names, check_single_call, model_device
 from ..tokens import token_grid
 from ..objectives import cosdot, crop_box, spatial_cosdot
@@ -340,7 +340,9 @@ def _render_icons(model, points: AtlasPoints, targets: torch.Tensor, settings: R
         return out
 
     try:
-        images = [p["images"] for p in map_chunks(len(starts), one)]
+        said = lambda: {"icons": points.layer, "targets": digest(targets), "model": digest(model),  # noqa: E731
+                        "power": power, "batch_size": batch_size, "settings": settings.describe()}
+        images = [p["images"] for p in map_chunks(len(starts), one, said)]
     finally:
         bar.close()
     return _to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))

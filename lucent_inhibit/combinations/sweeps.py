@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..distributed import map_chunks, rank0_seed
+from ..distributed import digest, map_chunks, rank0_seed
 from ..features import Feature, as_feature
 from ..objectives import check_power, cosdot_value, feature_pair, pair_targets
 from ..rendering import RenderSettings
@@ -165,7 +165,10 @@ def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, siz
         return {"values": values.float().cpu().numpy(), "images": imgs.float().cpu().numpy()}
 
     try:
-        parts = map_chunks(len(starts), one)
+        said = lambda: {"pair": [fa.to_dict(), fb.to_dict()], "theta": digest(theta), "seeds": digest(seeds),  # noqa: E731
+                        "power": power, "scale": None if scale is None else [float(v) for v in scale],
+                        "chunk": chunk, "size": size, "model": digest(model), "settings": render.describe()}
+        parts = map_chunks(len(starts), one, said)
     finally:
         bar.close()
     values = torch.from_numpy(np.concatenate([p["values"] for p in parts]))
