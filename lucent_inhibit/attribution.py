@@ -199,7 +199,7 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
             else:
                 handles = _leaf_hooks(model, layers)
             stop = feature_layers[0] if len(feature_layers) == 1 else deepest(model, x, feature_layers)
-            acts = capture(model, x, list(layers) + feature_layers[1:], stop_at=stop)
+            acts = capture(model, x, list(dict.fromkeys(list(layers) + feature_layers)), stop_at=stop)
         finally:
             for h in handles:
                 h.remove()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .attribution import Attribution, as_layers, attribute, feature_graph, layer_scores, prepare_inputs
+from .attribution import Attribution, as_layers, attribute
 from .data import dataset_identity, iter_batches
 from .features import Feature
 from .hooks import check_layer_names, forward_order, model_device
@@ -86,30 +86,6 @@ class DatasetPass:
         """Attribution of ``feature`` at every pass layer for one batch of images in [0, 1]."""
         return attribute(self.model, images, feature, self.layers, method=method, steps=steps,
                          preprocess=self.preprocess)
-
-    def attribute_features(self, images: torch.Tensor, features: Sequence[Feature], chunk_size: int,
-                           batched: bool = False, workspace: Optional[Dict[str, torch.Tensor]] = None
-                           ) -> Iterator[Tuple[range, torch.Tensor, List[torch.Tensor]]]:
-        """Gradient x activation of K ``features`` at every pass layer for one batch of images in [0, 1]:
-        one forward pass (:func:`~lucent_inhibit.attribution.feature_graph`), then the backward in chunks of
-        ``chunk_size`` features (:func:`~lucent_inhibit.attribution.layer_scores`; ``batched`` vectorises
-        each chunk's backward). Yields ``(rows, values (k, B), [S_l (k, B, ...) for each pass layer])``;
-        only one chunk's attributions exist at a time, in ``workspace`` buffers (layer -> (chunk_size, B, ...),
-        made on first use and reused by later batches: fresh memory costs page faults), valid until the next
-        chunk. :meth:`attribute` is the one-feature case."""
-        x = prepare_inputs(self.model, images, self.preprocess)
-        values, acts = feature_graph(self.model, x, features, self.layers)
-        workspace = {} if workspace is None else workspace
-        b, k = x.shape[0], len(features)
-        for l, a in zip(self.layers, acts):
-            have = workspace.get(l)
-            if have is None or have.shape[1] < b or have.shape[2:] != a.shape[1:] or have.shape[0] < min(k, chunk_size):
-                workspace[l] = torch.empty((min(k, chunk_size),) + tuple(a.shape), dtype=a.dtype, device=a.device)
-        for start in range(0, k, chunk_size):
-            rows = range(start, min(k, start + chunk_size))
-            out = [workspace[l][: len(rows), :b] for l in self.layers]
-            scores = layer_scores(values, acts, features, self.layers, rows, rows.stop < k, batched, out)
-            yield rows, values[rows.start:rows.stop].detach(), scores
 
     def forward_sorted(self, images: torch.Tensor) -> List[str]:
         """The pass layers in the order the forward pass computes them (``"input"`` first)."""

@@ -66,19 +66,6 @@ def reducible(att: Attribution, layers, keep_maps: bool, grid=None) -> Attributi
     return att
 
 
-def element_totals(scores: torch.Tensor, lead: int = 1, tmp: Optional[torch.Tensor] = None
-                   ) -> Tuple[np.ndarray, np.ndarray]:
-    """Attributions (``lead`` leading dims, then a layer's shape) -> ``P`` and ``N``, float32 arrays of the
-    leading shape: the element-granularity L1 totals ``sum relu(S)`` and ``sum relu(-S)``, the one variant a
-    census keeps (two passes over S instead of :func:`signed_stats`' eight; equal to its ``[:, 0, 0]`` up to
-    float summation order). ``tmp``, a tensor of S's shape, is reused for the clamped copies."""
-    s = scores.reshape(tuple(scores.shape[:lead]) + (-1,))
-    tmp = torch.empty_like(s) if tmp is None else tmp.view(s.shape)
-    p = torch.clamp(s, min=0, out=tmp).sum(-1)
-    n = torch.clamp(s, max=0, out=tmp).sum(-1).neg_()
-    return p.float().cpu().numpy(), n.float().cpu().numpy()
-
-
 def check_shape(idx: np.ndarray, images: torch.Tensor, shape: tuple) -> None:
     """``ValueError`` unless the batch's images (B, 3, H, W) have the scan's image ``shape`` (3, H, W)."""
     if tuple(images.shape[1:]) != tuple(shape):

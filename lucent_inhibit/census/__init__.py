@@ -3,8 +3,8 @@
 
 A scan (:mod:`~lucent_inhibit.scanning`) follows one feature; :func:`layer_census` follows K of them (every
 unit of a layer, or a list of features) with one forward pass per batch and the backward in chunks of
-``chunk_size`` features (:meth:`~lucent_inhibit.datapass.DatasetPass.attribute_features`, the kernel that
-:func:`~lucent_inhibit.attribute`, and so the scan, runs for K = 1). For every image and feature it keeps
+``chunk_size`` features (the forward pass :func:`~lucent_inhibit.attribute`, and so the scan, runs for
+K = 1; the backward and totals in :mod:`lucent_inhibit.census.kernel`). For every image and feature it keeps
 the feature's value ``f`` and the element-granularity L1 totals ``P = sum relu(S)`` and ``N = sum relu(-S)``
 of the attribution ``S_l = grad_{h_l} f * h_l`` at each attribution layer: a K-unit census equals K
 one-feature scans of the same images, in ``3 n K L`` floats.

@@ -1,7 +1,8 @@
 """The census pass (:func:`layer_census`): one forward pass per batch for all K features, the backward in
 chunks of ``chunk_size`` features, and per image and feature the totals ``P`` and ``N`` of the attribution
-``S_l = grad_{h_l} f * h_l`` (Hamblin et al. 2024, section 2), reduced by the scan's
-:func:`~lucent_inhibit.scanstats.element_totals` (the element-L1 part of the scan's ``signed_stats``).
+``S_l = grad_{h_l} f * h_l`` (Hamblin et al. 2024, section 2): the forward pass is the kernel ``attribute``
+uses (:func:`~lucent_inhibit.attribution.feature_graph`), the backward and the element-L1 totals (the
+scan's ``signed_stats[:, 0, 0]``) are :func:`lucent_inhibit.census.kernel.chunk_totals`.
 """
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution import as_feature, prepare_inputs
+from ..attribution import as_feature, feature_graph, prepare_inputs
 from ..completeness_check import pearson
 from ..data import describe_item
 from ..datapass import DatasetPass, check_flag, dataset_pass
 from ..distributed import agree, all_gather, dataset_digest, init_from_env, rank_indices
 from ..features import Feature, check_position
 from ..hooks import capture, model_device
-from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape, element_totals
+from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape
 from ..validate import InputError, check_choice, check_int, check_number
+from .kernel import chunk_totals
 from .result import Census
 
 #: how each chunk's backward runs: "batched" (``is_grads_batched``), "loop" (one pass per feature) or
@@ -219,31 +221,26 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
     values = np.zeros((n, k), np.float32)
     pos, neg = np.zeros((n, k, n_layers), np.float32), np.zeros((n, k, n_layers), np.float32)
     free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
-    workspace, scratch = {}, {}  # the chunk's attributions and the totals' temporaries, reused by every batch
     with run.bar(n, f"census of {k} features") as bar:
         for idx, images in run.batches(indices):
             check_shape(idx, images, shape)
-            rows_of = idx - start
-            chunks, failed = run.attribute_features(images, feats, chunk, batched, workspace), False
+            rows_of, failed = idx - start, False
             try:
-                for rows, v, scores in chunks:
+                x = prepare_inputs(run.model, images, run.preprocess)
+                graph = feature_graph(run.model, x, feats, run.layers)
+                for begin in range(0, k, chunk):
+                    rows = range(begin, min(k, begin + chunk))
+                    p, q = chunk_totals(*graph, feats, run.layers, rows, rows.stop < k, batched)
                     cols = slice(rows.start, rows.stop)
-                    values[rows_of, cols] = v.T.float().cpu().numpy()
-                    for li, s in enumerate(scores):
-                        if scratch.get(li) is None or scratch[li].numel() < s.numel():
-                            scratch[li] = torch.empty(s.numel(), dtype=s.dtype, device=s.device)
-                        p, q = element_totals(s, 2, scratch[li][: s.numel()])
-                        pos[rows_of, cols, li], neg[rows_of, cols, li] = p.T, q.T
-                    del scores
+                    values[rows_of, cols] = graph[0][cols].detach().T.float().cpu().numpy()
+                    pos[rows_of, cols] = p.transpose(0, 1).cpu().numpy()
+                    neg[rows_of, cols] = q.transpose(0, 1).cpu().numpy()
+                del graph
             except (RuntimeError, MemoryError) as exc:
                 if not (isinstance(exc, MemoryError) or _is_allocation_error(exc)):
                     raise
                 failed = True
             if failed:  # outside the handler, so that the failed chunk's tensors are released first
-                chunks.close()
-                del chunks
-                workspace.clear()
-                scratch.clear()
                 gc.collect()
                 raise chunk_memory_error(chunk, per_feature, free, run.batch_size)
             bar.update(len(idx))
