@@ -157,12 +157,12 @@ def attribute(
         return _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
 
     values, acts = feature_graph(model, x, [feature], layers)
-    scores = layer_scores(values, acts, [feature], layers, [0])
+    scores = layer_scores(values, acts, [feature], layers)
     return Attribution(values[0].detach(), {l: s[0] for l, s in zip(layers, scores)}, feature, method)
 
 
 # ------------------------------------------------------------------------------------------------
-# the gradient x activation kernel: one forward, one (batched) backward
+# the gradient x activation kernel: one forward, one backward
 # ------------------------------------------------------------------------------------------------
 def _leaf_hooks(model: nn.Module, layers: Sequence[str]) -> list:
     """Forward hooks that turn the output of each of ``layers`` that does not already depend on an earlier
@@ -241,46 +241,17 @@ def feature_values(acts: Dict[str, torch.Tensor], features: Sequence[Feature]) -
 
 
 def layer_scores(values: torch.Tensor, acts: Sequence[torch.Tensor], features: Sequence[Feature],
-                 layers: Sequence[str], rows: Sequence[int], retain: bool = False, batched: bool = False,
-                 out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
-    """Gradient x activation ``S_l = grad_{h_l} f * h_l`` of the features ``rows`` of a
-    :func:`feature_graph`, at every layer.
-
-    Args:
-        values, acts: a :func:`feature_graph`; features / layers: what its rows / acts are (for messages).
-        rows: the features to attribute (k of them); retain: keep the graph for further rows.
-        batched: one backward pass vectorised over the k features
-            (``torch.autograd.grad(..., is_grads_batched=True)``); else one backward pass per feature,
-            which measured as fast or faster on CPU (``benchmarks/census.py``). One row is one plain pass.
-        out: per layer a (k, B, ...) tensor to write the attributions into (reused across calls, fresh
-            memory costs page faults); allocated when None.
-
-    Returns:
-        per layer (in order), the detached (k, B, ...) attributions of the k features.
-    """
-    rows = list(rows)
-    contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
-    f = values[rows[0]:rows[0] + len(rows)] if contiguous else values[rows]  # a view: no index node
+                 layers: Sequence[str], row: int = 0) -> List[torch.Tensor]:
+    """Gradient x activation ``S_l = grad_{h_l} f * h_l`` of feature ``row`` of a :func:`feature_graph`
+    (``values`` (K, B), ``acts`` at ``layers``; ``features`` name them in messages), one backward pass.
+    Returns per layer (in order) the detached (1, B, ...) attribution, contiguous. (Many features at once
+    keep only their totals: :func:`lucent_inhibit.census.kernel.chunk_totals`.)"""
+    f = values[row]
     if not f.requires_grad:
-        raise _unused_layer_error(layers[0], features[rows[0]], "no gradient path from it to the feature")
-    if len(rows) == 1 and out is None:
-        grads = torch.autograd.grad(f[0].sum(), list(acts), allow_unused=True, retain_graph=retain)
-        return [(_checked_gradient(g, l, features[rows[0]]) * a).detach().contiguous()[None]
-                for l, g, a in zip(layers, grads, acts)]
-    if out is None:
-        out = [torch.empty((len(rows),) + tuple(a.shape), dtype=a.dtype, device=a.device) for a in acts]
-    if batched and len(rows) > 1:
-        eye = torch.eye(len(rows), dtype=f.dtype, device=f.device)[:, :, None].expand(-1, -1, f.shape[1])
-        grads = torch.autograd.grad(f, list(acts), eye, allow_unused=True, retain_graph=retain,
-                                    is_grads_batched=True)
-        for o, l, g, a in zip(out, layers, grads, acts):
-            torch.mul(_checked_gradient(g, l, features[rows[0]]), a.detach(), out=o)
-        return out
-    for i, r in enumerate(rows):  # each feature's S written into its row: one copy of the chunk in memory
-        grads = torch.autograd.grad(f[i].sum(), list(acts), allow_unused=True, retain_graph=retain or i < len(rows) - 1)
-        for o, l, g, a in zip(out, layers, grads, acts):
-            torch.mul(_checked_gradient(g, l, features[r]), a.detach(), out=o[i])
-    return out
+        raise _unused_layer_error(layers[0], features[row], "no gradient path from it to the feature")
+    grads = torch.autograd.grad(f.sum(), list(acts), allow_unused=True)
+    return [(_checked_gradient(g, l, features[row]) * a).detach().contiguous()[None]
+            for l, g, a in zip(layers, grads, acts)]
 
 
 def _checked_gradient(g, layer, feature) -> torch.Tensor:
