@@ -25,7 +25,8 @@ import numpy as np
 from torch import nn
 
 from .attribution import METHODS
-from .datapass import DatasetPass, dataset_pass
+from .completeness_measure import measure
+from .datapass import dataset_pass
 from .features import Feature, as_feature
 from .plots import plot_completeness
 from .results import Result
@@ -265,32 +266,6 @@ def _as_features(features) -> List[Feature]:
     return features
 
 
-# ------------------------------------------------------------------------------------------------
-# measurement
-# ------------------------------------------------------------------------------------------------
-def _measure(run: DatasetPass, feats: List[Feature], n: int, method: str, steps: int):
-    """``(layers in forward order, f (F, N), E (F, N, L), baseline (F, N, L) or None)`` over the first ``n``
-    images: one :func:`~lucent_inhibit.attribution.attribute` call per feature and batch."""
-    ig = method == "integrated_gradients"
-    f_vals = np.zeros((len(feats), n), dtype=np.float64)
-    e_vals = np.zeros((len(feats), n, len(run.layers)), dtype=np.float64)
-    base = np.zeros_like(e_vals) if ig else None
-    order = None
-    with run.bar(n, "completeness") as bar:
-        for idx, images in run.batches(np.arange(n)):
-            order = order or run.forward_sorted(images)
-            for i, feat in enumerate(feats):
-                att = run.attribute(images, feat, method, steps)
-                f_vals[i, idx] = att.activation.double().cpu().numpy()
-                for j, l in enumerate(run.layers):
-                    e_vals[i, idx, j] = att.total(l).double().cpu().numpy()
-                    if ig:
-                        base[i, idx, j] = att.baseline_activation[l].double().cpu().numpy()
-            bar.update(len(idx))
-    perm = [run.layers.index(l) for l in order]
-    return order, f_vals, e_vals[:, :, perm], None if base is None else base[:, :, perm]
-
-
 def _warn_undefined(r: np.ndarray, feats: List[Feature], layers: List[str], n: int) -> None:
     pairs = [f"{feats[i].name} at {layers[j]!r}" for i, j in zip(*np.nonzero(~np.isfinite(r)))]
     if pairs:
@@ -338,7 +313,7 @@ def completeness(
     n = run.size if max_images is None else min(run.size, check_int("max_images", max_images, low=1))
     _check_count(n, f"the dataset ({run.name})" if max_images is None else f"max_images={max_images}")
     with run.evaluating():
-        order, f_vals, e_vals, base = _measure(run, feats, n, method, steps)
+        order, f_vals, e_vals, base = measure(run, feats, n, method, steps)
     r = _r_matrix(f_vals, e_vals)
     _warn_undefined(r, feats, order, n)
     return CompletenessResult(

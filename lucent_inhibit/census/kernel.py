@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ..attribution import _checked_gradient
+from ..attribution import _checked_gradient, _unused_layer_error
 from ..features import Feature
 
 Box = Tuple[slice, slice]
@@ -65,6 +65,8 @@ def chunk_totals(values: torch.Tensor, acts: Sequence[torch.Tensor], features: S
     box (see the module docstring); token and linear layers over everything.
     """
     f = values[rows.start:rows.stop]
+    if not f.requires_grad:
+        raise _unused_layer_error(layers[0], features[rows.start], "no gradient path from it to the feature")
     if batched and len(rows) > 1:
         eye = torch.eye(len(rows), dtype=f.dtype, device=f.device)[:, :, None].expand(-1, -1, f.shape[1])
         stacked = torch.autograd.grad(f, list(acts), eye, allow_unused=True, retain_graph=retain,
