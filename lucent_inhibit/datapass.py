@@ -96,7 +96,10 @@ class DatasetPass:
     @contextlib.contextmanager
     def evaluating(self):
         """The model in eval mode for the block (no dropout, fixed batch-norm statistics); its train/eval
-        mode is restored on exit, also on error."""
+        mode is restored on exit, also on error. A model already in eval mode throughout is left as it is."""
+        if not any(m.training for m in self.model.modules()):
+            yield self.model
+            return
         training = self.model.training
         self.model.eval()
         try:
