@@ -97,10 +97,15 @@ def test_tense_verdict_needs_the_tension_raised_by_the_bar():
     assert "min(P, N)" in tense.tension_finding(1.0, 2.0).claim
 
 
-def test_atlas_verdict_needs_icons_that_reach_their_targets():
+def test_atlas_verdict_needs_icons_that_reach_their_targets_beyond_their_spread():
     bar = atlas.MIN_ICON_COSINE
-    assert _verdicts([atlas.icon_finding(bar, 10), atlas.icon_finding(bar - 0.01, 10), atlas.icon_finding(NAN, 10),
-                      atlas.icon_finding(0.9, 0)]) == [REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+    tight = lambda centre: centre + np.linspace(-0.01, 0.01, 21)  # noqa: E731 (21 icons, a narrow spread)
+    assert _verdicts([atlas.icon_finding(tight(bar + 0.011)), atlas.icon_finding(tight(bar - 0.02)),
+                      atlas.icon_finding([NAN] * 5), atlas.icon_finding([])]) == [
+        REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
+    wide = bar + np.linspace(-0.3, 0.35, 21)  # median above the bar, but its interval straddles it
+    found = atlas.icon_finding(wide)
+    assert found.verdict == NOT_MEASURABLE and "inside the interval" in found.why and "bootstrap" in found.measured
 
 
 def test_combination_verdict_needs_a_collapsed_quadrant():
