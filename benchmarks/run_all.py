@@ -49,6 +49,10 @@ def write_table():
         lines.append(
             f"| {r['name']} | `{r['command']}` | {r['peer']} | {_fmt(r['ratio'])} | {r.get('machine', '')} |"
         )
+    repeats = os.path.join(HERE, "repeats.md")  # hand-kept: the spread of repeated runs of one benchmark
+    if os.path.exists(repeats):
+        with open(repeats) as f:
+            lines += ["", f.read().rstrip("\n")]
     lines += ["", "## Details", ""]
     for r in rows:
         lines.append(f"### {r['name']}")

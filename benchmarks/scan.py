@@ -60,7 +60,7 @@ def bare_loop(model, images, feature, layers, batch_size):
         pass
 
     for start in range(0, len(images), batch_size):
-        x = norm(torch.stack(images[start : start + batch_size]))
+        x = norm(torch.stack(images[start : start + batch_size])).contiguous(memory_format=torch.channels_last)  # as attribute
         acts = {}
 
         def keep(name):
