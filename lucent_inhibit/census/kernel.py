@@ -45,13 +45,20 @@ def support_box(support: Optional[torch.Tensor], shape: Sequence[int]) -> Box:
 
 def _totals(grads: List[torch.Tensor], a: torch.Tensor, box: Optional[Box]) -> Tuple[torch.Tensor, torch.Tensor]:
     """P, N (k, B) of ``S = g * a`` for the k gradients ``grads`` of one layer (each shaped like ``a``, or one
-    stacked (k, ...) tensor), summed inside ``box`` (maps) or over everything (other layers)."""
+    stacked (k, ...) tensor), summed inside ``box`` (maps) or over everything (other layers). ``grads`` is
+    emptied as soon as S exists, so that at most two chunk-sized tensors are alive (S and one clamped copy)."""
     if box is not None:
         a = a[..., box[0], box[1]]
-        grads = [g[..., box[0], box[1]] for g in grads]
-    s = (grads[0] if len(grads) == 1 and grads[0].dim() == a.dim() + 1 else torch.stack(grads)).mul(a.detach())
-    s = s.flatten(2)
-    return s.clamp(min=0).sum(2), s.clamp(max=0).sum(2).neg_()
+        grads[:] = [g[..., box[0], box[1]] for g in grads]
+    one = len(grads) == 1 and grads[0].dim() == a.dim() + 1  # the batched backward's (k, ...) tensor
+    s = grads[0] if one else torch.stack(grads)
+    grads.clear()
+    s = s.mul(a.detach()) if one else s.mul_(a.detach())  # autograd's own tensor may be an expanded view
+    dims = tuple(range(2, s.dim()))
+    tmp = torch.empty_like(s)
+    pos = torch.clamp(s, min=0, out=tmp).sum(dims)
+    neg = torch.clamp(s, max=0, out=tmp).sum(dims).neg_()
+    return pos, neg
 
 
 def chunk_totals(values: torch.Tensor, acts: Sequence[torch.Tensor], features: Sequence[Feature],

@@ -224,7 +224,7 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
     with run.bar(n, f"census of {k} features") as bar:
         for idx, images in run.batches(indices):
             check_shape(idx, images, shape)
-            rows_of, failed = idx - start, False
+            rows_of, failed, graph, x = idx - start, False, None, None
             try:
                 x = prepare_inputs(run.model, images, run.preprocess)
                 graph = feature_graph(run.model, x, feats, run.layers)
@@ -241,6 +241,7 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
                     raise
                 failed = True
             if failed:  # outside the handler, so that the failed chunk's tensors are released first
+                graph = x = None  # noqa: F841 (the error's traceback keeps this frame: drop the batch's graph)
                 gc.collect()
                 raise chunk_memory_error(chunk, per_feature, free, run.batch_size)
             bar.update(len(idx))
