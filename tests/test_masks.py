@@ -66,3 +66,32 @@ def test_tense_mask_only_counts_tension_inside(tiny_net, tiny_images):
     assert float(loss.detach()) != pytest.approx(float(full.detach()))
     with pytest.raises(ValueError, match="mask"):
         tense(feature, "relu1", mask=torch.zeros(4, 4))
+
+
+def test_tense_mask_on_a_token_layer_weights_patch_tokens_and_drops_prefix_tokens():
+    from lucent_inhibit.attribution import signed_totals, tension
+    from lucent_inhibit.objectives.attribution import masked_scores
+    from lucent_inhibit.tokens import TokenGrid
+
+    grid = TokenGrid(2, 2, 3)  # class + 1 register token, then a 2 x 3 patch grid: T = 8
+    s = torch.arange(2 * 8 * 4, dtype=torch.float32).reshape(2, 8, 4) - 20
+    mask = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    got = masked_scores(s, mask, "l", grid)
+    weights = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.5, 0.0, 1.0, 0.0])  # prefix 0, then the mask row by row
+    torch.testing.assert_close(got, s * weights[None, :, None])
+    with pytest.raises(ValueError, match="no spatial dimensions"):
+        masked_scores(torch.ones(2, 4), mask, "l")
+
+    from test_vit import tiny_vit  # a real token layer inside tense: the objective equals the hand computation
+
+    vit = tiny_vit()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    feature, layer = Feature("blocks_1_mlp_fc1", unit=2, position="cls"), "blocks_0"
+    acts = capture(vit, x, [layer, feature.layer])
+    big = torch.zeros(32, 32)
+    big[:16] = 1.0  # the top half of the image: the top two rows of the 4 x 4 patch grid
+    loss = tense(feature, layer, mask=big, mode="fast")(lambda name: acts[name])
+    (g,) = torch.autograd.grad(feature(acts[feature.layer]).sum(), acts[layer], retain_graph=True)
+    s = g * acts[layer]
+    s = s * torch.cat([torch.zeros(1), torch.tensor([1.0] * 8 + [0.0] * 8)])[None, :, None]
+    assert float(loss) == pytest.approx(-float(tension(*signed_totals(s)).mean()), rel=1e-5)

@@ -78,7 +78,8 @@ def tense(
             :func:`lucent_inhibit.rendering.run_render` uses (:func:`~lucent_inhibit.rendering.math_attention`).
         granularity, norm: as in :func:`lucent_inhibit.signed_totals`.
         mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`): ``S`` is multiplied
-            by it (resized to the layer's grid), so only tension inside the mask counts.
+            by it (resized to the layer's grid; on a token layer to its patch grid, class and register tokens
+            weighted 0: :func:`masked_scores`), so only tension inside the mask counts.
         batch: Lucent batch index, or None for all.
 
     Loss: minus the batch mean of the tension.
@@ -91,9 +92,7 @@ def tense(
     def value(T, m):
         s = signed_attribution_scores(T, feat, layer, mode=m, batch=batch)
         if mask is not None:
-            if s.dim() != 4:
-                raise ValueError(f"mask given, but layer {layer!r} has no spatial dimensions (shape {tuple(s.shape)})")
-            s = s * layer_mask(mask, s.shape[2:], s.device, s.dtype)
+            s = masked_scores(s, mask, layer, feat.grid)
         p, n = signed_totals(s, granularity, norm)
         return tension(p, n, score).mean()
 
@@ -103,6 +102,20 @@ def tense(
         return -value(T, chosen["mode"])
 
     return inner
+
+
+def masked_scores(s: torch.Tensor, mask, layer: str, grid=None) -> torch.Tensor:
+    """Attribution ``s`` weighted by a spatial mask (H, W) in [0, 1] resized to the layer's grid: a map
+    (B, C, h, w) position by position; a token layer (B, T, C) patch token by patch token on its patch grid
+    (``grid``, else inferred from T), its class and register tokens weighted 0 (they have no place in the
+    image). ``ValueError`` for a layer without positions."""
+    if s.dim() == 4:
+        return s * layer_mask(mask, s.shape[2:], s.device, s.dtype)
+    if s.dim() == 3:
+        g = infer_grid(s.shape[1], layer) if grid is None else grid.for_tokens(s.shape[1], layer)
+        m = layer_mask(mask, (g.grid_h, g.grid_w), s.device, s.dtype).flatten()
+        return s * torch.cat([m.new_zeros(g.prefix), m])[None, :, None]
+    raise ValueError(f"mask given, but layer {layer!r} has no spatial dimensions (shape {tuple(s.shape)})")
 
 
 def _choose_mode(T, layer: str, value, feature: Feature, on_choice) -> str:
