@@ -180,17 +180,19 @@ def _few(names: Sequence[str]) -> str:
 
 
 @contextlib.contextmanager
-def stage_output(out: str, stage: str, patterns: Optional[Sequence[str]], inputs=()) -> Iterator[str]:
+def stage_output(out: str, stage: str, patterns: Optional[Sequence[str]], inputs=(), record: bool = True
+                 ) -> Iterator[str]:
     """Check ``out`` for ``stage`` (:func:`check_stage_folder`) before the block; after it, also when it
-    raises, record the stage's files in the manifest. A folder the block created and left empty is
-    removed. SIGTERM inside the block raises :class:`Interrupted`."""
+    raises, record the stage's files in the manifest (unless ``record`` is False: the other ranks of a
+    torchrun job, whose files rank 0 records). A folder the block created and left empty is removed.
+    SIGTERM inside the block raises :class:`Interrupted`."""
     path = check_stage_folder(out, stage, patterns, inputs)
     existed, before = os.path.isdir(path), _entries(path)
     try:
         with terminate_raises():
             yield path
     finally:
-        if os.path.isdir(path):
+        if record and os.path.isdir(path):
             if not existed and not os.listdir(path):
                 os.rmdir(path)
             else:

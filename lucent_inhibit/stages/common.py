@@ -105,13 +105,15 @@ def run_stage(stage, cfg, progress: bool = True):
     (:class:`~lucent_inhibit.outputs.StagingDir`). SIGTERM raises
     :class:`~lucent_inhibit.outputs.Interrupted` so that temporary files are removed.
     """
+    from ..distributed import env_world_size
     from ..outputs import stage_files, stage_output, terminate_raises
 
     out = getattr(cfg, "out", None)
     if out is None or stage.name == "demo":
         with terminate_raises():
             return stage.run(cfg, progress)
-    with stage_output(out, stage.name, stage_files(stage), inputs=input_folders(cfg)):
+    first = env_world_size() == 1 or os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 records the files
+    with stage_output(out, stage.name, stage_files(stage), inputs=input_folders(cfg), record=first):
         return stage.run(cfg, progress)
 
 
