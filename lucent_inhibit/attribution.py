@@ -19,7 +19,7 @@ from .features import Feature, Position, as_feature, check_images, check_vectors
 from .hooks import capture, deepest, frozen_weights, layer_names, layer_table, model_device
 from .models import preprocess_fn
 from .results import Result
-from .tokens import check_input_size
+from .tokens import check_input_size, token_grid
 from .validate import MAX_BATCH, MAX_STEPS, InputError, check_flag, check_int
 
 METHODS = ("gradient_x_activation", "integrated_gradients")
@@ -109,6 +109,17 @@ def prepare_inputs(model, images, preprocess):
     return x
 
 
+def reading_feature(model: nn.Module, x: torch.Tensor, feature: Feature) -> Feature:
+    """``feature`` as it is read off the model's activations for inputs ``x`` (B, 3, H, W): with the model's
+    token layout (:func:`lucent_inhibit.tokens.token_grid`) when it has one and the feature was given none, so
+    a token position never rests on a guess from the token count (a non-square grid, register tokens
+    without a class token); the feature itself otherwise."""
+    if feature.grid is not None or x.dim() != 4:
+        return feature
+    grid = token_grid(model, tuple(x.shape[2:]))
+    return feature if grid is None else feature.with_grid(grid)
+
+
 def _unused_layer_error(layer: str, feature: Feature, reason: str) -> ValueError:
     return ValueError(
         f"attribution layer {layer!r} does not feed the feature at {feature.layer!r} ({reason}); "
@@ -154,7 +165,9 @@ def attribute(
         steps = check_int("steps", steps, 1, MAX_STEPS)
         if internal_batch_size is not None:
             internal_batch_size = check_int("internal_batch_size", internal_batch_size, 1, MAX_BATCH * MAX_STEPS)
-        return _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
+        att = _integrated_gradients(model, x, reading_feature(model, x, feature), layers, steps, internal_batch_size)
+        att.feature = feature
+        return att
 
     values, acts = feature_graph(model, x, [feature], layers)
     scores = layer_scores(values, acts, [feature], layers)
@@ -188,6 +201,7 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
         ``(values, acts)``: values (K, B), the K features on every image (graph attached), and acts, the
         activations at ``layers`` in their order, each shaped like the layer.
     """
+    features = [reading_feature(model, x, f) for f in features]  # token positions on the model's grid
     feature_layers = list(dict.fromkeys(f.layer for f in features))
     handles = []
     if x.dim() == 4:  # NHWC convolutions: measured 1.15-1.25x faster forward + backward (benchmarks/attribution.py)
@@ -306,7 +320,7 @@ def measure(model: nn.Module, images: torch.Tensor, feature: Feature, preprocess
     x = prepare_inputs(model, images, preprocess)
     with torch.no_grad():
         acts = capture(model, x, [], stop_at=feature.layer)
-    return feature(acts[feature.layer])
+    return reading_feature(model, x, feature)(acts[feature.layer])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .attribution import reading_feature
 from .completeness_check import adds_up, warn_if_incomplete
 from .data import dataset_identity
 from .datapass import DatasetPass, dataset_pass
@@ -91,20 +92,21 @@ def forward_replaced(run: DatasetPass, images: torch.Tensor, feature: Feature, l
                      fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
     """(B,) the feature on ``images`` (B, 3, H, W) in [0, 1] with ``layer``'s output replaced by
     ``fn(output)`` (None: unchanged), without gradients."""
+    x = _inputs(run, images)
     with torch.no_grad():
-        acts = capture(run.model, _inputs(run, images), [feature.layer], replace=None if fn is None else {layer: fn})
-    return feature(acts[feature.layer]).float().cpu()
+        acts = capture(run.model, x, [feature.layer], replace=None if fn is None else {layer: fn})
+    return reading_feature(run.model, x, feature)(acts[feature.layer]).float().cpu()
 
 
 def layer_statistics(run: DatasetPass, layer: str) -> Tuple[np.ndarray, torch.Tensor]:
     """One pass over the dataset at ``layer``: ``(channel_means (n, C) float32, element_mean)``: each image's
-    spatial mean activation per channel, and the mean activation over the images, shaped like one image's
-    activation ((C, H, W) or (C,))."""
+    spatial mean activation per channel (a token layer's channels: its last dim, averaged over the tokens), and
+    the mean activation over the images, shaped like one image's activation ((C, H, W), (T, C) or (C,))."""
     means, total = [], None
     with run.bar(run.size, f"statistics {layer}") as bar, torch.no_grad():
         for _, images in run.batches():
             h = capture(run.model, _inputs(run, images), [layer])[layer].float().cpu()
-            means.append((h.flatten(2).mean(2) if h.dim() > 2 else h).numpy())
+            means.append((h.mean(1) if h.dim() == 3 else h.flatten(2).mean(2) if h.dim() > 2 else h).numpy())
             total = h.sum(0) if total is None else total + h.sum(0)
             bar.update(len(images))
     return np.concatenate(means).astype(np.float32), total / run.size

@@ -23,6 +23,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lucent.optvis.objectives import wrap_objective
 from torch import nn
 
 from .data import load_batch
@@ -103,9 +104,12 @@ def remove_channels(run: DatasetPass, images: torch.Tensor, feature: Feature, la
     activation) on ``images`` (B, 3, H, W)."""
     ch = torch.as_tensor(np.asarray(channels, dtype=np.int64))
 
-    def remove(o):
-        o = o.clone()
-        o[:, ch] = base.to(o.device, o.dtype).expand(o.shape[1:])[ch]
+    def remove(o):  # channels are dim 1 of a map / linear layer, the last dim of a token layer (B, T, C)
+        o, b = o.clone(), base.to(o.device, o.dtype).expand(o.shape[1:])
+        if o.dim() == 3:
+            o[:, :, ch] = b[:, ch]
+        else:
+            o[:, ch] = b[ch]
         return o
 
     return forward_replaced(run, images, feature, layer, remove)
@@ -118,7 +122,7 @@ def channel_inhibition(run: DatasetPass, indices: np.ndarray, feature: Feature, 
     for _, batch in run.batches(indices):
         att = run.attribute(batch, feature)
         s = (-att.scores[layer]).clamp(min=0).double().cpu()
-        i = s.flatten(2).sum(2).sum(0) if s.dim() > 2 else s.sum(0)
+        i = s.sum((0, 1)) if s.dim() == 3 else s.flatten(2).sum(2).sum(0) if s.dim() > 2 else s.sum(0)  # per channel
         total = i if total is None else total + i
         acts.append(att.activation.double().cpu())
     return total.numpy(), torch.cat(acts).numpy()
@@ -134,16 +138,26 @@ def removal_check(run: DatasetPass, images, feature, layer, ranked, n_channels: 
     return {"n": int(n), "top": effect(ranked[:n]), "random": rand, "random_mean": float(np.mean(rand))}
 
 
+@wrap_objective()
+def layer_channel(layer: str, n_channel: int, batch=None):
+    """Lucent's ``channel`` objective (minus the channel's mean activation) that also reads a token layer
+    (B, T, C): there the channel is the last dim, averaged over every token."""
+
+    def inner(T):
+        h = T(layer) if batch is None else T(layer)[batch:batch + 1]
+        return -(h[..., n_channel] if h.dim() == 3 else h[:, n_channel]).mean()
+
+    return inner
+
+
 def visualize_channels(model: nn.Module, layer: str, channels, render: Optional[RenderSettings]) -> torch.Tensor:
-    """(m, 3, H, W) renders of Lucent's ``channel(layer, c)`` objective, one batch item per channel, in one
+    """(m, 3, H, W) renders of :func:`layer_channel` (Lucent's ``channel(layer, c)``), one batch item per channel, in one
     :func:`~lucent_inhibit.rendering.run_render` call (``param`` None -> Lucent's ``param.image``; size
     default 96 px)."""
-    from lucent.optvis import objectives
-
     from .param import build
 
     settings = as_settings(render)
-    parts = [objectives.channel(layer, int(c), batch=i) for i, c in enumerate(channels)]
+    parts = [layer_channel(layer, int(c), batch=i) for i, c in enumerate(channels)]
     objective = sum(parts[1:], parts[0])
     params = build(settings.param or "lucent", settings.hw(96), batch=len(channels))
     return run_render(model, objective, params, settings, f"inhibitor channels of {layer}").images
