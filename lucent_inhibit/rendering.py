@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -363,4 +364,11 @@ def _model_hw(image_f, settings: RenderSettings, model: nn.Module) -> Tuple[Tupl
         notes.append(f"rendered at {type(model).__name__}'s input size {hw[0]}x{hw[1]}, the only size it takes (a "
                      "strict patch embedding; " + ("no model_size set" if asked is None else f"model_size {asked} "
                      "replaced") + "): each step's transformed image is resized to it")
+    for note in notes:  # said where it is decided, once per process (the CLI prints the library's INFO lines)
+        if note not in _SAID:
+            _SAID.add(note)
+            logging.getLogger("lucent_inhibit").info("%s", note)
     return hw, notes
+
+
+_SAID: set = set()  # the render notes already logged

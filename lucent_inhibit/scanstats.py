@@ -160,7 +160,8 @@ def warn_small_percentile(score, n: int) -> None:
     :data:`MIN_PERCENTILE_IMAGES`): its percentile ranks will refuse."""
     if score == "percentile" and n < MIN_PERCENTILE_IMAGES:
         warnings.warn(f"score='percentile' ranks P and N within the scan and needs at least {MIN_PERCENTILE_IMAGES} "
-                      f"images; this scan has {n}: scan more images or use score='min'", stacklevel=4)
+                      f"images; this scan has {n}: its percentile ranks refuse, and its summary and the scan stage "
+                      "rank MTIs by score='min' instead (scan more images for percentile ranks)", stacklevel=4)
 
 
 def percentile_tension(p: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -334,7 +334,7 @@ def test_cli_completeness_writes_result_and_figure(tmp_path, capsys):
         (["--layer", "conv3", "--unit", "0", "--layers", "conv9"], "Unknown layer 'conv9'"),
         (["--layer", "conv3", "--unit", "9", "--layers", "conv1"], "unit 9 out of range for layer 'conv3'"),
         (["--layer", "conv3", "--unit", "x"], "--unit must be comma-separated non-negative integers, got 'x'"),
-        (["--layer", "conv3", "--unit", "0", "--position", "top"], "--position must be 'center', 'mean' or 'y,x'"),
+        (["--layer", "conv3", "--unit", "0", "--position", "top"], "--position must be 'center', 'mean', 'y,x' or, on a token layer, 'cls' or 'token:i'"),
         (["--layers", "conv1"], "no linear output layer for random logits"),
         (["--layer", "conv2", "--unit", "0", "--layers", "conv3"], "does not feed the feature"),
         (["--layer", "conv3", "--unit", "0", "--n-images", "1"], "at least 2 images"),

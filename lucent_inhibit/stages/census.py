@@ -32,8 +32,8 @@ class CensusConfig:
                                   f"{DEFAULT_LAYER}, a pre-activation)")
     units: Optional[Tuple[int, ...]] = option(None, "units to census (default: every channel of the layer)",
                                               metavar="UNIT")
-    position: str = option("center", "where each unit is read: 'center', 'mean' or 'y,x' (a linear layer has no "
-                           "position: leave it at 'center')")
+    position: str = option("center", "where each unit is read: 'center', 'mean' or 'y,x' (a token layer also takes "
+                           "'cls' and 'token:i'; a linear layer has no position: leave it at 'center')")
     attr_layers: Optional[Tuple[str, ...]] = option(
         None, "attribution layer(s) before the layer, close to it (default: the last activation before it, "
         "blocks_4_0_bn2_act for the default layer)", metavar="LAYER")

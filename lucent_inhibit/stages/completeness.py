@@ -52,7 +52,8 @@ class CompletenessConfig:
     layer: Optional[str] = option(None, "study units of this layer instead of random logits (with --unit), "
                                   "e.g. blocks_4_0")
     unit: Optional[str] = option(None, "comma-separated channel indices at --layer, e.g. 3,17,40")
-    position: str = option("center", "where a conv feature is read: 'center', 'mean' or 'y,x'")
+    position: str = option("center", "where a feature is read: 'center', 'mean' or 'y,x' (a token layer also takes "
+                           "'cls' and 'token:i')")
     method: Literal["gradient_x_activation", "integrated_gradients"] = option(
         "gradient_x_activation", "attribution method (gradient_x_activation is the paper's)")
     steps: int = option(16, "integration points for integrated gradients")

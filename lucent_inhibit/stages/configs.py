@@ -44,9 +44,11 @@ def parse_position(text, name: str = "--position") -> Position:
     try:
         y, x = (int(v) for v in str(text).split(","))
     except ValueError:
-        raise ValueError(f"{name} must be 'center', 'mean' or 'y,x', got {text!r}") from None
+        raise ValueError(f"{name} must be 'center', 'mean', 'y,x' or, on a token layer, 'cls' or 'token:i'; got "
+                         f"{text!r}") from None
     if y < 0 or x < 0:
-        raise ValueError(f"{name} must be 'center', 'mean' or 'y,x' with y, x >= 0, got {text!r}")
+        raise ValueError(f"{name} must be 'center', 'mean', 'y,x' with y, x >= 0, or on a token layer 'cls' or "
+                         f"'token:i'; got {text!r}")
     return y, x
 
 
