@@ -158,6 +158,10 @@ def _crop_line(atlas) -> str:
             f"by rule: {rule}")
 
 
+def _mean_of(mean: float, n: int) -> str:
+    return f"{mean:.4g} (n={n})" if n else "none (n=0)"
+
+
 def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
     s, q = atlas.activation_by_sign(), atlas.quality()
     n_images = len(set(int(i) for i in atlas.points.image_index))
@@ -168,8 +172,8 @@ def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
         f"  icons: median cosine to their targets {q['median_cosine']:.3f}, median RMS contrast of the "
         f"receptive-field crops {q['median_contrast']:.3f}",
         _crop_line(atlas),
-        f"  icon activation: net-positive cells {s['positive_mean']:.4g} (n={s['n_positive']}), "
-        f"net-negative cells {s['negative_mean']:.4g} (n={s['n_negative']})",
+        f"  icon activation: net-positive cells {_mean_of(s['positive_mean'], s['n_positive'])}, "
+        f"net-negative cells {_mean_of(s['negative_mean'], s['n_negative'])}",
         "  wrote " + ", ".join(os.path.join(cfg.out, n) for n in ("atlas.npz", "atlas.png", "atlas.html")
                                + (("scan.npz",) if cfg.scan is None else ())),
     ]
