@@ -43,63 +43,108 @@ def support_box(support: Optional[torch.Tensor], shape: Sequence[int]) -> Box:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _totals(grads: List[torch.Tensor], a: torch.Tensor, box: Optional[Box]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """P, N (k, B) of ``S = g * a`` for the k gradients ``grads`` of one layer (each shaped like ``a``, or one
-    stacked (k, ...) tensor), summed inside ``box`` (maps) or over everything (other layers). ``grads`` is
-    emptied as soon as S exists, so that at most two chunk-sized tensors are alive (S and one clamped copy)."""
+def _buffers(workspace: Optional[dict], j: int, k: int, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Layer ``j``'s two (k, B, ...) buffers (the chunk's gradients, then S; the clamped copy), shaped like
+    ``a`` and kept in ``workspace`` across chunks and batches (the same memory every time: fresh chunk-sized
+    allocations fragment the heap), made when missing or too small."""
+    shape = (k,) + tuple(a.shape)
+    have = None if workspace is None else workspace.get(j)
+    if have is None or have[0].shape[0] < k or tuple(have[0].shape[1:]) != shape[1:] or have[0].dtype != a.dtype:
+        dense = a.is_contiguous() or a.is_contiguous(memory_format=torch.channels_last)
+        strides = ((a.numel(),) + tuple(a.stride())) if dense else None  # each row laid out like ``a``: plain copies
+        have = tuple(torch.empty(shape, dtype=a.dtype, device=a.device) if strides is None else
+                     torch.empty_strided(shape, strides, dtype=a.dtype, device=a.device) for _ in range(2))
+        if workspace is not None:
+            workspace[j] = have
+    return have[0][:k], have[1][:k]
+
+
+def _totals(s: torch.Tensor, tmp: torch.Tensor, a: torch.Tensor, box: Optional[Box]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """P, N (k, B) of ``S = g * a`` from the chunk's gradients ``s`` (k, B, ...) (overwritten with S inside
+    ``box``), summed inside ``box`` (maps) or over everything (other layers); ``tmp`` (like ``s``) holds the
+    clamped copies."""
     if box is not None:
-        a = a[..., box[0], box[1]]
-        grads[:] = [g[..., box[0], box[1]] for g in grads]
-    one = len(grads) == 1 and grads[0].dim() == a.dim() + 1  # the batched backward's (k, ...) tensor
-    s = grads[0] if one else torch.stack(grads)
-    grads.clear()
-    s = s.mul(a.detach()) if one else s.mul_(a.detach())  # autograd's own tensor may be an expanded view
+        a, s, tmp = (t[..., box[0], box[1]] for t in (a, s, tmp))
+    s = s.mul_(a.detach())
     dims = tuple(range(2, s.dim()))
-    tmp = torch.empty_like(s)
     pos = torch.clamp(s, min=0, out=tmp).sum(dims)
     neg = torch.clamp(s, max=0, out=tmp).sum(dims).neg_()
     return pos, neg
 
 
 def chunk_totals(values: torch.Tensor, acts: Sequence[torch.Tensor], features: Sequence[Feature],
-                 layers: Sequence[str], rows: range, retain: bool, batched: bool
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+                 layers: Sequence[str], rows: range, retain: bool, batched: bool,
+                 workspace: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Totals ``P``, ``N`` (k, B, L) float32 of the features ``rows`` of a
     :func:`~lucent_inhibit.attribution.feature_graph` (``values`` (K, B), ``acts`` at the L ``layers``).
 
     ``batched``: one backward pass vectorised over the chunk (``is_grads_batched``); else one backward per
-    feature. ``retain`` keeps the graph for later chunks. Maps (B, C, H, W) are summed on the chunk's support
-    box (see the module docstring); token and linear layers over everything.
+    feature, each gradient copied into the chunk's buffer at once, inside the support box (:func:`_loop_gradients`). ``retain`` keeps the graph for later
+    chunks; ``workspace`` (a dict the caller keeps) reuses the buffers across calls. Maps (B, C, H, W) are
+    summed on the chunk's support box (see the module docstring); token and linear layers over everything.
     """
-    f = values[rows.start:rows.stop]
+    f, k = values[rows.start:rows.stop], len(rows)
     if not f.requires_grad:
         raise _unused_layer_error(layers[0], features[rows.start], "no gradient path from it to the feature")
-    if batched and len(rows) > 1:
-        eye = torch.eye(len(rows), dtype=f.dtype, device=f.device)[:, :, None].expand(-1, -1, f.shape[1])
+    bufs = [_buffers(workspace, j, k, a) for j, a in enumerate(acts)]
+    if batched and k > 1:
+        eye = torch.eye(k, dtype=f.dtype, device=f.device)[:, :, None].expand(-1, -1, f.shape[1])
         stacked = torch.autograd.grad(f, list(acts), eye, allow_unused=True, retain_graph=retain,
                                       is_grads_batched=True)
-        grads = [[_checked_gradient(g, l, features[rows.start])] for l, g in zip(layers, stacked)]
+        boxes = []
+        for j, (l, g) in enumerate(zip(layers, stacked)):
+            bufs[j][0].copy_(_checked_gradient(g, l, features[rows.start]))
+            boxes.append(support_box(grow_support(None, g), g.shape) if acts[j].dim() == 4 else None)
     else:
-        grads = [[] for _ in layers]
-        for i in range(len(rows)):
-            per_layer = torch.autograd.grad(f[i].sum(), list(acts), allow_unused=True,
-                                            retain_graph=retain or i < len(rows) - 1)
-            for j, (l, g) in enumerate(zip(layers, per_layer)):
-                grads[j].append(_checked_gradient(g, l, features[rows.start + i]))
+        boxes = _loop_gradients(f, acts, features, layers, rows, retain, bufs)
     pos, neg = [], []
-    for gs, a in zip(grads, acts):
-        box = _chunk_box(gs, a) if a.dim() == 4 else None
-        p, n = _totals(gs, a, box)
+    for j, a in enumerate(acts):
+        p, n = _totals(bufs[j][0], bufs[j][1], a, boxes[j] if a.dim() == 4 else None)
         pos.append(p.float())
         neg.append(n.float())
     return torch.stack(pos, -1), torch.stack(neg, -1)
 
 
-def _chunk_box(grads: List[torch.Tensor], a: torch.Tensor) -> Box:
-    """The support box of a chunk's gradients at a map layer; stops looking once the box fills the map."""
-    support = None
-    for g in grads:
-        support = grow_support(support, g)
-        if bool(support.all()):
-            return support_box(None, a.shape)
-    return support_box(support, a.shape)
+def _loop_gradients(f, acts, features, layers, rows: range, retain: bool, bufs) -> List[Optional[Box]]:
+    """One backward per feature; each gradient is copied into its buffer row only inside the chunk's support
+    box so far (the box grows when a feature's support reaches beyond it: the earlier rows are zero there, and
+    are zeroed). Returns each map layer's final box (None for other layers)."""
+    boxes: List[Optional[Box]] = [None] * len(acts)
+    for i in range(len(rows)):
+        per_layer = torch.autograd.grad(f[i].sum(), list(acts), allow_unused=True,
+                                        retain_graph=retain or i < len(rows) - 1)
+        for j, (l, g) in enumerate(zip(layers, per_layer)):
+            g, buf = _checked_gradient(g, l, features[rows.start + i]), bufs[j][0]
+            if g.dim() != 4:
+                buf[i].copy_(g)
+                continue
+            full = support_box(None, g.shape)
+            if boxes[j] != full:
+                grown = _union(boxes[j], support_box(grow_support(None, g), g.shape))
+                if grown != boxes[j]:
+                    _grow(buf, i, boxes[j], grown)
+                    boxes[j] = grown
+            r, c = boxes[j]
+            buf[i][..., r, c].copy_(g[..., r, c])
+    return boxes
+
+
+def _union(a: Optional[Box], b: Box) -> Box:
+    """The bounding box of two boxes (an empty box, or None, adds nothing)."""
+    if a is None or a[0].start == a[0].stop:
+        return b
+    if b[0].start == b[0].stop:
+        return a
+    return (slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
+            slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)))
+
+
+def _grow(buf: torch.Tensor, i: int, old: Optional[Box], new: Box) -> None:
+    """Rows ``< i`` of ``buf`` hold gradients inside ``old`` only (zero outside): make them valid on ``new``."""
+    if i == 0:
+        return
+    rows = buf[:i]
+    keep = None if old is None or old[0].start == old[0].stop else rows[..., old[0], old[1]].clone()
+    rows[..., new[0], new[1]].zero_()
+    if keep is not None:
+        rows[..., old[0], old[1]].copy_(keep)

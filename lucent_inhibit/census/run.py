@@ -221,6 +221,7 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
     values = np.zeros((n, k), np.float32)
     pos, neg = np.zeros((n, k, n_layers), np.float32), np.zeros((n, k, n_layers), np.float32)
     free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
+    workspace: dict = {}  # the chunks' buffers, reused by every batch
     with run.bar(n, f"census of {k} features") as bar:
         for idx, images in run.batches(indices):
             check_shape(idx, images, shape)
@@ -230,7 +231,7 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
                 graph = feature_graph(run.model, x, feats, run.layers)
                 for begin in range(0, k, chunk):
                     rows = range(begin, min(k, begin + chunk))
-                    p, q = chunk_totals(*graph, feats, run.layers, rows, rows.stop < k, batched)
+                    p, q = chunk_totals(*graph, feats, run.layers, rows, rows.stop < k, batched, workspace)
                     cols = slice(rows.start, rows.stop)
                     values[rows_of, cols] = graph[0][cols].detach().T.float().cpu().numpy()
                     pos[rows_of, cols] = p.transpose(0, 1).cpu().numpy()
@@ -242,6 +243,7 @@ def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bo
                 failed = True
             if failed:  # outside the handler, so that the failed chunk's tensors are released first
                 graph = x = None  # noqa: F841 (the error's traceback keeps this frame: drop the batch's graph)
+                workspace.clear()
                 gc.collect()
                 raise chunk_memory_error(chunk, per_feature, free, run.batch_size)
             bar.update(len(idx))
