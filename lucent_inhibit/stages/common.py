@@ -7,9 +7,9 @@ once: inside it, :func:`load_model` and :func:`load_data` return the same object
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Sequence
-import logging
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .configs import DEFAULT_ATTR_LAYER, DEFAULT_LAYER, DataConfig, ModelConfig
@@ -153,7 +153,6 @@ def probe_input(model, size: int = 224, n: int = 1):
 
     from ..hooks import model_device
     from ..models import preprocess_fn
-
     from ..tokens import required_input_size
 
     h, w = required_input_size(model) or (size, size)
@@ -254,26 +253,17 @@ def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> 
     from ..hooks import capture, model_device
     from ..models import preprocess_fn
 
+    from ..attribution import reading_feature
+    from ..features import Feature
+
     vals: List[torch.Tensor] = []
-    norm = preprocess_fn(model)
+    norm, centre = preprocess_fn(model), Feature(layer, unit=0, position="center")
     for _, x in iter_batches(dataset, batch_size, indices=range(min(n, len(dataset)))):
+        x = norm(x.to(model_device(model)))
         with torch.no_grad():
-            a = capture(model, norm(x.to(model_device(model))), [layer])[layer]
-        vals.append(_centre_values(model, a, layer))
+            a = capture(model, x, [layer])[layer]
+        vals.append(reading_feature(model, x, centre).vector(a))  # the one position reader, on the model's grid
     return int(torch.cat(vals).std(0).argmax())
-
-
-def _centre_values(model, a, layer: str):
-    """(B, C) values of activation ``a`` at its centre: a map's middle position, a token layer's centre patch."""
-    from ..tokens import infer_grid, token_grid
-
-    if a.dim() == 4:
-        return a[:, :, a.shape[2] // 2, a.shape[3] // 2]
-    if a.dim() == 3:
-        grid = token_grid(model)
-        grid = infer_grid(a.shape[1], layer) if grid is None else grid.for_tokens(a.shape[1], layer)
-        return a[:, grid.index("center", layer)]
-    return a
 
 
 def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = "--attr-layer", size: int = 224):
