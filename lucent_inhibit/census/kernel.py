@@ -79,9 +79,10 @@ def chunk_totals(values: torch.Tensor, acts: Sequence[torch.Tensor], features: S
     :func:`~lucent_inhibit.attribution.feature_graph` (``values`` (K, B), ``acts`` at the L ``layers``).
 
     ``batched``: one backward pass vectorised over the chunk (``is_grads_batched``); else one backward per
-    feature, each gradient copied into the chunk's buffer at once, inside the support box (:func:`_loop_gradients`). ``retain`` keeps the graph for later
-    chunks; ``workspace`` (a dict the caller keeps) reuses the buffers across calls. Maps (B, C, H, W) are
-    summed on the chunk's support box (see the module docstring); token and linear layers over everything.
+    feature, each gradient copied into the chunk's buffer at once, inside the support box
+    (:func:`_loop_gradients`). ``retain`` keeps the graph for later chunks; ``workspace`` (a dict the caller
+    keeps) reuses the buffers across calls. Maps (B, C, H, W) are summed on the chunk's support box (see the
+    module docstring); token and linear layers over everything.
     """
     f, k = values[rows.start:rows.stop], len(rows)
     if not f.requires_grad:
