@@ -19,7 +19,6 @@ from .options import flag, option
 #: same block, where completeness r is ~1: SPEC 3). Other models name their layers explicitly.
 DEFAULT_LAYER = "blocks_4_0_bn3_drop"
 DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"
-EMBEDDED_SPECS = ("efficientnet_lite0", "embedded", "default")
 
 Position = Union[str, Tuple[int, int]]
 #: Help of the dataset passes' ``--autocast`` switch (scan, census).
@@ -78,12 +77,6 @@ class ModelConfig:
         for name in ("spec", "weights", "device"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{flag(ModelConfig, name)} must be a non-empty string, got {getattr(self, name)!r}")
-
-    @property
-    def embedded(self) -> bool:
-        """True for the embedded EfficientNet-Lite0 (whose default layers the stages know)."""
-        return self.spec in EMBEDDED_SPECS
-
 
 @dataclass
 class DataConfig:
