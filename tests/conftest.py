@@ -53,3 +53,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def loaded(monkeypatch):
+    """Every model a stage loads (``stages.common.load_model``), with its hook count and requires_grad flags
+    at load time: (model, hooks, flags) tuples, for checks that a run leaves the model as it found it."""
+    from lucent_inhibit import hooks
+    from lucent_inhibit.stages import common
+
+    seen = []
+    load = common.load_model
+
+    def recording(cfg):
+        model = load(cfg)
+        seen.append((model, hooks.hook_count(model), [p.requires_grad for p in model.parameters()]))
+        return model
+
+    monkeypatch.setattr(common, "load_model", recording)
+    return seen

@@ -10,27 +10,11 @@ import pytest
 
 from lucent_inhibit import hooks
 from lucent_inhibit.report import DemoConfig, run_demo
-from lucent_inhibit.stages import common
 
 #: Smaller than DemoConfig.quick() (CPU test); combo_size stays 96: at smaller model inputs Lucent's standard
 #: transforms (12 px pad, 8 px jitter) move a unit's receptive field so far that renders do not excite it.
 SMALL = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size=8, completeness_images=8,
                             atlas_select=16, combo_images=12, toy_steps=60)
-
-
-@pytest.fixture
-def loaded(monkeypatch):
-    """Every model the demo loads, with its hook count and requires_grad flags at load time."""
-    seen = []
-    load = common.load_model
-
-    def recording(cfg):
-        model = load(cfg)
-        seen.append((model, hooks.hook_count(model), [p.requires_grad for p in model.parameters()]))
-        return model
-
-    monkeypatch.setattr(common, "load_model", recording)
-    return seen
 
 
 @pytest.mark.slow

@@ -9,26 +9,10 @@ import pytest
 
 from lucent_inhibit import hooks
 from lucent_inhibit.cli import main
-from lucent_inhibit.stages import common
 
 SPECS = ("timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224")
 MODEL = ["--weights", "none", "--size", "224"]
 IMAGES = ["--n-images", "8", "--batch-size", "8"]  # tense reads no images
-
-
-@pytest.fixture
-def loaded(monkeypatch):
-    """Every model the stages load, with its hook count and requires_grad flags at load time."""
-    seen = []
-    load = common.load_model
-
-    def recording(cfg):
-        model = load(cfg)
-        seen.append((model, hooks.hook_count(model), [p.requires_grad for p in model.parameters()]))
-        return model
-
-    monkeypatch.setattr(common, "load_model", recording)
-    return seen
 
 
 def stage_commands(spec, out):
