@@ -160,6 +160,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         signum = getattr(exc, "signum", 2)
         print(f"lucent-inhibit: interrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'}); no temporary files "
               "were left", file=sys.stderr)
+        # an object the interrupt left half-built (e.g. a library interrupted while importing) may fail in
+        # its __del__ at exit: keep the one line above the only thing said
+        sys.unraisablehook = lambda unraisable: None
         return 128 + signum
     except Exception as exc:
         if debug:
