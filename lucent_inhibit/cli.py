@@ -151,6 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .stages.common import run_stage
 
     _say_picks()
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable_hook(sys.unraisablehook)
     try:
         result = run_stage(stage, config, progress=True)
         lines = stage.describe(result, config)
@@ -165,9 +166,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.unraisablehook = lambda unraisable: None
         return 128 + signum
     except Exception as exc:
+        sys.unraisablehook = previous_hook
         if debug:
             raise
         return _fail(exc) if user_error(exc) else _internal(exc)
+    sys.unraisablehook = previous_hook
     for line in lines:
         print(line)
     return 0
@@ -181,6 +184,16 @@ class _StderrLines(logging.Handler):
             print(f"lucent-inhibit: {self.format(record)}", file=sys.stderr)
         except Exception:  # noqa: BLE001 (logging's own contract: report, never raise)
             self.handleError(record)
+
+
+def _unraisable_hook(previous):
+    """``previous``, except for a Ctrl-C / SIGTERM that landed in a finaliser (a ``__del__``, a weakref
+    callback), which Python can only print: the run's output block raises it again when it ends
+    (:func:`lucent_inhibit.outputs.terminate_raises`), so the one interrupted line stays the only thing said."""
+    def hook(unraisable):
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            previous(unraisable)
+    return hook
 
 
 def _say_picks() -> None:

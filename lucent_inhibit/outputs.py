@@ -14,8 +14,9 @@ files lucent-inhibit wrote there (and which stage wrote each). The rules:
 * A report (:class:`StagingDir`) is built in a temporary folder beside its target and swapped in
   atomically, only where the target is missing, empty, or a previous report whose manifest lists
   every file it holds.
-* SIGTERM inside these blocks raises :class:`Interrupted` (a ``KeyboardInterrupt``) in the main
-  thread, so that the cleanup of temporary files and folders runs as it does for Ctrl-C.
+* SIGTERM and Ctrl-C inside these blocks raise :class:`Interrupted` (a ``KeyboardInterrupt``) in the
+  main thread, so that the cleanup of temporary files and folders runs as it does for Ctrl-C; an
+  interrupt that some library swallowed is raised again when the block ends, before a report is swapped in.
 """
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def stage_output(out: str, stage: str, patterns: Optional[Sequence[str]], inputs
     """Check ``out`` for ``stage`` (:func:`check_stage_folder`) before the block; after it, also when it
     raises, record the stage's files in the manifest (unless ``record`` is False: the other ranks of a
     torchrun job, whose files rank 0 records). A folder the block created and left empty is removed.
-    SIGTERM inside the block raises :class:`Interrupted`."""
+    SIGTERM or Ctrl-C inside the block raises :class:`Interrupted` (:func:`terminate_raises`)."""
     path = check_stage_folder(out, stage, patterns, inputs)
     existed, before = os.path.isdir(path), _entries(path)
     try:
@@ -215,24 +216,46 @@ def _record(path: str, stage: str, patterns, before: Dict[str, bool]) -> None:
 # ------------------------------------------------------------------------------------------------
 # signals
 # ------------------------------------------------------------------------------------------------
+#: The signal received inside the outermost :func:`terminate_raises` block, if any (see there).
+_received: Dict[str, Optional[int]] = {"signum": None}
+
+
 def _raise(signum, frame):
+    _received["signum"] = signum
     raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` if SIGINT or SIGTERM arrived inside the current :func:`terminate_raises`
+    block, even where the ``KeyboardInterrupt`` it raised was swallowed on the way (an interrupt that lands
+    in a ``__del__`` or a weakref callback is only printed by Python; some libraries catch it)."""
+    if _received["signum"] is not None:
+        raise Interrupted(_received["signum"])
 
 
 @contextlib.contextmanager
 def terminate_raises() -> Iterator[None]:
-    """Inside the block SIGTERM raises :class:`Interrupted` (only in the main thread, and only where no
-    handler of the program's own is installed), so ``finally`` clauses run as for Ctrl-C."""
+    """Inside the block SIGTERM and Ctrl-C raise :class:`Interrupted` (only in the main thread, and only
+    where no handler of the program's own is installed), so ``finally`` clauses run as for Ctrl-C.
+
+    The signal is also remembered: a block that ends normally after one arrived raises
+    :class:`Interrupted` at its end (:func:`raise_if_interrupted`), so a run whose interrupt was swallowed
+    somewhere still stops instead of finishing as if nothing had happened."""
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main else None
-    install = main and previous in (signal.SIG_DFL, None)
-    if install:
-        signal.signal(signal.SIGTERM, _raise)
+    handlers = {s: signal.getsignal(s) if main else None for s in (signal.SIGTERM, signal.SIGINT)}
+    ours = {s for s, h in handlers.items() if main and h in (signal.SIG_DFL, signal.default_int_handler, None)}
+    if ours:
+        _received["signum"] = None
+    for s in ours:
+        signal.signal(s, _raise)
     try:
         yield
+        raise_if_interrupted()
     finally:
-        if install:
-            signal.signal(signal.SIGTERM, previous)
+        for s in ours:
+            signal.signal(s, handlers[s])
+        if ours:
+            _received["signum"] = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,6 +326,7 @@ class StagingDir:
             if exc_type is None:
                 write_manifest(self.tmp, {f: "report" for f in _all_files(self.tmp)}, kind="report")
                 check_report_target(self.given, self.inputs)
+                raise_if_interrupted()
                 _swap_in(self.tmp, self.out)
         finally:
             if self.tmp is not None and os.path.exists(self.tmp):

@@ -1,5 +1,6 @@
 """Output folders: nothing of the user's is moved, overwritten or deleted; bad --out is refused before any
 work; interrupted runs leave the previous report and no temporary folder (lucent_inhibit.outputs)."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from lucent_inhibit.cli import main
-from lucent_inhibit.outputs import (MANIFEST, OutputError, StagingDir, check_report_target,
+from lucent_inhibit.outputs import (MANIFEST, Interrupted, OutputError, StagingDir, check_report_target,
                                     check_target, read_manifest, stage_files, stage_output)
 from lucent_inhibit.stages import STAGES
 from lucent_inhibit.stages.options import options
@@ -239,3 +240,67 @@ def test_a_stage_interrupted_by_sigterm_leaves_no_temporary_file(tmp_path):
     names = [n for _, _, files in os.walk(out) for n in files]
     assert not [n for n in names if n.endswith(".tmp") or n.startswith(".tmp-")]
     assert read_manifest(str(out)) == {"scan": "scan"}  # the checkpoints are its own: a rerun resumes
+
+
+class _InterruptedWhileCollected:
+    """An object whose ``__del__`` receives a signal: Python prints the KeyboardInterrupt it raises and
+    goes on, as happens when Ctrl-C lands while the garbage collector runs a library's finaliser."""
+
+    def __init__(self, sig):
+        self.sig = sig
+
+    def __del__(self):
+        signal.raise_signal(self.sig)
+
+
+def _swallow(sig):
+    try:
+        signal.raise_signal(sig)
+    except KeyboardInterrupt:  # a library that catches it
+        pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("swallowed_by", ["__del__", "except"])
+def test_an_interrupt_swallowed_inside_a_report_still_keeps_the_previous_report(sig, swallowed_by, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)
+    out = tmp_path / "report"
+    with StagingDir(str(out)) as tmp:
+        open(os.path.join(tmp, "index.html"), "w").write("previous report")
+    with pytest.raises(Interrupted) as info:
+        with StagingDir(str(out)) as tmp:
+            if swallowed_by == "__del__":
+                _InterruptedWhileCollected(sig)  # collected at once: its __del__ runs here
+            else:
+                _swallow(sig)
+            open(os.path.join(tmp, "index.html"), "w").write("new report")
+    assert info.value.signum == sig
+    assert (out / "index.html").read_text() == "previous report"
+    assert sorted(os.listdir(tmp_path)) == ["report"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_stage_whose_interrupt_was_swallowed_stops_and_a_later_block_is_not_affected(tmp_path):
+    with pytest.raises(Interrupted):
+        with stage_output(str(tmp_path / "out"), "scan", stage_files(STAGES["scan"])):
+            _swallow(signal.SIGINT)
+    with stage_output(str(tmp_path / "out"), "scan", stage_files(STAGES["scan"])):  # no interrupt this time
+        pass
+
+
+def test_the_cli_run_whose_ctrl_c_landed_in_a_finaliser_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # prints (pytest would only warn)
+    toy = STAGES["toy"]
+
+    def run(cfg, progress=True):
+        _InterruptedWhileCollected(signal.SIGINT)
+        return toy.run(cfg, progress)
+
+    monkeypatch.setitem(STAGES, "toy", dataclasses.replace(toy, run=run))
+    out = tmp_path / "toy"
+    assert main(["toy", *RUNS["toy"], "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "lucent-inhibit: interrupted (Ctrl-C); no temporary files were left"
+    assert "Traceback" not in err and "Exception ignored" not in err, err
