@@ -242,16 +242,25 @@ def feature_values(acts: Dict[str, torch.Tensor], features: Sequence[Feature]) -
     parts, order = [], []
     for (layer, _, _, is_direction), rows in groups.items():
         act, first = acts[layer], features[rows[0]]
-        vec = first.vector(act)
         if is_direction:
+            vec = first.vector(act)
             parts.append(vec @ torch.stack([features[k].direction for k in rows], 1).to(vec.device, vec.dtype))
         else:
-            parts.append(vec[:, [features[k].unit for k in rows]])
+            parts.append(_unit_values(act, first, [features[k].unit for k in rows]))
         order += rows
     values = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
     if order != sorted(order):
         values = values[:, torch.as_tensor(np.argsort(order), device=values.device)]
     return values.T
+
+
+def _unit_values(act: torch.Tensor, first: Feature, units: List[int]) -> torch.Tensor:
+    """(B, k) ``units`` of ``act`` at ``first``'s position; on a map at one position with one indexing node
+    (whose backward writes each gradient straight into the map: one allocation, not one per dimension)."""
+    yx = first.spatial_index(act) if act.dim() == 4 else None
+    if yx is not None:
+        return act[:, units, yx[0], yx[1]]
+    return first.vector(act)[:, units]
 
 
 def layer_scores(values: torch.Tensor, acts: Sequence[torch.Tensor], features: Sequence[Feature],

@@ -11,6 +11,7 @@ every stage takes.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from typing import Optional, Tuple, Union
 
@@ -256,10 +257,10 @@ def check_images(images, preprocess: bool = True) -> torch.Tensor:
         warnings.warn(f"images are {images.dtype}; converted to torch.float32, the dtype the models compute in",
                       UserWarning, stacklevel=3)
         images = images.float()
-    if not torch.isfinite(images).all():
+    lo, hi = float(images.min()), float(images.max())  # both NaN when any value is (torch propagates NaN)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("images contain NaN or infinite values")
     if preprocess:
-        lo, hi = float(images.min()), float(images.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(
                 f"images must be in [0, 1] (the library applies the model's normalisation), got range "

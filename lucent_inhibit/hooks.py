@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import weakref
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -122,29 +122,38 @@ def hooks_restored(model: nn.Module) -> Iterator[nn.Module]:
     Lucent's ``render_vis`` never removes the forward hooks it registers on every module; every render
     of the library runs inside this block.
     """
-    before = {m: {d: set(getattr(m, d, {}) or {}) for d in _HOOK_DICTS} for m in model.modules()}
+    before = _hook_keys(model)
     try:
         yield model
     finally:
         for m in model.modules():
-            kept = before.get(m, {})
             for d in _HOOK_DICTS:
-                hooks = getattr(m, d, None)
-                if not hooks:
-                    continue
-                for key in [k for k in hooks if k not in kept.get(d, ())]:
-                    del hooks[key]
+                hooks = m.__dict__.get(d)
+                if hooks:
+                    kept = before.get((m, d), ())
+                    for key in [k for k in hooks if k not in kept]:
+                        del hooks[key]
+
+
+def _hook_keys(model: nn.Module) -> Dict[tuple, frozenset]:
+    """``(module, hook dict name) -> the keys it holds``, for the non-empty hook dicts of ``model``'s modules."""
+    return {(m, d): frozenset(h) for m in model.modules() for d in _HOOK_DICTS if (h := m.__dict__.get(d))}
 
 
 # ------------------------------------------------------------------------------------------------
 # forward order and call counts (one probe per model and input shape)
 # ------------------------------------------------------------------------------------------------
-_PROBES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, List[str]]]" = weakref.WeakKeyDictionary()
+class _Probe(NamedTuple):
+    order: List[str]  # layer names in the order their modules run (once per call)
+    shapes: Dict[str, Tuple[int, ...]]  # layer -> its (last) output's shape on one image, for tensor outputs
 
 
-def forward_order(model: nn.Module, x: torch.Tensor) -> List[str]:
-    """Layer names in the order their modules run in one forward pass on ``x``'s shape (a name appears
-    once per call). Measured once per model and input shape with one no-grad pass on ``x[:1]``."""
+_PROBES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, _Probe]]" = weakref.WeakKeyDictionary()
+
+
+def _probed(model: nn.Module, x: torch.Tensor) -> _Probe:
+    """The forward-order probe of ``model`` on ``x``'s shape: one no-grad pass on ``x[:1]``, once per model
+    and input shape."""
     key = tuple(x.shape[1:])
     cache = _PROBES.setdefault(model, {})
     if key not in cache:
@@ -152,20 +161,47 @@ def forward_order(model: nn.Module, x: torch.Tensor) -> List[str]:
     return cache[key]
 
 
-def _probe(model: nn.Module, x: torch.Tensor) -> List[str]:
+def forward_order(model: nn.Module, x: torch.Tensor) -> List[str]:
+    """Layer names in the order their modules run in one forward pass on ``x``'s shape (a name appears
+    once per call). Measured once per model and input shape with one no-grad pass on ``x[:1]``."""
+    return _probed(model, x).order
+
+
+def output_shapes(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """``capture(model, x[:1], names)`` as shapes only: each layer's output on one image, as an empty
+    ``meta`` tensor of its shape, read off the forward-order probe (no forward pass once it exists). Names
+    the probe cannot answer (unknown, failing, non-tensor outputs, rows that are not the image) go through
+    :func:`capture`, whose error says what is wrong."""
+    names = layer_names(names)
+    check_single_call(model, x, [n for n in names if n != "input"])
+    shapes = dict(_probed(model, x).shapes, input=tuple(x[:1].shape))
+    if not all(n in shapes and shapes[n][:1] == (1,) for n in names):  # rows that are not the image: refused
+        with torch.no_grad():
+            return capture(model, x[:1], names)
+    return {n: torch.empty(shapes[n], device="meta") for n in names}
+
+
+def _probe(model: nn.Module, x: torch.Tensor) -> _Probe:
     order: List[str] = []
+    shapes: Dict[str, Tuple[int, ...]] = {}
+
+    def seen(name, output):
+        order.append(name)
+        if torch.is_tensor(output):
+            shapes[name] = tuple(output.shape)
+
     training = model.training
     model.eval()  # no batch-norm statistics change, no dropout
     with hooks_restored(model):
         for name, module in layer_table(model).items():
-            module.register_forward_hook(lambda m, i, o, n=name: order.append(n))
+            module.register_forward_hook(lambda m, i, o, n=name: seen(n, o))
         try:
             with torch.no_grad():
                 model(x)
         except Exception as e:  # a model that cannot run on this input says so at the real call
             order.append(f"<forward failed: {type(e).__name__}>")
     model.train(training)
-    return order
+    return _Probe(order, shapes)
 
 
 def call_counts(model: nn.Module, x: torch.Tensor) -> Dict[str, int]:

@@ -88,3 +88,40 @@ def test_census_of_a_one_by_one_head_equals_one_feature_attributions():
     p_ref, n_ref = by_attribute(net, X, census.features, ["relu"])
     torch.testing.assert_close(torch.from_numpy(census.pos), p_ref.transpose(0, 1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.from_numpy(census.neg), n_ref.transpose(0, 1), rtol=1e-5, atol=1e-5)
+
+
+class Aliased(OneByOne):
+    """OneByOne with an identity after the ReLU: the backward hands ``relu`` and ``same`` one gradient
+    tensor, which the kernel must not write into."""
+
+    def __init__(self):
+        super().__init__()
+        self.same = nn.Identity()
+
+    def forward(self, x):
+        return self.head(self.same(self.relu(self.conv(x))))
+
+
+@pytest.mark.parametrize("model", [OneByOne, Aliased])
+def test_features_inside_the_box_so_far_and_beyond_it_are_summed_exactly(model):
+    """Repeated positions take the confined path (the box so far holds the gradient), a new one grows the box."""
+    net = li.prepare(model())
+    positions = [(2, 2), (2, 2), (2, 3), (2, 2), (6, 1)]
+    features = [li.Feature("head", u, position=p) for u, p in zip((0, 1, 2, 3, 0), positions)]
+    layers = ["relu", "same", "conv"] if model is Aliased else ["relu", "conv"]
+    p, n = kernel(net, X, features, layers)
+    p_ref, n_ref = by_attribute(net, X, features, layers)
+    torch.testing.assert_close(p, p_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(n, n_ref, rtol=1e-5, atol=1e-5)
+    assert float((p_ref > 0).float().mean()) > 0.6 and bool((n_ref > 0).any())  # a real check
+
+
+def test_a_gradient_shared_by_two_layers_is_not_written_into():
+    from lucent_inhibit.census.kernel import _own_storage
+
+    net = li.prepare(Aliased())
+    values, acts = feature_graph(net, prepare_inputs(net, X, True), [li.Feature("head", 0)], ["relu", "same", "conv"])
+    grads = torch.autograd.grad(values[0].sum(), acts)
+    shared = grads[0].untyped_storage().data_ptr() == grads[1].untyped_storage().data_ptr()
+    assert _own_storage(grads) == [not shared, not shared, True]
+    assert _own_storage([grads[2], grads[2].expand(2, -1, -1, -1, -1)[0]]) == [False, False]

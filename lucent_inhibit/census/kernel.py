@@ -5,8 +5,10 @@ A feature read at one position of a map has a gradient that is exactly zero outs
 an earlier layer (a 1x1 convolution's: one position), so ``S`` is exactly zero there too. The totals of a
 chunk of features are therefore taken on the smallest spatial box that holds every nonzero gradient of the
 chunk (found on the gradients themselves, so the totals are exact, not an estimate of the receptive field);
-a feature whose gradient fills the map (``position="mean"``) gets the whole map. This leaves the census with
-little more work than its forward and backward passes (``benchmarks/census.py``: against that physical limit).
+a feature whose gradient fills the map (``position="mean"``) gets the whole map. With one backward per
+feature, a gradient is first tested against the chunk's box so far (zero outside it: two whole-tensor
+reductions) and only searched for its own support when it is not. This leaves the census with little more
+work than its forward and backward passes (``benchmarks/census.py``: against that physical limit).
 """
 from __future__ import annotations
 
@@ -114,20 +116,44 @@ def _loop_gradients(f, acts, features, layers, rows: range, retain: bool, bufs) 
     for i in range(len(rows)):
         per_layer = torch.autograd.grad(f[i].sum(), list(acts), allow_unused=True,
                                         retain_graph=retain or i < len(rows) - 1)
+        own = _own_storage(per_layer)
         for j, (l, g) in enumerate(zip(layers, per_layer)):
-            g, buf = _checked_gradient(g, l, features[rows.start + i]), bufs[j][0]
+            g, row = _checked_gradient(g, l, features[rows.start + i]), bufs[j][0][i]
             if g.dim() != 4:
-                buf[i].copy_(g)
+                row.copy_(g)
                 continue
-            full = support_box(None, g.shape)
-            if boxes[j] != full:
-                grown = _union(boxes[j], support_box(grow_support(None, g), g.shape))
-                if grown != boxes[j]:
-                    _grow(buf, i, boxes[j], grown)
+            box = boxes[j]
+            if box is not None and own[j] and _copied_if_confined(g, row, box):
+                continue
+            if box != support_box(None, g.shape):
+                grown = _union(box, support_box(grow_support(None, g), g.shape))
+                if grown != box:
+                    _grow(bufs[j][0], i, box, grown)
                     boxes[j] = grown
             r, c = boxes[j]
-            buf[i][..., r, c].copy_(g[..., r, c])
+            row[..., r, c].copy_(g[..., r, c])
     return boxes
+
+
+def _own_storage(grads) -> List[bool]:
+    """Per gradient: whether it is dense and shares memory with no other gradient of the list (identity
+    layers can hand two layers one tensor), so that :func:`_copied_if_confined` may write into it."""
+    ptrs = [None if g is None else g.untyped_storage().data_ptr() for g in grads]
+    return [g is not None and ptrs.count(ptrs[j]) == 1 and
+            (g.is_contiguous() or g.is_contiguous(memory_format=torch.channels_last)) for j, g in enumerate(grads)]
+
+
+def _copied_if_confined(g: torch.Tensor, row: torch.Tensor, box: Box) -> bool:
+    """Copy ``g`` (B, C, H, W) into ``row`` inside ``box`` and say whether ``g`` is exactly zero outside it
+    (then the box's totals are the map's). Checked by zeroing the box in ``g`` (a gradient no one else
+    holds) and two whole-tensor reductions; when it is not, ``g`` is put back as it was."""
+    inside, kept = g[..., box[0], box[1]], row[..., box[0], box[1]]
+    kept.copy_(inside)
+    inside.zero_()
+    if g.amax().item() == 0 and g.amin().item() == 0:
+        return True
+    inside.copy_(kept)
+    return False
 
 
 def _union(a: Optional[Box], b: Box) -> Box:

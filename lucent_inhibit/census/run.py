@@ -20,7 +20,7 @@ from ..data import describe_item
 from ..datapass import DatasetPass, check_flag, dataset_pass
 from ..distributed import agree, all_gather, dataset_digest, init_from_env, rank_indices
 from ..features import Feature, check_position
-from ..hooks import capture, model_device
+from ..hooks import model_device, output_shapes
 from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape
 from ..validate import InputError, check_choice, check_int, check_number
 from .kernel import chunk_totals
@@ -200,8 +200,7 @@ def _setup(model, dataset, features, layers, units, position, batch_size, chunk_
     with run.evaluating():
         idx0, first = next(run.batches(range(min(run.batch_size, run.size))))
         x0 = prepare_inputs(run.model, first, run.preprocess)
-        with torch.no_grad():  # one image, for the layers' shapes
-            probe = capture(model, x0[:1], run.layers + ([features] if isinstance(features, str) else []))
+        probe = output_shapes(model, x0, run.layers + ([features] if isinstance(features, str) else []))
     feats = census_features(features, probe, units, position)
     run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
     batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
