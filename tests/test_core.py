@@ -85,6 +85,33 @@ def test_hooks_restored_removes_only_what_was_added(tiny_net):
     keep.remove()
 
 
+def test_hooks_restored_also_removes_backward_and_keyword_hooks_added_inside(tiny_net):
+    keep = tiny_net.conv2.register_full_backward_hook(lambda m, gi, go: None)
+    with hooks.hooks_restored(tiny_net):
+        tiny_net.conv2.register_full_backward_hook(lambda m, gi, go: None)
+        tiny_net.conv1.register_forward_hook(lambda m, a, k, o: None, with_kwargs=True, always_call=True)
+        tiny_net.relu1.register_forward_pre_hook(lambda m, a, k: None, with_kwargs=True)
+    assert len(tiny_net.conv2._backward_hooks) == 1 and keep.id in tiny_net.conv2._backward_hooks
+    for m in tiny_net.modules():
+        for d in hooks._HOOK_DICTS:
+            assert not getattr(m, d) or (m is tiny_net.conv2 and d == "_backward_hooks"), (m, d)
+    keep.remove()
+
+
+def test_output_shapes_equal_capture_and_need_no_forward_pass_once_probed(tiny_net, tiny_images):
+    names = ["input", "relu1", "conv3"]
+    want = {n: t[:1].shape for n, t in hooks.capture(tiny_net, tiny_images, names).items()}
+    calls = []
+    tiny_net.conv1.register_forward_hook(lambda m, i, o: calls.append(1))
+    got = hooks.output_shapes(tiny_net, tiny_images, names)
+    assert {n: t.shape for n, t in got.items()} == want and all(t.device.type == "meta" for t in got.values())
+    assert calls == []  # read off the forward-order probe that capture made
+    with pytest.raises(ValueError, match="Closest valid names: conv2"):
+        hooks.output_shapes(tiny_net, tiny_images, ["conv_2"])
+    with pytest.raises(hooks.AmbiguousLayerError):
+        hooks.output_shapes(Twice().eval(), torch.rand(1, 3, 8, 8), ["act"])
+
+
 def test_truncated_view_keeps_names_and_stops(tiny_net, tiny_images):
     view = hooks.Truncated(tiny_net, "relu1")
     assert hooks.layers(view) == hooks.layers(tiny_net)
