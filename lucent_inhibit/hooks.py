@@ -338,43 +338,6 @@ def protect_outputs(model: nn.Module, names: Sequence[str]) -> None:
         table[n].register_forward_hook(lambda m, i, o: o.clone() if torch.is_tensor(o) else None)
 
 
-class Truncated(nn.Module):
-    """A view of ``model`` that shares its children (Lucent's layer names are unchanged) and ends the
-    forward pass once ``stop_layer`` has run; the rest of the network is skipped. ``stop_layer`` may be
-    set after construction (``None`` runs the whole model; a ``RuntimeError`` there, e.g. a layer too small
-    for the input, is kept in ``failure`` and the pass ends). Returns ``None`` when it stopped early."""
-
-    def __init__(self, model: nn.Module, stop_layer: Optional[str] = None):
-        super().__init__()
-        self.__dict__["_wrapped"] = model
-        self.__dict__["_modules"] = model._modules
-        self.__dict__["stop_layer"] = stop_layer
-        self.__dict__["failure"] = None
-
-    def _get_name(self):
-        return self._wrapped._get_name()
-
-    def forward(self, x):
-        if self.stop_layer is None:
-            try:
-                return self._wrapped(x)
-            except RuntimeError as exc:  # e.g. a late layer too small for this input: kept for messages
-                self.__dict__["failure"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                return None
-        module = get_layer(self._wrapped, self.stop_layer)
-
-        def stop(m, i, o):
-            raise StopForward
-
-        handle = module.register_forward_hook(stop)
-        try:
-            return self._wrapped(x)
-        except StopForward:
-            return None
-        finally:
-            handle.remove()
-
-
 def layers_before(model: nn.Module, x: torch.Tensor, layer: str) -> List[str]:
     """Single-call layers that run before ``layer`` in the forward pass, in order."""
     order = forward_order(model, x)

@@ -32,13 +32,51 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import Truncated, check_single_call, deepest, frozen_weights, hooks_restored, model_device, protect_outputs
+from .hooks import (StopForward, check_single_call, deepest, frozen_weights, get_layer, hooks_restored, model_device,
+                    protect_outputs)
 from .tokens import required_input_size
 from .validate import (MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_flag, check_int, check_number,
                        check_optional, check_size)
 
 Size = Union[int, Tuple[int, int]]
 PARAMS = ("fourier", "phase", "lucent")
+
+
+class Truncated(nn.Module):
+    """A view of ``model`` that shares its children (Lucent's layer names are unchanged) and ends the
+    forward pass once ``stop_layer`` has run; the rest of the network is skipped. ``stop_layer`` may be
+    set after construction (``None`` runs the whole model; a ``RuntimeError`` there, e.g. a layer too small
+    for the input, is kept in ``failure`` and the pass ends). Returns ``None`` when it stopped early."""
+
+    def __init__(self, model: nn.Module, stop_layer: Optional[str] = None):
+        super().__init__()
+        self.__dict__["_wrapped"] = model
+        self.__dict__["_modules"] = model._modules
+        self.__dict__["stop_layer"] = stop_layer
+        self.__dict__["failure"] = None
+
+    def _get_name(self):
+        return self._wrapped._get_name()
+
+    def forward(self, x):
+        if self.stop_layer is None:
+            try:
+                return self._wrapped(x)
+            except RuntimeError as exc:  # e.g. a late layer too small for this input: kept for messages
+                self.__dict__["failure"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                return None
+        module = get_layer(self._wrapped, self.stop_layer)
+
+        def stop(m, i, o):
+            raise StopForward
+
+        handle = module.register_forward_hook(stop)
+        try:
+            return self._wrapped(x)
+        except StopForward:
+            return None
+        finally:
+            handle.remove()
 
 
 class NonFiniteLoss(FloatingPointError):

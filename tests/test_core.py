@@ -113,7 +113,7 @@ def test_output_shapes_equal_capture_and_need_no_forward_pass_once_probed(tiny_n
 
 
 def test_truncated_view_keeps_names_and_stops(tiny_net, tiny_images):
-    view = hooks.Truncated(tiny_net, "relu1")
+    view = rendering.Truncated(tiny_net, "relu1")
     assert hooks.layers(view) == hooks.layers(tiny_net)
     assert view(tiny_images) is None
     view.stop_layer = None
