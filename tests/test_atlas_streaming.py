@@ -224,3 +224,30 @@ def test_point_buffer_keeps_only_non_zero_vectors_and_warns():
     empty.add(torch.zeros(1, 2), torch.zeros(1), torch.zeros(1), torch.arange(1), torch.full((1, 2), -1))
     with pytest.raises(ValueError, match="every activation vector at layer 'relu2' is zero"), pytest.warns(UserWarning):
         empty.arrays("activation", "relu2")
+
+
+def test_the_atlas_config_and_the_cli_pass_the_memory_budget_to_the_collection(monkeypatch, tmp_path):
+    """``AtlasConfig.memory_budget`` and ``lucent-inhibit atlas --map-memory MIB`` reach ``collect_vectors``
+    (the stage's default is the library's, in MiB); a negative budget is refused naming the option."""
+    import lucent_inhibit.atlas.build as build
+    from lucent_inhibit.atlas import AtlasConfig
+    from lucent_inhibit.cli import UsageError, parse
+    from lucent_inhibit.stages.atlas import MAP_MEMORY_MIB
+
+    assert MAP_MEMORY_MIB * 2 ** 20 == MAP_BUDGET == AtlasConfig().memory_budget
+    seen = {}
+
+    def collect(*args, memory_budget, **kw):
+        seen["budget"] = memory_budget
+        raise KeyboardInterrupt  # stop before any work: only the plumbing is checked here
+
+    monkeypatch.setattr(build, "collect_vectors", collect)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_atlas(None, None, FEAT, "relu2", [0], config=AtlasConfig(memory_budget=5))
+    assert seen["budget"] == 5
+    _, cfg, _ = parse(["atlas", "--out", str(tmp_path), "--map-memory", "3"])
+    assert cfg.atlas_config().memory_budget == 3 * 2 ** 20
+    with pytest.raises(ValueError, match="memory_budget"):
+        AtlasConfig(memory_budget=-1)
+    with pytest.raises(UsageError, match="--map-memory must be >= 0, got -1"):
+        parse(["atlas", "--out", str(tmp_path), "--map-memory", "-1"])

@@ -18,6 +18,7 @@ from ..validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_n
 from .icons import ICON_TARGETS, AtlasIcons, render_icons
 from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
 from .selection import CRITERIA, Selection, select_images
+from .spool import MAP_BUDGET
 from .vectors import KINDS, MODES, AtlasPoints, check_crop, collect_vectors
 
 
@@ -37,7 +38,8 @@ class AtlasConfig:
     ``"activation"`` (the activation atlas); ``mode`` ``"sum"`` (one vector per image) or ``"position"``
     (one per position of the receptive-field box); ``crop`` (box threshold, a fraction in [0, 1), or None
     for the whole map); ``method`` (attribution method); ``batch_size`` (images per pass);
-    ``thumbnail_size`` (pixels).
+    ``thumbnail_size`` (pixels); ``memory_budget`` (bytes of whole layer maps held in memory until the box
+    is known; beyond it they go to a temporary file: :mod:`lucent_inhibit.atlas.spool`).
 
     Selection, used only when ``build_atlas`` is given a scan (:func:`select_images`): ``top_abs``,
     ``top_activation``, ``bottom_activation``, ``top_tension`` (the ``k`` of each ranking), ``score``
@@ -62,6 +64,7 @@ class AtlasConfig:
     method: str = "gradient_x_activation"
     batch_size: int = 64
     thumbnail_size: int = 48
+    memory_budget: int = MAP_BUDGET
     top_abs: int = 128
     top_activation: int = 64
     bottom_activation: int = 64
@@ -85,8 +88,9 @@ class AtlasConfig:
                               ("granularity", ("element", "channel")), ("icon_target", ICON_TARGETS)):
             check_choice(f"AtlasConfig.{name}", getattr(self, name), choices)
         check_crop(self.crop, "AtlasConfig.crop")
-        for name, low in (("batch_size", 1), ("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0),
-                          ("min_points", 1), ("icon_batch_size", 1), ("crop_size", 8)) + tuple((c, 0) for c in CRITERIA):
+        lows = (("batch_size", 1), ("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0), ("min_points", 1),
+                ("icon_batch_size", 1), ("crop_size", 8), ("memory_budget", 0)) + tuple((c, 0) for c in CRITERIA)
+        for name, low in lows:
             check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):
             if getattr(self, name) is not None:
@@ -212,7 +216,8 @@ def build_atlas(
     settings = settings.replace(progress=settings.progress or bool(progress))
     selection = _selection(selection, feature, layer, config)
     points = collect_vectors(model, dataset, feature, layer, selection, config.kind, config.mode, config.crop,
-                             config.batch_size, config.thumbnail_size, config.method, progress=progress)
+                             config.batch_size, config.thumbnail_size, config.method, progress=progress,
+                             memory_budget=config.memory_budget)
     layout = project_layout(points, config.n_neighbors, config.min_dist, config.pca, tuple(config.clip),
                             seed=config.umap_seed)
     grid = grid_cells(points, layout, config.grid_size, config.min_points)

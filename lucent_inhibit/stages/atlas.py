@@ -21,6 +21,10 @@ from .configs import MAX_LR, MAX_POWER, DataConfig, FeatureConfig, ModelConfig, 
 from .options import REQUIRED, check_choices, flag, group, option
 from .registry import register_module
 
+#: ``--map-memory``'s default: :data:`lucent_inhibit.atlas.spool.MAP_BUDGET` in MiB (not imported here, so that
+#: ``--help`` does not load torch; a test checks they agree).
+MAP_MEMORY_MIB = 32
+
 #: The files this stage writes into --out (lucent_inhibit.outputs: only these are ever overwritten).
 OUTPUTS = ("atlas.npz", "atlas.png", "atlas.html", "scan.npz")
 
@@ -70,6 +74,9 @@ class AtlasStageConfig:
     bottom_activation: int = option(64, "select the k MIIs")
     top_tension: int = option(64, "select the k MTIs by min(P, N)")
     crop: float = option(0.01, "receptive-field box: where mean |S| exceeds this fraction of its maximum")
+    map_memory: int = option(MAP_MEMORY_MIB, "MiB of whole layer maps held in memory until the box is known "
+                             "(every selected image's map is needed for it); more are written to a temporary file "
+                             "in TMPDIR, deleted when done", metavar="MIB")
     n_neighbors: int = option(10, "UMAP n_neighbors", flag="--neighbors")
     min_dist: float = option(0.1, f"UMAP min_dist (0 to {MAX_MIN_DIST:g}, UMAP's spread)")
     pca: Optional[int] = option(None, "PCA components before UMAP (default: none)")
@@ -89,7 +96,7 @@ class AtlasStageConfig:
     def __post_init__(self):
         check_choices(self)
         for name, low in (("top_abs", 0), ("top_activation", 0), ("bottom_activation", 0), ("top_tension", 0),
-                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8)):
+                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8), ("map_memory", 0)):
             check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):
             if getattr(self, name) is not None:
@@ -107,7 +114,8 @@ class AtlasStageConfig:
         names = ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
                  "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power", "crop_size")
         return AtlasConfig(**{n: getattr(self, n) for n in names}, batch_size=self.data.batch_size,
-                           icon_batch_size=self.data.batch_size, umap_seed=self.data.seed)
+                           icon_batch_size=self.data.batch_size, umap_seed=self.data.seed,
+                           memory_budget=self.map_memory * 2 ** 20)
 
 
 def _scan(cfg: AtlasStageConfig, model, data, feature, attr):
