@@ -249,12 +249,11 @@ def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> 
     token layer) varies most over the first ``n`` images."""
     import torch
 
+    from ..attribution import reading_feature
     from ..data import iter_batches
+    from ..features import Feature
     from ..hooks import capture, model_device
     from ..models import preprocess_fn
-
-    from ..attribution import reading_feature
-    from ..features import Feature
 
     vals: List[torch.Tensor] = []
     norm, centre = preprocess_fn(model), Feature(layer, unit=0, position="center")
