@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from lucent_inhibit import Feature, efficientnet_lite0, sample_crops  # noqa: E402
 from lucent_inhibit.atlas import AtlasGrid, collect_vectors, grid_cells, project_layout, render_icons  # noqa: E402
-from lucent_inhibit.rendering import RenderSettings  # noqa: E402
+from lucent_inhibit.core.rendering import RenderSettings  # noqa: E402
 
 
 def first_cells(grid: AtlasGrid, k: int) -> AtlasGrid:
@@ -77,7 +77,7 @@ def main():
         "median_contrast_batched": round(float(np.median(batched.contrast)), 4),
     }
     if not a.no_e2e:
-        from lucent_inhibit.cli import main as cli_main
+        from lucent_inhibit.app.cli import main as cli_main
 
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()

@@ -46,7 +46,8 @@ def main():
 
     import lucent_inhibit as li
     from lucent_inhibit import Feature, attribute
-    from lucent_inhibit.models import get_layer, preprocess_fn
+    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     torch.manual_seed(0)
     model = li.load_model(SPEC, weights="none")

@@ -39,9 +39,9 @@ LAYER, ATTR = "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act"
 
 def physical_limit(model, images, units, batch_size, chunk, batched):
     """Forward to the feature layer (graph from the attribution layer) + the units' backward, nothing else."""
-    from lucent_inhibit.attribution import frozen_weights
-    from lucent_inhibit.hooks import StopForward, hooks_restored, layer_table
-    from lucent_inhibit.models import preprocess_fn
+    from lucent_inhibit.core.hooks import frozen_weights
+    from lucent_inhibit.core.hooks import StopForward, hooks_restored, layer_table
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     table, norm = layer_table(model), preprocess_fn(model)
     for start in range(0, len(images), batch_size):

@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 from _common import write_result  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "lucent-inhibit")  # the installed console script
-CLI = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "lucent_inhibit.cli"]
+CLI = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "lucent_inhibit"]
 COMMANDS = {
     "lucent-inhibit --help": CLI + ["--help"],
     "lucent-inhibit scan --help": CLI + ["scan", "--help"],

@@ -50,8 +50,8 @@ def bare_loop(model, images, feature, layers, batch_size):
     """Forward to the feature layer and autograd.grad of the feature wrt the attribution layers."""
     import torch
 
-    from lucent_inhibit.hooks import layer_table
-    from lucent_inhibit.models import preprocess_fn
+    from lucent_inhibit.core.hooks import layer_table
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     table = layer_table(model)
     norm = preprocess_fn(model)
@@ -103,10 +103,10 @@ def memory_child(n, size, batch_size, threads):
     import torch
 
     torch.set_num_threads(threads)
-    from lucent_inhibit.attribution import Feature
-    from lucent_inhibit.data import sample_crops
-    from lucent_inhibit.models import efficientnet_lite0
-    from lucent_inhibit.scanning import scan
+    from lucent_inhibit.core.features import Feature
+    from lucent_inhibit.data.bundled import sample_crops
+    from lucent_inhibit.models.embedded import efficientnet_lite0
+    from lucent_inhibit.scanning.run import scan
 
     model = efficientnet_lite0()
     ds = sample_crops(n, size=size, seed=1)
@@ -142,10 +142,10 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    from lucent_inhibit.attribution import Feature
-    from lucent_inhibit.data import sample_crops
-    from lucent_inhibit.models import efficientnet_lite0
-    from lucent_inhibit.scanning import scan
+    from lucent_inhibit.core.features import Feature
+    from lucent_inhibit.data.bundled import sample_crops
+    from lucent_inhibit.models.embedded import efficientnet_lite0
+    from lucent_inhibit.scanning.run import scan
 
     model = efficientnet_lite0()
     crops = sample_crops(a.images, size=a.size, seed=0)

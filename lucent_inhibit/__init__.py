@@ -6,45 +6,45 @@ exactly as ``lucent.optvis.render.render_vis(preprocess=True)`` does. Layers are
 Public names are loaded lazily (PEP 562), so ``import lucent_inhibit`` and the command line's ``--help``
 do not import torch-heavy modules until a name is used.
 """
-from __future__ import annotations
-
-import importlib
-import importlib.util
+import importlib as _importlib
 
 __version__ = "0.2.0"
 
-#: module -> the public names it defines (under those same names). Renaming a module is a change of its
-#: key here, one line (as scan -> scanning and completeness -> completeness_check were).
+#: subpackage or module -> the public names it defines or re-exports (under those same names).
 _EXPORTS = {
-    "hooks": ["AmbiguousLayerError", "capture", "get_layer", "layers"],
-    "models": ["block_outputs", "efficientnet_lite0", "inceptionv1", "load_model", "preactivation_layers",
-               "prepare", "preprocess_fn"],
+    "core.hooks": ["AmbiguousLayerError", "capture", "get_layer", "layers"],
+    "core.features": ["Feature"],
+    "core.preparation": ["prepare", "preprocess_fn"],
+    "core.rendering": ["NonFiniteLoss", "RenderSettings"],
+    "core.results": ["Result", "ResultFileError", "load_result"],
+    "models.loading": ["load_model"],
+    "models.embedded": ["efficientnet_lite0"],
+    "models.inception": ["inceptionv1"],
+    "models.layers": ["block_outputs", "preactivation_layers"],
+    "models.defaults": ["default_attribution_layer", "default_feature_layers", "pick_unit", "resolve_feature_layers"],
     "data": ["ImageFolder", "imagenet_classes", "load_image", "sample_crops", "sample_images"],
-    "features": ["Feature"],
-    "attribution": ["Attribution", "attribute", "measure", "signed_totals", "tension"],
-    "rendering": ["NonFiniteLoss", "RenderSettings"],
-    "results": ["Result", "ResultFileError", "load_result"],
-    "scanning": ["ScanResult", "merge_scans", "scan"],
+    "attribution": ["Attribution", "CompletenessResult", "attribute", "completeness", "completeness_pair", "measure",
+                    "plot_completeness", "random_logits", "signed_totals", "tension", "warn_if_incomplete"],
+    "scanning": ["ScanResult", "merge_scans", "plot_image_grid", "plot_scan_overlay", "plot_scan_scatter",
+                 "plot_signed_overlay", "save_scan_figures", "scan"],
     "census": ["Census", "layer_census", "plot_census"],
-    "disinhibition": ["Disinhibition", "disinhibit"],
-    "inhibitors": ["InhibitorDictionary", "inhibitor_dictionary", "plot_disinhibition", "plot_inhibitors"],
-    "plots": ["plot_image_grid", "plot_scan_overlay", "plot_scan_scatter", "plot_signed_overlay", "save_scan_figures"],
-    "completeness_check": ["CompletenessResult", "completeness", "completeness_pair", "plot_completeness", "random_logits",
-                     "warn_if_incomplete"],
+    "causal": ["Disinhibition", "InhibitorDictionary", "disinhibit", "inhibitor_dictionary", "plot_disinhibition",
+               "plot_inhibitors"],
+    "synthesis": ["Accentuation", "InversionResult", "TenseResult", "accentuate", "inversions", "plot_inversions",
+                  "plot_tense", "tense_image"],
     "atlas": ["Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Selection", "build_atlas",
               "collect_vectors", "grid_cells", "plot_atlas", "project_layout", "render_icons", "select_images",
               "write_atlas_html"],
-    "toy": ["ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "analyze_toy", "inhibition_model",
-            "plot_superposition", "train_toy"],
-    "accentuation": ["Accentuation", "accentuate"],
-    "inversion": ["InversionResult", "inversions", "plot_inversions"],
-    "synthesis": ["TenseResult", "plot_tense", "tense_image"],
     "combinations": ["AxisScales", "CombinationResult", "PairStatistics", "axis_scales", "pair_cloud",
                      "pair_statistics", "plot_combinations", "sweep_combinations"],
-    "report": ["DemoConfig", "run_demo"],
+    "toy": ["ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "analyze_toy", "inhibition_model",
+            "plot_superposition", "train_toy"],
+    "findings": ["Finding"],
+    "app.report": ["DemoConfig", "run_demo"],
 }
-#: subpackages and modules exported as themselves
-_SUBMODULES = ["objectives", "param", "stages", "transform"]
+#: subpackages exported as themselves, under a short name
+_SUBMODULES = {"objectives": "synthesis.objectives", "param": "synthesis.param", "transform": "synthesis.transform",
+               "stages": "app.stages", "findings": "findings"}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 #: the public names, literally (tests check it equals the table above)
@@ -62,19 +62,20 @@ __all__ = [
     "random_logits", "render_icons", "run_demo", "sample_crops", "sample_images", "save_scan_figures", "scan",
     "select_images", "signed_totals", "sweep_combinations", "tense_image", "tension", "train_toy",
     "warn_if_incomplete", "write_atlas_html", "objectives", "param", "stages", "transform",
+    "Finding", "default_attribution_layer", "default_feature_layers", "findings", "pick_unit", "resolve_feature_layers",
 ]
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     if name not in _WHERE:
         raise AttributeError(f"module 'lucent_inhibit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    if importlib.util.find_spec(f"{__name__}.{name}") is None:
-        globals()[name] = value  # cached (never over a submodule's name: importing it would replace it)
+    value = getattr(_importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # cached: no public name is also a subpackage's (a test checks)
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    """The public names (what ``__all__`` lists) and the version; no implementation details."""
+    return sorted(__all__ + ["__version__"])

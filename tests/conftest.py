@@ -41,7 +41,7 @@ def tiny_images():
 @pytest.fixture(scope="session")
 def lite0():
     """The real embedded pretrained EfficientNet-Lite0 (shared across the session: read-only use only)."""
-    from lucent_inhibit.models import efficientnet_lite0
+    from lucent_inhibit.models.embedded import efficientnet_lite0
 
     return efficientnet_lite0()
 
@@ -59,8 +59,8 @@ def one_thread():
 def loaded(monkeypatch):
     """Every model a stage loads (``stages.common.load_model``), with its hook count and requires_grad flags
     at load time: (model, hooks, flags) tuples, for checks that a run leaves the model as it found it."""
-    from lucent_inhibit import hooks
-    from lucent_inhibit.stages import common
+    from lucent_inhibit.core import hooks
+    from lucent_inhibit.app import runtime as common
 
     seen = []
     load = common.load_model

@@ -8,12 +8,13 @@ from lucent.optvis import param as lparam
 from lucent.optvis import render
 
 from lucent_inhibit import Feature, attribute, sample_crops
-from lucent_inhibit import objectives as O
-from lucent_inhibit.accentuation import Accentuation, accentuate
-from lucent_inhibit.hooks import hook_count, hooks_restored
-from lucent_inhibit.inversion import InversionResult, inversions, plot_inversions
-from lucent_inhibit.rendering import NonFiniteLoss, RenderSettings
-from lucent_inhibit.synthesis import TenseResult, tense_image
+from lucent_inhibit.synthesis import objectives as O
+from lucent_inhibit.synthesis.accentuation import Accentuation, accentuate
+from lucent_inhibit.core.hooks import hook_count, hooks_restored
+from lucent_inhibit.synthesis.inversion import InversionResult, inversions
+from lucent_inhibit.synthesis.figures import plot_inversions
+from lucent_inhibit.core.rendering import NonFiniteLoss, RenderSettings
+from lucent_inhibit.synthesis.tense import TenseResult, tense_image
 
 
 def R(steps, **kw):
@@ -228,7 +229,7 @@ def test_real_tense_plus_lucent_channel_renders(lite0):
 
 @pytest.mark.slow
 def test_cli_invert_and_tense(tmp_path, capsys):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     assert main(["invert", "--n-images", "8", "--size", "96", "--steps", "6", "--out", str(tmp_path / "inv")]) == 0
     out = capsys.readouterr().out

@@ -9,29 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.atlas import (
-    Atlas,
-    AtlasConfig,
-    AtlasGrid,
-    AtlasIcons,
-    AtlasLayout,
-    AtlasPoints,
-    Selection,
-    atlas_html,
-    auto_grid_size,
-    build_atlas,
-    collect_vectors,
-    grid_cells,
-    icon_targets,
-    normalize_layout,
-    plot_atlas,
-    project_layout,
-    render_icons,
-    select_images,
-    write_atlas_html,
-)
-from lucent_inhibit.attribution import Feature, attribute, capture, measure
-from lucent_inhibit.rendering import RenderSettings
+from lucent_inhibit.atlas import (Atlas, AtlasConfig, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection,
+                                  atlas_html, auto_grid_size, build_atlas, collect_vectors, grid_cells, icon_targets,
+                                  normalize_layout, plot_atlas, project_layout, render_icons, select_images,
+                                  write_atlas_html)
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.attribution.attribute import attribute, measure
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.core.rendering import RenderSettings
 
 
 class _Images(list):
@@ -164,7 +149,7 @@ def test_collect_bad_inputs(tiny_net, tiny_data):
 # stage 1: selection from a scan
 # ------------------------------------------------------------------------------------------------
 def test_select_images_from_scan(tiny_net, tiny_data, tmp_path):
-    from lucent_inhibit.scanning import scan
+    from lucent_inhibit.scanning.run import scan
 
     result = scan(tiny_net, tiny_data, FEAT, ["relu2", "relu1"], batch_size=8, progress=False)
     sel = select_images(result, FEAT, "relu2", top_abs=4, top_activation=3, bottom_activation=3, top_tension=2)
@@ -188,7 +173,7 @@ def test_select_images_from_scan(tiny_net, tiny_data, tmp_path):
 
 
 def test_select_rejects_scan_of_another_feature_or_layer(tiny_net, tiny_data):
-    from lucent_inhibit.scanning import scan
+    from lucent_inhibit.scanning.run import scan
 
     result = scan(tiny_net, tiny_data, FEAT, ["relu2"], batch_size=8, progress=False)
     with pytest.raises(ValueError, match=r"scan is of feature conv3 unit 1.*explains conv3 unit 2"):
@@ -292,7 +277,7 @@ def test_icons_measured_and_match_their_targets(tiny_atlas):
     # each icon is closer to its own target than to the other cells' targets
     t = icon_targets(p, g.vectors)
     y0, y1, x0, x1 = p.box
-    from lucent_inhibit.models import preprocess_fn
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     with torch.no_grad():
         h = capture(net, preprocess_fn(net)(x), ["relu2"])["relu2"][:, :, y0:y1, x0:x1].flatten(1)
@@ -479,7 +464,7 @@ def test_attribution_atlas_on_real_model_inhibitory_icons_activate_less(lite0):
     The feature is the spatial mean of a block-4 pre-activation channel, attributed at the ReLU6 output
     feeding it (completeness 1, SPEC section 3), one point per position: thousands of points.
     """
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.data.bundled import sample_crops
 
     data = sample_crops(48, size=96, seed=0)
     feature = Feature("blocks_4_0_bn3_drop", unit=5, position="mean")
@@ -499,7 +484,7 @@ def test_attribution_atlas_on_real_model_inhibitory_icons_activate_less(lite0):
 
 @pytest.mark.slow
 def test_cli_atlas_on_real_model(tmp_path):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     out = str(tmp_path / "out")
     common = ["--n-images", "24", "--size", "64", "--unit", "5", "--top-abs", "24", "--top-activation", "0",
@@ -511,7 +496,7 @@ def test_cli_atlas_on_real_model(tmp_path):
     atlas = Atlas.load(os.path.join(out, "atlas.npz"))
     assert atlas.points.layer == "blocks_4_0_bn2_act" and len(atlas.points.image_index) == 24
     # a scan file of another feature, or without the atlas layer, is refused with a clear message
-    from lucent_inhibit.scanning import ScanResult
+    from lucent_inhibit.scanning.result import ScanResult
 
     scan = ScanResult.load(os.path.join(out, "scan.npz"))
     scan.feature = Feature("blocks_4_0_bn3_drop", unit=6)

@@ -9,22 +9,11 @@ import pytest
 import torch
 
 from lucent_inhibit import Feature, RenderSettings
-from lucent_inhibit.atlas import (
-    AtlasConfig,
-    AtlasIcons,
-    auto_grid_size,
-    build_atlas,
-    check_grid_size,
-    grid_cells,
-    plot_atlas,
-    receptive_field_box,
-    rms_contrast,
-    target_cosine,
-    write_atlas_html,
-)
+from lucent_inhibit.atlas import (AtlasConfig, AtlasIcons, auto_grid_size, build_atlas, check_grid_size, grid_cells,
+                                  plot_atlas, receptive_field_box, rms_contrast, target_cosine, write_atlas_html)
 from lucent_inhibit.atlas.layout import AtlasLayout
-from lucent_inhibit.hooks import capture
-from lucent_inhibit.models import preprocess_fn
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.core.preparation import preprocess_fn
 
 FEAT = Feature("conv3", unit=1)
 
@@ -138,7 +127,7 @@ def test_an_explicit_grid_too_fine_for_the_points_is_refused(atlas16):
 
 def test_frames_by_icon_activation_or_net_attribution(atlas16, tmp_path):
     _, _, atlas = atlas16
-    from lucent_inhibit.atlas.figure import frame_values
+    from lucent_inhibit.atlas.figures import frame_values
 
     np.testing.assert_array_equal(frame_values(atlas, "activation")[0], atlas.icons.activation)
     np.testing.assert_array_equal(frame_values(atlas, "net")[0], atlas.grid.net)
@@ -163,8 +152,8 @@ def test_icons_reach_their_targets_with_visible_contrast(lite0):
     """Atlas defaults on the embedded model (a CI-sized demo: 48 crops at 224 px, position mode, the
     demo's layers): the median icon reaches a cosine >= 0.5 to its target, and the displayed
     receptive-field crops have a median RMS contrast >= 0.15."""
-    from lucent_inhibit.data import sample_crops
-    from lucent_inhibit.stages.atlas import AtlasRender
+    from lucent_inhibit.data.bundled import sample_crops
+    from lucent_inhibit.app.stages.atlas import AtlasRender
 
     data = sample_crops(48, size=224, seed=0)
     feature = Feature("blocks_4_0_bn3_drop", unit=70)

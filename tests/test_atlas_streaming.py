@@ -13,9 +13,10 @@ from torch import nn
 
 from lucent_inhibit.atlas import collect_vectors, read_layer
 from lucent_inhibit.atlas.spool import MAP_BUDGET, MapStore, PointBuffer
-from lucent_inhibit.attribution import attribute, signed_totals
-from lucent_inhibit.features import Feature
-from lucent_inhibit.objectives import crop_box
+from lucent_inhibit.attribution.attribute import attribute
+from lucent_inhibit.attribution.totals import signed_totals
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.synthesis.objectives import crop_box
 
 FEAT = Feature("conv3", unit=1)
 SELECTION = [11, 2, 7, 0, 5, 12, 3, 9, 1, 4, 8]  # unsorted, 11 images in batches of 4 (the last one short)
@@ -231,8 +232,8 @@ def test_the_atlas_config_and_the_cli_pass_the_memory_budget_to_the_collection(m
     (the stage's default is the library's, in MiB); a negative budget is refused naming the option."""
     import lucent_inhibit.atlas.build as build
     from lucent_inhibit.atlas import AtlasConfig
-    from lucent_inhibit.cli import UsageError, parse
-    from lucent_inhibit.stages.atlas import MAP_MEMORY_MIB
+    from lucent_inhibit.app.cli import UsageError, parse
+    from lucent_inhibit.app.stages.atlas import MAP_MEMORY_MIB
 
     assert MAP_MEMORY_MIB * 2 ** 20 == MAP_BUDGET == AtlasConfig().memory_budget
     seen = {}

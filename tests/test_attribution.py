@@ -5,15 +5,9 @@ import torch
 from torch import nn
 
 from conftest import TinyConvNet
-from lucent_inhibit.attribution import (
-    Attribution,
-    Feature,
-    as_feature,
-    attribute,
-    measure,
-    signed_totals,
-    tension,
-)
+from lucent_inhibit.attribution.attribute import Attribution, attribute, measure
+from lucent_inhibit.core.features import Feature, as_feature
+from lucent_inhibit.attribution.totals import signed_totals, tension
 
 import captum.attr as captum_attr  # a test-only dependency (setup.cfg [test])
 
@@ -68,7 +62,7 @@ def test_scores_equal_captum_layer_gradient_x_activation_conv_feature(tiny_net, 
 
 def test_scores_equal_captum_for_a_logit_with_preprocessing(tiny_images):
     net = LinearHead().eval()
-    from lucent_inhibit.models import preprocess_fn
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     ours = attribute(net, tiny_images, Feature("fc", unit=3), ["conv", "relu", "pool"])
     lga = captum_attr.LayerGradientXActivation(net, [net.conv, net.relu, net.pool])
@@ -80,8 +74,9 @@ def test_scores_equal_captum_for_a_logit_with_preprocessing(tiny_images):
 
 @pytest.mark.slow
 def test_scores_equal_captum_on_the_real_model(lite0):
-    from lucent_inhibit.data import sample_crops
-    from lucent_inhibit.models import get_layer, preprocess_fn
+    from lucent_inhibit.data.bundled import sample_crops
+    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     images = torch.stack(list(sample_crops(2, size=96, seed=3)))
     names = ["blocks_1_1", "blocks_2_0", "blocks_2_1", "blocks_3_0_bn2_act", "blocks_3_1"]

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import TinyConvNet
 from lucent_inhibit import Census, Feature, layer_census, scan
 from lucent_inhibit.census import ChunkMemoryError
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.core.validate import InputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYERS = ["relu1", "relu2"]
@@ -185,7 +185,7 @@ except ChunkMemoryError as e:
 
 
 def test_cli_census_stage_writes_the_census_and_its_figure(tmp_path, capsys):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     out = str(tmp_path / "c")
     args = ["census", "--model", "conftest:TinyConvNet", "--layer", "conv3", "--attr-layers", "relu2",
@@ -223,7 +223,7 @@ def test_real_model_census_of_units_equals_their_scans(lite0):
 
 
 def test_a_file_of_another_type_or_truncated_is_refused(tiny_net, data, tmp_path):
-    from lucent_inhibit.results import ResultFileError
+    from lucent_inhibit.core.results import ResultFileError
 
     other = _scan(tiny_net, data, Feature("conv3", unit=0)).save(tmp_path / "scan")
     with pytest.raises(ResultFileError, match=r"scan.npz' holds a ScanResult .*expected a Census"):

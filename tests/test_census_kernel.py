@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import lucent_inhibit as li
-from lucent_inhibit.attribution import feature_graph, prepare_inputs
-from lucent_inhibit.census.kernel import chunk_totals, grow_support, support_box
+from lucent_inhibit.attribution.attribute import feature_graph, prepare_inputs
+from lucent_inhibit.attribution.kernel import chunk_totals, grow_support, support_box
 
 
 class OneByOne(nn.Module):
@@ -117,7 +117,7 @@ def test_features_inside_the_box_so_far_and_beyond_it_are_summed_exactly(model):
 
 
 def test_a_gradient_shared_by_two_layers_is_not_written_into():
-    from lucent_inhibit.census.kernel import _own_storage
+    from lucent_inhibit.attribution.kernel import _own_storage
 
     net = li.prepare(Aliased())
     values, acts = feature_graph(net, prepare_inputs(net, X, True), [li.Feature("head", 0)], ["relu", "same", "conv"])

@@ -6,19 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from lucent_inhibit.chunkstore import (
-    FORMAT,
-    MANIFEST,
-    ScanFolderError,
-    chunk_images,
-    load_chunks,
-    parse_shard,
-    read_manifest,
-    shard_indices,
-    split_chunks,
-)
-from lucent_inhibit.results import load_result
-from lucent_inhibit.scanning import ScanResult, scan
+from lucent_inhibit.scanning.store import (FORMAT, MANIFEST, ScanFolderError, chunk_images, load_chunks,
+                                           read_scan_manifest, split_chunks)
+from lucent_inhibit.core.distributed import parse_shard, shard_indices
+from lucent_inhibit.core.results import load_result
+from lucent_inhibit.scanning.result import ScanResult
+from lucent_inhibit.scanning.run import scan
 from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
 
@@ -91,7 +84,7 @@ def test_truncated_chunk_names_the_file(finished):
         ScanResult.load(out)
     # a manifest that agrees with the truncated bytes still gets a clear error, not a BadZipFile traceback
     man = json.load(open(os.path.join(out, MANIFEST)))
-    from lucent_inhibit.chunkstore import sha256
+    from lucent_inhibit.core.io import sha256
 
     man["chunks"]["000001"].update(bytes=os.path.getsize(chunk), sha256=sha256(chunk))
     json.dump(man, open(os.path.join(out, MANIFEST), "w"))
@@ -115,9 +108,9 @@ def test_a_folder_that_is_not_a_scan(tmp_path):
     with open(empty / MANIFEST, "w") as f:
         json.dump({"format": "something-else/1"}, f)
     with pytest.raises(ScanFolderError, match=r"manifest of format 'something-else/1', not a scan manifest"):
-        read_manifest(str(empty))
+        read_scan_manifest(str(empty))
     with pytest.raises(ScanFolderError, match="not a directory"):
-        read_manifest(str(empty / "notes.txt"))
+        read_scan_manifest(str(empty / "notes.txt"))
     with pytest.raises(FileNotFoundError, match="no ScanResult file"):
         ScanResult.load(str(tmp_path / "nothing"))
     with pytest.raises(ValueError, match="exists and is not a folder"):

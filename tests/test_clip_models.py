@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit import clip, rendering
-from lucent_inhibit.models import WeightsError, load_model, lucent_normalizes, preprocess_fn
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.models import clip
+from lucent_inhibit.core import rendering
+from lucent_inhibit.models.weights import WeightsError
+from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.core.preparation import lucent_normalizes, preprocess_fn
+from lucent_inhibit.core.validate import InputError
 
 #: the text-tower and contrastive keys of an open_clip / OpenAI checkpoint (small stand-ins; ignored on load)
 TEXT_KEYS = ("positional_embedding", "token_embedding.weight", "transformer.resblocks.0.ln_1.weight",

@@ -7,17 +7,9 @@ import torch
 from torch import nn
 
 from lucent_inhibit import Feature
-from lucent_inhibit.combinations import (
-    CombinationResult,
-    NotExcitable,
-    PairStatistics,
-    correlation_matrix,
-    pair_statistics,
-    plot_combinations,
-    render_size,
-    sweep_combinations,
-)
-from lucent_inhibit.rendering import RenderSettings
+from lucent_inhibit.combinations import (CombinationResult, NotExcitable, PairStatistics, correlation_matrix,
+                                         pair_statistics, plot_combinations, render_size, sweep_combinations)
+from lucent_inhibit.core.rendering import RenderSettings
 
 
 class _PairHead(nn.Module):
@@ -206,7 +198,7 @@ def test_excited_pairs_only_pair_units_some_image_drives_above_zero():
 @pytest.mark.slow
 def test_real_model_anticorrelated_pair(lite0, tmp_path):
     from lucent_inhibit import sample_crops
-    from lucent_inhibit.data import FIRST_RELEASE_PHOTOS
+    from lucent_inhibit.data.bundled import FIRST_RELEASE_PHOTOS
 
     np.random.seed(0)
     # the pair is picked from the photos this test was calibrated on (the bundled set has grown since)

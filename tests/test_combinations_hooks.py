@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lucent_inhibit.combinations import axis_scales, pair_statistics, sweep_combinations
-from lucent_inhibit.features import Feature
-from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.rendering import RenderSettings
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.core.rendering import RenderSettings
 
 from test_combinations import POINTY, ROUNDED, PointyRounded
 
@@ -123,7 +123,7 @@ def test_inceptionv1_sweep_leaves_no_lucent_hooks(monkeypatch):
     """Lucent's InceptionV1 (random weights): render_vis hooks its 138 modules; none stay, also on error."""
     from lucent.modelzoo import inceptionv1
 
-    from lucent_inhibit.models import prepare
+    from lucent_inhibit.core.preparation import prepare
 
     with torch.random.fork_rng():
         torch.manual_seed(0)  # random weights, the same every run: units 2 and 6 are active at the centre

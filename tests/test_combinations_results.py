@@ -2,17 +2,10 @@
 import pytest
 import torch
 
-from lucent_inhibit.combinations import (
-    AxisScales,
-    CombinationResult,
-    PairStatistics,
-    axis_scales,
-    measure_pair,
-    pair_statistics,
-    sweep_combinations,
-)
-from lucent_inhibit.rendering import RenderSettings
-from lucent_inhibit.results import ResultFileError, load_result
+from lucent_inhibit.combinations import (AxisScales, CombinationResult, PairStatistics, axis_scales, measure_pair,
+                                         pair_statistics, sweep_combinations)
+from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.core.results import ResultFileError, load_result
 
 from test_combinations import POINTY, ROUNDED, PointyRounded
 

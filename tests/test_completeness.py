@@ -8,18 +8,12 @@ import torch
 from torch import nn
 
 from conftest import TinyConvNet
-from lucent_inhibit.attribution import Feature, attribute
-from lucent_inhibit.completeness_check import (
-    CompletenessResult,
-    IncompletenessWarning,
-    completeness,
-    completeness_pair,
-    pearson,
-    plot_completeness,
-    random_logits,
-    warn_if_incomplete,
-)
-from lucent_inhibit.plots import _merge_orders
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.attribution.attribute import attribute
+from lucent_inhibit.attribution.completeness import CompletenessResult, completeness, completeness_pair, random_logits
+from lucent_inhibit.attribution.figures import plot_completeness
+from lucent_inhibit.attribution.agreement import IncompletenessWarning, pearson, warn_if_incomplete
+from lucent_inhibit.attribution.figures import _merge_orders
 
 LATENT = ["input", "conv1", "relu1", "conv2", "relu2"]
 
@@ -295,7 +289,7 @@ def test_a_layer_that_does_not_feed_the_feature_is_an_error():
 def test_real_model_completeness_pattern(lite0):
     """On EfficientNet-Lite0 (SPEC section 3): r is ~1 at the ReLU6 output inside the feature's block and
     high one block back; for logits r at the last block is far above r at block 0."""
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.data.bundled import sample_crops
 
     ds = sample_crops(20, size=128, seed=0)
     units = completeness(lite0, ds, [Feature("blocks_4_0", unit=u) for u in (3, 50)],
@@ -311,7 +305,7 @@ def test_real_model_completeness_pattern(lite0):
 # command line
 # ------------------------------------------------------------------------------------------------
 def test_cli_completeness_writes_result_and_figure(tmp_path, capsys):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     out = tmp_path / "out"
     rc = main(["completeness", "--model", "conftest:TinyConvNet", "--n-images", "6", "--size", "16",
@@ -341,7 +335,7 @@ def test_cli_completeness_writes_result_and_figure(tmp_path, capsys):
     ],
 )
 def test_cli_completeness_bad_input(tmp_path, capsys, extra, message):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     args = ["completeness", "--model", "conftest:TinyConvNet", "--n-images", "3", "--size", "16",
             "--out", str(tmp_path / "o")]
@@ -425,7 +419,7 @@ class FailingConv(nn.Conv2d):
 
 @pytest.mark.parametrize("method", ["gradient_x_activation", "integrated_gradients"])
 def test_hooks_flags_and_mode_are_restored_also_when_it_raises(method):
-    from lucent_inhibit.hooks import hook_count
+    from lucent_inhibit.core.hooks import hook_count
 
     net = TinyConvNet()
     net.conv1.weight.requires_grad_(False)
@@ -456,9 +450,10 @@ def test_layernorm_scale_is_caught_by_the_sum_check_whatever_r_says():
 
     import torch
 
-    from lucent_inhibit.completeness_check import IncompletenessWarning, completeness, completeness_pair
-    from lucent_inhibit.models import load_model
-    from lucent_inhibit.scanning import scan
+    from lucent_inhibit.attribution.agreement import IncompletenessWarning
+    from lucent_inhibit.attribution.completeness import completeness, completeness_pair
+    from lucent_inhibit.models.loading import load_model
+    from lucent_inhibit.scanning.run import scan
 
     torch.manual_seed(0)
     model = load_model("timm:convnext_atto", weights="none")
@@ -482,8 +477,8 @@ def test_layernorm_scale_is_caught_by_the_sum_check_whatever_r_says():
 
 @pytest.mark.slow
 def test_embedded_default_pair_still_adds_up(lite0):
-    from lucent_inhibit.completeness_check import completeness_pair
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.attribution.completeness import completeness_pair
+    from lucent_inhibit.data.bundled import sample_crops
 
     pair = completeness_pair(lite0, sample_crops(24, size=128), Feature("blocks_4_0_bn3_drop", unit=70),
                              "blocks_4_0_bn2_act", n_images=24, batch_size=12)

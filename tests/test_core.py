@@ -10,8 +10,8 @@ from torch import nn
 from lucent.optvis import objectives as lucent_objectives
 from lucent.optvis import param as lucent_param
 
-from lucent_inhibit import hooks, rendering, results
-from lucent_inhibit.features import Feature
+from lucent_inhibit.core import hooks, rendering, results
+from lucent_inhibit.core.features import Feature
 
 
 class Twice(nn.Module):

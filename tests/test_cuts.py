@@ -1,16 +1,17 @@
 """Attribution layers are cuts: every path into the feature passes through them (else E cannot add up to f).
 
-:func:`lucent_inhibit.hooks.separates` reads the autograd graph, so a residual branch however small and a
+:func:`lucent_inhibit.core.hooks.separates` reads the autograd graph, so a residual branch however small and a
 layer nothing reads are told apart from a true cut; :func:`default_attribution_layer` picks only cuts.
 """
 import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit import hooks
-from lucent_inhibit.hooks import separates
-from lucent_inhibit.models import inceptionv1, load_model
-from lucent_inhibit.stages.common import default_attribution_layer
+from lucent_inhibit.core import hooks
+from lucent_inhibit.core.hooks import separates
+from lucent_inhibit.models.inception import inceptionv1
+from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.models.defaults import default_attribution_layer
 
 
 class Residual(nn.Module):

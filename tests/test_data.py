@@ -7,17 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lucent_inhibit.data import (
-    SAMPLE_NAMES,
-    ImageFolder,
-    dataset_identity,
-    describe_item,
-    imagenet_classes,
-    load_image,
-    sample_crops,
-    sample_images,
-    to_tensor,
-)
+from lucent_inhibit.data.bundled import SAMPLE_NAMES, imagenet_classes, sample_crops, sample_images
+from lucent_inhibit.data.folders import ImageFolder
+from lucent_inhibit.data.datasets import dataset_identity, describe_item
+from lucent_inhibit.data.images import load_image, to_tensor
 
 
 def test_sample_images_are_rgb_in_unit_range():
@@ -145,7 +138,7 @@ def test_imagenet_class_names():
 
 
 def test_sample_crops_from_a_subset_of_photos_are_the_first_release_crops():
-    from lucent_inhibit.data import FIRST_RELEASE_PHOTOS
+    from lucent_inhibit.data.bundled import FIRST_RELEASE_PHOTOS
 
     old = sample_crops(16, size=32, seed=0, photos=FIRST_RELEASE_PHOTOS)
     assert {old.describe(i).split("[")[0] for i in range(16)} <= set(FIRST_RELEASE_PHOTOS)

@@ -7,8 +7,8 @@ from urllib.parse import urlparse, unquote
 
 import pytest
 
-from lucent_inhibit.cli import main
-from lucent_inhibit.stages import default_attribution_layer
+from lucent_inhibit.app.cli import main
+from lucent_inhibit.app.stages import default_attribution_layer
 
 
 def _run(argv, capsys):
@@ -62,7 +62,7 @@ def test_quick_demo_report_loads_in_chromium(tmp_path):
 
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, "-m", "lucent_inhibit.cli", "demo", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "lucent_inhibit", "demo", "--quick", "--out", str(out)],
         capture_output=True, text=True, timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,7 +92,7 @@ def test_quick_demo_report_loads_in_chromium(tmp_path):
 
 
 def test_default_attribution_layer_on_resnet_is_the_block_output_before_a_reused_relu():
-    from lucent_inhibit.models import load_model
+    from lucent_inhibit.models.loading import load_model
 
     net = load_model("torchvision:resnet18", weights="none")
     assert default_attribution_layer(net, "layer3_1_conv2") == "layer3_0"  # not the stem relu far back

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from lucent_inhibit.completeness_check import IncompletenessWarning
-from lucent_inhibit.disinhibition import Disinhibition, disinhibit
-from lucent_inhibit.features import Feature
-from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.inhibitors import InhibitorDictionary, inhibitor_dictionary
-from lucent_inhibit.rendering import RenderSettings
-from lucent_inhibit.scanning import ScanResult, scan
+from lucent_inhibit.attribution.agreement import IncompletenessWarning
+from lucent_inhibit.causal.disinhibition import Disinhibition, disinhibit
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.causal.inhibitors import InhibitorDictionary, inhibitor_dictionary
+from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.scanning.result import ScanResult
+from lucent_inhibit.scanning.run import scan
 from test_scan import FEATURE, CountingDataset, RedMinusGreen, SmallNet, TwoBranch, _planted_images
 
 PLANTED = Feature("out", unit=0, position="mean")
@@ -173,8 +174,8 @@ def test_planted_dictionary_finds_the_green_channel(planted, tmp_path):
 
 @pytest.mark.parametrize("which", ["disinhibition", "dictionary", "render"])
 def test_hooks_and_grad_flags_restored_also_on_error(planted, monkeypatch, which):
-    import lucent_inhibit.disinhibition as dis_mod
-    import lucent_inhibit.inhibitors as inh_mod
+    import lucent_inhibit.causal.disinhibition as dis_mod
+    import lucent_inhibit.causal.inhibitors as inh_mod
 
     net, images, _, r = planted
     before = _state(net)
@@ -208,13 +209,13 @@ def test_hooks_and_grad_flags_restored_also_on_error(planted, monkeypatch, which
 @pytest.fixture
 def inhibitors_stage():
     """The stage module (registered by the stages package at import)."""
-    from lucent_inhibit.stages import inhibitors
+    from lucent_inhibit.app.stages import inhibitors
 
     return inhibitors
 
 
 def test_cli_inhibitors_stage_reads_a_scan_or_scans_first(inhibitors_stage, tmp_path, capsys):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     base = ["--model", "test_scan:SmallNet", "--layer", "conv3", "--unit", "1", "--n-images", "12", "--size", "16",
             "--batch-size", "4"]
@@ -253,7 +254,7 @@ REAL_LAYER = "blocks_4_0_bn2_act"
 @pytest.mark.slow
 def test_real_model_percentile_mtis_have_both_totals_high(lite0):
     """The demo's setting: 256 crops at 224 px (about 20 s on one CPU thread)."""
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.data.bundled import sample_crops
 
     r = scan(lite0, sample_crops(256, size=224, seed=0), REAL_FEATURE, [REAL_LAYER], batch_size=16, progress=False)
     pct = r.percentiles()[np.isin(r.indices, r.mtis(10))]
@@ -262,7 +263,7 @@ def test_real_model_percentile_mtis_have_both_totals_high(lite0):
 
 @pytest.mark.slow
 def test_real_model_top_inhibitors_raise_the_feature_more_than_random_channels(lite0):
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.data.bundled import sample_crops
 
     ds = sample_crops(64, size=128, seed=0)
     res = inhibitor_dictionary(lite0, ds, REAL_FEATURE, REAL_LAYER, k=10, n_channels=5, n_remove=5, random_draws=5,
@@ -272,7 +273,7 @@ def test_real_model_top_inhibitors_raise_the_feature_more_than_random_channels(l
 
 
 def test_result_files_of_another_type_are_refused(planted, tmp_path):
-    from lucent_inhibit.results import ResultFileError
+    from lucent_inhibit.core.results import ResultFileError
 
     _, _, _, r = planted
     path = r.save(str(tmp_path / "scan"))

@@ -12,9 +12,10 @@ import torch
 
 from conftest import TinyConvNet
 from lucent_inhibit.census import Census, layer_census
-from lucent_inhibit.distributed import (DistributedError, agree, all_gather, barrier, dataset_digest,
-                                        init_from_env)
-from lucent_inhibit.scanning import ScanResult, scan
+from lucent_inhibit.core.distributed import DistributedError, agree, all_gather, barrier, init_from_env
+from lucent_inhibit.data.datasets import dataset_digest
+from lucent_inhibit.scanning.result import ScanResult
+from lucent_inhibit.scanning.run import scan
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -25,7 +26,7 @@ WORKER = textwrap.dedent('''
     import torch
     from conftest import TinyConvNet
     from lucent_inhibit.census import layer_census
-    from lucent_inhibit.chunkstore import ChunkStore
+    from lucent_inhibit.scanning.store import ChunkStore
     from lucent_inhibit.scanning import scan
 
     cfg = json.loads(sys.argv[1])
@@ -162,14 +163,14 @@ def test_distributed_scan_refuses_to_resume_another_scan(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_cli_stages_write_the_one_process_files(tmp_path):
-    from lucent_inhibit import cli
+    from lucent_inhibit.app import cli
 
     common = ["--model", "conftest:TinyConvNet", "--weights", "none", "--n-images", "12", "--size", "16",
               "--batch-size", "3", "--layer", "conv3", "--attr-layers", "relu2"]
     for stage, extra, name in (("scan", ["--unit", "1", "--chunk-size", "3", "--no-figures"], "scan.npz"),
                                ("census", ["--chunk-size", "2", "--no-figures"], "census.npz")):
         args = [stage, "--out", str(tmp_path / f"{stage}2")] + common + extra
-        proc = _torchrun(["-m", "lucent_inhibit.cli"] + args)
+        proc = _torchrun(["-m", "lucent_inhibit"] + args)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert cli.main([stage, "--out", str(tmp_path / f"{stage}1")] + common + extra) == 0
         assert (tmp_path / f"{stage}1" / name).read_bytes() == (tmp_path / f"{stage}2" / name).read_bytes()

@@ -11,9 +11,9 @@ import torch
 from conftest import TinyConvNet
 from lucent_inhibit.atlas import AtlasIcons, AtlasLayout, collect_vectors, grid_cells, render_icons
 from lucent_inhibit.combinations.sweeps import CombinationResult, sweep_combinations
-from lucent_inhibit.distributed import chunk_owner, map_chunks, rank0_seed
-from lucent_inhibit.features import Feature
-from lucent_inhibit.rendering import RenderSettings
+from lucent_inhibit.core.distributed import chunk_owner, map_chunks, rank0_seed
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.rendering import RenderSettings
 from test_distributed import _torchrun
 
 #: One worker program run by every rank; the output folder comes in argv[1].
@@ -86,8 +86,8 @@ ODD_WORKER = textwrap.dedent('''
     import os, sys
     from conftest import TinyConvNet
     from lucent_inhibit.combinations.sweeps import sweep_combinations
-    from lucent_inhibit.features import Feature
-    from lucent_inhibit.rendering import RenderSettings
+    from lucent_inhibit.core.features import Feature
+    from lucent_inhibit.core.rendering import RenderSettings
     rank = int(os.environ["RANK"])
     render = RenderSettings(steps=3 + rank, size=16, model_size=16, transforms=[], seed=7)  # rank 1: 4 steps
     try:
@@ -112,7 +112,7 @@ def test_ranks_rendering_with_different_settings_are_refused_on_every_rank(tmp_p
 
 
 def test_digest_tells_models_and_arrays_apart():
-    from lucent_inhibit.distributed import digest
+    from lucent_inhibit.core.distributed import digest
 
     a, b = TinyConvNet(seed=0), TinyConvNet(seed=0)
     assert digest(a) == digest(b) != digest(TinyConvNet(seed=1))

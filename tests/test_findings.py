@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from lucent_inhibit.report import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Finding
-from lucent_inhibit.stages import atlas, combos, completeness, inhibitors, invert, scan, tense, toy
+from lucent_inhibit.findings.verdicts import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Finding
+from lucent_inhibit.findings import atlas, causal, combinations, completeness, scanning, synthesis, toy
 
 NAN = float("nan")
 
@@ -40,20 +40,20 @@ def test_completeness_verdict_needs_high_r_and_a_sum_that_adds_up():
 
 
 def test_mti_verdict_needs_both_percentiles_high_and_activation_near_typical():
-    edge = scan.MTI_MIN_PERCENTILE
-    near = scan.MTI_NEAR_TYPICAL * 20.0  # MII-MEI range is 20 below
+    edge = scanning.MTI_MIN_PERCENTILE
+    near = scanning.MTI_NEAR_TYPICAL * 20.0  # MII-MEI range is 20 below
     good = dict(p_median=edge, n_median=edge, mti_mean=near, mei_mean=10.0, mii_mean=-10.0, typical=0.0, k=10)
     cases = [good, {**good, "n_median": edge - 0.5}, {**good, "p_median": 50.0},
              {**good, "mti_mean": near + 0.5}, {**good, "typical": -9.0, "mti_mean": -10.5},  # below the MIIs
              {**good, "p_median": NAN, "n_median": NAN}, {**good, "mei_mean": -10.0}]
-    assert _verdicts([scan.mti_finding(**c) for c in cases]) == [
+    assert _verdicts([scanning.mti_finding(**c) for c in cases]) == [
         REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
-    assert "10 images" in scan.mti_finding(**cases[5]).why
+    assert "10 images" in scanning.mti_finding(**cases[5]).why
 
 
 def _disinhibition(mti_dis, random_dis, mei_f):
-    from lucent_inhibit.disinhibition import Disinhibition
-    from lucent_inhibit.features import Feature
+    from lucent_inhibit.causal.disinhibition import Disinhibition
+    from lucent_inhibit.core.features import Feature
 
     groups = {"meis": np.full(4, mei_f), "miis": np.full(4, -5.0), "mtis": np.asarray(mti_dis, dtype=float),
               "random": np.asarray(random_dis, dtype=float)}
@@ -66,35 +66,35 @@ def test_disinhibition_finding_is_the_results_own_verdict():
     fires = _disinhibition([9.0, 10.0, 11.0, 10.0], [0.0, 1.0, -1.0, 0.5], mei_f=10.0)
     quiet = _disinhibition([1.0, 2.0, 1.5, 1.0], [0.0, 1.0, -1.0, 0.5], mei_f=10.0)
     undefined = _disinhibition([1.0, 2.0, 1.5, 1.0], [0.0, 1.0, -1.0, 0.5], mei_f=-1.0)
-    found = [inhibitors.disinhibition_finding(d) for d in (fires, quiet, undefined)]
+    found = [causal.disinhibition_finding(d) for d in (fires, quiet, undefined)]
     assert _verdicts(found) == [fires.verdict, quiet.verdict, NOT_MEASURABLE] == [
         REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
     assert "bar 0.5" in found[1].why and not found[1].why.startswith(NOT_REPRODUCED)
 
 
 def test_removal_verdict_needs_the_top_channels_above_every_random_draw():
-    assert _verdicts([inhibitors.removal_finding(1.0, [0.2, 0.9], 5), inhibitors.removal_finding(0.9, [0.2, 0.9], 5),
-                      inhibitors.removal_finding(-0.1, [-0.5, -0.3], 5), inhibitors.removal_finding(1.0, [], 5),
-                      inhibitors.removal_finding(NAN, [0.1], 5)]) == [
+    assert _verdicts([causal.removal_finding(1.0, [0.2, 0.9], 5), causal.removal_finding(0.9, [0.2, 0.9], 5),
+                      causal.removal_finding(-0.1, [-0.5, -0.3], 5), causal.removal_finding(1.0, [], 5),
+                      causal.removal_finding(NAN, [0.1], 5)]) == [
         REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
 
 
 def test_inversion_verdict_counts_pairs_that_separate_by_sign():
     sep, flat = (0.0, 2.0, -2.0), (0.0, -1.0, -2.0)  # (image, excitatory, inhibitory)
-    n_ok = math.ceil(invert.MIN_SEPARATED_SHARE * 4)
+    n_ok = math.ceil(synthesis.MIN_SEPARATED_SHARE * 4)
     at_bar = [sep] * n_ok + [flat] * (4 - n_ok)
     below = [sep] * (n_ok - 1) + [flat] * (5 - n_ok)
-    found = [invert.separation_finding(r) for r in (at_bar, below, [], [(0.0, NAN, 1.0)])]
+    found = [synthesis.separation_finding(r) for r in (at_bar, below, [], [(0.0, NAN, 1.0)])]
     assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
     assert f"{n_ok} of 4" in found[0].measured
 
 
 def test_tense_verdict_needs_the_tension_raised_by_the_bar():
-    g = tense.MIN_TENSION_GAIN
-    assert _verdicts([tense.tension_finding(2.0, 2.0 * g), tense.tension_finding(2.0, 2.0 * g - 0.01),
-                      tense.tension_finding(0.0, 0.0), tense.tension_finding(NAN, 1.0)]) == [
+    g = synthesis.MIN_TENSION_GAIN
+    assert _verdicts([synthesis.tension_finding(2.0, 2.0 * g), synthesis.tension_finding(2.0, 2.0 * g - 0.01),
+                      synthesis.tension_finding(0.0, 0.0), synthesis.tension_finding(NAN, 1.0)]) == [
         REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
-    assert "min(P, N)" in tense.tension_finding(1.0, 2.0).claim
+    assert "min(P, N)" in synthesis.tension_finding(1.0, 2.0).claim
 
 
 def test_atlas_verdict_needs_icons_that_reach_their_targets_beyond_their_spread():
@@ -109,9 +109,9 @@ def test_atlas_verdict_needs_icons_that_reach_their_targets_beyond_their_spread(
 
 
 def test_combination_verdict_needs_a_collapsed_quadrant():
-    c = combos.COLLAPSE_FRACTION
+    c = combinations.COLLAPSE_FRACTION
     q = lambda worst: {"++": 1.0, "-+": 0.9, "--": worst, "+-": 0.95}  # noqa: E731
-    found = [combos.combination_finding(x) for x in (q(c), q(c + 0.01), q(-0.3),
+    found = [combinations.combination_finding(x) for x in (q(c), q(c + 0.01), q(-0.3),
                                                      {"++": -0.1, "-+": -0.2, "--": -0.3, "+-": 0.0},
                                                      {"++": 1.0, "-+": NAN, "--": NAN, "+-": NAN})]
     assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
@@ -129,7 +129,7 @@ def test_interference_verdict_needs_superposition_and_tenser_two_feature_inputs(
 
 @pytest.mark.slow
 def test_quick_demo_states_a_finding_in_every_section(tmp_path, one_thread):
-    from lucent_inhibit.report import DemoConfig, run_demo
+    from lucent_inhibit.app.report import DemoConfig, run_demo
 
     small = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size=8, completeness_images=8,
                                 atlas_select=16, combo_images=12, toy_steps=60)

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from lucent.optvis.render import hook_model
 from torch import nn
 
-from lucent_inhibit import Feature, hooks, objectives, preprocess_fn
-from lucent_inhibit.models import load_model
-from lucent_inhibit.rendering import RenderSettings, math_attention
-from lucent_inhibit.synthesis import tense_image
+from lucent_inhibit import Feature, preprocess_fn
+from lucent_inhibit.core import hooks
+from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.core.rendering import RenderSettings, math_attention
+from lucent_inhibit.synthesis.tense import tense_image
 
 
 class SpatialAttention(nn.Module):

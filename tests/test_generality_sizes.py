@@ -3,9 +3,11 @@ public functions and the command line (InceptionV1, random weights: its logits e
 import pytest
 import torch
 
-from lucent_inhibit import Feature, attribute, hooks
-from lucent_inhibit.cli import main
-from lucent_inhibit.models import load_model, logits_input_size
+from lucent_inhibit import Feature, attribute
+from lucent_inhibit.core import hooks
+from lucent_inhibit.app.cli import main
+from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.models.layers import logits_input_size
 
 LOGITS = "softmax2_pre_activation_matmul"
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lucent_inhibit.data import ImageFolder, load_image
+from lucent_inhibit.data.folders import ImageFolder
+from lucent_inhibit.data.images import load_image
 
 RAMP = np.linspace(0, 1, 16 * 16, dtype=np.float64).reshape(16, 16)
 

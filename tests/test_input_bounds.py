@@ -1,4 +1,4 @@
-"""Bounds and shapes at the boundary: one validator (``lucent_inhibit.validate``) for every integer and size,
+"""Bounds and shapes at the boundary: one validator (``lucent_inhibit.core.validate``) for every integer and size,
 documented upper bounds that refuse typos and overflowed values naming the parameter and the accepted range,
 and scans whose totals cannot be ranked refused by the atlas selection."""
 import contextlib
@@ -13,14 +13,16 @@ import torch
 from conftest import TinyConvNet
 
 import lucent_inhibit as li
-from lucent_inhibit import objectives, param, rendering, transform, validate
-from lucent_inhibit.cli import main
-from lucent_inhibit.data import check_indices, iter_batches
-from lucent_inhibit.features import check_images
-from lucent_inhibit.stages import STAGES
-from lucent_inhibit.stages.configs import DataConfig, RenderConfig
-from lucent_inhibit.stages.options import base_type, choices_of, options
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.synthesis import objectives, param, transform
+from lucent_inhibit.core import rendering, validate
+from lucent_inhibit.app.cli import main
+from lucent_inhibit.data.datasets import check_indices
+from lucent_inhibit.data.batching import iter_batches
+from lucent_inhibit.core.features import check_images
+from lucent_inhibit.app.stages import STAGES
+from lucent_inhibit.app.configs import DataConfig, RenderConfig
+from lucent_inhibit.app.options import base_type, choices_of, options
+from lucent_inhibit.core.validate import InputError
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -227,7 +229,7 @@ def test_boolean_masks_are_weights():
 
 
 def test_dataset_items_are_checked():
-    from lucent_inhibit.data import dataset_item
+    from lucent_inhibit.data.datasets import dataset_item
 
     for dataset, index, match in ((X, 12, r"dataset index must be <= 11, got 12"), (X, 1.5, "must be an integer"),
                                   ([], 0, "the dataset is empty"), (3.0, 0, "dataset must be an image tensor"),

@@ -15,13 +15,16 @@ import torch
 from conftest import TinyConvNet
 
 import lucent_inhibit as li
-from lucent_inhibit import hooks, objectives, plots
-from lucent_inhibit.cli import main
+from lucent_inhibit.core import hooks, validate
+from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.scanning import figures as plots
+from lucent_inhibit.app.cli import main
 from lucent_inhibit.combinations import axis_scales, check_angles, sweep_combinations
-from lucent_inhibit.stages import STAGES, configs
-from lucent_inhibit.stages.options import base_type, options
+from lucent_inhibit.app.stages import STAGES
+from lucent_inhibit.app import configs
+from lucent_inhibit.app.options import base_type, options
 from lucent_inhibit.toy import k_feature_inputs
-from lucent_inhibit.validate import MAX_FRACTION, MAX_MIN_DIST, InputError
+from lucent_inhibit.core.validate import MAX_FRACTION, MAX_MIN_DIST, InputError
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -73,7 +76,7 @@ def test_the_method_bounds_are_generous():
 
 
 def test_the_stages_restate_the_libraries_power_bound():
-    assert configs.MAX_POWER is objectives.MAX_POWER  # one constant, in validate
+    assert validate.MAX_POWER is objectives.MAX_POWER  # one constant, in validate
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,8 +137,8 @@ NOT_RESULTS = [None, 3, {"layers": ["relu2"]}, X]
 def test_plots_refuse_what_is_not_a_result(bad, tmp_path):
     calls = [lambda: plots.plot_scan_scatter(bad), lambda: plots.plot_image_grid(bad, X, [0]),
              lambda: plots.plot_scan_overlay(bad, X, 0), lambda: plots.save_scan_figures(bad, X, str(tmp_path)),
-             lambda: plots.plot_completeness(bad, str(tmp_path / "c.png")),
-             lambda: plots.plot_attribution_totals(bad, str(tmp_path / "a.png"))]
+             lambda: plot_completeness(bad, str(tmp_path / "c.png")),
+             lambda: plot_attribution_totals(bad, str(tmp_path / "a.png"))]
     for call in calls:
         with pytest.raises(InputError, match=r"(result|attribution) must be a (ScanResult|CompletenessResult|Attrib)"):
             call()
@@ -175,8 +178,8 @@ def test_plot_indices_must_be_in_the_scan(scanned):
 def test_plots_still_draw_valid_input(scanned, tmp_path):
     fig = plots.plot_image_grid(scanned, X, np.array([0, 1, 2]), ncols=2.0)  # integer-valued floats are integers
     assert len(fig.axes) == 4
-    plots.close(fig)
-    plots.close(plots.plot_signed_overlay(torch.rand(3, 8, 8), np.ones((2, 2)), np.zeros((2, 2)), alpha=1))
+    close(fig)
+    close(plots.plot_signed_overlay(torch.rand(3, 8, 8), np.ones((2, 2)), np.zeros((2, 2)), alpha=1))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,11 +218,11 @@ def test_cli_refuses_float_options_out_of_range(stage, flag, value, message, tmp
 
 
 @pytest.mark.parametrize("make, bound", [
-    (lambda v: configs.RenderConfig(lr=v), configs.MAX_LR),
-    (lambda v: STAGES["atlas"].config(out="o", power=v), configs.MAX_POWER),
+    (lambda v: configs.RenderConfig(lr=v), validate.MAX_LR),
+    (lambda v: STAGES["atlas"].config(out="o", power=v), validate.MAX_POWER),
     (lambda v: STAGES["atlas"].config(out="o", min_dist=v), MAX_MIN_DIST),
     (lambda v: STAGES["inhibitors"].config(out="o", fraction=v), MAX_FRACTION),
-    (lambda v: STAGES["toy"].config(out="o", lr=v), configs.MAX_LR),
+    (lambda v: STAGES["toy"].config(out="o", lr=v), validate.MAX_LR),
 ])
 def test_float_bounds_are_inclusive_and_finite(make, bound):
     make(bound)  # the documented largest value is accepted
@@ -235,6 +238,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from test_property import ANY, HUGE as HUGE_VALUES, SETTINGS, WEIRD, arguments, call, tensors  # noqa: E402
+from lucent_inhibit.attribution.figures import plot_attribution_totals, plot_completeness
+from lucent_inhibit.core.figures import close
 
 COUNTS = st.one_of(ANY, HUGE_VALUES, st.integers(-3, 12))
 
@@ -291,7 +296,7 @@ def test_stage_float_options(field, value, lr):
     if cfg is not None:
         assert math.isfinite(getattr(cfg, field[1]))
     render = call(configs.RenderConfig, lr=lr)
-    assert render is None or 0 < render.lr <= configs.MAX_LR
+    assert render is None or 0 < render.lr <= validate.MAX_LR
 
 
 # -- attribution ------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from lucent_inhibit import Feature
-from lucent_inhibit.hooks import capture
-from lucent_inhibit.objectives import attribution_mask, layer_mask, signed_attribution, spatial_cosdot, tense
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.synthesis.objectives import (attribution_mask, layer_mask, signed_attribution, spatial_cosdot,
+                                                 tense)
 
 
 def _left_half(h, w):
@@ -69,9 +70,9 @@ def test_tense_mask_only_counts_tension_inside(tiny_net, tiny_images):
 
 
 def test_tense_mask_on_a_token_layer_weights_patch_tokens_and_drops_prefix_tokens():
-    from lucent_inhibit.attribution import signed_totals, tension
-    from lucent_inhibit.objectives.attribution import masked_scores
-    from lucent_inhibit.tokens import TokenGrid
+    from lucent_inhibit.attribution.totals import signed_totals, tension
+    from lucent_inhibit.synthesis.objectives.attribution import masked_scores
+    from lucent_inhibit.core.tokens import TokenGrid
 
     grid = TokenGrid(2, 2, 3)  # class + 1 register token, then a 2 x 3 patch grid: T = 8
     s = torch.arange(2 * 8 * 4, dtype=torch.float32).reshape(2, 8, 4) - 20

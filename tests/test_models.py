@@ -4,19 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.attribution import Feature, attribute, measure
-from lucent_inhibit.models import (
-    DEFAULT_LAYER,
-    block_outputs,
-    efficientnet_lite0,
-    get_layer,
-    inceptionv1,
-    layers,
-    load_model,
-    preactivation_layers,
-    prepare,
-    preprocess_fn,
-)
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.attribution.attribute import attribute, measure
+from lucent_inhibit.models.defaults import DEFAULT_LAYER
+from lucent_inhibit.models.layers import block_outputs, preactivation_layers
+from lucent_inhibit.models.embedded import efficientnet_lite0
+from lucent_inhibit.core.hooks import get_layer, layers
+from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.models.inception import inceptionv1
+from lucent_inhibit.core.preparation import prepare, preprocess_fn
 
 
 def _timm_lite0_untrained():
@@ -47,7 +43,8 @@ def _render_vis_value(model, image, feature):
 
 @pytest.mark.slow
 def test_embedded_model_is_pretrained():
-    from lucent_inhibit.data import resize_center, sample_images
+    from lucent_inhibit.data.images import resize_center
+    from lucent_inhibit.data.bundled import sample_images
 
     model = efficientnet_lite0()
     imgs = sample_images()
@@ -62,7 +59,7 @@ def test_embedded_model_is_pretrained():
 
 @pytest.mark.slow
 def test_render_vis_sees_the_same_feature_value_as_attribute_and_measure():
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.data.bundled import sample_crops
 
     model = efficientnet_lite0()  # a fresh copy: render_vis leaves its hooks on the model
     image = sample_crops(1, size=224, seed=4)[0][None]
@@ -112,7 +109,7 @@ def test_timm_layer_names_preactivations_and_block_outputs():
     assert blocks == sorted(blocks, key=lambda n: names.index(n))
     # a pre-activation layer really is the value before ReLU6: it goes negative, the activation does not
     x = preprocess_fn(model)(torch.rand(1, 3, 64, 64))
-    from lucent_inhibit.attribution import capture
+    from lucent_inhibit.core.hooks import capture
 
     with torch.no_grad():
         acts = capture(model, x, ["blocks_4_0_bn1_drop", "blocks_4_0_bn1_act"])

@@ -9,8 +9,8 @@ from lucent.optvis import render
 from torch import nn
 
 from lucent_inhibit import Feature, attribute, signed_totals, tension
-from lucent_inhibit import objectives as O
-from lucent_inhibit.hooks import hooks_restored
+from lucent_inhibit.synthesis import objectives as O
+from lucent_inhibit.core.hooks import hooks_restored
 
 from conftest import TinyConvNet
 

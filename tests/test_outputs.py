@@ -1,5 +1,5 @@
 """Output folders: nothing of the user's is moved, overwritten or deleted; bad --out is refused before any
-work; interrupted runs leave the previous report and no temporary folder (lucent_inhibit.outputs)."""
+work; interrupted runs leave the previous report and no temporary folder (lucent_inhibit.app.outputs)."""
 import dataclasses
 import os
 import signal
@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from lucent_inhibit.cli import main
-from lucent_inhibit.outputs import (MANIFEST, Interrupted, OutputError, StagingDir, check_report_target,
-                                    check_target, read_manifest, stage_files, stage_output)
-from lucent_inhibit.stages import STAGES
-from lucent_inhibit.stages.options import options
+from lucent_inhibit.app.cli import main
+from lucent_inhibit.app.outputs import (MANIFEST, Interrupted, OutputError, StagingDir, check_report_target,
+                                        check_target, read_manifest, stage_files, stage_output)
+from lucent_inhibit.app.stages import STAGES
+from lucent_inhibit.app.options import options
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--model", "conftest:TinyConvNet", "--layer", "conv3", "--unit", "1"]
@@ -199,7 +199,7 @@ def test_demo_refuses_a_folder_of_user_files_and_the_working_directory(tmp_path,
 # ------------------------------------------------------------------------------------------------
 def _start(argv, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-m", "lucent_inhibit.cli", *argv], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "lucent_inhibit", *argv], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -1,4 +1,4 @@
-"""Folder images decoded in worker processes (lucent_inhibit.pipeline): the same batches, in the same order,
+"""Folder images decoded in worker processes (lucent_inhibit.data.workers): the same batches, in the same order,
 as the main process; unreadable files found at open in the workers too; every stage reads through it."""
 import os
 
@@ -9,9 +9,10 @@ from conftest import TinyConvNet
 from PIL import Image
 
 import lucent_inhibit as li
-from lucent_inhibit.cli import main
-from lucent_inhibit.data import ImageFolder, iter_batches
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.app.cli import main
+from lucent_inhibit.data.folders import ImageFolder
+from lucent_inhibit.data.batching import iter_batches
+from lucent_inhibit.core.validate import InputError
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import lucent_inhibit as li
-from lucent_inhibit.precision import (AUTOCAST_TOLERANCE, AutocastTooInexact, active_precision, autocast,
-                                      check_autocast, checked_autocast)
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.attribution.precision import (AUTOCAST_TOLERANCE, AutocastTooInexact, active_precision, autocast,
+                                                  check_autocast, checked_autocast)
+from lucent_inhibit.core.validate import InputError
 
 
 class Cancelling(nn.Module):
@@ -79,7 +79,7 @@ def test_census_records_its_precision(tiny_net, tiny_images):
 
 
 def test_cli_scan_with_autocast_refuses_the_embedded_model_in_bfloat16_before_scanning(tmp_path, capsys):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     code = main(["scan", "--n-images", "8", "--size", "64", "--batch-size", "8", "--autocast", "--out", str(tmp_path)])
     err = capsys.readouterr().err

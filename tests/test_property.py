@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import lucent_inhibit as li  # noqa: E402
-from lucent_inhibit import objectives  # noqa: E402
-from lucent_inhibit.features import check_images  # noqa: E402
-from lucent_inhibit.rendering import NonFiniteLoss  # noqa: E402
+from lucent_inhibit.synthesis import objectives  # noqa: E402
+from lucent_inhibit.core.features import check_images  # noqa: E402
+from lucent_inhibit.core.rendering import NonFiniteLoss  # noqa: E402
 
 DOCUMENTED = (ValueError, TypeError, NonFiniteLoss, FileNotFoundError)  # the CLI's user errors (exit 2)
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,
@@ -300,7 +300,7 @@ def test_completeness_arguments(kw):
 @SETTINGS
 @given(value=st.one_of(ANY, st.tuples(SCALAR, SCALAR), st.just(b"88")), low=st.integers(0, 8))
 def test_validators(value, low):
-    from lucent_inhibit import validate
+    from lucent_inhibit.core import validate
 
     for check in (validate.check_int, validate.check_number, validate.check_size):
         out = call(check, "x", value, low)
@@ -316,7 +316,7 @@ def test_validators(value, low):
                     {"kind": st.sampled_from(["pixels", None, 1]), "size": st.one_of(ANY, st.tuples(SCALAR, SCALAR)),
                      "batch": st.one_of(SCALAR, HUGE)}))
 def test_param_build(kw):
-    from lucent_inhibit import param
+    from lucent_inhibit.synthesis import param
 
     out = call(param.build, **kw)
     if out is not None:
@@ -329,7 +329,7 @@ def test_param_build(kw):
                     {"sd": SCALAR, "decay_power": SCALAR, "size": st.one_of(ANY, HUGE)}),
        magnitude=st.one_of(st.none(), tensors(max_dim=3)))
 def test_fourier_and_phase_images(kw, magnitude):
-    from lucent_inhibit import param
+    from lucent_inhibit.synthesis import param
 
     out = call(param.fourier_image, **kw)
     if out is not None:
@@ -346,7 +346,7 @@ def test_fourier_and_phase_images(kw, magnitude):
                     {"size": st.one_of(ANY, st.tuples(SCALAR, SCALAR)), "n_crops": st.one_of(SCALAR, HUGE)}),
        shift=st.one_of(st.integers(0, 4), SCALAR), amount=st.one_of(st.floats(0, 1), SCALAR))
 def test_transforms(kw, shift, amount):
-    from lucent_inhibit import transform
+    from lucent_inhibit.synthesis import transform
 
     for make in (lambda: transform.box_crop(**kw), lambda: transform.shift(shift), lambda: transform.uniform_noise(amount)):
         t = call(make)
@@ -361,7 +361,7 @@ CONFIG_VALUES = st.one_of(ANY, HUGE, st.integers(-3, 300))
 @SETTINGS
 @given(which=st.sampled_from(["DataConfig", "RenderConfig", "FeatureConfig", "ModelConfig"]), data=st.data())
 def test_stage_configs(which, data):
-    import lucent_inhibit.stages.configs as configs
+    import lucent_inhibit.app.configs as configs
 
     cls = getattr(configs, which)
     name = data.draw(st.sampled_from([f.name for f in dataclasses.fields(cls)]))
@@ -377,7 +377,7 @@ def test_stage_configs(which, data):
        dataset=st.one_of(st.just(IMAGES4), st.just([IMAGES4[0], IMAGES4[1]]), st.just(li.sample_crops(2, size=8)),
                          st.just(["not", "images"]), WEIRD))
 def test_iter_batches(batch_size, indices, dataset):
-    from lucent_inhibit.data import iter_batches
+    from lucent_inhibit.data.batching import iter_batches
 
     call(lambda: [b for _, b in iter_batches(dataset, batch_size, indices)])
 

@@ -7,14 +7,15 @@ import torch
 from lucent.optvis import objectives as lobj
 
 from lucent_inhibit import Feature
-from lucent_inhibit import objectives as O
-from lucent_inhibit.accentuation import Accentuation, accentuate
-from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.inversion import InversionResult, inversions
-from lucent_inhibit.objectives import cosdots
-from lucent_inhibit.rendering import RenderSettings
-from lucent_inhibit.results import load_result
-from lucent_inhibit.synthesis import TenseResult, plot_tense, tense_image
+from lucent_inhibit.synthesis import objectives as O
+from lucent_inhibit.synthesis.accentuation import Accentuation, accentuate
+from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.synthesis.inversion import InversionResult, inversions
+from lucent_inhibit.synthesis.objectives import cosdots
+from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.core.results import load_result
+from lucent_inhibit.synthesis.tense import TenseResult, tense_image
+from lucent_inhibit.synthesis.figures import plot_tense
 
 FEAT = Feature("conv3", unit=1)
 
@@ -155,7 +156,7 @@ def test_seeded_render_keeps_global_rng_and_repeats(tiny_net, stage):
 def test_stage_defaults_apply_only_when_a_setting_is_none(tiny_net, monkeypatch):
     """accentuate and seeded inversions default to the phase parameterization, noise-start inversions and
     tense synthesis to the Fourier one; an explicit setting wins."""
-    from lucent_inhibit import param as P
+    from lucent_inhibit.synthesis import param as P
 
     used = []
     real = P.build

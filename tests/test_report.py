@@ -2,8 +2,9 @@ import os
 
 import pytest
 
-from lucent_inhibit.outputs import MANIFEST
-from lucent_inhibit.report import Report, Section, StagingDir
+from lucent_inhibit.app.outputs import MANIFEST
+from lucent_inhibit.app.page import Report, Section
+from lucent_inhibit.app.outputs import StagingDir
 
 
 def test_report_html_escapes_and_lists_numbers(tmp_path):
@@ -46,7 +47,7 @@ def test_staging_dir_replaces_old_report_only_on_success(tmp_path):
 def test_report_states_findings_at_the_top_and_in_their_section(tmp_path):
     import json
 
-    from lucent_inhibit.report import NOT_MEASURABLE, REPRODUCED, Finding
+    from lucent_inhibit.findings.verdicts import NOT_MEASURABLE, REPRODUCED, Finding
 
     r = Report("T", "intro")
     found = [Finding("P & N <cancel>", "r = 0.9 <b>", REPRODUCED, "bar: r >= 0.8"),

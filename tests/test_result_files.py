@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lucent_inhibit import results
+from lucent_inhibit.core import results
 
-MODULES = ["attribution", "scanning", "completeness_check", "atlas", "toy", "accentuation", "inversion", "synthesis",
-           "combinations", "disinhibition", "inhibitors", "census"]
-for _m in MODULES:
+for _m in sorted(set(results.RESULT_MODULES.values())):
     importlib.import_module(f"lucent_inhibit.{_m}")
 
 EXPECTED_TYPES = {
@@ -37,6 +35,17 @@ def _library_types():
 
 def test_every_result_type_is_on_the_result_base():
     assert EXPECTED_TYPES <= {n for n, _ in _library_types()}
+
+
+def test_the_result_table_names_every_result_type_of_the_package_where_it_is_defined():
+    import pkgutil
+
+    import lucent_inhibit
+
+    for m in pkgutil.walk_packages(lucent_inhibit.__path__, "lucent_inhibit."):
+        importlib.import_module(m.name)
+    found = {n: c.__module__ for n, c in _library_types()}
+    assert {n: f"lucent_inhibit.{m}" for n, m in results.RESULT_MODULES.items()} == found
 
 
 @pytest.fixture

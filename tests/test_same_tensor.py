@@ -6,8 +6,8 @@ from lucent.optvis import objectives as lucent_objectives
 from lucent.optvis import param as lucent_param
 from lucent.optvis.render import hook_model
 
-from lucent_inhibit import hooks, rendering
-from lucent_inhibit.models import load_model
+from lucent_inhibit.core import hooks, rendering
+from lucent_inhibit.models.loading import load_model
 
 
 def _models():
@@ -28,7 +28,7 @@ def _sample(names, k=12):
 @pytest.mark.parametrize("spec, size", _models(), ids=[m for m, _ in _models()])
 def test_capture_reads_the_tensor_lucents_hook_reads(spec, size):
     model = load_model(spec, weights="none")
-    before = hooks.hook_count(model)  # InceptionV1 keeps its own pre-ReLU hooks (lucent_inhibit.inception)
+    before = hooks.hook_count(model)  # InceptionV1 keeps its own pre-ReLU hooks (lucent_inhibit.models.inception)
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     counts = hooks.call_counts(model, x)
     single = [n for n in hooks.layers(model) if counts.get(n) == 1]
@@ -100,6 +100,6 @@ def test_objectives_read_unmutated_layers_from_the_second_step():
 
 
 def preprocess(model, x):
-    from lucent_inhibit.models import preprocess_fn
+    from lucent_inhibit.core.preparation import preprocess_fn
 
     return preprocess_fn(model)(x)

@@ -12,10 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.attribution import Feature, attribute, signed_totals
-from lucent_inhibit.chunkstore import shard_indices
-from lucent_inhibit.results import META_KEY
-from lucent_inhibit.scanning import ScanResult, merge_scans as merge, scan
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.attribution.attribute import attribute
+from lucent_inhibit.attribution.totals import signed_totals
+from lucent_inhibit.core.distributed import shard_indices
+from lucent_inhibit.core.results import META_KEY
+from lucent_inhibit.scanning.result import ScanResult
+from lucent_inhibit.scanning.merge import merge_scans as merge
+from lucent_inhibit.scanning.run import scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -444,7 +448,7 @@ def test_real_model_mtis_cancel_between_meis_and_miis(lite0):
     smaller in magnitude than the MEIs' and the MIIs', and their activation lies between the two. (Not "near
     zero": after blocks_4_0_bn2_act the feature carries a constant bias, f = E + 3.87, and on the 13-photo
     set unit 5's top MTIs still lean excitatory: mean f 8.3 against the MEIs' 12.6 and the MIIs' -7.0.)"""
-    from lucent_inhibit.data import sample_crops
+    from lucent_inhibit.data.bundled import sample_crops
 
     torch.set_num_threads(2)
     ds = sample_crops(48, size=128, seed=0)
@@ -465,7 +469,7 @@ def test_real_model_mtis_cancel_between_meis_and_miis(lite0):
 # CLI
 # ------------------------------------------------------------------------------------------------
 def test_cli_scan_shards_merge_and_figures(tmp_path, capsys):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     base = ["--model", "test_scan:SmallNet", "--layer", "conv3", "--unit", "1", "--attr-layers", "relu2", "relu1",
             "--n-images", "12", "--size", "16", "--batch-size", "4", "--top-k", "3"]
@@ -499,7 +503,7 @@ def test_cli_scan_shards_merge_and_figures(tmp_path, capsys):
 def test_image_folder_items_are_paths(tmp_path):
     from PIL import Image
 
-    from lucent_inhibit.data import ImageFolder
+    from lucent_inhibit.data.folders import ImageFolder
 
     rng = np.random.default_rng(0)
     for i in range(5):
@@ -511,8 +515,8 @@ def test_image_folder_items_are_paths(tmp_path):
 
 
 def test_bad_paths_parts_and_lookups_are_input_errors(tmp_path):
-    from lucent_inhibit.scanning import NotInScanError
-    from lucent_inhibit.validate import InputError
+    from lucent_inhibit.scanning.result import NotInScanError
+    from lucent_inhibit.core.validate import InputError
 
     net, ds = SmallNet(), CountingDataset(6)
     with pytest.raises(InputError, match="out must be a folder path .* got 2.5"):

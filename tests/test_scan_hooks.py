@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.scanning import ScanResult, scan
+from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.scanning.result import ScanResult
+from lucent_inhibit.scanning.run import scan
 from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
 BATCH = 4

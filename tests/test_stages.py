@@ -7,16 +7,16 @@ import os
 
 import pytest
 
-from lucent_inhibit.hooks import hook_count
-from lucent_inhibit.report import DemoConfig, DemoPlan
-from lucent_inhibit.stages import STAGES, Stage, get_stage, register, shared_inputs
-from lucent_inhibit.stages import atlas as atlas_stage
-from lucent_inhibit.stages import combos as combos_stage
-from lucent_inhibit.stages import configs
-from lucent_inhibit.stages import toy as toy_stage
-from lucent_inhibit.stages.common import load_model
-from lucent_inhibit.stages.completeness import CompletenessConfig
-from lucent_inhibit.stages.scan import ScanConfig, ScanFeature
+from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.app.report import DemoConfig, DemoPlan
+from lucent_inhibit.app.stages import STAGES, Stage, get_stage, register, shared_inputs
+from lucent_inhibit.app.stages import atlas as atlas_stage
+from lucent_inhibit.app.stages import combos as combos_stage
+from lucent_inhibit.app import configs
+from lucent_inhibit.app.stages import toy as toy_stage
+from lucent_inhibit.app.runtime import load_model
+from lucent_inhibit.app.stages.completeness import CompletenessConfig
+from lucent_inhibit.app.stages.scan import ScanConfig, ScanFeature
 
 
 def _defaults(fn):
@@ -58,17 +58,16 @@ def test_configs_name_the_option_in_their_messages(make, flag):
 
 
 def test_feature_config_defaults_and_attribution_layer():
-    from lucent_inhibit.models import DEFAULT_LAYER
+    from lucent_inhibit.models.defaults import DEFAULT_LAYER
 
-    assert configs.DEFAULT_LAYER == DEFAULT_LAYER
     f = configs.FeatureConfig(position="2,3")
-    assert f.feature(configs.DEFAULT_LAYER).position == (2, 3) and f.feature("blocks_5_0").layer == "blocks_5_0"
+    assert f.feature(DEFAULT_LAYER).position == (2, 3) and f.feature("blocks_5_0").layer == "blocks_5_0"
     with pytest.raises(ValueError, match="give --layer"):
         f.feature()
 
 
 def test_render_config_is_the_render_contract():
-    from lucent_inhibit.rendering import RenderSettings
+    from lucent_inhibit.core.rendering import RenderSettings
 
     base = configs.RenderConfig()
     assert (base.steps, base.lr, base.size, base.model_size, base.seed) == (
@@ -81,12 +80,12 @@ def test_render_config_is_the_render_contract():
 def test_stage_defaults_are_the_library_defaults():
     from lucent_inhibit.atlas import AtlasConfig
     from lucent_inhibit.combinations import MIN_ANGLES, sweep_combinations
-    from lucent_inhibit.completeness_check import completeness
-    from lucent_inhibit.inversion import inversions
-    from lucent_inhibit.synthesis import tense_image
+    from lucent_inhibit.attribution.completeness import completeness
+    from lucent_inhibit.synthesis.inversion import inversions
+    from lucent_inhibit.synthesis.tense import tense_image
     from lucent_inhibit.toy import ToyConfig, train_toy
-    from lucent_inhibit.stages.invert import InvertConfig
-    from lucent_inhibit.stages.tense import TenseConfig
+    from lucent_inhibit.app.stages.invert import InvertConfig
+    from lucent_inhibit.app.stages.tense import TenseConfig
 
     lib, stage = AtlasConfig(), atlas_stage.AtlasStageConfig(out="o")
     for name in ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
@@ -114,7 +113,7 @@ def test_demo_config_sets_only_sizes():
 
 
 def test_demo_plan_composes_the_registered_stage_configs(tmp_path):
-    from lucent_inhibit.stages.configs import DataConfig, ModelConfig
+    from lucent_inhibit.app.configs import DataConfig, ModelConfig
 
     plan = DemoPlan(ModelConfig(), DataConfig(n_images=8, size=64), "blocks_4_0_bn3_drop", 5, "blocks_4_0_bn2_act",
                     "blocks_4_0_bn1_act", DemoConfig.quick())
@@ -136,7 +135,7 @@ def _tiny_scan(tmp_path, **kw):
 
 
 def test_stage_runs_leave_hooks_and_grad_flags_also_on_error(tmp_path, monkeypatch):
-    import lucent_inhibit.plots as plots
+    import lucent_inhibit.scanning.figures as plots
 
     with shared_inputs():
         cfg = _tiny_scan(tmp_path)
@@ -162,7 +161,7 @@ def test_stage_runs_leave_hooks_and_grad_flags_also_on_error(tmp_path, monkeypat
 
 
 def test_shared_inputs_loads_each_model_and_image_set_once(tmp_path):
-    from lucent_inhibit.stages.common import load_data
+    from lucent_inhibit.app.runtime import load_data
 
     m, d = configs.ModelConfig("conftest:TinyConvNet"), configs.DataConfig(n_images=4, size=16)
     assert load_model(m) is not load_model(m)
@@ -176,8 +175,8 @@ def test_shared_inputs_loads_each_model_and_image_set_once(tmp_path):
 
 
 def test_describe_and_section_list_only_the_files_the_stage_wrote(tmp_path, monkeypatch):
-    import lucent_inhibit.plots as plots
-    from lucent_inhibit.stages.common import run_stage
+    import lucent_inhibit.scanning.figures as plots
+    from lucent_inhibit.app.runtime import run_stage
 
     written = {}
     save = plots.save_scan_figures

@@ -12,11 +12,15 @@ from lucent.optvis.render import hook_model
 from torch import nn
 
 import lucent_inhibit as li
-from lucent_inhibit import Feature, objectives, param, preprocess_fn
-from lucent_inhibit.hooks import capture, hook_count, hooks_restored
-from lucent_inhibit.rendering import RenderSettings, math_attention, rng_restored, run_render
-from lucent_inhibit.tokens import TokenGrid, check_input_size, infer_grid, patch_maps, required_input_size, token_grid
-from lucent_inhibit.validate import InputError
+from lucent_inhibit import Feature, preprocess_fn
+from lucent_inhibit.synthesis import objectives, param
+from lucent_inhibit.core.hooks import capture, hook_count, hooks_restored
+from lucent_inhibit.core.rendering import RenderSettings, math_attention, rng_restored, run_render
+from lucent_inhibit.core.tokens import (TokenGrid, check_input_size, infer_grid, patch_maps, required_input_size,
+                                        token_grid)
+from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.core.hooks import layer_table
+from lucent_inhibit.models.layers import logits_input_size
 
 SPECS = ["timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224"]
 
@@ -50,7 +54,7 @@ def image(n=1, size=224, seed=0):
 # ------------------------------------------------------------------------------------------------
 def test_models_know_their_grid_prefix_size_and_preactivations(vit):
     assert token_grid(vit) == TokenGrid(1, 14, 14, class_token=True)
-    assert required_input_size(vit) == (224, 224) == (li.models.logits_input_size(vit),) * 2
+    assert required_input_size(vit) == (224, 224) == (logits_input_size(vit),) * 2
     pre = li.preactivation_layers(vit)
     assert pre[:4] == ["blocks_0_mlp_fc1", "blocks_0", "blocks_1_mlp_fc1", "blocks_1"]
     assert pre[-1] == "head" and "blocks_11" in pre and not any("attn" in n for n in pre)
@@ -142,7 +146,7 @@ def test_bad_positions_on_a_real_vit(vit_tiny):
 # ------------------------------------------------------------------------------------------------
 def hand_grad_x_act(model, x, feature_layer, read, layers):
     """grad x act by hand: forward hooks keep the layers' outputs, one backward of ``read(feature act)``."""
-    table = li.hooks.layer_table(model)
+    table = layer_table(model)
     kept, handles = {}, []
     for name in set(layers) | {feature_layer}:
         def keep(m, i, o, name=name):
@@ -383,7 +387,7 @@ def test_exact_tense_gradient_through_vit_attention_matches_finite_differences()
 
 
 def test_tense_image_exact_on_a_tiny_vit_renders_at_its_size():
-    from lucent_inhibit.synthesis import tense_image
+    from lucent_inhibit.synthesis.tense import tense_image
 
     model = tiny_vit()
     res = tense_image(model, Feature("blocks_1", unit=2, position="mean"), "blocks_0", mode="exact",

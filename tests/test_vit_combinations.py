@@ -6,18 +6,14 @@ import pytest
 import torch
 
 import lucent_inhibit as li
-from lucent_inhibit import Feature, objectives, preprocess_fn
-from lucent_inhibit.combinations import (
-    CombinationResult,
-    PairStatistics,
-    axis_scales,
-    pair_statistics,
-    sweep_combinations,
-)
-from lucent_inhibit.objectives import cosdot_value, pair_targets
-from lucent_inhibit.rendering import RenderSettings
-from lucent_inhibit.tokens import TokenGrid, token_grid
-from lucent_inhibit.validate import InputError
+from lucent_inhibit import Feature, preprocess_fn
+from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.combinations import (CombinationResult, PairStatistics, axis_scales, pair_statistics,
+                                         sweep_combinations)
+from lucent_inhibit.synthesis.objectives import cosdot_value, pair_targets
+from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.core.tokens import TokenGrid, token_grid
+from lucent_inhibit.core.validate import InputError
 
 LAYER = "blocks_1_mlp_fc1"
 RENDER = RenderSettings(steps=2, size=32, model_size=32, transforms=[], seed=3)
@@ -183,7 +179,7 @@ def test_sweep_gives_a_token_feature_without_a_grid_the_models_at_its_input_size
 
 @pytest.mark.slow
 def test_cli_combos_on_vit_tiny_cls_token(tmp_path, capsys, one_thread):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     args = ["--model", "timm:vit_tiny_patch16_224", "--weights", "none", "--size", "224", "--n-images", "8",
             "--batch-size", "8", "--layer", "blocks_10_mlp_fc1", "--steps", "2", "--n-angles", "5",

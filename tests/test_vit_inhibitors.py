@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import lucent_inhibit as li
-from lucent_inhibit.datapass import dataset_pass
-from lucent_inhibit.hooks import capture
-from lucent_inhibit.inhibitors import channel_inhibition, inhibitor_dictionary, layer_channel, remove_channels
-from lucent_inhibit.models import preprocess_fn
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.attribution.passes import dataset_pass
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.causal.inhibitors import channel_inhibition, inhibitor_dictionary, layer_channel, remove_channels
+from lucent_inhibit.core.preparation import preprocess_fn
+from lucent_inhibit.core.validate import InputError
 from test_vit import tiny_vit
 
 FEATURE, LAYER = li.Feature("blocks_1_mlp_fc1", unit=3, position="cls"), "blocks_0"
@@ -41,7 +41,7 @@ def test_removing_token_channels_sets_them_in_every_token():
         out[:, :, [2, 5]] = 0
         return out
 
-    from lucent_inhibit.hooks import get_layer
+    from lucent_inhibit.core.hooks import get_layer
 
     handle = get_layer(vit, LAYER).register_forward_hook(zeroed)
     try:

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 import lucent_inhibit as li
-from lucent_inhibit import Feature, objectives, param, preprocess_fn
-from lucent_inhibit.attribution import attribute
-from lucent_inhibit.hooks import capture
-from lucent_inhibit.inversion import InversionResult, inversions
-from lucent_inhibit.rendering import RenderSettings, rng_restored, run_render
-from lucent_inhibit.tokens import TokenGrid, token_grid
-from lucent_inhibit.validate import InputError
+from lucent_inhibit import Feature, preprocess_fn
+from lucent_inhibit.synthesis import objectives, param
+from lucent_inhibit.attribution.attribute import attribute
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.synthesis.inversion import InversionResult, inversions
+from lucent_inhibit.core.rendering import RenderSettings, rng_restored, run_render
+from lucent_inhibit.core.tokens import TokenGrid, token_grid
+from lucent_inhibit.core.validate import InputError
 
 GRID = TokenGrid(2, 3, 4)  # class token + 1 register token, then a non-square 3x4 patch grid: T = 14
 
@@ -162,7 +163,7 @@ def test_inversions_of_a_strict_vit_refuse_another_render_size(one_thread):
 
 @pytest.mark.slow
 def test_cli_inverts_at_a_vit_token_layer(tmp_path, capsys, one_thread):
-    from lucent_inhibit.cli import main
+    from lucent_inhibit.app.cli import main
 
     out = tmp_path / "inv"
     assert main(["invert", "--model", "timm:vit_tiny_patch16_224", "--weights", "none", "--size", "224",

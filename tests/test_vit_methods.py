@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import lucent_inhibit as li
-from lucent_inhibit import Feature, objectives
+from lucent_inhibit import Feature
+from lucent_inhibit.synthesis import objectives
 from lucent_inhibit.atlas.vectors import collect_vectors
-from lucent_inhibit.attribution import signed_totals
-from lucent_inhibit.tokens import TokenGrid, token_maps
-from lucent_inhibit.validate import InputError
+from lucent_inhibit.attribution.totals import signed_totals
+from lucent_inhibit.core.tokens import TokenGrid, token_maps
+from lucent_inhibit.core.validate import InputError
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_atlas_vectors_on_a_token_layer_are_per_patch(vit_tiny, one_thread):
     assert abs(pts.vectors - expected).max() <= 1e-5 * abs(expected).max()
     assert pts.point_position[14 + 3].tolist() == [1, 3] and pts.point_image[196:].tolist() == [1] * 196
     assert abs(summed.vectors - scores[:, 1:].sum(1).numpy()).max() <= 1e-5 * abs(expected).max() * 196
-    h = li.hooks.capture(vit_tiny, li.preprocess_fn(vit_tiny)(images), ["blocks_3"])["blocks_3"].detach()
+    h = li.capture(vit_tiny, li.preprocess_fn(vit_tiny)(images), ["blocks_3"])["blocks_3"].detach()
     assert abs(acts.vectors - h[:, 1:].mean(1).numpy()).max() <= 1e-5 * float(h.abs().max())
     P, N = signed_totals(scores, "element", "l1")  # totals over every token, the class token included
     assert abs(pts.P - P.numpy()).max() <= 1e-5 * float(P.max()) and abs(pts.N - N.numpy()).max() <= 1e-5 * float(N.max())

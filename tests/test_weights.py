@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
-from lucent_inhibit import models
-from lucent_inhibit.models import WeightsError, inceptionv1, load_model
+from lucent_inhibit.models.weights import WeightsError
+from lucent_inhibit.models.inception import INCEPTIONV1_URL, inceptionv1
+from lucent_inhibit.models.loading import load_model
 
 
 class _Planted:
@@ -60,7 +61,7 @@ def test_planted_checkpoint_in_the_hub_cache_does_not_execute(tmp_path, monkeypa
     try:
         os.makedirs(tmp_path / "hub" / "checkpoints")
         marker = tmp_path / "ran"
-        _plant(tmp_path / "hub" / "checkpoints" / os.path.basename(models.INCEPTIONV1_URL), marker)
+        _plant(tmp_path / "hub" / "checkpoints" / os.path.basename(INCEPTIONV1_URL), marker)
         with pytest.raises(WeightsError, match="refused|cannot"):
             inceptionv1(pretrained=True)
         assert not marker.exists()
@@ -122,8 +123,9 @@ def test_inceptionv1_from_a_state_file_attributes_with_true_relu_gradients(tmp_p
 def test_inceptionv1_pre_relu_concatenations_are_layers_and_leave_the_logits_unchanged():
     from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1
 
-    from lucent_inhibit import Feature, attribute, hooks, preprocess_fn
-    from lucent_inhibit.inception import pre_relu_layers
+    from lucent_inhibit import Feature, attribute, preprocess_fn
+    from lucent_inhibit.core import hooks
+    from lucent_inhibit.models.inception import pre_relu_layers
 
     plain = InceptionV1(pretrained=False, redirected_ReLU=False).eval()
     model = inceptionv1(pretrained=False, state_dict=plain.state_dict())

@@ -1,11 +1,11 @@
 """Attribution atlas and activation atlas (Hamblin et al. 2024, section 4; Carter et al. 2019).
 
 A global picture of the ways a dataset excites and inhibits one feature, built in six stages, one
-function each, each returning a :class:`~lucent_inhibit.results.Result` (``save`` / ``load`` /
+function each, each returning a :class:`~lucent_inhibit.core.results.Result` (``save`` / ``load`` /
 ``summary`` / ``plot``):
 
 1. :func:`select_images` (:class:`Selection`, :mod:`.selection`): pick images from a
-   :class:`~lucent_inhibit.scanning.ScanResult` by criteria (top-k ``|S|_2``, top / bottom-k activation,
+   :class:`~lucent_inhibit.scanning.result.ScanResult` by criteria (top-k ``|S|_2``, top / bottom-k activation,
    top-k tension; their union).
 2. :func:`collect_vectors` (:class:`AtlasPoints`, :mod:`.vectors`): for every selected image its
    attribution ``S_l = grad_{h_l} f * h_l`` (``kind="attribution"``) or its activation ``h_l``
@@ -30,11 +30,11 @@ function each, each returning a :class:`~lucent_inhibit.results.Result` (``save`
 
 :func:`build_atlas` (:mod:`.build`) runs stages 1-5 with an :class:`AtlasConfig` and one
 :class:`~lucent_inhibit.RenderSettings`, and returns an :class:`Atlas` (one ``.npz``). Every layer is read
-through :func:`lucent_inhibit.hooks.capture`, so the vectors, the render and the icon measurement see the
+through :func:`lucent_inhibit.core.hooks.capture`, so the vectors, the render and the icon measurement see the
 same tensor for a layer name; a layer whose module runs more than once per forward pass is refused.
 """
 from .build import Atlas, AtlasConfig, build_atlas
-from .figure import FRAMES, frame_values, plot_atlas
+from .figures import FRAMES, frame_values, plot_atlas
 from .html import atlas_html, write_atlas_html
 from .footprint import FOOTPRINT_CROP, gradient_footprint, tile_box, token_crop
 from .icons import (ICON_TARGETS, ICON_TRANSFORMS, AtlasIcons, icon_crop, icon_settings, icon_targets, measure_icons,

@@ -11,10 +11,11 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 from torch import nn
 
-from ..attribution import METHODS, TENSION_SCORES
-from ..rendering import RenderSettings, as_settings
-from ..results import Result
-from ..validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_number
+from ..attribution.attribute import METHODS
+from ..attribution.totals import TENSION_SCORES
+from ..core.rendering import RenderSettings, as_settings
+from ..core.results import Result
+from ..core.validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_number
 from .icons import ICON_TARGETS, AtlasIcons, render_icons
 from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
 from .selection import CRITERIA, Selection, select_images
@@ -160,7 +161,7 @@ class Atlas(Result):
 
     def plot(self, path) -> str:
         """The static atlas figure (:func:`plot_atlas`, frames by icon activation) as a PNG; returns the path."""
-        from .figure import plot_atlas
+        from .figures import plot_atlas
 
         plot_atlas(self, str(path))
         return str(path)
@@ -178,7 +179,7 @@ def _as_config(config) -> AtlasConfig:
 
 def _selection(selection, feature, layer: str, config: AtlasConfig):
     """A scan (``ScanResult`` or the path of one) becomes a :class:`Selection` by ``config``'s criteria."""
-    from ..scanning import ScanResult
+    from ..scanning.result import ScanResult
 
     if isinstance(selection, (ScanResult, str, os.PathLike)):
         return select_images(selection, feature, layer, **config.criteria())
@@ -202,7 +203,7 @@ def build_atlas(
         model: a prepared model; dataset: the images the vectors come from (see :func:`collect_vectors`).
         feature: the feature explained; layer: the atlas (attribution) layer, run once per forward pass.
         selection: a :class:`Selection`, dataset indices, ``None`` (the whole dataset), or a
-            :class:`~lucent_inhibit.scanning.ScanResult` (or its file) from which ``config``'s criteria select.
+            :class:`~lucent_inhibit.scanning.result.ScanResult` (or its file) from which ``config``'s criteria select.
         config: :class:`AtlasConfig` (None: its defaults; a dict of its fields is accepted).
         render: :class:`~lucent_inhibit.RenderSettings` of the icons (None: ``RenderSettings()``, 128 steps;
             see :func:`render_icons` for the icon defaults of size, model size and parameterization).

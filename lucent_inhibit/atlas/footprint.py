@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import capture, model_device
-from ..models import preprocess_fn
-from ..objectives import crop_box
-from ..tokens import TokenGrid, token_maps
+from ..core.hooks import capture, model_device
+from ..core.preparation import preprocess_fn
+from ..synthesis.objectives import crop_box
+from ..core.tokens import TokenGrid, token_maps
 from .vectors import Box
 
 #: Fraction of its maximum the input-gradient footprint must exceed to be inside the crop (the default

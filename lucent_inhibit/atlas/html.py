@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .figure import FRAMES, _symmetric_limit, frame_values
+from .figures import FRAMES, symmetric_limit, frame_values
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +58,7 @@ def _frame_colours(atlas) -> dict:
     out = {}
     for frame in FRAMES:
         values, _ = frame_values(atlas, frame)
-        lim = _symmetric_limit(values)
+        lim = symmetric_limit(values)
         out[frame] = [_rgb(v, lim) for v in values]
     return out
 
@@ -91,7 +91,7 @@ def _page_data(atlas, frame: str = "activation", icon_size: int = 128) -> dict:
 
 def atlas_html(atlas, title: Optional[str] = None, frame: str = "activation", icon_size: int = 128) -> str:
     """The interactive atlas as one self-contained HTML string (see :func:`write_atlas_html`)."""
-    from ..validate import check_choice, check_int
+    from ..core.validate import check_choice, check_int
 
     check_choice("frame", frame, FRAMES)
     icon_size = check_int("icon_size", icon_size, low=8)

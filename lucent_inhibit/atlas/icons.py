@@ -7,12 +7,12 @@ Icon targets. A cell's averaged vector ``v`` is a C-vector. It becomes a (C, H, 
 cell's points each at its own place (``"positions"``). Attribution vectors enter as their absolute value
 (SPEC 2.6). Each icon maximises the spatial cosdot ``dot * |cos|^power`` (Hamblin et al. 2024, paper 004)
 between the layer's activation and its target, all icons of a chunk in ONE call of Lucent's
-``render_vis`` (through :func:`lucent_inhibit.rendering.run_render`, which leaves the model as it found
+``render_vis`` (through :func:`lucent_inhibit.core.rendering.run_render`, which leaves the model as it found
 it). The feature, and the layer's activation for the cosine, are then read by
-:func:`lucent_inhibit.hooks.capture` on exactly the stored icons, upsampled as the render loop fed them;
+:func:`lucent_inhibit.core.hooks.capture` on exactly the stored icons, upsampled as the render loop fed them;
 the layer through the same function :func:`~lucent_inhibit.atlas.collect_vectors` uses, so icons are
 measured on the tensor the vectors were read from. On a vision transformer's token layer (B, T, C) the
-targets are maps over the patch grid (:func:`lucent_inhibit.tokens.token_maps`; class and register tokens
+targets are maps over the patch grid (:func:`lucent_inhibit.core.tokens.token_maps`; class and register tokens
 carry no target) and the icon crop is measured: the targeted patches plus what attention mixes in
 (:func:`icon_crop`, :mod:`.footprint`).
 """
@@ -26,18 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attribution import measure
-from ..distributed import digest, map_chunks, rank0_seed
-from ..hooks import check_layer_names, check_single_call, model_device
-from ..tokens import token_grid
-from ..objectives import cosdot, crop_box, spatial_cosdot
-from ..param import build as build_param
-from ..rendering import RenderSettings, as_settings, rng_restored, run_render
-from ..results import Result
-from ..validate import MAX_POWER, check_choice, check_int, check_number
+from ..attribution.attribute import measure
+from ..core.distributed import digest, map_chunks, rank0_seed
+from ..core.hooks import check_layer_names, check_single_call, model_device
+from ..core.tokens import token_grid
+from ..synthesis.objectives import cosdot, crop_box, spatial_cosdot
+from ..synthesis.param import build as build_param
+from ..core.rendering import RenderSettings, as_settings, rng_restored, run_render
+from ..core.results import Result
+from ..core.validate import MAX_POWER, check_choice, check_int, check_number
 from .footprint import tile_box, tile_info, token_crop
 from .layout import AtlasGrid
-from .vectors import AtlasPoints, Box, _to_uint8, layer_grid, layer_map, read_layer
+from .vectors import AtlasPoints, Box, to_uint8, layer_grid, layer_map, read_layer
 
 ICON_TARGETS = ("box", "center", "positions")
 #: The parameterization of atlas icons when ``RenderSettings.param`` is None: Lucent's ``param.image``.
@@ -94,7 +94,7 @@ class AtlasIcons(Result):
         side = int(size or self.crop_size or self.images.shape[1])
         if tuple(x.shape[2:]) != (side, side):
             x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-        return _to_uint8(x)
+        return to_uint8(x)
 
     def summary(self) -> dict:
         contrast = float(np.median(self.contrast)) if self.contrast is not None and len(self) else float("nan")
@@ -104,7 +104,7 @@ class AtlasIcons(Result):
 
     def plot(self, path) -> str:
         """The icons in a row-major montage, each titled with its activation and cosine (PNG)."""
-        from .figure import plot_icons
+        from .figures import plot_icons
 
         return plot_icons(self, path)
 
@@ -236,7 +236,7 @@ def _devices(model: nn.Module):
 
 def render_batch(model: nn.Module, layer: str, targets: torch.Tensor, image_size: Tuple[int, int],
                  render: Optional[RenderSettings] = None, power: float = 4.0) -> np.ndarray:
-    """Render one image per target in ONE call of Lucent's ``render_vis`` (:func:`~lucent_inhibit.rendering.run_render`).
+    """Render one image per target in ONE call of Lucent's ``render_vis`` (:func:`~lucent_inhibit.core.rendering.run_render`).
 
     Args:
         targets: (B, C, H, W) maps at ``layer`` (or (B, C) directions for a linear layer).
@@ -267,7 +267,7 @@ def _icon_inputs(icons_uint8: np.ndarray, model_hw: Tuple[int, int]) -> torch.Te
 
 def target_cosine(h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(K,) the spatial cosdot's cosine between layer activations ``h`` and ``targets`` (K, C, H, W), each
-    inside its target's crop box (:func:`~lucent_inhibit.objectives.crop_box` at ``TARGET_CROP``), or over
+    inside its target's crop box (:func:`~lucent_inhibit.synthesis.objectives.crop_box` at ``TARGET_CROP``), or over
     the channels for (K, C) directions."""
     if h.dim() != 4:
         return F.cosine_similarity(h.flatten(1), targets.flatten(1), dim=1)
@@ -325,7 +325,7 @@ def _render_icons(model, points: AtlasPoints, targets: torch.Tensor, settings: R
                   power: float) -> np.ndarray:
     """(K, h, w, 3) uint8 icons, ``batch_size`` targets per :func:`render_batch` call, chunk ``c`` seeded
     ``settings.seed + c``; under ``torchrun`` each rank renders its share of the chunks
-    (:func:`~lucent_inhibit.distributed.map_chunks`) and every rank gets all of them."""
+    (:func:`~lucent_inhibit.core.distributed.map_chunks`) and every rank gets all of them."""
     from tqdm.auto import tqdm
 
     settings = settings.replace(seed=rank0_seed(settings.seed))  # under torchrun: rank 0's seed on every rank
@@ -345,7 +345,7 @@ def _render_icons(model, points: AtlasPoints, targets: torch.Tensor, settings: R
         images = [p["images"] for p in map_chunks(len(starts), one, said)]
     finally:
         bar.close()
-    return _to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
+    return to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
 
 
 def render_icons(
@@ -368,7 +368,7 @@ def render_icons(
             leaves them None, the icon side and the size the model sees are the dataset's image size and
             ``param`` is ``"lucent"`` (see :func:`icon_settings`). Chunk ``c`` is seeded ``seed + c``;
             ``render.progress`` shows a bar over chunks. Under ``torchrun`` each rank renders its share of
-            the chunks (:func:`~lucent_inhibit.distributed.map_chunks`) and every rank returns all icons
+            the chunks (:func:`~lucent_inhibit.core.distributed.map_chunks`) and every rank returns all icons
             (``seed=None``: rank 0 draws the seed).
         batch_size: icons per render call.
         power: cosine exponent of the spatial cosdot (finite, >= 0).

@@ -13,8 +13,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from ..results import Result
-from ..validate import MAX_MIN_DIST, check_int, check_number
+from ..core.results import Result
+from ..core.validate import MAX_MIN_DIST, check_int, check_number
 from .vectors import AtlasPoints
 
 MIN_UMAP_POINTS = 5
@@ -45,7 +45,7 @@ class AtlasLayout(Result):
 
     def plot(self, path) -> str:
         """The points in the unit square (PNG)."""
-        from .figure import plot_layout
+        from .figures import plot_layout
 
         return plot_layout(self, path)
 
@@ -168,7 +168,7 @@ class AtlasGrid(Result):
 
     def plot(self, path) -> str:
         """The occupied cells coloured by their net attribution (PNG)."""
-        from .figure import plot_grid
+        from .figures import plot_grid
 
         return plot_grid(self, path)
 

@@ -1,6 +1,6 @@
 """Stage 1 of the atlas: the images it is built from, picked from a scan (Hamblin et al. 2024, section 4).
 
-The attribution atlas samples images by several rankings of a :class:`~lucent_inhibit.scanning.ScanResult`
+The attribution atlas samples images by several rankings of a :class:`~lucent_inhibit.scanning.result.ScanResult`
 and takes their union: the images with the largest attribution norm ``|S|_2``, the maximally exciting
 and inhibiting images (top / bottom activation) and the maximally tense images (tension of the
 excitatory total P and the inhibitory total N).
@@ -13,9 +13,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..features import Feature, as_feature
-from ..results import Result
-from ..validate import InputError, check_choice, check_int
+from ..core.features import Feature, as_feature
+from ..core.results import Result
+from ..core.validate import InputError, check_choice, check_int
 
 #: The rankings :func:`select_images` can take the union of, in the order reasons name them.
 CRITERIA = ("top_abs", "top_activation", "bottom_activation", "top_tension")
@@ -58,13 +58,13 @@ class Selection(Result):
 
     def plot(self, path) -> str:
         """Bar chart: images picked by each criterion, and the size of the union (PNG)."""
-        from .figure import plot_selection
+        from .figures import plot_selection
 
         return plot_selection(self, path)
 
 
 def _check_scan(scan, feature, layer: Optional[str]):
-    from ..scanning import ScanResult
+    from ..scanning.result import ScanResult
 
     if isinstance(scan, (str, os.PathLike)):
         scan = ScanResult.load(os.fspath(scan))
@@ -96,7 +96,7 @@ def check_totals(scan, layer: str, granularity: str) -> None:
     infinite values come from a model whose forward or backward pass overflowed on those images, negative
     totals only from a file or a ``ScanResult`` not written by the scan. The message names the first rows.
     """
-    from ..scanning import GRANULARITIES
+    from ..scanning.result import GRANULARITIES
 
     check_choice("granularity", granularity, GRANULARITIES)
     g, where = GRANULARITIES.index(granularity), scan.layers.index(layer)
@@ -129,7 +129,7 @@ def select_images(
     score="min",
     granularity: str = "element",
 ) -> Selection:
-    """Stage 1: the union of several rankings of a scan (:class:`~lucent_inhibit.scanning.ScanResult`).
+    """Stage 1: the union of several rankings of a scan (:class:`~lucent_inhibit.scanning.result.ScanResult`).
 
     Args:
         scan: a ``ScanResult`` or the path of a saved one.
@@ -145,7 +145,7 @@ def select_images(
     Returns:
         :class:`Selection` (dataset indices sorted, with the criteria that picked each).
 
-    Raises :class:`~lucent_inhibit.validate.InputError` for a scan whose activations or totals are not
+    Raises :class:`~lucent_inhibit.core.validate.InputError` for a scan whose activations or totals are not
     finite or whose totals are negative (:func:`check_totals`): rankings of them would be arbitrary.
     """
     scan, layer = _check_scan(scan, feature, layer)

@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..validate import check_int
+from ..core.validate import check_int
 
 #: Bytes of layer maps :class:`MapStore` holds in memory (32 MiB); larger selections spill to a temporary file.
 MAP_BUDGET = 32 * 2 ** 20

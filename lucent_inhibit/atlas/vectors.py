@@ -5,9 +5,9 @@ For every selected image, :func:`collect_vectors` takes its attribution ``S_l = 
 activation atlas of Carter et al. 2019) at layer ``l``, cropped to the feature's receptive-field box,
 either summed over space to one C-vector per image (``mode="sum"``) or one C-vector per spatial position
 in the box (``mode="position"``). On a vision transformer's token layer (B, T, C) the positions are the
-patch tokens on their patch grid (:func:`lucent_inhibit.tokens.token_maps`: channels = the last dimension,
+patch tokens on their patch grid (:func:`lucent_inhibit.core.tokens.token_maps`: channels = the last dimension,
 a (C, grid_h, grid_w) map per image); the class and register tokens are excluded from the points (they
-have no place on the grid), though the per-image totals ``P`` and ``N`` cover every token. Every layer tensor is read through :func:`lucent_inhibit.hooks.capture`
+have no place on the grid), though the per-image totals ``P`` and ``N`` cover every token. Every layer tensor is read through :func:`lucent_inhibit.core.hooks.capture`
 (inside :func:`~lucent_inhibit.attribute` for ``S_l``), so a layer whose module runs more than once per
 forward pass is refused with the names of usable neighbours.
 """
@@ -22,15 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attribution import METHODS, attribute, signed_totals
-from ..data import dataset_identity, describe_item, iter_batches
-from ..features import Feature, as_feature
-from ..hooks import capture, check_layer_names, model_device
-from ..models import preprocess_fn
-from ..objectives import crop_box
-from ..results import Result
-from ..tokens import UNDERSTOOD_SHAPES, TokenGrid, token_grid, token_maps
-from ..validate import InputError, check_choice, check_int, check_number
+from ..attribution.attribute import METHODS, attribute
+from ..attribution.totals import signed_totals
+from ..data.datasets import dataset_identity, describe_item
+from ..data.batching import iter_batches
+from ..core.features import Feature, as_feature
+from ..core.hooks import capture, check_layer_names, model_device
+from ..core.preparation import preprocess_fn
+from ..synthesis.objectives import crop_box
+from ..core.results import Result
+from ..core.tokens import UNDERSTOOD_SHAPES, TokenGrid, token_grid, token_maps
+from ..core.validate import InputError, check_choice, check_int, check_number
 from .selection import Selection
 from .spool import MAP_BUDGET, MapStore, PointBuffer
 
@@ -108,12 +110,12 @@ class AtlasPoints(Result):
 
     def plot(self, path) -> str:
         """Net attribution against ``|S|_2`` per point, coloured by its image's activation (PNG)."""
-        from .figure import plot_points
+        from .figures import plot_points
 
         return plot_points(self, path)
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
+def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -121,7 +123,7 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 def _thumbnails(images: torch.Tensor, size: int) -> np.ndarray:
     if images.shape[-1] != size or images.shape[-2] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return _to_uint8(images)
+    return to_uint8(images)
 
 
 def selection_indices(selection, feature: Feature, layer: str, dataset) -> np.ndarray:
@@ -153,7 +155,7 @@ def selection_indices(selection, feature: Feature, layer: str, dataset) -> np.nd
 
 def read_layer(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
     """The activation (B, C, H, W) or (B, C) of ``layer`` on images (B, 3, H, W) in [0, 1], read by
-    :func:`~lucent_inhibit.hooks.capture` (no gradients, float32 on the CPU)."""
+    :func:`~lucent_inhibit.core.hooks.capture` (no gradients, float32 on the CPU)."""
     x = preprocess_fn(model)(images.to(model_device(model)))
     with torch.no_grad():
         return capture(model, x, [layer])[layer].float().cpu()
@@ -207,7 +209,7 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
 
 def layer_grid(model: nn.Module, feature: Feature, input_hw) -> Optional[TokenGrid]:
     """The token layout the atlas reads a token layer (B, T, C) with, for inputs of ``input_hw`` (H, W) pixels:
-    the model's (:func:`~lucent_inhibit.tokens.token_grid`), else the feature's, else None (inferred from T)."""
+    the model's (:func:`~lucent_inhibit.core.tokens.token_grid`), else the feature's, else None (inferred from T)."""
     grid = token_grid(model, tuple(int(v) for v in input_hw))
     return feature.grid if grid is None else grid
 
@@ -215,7 +217,7 @@ def layer_grid(model: nn.Module, feature: Feature, input_hw) -> Optional[TokenGr
 def layer_map(model: nn.Module, feature: Feature, layer: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """A layer tensor ``t`` of images ``x`` (B, 3, H, W) as the atlas reads it: a map (B, C, H, W) or linear
     (B, C) as is; a token layer (B, T, C) as its patch tokens on the patch grid (B, C, grid_h, grid_w)
-    (:func:`layer_grid`, :func:`~lucent_inhibit.tokens.token_maps`). :class:`InputError` for other shapes."""
+    (:func:`layer_grid`, :func:`~lucent_inhibit.core.tokens.token_maps`). :class:`InputError` for other shapes."""
     if t.dim() not in (2, 3, 4):
         raise InputError(f"layer {layer!r} gives tensors of shape {tuple(t.shape)}; atlas vectors need {UNDERSTOOD_SHAPES}")
     if t.dim() != 3:

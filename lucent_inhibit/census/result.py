@@ -9,9 +9,9 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..features import Feature
-from ..results import Result
-from ..scanstats import MIN_PERCENTILE_IMAGES, percentile_ranks, top_indices
+from ..core.features import Feature
+from ..core.results import Result
+from ..attribution.totals import MIN_PERCENTILE_IMAGES, percentile_ranks, top_indices
 
 #: tension quantiles reported per unit (percent)
 QUANTILES = (50.0, 90.0, 99.0)
@@ -142,7 +142,7 @@ class Census(Result):
 
     def plot(self, path) -> str:
         """The units ranked by share of inhibition, with their tension quantiles (PNG)."""
-        from .figure import plot_census
+        from .figures import plot_census
 
         return plot_census(self, path)
 

@@ -1,8 +1,8 @@
 """The census pass (:func:`layer_census`): one forward pass per batch for all K features, the backward in
 chunks of ``chunk_size`` features, and per image and feature the totals ``P`` and ``N`` of the attribution
 ``S_l = grad_{h_l} f * h_l`` (Hamblin et al. 2024, section 2): the forward pass is the kernel ``attribute``
-uses (:func:`~lucent_inhibit.attribution.feature_graph`), the backward and the element-L1 totals (the
-scan's ``signed_stats[:, 0, 0]``) are :func:`lucent_inhibit.census.kernel.chunk_totals`.
+uses (:func:`~lucent_inhibit.attribution.attribute.feature_graph`), the backward and the element-L1 totals (the
+scan's ``signed_stats[:, 0, 0]``) are :func:`lucent_inhibit.attribution.kernel.chunk_totals`.
 """
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution import as_feature, feature_graph, prepare_inputs
-from ..completeness_check import pearson
-from ..data import describe_item
-from ..datapass import DatasetPass, check_flag, dataset_pass
-from ..distributed import agree, all_gather, dataset_digest, init_from_env, rank_indices
-from ..features import Feature, check_position
-from ..hooks import model_device, output_shapes
-from ..scanstats import MIN_PERCENTILE_IMAGES, check_shape
-from ..validate import InputError, check_choice, check_int, check_number
-from .kernel import chunk_totals
+from ..core.features import as_feature
+from ..attribution.attribute import feature_graph, prepare_inputs
+from ..attribution.agreement import pearson
+from ..data.datasets import describe_item
+from ..attribution.passes import DatasetPass, dataset_pass
+from ..core.validate import check_flag
+from ..core.distributed import agree, all_gather, init_from_env, rank_indices
+from ..data.datasets import dataset_digest
+from ..core.features import Feature, check_position
+from ..core.hooks import model_device, output_shapes
+from ..attribution.totals import MIN_PERCENTILE_IMAGES
+from ..attribution.passes import check_shape
+from ..core.validate import InputError, check_choice, check_int, check_number
+from ..attribution.kernel import chunk_totals
 from .result import Census
 
 #: how each chunk's backward runs: "batched" (``is_grads_batched``), "loop" (one pass per feature) or
@@ -160,7 +164,7 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         completeness_threshold: warn when Pearson r(f, E) is below it for some features.
         progress: show a tqdm bar; preprocess: apply the model's input normalisation.
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`lucent_inhibit.distributed`) rank ``r`` of ``w`` takes shard
+    Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`lucent_inhibit.core.distributed`) rank ``r`` of ``w`` takes shard
     ``(r, w)`` of the images and every rank returns the whole census, equal to the one-process census.
 
     Returns:

@@ -5,9 +5,9 @@ Which combinations of two features can a model represent? For a pair ``(f_a, f_b
 1. :func:`pair_statistics` (:mod:`.statistics`) measures, over a dataset, every unit of a layer at one
    position and their correlations, and picks pairs: most correlated, most anti-correlated, closest to
    zero correlation. Maps (B, C, H, W), linear layers (B, C) and the token layers (B, T, C) of vision
-   transformers are read as :class:`~lucent_inhibit.features.Feature` reads them (on token layers:
+   transformers are read as :class:`~lucent_inhibit.core.features.Feature` reads them (on token layers:
    ``"cls"``, ``("token", i)``, a patch ``(y, x)``, ``"center"`` or ``"mean"`` over the patch tokens, with the
-   model's token layout, :func:`lucent_inhibit.tokens.token_grid`); the features it hands out carry that
+   model's token layout, :func:`lucent_inhibit.core.tokens.token_grid`); the features it hands out carry that
    position and layout into the scales and the sweep.
 2. :func:`axis_scales` (:mod:`.scales`) renders each feature alone (both in one batch of Lucent's render
    loop) and measures its unconstrained maximum ``s``; the pair is studied in scaled units
@@ -17,9 +17,9 @@ Which combinations of two features can a model represent? For a pair ``(f_a, f_b
    every (angle, seed) one element of a batch of ``render_vis``.
 4. :func:`plot_combinations` (:mod:`.figure`) draws the paper's figure from the :class:`CombinationResult`.
 
-Rendering: both render stages take one ``render=`` :class:`~lucent_inhibit.rendering.RenderSettings`
+Rendering: both render stages take one ``render=`` :class:`~lucent_inhibit.core.rendering.RenderSettings`
 (None: steps=128, lr=0.05, seed=0, a 128-px image, Lucent's standard transforms, Lucent's ``param.image``)
-and render through :func:`lucent_inhibit.rendering.run_render`, which leaves no hooks on the model.
+and render through :func:`lucent_inhibit.core.rendering.run_render`, which leaves no hooks on the model.
 
 Measuring: all values stored in the results are measured with a separate forward pass (no gradients, no
 augmentation) on the *final* rendered images, at the size the model saw during the render
@@ -29,7 +29,7 @@ augmentation) on the *final* rendered images, at the size the model saw during t
 activations (the grey cloud) should be measured on images of that same size (e.g.
 ``sample_crops(size=result.render_size[0])``).
 """
-from .figure import plot_combinations
+from .figures import plot_combinations
 from .scales import DEFAULT_SIZE, AxisScales, NotExcitable, axis_scales, render_size, seeded_image_param
 from .statistics import PairStatistics, correlation_matrix, measure_pair, pair_cloud, pair_statistics
 from .sweeps import MIN_ANGLES, QUADRANTS, CombinationResult, check_angles, sweep_combinations

@@ -1,6 +1,6 @@
 """Axis scales of a feature pair and the render helpers of combination sweeps (paper 004; SPEC 2.7).
 
-Every render of a combination sweep goes through :func:`lucent_inhibit.rendering.run_render` (one
+Every render of a combination sweep goes through :func:`lucent_inhibit.core.rendering.run_render` (one
 ``render_vis`` call per batch, hooks and model state restored, also on error), from Lucent's own
 ``param.image`` (FFT, decorrelated colour) whose initial noise is drawn per batch element from
 ``torch.Generator().manual_seed(seed)``: the same seed gives the same start whatever batch it is in.
@@ -18,14 +18,14 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..features import Feature, as_feature
-from ..hooks import capture, check_layer_names, model_device
-from ..models import preprocess_fn
-from ..objectives import feature as feature_objective
-from ..rendering import RenderSettings, as_settings, run_render
-from ..results import Result
-from ..tokens import token_grid
-from ..validate import MAX_BATCH, InputError, check_int
+from ..core.features import Feature, as_feature
+from ..core.hooks import capture, check_layer_names, model_device
+from ..core.preparation import preprocess_fn
+from ..synthesis.objectives import feature as feature_objective
+from ..core.rendering import RenderSettings, as_settings, run_render
+from ..core.results import Result
+from ..core.tokens import token_grid
+from ..core.validate import MAX_BATCH, InputError, check_int
 from .statistics import measure_pair
 
 #: Side of the parameterised image when ``render.size`` is None (Lucent upsamples it to 224 for the model).
@@ -49,7 +49,7 @@ def settings(render: Optional[RenderSettings]) -> RenderSettings:
 def render_size(render: Optional[RenderSettings] = None, model: Optional[nn.Module] = None) -> Tuple[int, int]:
     """(H, W) of the images the model sees inside ``render_vis`` for these settings (pixels): the one input
     size of a ``model`` that takes no other (a timm ViT with a strict patch embedding, as
-    :func:`~lucent_inhibit.rendering.run_render` forces it), else ``render.model_size`` if given, else
+    :func:`~lucent_inhibit.core.rendering.run_render` forces it), else ``render.model_size`` if given, else
     Lucent's rule for an image of ``render.hw(128)`` (upsampled to 224 when smaller than 224, else unchanged)."""
     return settings(render).model_hw(DEFAULT_SIZE, model)
 
@@ -88,7 +88,7 @@ def check_pair(model: nn.Module, fa: Feature, fb: Feature, size: Tuple[int, int]
     """Validate the pair before any render: distinct, known layers, positions that exist at ``size``.
 
     Returns the pair to render and measure: a feature on a token layer (B, T, C) without a token layout gets
-    the model's at ``size`` (:func:`lucent_inhibit.tokens.token_grid`), so its position names the same token
+    the model's at ``size`` (:func:`lucent_inhibit.core.tokens.token_grid`), so its position names the same token
     in the objective and in every measurement (not one guessed from the token count). ``InputError`` (a
     ``ValueError``) naming the feature, its layer's shape and the position when a position is missing.
     """
@@ -204,7 +204,7 @@ def _pair_objective(fa: Feature, fb: Feature, n_seeds: int):
 class NotExcitable(ValueError):
     """A feature's own visualization stayed at or below zero, so it has no positive axis scale.
 
-    Attributes: ``feature`` (the :class:`~lucent_inhibit.features.Feature`) and ``value`` (its best value).
+    Attributes: ``feature`` (the :class:`~lucent_inhibit.core.features.Feature`) and ``value`` (its best value).
     """
 
     def __init__(self, feature, value: float):

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import iter_batches
-from ..features import Feature, Position, as_feature, check_images, position_name
-from ..hooks import capture, check_layer_names, model_device
-from ..models import preprocess_fn
-from ..results import Result
-from ..tokens import TokenGrid, token_grid
-from ..validate import check_choice, check_int
+from ..data.batching import iter_batches
+from ..core.features import Feature, Position, as_feature, check_images, position_name
+from ..core.hooks import capture, check_layer_names, model_device
+from ..core.preparation import preprocess_fn
+from ..core.results import Result
+from ..core.tokens import TokenGrid, token_grid
+from ..core.validate import check_choice, check_int
 
 Size = Union[int, Tuple[int, int]]
 
@@ -122,7 +122,7 @@ class PairStatistics(Result):
         dataset: description of the dataset (e.g. ``SampleCrops(n=256, size=224, ...)``).
         image_size: side of the dataset images the model saw, in pixels.
         token_layout: for a token layer, the model's layout at that image size as ``(prefix, grid_h, grid_w,
-            class_token)`` (:func:`lucent_inhibit.tokens.token_grid`); every :meth:`feature` carries it, so the
+            class_token)`` (:func:`lucent_inhibit.core.tokens.token_grid`); every :meth:`feature` carries it, so the
             scales and sweeps read the same token. None for maps, linear layers and layouts left to inference.
     """
 
@@ -143,7 +143,7 @@ class PairStatistics(Result):
 
     @property
     def grid(self) -> Optional[TokenGrid]:
-        """The model's :class:`~lucent_inhibit.tokens.TokenGrid` of a token layer (None: not recorded)."""
+        """The model's :class:`~lucent_inhibit.core.tokens.TokenGrid` of a token layer (None: not recorded)."""
         return None if self.token_layout is None else TokenGrid(*self.token_layout)
 
     @property
@@ -291,9 +291,9 @@ def pair_statistics(
         layer: Lucent layer name with (B, C, H, W), (B, C) or token-layer (B, T, C) activations.
         position: as in :class:`Feature`: ``"center"``, ``"mean"`` or ``(y, x)``; on a token layer also
             ``"cls"`` or ``("token", i)``, read with the model's token layout
-            (:func:`lucent_inhibit.tokens.token_grid` at the images' size). A position the layer does not
+            (:func:`lucent_inhibit.core.tokens.token_grid` at the images' size). A position the layer does not
             have (a token or patch beyond it, ``"cls"`` without a class token, a token on a map) raises
-            :class:`~lucent_inhibit.validate.InputError` naming it, at the first batch.
+            :class:`~lucent_inhibit.core.validate.InputError` naming it, at the first batch.
         batch_size: images per forward pass (each stopped after ``layer``).
         progress: a tqdm bar over the batches.
 

@@ -3,7 +3,7 @@
 :func:`sweep_combinations` maximises ``C(y, theta) = dot(y, h) * |cos(y, h)|^p`` with
 ``h = [cos theta, sin theta]`` and ``y = [f_a / s_a, f_b / s_b]`` for ``n_angles`` angles
 ``theta_k = 2 pi k / n_angles`` and ``n_seeds`` noise seeds. Every (angle, seed) is one element of a batch
-of ``render_vis`` (:func:`lucent_inhibit.objectives.feature_pair` takes one angle per batch element), in
+of ``render_vis`` (:func:`lucent_inhibit.synthesis.objectives.feature_pair` takes one angle per batch element), in
 chunks of at most ``chunk`` elements, instead of one render per angle and seed.
 
 Quadrants: :meth:`CombinationResult.quadrant_scores` averages C over the angles strictly inside each
@@ -23,12 +23,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..distributed import digest, map_chunks, rank0_seed
-from ..features import Feature, as_feature
-from ..objectives import check_power, cosdot_value, feature_pair, pair_targets
-from ..rendering import RenderSettings
-from ..results import Result
-from ..validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, InputError, check_int
+from ..core.distributed import digest, map_chunks, rank0_seed
+from ..core.features import Feature, as_feature
+from ..synthesis.objectives import check_power, cosdot_value, feature_pair, pair_targets
+from ..core.rendering import RenderSettings
+from ..core.results import Result
+from ..core.validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, InputError, check_int
 from .scales import DEFAULT_SIZE, axis_scales, base_seed, check_pair, check_scale, render_batch, render_info, settings
 from .statistics import measure_pair
 
@@ -127,7 +127,7 @@ class CombinationResult(Result):
         """The paper's figure (:func:`plot_combinations`, no dataset cloud) as a PNG; returns ``path``."""
         import matplotlib.pyplot as plt
 
-        from .figure import plot_combinations
+        from .figures import plot_combinations
 
         plt.close(plot_combinations(self, path=str(path)))
         return str(path)
@@ -149,7 +149,7 @@ def check_angles(n_angles) -> int:
 
 def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size):
     """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W).
-    Under ``torchrun`` each rank renders its share of the batches (:func:`~lucent_inhibit.distributed.map_chunks`;
+    Under ``torchrun`` each rank renders its share of the batches (:func:`~lucent_inhibit.core.distributed.map_chunks`;
     a batch's noise seeds are those of its elements, whatever the rank) and every rank gets them all."""
     n = theta.shape[0]
     starts = list(range(0, n, chunk))

@@ -26,21 +26,15 @@ Modules: :mod:`.model` (:class:`ToyConfig`, :class:`ToyModel`, its weight file :
 :mod:`.data` (sparse data and probe inputs), :mod:`.training` (:func:`train_toy`, :class:`TrainResult`),
 :mod:`.analysis` (:func:`analyze_toy`, :class:`ToyAnalysis`, :func:`inhibition_model`), :mod:`.figure`
 (:func:`plot_superposition`). Every result (:class:`ToySnapshot`, :class:`TrainResult`,
-:class:`ToyAnalysis`) is a :class:`~lucent_inhibit.results.Result`: ``save(path)``, ``load(path)``,
+:class:`ToyAnalysis`) is a :class:`~lucent_inhibit.core.results.Result`: ``save(path)``, ``load(path)``,
 ``summary()``, ``plot(path)``; a saved model loads with :meth:`ToyModel.load` from either file kind.
 """
 from __future__ import annotations
 
-from .analysis import (
-    ToyAnalysis,
-    analyze_toy,
-    inhibition_model,
-    output_attributions,
-    represented_features,
-    units_per_feature,
-)
+from .analysis import (ToyAnalysis, analyze_toy, inhibition_model, output_attributions, represented_features,
+                       units_per_feature)
 from .data import abs_data, k_feature_inputs, sample, targets, xor_data
-from .figure import plot_superposition
+from .superposition import plot_superposition
 from .model import ATTRIBUTION_LAYER, FEATURE_LAYER, KINDS, ToyConfig, ToyModel, ToySnapshot, read_snapshot
 from .training import TrainResult, evaluate, train_toy, weighted_loss
 

@@ -12,9 +12,10 @@ from typing import Tuple
 
 import torch
 
-from ..attribution import attribute, signed_totals, tension as tension_score
-from ..results import Result
-from ..validate import MAX_IMAGES, MAX_SEED, check_int
+from ..attribution.attribute import attribute
+from ..attribution.totals import signed_totals, tension as tension_score
+from ..core.results import Result
+from ..core.validate import MAX_IMAGES, MAX_SEED, check_int
 from .data import k_feature_inputs
 from .model import ATTRIBUTION_LAYER, MAX_WIDTH, ToyConfig, ToyModel
 
@@ -164,6 +165,12 @@ class ToyAnalysis(Result):
         b, i = divmod(int(t.argmax()), t.shape[1])
         return b, i
 
+    def target(self, b: int, i: int) -> float:
+        """The model's training target for output ``i`` on two-feature input ``b``."""
+        from .data import targets
+
+        return float(targets(ToyConfig.from_dict(self.config), self.inputs_two[b: b + 1])[0, i])
+
     def summary(self) -> dict:
         return {
             "config": self.config,
@@ -182,7 +189,7 @@ class ToyAnalysis(Result):
 
     def plot(self, path) -> str:
         """P against N for every output, and the most tense two-feature input's contributions (PNG)."""
-        from .figure import plot_analysis
+        from .figures import plot_analysis
 
         return plot_analysis(self, path)
 
@@ -190,7 +197,7 @@ class ToyAnalysis(Result):
 def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "min") -> ToyAnalysis:
     """Attribute each output to the hidden units on ``count`` one-feature and ``count`` two-feature inputs
     (:func:`~lucent_inhibit.toy.k_feature_inputs`) and score the tension ``score(P, N)`` of every output on
-    every input (``score``: one of :data:`lucent_inhibit.attribution.TENSION_SCORES` or a callable).
+    every input (``score``: one of :data:`lucent_inhibit.attribution.totals.TENSION_SCORES` or a callable).
 
     Args:
         model: a :class:`ToyModel` with ``n >= 2``.

@@ -10,7 +10,7 @@ from typing import Tuple
 
 import torch
 
-from ..validate import MAX_IMAGES, MAX_SEED, check_int
+from ..core.validate import MAX_IMAGES, MAX_SEED, check_int
 from .model import ToyConfig
 
 

@@ -12,9 +12,9 @@ from typing import Dict, List, Literal, Optional
 import torch
 from torch import nn
 
-from ..features import Feature
-from ..results import Result, ResultFileError, read_result_file, result_path
-from ..validate import MAX_SEED, check_choice, check_int, check_number
+from ..core.features import Feature
+from ..core.results import Result, ResultFileError, load_result, read_result_file, result_path
+from ..core.validate import MAX_SEED, check_choice, check_int, check_number
 
 KINDS = ("abs", "xor", "exclusive")
 #: Most features ``n`` and hidden units ``m`` of a toy model: 10**4 (the papers' toys have tens; an xor model
@@ -213,25 +213,25 @@ class ToySnapshot(Result):
 
     def plot(self, path) -> str:
         """Hidden and output weights as diverging heatmaps (PNG at ``path``)."""
-        from .figure import plot_weights
+        from .figures import plot_weights
 
         return plot_weights(self.to_model(), path)
 
 
 def read_snapshot(path) -> ToySnapshot:
     """The :class:`ToySnapshot` in ``path``: a file written by :meth:`ToyModel.save` or by
-    :meth:`TrainResult.save <lucent_inhibit.toy.TrainResult.save>` (its best model).
+    :meth:`TrainResult.save <lucent_inhibit.toy.TrainResult.save>` (whose best model it returns).
 
     Raises :class:`ResultFileError` (a ``ValueError``) naming the file and what it holds when it is not a
     saved toy model (another result type, another format, a truncated or pickled file).
     """
-    from .training import TrainResult  # a training result holds its best model
-
     path = result_path(path)
     try:
         _, meta = read_result_file(path, "ToySnapshot")
-        cls = TrainResult if isinstance(meta, dict) and meta.get("type") == TrainResult.kind() else ToySnapshot
-        held = cls.load(path)
+        if not isinstance(meta, dict) or meta.get("type") not in ("ToySnapshot", "TrainResult"):
+            held = meta.get("type") if isinstance(meta, dict) else type(meta).__name__
+            raise ResultFileError(f"{path!r} holds a {held}, expected a ToySnapshot or a TrainResult")
+        held = load_result(path)  # a TrainResult holds its best model
     except ResultFileError as e:
-        raise ResultFileError(f"not a saved toy model (a ToySnapshot or TrainResult file): {e}") from None
+        raise ResultFileError(f"not a saved toy model: {e}") from None
     return held if isinstance(held, ToySnapshot) else held.model.snapshot()

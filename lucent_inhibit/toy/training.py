@@ -15,9 +15,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ..rendering import NonFiniteLoss
-from ..results import Result
-from ..validate import MAX_IMAGES, MAX_SEED, MAX_STEPS, check_int, check_number
+from ..core.rendering import NonFiniteLoss
+from ..core.results import Result
+from ..core.validate import MAX_IMAGES, MAX_SEED, MAX_STEPS, check_int, check_number
 from .data import sample
 from .model import ToyConfig, ToyModel, ToySnapshot
 
@@ -82,7 +82,7 @@ class TrainResult(Result):
 
     def plot(self, path) -> str:
         """Evaluation loss per seed against the all-zero predictor, and the best model's weights (PNG)."""
-        from .figure import plot_training
+        from .figures import plot_training
 
         return plot_training(self, path)
 

@@ -1,0 +1,204 @@
+"""Stage ``combos``: the feature-combination plot of a unit pair, a cosdot sweep over target angles
+(Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
+
+Measure a layer's units over the data, pick a pair (or take --units; a picked pair's units are each driven
+above zero by some image), render each unit alone for the axis
+scales (a picked pair whose unit's own visualization stays at or below zero cannot be scaled: the next-ranked
+pair is tried, up to --pair-candidates, and every skipped pair is reported), then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in batches of
+Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Literal, NamedTuple, Optional, Tuple
+
+from ...core.validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, check_int, check_number
+from ...core.validate import MAX_POWER
+from ..configs import DataConfig, ModelConfig, RenderConfig, parse_position
+from ..options import REQUIRED, check_choices, flag, group, option
+from ..registry import register_module
+
+#: The embedded model's paired layer: a pre-ReLU6 middle layer, whose units take both signs.
+EMBEDDED_COMBO_LAYER = "blocks_3_0_bn1_drop"
+
+#: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
+OUTPUTS = ("pair_stats.npz", "combos.npz", "combos.png")
+
+#: The sweep needs at least this many angles (lucent_inhibit.combinations.MIN_ANGLES; a test checks).
+MIN_ANGLES = 5
+
+
+@dataclass
+class CombosRender(RenderConfig):
+    size: Optional[int] = option(None, "side of the rendered images (default: --size)", flag="--render-size")
+    model_size: Optional[int] = option(None, "side of the image the model sees (default: the render size, so "
+                                       "positions mean the same neurons as in the dataset statistics)")
+    seed: Optional[int] = option(None, "(the sweep uses --seed)", hidden=True)
+
+
+@dataclass
+class CombosConfig:
+    """Options of ``lucent-inhibit combos``. A picked pair has both units driven above zero by at least one
+    dataset image (a unit the data never excites has no positive axis)."""
+
+    out: str = option(REQUIRED, "output folder", metavar="DIR")
+    model: ModelConfig = group(ModelConfig)
+    data: DataConfig = group(DataConfig, n_images=256, size=128)
+    layer: Optional[str] = option(None, f"layer whose units are paired (default: {EMBEDDED_COMBO_LAYER}, a pre-ReLU6 "
+                                  "middle layer, on the embedded model; a vision transformer's default feature layer, "
+                                  "the MLP's hidden pre-GELU two thirds deep; required for other models)")
+    position: str = option("center", "where each unit is read (the same in the statistics, scales and sweep): "
+                           "'center', 'mean' or 'y,x'; on a token layer (B, T, C) also 'cls' or 'token:i' "
+                           "('y,x' a patch, 'mean' over the patch tokens)")
+    pair: Literal["anticorrelated", "correlated", "zero"] = option(
+        "anticorrelated", "which pair the dataset statistics pick")
+    units: Optional[Tuple[int, int]] = option(None, "use these two units instead of a picked pair", metavar="UNIT")
+    pair_candidates: int = option(8, "ranked pairs tried, in order, until both units' own visualizations reach a "
+                                  "positive value (the axis scales); the pairs skipped are reported")
+    n_angles: int = option(60, f"target angles on [0, 2 pi) (at least {MIN_ANGLES})")
+    n_seeds: int = option(5, "noise seeds per angle")
+    power: float = option(4.0, f"cosine exponent p of cosdot (0 to {MAX_POWER:g})")
+    render: CombosRender = group(CombosRender)
+    scale_steps: Optional[int] = option(None, "render steps of each unit's axis-scale render (default: --steps)")
+    chunk: int = option(60, "most images per render_vis batch")
+
+    def __post_init__(self):
+        check_choices(self)
+        check_int(flag(CombosConfig, "n_angles"), self.n_angles, MIN_ANGLES, MAX_IMAGES)
+        for name, high in (("n_seeds", MAX_IMAGES), ("chunk", MAX_BATCH), ("pair_candidates", MAX_IMAGES)):
+            check_int(flag(CombosConfig, name), getattr(self, name), 1, high)
+        if self.scale_steps is not None:
+            check_int(flag(CombosConfig, "scale_steps"), self.scale_steps, 1, MAX_STEPS)
+        check_number(flag(CombosConfig, "power"), self.power, 0, MAX_POWER)
+        parse_position(self.position)
+        if self.units is not None:
+            self.units = tuple(check_int("--units", u, low=0) for u in self.units)
+            if len(self.units) != 2 or self.units[0] == self.units[1]:
+                raise ValueError(f"--units must be two different unit indices, got {self.units}")
+
+
+class CombosRun(NamedTuple):
+    stats: object  # PairStatistics
+    sweep: object  # CombinationResult
+    r: float  # the pair's correlation over the dataset
+    skipped: Tuple[str, ...] = ()  # higher-ranked pairs whose axis scale was not positive, with why
+
+
+def scaled_pair(model, stats, candidates, settings):
+    """The first of ``candidates`` ``[(unit_a, unit_b, r)]`` whose units both reach a positive value on their
+    own visualizations: ``(a, b, r, AxisScales, skipped)``, ``skipped`` naming each earlier pair and why.
+
+    A unit already seen unexcitable is not rendered again; any other render error is raised as it is, and
+    ``ValueError`` lists every pair tried when none can be scaled.
+    """
+    from ...combinations import NotExcitable, axis_scales
+
+    skipped, dead = [], {}
+    for a, b, r in candidates:
+        known = [u for u in (a, b) if u in dead]
+        if known:
+            skipped.append(f"units {a}, {b} (r={r:.3f}): {dead[known[0]]}")
+            continue
+        try:
+            return a, b, r, axis_scales(model, stats.feature(a), stats.feature(b), render=settings), skipped
+        except NotExcitable as exc:
+            unit = exc.feature.unit
+            dead[unit] = str(exc).split(";")[0]
+            skipped.append(f"units {a}, {b} (r={r:.3f}): {dead[unit]}")
+    raise ValueError(
+        f"none of the {len(candidates)} best-ranked pairs of {stats.layer!r} can be scaled: " + "; ".join(skipped)
+        + f". Give the scale renders more steps (--scale-steps, now {settings.steps}), a larger --render-size, "
+        "more --pair-candidates, or a layer whose units can be excited (random weights often cannot be)")
+
+
+def _combo_layer(model, layer: Optional[str]) -> str:
+    """``layer``, or the default for ``model`` (said): :data:`EMBEDDED_COMBO_LAYER` where the model has it,
+    else the model's default feature layer (:func:`~lucent_inhibit.models.defaults.default_feature_layers`)."""
+    from ...core.hooks import layer_table
+    from ...models.defaults import default_feature_layers
+    from ..runtime import log
+
+    if layer is not None:
+        return layer
+    if EMBEDDED_COMBO_LAYER in layer_table(model):
+        return EMBEDDED_COMBO_LAYER
+    layer, _, why = default_feature_layers(model)
+    log.info("paired layer: %s (%s)", layer, why)
+    return layer
+
+
+def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
+    import warnings
+
+    from ...combinations import axis_scales, pair_statistics, plot_combinations, sweep_combinations
+    from ..runtime import check_layers, load_data, load_model, out_folder
+
+    model = load_model(cfg.model)
+    layer = _combo_layer(model, cfg.layer)
+    check_layers(model, layer)
+    data = load_data(cfg.data)
+    stats = pair_statistics(model, data, layer, position=parse_position(cfg.position),
+                            batch_size=cfg.data.batch_size, progress=progress)
+    size = cfg.render.size or cfg.data.size
+    settings = cfg.render.settings(progress, size=size, model_size=cfg.render.model_size or size, seed=cfg.data.seed)
+    scale_settings = settings.replace(steps=cfg.scale_steps or settings.steps)
+    if cfg.units:  # the user's pair: no other is tried
+        a, b = cfg.units
+        r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
+        scales, skipped = axis_scales(model, stats.feature(a), stats.feature(b), render=scale_settings), []
+    else:
+        ranked = {"correlated": stats.most_correlated, "anticorrelated": stats.most_anticorrelated,
+                  "zero": stats.least_correlated}[cfg.pair]
+        a, b, r, scales, skipped = scaled_pair(model, stats, ranked(cfg.pair_candidates, excited=True),
+                                               scale_settings)
+    if skipped:
+        warnings.warn(f"combos: skipped {len(skipped)} higher-ranked {cfg.pair} pair(s) that cannot be scaled ("
+                      + "; ".join(skipped) + f"); using units {a}, {b} (r={r:.3f})")
+    res = sweep_combinations(model, stats.feature(a), stats.feature(b), n_angles=cfg.n_angles, n_seeds=cfg.n_seeds,
+                             power=cfg.power, chunk=cfg.chunk, scale=scales.scale, render=settings)
+    res.scale_images = scales.images
+    out_folder(cfg.out)
+    stats.save(os.path.join(cfg.out, "pair_stats.npz"))
+    res.save(os.path.join(cfg.out, "combos.npz"))
+    plot_combinations(res, cloud=stats.values(a, b), path=os.path.join(cfg.out, "combos.png"))
+    return CombosRun(stats, res, r, tuple(skipped))
+
+
+def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
+    res = run_.sweep
+    q = res.quadrant_scores()
+    return [f"combos: {res.feature_a.name} x {res.feature_b.name}, dataset r = {run_.r:.3f}, scales "
+            f"{res.scale[0]:.4g}, {res.scale[1]:.4g}",
+            "  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}" for k, v in q.items())] + [
+            f"  skipped {s}" for s in run_.skipped] + [
+            f"  wrote {cfg.out}/pair_stats.npz, combos.npz, combos.png"]
+
+
+def section(runs, root: str):
+    from ...findings.combinations import combination_finding
+    from ..runtime import files_section
+
+    cfg, run_ = runs[0]
+    res = run_.sweep
+    text = (f"The {cfg.pair} pair of units in {res.feature_a.layer} ({res.feature_a.name} and {res.feature_b.name}, r = "
+            f"{run_.r:.2f} over the images). Each feature's axis is scaled by its own unconstrained maximum; for "
+            "each angle the render loop maximises the cosdot of the pair towards that direction. The red loop is "
+            "the mean cosdot reached per angle; where it collapses the model cannot produce that combination. "
+            "Grey: the dataset's activations.")
+    if run_.skipped:
+        text += (f" {len(run_.skipped)} higher-ranked pair(s) were skipped because a unit's own visualization did not "
+                 "reach a positive value, so its axis could not be scaled: " + "; ".join(run_.skipped) + ".")
+    numbers = [("combination pair (units, r)", f"{res.feature_a.unit}, {res.feature_b.unit}, r={run_.r:.3f}", ""),
+               ("combinations: mean C by quadrant", "  ".join(f"{k} {v:.3f}" for k, v in res.quadrant_scores().items()),
+                "low where the model cannot produce the combination"),
+               ("combinations: pairs skipped (not excitable)", len(run_.skipped), "higher-ranked pairs without a "
+                "positive axis scale")]
+    sec = files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
+                        ["combos.npz", "pair_stats.npz"])
+    sec.findings = [combination_finding(res.quadrant_scores())]
+    return sec, numbers
+
+
+STAGE = register_module(
+    __name__, CombosConfig, "feature-combination plot of a unit pair (cosdot sweep over angles, paper 004)")

@@ -1,0 +1,137 @@
+"""One attribution pass over a dataset: the checks and the loop that dataset scans and the completeness
+study share (Hamblin et al. 2024, section 2).
+
+Both stream a dataset through a model in batches and, per batch, take the layer-to-feature attribution
+``S_l = grad_{h_l} f * h_l`` with :func:`lucent_inhibit.attribution.attribute.attribute`. :func:`dataset_pass`
+validates their common arguments once (model, dataset, attribution layers, batch size, the
+``preprocess`` and ``progress`` flags) and returns a :class:`DatasetPass` whose :meth:`~DatasetPass.batches`
+reads the data through :func:`lucent_inhibit.data.batching.iter_batches`, whose :meth:`~DatasetPass.attribute`
+attributes one batch, whose :meth:`~DatasetPass.evaluating` context puts the model in eval mode (restoring
+its mode, also on error) and whose :meth:`~DatasetPass.bar` is the progress bar.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attribute import Attribution, as_layers, attribute
+from ..data.datasets import dataset_identity
+from ..data.batching import iter_batches
+from ..core.features import Feature
+from ..core.hooks import check_layer_names, forward_order, model_device
+from ..core.validate import check_flag
+
+
+def dataset_size(dataset) -> int:
+    """``len(dataset)`` of a sequence of (3, H, W) images or an (N, 3, H, W) tensor; errors for anything
+    else and for an empty dataset."""
+    if torch.is_tensor(dataset) and (dataset.dim() != 4 or dataset.shape[1] != 3):
+        raise ValueError(f"an image tensor dataset must have shape (N, 3, H, W), got {tuple(dataset.shape)}")
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise TypeError(
+            "dataset must be a sequence of (3, H, W) images (with len() and indexing) or an (N, 3, H, W) tensor, "
+            f"got {type(dataset).__name__}"
+        ) from None
+    if n == 0:
+        raise ValueError("dataset is empty (0 images)")
+    return int(n)
+
+
+@dataclass(frozen=True)
+class DatasetPass:
+    """Validated arguments of one pass over a dataset (made by :func:`dataset_pass`).
+
+    Attributes:
+        model: the model (prepared, see :func:`lucent_inhibit.prepare`).
+        dataset: the images; ``size`` of them; ``name`` its identity string.
+        layers: attribution layers (Lucent names, ``"input"`` for the normalised input), de-duplicated.
+        batch_size: images per forward/backward pass.
+        preprocess: apply the model's input normalisation; progress: show a tqdm bar.
+    """
+
+    model: nn.Module
+    dataset: object
+    layers: List[str]
+    batch_size: int
+    preprocess: bool
+    progress: bool
+    size: int
+    name: str
+
+    def precision(self) -> str:
+        """The precision the pass runs in now (:func:`lucent_inhibit.attribution.precision.active_precision`)."""
+        from .precision import active_precision
+
+        return active_precision(model_device(self.model))
+
+    def batches(self, indices: Optional[Sequence[int]] = None) -> Iterator[Tuple[np.ndarray, torch.Tensor]]:
+        """``(indices (b,), images (b, 3, H, W))`` over ``indices`` (default: all) in batches."""
+        return iter_batches(self.dataset, self.batch_size, indices)
+
+    def attribute(self, images: torch.Tensor, feature: Feature, method: str = "gradient_x_activation",
+                  steps: int = 16) -> Attribution:
+        """Attribution of ``feature`` at every pass layer for one batch of images in [0, 1]."""
+        return attribute(self.model, images, feature, self.layers, method=method, steps=steps,
+                         preprocess=self.preprocess)
+
+    def forward_sorted(self, images: torch.Tensor) -> List[str]:
+        """The pass layers in the order the forward pass computes them (``"input"`` first)."""
+        order = forward_order(self.model, images.to(model_device(self.model)))
+        rank = {n: i for i, n in reversed(list(enumerate(order)))}
+        return sorted(self.layers, key=lambda l: -1 if l == "input" else rank.get(l, len(order)))
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """The model in eval mode for the block (no dropout, fixed batch-norm statistics); its train/eval
+        mode is restored on exit, also on error. A model already in eval mode throughout is left as it is."""
+        if not any(m.training for m in self.model.modules()):
+            yield self.model
+            return
+        training = self.model.training
+        self.model.eval()
+        try:
+            yield self.model
+        finally:
+            self.model.train(training)
+
+    def bar(self, total: int, desc: str, initial: int = 0):
+        """A tqdm bar over ``total`` images (``initial`` already done; silent unless ``progress``); use it
+        as a context manager so it is closed also on error."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=int(total), initial=int(initial), desc=desc, unit="img", disable=not self.progress)
+
+def dataset_pass(model: nn.Module, dataset, layers, features: Sequence[Feature], batch_size,
+                 preprocess, progress) -> DatasetPass:
+    """Check the arguments shared by :func:`~lucent_inhibit.scanning.run.scan` and
+    :func:`~lucent_inhibit.attribution.completeness.completeness`: ``model`` is a module, ``dataset`` a non-empty image
+    dataset, ``layers`` and the ``features``' layers are layers of the model, ``batch_size`` a positive
+    integer, ``preprocess`` and ``progress`` bools. Raises ``ValueError`` / ``TypeError`` naming the
+    argument; returns the :class:`DatasetPass`."""
+    from ..core.validate import check_int
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = as_layers(layers)
+    check_layer_names(model, list(layers) + [f.layer for f in features])
+    return DatasetPass(
+        model=model, dataset=dataset, layers=layers, batch_size=check_int("batch_size", batch_size, low=1),
+        preprocess=check_flag("preprocess", preprocess), progress=check_flag("progress", progress),
+        size=dataset_size(dataset), name=dataset_identity(dataset),
+    )
+
+
+def check_shape(idx: np.ndarray, images: torch.Tensor, shape: tuple) -> None:
+    """``ValueError`` unless the batch's images (B, 3, H, W) have the scan's image ``shape`` (3, H, W)."""
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"dataset item {int(idx[0])} has shape {tuple(images.shape[1:])}, but the scan's images have shape "
+            f"{tuple(shape)}: all images of a scan must share one shape (resize them, e.g. ImageFolder(root, size=224))"
+        )

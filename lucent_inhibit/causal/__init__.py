@@ -1,0 +1,12 @@
+"""The causal test of maximally tense images (Hamblin et al. 2024): remove the inhibitory elements at the
+attribution layer and re-run the forward pass (``disinhibition``), and the inhibitor dictionary: which
+channels carry the MTIs' inhibition, each tested by removing it (``inhibitors``). ``removal`` holds what both
+share, ``figures`` their figures.
+"""
+from .disinhibition import Disinhibition, disinhibit
+from .figures import plot_disinhibition, plot_inhibitors
+from .inhibitors import InhibitorDictionary, inhibitor_dictionary
+from .removal import BASELINES, layer_statistics
+
+__all__ = ["BASELINES", "Disinhibition", "InhibitorDictionary", "disinhibit", "inhibitor_dictionary",
+           "layer_statistics", "plot_disinhibition", "plot_inhibitors"]

@@ -1,0 +1,199 @@
+"""The causal test of maximally tense images: would the feature fire on them were it not for inhibition?
+
+Hamblin et al. (2024, section 2) find maximally tense images (MTIs), whose excitatory and inhibitory
+attribution ``P = sum relu(S)`` and ``N = sum relu(-S)`` (``S_l = grad_{h_l} f * h_l`` at an attribution
+layer ``l``) are both large while the feature ``f`` stays near zero, and read them as what the feature's
+negative weights are *for*: without inhibition, it would fire on them. SPEC section 1 states the test:
+remove the inhibitory elements at the attribution layer and re-run the forward pass.
+
+:func:`disinhibit` does it per image: the elements of ``h_l(x)`` with ``S_l(x) < 0`` are set to a
+baseline (``"zero"``, or ``"mean"``: their mean over the scanned dataset) and the forward pass is re-run
+from ``l`` to the feature (:func:`lucent_inhibit.core.hooks.capture` with ``replace=``), beside the linear
+estimate ``f + N`` (exact for a bias-free piecewise-linear path with the zero baseline). It reports, for
+the MEIs, MIIs, MTIs and random images of a scan, the mean ``f``, mean disinhibited ``f`` and mean
+``f + N``, the ratio of the MTIs' disinhibited ``f`` to the MEIs' ``f`` and a verdict computed from them
+(:class:`Disinhibition`). When ``E = P - N`` does not account for the feature at ``l`` (the scan's
+completeness r and sum check), the test warns with an
+:class:`~lucent_inhibit.attribution.agreement.IncompletenessWarning` and its summary says so.
+
+The shared pieces here (:func:`ensure_scan`, :func:`layer_statistics`, :func:`forward_replaced`,
+:func:`baseline_tensor`, :func:`check_complete`) also serve :mod:`lucent_inhibit.causal.inhibitors`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attribution.passes import DatasetPass, dataset_pass
+from ..core.features import Feature, as_feature
+from ..core.results import Result
+from ..core.validate import MAX_FRACTION, check_number
+from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, select_groups
+
+GROUPS = ("meis", "miis", "mtis", "random")
+#: "well above random images": Welch's t of the MTIs' disinhibited f against the random images' at least this.
+MIN_T = 2.0
+
+
+def disinhibit_batch(run: DatasetPass, images: torch.Tensor, feature: Feature, layer: str,
+                     base: torch.Tensor) -> Dict[str, np.ndarray]:
+    """For a batch (B, 3, H, W): ``f``, ``disinhibited`` (the feature with every element of ``layer`` whose
+    attribution is negative set to ``base``) and ``N`` (the inhibitory total), each (B,) float64."""
+    att = run.attribute(images, feature)
+    s = att.scores[layer]
+    mask = s < 0
+
+    def remove(o):
+        return torch.where(mask.to(o.device), base.to(o.device, o.dtype).expand_as(o), o)
+
+    f_dis = forward_replaced(run, images, feature, layer, remove)
+    return {"f": att.activation.double().cpu().numpy(), "disinhibited": f_dis.double().numpy(),
+            "N": (-s).clamp(min=0).flatten(1).sum(1).double().cpu().numpy()}
+
+
+# ------------------------------------------------------------------------------------------------
+# result
+# ------------------------------------------------------------------------------------------------
+def _welch_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t of mean(a) - mean(b) (NaN with fewer than 2 values in either)."""
+    if a.size < 2 or b.size < 2:
+        return float("nan")
+    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    return float((a.mean() - b.mean()) / se) if se > 0 else float("inf") * np.sign(a.mean() - b.mean())
+
+
+@dataclass
+class Disinhibition(Result):
+    """Result of :func:`disinhibit`.
+
+    Attributes:
+        feature, layer: the feature and the attribution layer where inhibition was removed.
+        baseline: ``"zero"`` or ``"mean"``: the value the removed (S < 0) elements took.
+        indices: group (``meis``, ``miis``, ``mtis``, ``random``) -> (k,) int64 dataset indices.
+        activation: group -> (k,) float64 feature ``f`` (feature units).
+        disinhibited: group -> (k,) float64 ``f`` with the inhibitory elements removed (forward re-run).
+        linear: group -> (k,) float64 ``f + N``, the first-order estimate of ``disinhibited``.
+        fraction: the verdict's bar: the MTIs' mean disinhibited f must reach this fraction of the MEIs' mean f.
+        completeness: the scan's r, slope and share at ``layer`` and whether E adds up there.
+        info: scan score, k and other settings.
+    """
+
+    feature: Feature
+    layer: str
+    baseline: str
+    indices: Dict[str, np.ndarray]
+    activation: Dict[str, np.ndarray]
+    disinhibited: Dict[str, np.ndarray]
+    linear: Dict[str, np.ndarray]
+    fraction: float = 0.5
+    completeness: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def means(self) -> Dict[str, Dict[str, float]]:
+        """group -> mean ``f``, mean disinhibited ``f`` and mean ``f + N`` over its images."""
+        return {g: {"f": float(self.activation[g].mean()), "disinhibited": float(self.disinhibited[g].mean()),
+                    "f_plus_N": float(self.linear[g].mean()), "images": int(self.indices[g].size)}
+                for g in GROUPS if g in self.indices}
+
+    @property
+    def ratio(self) -> float:
+        """Mean disinhibited f of the MTIs over mean f of the MEIs."""
+        mei = float(self.activation["meis"].mean())
+        return float(self.disinhibited["mtis"].mean()) / mei if mei > 0 else float("nan")
+
+    def _over_random(self) -> float:
+        """Mean disinhibited f of the MTIs over that of the random images (NaN unless the latter is > 0)."""
+        rand = float(self.disinhibited["random"].mean())
+        return float(self.disinhibited["mtis"].mean()) / rand if rand > 0 else float("nan")
+
+    @property
+    def t_vs_random(self) -> float:
+        """Welch's t of the MTIs' disinhibited f against the random images' disinhibited f."""
+        return _welch_t(self.disinhibited["mtis"], self.disinhibited["random"])
+
+    @property
+    def verdict(self) -> str:
+        """``"reproduced"`` when the MTIs' mean disinhibited f reaches ``fraction`` of the MEIs' mean f and
+        lies well above the random images' (Welch t >= 2), else ``"not reproduced on this model"``."""
+        ok = np.isfinite(self.ratio) and self.ratio >= self.fraction and self.t_vs_random >= MIN_T
+        return "reproduced" if ok else "not reproduced on this model"
+
+    def explanation(self) -> str:
+        """The verdict with the numbers it was computed from."""
+        m = self.means()
+        text = (f"{self.verdict}: MTIs' disinhibited f {m['mtis']['disinhibited']:.3g} = {self.ratio:.2f} x MEIs' f "
+                f"{m['meis']['f']:.3g} (bar {self.fraction:g}); random images' disinhibited f "
+                f"{m['random']['disinhibited']:.3g} (Welch t {self.t_vs_random:.2f}, bar {MIN_T:g})")
+        if not self.completeness.get("complete", True):
+            text += (f"; attribution layer {self.layer} is incomplete for {self.feature.name} (r "
+                     f"{self.completeness.get('r', float('nan')):.3f}, share {self.completeness.get('share', float('nan')):.3g})"
+                     ": the elements removed need not be what inhibits the feature")
+        return text
+
+    def summary(self) -> dict:
+        return {"type": self.kind(), "feature": self.feature.name, "layer": self.layer, "baseline": self.baseline,
+                "groups": self.means(), "ratio_mti_disinhibited_to_mei": self.ratio, "t_vs_random": self.t_vs_random,
+                "ratio_mti_to_random_disinhibited": self._over_random(),
+                "fraction": self.fraction, "verdict": self.verdict, "explanation": self.explanation(),
+                "completeness": dict(self.completeness)}
+
+    def plot(self, path) -> str:
+        """Bars per group: mean f, mean disinhibited f and mean f + N (with standard errors), the MEIs'
+        mean f as a dashed line (PNG)."""
+        from .figures import plot_disinhibition
+
+        return plot_disinhibition(self, os.fspath(path))
+
+
+def disinhibit(model: nn.Module, dataset, feature, layer: str, scan=None, k: int = 10, n_random: int = 32,
+                  baseline: str = "zero", fraction: float = 0.5, seed: int = 0, batch_size: int = 16,
+                  completeness_threshold: float = 0.5, statistics=None, preprocess: bool = True,
+                  progress: bool = False) -> Disinhibition:
+    """Remove the inhibition of ``feature`` at ``layer`` on its MEIs, MIIs, MTIs and random images.
+
+    Args:
+        model: a prepared model, run in eval mode (mode, hooks and ``requires_grad`` flags restored).
+        dataset: the images (as for :func:`lucent_inhibit.scan`).
+        feature: the :class:`~lucent_inhibit.Feature` (usually a pre-activation unit).
+        layer: the attribution layer (one Lucent name, before the feature, where ``E = P - N`` tracks f).
+        scan: a :class:`~lucent_inhibit.ScanResult` (or its file) of ``feature`` over ``dataset`` with
+            ``layer`` among its layers; None scans first.
+        k: images per group (MEIs, MIIs, MTIs by percentile tension); n_random: random images.
+        baseline: ``"zero"`` or ``"mean"`` (each removed element takes its mean over the dataset).
+        fraction: the verdict's bar (see :attr:`Disinhibition.verdict`).
+        seed: draws the random images. batch_size: images per pass.
+        completeness_threshold: r below which the layer counts as incomplete (warns).
+        statistics: a :func:`layer_statistics` pair to reuse for ``baseline="mean"``.
+
+    Returns:
+        :class:`Disinhibition`; ``IncompletenessWarning`` when the layer is incomplete for the feature.
+    """
+    feature = as_feature(feature)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be one Lucent layer name, got {type(layer).__name__}")
+    fraction = check_number("fraction", fraction, 0, MAX_FRACTION, low_open=True)
+    run = dataset_pass(model, dataset, [layer], [feature], batch_size, preprocess, progress)
+    with run.evaluating():
+        scan_result = ensure_scan(model, dataset, feature, layer, scan, batch_size, preprocess, progress)
+        groups = select_groups(scan_result, layer, k, n_random, seed)
+        complete = check_complete(scan_result, layer, completeness_threshold)
+        base = baseline_tensor(baseline, run, layer, statistics)
+        out = {name: {} for name in ("activation", "disinhibited", "linear")}
+        for g, idx in groups.items():
+            parts = [disinhibit_batch(run, images, feature, layer, base) for _, images in run.batches(idx)]
+            cat = {key: np.concatenate([p[key] for p in parts]) for key in ("f", "disinhibited", "N")}
+            out["activation"][g], out["disinhibited"][g] = cat["f"], cat["disinhibited"]
+            out["linear"][g] = cat["f"] + cat["N"]
+    return Disinhibition(feature, layer, baseline, groups, out["activation"], out["disinhibited"], out["linear"],
+                         fraction, complete, {"k": int(groups["mtis"].size), "n_random": int(groups["random"].size),
+                                              "seed": int(seed), "dataset": scan_result.dataset})
+
+
+__all__ = ["BASELINES", "Disinhibition", "baseline_tensor", "check_complete", "disinhibit", "disinhibit_batch",
+           "ensure_scan", "forward_replaced", "layer_statistics", "select_groups"]

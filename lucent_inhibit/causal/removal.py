@@ -1,0 +1,115 @@
+"""What removing inhibition means, shared by the causal test (:mod:`.disinhibition`) and the inhibitor
+dictionary (:mod:`.inhibitors`): the scan that names the MTIs, its completeness check, the replacement value
+of removed elements and the forward pass re-run with a layer's output replaced.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.features import reading_feature
+from ..attribution.agreement import adds_up, warn_if_incomplete
+from ..data.datasets import dataset_identity
+from ..attribution.passes import DatasetPass
+from ..core.features import Feature
+from ..core.hooks import capture, model_device
+from ..core.preparation import preprocess_fn
+from ..core.validate import check_choice, check_int, check_number
+
+
+BASELINES = ("zero", "mean")
+
+
+# ------------------------------------------------------------------------------------------------
+# shared pieces
+# ------------------------------------------------------------------------------------------------
+def ensure_scan(model: nn.Module, dataset, feature: Feature, layer: str, scan_result, batch_size: int,
+                preprocess: bool, progress: bool):
+    """``scan_result`` checked against ``feature``, ``layer`` and ``dataset``, or a new scan of ``dataset``
+    (:func:`lucent_inhibit.scanning.run.scan`) at ``layer`` when it is None."""
+    from ..scanning.result import ScanResult
+    from ..scanning.run import scan
+
+    if scan_result is None:
+        return scan(model, dataset, feature, [layer], batch_size=batch_size, progress=progress, preprocess=preprocess)
+    if isinstance(scan_result, (str, os.PathLike)):
+        scan_result = ScanResult.load(scan_result)
+    if not isinstance(scan_result, ScanResult):
+        raise TypeError(f"scan must be a ScanResult, a scan file or None, got {type(scan_result).__name__}")
+    if scan_result.feature != feature or layer not in scan_result.layers:
+        raise ValueError(f"scan holds {scan_result.feature.name} attributed at {scan_result.layers}, not "
+                         f"{feature.name} at {layer!r}: scan that feature and layer first")
+    ident = dataset_identity(dataset)
+    if scan_result.dataset and ident != scan_result.dataset:
+        raise ValueError(f"dataset {ident!r} is not the scanned dataset {scan_result.dataset!r}")
+    return scan_result
+
+
+def check_complete(scan_result, layer: str, threshold: float = 0.5) -> dict:
+    """The scan's completeness at ``layer``: ``{"r", "slope", "share", "complete"}`` (Pearson r of f and
+    E, and :func:`~lucent_inhibit.attribution.agreement.sum_check`); an ``IncompletenessWarning`` when r is
+    below ``threshold`` or E does not add up to f: then removing "inhibitory elements" need not remove
+    what inhibits the feature."""
+    threshold = check_number("completeness_threshold", threshold, -1.0, 1.0)
+    r = float(scan_result.completeness.get(layer, float("nan")))
+    slope, share = scan_result.completeness_sums()[layer] if len(scan_result) >= 3 else (float("nan"),) * 2
+    warned = warn_if_incomplete(r, scan_result.feature, layer, threshold, slope, share)
+    return {"r": r, "slope": float(slope), "share": float(share), "threshold": threshold,
+            "complete": bool(not warned and np.isfinite(r) and adds_up(slope, share))}
+
+
+def model_inputs(run: DatasetPass, images: torch.Tensor) -> torch.Tensor:
+    x = images.to(model_device(run.model))
+    return preprocess_fn(run.model)(x) if run.preprocess else x
+
+
+def forward_replaced(run: DatasetPass, images: torch.Tensor, feature: Feature, layer: str,
+                     fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
+    """(B,) the feature on ``images`` (B, 3, H, W) in [0, 1] with ``layer``'s output replaced by
+    ``fn(output)`` (None: unchanged), without gradients."""
+    x = model_inputs(run, images)
+    with torch.no_grad():
+        acts = capture(run.model, x, [feature.layer], replace=None if fn is None else {layer: fn})
+    return reading_feature(run.model, x, feature)(acts[feature.layer]).float().cpu()
+
+
+def layer_statistics(run: DatasetPass, layer: str) -> Tuple[np.ndarray, torch.Tensor]:
+    """One pass over the dataset at ``layer``: ``(channel_means (n, C) float32, element_mean)``: each image's
+    spatial mean activation per channel (a token layer's channels: its last dim, averaged over the tokens), and
+    the mean activation over the images, shaped like one image's activation ((C, H, W), (T, C) or (C,))."""
+    means, total = [], None
+    with run.bar(run.size, f"statistics {layer}") as bar, torch.no_grad():
+        for _, images in run.batches():
+            h = capture(run.model, model_inputs(run, images), [layer])[layer].float().cpu()
+            means.append((h.mean(1) if h.dim() == 3 else h.flatten(2).mean(2) if h.dim() > 2 else h).numpy())
+            total = h.sum(0) if total is None else total + h.sum(0)
+            bar.update(len(images))
+    return np.concatenate(means).astype(np.float32), total / run.size
+
+
+def baseline_tensor(baseline: str, run: DatasetPass, layer: str, statistics=None) -> torch.Tensor:
+    """The value removed elements take: a scalar zero, or the dataset mean at ``layer`` (from
+    ``statistics``, a :func:`layer_statistics` pair, computed when None)."""
+    if check_choice("baseline", baseline, BASELINES) == "zero":
+        return torch.zeros(())
+    return (layer_statistics(run, layer) if statistics is None else statistics)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# the test
+# ------------------------------------------------------------------------------------------------
+def select_groups(scan_result, layer: str, k: int, n_random: int, seed: int) -> Dict[str, np.ndarray]:
+    """group -> dataset indices: the top-``k`` MEIs, MIIs and MTIs (percentile tension; ``"min"`` for a
+    scan under 10 images) at ``layer`` and ``n_random`` images drawn without replacement (``seed``)."""
+    from ..attribution.totals import MIN_PERCENTILE_IMAGES
+
+    k = min(check_int("k", k, low=1), len(scan_result))
+    n_random = min(check_int("n_random", n_random, low=2), len(scan_result))
+    score = "percentile" if len(scan_result) >= MIN_PERCENTILE_IMAGES else "min"
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
+    return {"meis": scan_result.meis(k), "miis": scan_result.miis(k), "mtis": scan_result.mtis(k, score, layer),
+            "random": np.sort(rng.choice(scan_result.indices, n_random, replace=False)).astype(np.int64)}

@@ -1,0 +1,38 @@
+"""Impossible feature combinations (paper 004; SPEC 2.7): the rule on the mean cosdot a sweep reaches per quadrant.
+
+Each claim is one sentence of the papers; each function computes the :class:`~lucent_inhibit.findings.verdicts.Finding`
+(the number measured and a verdict by a bar named as a module constant) from numbers a result holds.
+"""
+from __future__ import annotations
+
+import math
+
+
+from .verdicts import Finding
+
+#: A combination is out of reach when the weakest quadrant's mean cosdot score C is at most this fraction of
+#: the best quadrant's (the red loop collapses there; C is 1 where the render reaches the target direction at
+#: the axis scale).
+COLLAPSE_FRACTION = 0.5
+
+
+COMBINATION_CLAIM = ("Not every combination of two features' directions can be produced: the cosdot a render "
+                     "reaches collapses in some directions (Hamblin, Alvarez & Konkle, paper 004)")
+
+
+def combination_finding(quadrants):
+    """The :class:`~lucent_inhibit.findings.verdicts.Finding` of combination impossibility from the mean cosdot score C
+    per quadrant (``{"++": C, ...}``, :meth:`~lucent_inhibit.combinations.CombinationResult.quadrant_scores`):
+    reproduced when the best quadrant's C is positive and the weakest's is at most :data:`COLLAPSE_FRACTION`
+    of it."""
+
+    measured = "mean C by quadrant (signs of a, b): " + ", ".join(f"{k} {v:.3f}" for k, v in quadrants.items())
+    finite = {k: v for k, v in quadrants.items() if math.isfinite(v)}
+    if len(finite) < 2 or max(finite.values()) <= 0:
+        return Finding.judge(COMBINATION_CLAIM, measured, None, "no quadrant was reached (no positive mean C): the "
+                             "sweep cannot tell reachable from unreachable combinations")
+    best, worst = max(finite, key=finite.get), min(finite, key=finite.get)
+    ratio = finite[worst] / finite[best]
+    why = (f"quadrant {worst} reaches {ratio:.2f} of quadrant {best}'s C (bar: at most {COLLAPSE_FRACTION:g})")
+    return Finding.judge(COMBINATION_CLAIM, measured, ratio <= COLLAPSE_FRACTION,
+                         why if ratio <= COLLAPSE_FRACTION else why + ": every combination was reached")

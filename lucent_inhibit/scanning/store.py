@@ -1,0 +1,230 @@
+"""The scan's chunk store: a folder of result chunks and a JSON manifest that make a scan resumable.
+
+A long dataset scan (Hamblin et al. 2024, section 2; :func:`lucent_inhibit.scanning.run.scan`) writes its rows
+as they complete, one result file per chunk of images (``chunk-000000.npz``, ..., each a
+:class:`~lucent_inhibit.core.results.Result` file written atomically by the result base), and a manifest
+``manifest.json`` recording what the scan is (feature, layers, dataset, shard, batch and chunk size)
+and, for every finished chunk, its file, its size in bytes and its SHA-256. The manifest is rewritten
+atomically (temporary file, ``fsync``, rename) after every chunk, so a killed scan leaves a folder
+whose manifest lists only complete, verifiable chunks:
+
+- :meth:`ChunkStore.open` resumes: it refuses a folder holding a *different* scan, reuses every chunk
+  whose file still matches its recorded hash and indices, and warns about (and recomputes) the rest;
+- :func:`load_chunks` reads a finished folder back, with an error naming the file when the manifest is
+  corrupt, a chunk is missing or truncated, or the folder is not a scan at all;
+- :func:`parse_shard` / :func:`shard_indices` split a dataset into ``n`` contiguous shards, so one scan
+  can run on many machines (each shard in its own folder) and be merged afterwards.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..core.validate import check_int
+from ..core.io import sha256, write_json
+
+FORMAT = "lucent-inhibit-scan/2"
+MANIFEST = "manifest.json"
+#: Manifest entries that must agree before a folder's chunks may be reused by a new scan call.
+IDENTITY_KEYS = ("feature", "layers", "dataset", "dataset_size", "shard", "batch_size", "chunk_size", "keep_maps",
+                 "preprocess")
+DEFAULT_CHUNK_IMAGES = 256
+
+
+class ScanFolderError(ValueError):
+    """A scan folder (or its manifest or one of its chunks) cannot be read; the message names the file."""
+
+
+def chunk_images(batch_size: int, chunk_size: Optional[int]) -> int:
+    """Images per chunk: ``chunk_size`` (default about 256) rounded up to a multiple of ``batch_size``,
+    so every chunk but the last is a whole number of batches."""
+    if chunk_size is None:
+        chunk_size = max(1, DEFAULT_CHUNK_IMAGES // batch_size) * batch_size
+    chunk_size = check_int("chunk_size", chunk_size, low=1)
+    return -(-chunk_size // batch_size) * batch_size
+
+
+def split_chunks(indices: np.ndarray, chunk_size: int) -> List[np.ndarray]:
+    """``indices`` cut into consecutive pieces of ``chunk_size`` (the last may be shorter)."""
+    return [indices[s: s + chunk_size] for s in range(0, indices.size, chunk_size)]
+
+
+def chunk_name(c: int) -> str:
+    return f"chunk-{c:06d}.npz"
+
+
+def _is_temporary(name: str) -> bool:
+    """Temporary files of a killed write: the manifest's (``.tmp-*``) and the result base's (``.*.tmp``)."""
+    return name.startswith(".tmp-") or (name.startswith(".chunk-") and name.endswith(".tmp"))
+
+
+def stage_scan_file(path):
+    """``path``, or ``path/scan.npz`` when ``path`` is a folder with no scan manifest that holds one (the
+    output folder of the ``scan`` stage, which writes its result file there)."""
+    folder = os.fspath(path)
+    inside = os.path.join(folder, "scan.npz")
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, MANIFEST)) and os.path.isfile(inside):
+        return inside
+    return path
+
+
+def read_scan_manifest(folder: str) -> dict:
+    """The manifest of scan folder ``folder``; :class:`ScanFolderError` naming the file when the folder is
+    not a scan, the manifest is not valid JSON or it is of another format."""
+    if not os.path.isdir(folder):
+        raise ScanFolderError(f"{folder!r} is not a scan folder (not a directory)")
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise ScanFolderError(f"{folder!r} is not a scan folder: it has no {MANIFEST} (expected a folder written "
+                              "by scan(..., out=...))")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScanFolderError(f"the scan manifest {path!r} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
+                              "scan again with resume=False to start over") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        held = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ScanFolderError(f"{path!r} holds a manifest of format {held!r}, not a scan manifest ({FORMAT!r}); "
+                              "scan again with resume=False to start over")
+    return manifest
+
+
+def new_manifest(identity: dict, n_chunks: int) -> dict:
+    """A manifest for a scan described by ``identity`` (it holds at least :data:`IDENTITY_KEYS`)."""
+    missing = [k for k in IDENTITY_KEYS if k not in identity]
+    if missing:
+        raise ValueError(f"a scan manifest needs the identity entries {missing}")
+    return dict(identity, format=FORMAT, n_chunks=int(n_chunks), chunks={}, complete=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# the store
+# ------------------------------------------------------------------------------------------------
+class ChunkStore:
+    """A scan folder being written: chunk files of ``result_type`` plus the manifest listing them.
+
+    Create it with :meth:`open`; :meth:`put` writes one chunk, :meth:`finish` marks the scan complete.
+    """
+
+    def __init__(self, folder: str, manifest: dict, result_type: type):
+        self.folder, self.manifest, self.result_type = folder, manifest, result_type
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.folder, MANIFEST)
+
+    @classmethod
+    def open(cls, folder: str, manifest: dict, result_type: type, chunks: List[np.ndarray],
+             resume: bool = True) -> Tuple["ChunkStore", Dict[int, object]]:
+        """Prepare ``folder`` for the scan that ``manifest`` describes, whose chunk ``c`` holds the rows of
+        dataset indices ``chunks[c]``.
+
+        With ``resume`` and a manifest already there, it must describe the same scan (else ``ValueError``
+        naming the entry that differs); its verified chunks are returned as ``{c: result}`` and every
+        other listed chunk is recomputed after a warning. Without ``resume`` the folder's chunks and
+        manifest are deleted first. Returns ``(store, reused chunks)``.
+        """
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"out {folder!r} exists and is not a folder; scan checkpoints need a folder")
+        os.makedirs(folder, exist_ok=True)
+        store, done = cls(folder, manifest, result_type), {}
+        if resume and os.path.exists(store.manifest_path):
+            old = read_scan_manifest(folder)
+            _check_same_scan(store.manifest_path, old, manifest)
+            done = store._reuse(old, chunks)
+        store._remove(lambda name: _is_temporary(name) or (not resume and (name.startswith("chunk-")
+                                                                          or name == MANIFEST)))
+        write_json(store.manifest_path, manifest)
+        return store, done
+
+    def _remove(self, which: Callable[[str], bool]) -> None:
+        for name in os.listdir(self.folder):
+            if which(name):
+                os.remove(os.path.join(self.folder, name))
+
+    def _reuse(self, old: dict, chunks: List[np.ndarray]) -> Dict[int, object]:
+        done = {}
+        for key, entry in sorted(old.get("chunks", {}).items()):
+            c = int(key)
+            part, reason = self._verified(entry)
+            if part is not None and (c >= len(chunks) or not np.array_equal(part.indices, chunks[c])):
+                part, reason = None, "its images are not the ones this scan expects there"
+            if part is None:
+                warnings.warn(f"scan chunk {c} in {self.folder!r} is not reusable: {reason}; recomputing it")
+                continue
+            done[c] = part
+            self.manifest["chunks"][key] = entry
+        return done
+
+    def _verified(self, entry: dict):
+        """``(chunk, None)`` when the entry's file exists, matches its hash and loads; else ``(None, why)``."""
+        path = os.path.join(self.folder, str(entry.get("file", "")))
+        if not os.path.isfile(path):
+            return None, f"its file {path!r} is missing"
+        if os.path.getsize(path) != entry.get("bytes") or sha256(path) != entry.get("sha256"):
+            return None, f"its file {path!r} does not match the SHA-256 recorded in the manifest (corrupt or partial)"
+        try:
+            return self.result_type.load(path), None
+        except (ValueError, OSError, KeyError) as exc:
+            return None, f"it cannot be read ({exc})"
+
+    def put(self, c: int, part) -> None:
+        """Write chunk ``c`` (atomically, by the result base) and record it in the manifest."""
+        name = chunk_name(c)
+        path = part.save(os.path.join(self.folder, name))
+        self.manifest["chunks"][f"{c:06d}"] = {"file": name, "n": len(part), "bytes": os.path.getsize(path),
+                                              "sha256": sha256(path)}
+        write_json(self.manifest_path, self.manifest)
+
+    def finish(self, **entries) -> None:
+        """Mark the scan complete, adding ``entries`` (e.g. its completeness) to the manifest."""
+        self.manifest.update(entries, complete=True)
+        write_json(self.manifest_path, self.manifest)
+
+
+def _check_same_scan(path: str, old: dict, new: dict) -> None:
+    precision = lambda m: m.get("info", {}).get("precision", "float32")  # noqa: E731 (older folders: float32)
+    for key, was, now in [(k, old.get(k), new.get(k)) for k in IDENTITY_KEYS] + [
+            ("precision", precision(old), precision(new))]:
+        if was != now:
+            raise ValueError(
+                f"refusing to resume into {os.path.dirname(path)!r}: it holds a scan with a different {key} "
+                f"({was!r}, this scan: {now!r}); mixing them would give a result of two "
+                "different scans. Use another out folder, or resume=False to overwrite it."
+            )
+
+
+def load_chunks(folder: str, result_type: type) -> Tuple[dict, list]:
+    """``(manifest, chunks in order)`` of a *finished* scan folder; ``ValueError`` naming the file when the
+    folder is not a scan, is incomplete, or a chunk is missing, truncated or corrupt."""
+    manifest = read_scan_manifest(folder)
+    entries = manifest.get("chunks", {})
+    if not manifest.get("complete"):
+        raise ScanFolderError(
+            f"scan folder {folder!r} is incomplete ({len(entries)} of {manifest.get('n_chunks')} chunks); "
+            "run scan(..., out=...) again with the same arguments to resume it"
+        )
+    if len(entries) != manifest.get("n_chunks") or not entries:
+        raise ScanFolderError(f"{os.path.join(folder, MANIFEST)!r} lists {len(entries)} chunks but the scan has "
+                              f"{manifest.get('n_chunks')}; scan again with the same arguments to repair it")
+    store, parts = ChunkStore(folder, manifest, result_type), []
+    for key in sorted(entries):
+        part, reason = store._verified(entries[key])
+        if part is None:
+            raise ScanFolderError(f"chunk {int(key)} of scan folder {folder!r} is unusable: {reason}; run "
+                                  "scan(..., out=...) again with the same arguments to recompute it")
+        parts.append(part)
+    return manifest, parts
+
+
+def check_resumable(folder: str, identity: dict) -> None:
+    """``ValueError`` (that of :meth:`ChunkStore.open`) when ``folder`` holds the manifest of a scan other
+    than the one ``identity`` describes; nothing when it holds none or the same scan."""
+    path = os.path.join(folder, MANIFEST)
+    if os.path.isfile(path):
+        _check_same_scan(path, read_scan_manifest(folder), identity)

@@ -1,0 +1,136 @@
+"""Augmentations for feature accentuation, as tensor -> tensor transforms in Lucent's style.
+
+Each factory returns a function ``(B, 3, H, W) -> (B', 3, H', W')`` that ``render_vis(transforms=[...])``
+applies every step. One random draw is shared by the whole batch, so a render and its seed in the same
+batch (``param.fourier_image(with_seed=True)``) get the same crop and the same noise. They are plain
+callables in a list, so they compose with Lucent's own transforms by list concatenation, e.g.
+``lucent.optvis.transform.standard_transforms + [box_crop(size=224)]``.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .param import check_generator
+from ..core.validate import MAX_BATCH, MAX_SIDE, check_int, check_number, check_optional, check_size
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _size(size) -> Optional[Tuple[int, int]]:
+    """Output ``(H, W)`` of an int or pair (1 to ``validate.MAX_SIDE`` px); None keeps the input size."""
+    return check_optional(check_size, "size", size, 1, MAX_SIDE)
+
+
+def box_crop(
+    min_size: float = 0.05,
+    max_size: float = 1.0,
+    size=None,
+    noise: float = 0.02,
+    n_crops: int = 1,
+    generator: Optional[torch.Generator] = None,
+) -> Transform:
+    """Random square box crops over a range of sizes, resized to a fixed output size, plus uniform noise.
+
+    Every call draws ``n_crops`` boxes: each side is a fraction uniform in ``[min_size, max_size]`` of the
+    image's shorter side (the paper's "full range of sizes each batch", e.g. 5%..100%), placed uniformly
+    inside the image; each crop is resized (bilinear, antialiased) to ``size`` and gets uniform noise in
+    ``[-noise / 2, noise / 2]``. The draw is shared by all images of the batch.
+
+    Args:
+        min_size, max_size: crop side range, fractions in (0, 1].
+        size: output ``(H, W)`` or int; None keeps the input size.
+        noise: width of the uniform noise (pixel units of the [0, 1] image); 0 disables it.
+        n_crops: crops per call (1 to ``validate.MAX_BATCH``); the output is crop-major: (n_crops * B, 3, H, W), rows
+            ``c * B : (c + 1) * B`` are crop ``c`` of every image.
+        generator: torch generator for reproducible draws.
+
+    Returns:
+        a transform (B, 3, H_in, W_in) -> (n_crops * B, 3, H, W).
+    """
+    min_size, max_size = check_number("min_size", min_size), check_number("max_size", max_size)
+    if not (0 < min_size <= max_size <= 1):
+        raise ValueError(f"crop sizes must satisfy 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
+    noise = check_number("noise", noise, 0)
+    n_crops, generator = check_int("n_crops", n_crops, 1, MAX_BATCH), check_generator(generator)
+    out_size = _size(size)
+
+    def inner(image_t: torch.Tensor) -> torch.Tensor:
+        if image_t.dim() != 4:
+            raise ValueError(f"box_crop expects a batch (B, C, H, W), got shape {tuple(image_t.shape)}")
+        b, c, h, w = image_t.shape
+        oh, ow = out_size or (h, w)
+        side = min(h, w)
+        crops = []
+        for _ in range(n_crops):
+            frac = float(torch.rand((), generator=generator)) * (max_size - min_size) + min_size
+            k = max(2, int(round(frac * side)))
+            y0 = int(torch.randint(0, h - k + 1, (), generator=generator))
+            x0 = int(torch.randint(0, w - k + 1, (), generator=generator))
+            crop = image_t[:, :, y0 : y0 + k, x0 : x0 + k]
+            if (k, k) != (oh, ow):
+                crop = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=False, antialias=k > oh)
+            if noise > 0:
+                u = (torch.rand((1, c, oh, ow), generator=generator) - 0.5) * noise
+                crop = crop + u.to(crop.device, crop.dtype)
+            crops.append(crop)
+        return torch.cat(crops, 0) if len(crops) > 1 else crops[0]
+
+    return inner
+
+
+def uniform_noise(amount: float = 0.02, generator: Optional[torch.Generator] = None) -> Transform:
+    """Add the same uniform noise in ``[-amount / 2, amount / 2]`` to every image of the batch."""
+    amount, generator = check_number("amount", amount, 0), check_generator(generator)
+
+    def inner(image_t: torch.Tensor) -> torch.Tensor:
+        u = (torch.rand((1,) + tuple(image_t.shape[1:]), generator=generator) - 0.5) * amount
+        return image_t + u.to(image_t.device, image_t.dtype)
+
+    return inner
+
+
+def shift(max_shift: int = 4, generator: Optional[torch.Generator] = None) -> Transform:
+    """Jitter by up to ``max_shift`` pixels (reflect-padded roll), keeping the image size.
+
+    Spatially aligned objectives (:func:`~lucent_inhibit.synthesis.objectives.spatial_cosdot`) need the layer map to
+    keep its geometry, so +/- inversions use this small jitter instead of box crops.
+    """
+    max_shift, generator = check_int("max_shift", max_shift, 0, MAX_SIDE), check_generator(generator)
+
+    def inner(image_t: torch.Tensor) -> torch.Tensor:
+        if max_shift == 0:
+            return image_t
+        d = max_shift
+        h, w = image_t.shape[2:]
+        padded = F.pad(image_t, [d, d, d, d], mode="reflect")
+        dy = int(torch.randint(0, 2 * d + 1, (), generator=generator))
+        dx = int(torch.randint(0, 2 * d + 1, (), generator=generator))
+        return padded[:, :, dy : dy + h, dx : dx + w]
+
+    return inner
+
+
+def accentuation_transforms(extra: Sequence[Transform] = (), **crop) -> List[Transform]:
+    """The paper's accentuation augmentation as a transform list: ``[*extra, box_crop(**crop)]``.
+
+    ``crop``: keyword arguments of :func:`box_crop` (``min_size``, ``max_size``, ``size``, ``noise``,
+    ``n_crops``, ``generator``; its defaults otherwise: 5%..100% crops, noise 0.02, one crop).
+    ``extra``: transforms applied before the crop, e.g. some of Lucent's
+    (``lucent.optvis.transform.jitter(4)``); the list is what ``render_vis(transforms=...)`` takes.
+    """
+    return list(extra) + [box_crop(**crop)]
+
+
+def compose(transforms: Sequence[Transform]) -> Transform:
+    """Apply ``transforms`` in order (like Lucent's ``transform.compose``)."""
+    transforms = list(transforms)
+
+    def inner(x):
+        for t in transforms:
+            x = t(x)
+        return x
+
+    return inner
