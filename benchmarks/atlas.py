@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from lucent_inhibit import Feature, efficientnet_lite0, sample_crops  # noqa: E402
 from lucent_inhibit.atlas import AtlasGrid, collect_vectors, grid_cells, project_layout, render_icons  # noqa: E402
-from lucent_inhibit.core.rendering import RenderSettings  # noqa: E402
+from lucent_inhibit.core.settings import RenderSettings  # noqa: E402
 
 
 def first_cells(grid: AtlasGrid, k: int) -> AtlasGrid:

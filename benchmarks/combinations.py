@@ -25,7 +25,7 @@ from lucent_inhibit import efficientnet_lite0, sample_crops  # noqa: E402
 from lucent_inhibit.combinations import measure_pair, pair_statistics, sweep_combinations  # noqa: E402
 from lucent_inhibit.combinations.scales import render_batch  # noqa: E402
 from lucent_inhibit.synthesis.objectives import cosdot_value, feature_pair, pair_targets  # noqa: E402
-from lucent_inhibit.core.rendering import RenderSettings  # noqa: E402
+from lucent_inhibit.core.settings import RenderSettings  # noqa: E402
 
 
 def main():

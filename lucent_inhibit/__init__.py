@@ -40,7 +40,7 @@ _EXPORTS = {
     "toy": ["ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "analyze_toy", "inhibition_model",
             "plot_superposition", "train_toy"],
     "findings": ["Finding"],
-    "app.report": ["DemoConfig", "run_demo"],
+    "app.stages.demo": ["DemoConfig", "run_demo"],
 }
 #: subpackages exported as themselves, under a short name
 _SUBMODULES = {"objectives": "synthesis.objectives", "param": "synthesis.param", "transform": "synthesis.transform",

@@ -8,12 +8,13 @@ from lucent.optvis import param as lparam
 from lucent.optvis import render
 
 from lucent_inhibit import Feature, attribute, sample_crops
+from lucent_inhibit.core.hooks import hooks_restored
+from lucent_inhibit.core.rendering import NonFiniteLoss
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.synthesis import objectives as O
 from lucent_inhibit.synthesis.accentuation import Accentuation, accentuate
-from lucent_inhibit.core.hooks import hook_count, hooks_restored
-from lucent_inhibit.synthesis.inversion import InversionResult, inversions
 from lucent_inhibit.synthesis.figures import plot_inversions
-from lucent_inhibit.core.rendering import NonFiniteLoss, RenderSettings
+from lucent_inhibit.synthesis.inversion import InversionResult, inversions
 from lucent_inhibit.synthesis.tense import TenseResult, tense_image
 
 

@@ -9,14 +9,30 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.atlas import (Atlas, AtlasConfig, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection,
-                                  atlas_html, auto_grid_size, build_atlas, collect_vectors, grid_cells, icon_targets,
-                                  normalize_layout, plot_atlas, project_layout, render_icons, select_images,
-                                  write_atlas_html)
-from lucent_inhibit.core.features import Feature
+from lucent_inhibit.atlas import (
+    Atlas,
+    AtlasConfig,
+    AtlasGrid,
+    AtlasIcons,
+    AtlasLayout,
+    AtlasPoints,
+    Selection,
+    auto_grid_size,
+    build_atlas,
+    collect_vectors,
+    grid_cells,
+    icon_targets,
+    normalize_layout,
+    plot_atlas,
+    project_layout,
+    render_icons,
+    select_images,
+    write_atlas_html,
+)
 from lucent_inhibit.attribution.attribute import attribute, measure
+from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.core.settings import RenderSettings
 
 
 class _Images(list):
@@ -400,9 +416,10 @@ def test_html_is_self_contained_and_escapes_labels(tiny_atlas, tmp_path):
 
 @pytest.mark.browser
 def test_html_in_headless_chromium(tiny_atlas, tmp_path):
+    import io
+
     import playwright.sync_api as sync_api  # a test dependency: a missing install fails, never skips
     from PIL import Image
-    import io
 
     _, _, atlas = tiny_atlas
     path = write_atlas_html(atlas, str(tmp_path / "atlas.html"))

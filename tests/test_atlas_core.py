@@ -7,19 +7,32 @@ import os
 import warnings
 from importlib import resources
 
+import lucent.optvis.objectives as lucent_objectives
+import lucent.optvis.render as lucent_render
 import numpy as np
 import pytest
 import torch
 
-import lucent.optvis.objectives as lucent_objectives
-import lucent.optvis.render as lucent_render
-from lucent_inhibit.atlas import (Atlas, AtlasConfig, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection,
-                                  build_atlas, collect_vectors, grid_cells, icon_targets, render_icons, select_images)
+from lucent_inhibit.atlas import (
+    Atlas,
+    AtlasConfig,
+    AtlasGrid,
+    AtlasIcons,
+    AtlasLayout,
+    AtlasPoints,
+    Selection,
+    build_atlas,
+    collect_vectors,
+    grid_cells,
+    icon_targets,
+    render_icons,
+    select_images,
+)
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import capture, hook_count
 from lucent_inhibit.core.preparation import preprocess_fn
-from lucent_inhibit.core.rendering import RenderSettings
 from lucent_inhibit.core.results import load_result
+from lucent_inhibit.core.settings import RenderSettings
 
 FEAT = Feature("conv3", unit=1)
 FAST = RenderSettings(steps=2, transforms=())
@@ -257,6 +270,7 @@ def _points_and_grid(net):
 def scanned_atlas():
     """An atlas built straight from a scan, the selection made by the config's criteria."""
     from conftest import TinyConvNet
+
     from lucent_inhibit.scanning.run import scan
 
     model = TinyConvNet().eval()

@@ -9,8 +9,19 @@ import pytest
 import torch
 
 from lucent_inhibit import Feature, RenderSettings
-from lucent_inhibit.atlas import (AtlasConfig, AtlasIcons, auto_grid_size, build_atlas, check_grid_size, grid_cells,
-                                  plot_atlas, receptive_field_box, rms_contrast, target_cosine, write_atlas_html)
+from lucent_inhibit.atlas import (
+    AtlasConfig,
+    AtlasIcons,
+    auto_grid_size,
+    build_atlas,
+    check_grid_size,
+    grid_cells,
+    plot_atlas,
+    receptive_field_box,
+    rms_contrast,
+    target_cosine,
+    write_atlas_html,
+)
 from lucent_inhibit.atlas.layout import AtlasLayout
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.preparation import preprocess_fn
@@ -152,8 +163,8 @@ def test_icons_reach_their_targets_with_visible_contrast(lite0):
     """Atlas defaults on the embedded model (a CI-sized demo: 48 crops at 224 px, position mode, the
     demo's layers): the median icon reaches a cosine >= 0.5 to its target, and the displayed
     receptive-field crops have a median RMS contrast >= 0.15."""
-    from lucent_inhibit.data.bundled import sample_crops
     from lucent_inhibit.app.stages.atlas import AtlasRender
+    from lucent_inhibit.data.bundled import sample_crops
 
     data = sample_crops(48, size=224, seed=0)
     feature = Feature("blocks_4_0_bn3_drop", unit=70)

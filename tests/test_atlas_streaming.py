@@ -231,9 +231,9 @@ def test_the_atlas_config_and_the_cli_pass_the_memory_budget_to_the_collection(m
     """``AtlasConfig.memory_budget`` and ``lucent-inhibit atlas --map-memory MIB`` reach ``collect_vectors``
     (the stage's default is the library's, in MiB); a negative budget is refused naming the option."""
     import lucent_inhibit.atlas.build as build
-    from lucent_inhibit.atlas import AtlasConfig
     from lucent_inhibit.app.cli import UsageError, parse
     from lucent_inhibit.app.stages.atlas import MAP_MEMORY_MIB
+    from lucent_inhibit.atlas import AtlasConfig
 
     assert MAP_MEMORY_MIB * 2 ** 20 == MAP_BUDGET == AtlasConfig().memory_budget
     seen = {}

@@ -1,15 +1,13 @@
 """Features and attribution: agreement with captum, one pass for all layers, P/N/tension, bad input."""
+import captum.attr as captum_attr  # a test-only dependency (setup.cfg [test])
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import TinyConvNet
 from lucent_inhibit.attribution.attribute import Attribution, attribute, measure
-from lucent_inhibit.core.features import Feature, as_feature
 from lucent_inhibit.attribution.totals import signed_totals, tension
-
-import captum.attr as captum_attr  # a test-only dependency (setup.cfg [test])
+from lucent_inhibit.core.features import Feature, as_feature
 
 
 class LinearHead(nn.Module):
@@ -74,9 +72,9 @@ def test_scores_equal_captum_for_a_logit_with_preprocessing(tiny_images):
 
 @pytest.mark.slow
 def test_scores_equal_captum_on_the_real_model(lite0):
-    from lucent_inhibit.data.bundled import sample_crops
     from lucent_inhibit.core.hooks import get_layer
     from lucent_inhibit.core.preparation import preprocess_fn
+    from lucent_inhibit.data.bundled import sample_crops
 
     images = torch.stack(list(sample_crops(2, size=96, seed=3)))
     names = ["blocks_1_1", "blocks_2_0", "blocks_2_1", "blocks_3_0_bn2_act", "blocks_3_1"]

@@ -1,9 +1,9 @@
 """Bad parameters, by category: non-finite, out of range, fractional where an integer is meant, strings
 where a size is meant; each refused with one clear error naming the parameter (library and command line).
 Float images other than float32 are converted with a warning; integer images are refused."""
+import contextlib
 import dataclasses
 import io
-import contextlib
 import typing
 import warnings
 
@@ -12,13 +12,13 @@ import torch
 from conftest import TinyConvNet
 
 import lucent_inhibit as li
-from lucent_inhibit.synthesis import objectives
-from lucent_inhibit.atlas import AtlasConfig
 from lucent_inhibit.app.cli import main
-from lucent_inhibit.core.features import check_images
-from lucent_inhibit.app.stages import STAGES
 from lucent_inhibit.app.options import base_type, choices_of, options
+from lucent_inhibit.app.stages import STAGES
+from lucent_inhibit.atlas import AtlasConfig
+from lucent_inhibit.core.features import check_images
 from lucent_inhibit.core.validate import InputError, check_size
+from lucent_inhibit.synthesis import objectives
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -232,11 +232,11 @@ def test_cli_internal_error_is_one_line_and_exit_1_and_debug_shows_it(tmp_path, 
 
 
 def test_cli_user_errors_of_the_library_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
-    from lucent_inhibit.core.hooks import AmbiguousLayerError
-    from lucent_inhibit.models.weights import WeightsError
     from lucent_inhibit.app.outputs import OutputError
+    from lucent_inhibit.core.hooks import AmbiguousLayerError
     from lucent_inhibit.core.rendering import NonFiniteLoss
     from lucent_inhibit.core.results import ResultFileError
+    from lucent_inhibit.models.weights import WeightsError
 
     for exc in (NonFiniteLoss("loss is nan at step 3"), ResultFileError("x.npz holds a ScanResult"),
                 InputError("steps must be >= 1, got 0"), PermissionError("cannot write x"),

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TinyConvNet
 from lucent_inhibit import Census, Feature, layer_census, scan
 from lucent_inhibit.census import ChunkMemoryError
 from lucent_inhibit.core.validate import InputError

@@ -5,14 +5,22 @@ import os
 
 import numpy as np
 import pytest
+from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
-from lucent_inhibit.scanning.store import (FORMAT, MANIFEST, ScanFolderError, chunk_images, load_chunks,
-                                           read_scan_manifest, split_chunks)
-from lucent_inhibit.core.distributed import parse_shard, shard_indices
+from lucent_inhibit.core.distributed import shard_indices
 from lucent_inhibit.core.results import load_result
+from lucent_inhibit.core.validate import parse_shard
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
+from lucent_inhibit.scanning.store import (
+    FORMAT,
+    MANIFEST,
+    ScanFolderError,
+    chunk_images,
+    load_chunks,
+    read_scan_manifest,
+    split_chunks,
+)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import typing
 import pytest
 
 from lucent_inhibit.app.cli import build_parser, main
-from lucent_inhibit.app.stages import STAGES
 from lucent_inhibit.app.options import REQUIRED, base_type, choices_of, options
+from lucent_inhibit.app.stages import STAGES
 
 
 def _subparsers():
@@ -18,7 +18,7 @@ def _subparsers():
 
 
 def test_import_does_not_load_torch():
-    code = ("import sys, lucent_inhibit, lucent_inhibit.app.cli, lucent_inhibit.app.stages, lucent_inhibit.app.report; "
+    code = ("import sys, lucent_inhibit, lucent_inhibit.app.cli, lucent_inhibit.app.stages, lucent_inhibit.app.stages.demo; "
             "heavy = [m for m in ('torch', 'torchvision', 'lucent', 'timm', 'matplotlib', 'umap') if m in sys.modules]; "
             "print(','.join(heavy) or 'clean')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.models import clip
 from lucent_inhibit.core import rendering
-from lucent_inhibit.models.weights import WeightsError
-from lucent_inhibit.models.loading import load_model
 from lucent_inhibit.core.preparation import lucent_normalizes, preprocess_fn
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.models import clip
+from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.models.weights import WeightsError
 
 #: the text-tower and contrastive keys of an open_clip / OpenAI checkpoint (small stand-ins; ignored on load)
 TEXT_KEYS = ("positional_embedding", "token_embedding.weight", "transformer.resblocks.0.ln_1.weight",
@@ -143,7 +144,7 @@ def test_renders_feed_the_model_clip_normalised_images():
     torch.manual_seed(0)
     start = param.image(16)
     first = start[1]().detach().clone()
-    settings = rendering.RenderSettings(steps=1, size=16, model_size=16, seed=5)
+    settings = RenderSettings(steps=1, size=16, model_size=16, seed=5)
     rendering.run_render(net, objectives.channel("0", 1), start, settings, "t", transforms=[])
     mean, std = torch.tensor(clip.CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(clip.CLIP_STD).view(1, 3, 1, 1)
     assert torch.allclose(seen[0], (first - mean) / std, atol=1e-5, rtol=0)

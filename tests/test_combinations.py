@@ -7,9 +7,17 @@ import torch
 from torch import nn
 
 from lucent_inhibit import Feature
-from lucent_inhibit.combinations import (CombinationResult, NotExcitable, PairStatistics, correlation_matrix,
-                                         pair_statistics, plot_combinations, render_size, sweep_combinations)
-from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.combinations import (
+    CombinationResult,
+    NotExcitable,
+    PairStatistics,
+    correlation_matrix,
+    pair_statistics,
+    plot_combinations,
+    render_size,
+    sweep_combinations,
+)
+from lucent_inhibit.core.settings import RenderSettings
 
 
 class _PairHead(nn.Module):

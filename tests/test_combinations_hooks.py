@@ -6,13 +6,13 @@ the combination stages goes through ``rendering.run_render`` and every layer rea
 """
 import pytest
 import torch
+from test_combinations import POINTY, ROUNDED, PointyRounded
 
 from lucent_inhibit.combinations import axis_scales, pair_statistics, sweep_combinations
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import hook_count
-from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.core.settings import RenderSettings
 
-from test_combinations import POINTY, ROUNDED, PointyRounded
 
 class InjectedFailure(Exception):
     """Raised half-way through a stage by the tests (not a RuntimeError, which capture rewords)."""

@@ -1,13 +1,19 @@
 """Combination results on the one Result base (files, summary, figure) and the render contract."""
 import pytest
 import torch
-
-from lucent_inhibit.combinations import (AxisScales, CombinationResult, PairStatistics, axis_scales, measure_pair,
-                                         pair_statistics, sweep_combinations)
-from lucent_inhibit.core.rendering import RenderSettings
-from lucent_inhibit.core.results import ResultFileError, load_result
-
 from test_combinations import POINTY, ROUNDED, PointyRounded
+
+from lucent_inhibit.combinations import (
+    AxisScales,
+    CombinationResult,
+    PairStatistics,
+    axis_scales,
+    measure_pair,
+    pair_statistics,
+    sweep_combinations,
+)
+from lucent_inhibit.core.results import ResultFileError, load_result
+from lucent_inhibit.core.settings import RenderSettings
 
 TINY = RenderSettings(steps=5, size=16, model_size=16, transforms=[])
 

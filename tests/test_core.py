@@ -6,12 +6,13 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from lucent.optvis import objectives as lucent_objectives
 from lucent.optvis import param as lucent_param
+from torch import nn
 
 from lucent_inhibit.core import hooks, rendering, results
 from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.settings import RenderSettings, as_settings
 
 
 class Twice(nn.Module):
@@ -138,7 +139,7 @@ def test_render_leaves_the_model_and_rngs_as_found(tiny_net):
     start = lucent_param.image(16)
     t_state, n_state = torch.get_rng_state(), np.random.get_state()[1].copy()
     before = _state(tiny_net)
-    settings = rendering.RenderSettings(steps=3, size=16, model_size=16, seed=5)
+    settings = RenderSettings(steps=3, size=16, model_size=16, seed=5)
     run = rendering.run_render(tiny_net, lucent_objectives.channel("conv2", 1), start, settings, "t")
     assert run.images.shape == (1, 3, 16, 16) and len(run.history["objective"]) == 3
     assert run.stopped_after == "conv2"
@@ -147,7 +148,7 @@ def test_render_leaves_the_model_and_rngs_as_found(tiny_net):
 
 
 def test_render_is_reproducible_from_its_seed(tiny_net):
-    s = rendering.RenderSettings(steps=4, size=16, model_size=16, seed=3)
+    s = RenderSettings(steps=4, size=16, model_size=16, seed=3)
     runs = []
     for _ in range(2):
         torch.manual_seed(0)  # the same starting image
@@ -163,7 +164,7 @@ def test_non_finite_loss_stops_the_render_and_names_stage_step_and_settings(tiny
         return v * float("nan"), {"objective": v.detach()}
 
     before = _state(tiny_net)
-    settings = rendering.RenderSettings(steps=5, size=16, model_size=16, lr=0.01)
+    settings = RenderSettings(steps=5, size=16, model_size=16, lr=0.01)
     with pytest.raises(rendering.NonFiniteLoss, match=r"probe: the loss became nan at step 1 of 5.*lr=0.01"):
         rendering.run_render(tiny_net, rendering.Parts(parts), lucent_param.image(16), settings, "probe")
     assert _state(tiny_net) == before
@@ -182,7 +183,7 @@ def test_render_raising_half_way_restores_the_model(tiny_net):
     before = _state(tiny_net)
     with pytest.raises(RuntimeError, match="half-way"):
         rendering.run_render(tiny_net, rendering.Parts(parts), lucent_param.image(16),
-                             rendering.RenderSettings(steps=4, size=16, model_size=16), "t")
+                             RenderSettings(steps=4, size=16, model_size=16), "t")
     assert _state(tiny_net) == before
 
 
@@ -202,14 +203,14 @@ def test_render_raising_half_way_restores_the_model(tiny_net):
 ])
 def test_render_settings_are_validated(bad, match):
     with pytest.raises(ValueError, match=match):
-        rendering.RenderSettings(**bad)
+        RenderSettings(**bad)
 
 
 def test_render_settings_sizes_follow_lucents_rule():
-    assert rendering.RenderSettings(size=64).model_hw(128) == (224, 224)
-    assert rendering.RenderSettings(size=256).model_hw(128) == (256, 256)
-    assert rendering.RenderSettings(model_size=96).model_hw(64) == (96, 96)
-    assert rendering.as_settings(None, steps=7).steps == 7
+    assert RenderSettings(size=64).model_hw(128) == (224, 224)
+    assert RenderSettings(size=256).model_hw(128) == (256, 256)
+    assert RenderSettings(model_size=96).model_hw(64) == (96, 96)
+    assert as_settings(None, steps=7).steps == 7
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from torch import nn
 
 from lucent_inhibit.core import hooks
 from lucent_inhibit.core.hooks import separates
+from lucent_inhibit.models.defaults import default_attribution_layer
 from lucent_inhibit.models.inception import inceptionv1
 from lucent_inhibit.models.loading import load_model
-from lucent_inhibit.models.defaults import default_attribution_layer
 
 
 class Residual(nn.Module):

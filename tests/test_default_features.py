@@ -5,13 +5,12 @@ import logging
 
 import pytest
 import torch
+from test_vit import tiny_vit
 
 import lucent_inhibit as li
 from lucent_inhibit.core.hooks import separates
 from lucent_inhibit.models import defaults
 from lucent_inhibit.models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
-
-from test_vit import tiny_vit
 
 
 def test_embedded_model_keeps_its_default_feature(lite0):

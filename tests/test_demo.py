@@ -3,12 +3,12 @@ loads in real headless Chromium with every image and link resolving."""
 import os
 import subprocess
 import sys
-from urllib.parse import urlparse, unquote
+from urllib.parse import unquote, urlparse
 
 import pytest
 
 from lucent_inhibit.app.cli import main
-from lucent_inhibit.app.stages import default_attribution_layer
+from lucent_inhibit.models.defaults import default_attribution_layer
 
 
 def _run(argv, capsys):

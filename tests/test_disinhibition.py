@@ -2,22 +2,28 @@
 `inhibitors` stage: planted nets where the answer is known, bad input, hooks, and the embedded model (slow)."""
 import json
 import os
-import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from test_scan import (
+    FEATURE,
+    CountingDataset,
+    RedMinusGreen,
+    SmallNet,
+    TwoBranch,
+    _planted_images,
+)
 
 from lucent_inhibit.attribution.agreement import IncompletenessWarning
 from lucent_inhibit.causal.disinhibition import Disinhibition, disinhibit
+from lucent_inhibit.causal.inhibitors import InhibitorDictionary, inhibitor_dictionary
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import hook_count
-from lucent_inhibit.causal.inhibitors import InhibitorDictionary, inhibitor_dictionary
-from lucent_inhibit.core.rendering import RenderSettings
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from test_scan import FEATURE, CountingDataset, RedMinusGreen, SmallNet, TwoBranch, _planted_images
 
 PLANTED = Feature("out", unit=0, position="mean")
 TINY_RENDER = RenderSettings(steps=2, size=16)

@@ -9,10 +9,16 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-
 from conftest import TinyConvNet
+
 from lucent_inhibit.census import Census, layer_census
-from lucent_inhibit.core.distributed import DistributedError, agree, all_gather, barrier, init_from_env
+from lucent_inhibit.core.distributed import (
+    DistributedError,
+    agree,
+    all_gather,
+    barrier,
+    init_from_env,
+)
 from lucent_inhibit.data.datasets import dataset_digest
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan

@@ -1,20 +1,25 @@
 """Combination sweeps and atlas icons under torchrun (two CPU processes, gloo): each rank renders its share
 of the render batches and every rank returns the one-process result."""
 import json
-import os
 import textwrap
 import warnings
 
 import numpy as np
 import torch
-
 from conftest import TinyConvNet
-from lucent_inhibit.atlas import AtlasIcons, AtlasLayout, collect_vectors, grid_cells, render_icons
+from test_distributed import _torchrun
+
+from lucent_inhibit.atlas import (
+    AtlasIcons,
+    AtlasLayout,
+    collect_vectors,
+    grid_cells,
+    render_icons,
+)
 from lucent_inhibit.combinations.sweeps import CombinationResult, sweep_combinations
 from lucent_inhibit.core.distributed import chunk_owner, map_chunks, rank0_seed
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.rendering import RenderSettings
-from test_distributed import _torchrun
+from lucent_inhibit.core.settings import RenderSettings
 
 #: One worker program run by every rank; the output folder comes in argv[1].
 WORKER = textwrap.dedent('''

@@ -9,8 +9,22 @@ import os
 import numpy as np
 import pytest
 
-from lucent_inhibit.findings.verdicts import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Finding
-from lucent_inhibit.findings import atlas, causal, combinations, completeness, scanning, synthesis, toy
+from lucent_inhibit.findings import (
+    atlas,
+    causal,
+    combinations,
+    completeness,
+    scanning,
+    synthesis,
+    toy,
+)
+from lucent_inhibit.findings.verdicts import (
+    NOT_MEASURABLE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    VERDICTS,
+    Finding,
+)
 
 NAN = float("nan")
 
@@ -129,7 +143,7 @@ def test_interference_verdict_needs_superposition_and_tenser_two_feature_inputs(
 
 @pytest.mark.slow
 def test_quick_demo_states_a_finding_in_every_section(tmp_path, one_thread):
-    from lucent_inhibit.app.report import DemoConfig, run_demo
+    from lucent_inhibit.app.stages.demo import DemoConfig, run_demo
 
     small = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size=8, completeness_images=8,
                                 atlas_select=16, combo_images=12, toy_steps=60)

@@ -12,9 +12,10 @@ from torch import nn
 
 from lucent_inhibit import Feature, preprocess_fn
 from lucent_inhibit.core import hooks
-from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.core.rendering import math_attention
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.models.loading import load_model
-from lucent_inhibit.core.rendering import RenderSettings, math_attention
+from lucent_inhibit.synthesis import objectives
 from lucent_inhibit.synthesis.tense import tense_image
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.core import hooks
-from lucent_inhibit.combinations import pair_statistics
-from lucent_inhibit.core.rendering import RenderSettings
 from lucent_inhibit.app.stages.combos import scaled_pair
+from lucent_inhibit.combinations import pair_statistics
+from lucent_inhibit.core import hooks
+from lucent_inhibit.core.settings import RenderSettings
 
 
 class NeverPositive(nn.Module):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from lucent_inhibit.app.stages.demo import DemoConfig, run_demo
 from lucent_inhibit.core import hooks
-from lucent_inhibit.app.report import DemoConfig, run_demo
 
 #: Smaller than DemoConfig.quick() (CPU test); combo_size stays 96: at smaller model inputs Lucent's standard
 #: transforms (12 px pad, 8 px jitter) move a unit's receptive field so far that renders do not excite it.

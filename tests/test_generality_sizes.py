@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from lucent_inhibit import Feature, attribute
-from lucent_inhibit.core import hooks
 from lucent_inhibit.app.cli import main
-from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.core import hooks
 from lucent_inhibit.models.layers import logits_input_size
+from lucent_inhibit.models.loading import load_model
 
 LOGITS = "softmax2_pre_activation_matmul"
 

@@ -13,16 +13,16 @@ import torch
 from conftest import TinyConvNet
 
 import lucent_inhibit as li
-from lucent_inhibit.synthesis import objectives, param, transform
-from lucent_inhibit.core import rendering, validate
 from lucent_inhibit.app.cli import main
-from lucent_inhibit.data.datasets import check_indices
-from lucent_inhibit.data.batching import iter_batches
-from lucent_inhibit.core.features import check_images
-from lucent_inhibit.app.stages import STAGES
 from lucent_inhibit.app.configs import DataConfig, RenderConfig
 from lucent_inhibit.app.options import base_type, choices_of, options
+from lucent_inhibit.app.stages import STAGES
+from lucent_inhibit.core import rendering, validate
+from lucent_inhibit.core.features import check_images
 from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.data.batching import iter_batches
+from lucent_inhibit.data.datasets import check_indices
+from lucent_inhibit.synthesis import objectives, param, transform
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -15,16 +15,16 @@ import torch
 from conftest import TinyConvNet
 
 import lucent_inhibit as li
-from lucent_inhibit.core import hooks, validate
-from lucent_inhibit.synthesis import objectives
-from lucent_inhibit.scanning import figures as plots
-from lucent_inhibit.app.cli import main
-from lucent_inhibit.combinations import axis_scales, check_angles, sweep_combinations
-from lucent_inhibit.app.stages import STAGES
 from lucent_inhibit.app import configs
+from lucent_inhibit.app.cli import main
 from lucent_inhibit.app.options import base_type, options
-from lucent_inhibit.toy import k_feature_inputs
+from lucent_inhibit.app.stages import STAGES
+from lucent_inhibit.combinations import axis_scales, check_angles, sweep_combinations
+from lucent_inhibit.core import hooks, validate
 from lucent_inhibit.core.validate import MAX_FRACTION, MAX_MIN_DIST, InputError
+from lucent_inhibit.scanning import figures as plots
+from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.toy import k_feature_inputs
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -237,8 +237,13 @@ def test_float_bounds_are_inclusive_and_finite(make, bound):
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from test_property import ANY, HUGE as HUGE_VALUES, SETTINGS, WEIRD, arguments, call, tensors  # noqa: E402
-from lucent_inhibit.attribution.figures import plot_attribution_totals, plot_completeness
+from test_property import ANY, SETTINGS, WEIRD, arguments, call, tensors  # noqa: E402
+from test_property import HUGE as HUGE_VALUES
+
+from lucent_inhibit.attribution.figures import (
+    plot_attribution_totals,
+    plot_completeness,
+)
 from lucent_inhibit.core.figures import close
 
 COUNTS = st.one_of(ANY, HUGE_VALUES, st.integers(-3, 12))

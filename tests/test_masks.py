@@ -4,8 +4,13 @@ import torch
 
 from lucent_inhibit import Feature
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.synthesis.objectives import (attribution_mask, layer_mask, signed_attribution, spatial_cosdot,
-                                                 tense)
+from lucent_inhibit.synthesis.objectives import (
+    attribution_mask,
+    layer_mask,
+    signed_attribution,
+    spatial_cosdot,
+    tense,
+)
 
 
 def _left_half(h, w):
@@ -71,8 +76,8 @@ def test_tense_mask_only_counts_tension_inside(tiny_net, tiny_images):
 
 def test_tense_mask_on_a_token_layer_weights_patch_tokens_and_drops_prefix_tokens():
     from lucent_inhibit.attribution.totals import signed_totals, tension
-    from lucent_inhibit.synthesis.objectives.attribution import masked_scores
     from lucent_inhibit.core.tokens import TokenGrid
+    from lucent_inhibit.synthesis.objectives.attribution import masked_scores
 
     grid = TokenGrid(2, 2, 3)  # class + 1 register token, then a 2 x 3 patch grid: T = 8
     s = torch.arange(2 * 8 * 4, dtype=torch.float32).reshape(2, 8, 4) - 20
@@ -83,7 +88,9 @@ def test_tense_mask_on_a_token_layer_weights_patch_tokens_and_drops_prefix_token
     with pytest.raises(ValueError, match="no spatial dimensions"):
         masked_scores(torch.ones(2, 4), mask, "l")
 
-    from test_vit import tiny_vit  # a real token layer inside tense: the objective equals the hand computation
+    from test_vit import (
+        tiny_vit,  # a real token layer inside tense: the objective equals the hand computation
+    )
 
     vit = tiny_vit()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)

@@ -4,15 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.core.features import Feature
 from lucent_inhibit.attribution.attribute import attribute, measure
-from lucent_inhibit.models.defaults import DEFAULT_LAYER
-from lucent_inhibit.models.layers import block_outputs, preactivation_layers
-from lucent_inhibit.models.embedded import efficientnet_lite0
+from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import get_layer, layers
-from lucent_inhibit.models.loading import load_model
-from lucent_inhibit.models.inception import inceptionv1
 from lucent_inhibit.core.preparation import prepare, preprocess_fn
+from lucent_inhibit.models.defaults import DEFAULT_LAYER
+from lucent_inhibit.models.embedded import efficientnet_lite0
+from lucent_inhibit.models.inception import inceptionv1
+from lucent_inhibit.models.layers import block_outputs, preactivation_layers
+from lucent_inhibit.models.loading import load_model
 
 
 def _timm_lite0_untrained():
@@ -43,8 +43,8 @@ def _render_vis_value(model, image, feature):
 
 @pytest.mark.slow
 def test_embedded_model_is_pretrained():
-    from lucent_inhibit.data.images import resize_center
     from lucent_inhibit.data.bundled import sample_images
+    from lucent_inhibit.data.images import resize_center
 
     model = efficientnet_lite0()
     imgs = sample_images()

@@ -4,15 +4,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TinyConvNet
 from lucent.optvis import objectives as lobj
 from lucent.optvis import render
 from torch import nn
 
-from lucent_inhibit import Feature, attribute, signed_totals, tension
-from lucent_inhibit.synthesis import objectives as O
+from lucent_inhibit import Feature, attribute
 from lucent_inhibit.core.hooks import hooks_restored
-
-from conftest import TinyConvNet
+from lucent_inhibit.synthesis import objectives as O
 
 FEAT = Feature("conv3", unit=1)
 

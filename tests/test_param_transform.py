@@ -2,15 +2,14 @@
 import numpy as np
 import pytest
 import torch
-from lucent.optvis import objectives as lobj
 from lucent.optvis import render
 from lucent.optvis import transform as ltransform
 
 from lucent_inhibit import Feature
+from lucent_inhibit.core.hooks import hooks_restored
 from lucent_inhibit.synthesis import objectives as O
 from lucent_inhibit.synthesis import param as P
 from lucent_inhibit.synthesis import transform as TR
-from lucent_inhibit.core.hooks import hooks_restored
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

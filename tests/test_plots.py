@@ -4,12 +4,17 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_scan import RedMinusGreen, _planted_images
 
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.scanning.figures import (plot_image_grid, plot_scan_overlay, plot_scan_scatter,
-                                             plot_signed_overlay, save_scan_figures)
+from lucent_inhibit.scanning.figures import (
+    plot_image_grid,
+    plot_scan_overlay,
+    plot_scan_scatter,
+    plot_signed_overlay,
+    save_scan_figures,
+)
 from lucent_inhibit.scanning.run import scan
-from test_scan import RedMinusGreen, _planted_images
 
 
 @pytest.fixture(scope="module")

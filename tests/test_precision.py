@@ -6,8 +6,14 @@ import torch
 from torch import nn
 
 import lucent_inhibit as li
-from lucent_inhibit.attribution.precision import (AUTOCAST_TOLERANCE, AutocastTooInexact, active_precision, autocast,
-                                                  check_autocast, checked_autocast)
+from lucent_inhibit.attribution.precision import (
+    AUTOCAST_TOLERANCE,
+    AutocastTooInexact,
+    active_precision,
+    autocast,
+    check_autocast,
+    checked_autocast,
+)
 from lucent_inhibit.core.validate import InputError
 
 

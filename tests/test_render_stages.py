@@ -7,15 +7,15 @@ import torch
 from lucent.optvis import objectives as lobj
 
 from lucent_inhibit import Feature
+from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.core.results import load_result
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.synthesis import objectives as O
 from lucent_inhibit.synthesis.accentuation import Accentuation, accentuate
-from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.synthesis.figures import plot_tense
 from lucent_inhibit.synthesis.inversion import InversionResult, inversions
 from lucent_inhibit.synthesis.objectives import cosdots
-from lucent_inhibit.core.rendering import RenderSettings
-from lucent_inhibit.core.results import load_result
 from lucent_inhibit.synthesis.tense import TenseResult, tense_image
-from lucent_inhibit.synthesis.figures import plot_tense
 
 FEAT = Feature("conv3", unit=1)
 

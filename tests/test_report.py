@@ -2,9 +2,8 @@ import os
 
 import pytest
 
-from lucent_inhibit.app.outputs import MANIFEST
+from lucent_inhibit.app.outputs import MANIFEST, StagingDir
 from lucent_inhibit.app.page import Report, Section
-from lucent_inhibit.app.outputs import StagingDir
 
 
 def test_report_html_escapes_and_lists_numbers(tmp_path):

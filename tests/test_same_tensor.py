@@ -7,6 +7,7 @@ from lucent.optvis import param as lucent_param
 from lucent.optvis.render import hook_model
 
 from lucent_inhibit.core import hooks, rendering
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.models.loading import load_model
 
 
@@ -48,7 +49,7 @@ def test_capture_reads_the_tensor_lucents_hook_reads(spec, size):
 
 def test_render_refuses_an_objective_on_a_reused_module():
     model = load_model("torchvision:resnet18", weights="none")
-    settings = rendering.RenderSettings(steps=2, size=32, model_size=32)
+    settings = RenderSettings(steps=2, size=32, model_size=32)
     with pytest.raises(hooks.AmbiguousLayerError, match="layer1_0_relu"):
         rendering.run_render(model, lucent_objectives.channel("layer1_0_relu", 0), lucent_param.image(32), settings, "t")
     assert hooks.hook_count(model) == 0
@@ -57,7 +58,7 @@ def test_render_refuses_an_objective_on_a_reused_module():
 def test_inceptionv1_below_its_size_says_which_size_it_needs():
     model = load_model("inceptionv1", weights="none")
     before = hooks.hook_count(model)
-    settings = rendering.RenderSettings(steps=2, size=64, model_size=64)
+    settings = RenderSettings(steps=2, size=64, model_size=64)
     early = rendering.run_render(model, lucent_objectives.channel("mixed3a", 0), lucent_param.image(64), settings, "t")
     assert early.stopped_after == "mixed3a"  # early layers render at 64 px
     with pytest.raises(ValueError, match=r"'softmax2' was not computed for a 64x64 model input.*224"):
@@ -93,7 +94,7 @@ def test_objectives_read_unmutated_layers_from_the_second_step():
 
     torch.manual_seed(0)
     start = lucent_param.image(32)
-    rendering.run_render(model, rendering.Parts(parts), start, rendering.RenderSettings(steps=2, size=32, model_size=32, lr=1e-9, transforms=[]), "t")
+    rendering.run_render(model, rendering.Parts(parts), start, RenderSettings(steps=2, size=32, model_size=32, lr=1e-9, transforms=[]), "t")
     with torch.no_grad():
         ref = hooks.capture(model, preprocess(model, start[1]()), ["layer1_0_bn2"])["layer1_0_bn2"]
     assert torch.allclose(seen[1], ref, atol=1e-4)

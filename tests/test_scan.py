@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.core.features import Feature
 from lucent_inhibit.attribution.attribute import attribute
 from lucent_inhibit.attribution.totals import signed_totals
 from lucent_inhibit.core.distributed import shard_indices
+from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.results import META_KEY
-from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.merge import merge_scans as merge
+from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -515,8 +515,8 @@ def test_image_folder_items_are_paths(tmp_path):
 
 
 def test_bad_paths_parts_and_lookups_are_input_errors(tmp_path):
-    from lucent_inhibit.scanning.result import NotInScanError
     from lucent_inhibit.core.validate import InputError
+    from lucent_inhibit.scanning.result import NotInScanError
 
     net, ds = SmallNet(), CountingDataset(6)
     with pytest.raises(InputError, match="out must be a folder path .* got 2.5"):

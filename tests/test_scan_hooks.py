@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 from torch import nn
 
 from lucent_inhibit.core.hooks import hook_count
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
 BATCH = 4
 

@@ -7,16 +7,16 @@ import os
 
 import pytest
 
-from lucent_inhibit.core.hooks import hook_count
-from lucent_inhibit.app.report import DemoConfig, DemoPlan
+from lucent_inhibit.app import configs
+from lucent_inhibit.app.runtime import load_model
 from lucent_inhibit.app.stages import STAGES, Stage, get_stage, register, shared_inputs
 from lucent_inhibit.app.stages import atlas as atlas_stage
 from lucent_inhibit.app.stages import combos as combos_stage
-from lucent_inhibit.app import configs
 from lucent_inhibit.app.stages import toy as toy_stage
-from lucent_inhibit.app.runtime import load_model
 from lucent_inhibit.app.stages.completeness import CompletenessConfig
+from lucent_inhibit.app.stages.demo import DemoConfig, DemoPlan
 from lucent_inhibit.app.stages.scan import ScanConfig, ScanFeature
+from lucent_inhibit.core.hooks import hook_count
 
 
 def _defaults(fn):
@@ -67,7 +67,7 @@ def test_feature_config_defaults_and_attribution_layer():
 
 
 def test_render_config_is_the_render_contract():
-    from lucent_inhibit.core.rendering import RenderSettings
+    from lucent_inhibit.core.settings import RenderSettings
 
     base = configs.RenderConfig()
     assert (base.steps, base.lr, base.size, base.model_size, base.seed) == (
@@ -78,14 +78,14 @@ def test_render_config_is_the_render_contract():
 
 
 def test_stage_defaults_are_the_library_defaults():
+    from lucent_inhibit.app.stages.invert import InvertConfig
+    from lucent_inhibit.app.stages.tense import TenseConfig
     from lucent_inhibit.atlas import AtlasConfig
-    from lucent_inhibit.combinations import MIN_ANGLES, sweep_combinations
     from lucent_inhibit.attribution.completeness import completeness
+    from lucent_inhibit.combinations import MIN_ANGLES, sweep_combinations
     from lucent_inhibit.synthesis.inversion import inversions
     from lucent_inhibit.synthesis.tense import tense_image
     from lucent_inhibit.toy import ToyConfig, train_toy
-    from lucent_inhibit.app.stages.invert import InvertConfig
-    from lucent_inhibit.app.stages.tense import TenseConfig
 
     lib, stage = AtlasConfig(), atlas_stage.AtlasStageConfig(out="o")
     for name in ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",

@@ -7,8 +7,8 @@ from lucent.optvis.render import hook_model
 
 from lucent_inhibit import Feature, preprocess_fn
 from lucent_inhibit.core import hooks
-from lucent_inhibit.synthesis import objectives
 from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.synthesis import objectives
 
 
 def _image_gradient(model, objective, x):

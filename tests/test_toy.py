@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from lucent_inhibit import toy
-from lucent_inhibit.core.features import Feature
-from lucent_inhibit.attribution.attribute import attribute, measure
 from lucent_inhibit.app.cli import main
 from lucent_inhibit.app.outputs import MANIFEST
+from lucent_inhibit.attribution.attribute import attribute, measure
+from lucent_inhibit.core.features import Feature
 from lucent_inhibit.toy import ToyConfig, ToyModel
 
 

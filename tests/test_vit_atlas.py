@@ -10,11 +10,20 @@ import torch
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, RenderSettings
-from lucent_inhibit.atlas import (AtlasLayout, collect_vectors, gradient_footprint, grid_cells, icon_crop,
-                                  icon_targets, receptive_field_box, render_icons, token_crop)
+from lucent_inhibit.atlas import (
+    AtlasLayout,
+    collect_vectors,
+    gradient_footprint,
+    grid_cells,
+    icon_crop,
+    icon_targets,
+    receptive_field_box,
+    render_icons,
+    token_crop,
+)
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.synthesis.objectives import crop_box
 from lucent_inhibit.core.tokens import token_grid, token_maps
+from lucent_inhibit.synthesis.objectives import crop_box
 
 FEATURE = Feature("blocks_1", unit=0, position="cls")
 
@@ -192,8 +201,8 @@ def vit_scan(tmp_path_factory):
                                    ["--mode", "position", "--icon-target", "positions"], ["--kind", "activation"]],
                          ids=["sum-box", "position-box", "position-center", "position-positions", "activation"])
 def test_atlas_command_on_a_vit_token_layer(vit_scan, extra, tmp_path, capsys, one_thread):
-    from lucent_inhibit.atlas import Atlas
     from lucent_inhibit.app.cli import main
+    from lucent_inhibit.atlas import Atlas
 
     out = tmp_path / "atlas"
     code = main(["atlas", *COMMON, "--scan", str(vit_scan), "--out", str(out), "--steps", "2", "--top-abs", "8",

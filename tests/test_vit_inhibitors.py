@@ -4,14 +4,19 @@ model's own grid (a non-square grid, register tokens without a class token) rath
 import numpy as np
 import pytest
 import torch
+from test_vit import tiny_vit
 
 import lucent_inhibit as li
 from lucent_inhibit.attribution.passes import dataset_pass
+from lucent_inhibit.causal.inhibitors import (
+    channel_inhibition,
+    inhibitor_dictionary,
+    layer_channel,
+    remove_channels,
+)
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.causal.inhibitors import channel_inhibition, inhibitor_dictionary, layer_channel, remove_channels
 from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.validate import InputError
-from test_vit import tiny_vit
 
 FEATURE, LAYER = li.Feature("blocks_1_mlp_fc1", unit=3, position="cls"), "blocks_0"
 

@@ -6,13 +6,14 @@ import torch
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, preprocess_fn
-from lucent_inhibit.synthesis import objectives, param
 from lucent_inhibit.attribution.attribute import attribute
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.synthesis.inversion import InversionResult, inversions
-from lucent_inhibit.core.rendering import RenderSettings, rng_restored, run_render
+from lucent_inhibit.core.rendering import rng_restored, run_render
+from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.core.tokens import TokenGrid, token_grid
 from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.synthesis import objectives, param
+from lucent_inhibit.synthesis.inversion import InversionResult, inversions
 
 GRID = TokenGrid(2, 3, 4)  # class token + 1 register token, then a non-square 3x4 patch grid: T = 14
 

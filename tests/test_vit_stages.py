@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from lucent_inhibit.core import hooks
 from lucent_inhibit.app.cli import main
+from lucent_inhibit.core import hooks
 
 SPECS = ("timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224")
 MODEL = ["--weights", "none", "--size", "224"]
@@ -57,7 +57,7 @@ def test_every_stage_runs_on_a_random_vit_from_the_cli(spec, tmp_path, loaded, c
 def test_demo_runs_on_a_random_vit_at_its_input_size(tmp_path, loaded, caplog, one_thread):
     import logging
 
-    from lucent_inhibit.app.report import DemoConfig, run_demo
+    from lucent_inhibit.app.stages.demo import DemoConfig, run_demo
 
     small = dataclasses.replace(DemoConfig.quick(), n_images=12, batch_size=6, completeness_images=6,
                                 completeness_features=1, atlas_select=8, combo_images=8, toy_steps=40)

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from lucent_inhibit.models.weights import WeightsError
 from lucent_inhibit.models.inception import INCEPTIONV1_URL, inceptionv1
 from lucent_inhibit.models.loading import load_model
+from lucent_inhibit.models.weights import WeightsError
 
 
 class _Planted:

@@ -31,8 +31,8 @@ import sys
 import typing
 from typing import Any, Dict, List, Optional
 
-from .stages import STAGES, Stage
 from .options import REQUIRED, Option, base_type, build, choices_of, options
+from .stages import STAGES, Stage
 
 #: Exceptions that mean bad user input (a wrong name, value, file, folder or combination of options);
 #: ``NonFiniteLoss`` (a ``FloatingPointError``) is added by :func:`user_error` once torch is loaded.

@@ -10,11 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-from ..core.validate import (MAX_BATCH, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_WORKERS, check_int,
-                             check_number)  # noqa: F401
-from .options import flag, option
+from ..core.validate import (
+    MAX_BATCH,
+    MAX_IMAGES,
+    MAX_LR,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MAX_WORKERS,
+    check_int,
+    check_number,
+)
 from ..models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
-
+from .options import flag, option
 
 Position = Union[str, Tuple[int, int]]
 #: Help of the dataset passes' ``--autocast`` switch (scan, census).
@@ -151,7 +159,7 @@ class RenderConfig:
 
     def settings(self, progress: bool = False, **stage):
         """The :class:`~lucent_inhibit.RenderSettings` of these options (``stage`` adds e.g. ``param``)."""
-        from ..core.rendering import RenderSettings
+        from ..core.settings import RenderSettings
 
         fields = dict(steps=self.steps, lr=self.lr, size=self.size, model_size=self.model_size, seed=self.seed)
         return RenderSettings(**{**fields, **stage}, progress=bool(progress))

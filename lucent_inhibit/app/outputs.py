@@ -31,6 +31,7 @@ import tempfile
 import threading
 from typing import Dict, Iterable, Iterator, Optional, Sequence
 
+from ..core.io import JSONFileError, read_json, write_json
 from ..core.validate import InputError
 
 #: The manifest in every output folder: ``{"format", "version", "kind", "files": {relative path: writer}}``.
@@ -110,9 +111,8 @@ def _writable(folder: str) -> bool:
 def read_manifest(folder: str) -> Dict[str, str]:
     """``{relative path: writer}`` of the files lucent-inhibit wrote in ``folder`` ({} when none)."""
     try:
-        with open(os.path.join(folder, MANIFEST)) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = read_json(os.path.join(folder, MANIFEST))
+    except (OSError, JSONFileError):  # none, or unreadable: then nothing in the folder counts as ours
         return {}
     if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("files"), dict):
         return {}
@@ -120,16 +120,9 @@ def read_manifest(folder: str) -> Dict[str, str]:
 
 
 def write_manifest(folder: str, files: Dict[str, str], kind: str = "stages") -> None:
-    """Write ``folder``'s manifest atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-manifest-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"format": _FORMAT, "version": _VERSION, "kind": kind, "files": dict(sorted(files.items()))},
-                      f, indent=1)
-        os.replace(tmp, os.path.join(folder, MANIFEST))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``folder``'s manifest atomically (:func:`~lucent_inhibit.core.io.write_json`)."""
+    write_json(os.path.join(folder, MANIFEST),
+               {"format": _FORMAT, "version": _VERSION, "kind": kind, "files": dict(sorted(files.items()))})
 
 
 def _entries(folder: str) -> Dict[str, bool]:

@@ -1,6 +1,6 @@
 """The report page: sections of figures and files, the findings (claim, number measured, verdict) and the
 table of numbers, written as ``index.html``, ``numbers.json`` and ``findings.json``
-(:func:`lucent_inhibit.app.report.run_demo` fills it; each stage's ``section`` writes its part).
+(:func:`lucent_inhibit.app.stages.demo.run_demo` fills it; each stage's ``section`` writes its part).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The registry of stages: one :class:`Stage` record per step of the papers' pipeline.
 
 The command line builds one sub-command per registered stage (options from its config dataclass,
-help from its texts), and the report (:func:`lucent_inhibit.app.report.run_demo`) runs the same stages
+help from its texts), and the report (:func:`lucent_inhibit.app.stages.demo.run_demo`) runs the same stages
 with the same defaults and asks each for its section. Registering is done by the stage modules of
 this package at import (``STAGE = register(Stage(...))``), in the style of timm's model registry.
 """

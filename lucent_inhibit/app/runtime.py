@@ -62,8 +62,8 @@ def _to_device(model, device: str):
 def load_data(cfg: DataConfig):
     """The images of ``cfg``: :class:`~lucent_inhibit.ImageFolder` of ``cfg.images`` or bundled crops,
     the first ``cfg.limit`` of them when set."""
-    from ..data.folders import ImageFolder
     from ..data.bundled import sample_crops
+    from ..data.folders import ImageFolder
 
     if cfg.images is not None and not os.path.isdir(cfg.images):
         raise FileNotFoundError(f"image folder {cfg.images!r} does not exist or is not a directory")
@@ -165,9 +165,9 @@ def precision_context(enabled: bool, model, data, feature, layers, batch_size: i
     :class:`~lucent_inhibit.attribution.precision.AutocastTooInexact` before any image is scanned otherwise)."""
     if not enabled:
         return contextlib.nullcontext(), None
-    from ..data.batching import iter_batches
-    from ..core.hooks import model_device
     from ..attribution.precision import autocast, checked_autocast
+    from ..core.hooks import model_device
+    from ..data.batching import iter_batches
 
     _, images = next(iter(iter_batches(data, batch_size, indices=range(min(batch_size, len(data))))))
     check = checked_autocast(model, images, feature, layers)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..core.figures import save_figure, pyplot
+from ..core.figures import pyplot, save_figure
 
 
 def symmetric_limit(values: np.ndarray) -> float:

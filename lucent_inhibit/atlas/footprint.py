@@ -40,8 +40,8 @@ from torch import nn
 
 from ..core.hooks import capture, model_device
 from ..core.preparation import preprocess_fn
-from ..synthesis.objectives import crop_box
 from ..core.tokens import TokenGrid, token_maps
+from ..synthesis.objectives import crop_box
 from .vectors import Box
 
 #: Fraction of its maximum the input-gradient footprint must exceed to be inside the crop (the default

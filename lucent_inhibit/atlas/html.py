@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .figures import FRAMES, symmetric_limit, frame_values
+from .figures import FRAMES, frame_values, symmetric_limit
 
 
 @lru_cache(maxsize=1)

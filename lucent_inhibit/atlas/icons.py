@@ -29,15 +29,16 @@ from torch import nn
 from ..attribution.attribute import measure
 from ..core.distributed import digest, map_chunks, rank0_seed
 from ..core.hooks import check_layer_names, check_single_call, model_device
+from ..core.rendering import rng_restored, run_render
+from ..core.results import Result
+from ..core.settings import RenderSettings, as_settings
 from ..core.tokens import token_grid
+from ..core.validate import MAX_POWER, check_choice, check_int, check_number
 from ..synthesis.objectives import cosdot, crop_box, spatial_cosdot
 from ..synthesis.param import build as build_param
-from ..core.rendering import RenderSettings, as_settings, rng_restored, run_render
-from ..core.results import Result
-from ..core.validate import MAX_POWER, check_choice, check_int, check_number
 from .footprint import tile_box, tile_info, token_crop
 from .layout import AtlasGrid
-from .vectors import AtlasPoints, Box, to_uint8, layer_grid, layer_map, read_layer
+from .vectors import AtlasPoints, Box, layer_grid, layer_map, read_layer, to_uint8
 
 ICON_TARGETS = ("box", "center", "positions")
 #: The parameterization of atlas icons when ``RenderSettings.param`` is None: Lucent's ``param.image``.

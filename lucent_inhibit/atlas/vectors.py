@@ -24,15 +24,15 @@ from torch import nn
 
 from ..attribution.attribute import METHODS, attribute
 from ..attribution.totals import signed_totals
-from ..data.datasets import dataset_identity, describe_item
-from ..data.batching import iter_batches
 from ..core.features import Feature, as_feature
 from ..core.hooks import capture, check_layer_names, model_device
 from ..core.preparation import preprocess_fn
-from ..synthesis.objectives import crop_box
 from ..core.results import Result
 from ..core.tokens import UNDERSTOOD_SHAPES, TokenGrid, token_grid, token_maps
 from ..core.validate import InputError, check_choice, check_int, check_number
+from ..data.batching import iter_batches
+from ..data.datasets import dataset_identity, describe_item
+from ..synthesis.objectives import crop_box
 from .selection import Selection
 from .spool import MAP_BUDGET, MapStore, PointBuffer
 

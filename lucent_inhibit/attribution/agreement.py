@@ -13,7 +13,6 @@ import numpy as np
 from ..core.features import as_feature
 from ..core.validate import InputError, check_number
 
-
 #: E "adds up" to f when the regression slope of f on E lies in this range ...
 SLOPE_RANGE = (0.5, 2.0)
 

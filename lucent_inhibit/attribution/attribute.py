@@ -15,13 +15,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.features import Feature, as_feature, check_images, check_vectors
-from ..core.hooks import capture, deepest, frozen_weights, layer_names, layer_table, model_device
+from ..core.features import (
+    Feature,
+    as_feature,
+    check_images,
+    check_vectors,
+    reading_feature,
+)
+from ..core.hooks import (
+    capture,
+    deepest,
+    frozen_weights,
+    layer_names,
+    layer_table,
+    model_device,
+)
 from ..core.preparation import preprocess_fn
 from ..core.results import Result
 from ..core.tokens import check_input_size
 from ..core.validate import MAX_BATCH, MAX_STEPS, check_flag, check_int
-from ..core.features import reading_feature
 from .kernel import checked_gradient, unused_layer_error
 from .totals import signed_totals, tension
 

@@ -23,15 +23,13 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from torch import nn
 
-from .attribute import METHODS
-
-from .passes import dataset_pass
 from ..core.features import Feature, as_feature
-from .figures import plot_completeness
 from ..core.results import Result
 from ..core.validate import MAX_IMAGES, MAX_SEED, InputError, check_choice, check_int
 from .agreement import PairCompleteness, adds_up, pearson, sum_check
-from .passes import DatasetPass
+from .attribute import METHODS
+from .figures import plot_completeness
+from .passes import DatasetPass, dataset_pass
 
 __all__ = ["CompletenessResult", "IncompletenessWarning", "PairCompleteness", "adds_up", "completeness",
            "completeness_pair", "pearson", "plot_completeness", "random_logits", "sum_check", "warn_if_incomplete"]

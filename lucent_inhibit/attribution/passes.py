@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attribute import Attribution, as_layers, attribute
-from ..data.datasets import dataset_identity
-from ..data.batching import iter_batches
 from ..core.features import Feature
 from ..core.hooks import check_layer_names, forward_order, model_device
 from ..core.validate import check_flag
+from ..data.batching import iter_batches
+from ..data.datasets import dataset_identity
+from .attribute import Attribution, as_layers, attribute
 
 
 def dataset_size(dataset) -> int:

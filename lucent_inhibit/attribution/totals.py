@@ -5,13 +5,12 @@ scans and censuses share.
 """
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import torch
 
 from ..core.validate import InputError, check_int
-import warnings
-
 
 TENSION_SCORES = ("min", "geometric", "harmonic", "product")
 

@@ -2,20 +2,15 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..core.figures import close, pyplot, save_figure, to_hwc
-
-if TYPE_CHECKING:  # for typing only: the results import this module in their plot()
-    from .inhibitors import InhibitorDictionary
 
 
 # ------------------------------------------------------------------------------------------------
 # figures
 # ------------------------------------------------------------------------------------------------
-def plot_inhibitors(result: "InhibitorDictionary", path: str) -> str:
+def plot_inhibitors(result, path: str) -> str:
     """One row per channel: its visualization (when rendered), its top dataset images, its share of the
     MTIs' N and the causal change in f when it alone is removed (PNG at ``path``)."""
     plt = pyplot()

@@ -26,13 +26,21 @@ import torch.nn.functional as F
 from lucent.optvis.objectives import wrap_objective
 from torch import nn
 
-from ..data.datasets import load_batch
 from ..attribution.passes import DatasetPass, dataset_pass
-from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, layer_statistics, select_groups
 from ..core.features import Feature, as_feature
-from ..core.rendering import RenderSettings, as_settings, run_render
+from ..core.rendering import run_render
 from ..core.results import Result
+from ..core.settings import RenderSettings, as_settings
 from ..core.validate import check_int
+from ..data.datasets import load_batch
+from .removal import (
+    baseline_tensor,
+    check_complete,
+    ensure_scan,
+    forward_replaced,
+    layer_statistics,
+    select_groups,
+)
 
 #: side of the stored thumbnails of each channel's top dataset images (pixels).
 THUMB = 64

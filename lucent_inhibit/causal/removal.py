@@ -11,15 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.features import reading_feature
 from ..attribution.agreement import adds_up, warn_if_incomplete
-from ..data.datasets import dataset_identity
 from ..attribution.passes import DatasetPass
-from ..core.features import Feature
+from ..core.features import Feature, reading_feature
 from ..core.hooks import capture, model_device
 from ..core.preparation import preprocess_fn
 from ..core.validate import check_choice, check_int, check_number
-
+from ..data.datasets import dataset_identity
 
 BASELINES = ("zero", "mean")
 

@@ -11,8 +11,8 @@ def plot_census(census, path, layer=None, label_top: int = 10) -> str:
     of inhibition ``N / (P + N)`` (bars; the ``label_top`` most inhibited labelled with their unit) and the
     median and 90th percentile of each feature's tension (percentile ranks, 0-100; omitted for a census
     under 10 images). Writes a PNG at ``path`` and returns it."""
-    from ..core.figures import save_figure, pyplot, close
     from ..attribution.totals import MIN_PERCENTILE_IMAGES
+    from ..core.figures import close, pyplot, save_figure
 
     plt = pyplot()
     order = census.ranking(layer)

@@ -9,9 +9,9 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..attribution.totals import MIN_PERCENTILE_IMAGES, percentile_ranks, top_indices
 from ..core.features import Feature
 from ..core.results import Result
-from ..attribution.totals import MIN_PERCENTILE_IMAGES, percentile_ranks, top_indices
 
 #: tension quantiles reported per unit (percent)
 QUANTILES = (50.0, 90.0, 99.0)

@@ -14,20 +14,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.features import as_feature
-from ..attribution.attribute import feature_graph, prepare_inputs
 from ..attribution.agreement import pearson
-from ..data.datasets import describe_item
-from ..attribution.passes import DatasetPass, dataset_pass
-from ..core.validate import check_flag
-from ..core.distributed import agree, all_gather, init_from_env, rank_indices
-from ..data.datasets import dataset_digest
-from ..core.features import Feature, check_position
-from ..core.hooks import model_device, output_shapes
-from ..attribution.totals import MIN_PERCENTILE_IMAGES
-from ..attribution.passes import check_shape
-from ..core.validate import InputError, check_choice, check_int, check_number
+from ..attribution.attribute import feature_graph, prepare_inputs
 from ..attribution.kernel import chunk_totals
+from ..attribution.passes import DatasetPass, check_shape, dataset_pass
+from ..attribution.totals import MIN_PERCENTILE_IMAGES
+from ..core.distributed import agree, all_gather, init_from_env, rank_indices
+from ..core.features import Feature, as_feature, check_position
+from ..core.hooks import model_device, output_shapes
+from ..core.validate import (
+    InputError,
+    check_choice,
+    check_flag,
+    check_int,
+    check_number,
+)
+from ..data.datasets import dataset_digest, describe_item
 from .result import Census
 
 #: how each chunk's backward runs: "batched" (``is_grads_batched``), "loop" (one pass per feature) or

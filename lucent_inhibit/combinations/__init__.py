@@ -17,7 +17,7 @@ Which combinations of two features can a model represent? For a pair ``(f_a, f_b
    every (angle, seed) one element of a batch of ``render_vis``.
 4. :func:`plot_combinations` (:mod:`.figure`) draws the paper's figure from the :class:`CombinationResult`.
 
-Rendering: both render stages take one ``render=`` :class:`~lucent_inhibit.core.rendering.RenderSettings`
+Rendering: both render stages take one ``render=`` :class:`~lucent_inhibit.core.settings.RenderSettings`
 (None: steps=128, lr=0.05, seed=0, a 128-px image, Lucent's standard transforms, Lucent's ``param.image``)
 and render through :func:`lucent_inhibit.core.rendering.run_render`, which leaves no hooks on the model.
 
@@ -30,9 +30,28 @@ activations (the grey cloud) should be measured on images of that same size (e.g
 ``sample_crops(size=result.render_size[0])``).
 """
 from .figures import plot_combinations
-from .scales import DEFAULT_SIZE, AxisScales, NotExcitable, axis_scales, render_size, seeded_image_param
-from .statistics import PairStatistics, correlation_matrix, measure_pair, pair_cloud, pair_statistics
-from .sweeps import MIN_ANGLES, QUADRANTS, CombinationResult, check_angles, sweep_combinations
+from .scales import (
+    DEFAULT_SIZE,
+    AxisScales,
+    NotExcitable,
+    axis_scales,
+    render_size,
+    seeded_image_param,
+)
+from .statistics import (
+    PairStatistics,
+    correlation_matrix,
+    measure_pair,
+    pair_cloud,
+    pair_statistics,
+)
+from .sweeps import (
+    MIN_ANGLES,
+    QUADRANTS,
+    CombinationResult,
+    check_angles,
+    sweep_combinations,
+)
 
 __all__ = [
     "AxisScales",

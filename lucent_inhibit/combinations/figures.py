@@ -7,20 +7,19 @@ combination of the two features that the model cannot represent.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..core.features import position_name
+from ..core.figures import close, pyplot, save_figure
 from ..core.results import expect_result
 from ..core.validate import check_int
 
-if TYPE_CHECKING:  # for typing only: the result imports this module
-    from .sweeps import CombinationResult
-
 
 def plot_combinations(
-    result: "CombinationResult",
+    result,
     cloud=None,
     path: Optional[str] = None,
     image_every: int = 2,
@@ -39,11 +38,7 @@ def plot_combinations(
 
     Returns the matplotlib Figure; writes a PNG when ``path`` is given.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     expect_result(result, "CombinationResult", "lucent_inhibit.sweep_combinations or load_result")
     image_every = check_int("image_every", image_every, low=1)
     cloud = _scaled_cloud(cloud, result.scale)
@@ -89,7 +84,7 @@ def _scaled_cloud(cloud, scale) -> Optional[np.ndarray]:
     return c / np.asarray(scale, dtype=np.float32)
 
 
-def _draw_axes(ax, result: "CombinationResult") -> None:
+def _draw_axes(ax, result) -> None:
     """The two feature axes with their tips at 1 (each feature's own maximum), labelled with the scales."""
     ax.axhline(0, color="k", lw=0.8, zorder=2)
     ax.axvline(0, color="k", lw=0.8, zorder=2)
@@ -102,7 +97,7 @@ def _draw_axes(ax, result: "CombinationResult") -> None:
 
 def _draw_images(fig, ax, result, best, theta, lim, image_every, image_zoom, figsize) -> float:
     """Place every ``image_every``-th angle's best image just beyond its point; returns the axis limit."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     n_img = len(range(0, result.n_angles, image_every))
@@ -122,3 +117,33 @@ def _draw_images(fig, ax, result, best, theta, lim, image_every, image_zoom, fig
         ax.add_artist(ab)
         lim = max(lim, float(np.abs(pos).max()) * 1.12)
     return lim
+
+
+def plot_pair_statistics(result, path) -> str:
+    """The (C, C) correlation matrix as a PNG at ``path``; returns the path."""
+    plt = pyplot()
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(result.correlation.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    fig.colorbar(im, ax=ax, label="Pearson r")
+    ax.set_title(f"{result.layer} @ {position_name(result.position)}: unit correlations over "
+                 f"{result.activations.shape[0]} images", fontsize=9)
+    ax.set_xlabel("unit")
+    ax.set_ylabel("unit")
+    fig.tight_layout()
+    close(save_figure(fig, path))
+    return str(path)
+
+
+def plot_axis_scales(result, path) -> str:
+    """The two features' own visualizations side by side, titled with their scales; returns ``path``."""
+    plt = pyplot()
+
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
+    for ax, img, s, name in zip(axes, result.images, result.scale, result.summary()["features"]):
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.set_title(f"{name}\nscale {s:.4g}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    close(save_figure(fig, path))
+    return str(path)

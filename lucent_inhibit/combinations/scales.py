@@ -21,11 +21,12 @@ from torch import nn
 from ..core.features import Feature, as_feature
 from ..core.hooks import capture, check_layer_names, model_device
 from ..core.preparation import preprocess_fn
-from ..synthesis.objectives import feature as feature_objective
-from ..core.rendering import RenderSettings, as_settings, run_render
+from ..core.rendering import run_render
 from ..core.results import Result
+from ..core.settings import RenderSettings, as_settings
 from ..core.tokens import token_grid
 from ..core.validate import MAX_BATCH, InputError, check_int
+from ..synthesis.objectives import feature as feature_objective
 from .statistics import measure_pair
 
 #: Side of the parameterised image when ``render.size`` is None (Lucent upsamples it to 224 for the model).
@@ -179,20 +180,9 @@ class AxisScales(Result):
 
     def plot(self, path) -> str:
         """The two features' own visualizations side by side, titled with their scales; returns ``path``."""
-        import matplotlib
+        from .figures import plot_axis_scales
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
-        for ax, img, s, name in zip(axes, self.images, self.scale, self.summary()["features"]):
-            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
-            ax.set_title(f"{name}\nscale {s:.4g}", fontsize=8)
-            ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return str(path)
+        return plot_axis_scales(self, path)
 
 
 def _pair_objective(fa: Feature, fb: Feature, n_seeds: int):

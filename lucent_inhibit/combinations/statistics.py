@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.batching import iter_batches
-from ..core.features import Feature, Position, as_feature, check_images, position_name
+from ..core.features import Feature, Position, as_feature, check_images
 from ..core.hooks import capture, check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.results import Result
 from ..core.tokens import TokenGrid, token_grid
 from ..core.validate import check_choice, check_int
+from ..data.batching import iter_batches
 
 Size = Union[int, Tuple[int, int]]
 
@@ -225,22 +225,9 @@ class PairStatistics(Result):
 
     def plot(self, path) -> str:
         """The (C, C) correlation matrix as a PNG at ``path``; returns the path."""
-        import matplotlib
+        from .figures import plot_pair_statistics
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 5))
-        im = ax.imshow(self.correlation.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-        fig.colorbar(im, ax=ax, label="Pearson r")
-        ax.set_title(f"{self.layer} @ {position_name(self.position)}: unit correlations over "
-                     f"{self.activations.shape[0]} images", fontsize=9)
-        ax.set_xlabel("unit")
-        ax.set_ylabel("unit")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return str(path)
+        return plot_pair_statistics(self, path)
 
 
 def correlation_matrix(activations: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -25,11 +25,20 @@ from tqdm.auto import tqdm
 
 from ..core.distributed import digest, map_chunks, rank0_seed
 from ..core.features import Feature, as_feature
-from ..synthesis.objectives import check_power, cosdot_value, feature_pair, pair_targets
-from ..core.rendering import RenderSettings
 from ..core.results import Result
+from ..core.settings import RenderSettings
 from ..core.validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, InputError, check_int
-from .scales import DEFAULT_SIZE, axis_scales, base_seed, check_pair, check_scale, render_batch, render_info, settings
+from ..synthesis.objectives import check_power, cosdot_value, feature_pair, pair_targets
+from .scales import (
+    DEFAULT_SIZE,
+    axis_scales,
+    base_seed,
+    check_pair,
+    check_scale,
+    render_batch,
+    render_info,
+    settings,
+)
 from .statistics import measure_pair
 
 log = logging.getLogger(__name__)
@@ -125,11 +134,10 @@ class CombinationResult(Result):
 
     def plot(self, path) -> str:
         """The paper's figure (:func:`plot_combinations`, no dataset cloud) as a PNG; returns ``path``."""
-        import matplotlib.pyplot as plt
-
+        from ..core.figures import close
         from .figures import plot_combinations
 
-        plt.close(plot_combinations(self, path=str(path)))
+        close(plot_combinations(self, path=str(path)))
         return str(path)
 
 

@@ -28,8 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .validate import InputError
-from .validate import check_int
+from .validate import InputError, check_int, parse_shard
 
 Arrays = Dict[str, np.ndarray]
 
@@ -245,27 +244,6 @@ def map_chunks(n_chunks: int, render_chunk: Callable[[int], Arrays],
             c, name = key.split(".", 1)
             out[int(c)][name] = value
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# shards and chunks
-# ------------------------------------------------------------------------------------------------
-def parse_shard(shard) -> Tuple[int, int]:
-    """``None`` -> ``(0, 1)``; ``(i, n)`` or ``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``, else ``ValueError``."""
-    if shard is None:
-        return 0, 1
-    expected = f"shard must be 'i/n' or (i, n) with integers 0 <= i < n, got {shard!r}"
-    parts = shard.split("/") if isinstance(shard, str) else shard
-    try:
-        i, n = parts
-        if isinstance(shard, str):
-            i, n = int(i), int(n)
-        i, n = check_int("shard index i", i), check_int("shard count n", n)
-    except (TypeError, ValueError):
-        raise ValueError(expected) from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(expected)
-    return i, n
 
 
 def shard_indices(n_items: int, shard) -> np.ndarray:

@@ -17,11 +17,10 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
-
-from .tokens import UNDERSTOOD_SHAPES, TokenGrid, infer_grid
-from .validate import InputError, check_flag, check_int, check_values
 from torch import nn
-from .tokens import token_grid
+
+from .tokens import UNDERSTOOD_SHAPES, TokenGrid, infer_grid, token_grid
+from .validate import InputError, check_flag, check_int, check_values
 
 Position = Union[str, Tuple[int, int], Tuple[str, int]]
 #: Positions that are names (the others are pairs).

@@ -10,11 +10,10 @@ import tempfile
 from typing import Callable
 
 
+class JSONFileError(ValueError):
+    """A JSON file that exists but cannot be read (unreadable, not UTF-8, not JSON); the message names it."""
 
 
-# ------------------------------------------------------------------------------------------------
-# files
-# ------------------------------------------------------------------------------------------------
 def sha256(path: str) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -39,7 +38,7 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
 
 
 def write_json(path: str, obj: dict) -> None:
-    """Atomic, fsynced JSON write (the manifest)."""
+    """Write ``obj`` as JSON at ``path`` atomically (:func:`atomic_write`), flushed to disk (manifests)."""
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
@@ -47,3 +46,15 @@ def write_json(path: str, obj: dict) -> None:
             os.fsync(f.fileno())
 
     atomic_write(path, write)
+
+
+def read_json(path: str):
+    """The JSON value in file ``path``; ``FileNotFoundError`` when there is none, :class:`JSONFileError`
+    naming the file and the cause when it cannot be read or parsed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JSONFileError(f"{path!r} is unreadable or not JSON ({type(exc).__name__}: {exc})") from None

@@ -8,8 +8,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 

@@ -26,20 +26,27 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .hooks import (StopForward, check_single_call, deepest, frozen_weights, get_layer, hooks_restored, model_device,
-                    protect_outputs)
+from .hooks import (
+    StopForward,
+    check_single_call,
+    deepest,
+    frozen_weights,
+    get_layer,
+    hooks_restored,
+    model_device,
+    protect_outputs,
+)
+from .settings import RenderSettings, check_render_size
 from .tokens import required_input_size
-from .validate import (MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_flag, check_int, check_number, check_optional,
-                       check_size)
-
-Size = Union[int, Tuple[int, int]]
-PARAMS = ("fourier", "phase", "lucent")
+from .validate import (
+    InputError,
+)
 
 
 class Truncated(nn.Module):
@@ -81,99 +88,6 @@ class Truncated(nn.Module):
 
 class NonFiniteLoss(FloatingPointError):
     """A render produced a NaN or infinite loss; the message names the stage, the step and the settings."""
-
-
-#: Smallest side (pixels) of a rendered image or of the image the model sees.
-MIN_RENDER_SIDE = 8
-
-
-def _check_size(name: str, value) -> Optional[Tuple[int, int]]:
-    """``(H, W)`` of a render size setting in [MIN_RENDER_SIDE, MAX_SIDE] px, or None (the stage's)."""
-    return check_optional(check_size, f"render setting {name}", value, MIN_RENDER_SIDE, MAX_SIDE)
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Settings of one render (the same defaults in every stage).
-
-    Attributes:
-        steps: optimisation steps (Adam), 1 to ``validate.MAX_STEPS`` (10**6).
-        lr: Adam learning rate (finite, > 0).
-        size: side (or (H, W)) of the parameterised image, in pixels (8 to ``validate.MAX_SIDE``, 4096);
-            None: the stage's natural size (the seed image's size for image-seeded renders, 128 otherwise).
-        model_size: side (or (H, W)) of the image the model sees (Lucent's ``fixed_image_size``): renders
-            are resized to it bilinearly after the transforms. None: Lucent's rule (upsampled to 224 when
-            smaller than 224, else unchanged).
-        param: ``"fourier"`` (Lucent-style decorrelated Fourier image; seeded when the stage has a seed
-            image), ``"phase"`` (magnitude-constrained phase, the accentuation paper's choice), ``"lucent"``
-            (Lucent's own ``param.image``), a callable ``(seed=, size=, batch=, with_seed=) ->
-            (params, image_f)``, or None: ``"phase"`` for image-seeded accentuation, ``"fourier"`` otherwise.
-        transforms: Lucent transforms applied before the model; None: the stage's documented default
-            (Lucent's ``standard_transforms`` for renders from noise).
-        seed: seeds torch and numpy for the render (restored afterwards), 0 to 2**32 - 1; None leaves the
-            global RNGs alone.
-        progress: a tqdm bar over the steps.
-    """
-
-    steps: int = 128
-    lr: float = 0.05
-    size: Optional[Size] = None
-    model_size: Optional[Size] = None
-    param: Union[str, Callable, None] = None
-    transforms: Optional[Sequence[Callable]] = None
-    seed: Optional[int] = 0
-    progress: bool = False
-
-    def __post_init__(self):
-        check_int("render setting steps", self.steps, 1, MAX_STEPS)
-        check_number("render setting lr", self.lr, low=0, low_open=True)
-        _check_size("size", self.size)
-        _check_size("model_size", self.model_size)
-        if not (self.param is None or callable(self.param) or (isinstance(self.param, str) and self.param in PARAMS)):
-            raise InputError(f"render setting param must be one of {PARAMS}, a callable or None, got {self.param!r}")
-        if self.transforms is not None and not (isinstance(self.transforms, (list, tuple))
-                                                and all(callable(t) for t in self.transforms)):
-            raise InputError("render setting transforms must be a list of callables (Lucent transforms), got "
-                             f"{self.transforms!r:.60}")
-        if self.seed is not None:
-            check_int("render setting seed", self.seed, 0, MAX_SEED)
-        check_flag("render setting progress", self.progress)
-
-    def replace(self, **changes) -> "RenderSettings":
-        """A copy with some settings changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def hw(self, default: Size) -> Tuple[int, int]:
-        """The parameterised image's (H, W): ``size`` or ``default``."""
-        return _check_size("size", self.size if self.size is not None else default)
-
-    def model_hw(self, default: Size, model: Optional[nn.Module] = None) -> Tuple[int, int]:
-        """(H, W) the model sees for a render of ``hw(default)``: when ``model`` takes one input size only
-        (:func:`~lucent_inhibit.core.tokens.required_input_size`, e.g. a timm ViT with a strict patch embedding),
-        that size, whatever ``model_size`` says; else ``model_size``; else Lucent's rule (upsampled to 224
-        when smaller than 224, else unchanged)."""
-        need = None if model is None else required_input_size(model)
-        if need is not None:
-            return need
-        if self.model_size is not None:
-            return _check_size("model_size", self.model_size)
-        h, w = self.hw(default)
-        return (224, 224) if (h < 224 or w < 224) else (h, w)
-
-    def describe(self) -> str:
-        return (f"steps={self.steps}, lr={self.lr}, size={self.size}, model_size={self.model_size}, "
-                f"param={getattr(self.param, '__name__', self.param)}, seed={self.seed}")
-
-
-def as_settings(render: Optional[RenderSettings], **stage_defaults) -> RenderSettings:
-    """``render`` itself, or ``RenderSettings(**stage_defaults)`` when None; a dict is accepted too."""
-    if render is None:
-        return RenderSettings(**stage_defaults)
-    if isinstance(render, dict):
-        return RenderSettings(**{**stage_defaults, **render})
-    if not isinstance(render, RenderSettings):
-        raise TypeError(f"render must be a RenderSettings (or a dict of its fields), got {type(render).__name__}")
-    return render
 
 
 # ------------------------------------------------------------------------------------------------
@@ -397,7 +311,7 @@ def _model_hw(image_f, settings: RenderSettings, model: nn.Module) -> Tuple[Tupl
         shape = image_f().shape
     hw = settings.model_hw((int(shape[2]), int(shape[3])), model)
     notes = []
-    asked = None if settings.model_size is None else _check_size("model_size", settings.model_size)
+    asked = None if settings.model_size is None else check_render_size("model_size", settings.model_size)
     if required_input_size(model) is not None and asked != hw:
         notes.append(f"rendered at {type(model).__name__}'s input size {hw[0]}x{hw[1]}, the only size it takes (a "
                      "strict patch embedding; " + ("no model_size set" if asked is None else f"model_size {asked} "

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
+from .io import atomic_write
+
 FORMAT = "lucent-inhibit"
 #: Version of the file layout. Files of other versions are refused with a message naming both.
 FORMAT_VERSION = 2
@@ -200,15 +202,12 @@ class Result:
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "type": type(self).kind(), "schema": self.schema,
                 "fields": fields}
         text = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        folder = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        try:
+
+        def write(tmp):
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays, **{META_KEY: text})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+
+        atomic_write(path, write)
         return path
 
     @classmethod

@@ -15,7 +15,6 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
-
 #: Most optimisation or integration steps of one run (renders, IG steps, toy training): 10**6.
 MAX_STEPS = 10 ** 6
 #: Largest image side in pixels (renders, crops, resized datasets): 4096 (one 4096 px RGB float image
@@ -144,3 +143,21 @@ def check_choice(name: str, value, choices: Iterable):
 
 def _accepted(low, high) -> str:
     return f" (accepted: {low} to {high})" if low is not None and high is not None else ""
+
+
+def parse_shard(shard) -> Tuple[int, int]:
+    """``None`` -> ``(0, 1)``; ``(i, n)`` or ``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``, else ``ValueError``."""
+    if shard is None:
+        return 0, 1
+    expected = f"shard must be 'i/n' or (i, n) with integers 0 <= i < n, got {shard!r}"
+    parts = shard.split("/") if isinstance(shard, str) else shard
+    try:
+        i, n = parts
+        if isinstance(shard, str):
+            i, n = int(i), int(n)
+        i, n = check_int("shard index i", i), check_int("shard count n", n)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(expected)
+    return i, n

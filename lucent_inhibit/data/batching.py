@@ -3,7 +3,6 @@ dataset asks for them).
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

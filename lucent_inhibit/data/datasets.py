@@ -3,13 +3,13 @@ pairs); item descriptions and the identity string stored in result files; a fing
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 import numpy as np
 import torch
 
 from ..core.validate import InputError, check_int
-import hashlib
 
 
 def describe_item(dataset, i: int) -> str:

@@ -6,10 +6,8 @@ import os
 import warnings
 from typing import Sequence
 
-
 from ..core.validate import MAX_SIDE, MAX_WORKERS, check_int
 from .images import check_path, load_image
-
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 

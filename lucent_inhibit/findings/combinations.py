@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-
 from .verdicts import Finding
 
 #: A combination is out of reach when the weakest quadrant's mean cosdot score C is at most this fraction of

@@ -5,7 +5,6 @@ Each claim is one sentence of the papers; each function computes the :class:`~lu
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .verdicts import Finding

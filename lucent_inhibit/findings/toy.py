@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-
 from .verdicts import Finding
 
 #: The interference motif: the toy model's mean tension on two-feature inputs is at least this many times its

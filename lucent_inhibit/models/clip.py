@@ -25,8 +25,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from .weights import WeightsError, load_state_file, load_weights
 from ..core.validate import InputError
+from .weights import WeightsError, load_state_file, load_weights
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import List, Optional, Tuple
 
-
 log = logging.getLogger("lucent_inhibit")
 
 #: The embedded model's default feature layer and its attribution layer (the ReLU6 output inside the
@@ -46,7 +45,13 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
     the same block, where completeness holds (Hamblin et al., SPEC section 3: far from the feature the
     attribution no longer adds up). ``ValueError`` when no layer before ``feature_layer`` is a cut.
     """
-    from ..core.hooks import check_layer_names, forward_order, layer_table, layers_before, separates
+    from ..core.hooks import (
+        check_layer_names,
+        forward_order,
+        layer_table,
+        layers_before,
+        separates,
+    )
 
     check_layer_names(model, [feature_layer], allow=())
     x = probe_input(model, size)
@@ -124,11 +129,10 @@ def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> 
     token layer) varies most over the first ``n`` images."""
     import torch
 
-    from ..core.features import reading_feature
-    from ..data.batching import iter_batches
-    from ..core.features import Feature
+    from ..core.features import Feature, reading_feature
     from ..core.hooks import capture, model_device
     from ..core.preparation import preprocess_fn
+    from ..data.batching import iter_batches
 
     vals: List[torch.Tensor] = []
     norm, centre = preprocess_fn(model), Feature(layer, unit=0, position="center")

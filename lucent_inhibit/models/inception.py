@@ -11,11 +11,11 @@ longer feed the network, so attributions at them are refused ("no gradient path"
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
-from typing import Optional
+
 from ..core.preparation import prepare
 from .weights import download_state, load_weights
 

@@ -10,8 +10,6 @@ from torch import nn
 from ..core.hooks import layer_table, layers
 
 
-
-
 def preactivation_layers(model: nn.Module) -> List[str]:
     """Layers whose outputs can be negative: where inhibition is visible.
 

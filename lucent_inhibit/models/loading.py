@@ -15,7 +15,13 @@ from torch import nn
 from ..core.preparation import prepare
 from .embedded import efficientnet_lite0
 from .inception import inceptionv1
-from .weights import INIT_SEED, WEIGHTS_CHOICES, WeightsError, load_state_file, load_weights
+from .weights import (
+    INIT_SEED,
+    WEIGHTS_CHOICES,
+    WeightsError,
+    load_state_file,
+    load_weights,
+)
 
 
 def load_model(spec: str, weights: str = "default") -> nn.Module:

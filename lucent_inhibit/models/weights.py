@@ -8,8 +8,6 @@ import os
 import torch
 from torch import nn
 
-
-
 WEIGHTS_CHOICES = ("default", "none")
 
 

@@ -7,10 +7,15 @@ from typing import Iterable, Union
 
 import numpy as np
 
-from ..core.validate import check_flag
-from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible  # noqa: F401
-from ..core.validate import InputError, check_number
+from ..core.validate import InputError, check_flag, check_number
 from .result import ScanResult
+from .stats import (  # noqa: F401
+    chunk_rows,
+    completeness_r,
+    concat_rows,
+    measure_completeness,
+    reducible,
+)
 
 
 def merge_scans(parts: Iterable[Union[ScanResult, str]], require_complete: bool = True,

@@ -12,16 +12,20 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..attribution.attribute import Attribution
-from ..core.features import as_feature
-from .store import ChunkStore, chunk_images, new_manifest, split_chunks
-from ..core.distributed import parse_shard, shard_indices
 from ..attribution.passes import DatasetPass, dataset_pass
-from ..core.validate import check_flag
-from ..core.features import Feature
 from ..attribution.totals import warn_small_percentile
-from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible  # noqa: F401
-from ..core.validate import check_choice, check_number
+from ..core.distributed import shard_indices
+from ..core.features import Feature, as_feature
+from ..core.validate import check_choice, check_flag, check_number, parse_shard
 from .result import SCAN_SCORES, ScanResult
+from .stats import (  # noqa: F401
+    chunk_rows,
+    completeness_r,
+    concat_rows,
+    measure_completeness,
+    reducible,
+)
+from .store import ChunkStore, chunk_images, new_manifest, split_chunks
 
 
 # ---------------------------------- the scan, step by step -------------------------------------

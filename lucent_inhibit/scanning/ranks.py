@@ -20,16 +20,22 @@ import warnings
 
 import numpy as np
 
-from .store import ChunkStore, check_resumable, new_manifest, split_chunks
-from ..core.validate import check_flag
-from ..core.distributed import agree, all_gather, decode_result, encode_result, init_from_env, rank_indices
+from ..attribution.totals import warn_small_percentile
+from ..core.distributed import (
+    agree,
+    all_gather,
+    decode_result,
+    encode_result,
+    init_from_env,
+    rank_indices,
+)
+from ..core.validate import InputError, check_flag
 from ..data.datasets import dataset_digest
+from .merge import merge_scans
 from .plan import ScanPlan, make_plan, run_plan
 from .result import ScanResult
-from .merge import merge_scans
 from .stats import concat_rows
-from ..attribution.totals import warn_small_percentile
-from ..core.validate import InputError
+from .store import ChunkStore, check_resumable, new_manifest, split_chunks
 
 
 def scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, keep_maps, chunk_size, score,

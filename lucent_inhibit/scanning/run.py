@@ -9,10 +9,16 @@ from typing import Optional, Sequence, Union
 from torch import nn
 
 from ..core.distributed import env_world_size
-from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible  # noqa: F401
 from ..core.validate import InputError
 from .plan import make_plan, run_plan
 from .result import DEFAULT_SCORE, ScanResult
+from .stats import (  # noqa: F401
+    chunk_rows,
+    completeness_r,
+    concat_rows,
+    measure_completeness,
+    reducible,
+)
 
 
 def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], batch_size: int = 32,

@@ -14,14 +14,13 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from ..attribution.attribute import Attribution
 from ..attribution.agreement import pearson, warn_if_incomplete
-from ..data.datasets import describe_item
-from ..attribution.passes import DatasetPass
+from ..attribution.attribute import Attribution
+from ..attribution.passes import DatasetPass, check_shape
+from ..attribution.totals import MIN_PERCENTILE_IMAGES
 from ..core.features import Feature
 from ..core.tokens import patch_maps
-from ..attribution.passes import check_shape
-from ..attribution.totals import MIN_PERCENTILE_IMAGES
+from ..data.datasets import describe_item
 
 
 def signed_stats(scores: torch.Tensor, keep_maps: bool, grid=None):

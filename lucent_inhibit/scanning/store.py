@@ -17,15 +17,14 @@ whose manifest lists only complete, verifiable chunks:
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..core.io import JSONFileError, read_json, sha256, write_json
 from ..core.validate import check_int
-from ..core.io import sha256, write_json
 
 FORMAT = "lucent-inhibit-scan/2"
 MANIFEST = "manifest.json"
@@ -82,11 +81,10 @@ def read_scan_manifest(folder: str) -> dict:
         raise ScanFolderError(f"{folder!r} is not a scan folder: it has no {MANIFEST} (expected a folder written "
                               "by scan(..., out=...))")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ScanFolderError(f"the scan manifest {path!r} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
-                              "scan again with resume=False to start over") from None
+        manifest = read_json(path)
+    except (OSError, JSONFileError) as exc:
+        raise ScanFolderError(f"the scan manifest {path!r} is corrupt or unreadable ({exc}); scan again with "
+                              "resume=False to start over") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         held = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ScanFolderError(f"{path!r} holds a manifest of format {held!r}, not a scan manifest ({FORMAT!r}); "

@@ -21,15 +21,16 @@ from typing import Callable, Optional, Tuple
 import torch
 from lucent.optvis.objectives import as_objective
 
-from . import param as _param
-from . import transform as _transform
 from ..core.features import check_images
 from ..core.hooks import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
-from .objectives import BatchView, seed_l2
-from ..core.rendering import Parts, RenderSettings, as_parts, as_settings, render_session, rng_restored, run_render
+from ..core.rendering import Parts, as_parts, render_session, rng_restored, run_render
 from ..core.results import Result
+from ..core.settings import RenderSettings, as_settings
 from ..core.validate import InputError, check_int, check_number
+from . import param as _param
+from . import transform as _transform
+from .objectives import BatchView, seed_l2
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def accentuate(
             None (or ``reg_lambda=0``) disables it.
         reg_lambda: regularizer weight relative to the objective (>= 0); the applied weight is
             ``reg_lambda * balance``.
-        render: :class:`~lucent_inhibit.core.rendering.RenderSettings` (None: ``RenderSettings()``, 128 steps,
+        render: :class:`~lucent_inhibit.core.settings.RenderSettings` (None: ``RenderSettings()``, 128 steps,
             lr 0.05, seed 0). Stage defaults where a setting is None: ``size`` the seed's size (a seed of
             another size is resized), ``model_size`` the render size, ``param="phase"`` (on
             EfficientNet-Lite0 it keeps accentuations about half as far from the seed as ``"fourier"`` at

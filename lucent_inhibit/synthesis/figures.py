@@ -3,22 +3,15 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..core.figures import pyplot
-
-if TYPE_CHECKING:  # for typing only: each result imports this module in its plot()
-    from .accentuation import Accentuation
-    from .inversion import InversionResult
-    from .tense import TenseResult
 
 #: The rows of an inversion result, in order: the image, its excitatory and its inhibitory render.
 ROWS = ("original", "excitatory", "inhibitory")
 
 
-def plot_accentuation(result: "Accentuation", path) -> str:
+def plot_accentuation(result, path) -> str:
     """Figure: seeds (top row), accentuations (bottom row) and the objective / regularizer per step.
     Writes a PNG; returns ``path``."""
     plt = pyplot()
@@ -44,7 +37,7 @@ def plot_accentuation(result: "Accentuation", path) -> str:
     return str(path)
 
 
-def plot_inversions(result: "InversionResult", path) -> str:
+def plot_inversions(result, path) -> str:
     """Figure: columns original | excitatory | inhibitory; rows: the images, their excitation
     ``relu(S)`` overlay (red) and inhibition ``relu(-S)`` overlay (blue), all maps on one scale so
     intensities compare across columns; on a token layer the maps are the patch grid (each patch token
@@ -76,7 +69,7 @@ def plot_inversions(result: "InversionResult", path) -> str:
     return str(path)
 
 
-def plot_tense(result: "TenseResult", path) -> str:
+def plot_tense(result, path) -> str:
     """Figure: the synthesised image(s) and the P, N, tension and feature trajectories (first image).
     Writes a PNG; returns ``path``."""
     plt = pyplot()

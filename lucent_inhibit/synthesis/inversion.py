@@ -21,18 +21,26 @@ from typing import Dict, Optional
 import torch
 from lucent.optvis.objectives import Objective
 
-from . import param as _param
-from . import transform as _transform
-from .accentuation import accentuate, stage_settings
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
 from ..core.hooks import model_device
-from .objectives import check_power, signed_attribution
-from ..core.rendering import Parts, RenderSettings, rng_restored, run_render
+from ..core.rendering import Parts, rng_restored, run_render
 from ..core.results import Result
+from ..core.settings import RenderSettings
 from ..core.tokens import TokenGrid, required_input_size, token_grid, token_maps
-from ..core.validate import MAX_IMAGES, MAX_SIDE, InputError, check_flag, check_int, check_number
+from ..core.validate import (
+    MAX_IMAGES,
+    MAX_SIDE,
+    InputError,
+    check_flag,
+    check_int,
+    check_number,
+)
+from . import param as _param
+from . import transform as _transform
+from .accentuation import accentuate, stage_settings
 from .figures import ROWS
+from .objectives import check_power, signed_attribution
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +131,8 @@ def _check_completeness(model, img, feature, layer, n_images: int) -> None:
     """Warn (``IncompletenessWarning``) when Pearson r(f, E) of (feature, layer) is low on bundled crops."""
     if not n_images or img.shape[2] != img.shape[3]:
         return
-    from ..attribution.completeness import completeness_pair
     from ..attribution.agreement import warn_if_incomplete
+    from ..attribution.completeness import completeness_pair
     from ..data.bundled import sample_crops
 
     crops = sample_crops(n_images, size=int(img.shape[2]), seed=0)
@@ -194,7 +202,7 @@ def inversions(
             feature's, else inferred from T), are the targets; the class / register tokens are not
             inverted (an ``InputError`` when all of one sign's attribution sits in them).
         seeded: False: start from noise (inversion); True: start at the image (accentuation).
-        render: :class:`~lucent_inhibit.core.rendering.RenderSettings` (None: ``RenderSettings()``: 128 steps,
+        render: :class:`~lucent_inhibit.core.settings.RenderSettings` (None: ``RenderSettings()``: 128 steps,
             lr 0.05, seed 0, which seeds the noise start and the jitter draws). Stage defaults where a
             setting is None: ``size`` the image's size, or the model's one input size for a strict ViT
             (any other is refused; the image is resized to it), ``model_size`` the

@@ -14,16 +14,17 @@ from typing import Dict, Optional
 import torch
 from lucent.optvis.objectives import as_objective
 
-from . import param as _param
-from .accentuation import stage_settings
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
 from ..core.hooks import model_device
-from .objectives import tense
-from ..core.rendering import RenderSettings, rng_restored, run_render
+from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
+from ..core.settings import RenderSettings
 from ..core.tokens import required_input_size
 from ..core.validate import MAX_BATCH, MAX_STEPS, InputError, check_int
+from . import param as _param
+from .accentuation import stage_settings
+from .objectives import tense
 
 #: The image side of a tense synthesis when ``render.size`` is None.
 DEFAULT_SIZE = 128
@@ -101,7 +102,7 @@ def tense_image(
 
     Args:
         model, feature, layer: as in :func:`~lucent_inhibit.synthesis.objectives.tense` (``layer`` feeds the feature).
-        render: :class:`~lucent_inhibit.core.rendering.RenderSettings` (None: ``RenderSettings()``: 128 steps,
+        render: :class:`~lucent_inhibit.core.settings.RenderSettings` (None: ``RenderSettings()``: 128 steps,
             lr 0.05, seed 0). Stage defaults where a setting is None: ``size`` 128 px (``DEFAULT_SIZE``),
             ``model_size`` the render size (the model sees the image unresized), ``param="fourier"``
             (seeded from ``seed_image`` when one is given), ``transforms`` Lucent's ``standard_transforms``.

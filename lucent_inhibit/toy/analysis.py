@@ -13,7 +13,8 @@ from typing import Tuple
 import torch
 
 from ..attribution.attribute import attribute
-from ..attribution.totals import signed_totals, tension as tension_score
+from ..attribution.totals import signed_totals
+from ..attribution.totals import tension as tension_score
 from ..core.results import Result
 from ..core.validate import MAX_IMAGES, MAX_SEED, check_int
 from .data import k_feature_inputs

@@ -7,16 +7,12 @@ other functions draw one result each (:meth:`ToySnapshot.plot`, :meth:`TrainResu
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..core.figures import save_figure, pyplot
-
-if TYPE_CHECKING:  # figures import the result types for typing only (the results import this module)
-    from .analysis import ToyAnalysis
-    from .model import ToyConfig, ToyModel
+from ..core.figures import pyplot, save_figure
 
 
 def _draw_weights(fig, ax, weight: torch.Tensor, xlabel: str, ylabel: str, title: str) -> None:
@@ -30,11 +26,11 @@ def _draw_weights(fig, ax, weight: torch.Tensor, xlabel: str, ylabel: str, title
     fig.colorbar(im, ax=ax, fraction=0.046)
 
 
-def _hidden_xlabel(c: ToyConfig) -> str:
+def _hidden_xlabel(c) -> str:
     return "input" + (" (pairs: 2i, 2i+1)" if c.kind == "xor" else "")
 
 
-def _draw_pn(fig, ax, an: ToyAnalysis) -> None:
+def _draw_pn(fig, ax, an) -> None:
     """P against N for every output on one-feature (circles) and two-feature (triangles) inputs, coloured
     by the output's pre-activation on a diverging map centred at 0."""
     from matplotlib.colors import TwoSlopeNorm
@@ -63,7 +59,7 @@ def _draw_pn(fig, ax, an: ToyAnalysis) -> None:
     fig.colorbar(sc, ax=ax, fraction=0.046, label="output pre-activation")
 
 
-def _draw_most_tense(ax, an: ToyAnalysis) -> None:
+def _draw_most_tense(ax, an) -> None:
     """The hidden-unit contributions for the most tense two-feature input: excitatory red, inhibitory blue."""
     b, i = an.most_tense()
     s = an.scores_two[b, i]
@@ -82,7 +78,7 @@ def _draw_most_tense(ax, an: ToyAnalysis) -> None:
     )
 
 
-def draw_superposition(models: Sequence["ToyModel"], analyses: Sequence["ToyAnalysis"], titles: Sequence[str],
+def draw_superposition(models: Sequence, analyses: Sequence, titles: Sequence[str],
                        path: Optional[str] = None):
     """One row per toy model: its hidden weights (m x inputs), P against N for every output on one- and
     two-feature inputs, and the hidden-unit contributions of its most tense two-feature input (see
@@ -106,14 +102,14 @@ def draw_superposition(models: Sequence["ToyModel"], analyses: Sequence["ToyAnal
     return fig
 
 
-def _draw_model(fig, axes, model: ToyModel) -> None:
+def _draw_model(fig, axes, model) -> None:
     c = model.config
     _draw_weights(fig, axes[0], model.hidden.weight, _hidden_xlabel(c), "hidden unit",
                   f"{c.kind}: n={c.n}, m={c.m}; hidden weights")
     _draw_weights(fig, axes[1], model.out.weight, "hidden unit", "output", "output weights")
 
 
-def plot_weights(model: ToyModel, path) -> str:
+def plot_weights(model, path) -> str:
     """A toy model's hidden (m x inputs) and output (n x m) weights as heatmaps; PNG at ``path``."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -144,7 +140,7 @@ def plot_training(result, path) -> str:
     return path
 
 
-def plot_analysis(an: ToyAnalysis, path) -> str:
+def plot_analysis(an, path) -> str:
     """A :class:`ToyAnalysis`: P against N for every output and input, and the most tense two-feature
     input's hidden-unit contributions; PNG at ``path``."""
     plt = pyplot()

@@ -8,12 +8,10 @@ config names, computes and writes the stage's files, a ``describe`` for the comm
 ``section`` writer for the report, and registers them as a :class:`Stage`. Shared configs (model,
 images, feature, render settings) are in :mod:`.configs`. Importing this package does not import torch.
 """
-from ...models.defaults import default_attribution_layer, pick_unit
-from ..runtime import shared_inputs
 from ..registry import STAGES, Stage, get_stage, list_stages, register
+from ..runtime import shared_inputs
 
 # the stage modules register themselves, in the order of `lucent-inhibit --help`
 from . import (scan, census, inhibitors, completeness, atlas, invert, tense, combos, toy, demo)  # noqa: E402,F401  isort: skip
 
-__all__ = ["STAGES", "Stage", "default_attribution_layer", "get_stage", "list_stages", "pick_unit", "register",
-           "shared_inputs"]
+__all__ = ["STAGES", "Stage", "get_stage", "list_stages", "register", "shared_inputs"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import List, Literal, Optional, Tuple
 
 from ...core.validate import check_int
-from ..configs import AUTOCAST_HELP, DataConfig, ModelConfig, parse_position
 from ...models.defaults import DEFAULT_LAYER
+from ..configs import AUTOCAST_HELP, DataConfig, ModelConfig, parse_position
 from ..options import REQUIRED, check_choices, flag, group, option
 from ..registry import register_module
 
@@ -60,8 +60,8 @@ class CensusConfig:
 
 def _layers(model, cfg: CensusConfig) -> Tuple[str, List[str]]:
     """The censused layer and the attribution layers, checked against the model."""
-    from ..runtime import check_layers
     from ...models.defaults import resolve_feature_layers
+    from ..runtime import check_layers
 
     first = cfg.attr_layers[0] if cfg.attr_layers else None
     layer, attr = resolve_feature_layers(model, cfg.layer, first, cfg.data.size)

@@ -66,8 +66,8 @@ def run(cfg: InhibitorsConfig, progress: bool = True):
     """Disinhibition and the inhibitor dictionary; writes both results and figures; returns the dictionary."""
     from ...attribution.passes import dataset_pass
     from ...causal.disinhibition import disinhibit
-    from ...causal.removal import ensure_scan, layer_statistics
     from ...causal.inhibitors import inhibitor_dictionary
+    from ...causal.removal import ensure_scan, layer_statistics
     from ..runtime import feature_and_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)

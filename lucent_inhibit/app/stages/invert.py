@@ -13,8 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional
 
-from ...core.validate import check_number
-from ...core.validate import MAX_POWER
+from ...core.validate import MAX_POWER, check_number
 from ..configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from ..options import REQUIRED, check_choices, flag, group, option
 from ..registry import register_module
@@ -88,9 +87,9 @@ def _pick(cfg: InvertConfig, model, feature, attr):
 
 
 def run(cfg: InvertConfig, progress: bool = True):
-    from ...synthesis.inversion import inversions
-    from ...synthesis.figures import plot_inversions
     from ...core.tokens import check_input_size
+    from ...synthesis.figures import plot_inversions
+    from ...synthesis.inversion import inversions
     from ..runtime import feature_and_layers, load_model, out_folder
 
     model = load_model(cfg.model)

@@ -62,14 +62,15 @@ class ScanConfig:
             self.attr_layers = tuple(self.attr_layers)
 
     def shard_dir(self) -> str:
+        """The folder of this run's checkpoints inside ``--out``: ``scan``, or ``shard-i-of-n`` for ``--shard i/n``."""
         if self.shard is None:
             return "scan"
+        from ...core.validate import parse_shard
+
         try:
-            i, n = (int(v) for v in self.shard.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard must be 'i/n' with 0 <= i < n, got {self.shard!r}") from None
-        if not 0 <= i < n:
-            raise ValueError(f"--shard must be 'i/n' with 0 <= i < n, got {self.shard!r}")
+            i, n = parse_shard(self.shard)
+        except ValueError as exc:
+            raise ValueError(f"--shard: {exc}") from None
         return f"shard-{i}-of-{n}"
 
 
@@ -79,7 +80,13 @@ def run(cfg: ScanConfig, progress: bool = True):
     from ...core.distributed import all_gather, init_from_env
     from ...scanning.merge import merge_scans
     from ...scanning.run import scan
-    from ..runtime import feature_and_layers, load_data, load_model, out_folder, precision_context
+    from ..runtime import (
+        feature_and_layers,
+        load_data,
+        load_model,
+        out_folder,
+        precision_context,
+    )
 
     rank = init_from_env()[0]
     model = load_model(cfg.model)

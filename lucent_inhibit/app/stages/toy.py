@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional
 
-from ...core.validate import check_int, check_number
-from ...core.validate import MAX_LR
+from ...core.validate import MAX_LR, check_int, check_number
 from ..options import REQUIRED, check_choices, flag, option
 from ..registry import register_module
 
@@ -85,7 +84,12 @@ def _model(cfg: ToyStageConfig, config, progress: bool):
 
 
 def run(cfg: ToyStageConfig, progress: bool = True) -> ToyRun:
-    from ...toy import analyze_toy, inhibition_model, plot_superposition, units_per_feature
+    from ...toy import (
+        analyze_toy,
+        inhibition_model,
+        plot_superposition,
+        units_per_feature,
+    )
     from ..runtime import out_folder
 
     config = cfg.toy_config()
