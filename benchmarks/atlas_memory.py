@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 FEATURE, LAYER, SIZE = ("blocks_4_0_bn3_drop", 5), "blocks_4_0_bn1_act", 64
 sys.path.insert(0, HERE)
 from _common import LazyImages, proc_status, reset_peak  # noqa: E402
+from lucent_inhibit.core.settings import PassSettings
 
 
 def child(n: int, batch_size: int) -> dict:
@@ -44,12 +45,12 @@ def child(n: int, batch_size: int) -> dict:
 
     model, feature = efficientnet_lite0(), Feature(*FEATURE)
     warnings.simplefilter("ignore")
-    collect_vectors(model, LazyImages(64, SIZE), feature, LAYER, mode="position", batch_size=batch_size)  # warm-up
+    collect_vectors(model, LazyImages(64, SIZE), feature, LAYER, mode="position", settings=PassSettings(batch_size=batch_size))  # warm-up
     data = LazyImages(n, SIZE)
     gc.collect()
     before, reset = proc_status("VmRSS"), reset_peak()
     t = time.perf_counter()
-    pts = collect_vectors(model, data, feature, LAYER, mode="position", batch_size=batch_size)
+    pts = collect_vectors(model, data, feature, LAYER, mode="position", settings=PassSettings(batch_size=batch_size))
     seconds = time.perf_counter() - t
     peak = proc_status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     arrays = [pts.vectors, pts.point_image, pts.point_position, pts.net, pts.magnitude, pts.activation, pts.P,

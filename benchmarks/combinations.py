@@ -26,6 +26,7 @@ from lucent_inhibit.combinations import measure_pair, pair_statistics, sweep_com
 from lucent_inhibit.combinations.scales import render_batch  # noqa: E402
 from lucent_inhibit.synthesis.objectives import cosdot_value, feature_pair, pair_targets  # noqa: E402
 from lucent_inhibit.core.settings import RenderSettings  # noqa: E402
+from lucent_inhibit.core.settings import PassSettings
 
 
 def main():
@@ -39,7 +40,7 @@ def main():
     torch.set_num_threads(args.threads)
     model = efficientnet_lite0()
     layer = "blocks_3_0_bn1_drop"
-    st = pair_statistics(model, sample_crops(32, size=args.size, seed=0), layer, progress=False)
+    st = pair_statistics(model, sample_crops(32, size=args.size, seed=0), layer, settings=PassSettings(progress=False))
     a, b, r = st.pick("anticorrelated")
     fa, fb = st.feature(a), st.feature(b)
     scale = (1.0, 1.0)  # the same fixed scales on both sides (the axis-scale render is not what is compared)

@@ -20,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from _common import write_result  # noqa: E402
+from lucent_inhibit.core.settings import PassSettings
 
 
 def make_folder(root, n, side):
@@ -40,8 +41,7 @@ def timed_scan(model, root, size, workers, batch_size):
     data = li.ImageFolder(root, size=size, workers=workers)
     t_open = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = li.scan(model, data, li.Feature("blocks_4_0_bn3_drop", unit=5), ["blocks_4_0_bn2_act"],
-                  batch_size=batch_size, progress=False)
+    res = li.scan(model, data, li.Feature("blocks_4_0_bn3_drop", unit=5), ["blocks_4_0_bn2_act"], settings=PassSettings(batch_size=batch_size, progress=False))
     return t_open, time.perf_counter() - t0, res.activation
 
 

@@ -28,6 +28,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 from _common import write_result  # noqa: E402
+from lucent_inhibit.core.settings import PassSettings
 
 FEATURE = ("blocks_4_0_bn3_drop", 5)
 LAYERS = ["blocks_4_0_bn2_act", "blocks_3_2"]
@@ -118,8 +119,8 @@ def memory_child(n, size, batch_size, threads):
         pass
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        r = scan(model, ds, Feature(FEATURE[0], unit=FEATURE[1]), LAYERS, batch_size=batch_size,
-                 out=os.path.join(d, "scan"), progress=False)
+        r = scan(model, ds, Feature(FEATURE[0], unit=FEATURE[1]), LAYERS,
+                 out=os.path.join(d, "scan"), settings=PassSettings(batch_size=batch_size, progress=False))
         dt = time.perf_counter() - t
     peak = _vm("VmHWM")
     print(json.dumps({"n": len(r), "peak_rss_mib": peak, "rss_before_scan_mib": before, "seconds": dt}))
@@ -154,7 +155,7 @@ def main():
     feature = Feature(FEATURE[0], unit=FEATURE[1])
 
     def run_scan():
-        scan(model, ds, feature, LAYERS, batch_size=a.batch_size, progress=False)
+        scan(model, ds, feature, LAYERS, settings=PassSettings(batch_size=a.batch_size, progress=False))
 
     def run_bare():
         bare_loop(model, images, feature, LAYERS, a.batch_size)

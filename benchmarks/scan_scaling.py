@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from _common import LazyImages, proc_status, reset_peak, write_result  # noqa: E402
+from lucent_inhibit.core.settings import PassSettings
 
 
 def child(n: int, batch_size: int) -> dict:
@@ -32,10 +33,10 @@ def child(n: int, batch_size: int) -> dict:
     torch.set_num_threads(1)
     model = li.efficientnet_lite0()
     feature, layers = li.Feature("blocks_4_0_bn3_drop", unit=5), ["blocks_4_0_bn2_act"]
-    li.scan(model, LazyImages(64), feature, layers, batch_size=batch_size, progress=False)  # warm-up
+    li.scan(model, LazyImages(64), feature, layers, settings=PassSettings(batch_size=batch_size, progress=False))  # warm-up
     before, reset = proc_status("VmRSS"), reset_peak()
     t0 = time.perf_counter()
-    li.scan(model, LazyImages(n), feature, layers, batch_size=batch_size, progress=False)
+    li.scan(model, LazyImages(n), feature, layers, settings=PassSettings(batch_size=batch_size, progress=False))
     seconds = time.perf_counter() - t0
     peak = proc_status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n": n, "seconds": seconds, "ms_per_image": 1000 * seconds / n,

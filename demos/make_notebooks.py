@@ -89,11 +89,12 @@ att = li.attribute(model, torch.stack([images[i] for i in range(4)]), feature,
 for layer in att.layers:
     print(f"{layer:22s} f={att.activation[0]:+.3f}  E={att.total(layer)[0]:+.3f}  P={att.positive(layer)[0]:.3f}  N={att.negative(layer)[0]:.3f}")''',
             "#Completeness over a dataset for random logits, and for the feature with attribution 0..3 blocks back.",
-            '''res = li.completeness(model, images, li.random_logits(2 if SMALL else 8), li.block_outputs(model) + ["conv_head"],
-                      batch_size=12)
+            '''passes = li.PassSettings(batch_size=12)  # images per forward / backward pass, for every dataset pass below
+res = li.completeness(model, images, li.random_logits(2 if SMALL else 8), li.block_outputs(model) + ["conv_head"],
+                      settings=passes)
 print(res.table())
 show(li.plot_completeness(res, "completeness.png"))
-pair = li.completeness(model, images, [feature], ["blocks_4_0_bn2_act", "blocks_3_2", "blocks_2_1"], batch_size=12)
+pair = li.completeness(model, images, [feature], ["blocks_4_0_bn2_act", "blocks_3_2", "blocks_2_1"], settings=passes)
 print(pair.table())''',
             "#Integrated gradients at a layer are complete by construction: the totals equal `f(x) - f(baseline)`.",
             '''ig = li.attribute(model, torch.stack([images[0]]), feature, ["blocks_3_2"], method="integrated_gradients", steps=8 if SMALL else 32)
@@ -108,7 +109,8 @@ print("IG total", float(ig.total("blocks_3_2")[0]), " f(x) - f(0)", float(ig.act
         [
             '''images = li.sample_crops(24 if SMALL else 256, size=128 if SMALL else 224)
 feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
-result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], batch_size=12, out="scan_out")  # resumable
+passes = li.PassSettings(batch_size=12)  # images per forward / backward pass, for every dataset pass below
+result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], out="scan_out", settings=passes)  # resumable
 print(result)
 print("MEIs", result.meis(5), "MIIs", result.miis(5), "MTIs", result.mtis(5))
 print("completeness r of the scan:", result.completeness)
@@ -122,7 +124,7 @@ for name in ("scatter_percentile", "meis", "miis", "mtis"):
             "#The causal test: remove the inhibitory elements (S < 0) at the attribution layer and re-run the forward "
             "pass. Were the MTIs quiet because of inhibition, they now fire like the MEIs.",
             '''dis = li.disinhibit(model, images, feature, "blocks_4_0_bn2_act", scan=result, k=5 if SMALL else 10,
-                    n_random=8 if SMALL else 32, batch_size=12)
+                    n_random=8 if SMALL else 32, settings=passes)
 for group, m in dis.means().items():
     print(f"{group:7s} f={m['f']:+7.2f}  disinhibited f={m['disinhibited']:+7.2f}  f+N={m['f_plus_N']:+7.2f}  ({m['images']} images)")
 print(dis.explanation())
@@ -175,7 +177,7 @@ show(res.plot("tense.png"))''',
             '''from lucent_inhibit.atlas import AtlasConfig, build_atlas, plot_atlas, select_images, write_atlas_html
 images = li.sample_crops(24 if SMALL else 256, size=128)
 feature = li.Feature("blocks_4_0_bn3_drop", unit=3)
-result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], batch_size=12)
+result = li.scan(model, images, feature, ["blocks_4_0_bn2_act"], settings=li.PassSettings(batch_size=12))
 k = 8 if SMALL else 64  # as the atlas stage: the 2k largest |S|, k MEIs, k MIIs and k MTIs
 sel = select_images(result, top_abs=2 * k, top_activation=k, bottom_activation=k, top_tension=k)
 atlas = build_atlas(model, images, feature, "blocks_4_0_bn2_act", sel, config=AtlasConfig(mode="sum"),
@@ -198,7 +200,7 @@ show("atlas.png")''',
             "Raise `n_angles`, `n_seeds` and `steps` on a GPU.",
             '''from lucent_inhibit.combinations import pair_cloud, pair_statistics, plot_combinations, sweep_combinations
 images = li.sample_crops(16 if SMALL else 128, size=96)  # the size the sweep renders at
-stats = pair_statistics(model, images, "blocks_4_0_bn3_drop", batch_size=16)
+stats = pair_statistics(model, images, "blocks_4_0_bn3_drop")
 ua, ub, r = stats.pick("anticorrelated")
 print("most anti-correlated pair", ua, ub, r)
 fa, fb = li.Feature("blocks_4_0_bn3_drop", unit=ua), li.Feature("blocks_4_0_bn3_drop", unit=ub)

@@ -15,7 +15,8 @@ _EXPORTS = {
     "core.hooks": ["AmbiguousLayerError", "capture", "get_layer", "layers"],
     "core.features": ["Feature"],
     "core.preparation": ["prepare", "preprocess_fn"],
-    "core.rendering": ["NonFiniteLoss", "RenderSettings"],
+    "core.rendering": ["NonFiniteLoss"],
+    "core.settings": ["PassSettings", "RenderSettings"],
     "core.results": ["Result", "ResultFileError", "load_result"],
     "models.loading": ["load_model"],
     "models.embedded": ["efficientnet_lite0"],
@@ -62,7 +63,7 @@ __all__ = [
     "random_logits", "render_icons", "run_demo", "sample_crops", "sample_images", "save_scan_figures", "scan",
     "select_images", "signed_totals", "sweep_combinations", "tense_image", "tension", "train_toy",
     "warn_if_incomplete", "write_atlas_html", "objectives", "param", "stages", "transform",
-    "Finding", "default_attribution_layer", "default_feature_layers", "findings", "pick_unit", "resolve_feature_layers",
+    "Finding", "PassSettings", "default_attribution_layer", "default_feature_layers", "findings", "pick_unit", "resolve_feature_layers",
 ]
 
 

@@ -33,6 +33,7 @@ from lucent_inhibit.attribution.attribute import attribute, measure
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 
 class _Images(list):
@@ -71,7 +72,7 @@ def tiny_atlas():
         warnings.simplefilter("ignore")
         # no augmentation: Lucent's standard transforms (12 px padding, 8 px jitter) swamp 16 px images
         atlas = build_atlas(net, data, FEAT, "relu2",
-                            config=AtlasConfig(mode="position", grid_size=4, min_points=2, batch_size=8,
+                            config=AtlasConfig(mode="position", grid_size=4, min_points=2,
                                                icon_batch_size=8),
                             render=RenderSettings(steps=24, transforms=()))
     return net, data, atlas
@@ -167,7 +168,7 @@ def test_collect_bad_inputs(tiny_net, tiny_data):
 def test_select_images_from_scan(tiny_net, tiny_data, tmp_path):
     from lucent_inhibit.scanning.run import scan
 
-    result = scan(tiny_net, tiny_data, FEAT, ["relu2", "relu1"], batch_size=8, progress=False)
+    result = scan(tiny_net, tiny_data, FEAT, ["relu2", "relu1"], settings=PassSettings(batch_size=8, progress=False))
     sel = select_images(result, FEAT, "relu2", top_abs=4, top_activation=3, bottom_activation=3, top_tension=2)
     expect = set(result.top_abs(4, "relu2")) | set(result.meis(3)) | set(result.miis(3)) | set(result.mtis(2, layer="relu2"))
     assert set(sel.indices.tolist()) == expect
@@ -191,7 +192,7 @@ def test_select_images_from_scan(tiny_net, tiny_data, tmp_path):
 def test_select_rejects_scan_of_another_feature_or_layer(tiny_net, tiny_data):
     from lucent_inhibit.scanning.run import scan
 
-    result = scan(tiny_net, tiny_data, FEAT, ["relu2"], batch_size=8, progress=False)
+    result = scan(tiny_net, tiny_data, FEAT, ["relu2"], settings=PassSettings(batch_size=8, progress=False))
     with pytest.raises(ValueError, match=r"scan is of feature conv3 unit 1.*explains conv3 unit 2"):
         select_images(result, Feature("conv3", unit=2), "relu2", top_abs=3)
     with pytest.raises(ValueError, match=r"layers \['relu2'\], not at the atlas layer 'relu1'"):
@@ -487,7 +488,7 @@ def test_attribution_atlas_on_real_model_inhibitory_icons_activate_less(lite0):
     feature = Feature("blocks_4_0_bn3_drop", unit=5, position="mean")
     atlas = build_atlas(lite0, data, feature, "blocks_4_0_bn2_act",
                         # a fine grid given explicitly: the automatic side is a dense mosaic (few, full cells)
-                        config=AtlasConfig(mode="position", pca=32, min_points=2, grid_size=20, batch_size=64,
+                        config=AtlasConfig(mode="position", pca=32, min_points=2, grid_size=20,
                                            icon_batch_size=64),
                         render=RenderSettings(steps=16))
     assert len(atlas.points) > 1000

@@ -33,6 +33,7 @@ from lucent_inhibit.core.hooks import capture, hook_count
 from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.results import load_result
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 FEAT = Feature("conv3", unit=1)
 FAST = RenderSettings(steps=2, transforms=())
@@ -91,7 +92,7 @@ def _grid(points, size=2, seed=0):
 # ------------------------------------------------------------------------------------------------
 def test_collect_vectors_restores_hooks_and_grads(net):
     before = _state(net)
-    pts = collect_vectors(net, _images(12), FEAT, "relu2", kind="activation", batch_size=4)
+    pts = collect_vectors(net, _images(12), FEAT, "relu2", kind="activation", settings=PassSettings(batch_size=4))
     assert len(pts) == 12 and _state(net) == before
 
 
@@ -102,7 +103,7 @@ def test_collect_vectors_restores_hooks_when_a_batch_raises(net, monkeypatch):
     fake = _raise_on_call(2, vectors.attribute)
     monkeypatch.setattr(vectors, "attribute", fake)
     with pytest.raises(RuntimeError, match="boom on call 2"):
-        collect_vectors(net, _images(12), FEAT, "relu2", batch_size=4)
+        collect_vectors(net, _images(12), FEAT, "relu2", settings=PassSettings(batch_size=4))
     assert len(fake.calls) == 2 and _state(net) == before
 
 
@@ -112,7 +113,7 @@ def test_collect_vectors_restores_hooks_when_the_forward_raises(net, monkeypatch
     monkeypatch.setattr(net.relu2, "forward", fake)
     before = _state(net)
     with pytest.raises((RuntimeError, ValueError), match="boom on call 3"):  # capture may rephrase it
-        collect_vectors(net, _images(12), FEAT, "relu2", kind="activation", batch_size=4)
+        collect_vectors(net, _images(12), FEAT, "relu2", kind="activation", settings=PassSettings(batch_size=4))
     assert _state(net) == before
 
 
@@ -120,7 +121,7 @@ def test_collect_vectors_restores_hooks_when_the_forward_raises(net, monkeypatch
 def points(net):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return collect_vectors(net, _images(16), FEAT, "relu2", mode="position", batch_size=8)
+        return collect_vectors(net, _images(16), FEAT, "relu2", mode="position", settings=PassSettings(batch_size=8))
 
 
 def test_render_icons_restores_hooks_and_grads(net, points):
@@ -165,7 +166,7 @@ def test_render_icons_restores_hooks_when_the_objective_raises_inside_render_vis
 
 def test_build_atlas_restores_hooks_and_grads_also_when_a_render_raises(net, monkeypatch):
     data = _images(24)
-    config = AtlasConfig(grid_size=2, min_points=1, icon_batch_size=1, batch_size=8)
+    config = AtlasConfig(grid_size=2, min_points=1, icon_batch_size=1)
     before = _state(net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -232,7 +233,7 @@ def test_icons_are_measured_on_the_tensor_collect_vectors_reads(resnet):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [
     ("power", float("nan")), ("power", float("inf")), ("power", -1.0), ("kind", "gradients"), ("mode", "pixel"),
-    ("crop", 1.5), ("method", "saliency"), ("batch_size", 0), ("icon_batch_size", 2.5), ("n_neighbors", 1),
+    ("crop", 1.5), ("method", "saliency"), ("icon_batch_size", 2.5), ("n_neighbors", 1),
     ("min_dist", float("nan")), ("pca", 1), ("grid_size", 0), ("min_points", True), ("top_abs", -1),
     ("score", "max"), ("granularity", "pixel"), ("icon_target", "corner"), ("clip", (99.0, 1.0)),
     ("umap_seed", -1), ("thumbnail_size", "48"),
@@ -275,9 +276,9 @@ def scanned_atlas():
 
     model = TinyConvNet().eval()
     data = _Named(_images(24))
-    result = scan(model, data, FEAT, ["relu2"], batch_size=8, progress=False)
+    result = scan(model, data, FEAT, ["relu2"], settings=PassSettings(batch_size=8, progress=False))
     config = AtlasConfig(top_abs=10, top_activation=4, bottom_activation=4, top_tension=0, grid_size=2,
-                         min_points=1, batch_size=8)
+                         min_points=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         atlas = build_atlas(model, data, FEAT, "relu2", result, config=config, render=FAST)
@@ -296,7 +297,7 @@ def test_render_defaults_follow_the_render_contract():
     from lucent_inhibit.atlas import icon_settings
 
     s = icon_settings(None, (16, 16))
-    assert (s.steps, s.lr, s.seed, s.param, s.hw(None), s.model_size) == (128, 0.05, 0, "lucent", (16, 16), (16, 16))
+    assert (s.steps, s.lr, s.seed, s.param, s.hw(None), s.model_size) == (48, 0.1, 0, "lucent", (16, 16), (16, 16))
     s = icon_settings(RenderSettings(size=32, param="fourier"), (16, 16))
     assert (s.hw(None), s.param, s.model_size) == ((32, 32), "fourier", (16, 16))
 

@@ -39,8 +39,7 @@ def atlas16():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         atlas = build_atlas(net, data, FEAT, "relu2",
-                            config=AtlasConfig(mode="position", icon_target="positions", grid_size=4, min_points=2,
-                                               batch_size=8, icon_batch_size=8, crop_size=24),
+                            config=AtlasConfig(mode="position", icon_target="positions", grid_size=4, min_points=2, icon_batch_size=8, crop_size=24),
                             render=RenderSettings(steps=12))
     return net, data, atlas
 

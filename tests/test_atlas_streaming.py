@@ -17,6 +17,7 @@ from lucent_inhibit.attribution.attribute import attribute
 from lucent_inhibit.attribution.totals import signed_totals
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.synthesis.objectives import crop_box
+from lucent_inhibit.core.settings import PassSettings
 
 FEAT = Feature("conv3", unit=1)
 SELECTION = [11, 2, 7, 0, 5, 12, 3, 9, 1, 4, 8]  # unsorted, 11 images in batches of 4 (the last one short)
@@ -94,7 +95,7 @@ def _reference(model, data, feature, layer, kind, mode, crop, batch_size=4):
 def _collect(model, data, feature, layer, kind, mode, crop, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pts = collect_vectors(model, data, feature, layer, SELECTION, kind, mode, crop, batch_size=4, **kw)
+        pts = collect_vectors(model, data, feature, layer, SELECTION, kind, mode, crop, **kw, settings=PassSettings(batch_size=4))
     dropped = [str(w.message) for w in caught if "atlas points whose" in str(w.message)]
     return pts, dropped
 
@@ -185,7 +186,7 @@ def test_a_full_disk_is_reported_with_what_would_fit(tiny, data, monkeypatch):
 
     monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: _Full())
     with pytest.raises(OSError, match=r"layer maps .* MiB in all.*No space left.*TMPDIR.*memory_budget >= \d+ bytes"):
-        collect_vectors(tiny, data, FEAT, "relu2", SELECTION, batch_size=4, memory_budget=0)
+        collect_vectors(tiny, data, FEAT, "relu2", SELECTION, memory_budget=0, settings=PassSettings(batch_size=4))
 
 
 def test_the_store_is_closed_when_a_batch_raises(tiny, data, monkeypatch):
@@ -202,7 +203,7 @@ def test_the_store_is_closed_when_a_batch_raises(tiny, data, monkeypatch):
 
     monkeypatch.setattr(vectors, "attribute", attribute)
     with pytest.raises(RuntimeError, match="second batch"):
-        collect_vectors(tiny, data, FEAT, "relu2", SELECTION, batch_size=4, memory_budget=0)
+        collect_vectors(tiny, data, FEAT, "relu2", SELECTION, memory_budget=0, settings=PassSettings(batch_size=4))
     assert stores[0].shapes == [(8, 16, 16)] and stores[0].written == 4
     assert stores[0].files == []  # its temporary file is closed, and so deleted
 

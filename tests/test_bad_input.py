@@ -19,6 +19,7 @@ from lucent_inhibit.atlas import AtlasConfig
 from lucent_inhibit.core.features import check_images
 from lucent_inhibit.core.validate import InputError, check_size
 from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.core.settings import PassSettings
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -38,9 +39,9 @@ NUMERIC = {
     "attribute steps": lambda v: li.attribute(NET, X, F, "relu2", method="integrated_gradients", steps=v),
     "internal_batch_size": lambda v: li.attribute(NET, X, F, "relu2", method="integrated_gradients",
                                                   internal_batch_size=v),
-    "completeness_threshold": lambda v: li.scan(NET, X, F, "relu2", completeness_threshold=v, progress=False),
-    "batch_size": lambda v: li.scan(NET, X, F, "relu2", batch_size=v, progress=False),
-    "max_images": lambda v: li.completeness(NET, X, [F], "relu2", max_images=v, progress=False),
+    "completeness_threshold": lambda v: li.scan(NET, X, F, "relu2", settings=PassSettings(completeness_threshold=v, progress=False)),
+    "batch_size": lambda v: li.scan(NET, X, F, "relu2", settings=PassSettings(batch_size=v, progress=False)),
+    "max_images": lambda v: li.completeness(NET, X, [F], "relu2", max_images=v, settings=PassSettings(progress=False)),
     "S": lambda v: li.ToyConfig(S=v),
     "decay": lambda v: li.ToyConfig(decay=v),
     "toy lr": lambda v: li.train_toy(li.ToyConfig(n=3, m=2), steps=2, seeds=(0,), lr=v, progress=False),

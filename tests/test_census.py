@@ -12,6 +12,7 @@ from torch import nn
 from lucent_inhibit import Census, Feature, layer_census, scan
 from lucent_inhibit.census import ChunkMemoryError
 from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.core.settings import PassSettings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYERS = ["relu1", "relu2"]
@@ -54,7 +55,9 @@ def data():
 
 
 def _census(net, data, features="conv3", layers=LAYERS, **kw):
-    kw = dict(dict(batch_size=5, chunk_size=3, progress=False, preprocess=False), **kw)
+    passes = {k: kw.pop(k) for k in ("batch_size", "progress", "preprocess", "completeness_threshold") if k in kw}
+    kw = dict(dict(chunk_size=3, settings=PassSettings(**dict(dict(batch_size=5, progress=False, preprocess=False),
+                                                              **passes))), **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return layer_census(net, data, features, layers, **kw)
@@ -63,7 +66,7 @@ def _census(net, data, features="conv3", layers=LAYERS, **kw):
 def _scan(net, data, feature, layers=LAYERS):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return scan(net, data, feature, layers, batch_size=5, progress=False, preprocess=False)
+        return scan(net, data, feature, layers, settings=PassSettings(batch_size=5, progress=False, preprocess=False))
 
 
 @pytest.mark.parametrize("backward", ["loop", "batched"])
@@ -121,7 +124,7 @@ def test_share_ranking_summary_plot_and_file(tiny_net, data, tmp_path):
 
 def test_a_census_too_small_for_percentiles_warns_and_low_completeness_warns(tiny_net, data):
     with pytest.warns(UserWarning, match="too small for percentile tension"):
-        small = layer_census(tiny_net, data[:6], "conv3", LAYERS, batch_size=4, progress=False, preprocess=False)
+        small = layer_census(tiny_net, data[:6], "conv3", LAYERS, settings=PassSettings(batch_size=4, progress=False, preprocess=False))
     with pytest.raises(ValueError, match="at least 10 images"):
         small.tension()
     assert "most_inhibited" in small.summary()
@@ -129,7 +132,7 @@ def test_a_census_too_small_for_percentiles_warns_and_low_completeness_warns(tin
 
 def test_bad_input_names_the_value(tiny_net, data):
     with pytest.raises(InputError, match=r"position \(0, 1\): layer 'fc' is linear.*no spatial positions"):
-        layer_census(LinearHead().eval(), data, "fc", ["relu"], position=(0, 1), progress=False)
+        layer_census(LinearHead().eval(), data, "fc", ["relu"], position=(0, 1), settings=PassSettings(progress=False))
     head = _census(LinearHead().eval(), data, "fc", ["relu"], batch_size=7)  # a linear layer at 'center' is fine
     assert head.activation.shape == (14, 5)
     with pytest.raises(ValueError, match=r"position \(3, 16\) is outside layer 'conv3''s 16x16 map"):
@@ -160,13 +163,14 @@ import resource, sys, warnings
 sys.path.insert(0, {HERE!r})
 import torch
 from test_census import Wide
+from lucent_inhibit import PassSettings
 from lucent_inhibit.census import ChunkMemoryError, layer_census
 net, data = Wide().eval(), torch.rand(8, 3, 32, 32)
 with open("/proc/self/status") as f:
     used = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
 resource.setrlimit(resource.RLIMIT_AS, (used + 600 * 2 ** 20, resource.RLIM_INFINITY))
-run = lambda chunk: layer_census(net, data, "head", ["relu"], batch_size=8, chunk_size=chunk, progress=False,
-                                 preprocess=False)
+run = lambda chunk: layer_census(net, data, "head", ["relu"], chunk_size=chunk,
+                                 settings=PassSettings(batch_size=8, progress=False, preprocess=False))
 try:
     run(256)
 except ChunkMemoryError as e:
@@ -210,10 +214,10 @@ def test_real_model_census_of_units_equals_their_scans(lite0):
     layers = ["blocks_4_0_bn2_act"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        census = layer_census(lite0, crops, "blocks_4_0_bn3_drop", layers, units=[5, 17, 40], batch_size=5,
-                              chunk_size=2, progress=False)
+        census = layer_census(lite0, crops, "blocks_4_0_bn3_drop", layers, units=[5, 17, 40],
+                              chunk_size=2, settings=PassSettings(batch_size=5, progress=False))
         for j, f in enumerate(census.features):
-            one = scan(lite0, crops, f, layers, batch_size=5, progress=False)
+            one = scan(lite0, crops, f, layers, settings=PassSettings(batch_size=5, progress=False))
             scale = float(one.P().max())
             np.testing.assert_allclose(census.activation[:, j], one.activation, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(census.P()[:, j] / scale, one.P() / scale, atol=1e-5)

@@ -9,6 +9,7 @@ from torch import nn
 import lucent_inhibit as li
 from lucent_inhibit.attribution.attribute import feature_graph, prepare_inputs
 from lucent_inhibit.attribution.kernel import chunk_totals, grow_support, support_box
+from lucent_inhibit.core.settings import PassSettings
 
 
 class OneByOne(nn.Module):
@@ -84,7 +85,7 @@ def test_token_and_linear_layers_are_summed_whole():
 
 def test_census_of_a_one_by_one_head_equals_one_feature_attributions():
     net = li.prepare(OneByOne())
-    census = li.layer_census(net, X, "head", ["relu"], position=(2, 6), batch_size=2, chunk_size=3, progress=False)
+    census = li.layer_census(net, X, "head", ["relu"], position=(2, 6), chunk_size=3, settings=PassSettings(batch_size=2, progress=False))
     p_ref, n_ref = by_attribute(net, X, census.features, ["relu"])
     torch.testing.assert_close(torch.from_numpy(census.pos), p_ref.transpose(0, 1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.from_numpy(census.neg), n_ref.transpose(0, 1), rtol=1e-5, atol=1e-5)

@@ -21,12 +21,13 @@ from lucent_inhibit.scanning.store import (
     read_scan_manifest,
     split_chunks,
 )
+from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture
 def finished(tmp_path):
     out = str(tmp_path / "scan")
-    ref = scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    ref = scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
     return out, ref
 
 
@@ -74,12 +75,10 @@ def test_corrupt_manifest_names_the_file(finished):
     with open(path, "w") as f:
         f.write('{"format": "lucent-inhibit-scan/2", "chunks": {')  # cut short
     for call in (lambda: ScanResult.load(out),
-                 lambda: scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out,
-                              progress=False)):
+                 lambda: scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))):
         with pytest.raises(ScanFolderError, match=f"manifest '{path}' is corrupt.*JSONDecodeError.*resume=False"):
             call()
-    again = scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, resume=False,
-                 progress=False)
+    again = scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, chunk_size=8, out=out, resume=False, settings=PassSettings(batch_size=4, progress=False))
     _same(again, ScanResult.load(out))
 
 
@@ -122,7 +121,7 @@ def test_a_folder_that_is_not_a_scan(tmp_path):
     with pytest.raises(FileNotFoundError, match="no ScanResult file"):
         ScanResult.load(str(tmp_path / "nothing"))
     with pytest.raises(ValueError, match="exists and is not a folder"):
-        scan(SmallNet(), CountingDataset(4), FEATURE, LAYERS, out=str(empty / "notes.txt"), progress=False)
+        scan(SmallNet(), CountingDataset(4), FEATURE, LAYERS, out=str(empty / "notes.txt"), settings=PassSettings(progress=False))
 
 
 def test_old_or_unfinished_folders_are_not_mixed(finished):
@@ -135,4 +134,4 @@ def test_old_or_unfinished_folders_are_not_mixed(finished):
     man["format"] = "lucent-inhibit-scan/1"
     json.dump(man, open(os.path.join(out, MANIFEST), "w"))
     with pytest.raises(ScanFolderError, match="format 'lucent-inhibit-scan/1'"):
-        scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+        scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))

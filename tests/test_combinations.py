@@ -18,6 +18,7 @@ from lucent_inhibit.combinations import (
     sweep_combinations,
 )
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 
 class _PairHead(nn.Module):
@@ -122,7 +123,7 @@ def test_result_fields_save_load_and_plot(negated_result, tmp_path):
 def test_pair_statistics_picks(tmp_path):
     model = PointyRounded(gated=False).eval()
     images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    st = pair_statistics(model, images, "head", progress=False)
+    st = pair_statistics(model, images, "head", settings=PassSettings(progress=False))
     assert st.activations.shape == (12, 2)
     assert st.most_anticorrelated()[0][:2] == (0, 1) and st.most_anticorrelated()[0][2] == pytest.approx(-1, abs=1e-5)
     z = model.conv2(model.relu1(model.conv1((images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
@@ -211,7 +212,7 @@ def test_real_model_anticorrelated_pair(lite0, tmp_path):
     np.random.seed(0)
     # the pair is picked from the photos this test was calibrated on (the bundled set has grown since)
     crops = sample_crops(48, size=64, seed=0, photos=FIRST_RELEASE_PHOTOS)
-    st = pair_statistics(lite0, crops, "blocks_3_0_bn1_drop", progress=False)
+    st = pair_statistics(lite0, crops, "blocks_3_0_bn1_drop", settings=PassSettings(progress=False))
     a, b, r = st.pick("anticorrelated")
     assert r < -0.8
     res = sweep_combinations(lite0, st.feature(a), st.feature(b), n_angles=8, n_seeds=1,

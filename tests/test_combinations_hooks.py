@@ -12,6 +12,7 @@ from lucent_inhibit.combinations import axis_scales, pair_statistics, sweep_comb
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import hook_count
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 
 class InjectedFailure(Exception):
@@ -64,7 +65,7 @@ def test_pair_statistics_restores_hooks_and_grads():
     model = _model()
     before = _state(model)
     images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    pair_statistics(model, images, "head", batch_size=4, progress=False)
+    pair_statistics(model, images, "head", settings=PassSettings(batch_size=4, progress=False))
     assert _state(model) == before
 
 
@@ -84,7 +85,7 @@ def test_pair_statistics_restores_hooks_when_a_batch_raises(monkeypatch):
     monkeypatch.setattr(model.conv2, "forward", forward)
     images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with pytest.raises(InjectedFailure, match="second batch"):
-        pair_statistics(model, images, "head", batch_size=4, progress=False)
+        pair_statistics(model, images, "head", settings=PassSettings(batch_size=4, progress=False))
     assert seen and seen[0] > before[0]  # capture's hooks were on when it raised
     assert _state(model) == before
 

@@ -14,6 +14,7 @@ from lucent_inhibit.combinations import (
 )
 from lucent_inhibit.core.results import ResultFileError, load_result
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 TINY = RenderSettings(steps=5, size=16, model_size=16, transforms=[])
 
@@ -66,7 +67,7 @@ def test_axis_scales_file_summary_and_figure(model, tmp_path):
 
 def test_pair_statistics_summary_and_figure(model, tmp_path):
     images = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    st = pair_statistics(model, [(img, 0) for img in images], "head", progress=False)  # (image, label) items
+    st = pair_statistics(model, [(img, 0) for img in images], "head", settings=PassSettings(progress=False))  # (image, label) items
     s = st.summary()
     assert s["n_images"] == 10 and s["n_units"] == 2 and s["layer"] == "head"
     assert s["anticorrelated"][:2] == [0, 1]

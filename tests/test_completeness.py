@@ -22,6 +22,7 @@ from lucent_inhibit.attribution.completeness import (
 )
 from lucent_inhibit.attribution.figures import _merge_orders, plot_completeness
 from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.settings import PassSettings
 
 LATENT = ["input", "conv1", "relu1", "conv2", "relu2"]
 
@@ -74,7 +75,7 @@ class TwoBranch(nn.Module):
 def test_bias_free_piecewise_linear_net_is_exactly_complete(position):
     net = TinyConvNet(bias=False).eval()
     feats = [Feature("conv3", unit=u, position=position) for u in range(4)]
-    res = completeness(net, _images(), feats, LATENT, batch_size=5, progress=False)
+    res = completeness(net, _images(), feats, LATENT, settings=PassSettings(batch_size=5, progress=False))
     target = np.repeat(res.f[:, :, None], len(res.layers), axis=2)
     assert np.abs(res.f).max() > 0.1  # a non-trivial feature
     np.testing.assert_allclose(res.E, target, rtol=1e-4, atol=1e-5 * np.abs(res.f).max())
@@ -84,7 +85,7 @@ def test_bias_free_piecewise_linear_net_is_exactly_complete(position):
 
 def test_biases_break_exact_completeness_and_the_result_says_so():
     net = TinyConvNet(bias=True).eval()
-    res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(4)], LATENT, progress=False)
+    res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(4)], LATENT, settings=PassSettings(progress=False))
     err = res.relative_error()
     assert np.all(err > 1e-4), err  # E differs from f at every layer
     # right before the last conv, the only unattributed term is that conv's bias: f - E = bias, exactly
@@ -106,7 +107,7 @@ def test_shared_forward_matches_attribute_per_feature():
     feats = [Feature("conv3", unit=1), Feature("conv3", direction=[1.0, -2.0, 0.5, 0.0], position="mean"),
              Feature("conv2", unit=3, position=(1, 1))]
     layers = ["relu1", "input", "conv1"]
-    res = completeness(net, images, feats, layers, batch_size=3, progress=False)
+    res = completeness(net, images, feats, layers, settings=PassSettings(batch_size=3, progress=False))
     assert res.layers == ["input", "conv1", "relu1"]  # sorted into forward order
     for i, feat in enumerate(feats):
         att = attribute(net, images, feat, layers)
@@ -121,13 +122,13 @@ def test_integrated_gradients_totals_equal_f_minus_baseline_and_converge():
     errs = {}
     for steps in (2, 8, 64):
         res = completeness(net, _images(4, size=8), feats, ["conv1", "relu2"], method="integrated_gradients",
-                           steps=steps, progress=False)
+                           steps=steps, settings=PassSettings(progress=False))
         errs[steps] = res.relative_error().max()
         assert res.baseline.shape == res.E.shape
     assert errs[64] < errs[8] < errs[2]
     assert errs[64] < 2e-2
     # gradient x activation on the same net is far from complete; IG with many steps is not
-    gxa = completeness(net, _images(4, size=8), feats, ["conv1", "relu2"], progress=False)
+    gxa = completeness(net, _images(4, size=8), feats, ["conv1", "relu2"], settings=PassSettings(progress=False))
     assert gxa.relative_error().max() > 5 * errs[64]
 
 
@@ -137,7 +138,7 @@ def test_integrated_gradients_on_a_smooth_net():
     errs = []
     for steps in (4, 16, 64):
         res = completeness(net, _images(4, size=8), feats, ["input", "act1", "conv2"],
-                           method="integrated_gradients", steps=steps, progress=False)
+                           method="integrated_gradients", steps=steps, settings=PassSettings(progress=False))
         errs.append(res.relative_error().max())
     # the midpoint rule's error falls roughly with steps^-2 on a smooth path
     assert errs[2] < errs[1] / 4 < errs[0] / 4
@@ -147,7 +148,7 @@ def test_integrated_gradients_on_a_smooth_net():
 def test_bias_free_net_integrated_gradients_is_exact_with_zero_baseline():
     net = TinyConvNet(bias=False).eval()
     res = completeness(net, _images(5), [Feature("conv3", unit=3)], ["conv1", "relu2"],
-                       method="integrated_gradients", steps=1, progress=False)
+                       method="integrated_gradients", steps=1, settings=PassSettings(progress=False))
     np.testing.assert_allclose(res.baseline, 0, atol=1e-6)
     np.testing.assert_allclose(res.E[0], res.f[0][:, None].repeat(2, 1), rtol=1e-4, atol=1e-5)
 
@@ -158,7 +159,7 @@ def test_bias_free_net_integrated_gradients_is_exact_with_zero_baseline():
 def test_result_save_load_roundtrip(tmp_path):
     net = TinyConvNet().eval()
     res = completeness(net, list(_images(6)), [Feature("conv3", unit=1)], ["conv1", "conv2"],
-                       method="integrated_gradients", steps=3, progress=False)
+                       method="integrated_gradients", steps=3, settings=PassSettings(progress=False))
     res.save(tmp_path / "c.npz")
     back = CompletenessResult.load(tmp_path / "c.npz")
     assert back.layers == res.layers and back.features == res.features and back.method == res.method
@@ -175,8 +176,8 @@ def test_subset_recomputes_r_on_the_chosen_images():
     net = TinyConvNet().eval()
     images = _images(10)
     feats = [Feature("conv3", unit=u) for u in range(3)]
-    full = completeness(net, images, feats, ["conv1", "relu2"], progress=False)
-    first = completeness(net, images[:6], feats[1:], ["conv1", "relu2"], progress=False)
+    full = completeness(net, images, feats, ["conv1", "relu2"], settings=PassSettings(progress=False))
+    first = completeness(net, images[:6], feats[1:], ["conv1", "relu2"], settings=PassSettings(progress=False))
     part = full.subset(6, features=[1, 2])
     np.testing.assert_allclose(part.r, first.r, rtol=1e-6)
     np.testing.assert_allclose(part.E, first.E, rtol=1e-5, atol=1e-6)
@@ -187,7 +188,7 @@ def test_subset_recomputes_r_on_the_chosen_images():
 
 def test_table_lists_every_layer_with_its_mean_r():
     net = TinyConvNet().eval()
-    res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"], progress=False)
+    res = completeness(net, _images(), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"], settings=PassSettings(progress=False))
     text = res.table()
     for j, l in enumerate(res.layers):
         line = next(s for s in text.splitlines() if s.startswith(l + " "))
@@ -198,9 +199,9 @@ def test_completeness_pair_equals_the_full_study_on_the_same_images():
     net = TinyConvNet().eval()
     images = _images(10)
     feat = Feature("conv3", unit=2)
-    full = completeness(net, images, [feat], ["conv1", "relu2"], progress=False)
+    full = completeness(net, images, [feat], ["conv1", "relu2"], settings=PassSettings(progress=False))
     assert completeness_pair(net, images, feat, "relu2", n_images=10) == pytest.approx(full.r_at("relu2")[0])
-    part = completeness(net, images, [feat], ["conv1"], max_images=6, progress=False)
+    part = completeness(net, images, [feat], ["conv1"], max_images=6, settings=PassSettings(progress=False))
     assert part.f.shape == (1, 6)
     assert completeness_pair(net, images, feat, "conv1", n_images=6) == pytest.approx(part.r[0, 0])
 
@@ -234,9 +235,8 @@ def test_pearson_is_nan_for_a_constant_and_matches_numpy():
 def test_plot_writes_a_png_with_the_ig_comparison(tmp_path):
     net = TinyConvNet().eval()
     feats = [Feature("conv3", unit=u) for u in range(3)]
-    gxa = completeness(net, _images(6), feats, LATENT, progress=False)
-    ig = completeness(net, _images(6), feats[:1], ["relu1", "relu2"], method="integrated_gradients", steps=4,
-                      progress=False)
+    gxa = completeness(net, _images(6), feats, LATENT, settings=PassSettings(progress=False))
+    ig = completeness(net, _images(6), feats[:1], ["relu1", "relu2"], method="integrated_gradients", steps=4, settings=PassSettings(progress=False))
     path = plot_completeness(gxa, str(tmp_path / "c.png"), compare=ig)
     import matplotlib.image
 
@@ -253,40 +253,40 @@ def test_bad_inputs_give_errors_naming_the_value():
     imgs = _images(4)
     f = Feature("conv3", unit=0)
     with pytest.raises(ValueError, match=r"Unknown layer 'relu3'.*Closest valid names: relu2, relu1"):
-        completeness(net, imgs, [f], ["relu3"], progress=False)
+        completeness(net, imgs, [f], ["relu3"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"Unknown layer 'conv4'"):
-        completeness(net, imgs, [Feature("conv4", unit=0)], ["conv1"], progress=False)
+        completeness(net, imgs, [Feature("conv4", unit=0)], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"unit 4 out of range for layer 'conv3' with 4 channels"):
-        completeness(net, imgs, [Feature("conv3", unit=4)], ["conv1"], progress=False)
+        completeness(net, imgs, [Feature("conv3", unit=4)], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"direction has length 3, but layer 'conv3' has 4 channels"):
-        completeness(net, imgs, [Feature("conv3", direction=[1, 2, 3])], ["conv1"], progress=False)
+        completeness(net, imgs, [Feature("conv3", direction=[1, 2, 3])], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"position \(12, 0\) is outside layer 'conv3''s 12x12 map"):
-        completeness(net, imgs, [Feature("conv3", unit=0, position=(12, 0))], ["conv1"], progress=False)
+        completeness(net, imgs, [Feature("conv3", unit=0, position=(12, 0))], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"images must be in \[0, 1\].*range \[0.*, 2"):
-        completeness(net, imgs * 2, [f], ["conv1"], progress=False)
+        completeness(net, imgs * 2, [f], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got \(4, 12, 12\)"):
-        completeness(net, imgs[:, 0], [f], ["conv1"], progress=False)
+        completeness(net, imgs[:, 0], [f], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"dataset item 0 has shape \(16, 16\); expected an image \(3, H, W\)"):
-        completeness(net, [torch.rand(16, 16)] * 2, [f], ["conv1"], progress=False)
+        completeness(net, [torch.rand(16, 16)] * 2, [f], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="dataset is empty"):
-        completeness(net, [], [f], ["conv1"], progress=False)
+        completeness(net, [], [f], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="features is empty"):
-        completeness(net, imgs, [], ["conv1"], progress=False)
+        completeness(net, imgs, [], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="layers is empty"):
-        completeness(net, imgs, [f], [], progress=False)
+        completeness(net, imgs, [f], [], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="method must be one of 'gradient_x_activation', 'integrated_gradients'; got 'lrp'"):
-        completeness(net, imgs, [f], ["conv1"], method="lrp", progress=False)
+        completeness(net, imgs, [f], ["conv1"], method="lrp", settings=PassSettings(progress=False))
 
 
 def test_a_layer_that_does_not_feed_the_feature_is_an_error():
     net = TinyConvNet().eval()
     with pytest.raises(ValueError, match=r"'conv3' does not feed the feature at 'conv2'.*runs after"):
-        completeness(net, _images(4), [Feature("conv2", unit=0)], ["conv1", "conv3"], progress=False)
+        completeness(net, _images(4), [Feature("conv2", unit=0)], ["conv1", "conv3"], settings=PassSettings(progress=False))
     branchy = TwoBranch().eval()
     with pytest.raises(ValueError, match=r"'b' does not feed the feature at 'a'.*no gradient path"):
-        completeness(branchy, _images(4), [Feature("a", unit=1)], ["b"], progress=False)
+        completeness(branchy, _images(4), [Feature("a", unit=1)], ["b"], settings=PassSettings(progress=False))
     # the same layer list is fine for a feature both branches feed
-    res = completeness(branchy, _images(4), [Feature("head", unit=1)], ["a", "b"], progress=False)
+    res = completeness(branchy, _images(4), [Feature("head", unit=1)], ["a", "b"], settings=PassSettings(progress=False))
     assert res.r.shape == (1, 2)
 
 
@@ -301,11 +301,10 @@ def test_real_model_completeness_pattern(lite0):
 
     ds = sample_crops(20, size=128, seed=0)
     units = completeness(lite0, ds, [Feature("blocks_4_0", unit=u) for u in (3, 50)],
-                         ["blocks_4_0_bn2_act", "blocks_3_2"], batch_size=20, progress=False)
+                         ["blocks_4_0_bn2_act", "blocks_3_2"], settings=PassSettings(batch_size=20, progress=False))
     assert np.all(units.r_at("blocks_4_0_bn2_act") > 0.95), units.table()
     assert np.all(units.r_at("blocks_3_2") > 0.6), units.table()
-    logits = completeness(lite0, ds, random_logits(4, seed=0), ["blocks_0_0", "blocks_6_0"], batch_size=20,
-                          progress=False)
+    logits = completeness(lite0, ds, random_logits(4, seed=0), ["blocks_0_0", "blocks_6_0"], settings=PassSettings(batch_size=20, progress=False))
     assert logits.mean_r()[1] > logits.mean_r()[0] + 0.3, logits.table()
 
 
@@ -358,16 +357,16 @@ def test_one_image_is_refused_and_a_constant_warns():
     net = TinyConvNet().eval()
     f = Feature("conv3", unit=0)
     with pytest.raises(ValueError, match=r"at least 2 images.*undefined over 1 image\); the dataset .* has 1"):
-        completeness(net, _images(1), [f], ["conv1"], progress=False)
+        completeness(net, _images(1), [f], ["conv1"], settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"at least 2 images.*max_images=1 has 1"):
-        completeness(net, _images(4), [f], ["conv1"], max_images=1, progress=False)
+        completeness(net, _images(4), [f], ["conv1"], max_images=1, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="n_images must be >= 2, got 1"):
         completeness_pair(net, _images(4), f, "conv1", n_images=1)
     with pytest.raises(ValueError, match=r"at least 2 images.*the subset has 1"):
-        completeness(net, _images(4), [f], ["conv1"], progress=False).subset(1)
+        completeness(net, _images(4), [f], ["conv1"], settings=PassSettings(progress=False)).subset(1)
     same = torch.rand(1, 3, 12, 12).repeat(3, 1, 1, 1)  # three identical images: f and E constant
     with pytest.warns(UserWarning, match=r"undefined \(NaN\) for 2 \(feature, layer\) pair.*constant over the 3 images"):
-        res = completeness(net, same, [f], ["conv1", "relu2"], progress=False)
+        res = completeness(net, same, [f], ["conv1", "relu2"], settings=PassSettings(progress=False))
     assert np.isnan(res.r).all()
 
 
@@ -376,18 +375,21 @@ def test_flags_and_integers_are_checked():
     imgs, f = _images(4), Feature("conv3", unit=0)
     for name, value in (("preprocess", "no"), ("progress", 0)):
         with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
-            completeness(net, imgs, [f], ["conv1"], **dict({"progress": False}, **{name: value}))
-    for name, value in (("batch_size", True), ("max_images", 2.5), ("steps", 0)):
+            completeness(net, imgs, [f], ["conv1"], settings=dict({"progress": False}, **{name: value}))
+    with pytest.raises(ValueError, match="batch_size must be"):
+        completeness(net, imgs, [f], ["conv1"], settings={"batch_size": True, "progress": False})
+    for name, value in (("max_images", 2.5), ("steps", 0)):
         with pytest.raises(ValueError, match=f"{name} must be"):
-            completeness(net, imgs, [f], ["conv1"], progress=False, **{name: value})
+            completeness(net, imgs, [f], ["conv1"], **{name: value}, settings=PassSettings(progress=False))
+    with pytest.raises(TypeError, match="settings must be a PassSettings"):
+        completeness(net, imgs, [f], ["conv1"], settings=16)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        completeness(lambda x: x, imgs, [f], ["conv1"], progress=False)
+        completeness(lambda x: x, imgs, [f], ["conv1"], settings=PassSettings(progress=False))
 
 
 def test_summary_and_plot(tmp_path):
     net = TinyConvNet().eval()
-    res = completeness(net, _images(6), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"],
-                       progress=False)
+    res = completeness(net, _images(6), [Feature("conv3", unit=u) for u in range(3)], ["conv1", "relu2"], settings=PassSettings(progress=False))
     s = res.summary()
     assert s["type"] == "CompletenessResult" and s["images"] == 6 and s["features"] == 3
     for j, l in enumerate(res.layers):
@@ -437,7 +439,7 @@ def test_hooks_flags_and_mode_are_restored_also_when_it_raises(method):
         return hook_count(net), {n: p.requires_grad for n, p in net.named_parameters()}, net.training
 
     before = state()
-    kw = dict(batch_size=2, method=method, steps=2, progress=False)
+    kw = dict(method=method, steps=2, settings=PassSettings(batch_size=2, progress=False))
     res = completeness(net, _images(6), [Feature("conv3", unit=0)], ["conv1", "relu2"], **kw)
     assert res.f.shape == (1, 6) and state() == before
     with pytest.raises(RuntimeError, match="cannot read item 4"):
@@ -467,8 +469,7 @@ def test_layernorm_scale_is_caught_by_the_sum_check_whatever_r_says():
     model = load_model("timm:convnext_atto", weights="none")
     images = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     feat = Feature("stages_2_blocks_0_mlp_fc2", unit=3)
-    res = completeness(model, images, [feat], ["stages_2_blocks_0_conv_dw", "stages_2_blocks_0_mlp_act"],
-                       batch_size=6, progress=False)
+    res = completeness(model, images, [feat], ["stages_2_blocks_0_conv_dw", "stages_2_blocks_0_mlp_act"], settings=PassSettings(batch_size=6, progress=False))
     across, inside = res.layers.index("stages_2_blocks_0_conv_dw"), res.layers.index("stages_2_blocks_0_mlp_act")
     assert res.r[0, across] > 0.9  # r alone would call it complete
     assert not res.adds_up()[0, across] and res.adds_up()[0, inside]
@@ -477,10 +478,10 @@ def test_layernorm_scale_is_caught_by_the_sum_check_whatever_r_says():
     pair = completeness_pair(model, images, feat, "stages_2_blocks_0_conv_dw", n_images=12)
     assert pair > 0.9 and not pair.adds_up
     with pytest.warns(IncompletenessWarning, match="does not add up.*share"):
-        scan(model, images, feat, ["stages_2_blocks_0_conv_dw"], batch_size=6, progress=False)
+        scan(model, images, feat, ["stages_2_blocks_0_conv_dw"], settings=PassSettings(batch_size=6, progress=False))
     with warnings.catch_warnings():
         warnings.simplefilter("error", IncompletenessWarning)
-        scan(model, images, feat, ["stages_2_blocks_0_mlp_act"], batch_size=6, progress=False)
+        scan(model, images, feat, ["stages_2_blocks_0_mlp_act"], settings=PassSettings(batch_size=6, progress=False))
 
 
 @pytest.mark.slow
@@ -489,5 +490,5 @@ def test_embedded_default_pair_still_adds_up(lite0):
     from lucent_inhibit.data.bundled import sample_crops
 
     pair = completeness_pair(lite0, sample_crops(24, size=128), Feature("blocks_4_0_bn3_drop", unit=70),
-                             "blocks_4_0_bn2_act", n_images=24, batch_size=12)
+                             "blocks_4_0_bn2_act", n_images=24, settings=PassSettings(batch_size=12))
     assert pair > 0.95 and pair.adds_up, pair

@@ -11,6 +11,7 @@ import lucent_inhibit as li
 from lucent_inhibit.core.hooks import separates
 from lucent_inhibit.models import defaults
 from lucent_inhibit.models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
+from lucent_inhibit.core.settings import PassSettings
 
 
 def test_embedded_model_keeps_its_default_feature(lite0):
@@ -65,7 +66,7 @@ def test_missing_attribution_layer_of_a_given_feature_layer_is_a_cut(caplog):
 def test_pick_unit_reads_a_token_layer_at_its_centre_patch():
     net = tiny_vit(depth=2)
     data = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(6)]
-    unit = defaults.pick_unit(net, data, "blocks_1_mlp_fc1", n=6, batch_size=3)
+    unit = defaults.pick_unit(net, data, "blocks_1_mlp_fc1", n=6, settings=PassSettings(batch_size=3))
     with torch.no_grad():
         acts = li.capture(net, li.preprocess_fn(net)(torch.stack(data)), ["blocks_1_mlp_fc1"])
     centre = acts["blocks_1_mlp_fc1"][:, 1 + 2 * 4 + 2]  # class token, then row 2, column 2 of the 4x4 grid
@@ -74,7 +75,7 @@ def test_pick_unit_reads_a_token_layer_at_its_centre_patch():
 
 def test_scan_file_argument_may_be_the_scan_stage_folder(tmp_path, tiny_net, tiny_images):
     feature = li.Feature("conv2", unit=1)
-    result = li.scan(tiny_net, tiny_images, feature, ["conv1"], batch_size=4, progress=False)
+    result = li.scan(tiny_net, tiny_images, feature, ["conv1"], settings=PassSettings(batch_size=4, progress=False))
     result.save(tmp_path / "scan.npz")
     again = li.ScanResult.load(tmp_path)
     assert again.indices.tolist() == result.indices.tolist()

@@ -24,6 +24,7 @@ from lucent_inhibit.core.hooks import hook_count
 from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
+from lucent_inhibit.core.settings import PassSettings
 
 PLANTED = Feature("out", unit=0, position="mean")
 TINY_RENDER = RenderSettings(steps=2, size=16)
@@ -33,7 +34,7 @@ TINY_RENDER = RenderSettings(steps=2, size=16)
 def planted():
     images, kinds = _planted_images()
     net = RedMinusGreen()
-    r = scan(net, images, PLANTED, "relu", batch_size=8, progress=False, preprocess=False)
+    r = scan(net, images, PLANTED, "relu", settings=PassSettings(batch_size=8, progress=False, preprocess=False))
     return net, images, kinds, r
 
 
@@ -45,7 +46,7 @@ def _state(model):
 # percentile tension
 # ------------------------------------------------------------------------------------------------
 def test_percentile_tension_is_the_default_and_ranks_within_the_scan():
-    r = scan(SmallNet(), CountingDataset(30), FEATURE, ["relu2", "relu1"], batch_size=8, progress=False)
+    r = scan(SmallNet(), CountingDataset(30), FEATURE, ["relu2", "relu1"], settings=PassSettings(batch_size=8, progress=False))
     pct = r.percentiles("relu1")
     p, n = r.P("relu1"), r.N("relu1")
     # percentile rank = share below + half the share equal, in [0, 100]
@@ -74,7 +75,7 @@ def test_percentile_tension_puts_both_totals_high_on_the_planted_net(planted):
 
 def test_scan_too_small_for_percentiles_says_how_many_images_are_needed():
     with pytest.warns(UserWarning, match="at least 10 images; this scan has 6"):
-        r = scan(SmallNet(), CountingDataset(6), FEATURE, "relu2", batch_size=4, progress=False)
+        r = scan(SmallNet(), CountingDataset(6), FEATURE, "relu2", settings=PassSettings(batch_size=4, progress=False))
     with pytest.raises(ValueError, match="at least 10 images; this scan has 6"):
         r.percentiles()
     with pytest.raises(ValueError, match="at least 10 images"):
@@ -83,7 +84,7 @@ def test_scan_too_small_for_percentiles_says_how_many_images_are_needed():
     assert r.summary()["mti_score"] == "min"  # the summary still works, by the raw score
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        scan(SmallNet(), CountingDataset(6), FEATURE, "relu2", batch_size=4, score="min", progress=False)
+        scan(SmallNet(), CountingDataset(6), FEATURE, "relu2", score="min", settings=PassSettings(batch_size=4, progress=False))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def test_scan_too_small_for_percentiles_says_how_many_images_are_needed():
 # ------------------------------------------------------------------------------------------------
 def test_planted_disinhibition_lifts_the_mtis_to_the_meis(planted, tmp_path):
     net, images, kinds, r = planted
-    d = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, preprocess=False)
+    d = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, settings=PassSettings(preprocess=False))
     assert set(kinds[d.indices["mtis"]]) == {"both"} and set(kinds[d.indices["meis"]]) == {"red"}
     m = d.means()
     # MTIs: excitation and inhibition cancel; without the inhibitory elements the feature fires
@@ -110,23 +111,23 @@ def test_planted_disinhibition_lifts_the_mtis_to_the_meis(planted, tmp_path):
     assert back.summary() == s
     with open(d.plot(str(tmp_path / "dis.png")), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    mean = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, baseline="mean", preprocess=False)
+    mean = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, baseline="mean", settings=PassSettings(preprocess=False))
     assert mean.baseline == "mean" and not np.allclose(mean.disinhibited["mtis"], d.disinhibited["mtis"])
 
 
 def test_verdict_is_computed_from_the_numbers(planted):
     net, images, _, r = planted
-    d = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, preprocess=False)
+    d = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, settings=PassSettings(preprocess=False))
     ok = d.ratio >= d.fraction and d.t_vs_random >= 2
     assert d.verdict == ("reproduced" if ok else "not reproduced on this model")
-    strict = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, fraction=50.0, preprocess=False)
+    strict = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, fraction=50.0, settings=PassSettings(preprocess=False))
     assert strict.verdict == "not reproduced on this model" and "bar 50" in strict.explanation()
 
 
 def test_incomplete_layer_warns_and_says_so():
     ds = CountingDataset(30)
     with pytest.warns(IncompletenessWarning, match="a_relu"):
-        r = scan(TwoBranch(), ds, Feature("sum", unit=0), "a_relu", batch_size=10, progress=False)
+        r = scan(TwoBranch(), ds, Feature("sum", unit=0), "a_relu", settings=PassSettings(batch_size=10, progress=False))
     with pytest.warns(IncompletenessWarning, match="a_relu.*incomplete"):
         d = disinhibit(TwoBranch(), ds, Feature("sum", unit=0), "a_relu", scan=r, k=5, n_random=8)
     assert d.completeness["complete"] is False and "incomplete" in d.explanation()
@@ -138,7 +139,7 @@ def test_incomplete_layer_warns_and_says_so():
 
 def test_bad_input(planted):
     net, images, _, r = planted
-    kw = dict(scan=r, preprocess=False)
+    kw = dict(scan=r, settings=PassSettings(preprocess=False))
     with pytest.raises(ValueError, match="baseline must be one of 'zero', 'mean'.*got 'one'"):
         disinhibit(net, images, PLANTED, "relu", baseline="one", **kw)
     with pytest.raises(ValueError, match="fraction must be > 0"):
@@ -150,7 +151,7 @@ def test_bad_input(planted):
     with pytest.raises(ValueError, match="Unknown layer 'relu9'"):
         disinhibit(net, images, PLANTED, "relu9", **kw)
     with pytest.raises(TypeError, match="scan must be a ScanResult"):
-        disinhibit(net, images, PLANTED, "relu", scan=3, preprocess=False)
+        disinhibit(net, images, PLANTED, "relu", scan=3, settings=PassSettings(preprocess=False))
     with pytest.raises(ValueError, match="not the scanned dataset"):
         disinhibit(net, images[:20], PLANTED, "relu", **kw)
     with pytest.raises(ValueError, match="n_channels must be >= 1"):
@@ -163,7 +164,7 @@ def test_bad_input(planted):
 def test_planted_dictionary_finds_the_green_channel(planted, tmp_path):
     net, images, kinds, r = planted
     res = inhibitor_dictionary(net, images, PLANTED, "relu", scan=r, k=6, n_channels=2, n_top_images=4, n_remove=1,
-                               random_draws=4, render=TINY_RENDER, preprocess=False)
+                               random_draws=4, render=TINY_RENDER, settings=PassSettings(preprocess=False))
     assert res.channels.tolist() == [1, 0]  # the green detector inhibits, the red one does not
     assert res.share[0] == pytest.approx(1.0) and res.share[1] == pytest.approx(0.0)
     assert res.delta[0] > 0.5 * float(r.activation[np.isin(r.indices, r.meis(6))].mean())  # removing it: f fires
@@ -185,10 +186,9 @@ def test_hooks_and_grad_flags_restored_also_on_error(planted, monkeypatch, which
 
     net, images, _, r = planted
     before = _state(net)
-    run = {"disinhibition": lambda: disinhibit(net, images, PLANTED, "relu", scan=r, k=4, n_random=4,
-                                                  preprocess=False),
+    run = {"disinhibition": lambda: disinhibit(net, images, PLANTED, "relu", scan=r, k=4, n_random=4, settings=PassSettings(preprocess=False)),
            "dictionary": lambda: inhibitor_dictionary(net, images, PLANTED, "relu", scan=r, k=4, n_channels=2,
-                                                      n_remove=1, render=TINY_RENDER, preprocess=False)}
+                                                      n_remove=1, render=TINY_RENDER, settings=PassSettings(preprocess=False))}
     run["render"] = run["dictionary"]
     run[which]()
     assert _state(net) == before
@@ -262,7 +262,7 @@ def test_real_model_percentile_mtis_have_both_totals_high(lite0):
     """The demo's setting: 256 crops at 224 px (about 20 s on one CPU thread)."""
     from lucent_inhibit.data.bundled import sample_crops
 
-    r = scan(lite0, sample_crops(256, size=224, seed=0), REAL_FEATURE, [REAL_LAYER], batch_size=16, progress=False)
+    r = scan(lite0, sample_crops(256, size=224, seed=0), REAL_FEATURE, [REAL_LAYER], settings=PassSettings(batch_size=16, progress=False))
     pct = r.percentiles()[np.isin(r.indices, r.mtis(10))]
     assert np.median(pct[:, 0]) >= 75 and np.median(pct[:, 1]) >= 75, pct
 

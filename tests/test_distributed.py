@@ -22,6 +22,7 @@ from lucent_inhibit.core.distributed import (
 from lucent_inhibit.data.datasets import dataset_digest
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
+from lucent_inhibit.core.settings import PassSettings
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -34,6 +35,7 @@ WORKER = textwrap.dedent('''
     from lucent_inhibit.census import layer_census
     from lucent_inhibit.scanning.store import ChunkStore
     from lucent_inhibit.scanning import scan
+    from lucent_inhibit import PassSettings
 
     cfg = json.loads(sys.argv[1])
     rank = int(os.environ["RANK"])
@@ -49,11 +51,11 @@ WORKER = textwrap.dedent('''
     for what in cfg["run"]:
         try:
             if what == "scan":
-                r = scan(TinyConvNet().eval(), images, ("conv3", unit), "relu2", batch_size=3, chunk_size=3,
-                         out=os.path.join(cfg["out"], "scan"), progress=False)
+                r = scan(TinyConvNet().eval(), images, ("conv3", unit), "relu2", chunk_size=3,
+                         out=os.path.join(cfg["out"], "scan"), settings=PassSettings(batch_size=3, progress=False))
             else:
-                r = layer_census(TinyConvNet().eval(), images, "conv3", ["relu2", "relu1"], batch_size=3,
-                                 chunk_size=2, progress=False)
+                r = layer_census(TinyConvNet().eval(), images, "conv3", ["relu2", "relu1"], chunk_size=2,
+                                 settings=PassSettings(batch_size=3, progress=False))
             r.save(os.path.join(cfg["out"], f"{what}-{rank}.npz"))
         except ValueError as exc:
             with open(os.path.join(cfg["out"], f"refused-{what}-{rank}.txt"), "w") as f:  # ranks' prints interleave
@@ -94,8 +96,7 @@ def _same_scan(a: ScanResult, b: ScanResult):
 
 
 def _one_process_scan(out):
-    return scan(TinyConvNet().eval(), _images(), ("conv3", 1), "relu2", batch_size=3, chunk_size=3, out=str(out),
-                progress=False)
+    return scan(TinyConvNet().eval(), _images(), ("conv3", 1), "relu2", chunk_size=3, out=str(out), settings=PassSettings(batch_size=3, progress=False))
 
 
 def test_torchrun_scan_and_census_equal_the_one_process_run(tmp_path):
@@ -107,8 +108,7 @@ def test_torchrun_scan_and_census_equal_the_one_process_run(tmp_path):
     _same_scan(one, ScanResult.load(tmp_path / "scan"))  # rank 0 wrote the one-process folder ...
     with open(tmp_path / "scan" / "manifest.json") as f, open(tmp_path / "one" / "manifest.json") as g:
         assert json.load(f) == json.load(g)  # ... chunk for chunk (same SHA-256s)
-    census = layer_census(TinyConvNet().eval(), _images(), "conv3", ["relu2", "relu1"], batch_size=3, chunk_size=2,
-                          progress=False)
+    census = layer_census(TinyConvNet().eval(), _images(), "conv3", ["relu2", "relu1"], chunk_size=2, settings=PassSettings(batch_size=3, progress=False))
     for rank in (0, 1):
         got = Census.load(tmp_path / f"census-{rank}.npz")
         for name in ("indices", "activation", "pos", "neg", "items"):

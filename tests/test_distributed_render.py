@@ -20,6 +20,7 @@ from lucent_inhibit.combinations.sweeps import CombinationResult, sweep_combinat
 from lucent_inhibit.core.distributed import chunk_owner, map_chunks, rank0_seed
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 #: One worker program run by every rank; the output folder comes in argv[1].
 WORKER = textwrap.dedent('''
@@ -52,7 +53,7 @@ def icons_run():
     images = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        points = collect_vectors(net, images, Feature("conv3", 1), "relu2", mode="position", batch_size=8)
+        points = collect_vectors(net, images, Feature("conv3", 1), "relu2", mode="position", settings=PassSettings(batch_size=8))
     xy = np.random.default_rng(0).uniform(size=(len(points), 2)).astype(np.float32)
     grid = grid_cells(points, AtlasLayout(xy, xy, 5), size=2, min_points=1)
     return render_icons(net, points, grid, RenderSettings(steps=2, transforms=(), seed=5), batch_size=1)

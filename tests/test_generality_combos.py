@@ -8,6 +8,7 @@ from lucent_inhibit.app.stages.combos import scaled_pair
 from lucent_inhibit.combinations import pair_statistics
 from lucent_inhibit.core import hooks
 from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings
 
 
 class NeverPositive(nn.Module):
@@ -35,7 +36,7 @@ class NegUnitNet(nn.Module):
 def setup():
     model = NegUnitNet().eval()
     data = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    stats = pair_statistics(model, data, "feat", position="center", batch_size=12, progress=False)
+    stats = pair_statistics(model, data, "feat", position="center", settings=PassSettings(batch_size=12, progress=False))
     return model, stats, RenderSettings(steps=12, size=16, model_size=16, transforms=[])
 
 

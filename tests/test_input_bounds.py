@@ -23,6 +23,7 @@ from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.data.batching import iter_batches
 from lucent_inhibit.data.datasets import check_indices
 from lucent_inhibit.synthesis import objectives, param, transform
+from lucent_inhibit.core.settings import PassSettings
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -163,7 +164,7 @@ def test_unit_and_preprocess_are_checked_by_type():
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def scanned():
-    return li.scan(NET, X, F, "relu2", batch_size=6, progress=False)
+    return li.scan(NET, X, F, "relu2", settings=PassSettings(batch_size=6, progress=False))
 
 
 def test_select_images_needs_a_scan():
@@ -183,7 +184,7 @@ def test_a_model_that_overflows_gives_a_scan_that_selection_refuses():
         net.conv2.weight[0, 0, 0, 0] = float("inf")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # r is NaN: the scan warns that completeness is undefined
-        bad = li.scan(net, X, F, "relu2", batch_size=6, progress=False)
+        bad = li.scan(net, X, F, "relu2", settings=PassSettings(batch_size=6, progress=False))
     with pytest.raises(InputError, match=r"NaN or infinite for 12 of 12 images .*dataset indices \[0, 1, 2, 3, 4\]"):
         li.select_images(bad, top_tension=3, score="min")
 

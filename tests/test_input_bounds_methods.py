@@ -83,9 +83,9 @@ def test_the_stages_restate_the_libraries_power_bound():
 # wrong types: not a feature list, not a number, not a tensor, not a layer name, not an objective
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("call, error, match", [
-    (lambda: li.completeness(NET, X, None, ["relu2"], progress=False), InputError,
+    (lambda: li.completeness(NET, X, None, ["relu2"], settings=PassSettings(progress=False)), InputError,
      "features must be a Feature or a list of Features, got None"),
-    (lambda: li.completeness(NET, X, "conv3", ["relu2"], progress=False), InputError, "features must be"),
+    (lambda: li.completeness(NET, X, "conv3", ["relu2"], settings=PassSettings(progress=False)), InputError, "features must be"),
     (lambda: li.random_logits(n=HUGE), InputError, r"n must be between 1 and n_classes=1000, got 10{20}"),
     (lambda: li.warn_if_incomplete("3", F, "relu2"), InputError, "r must be a number or None, got '3'"),
     (lambda: li.warn_if_incomplete(0.9, F, "relu2", slope=[1]), InputError, "slope must be a number or None"),
@@ -127,7 +127,7 @@ def test_layer_names_accept_one_name_or_any_iterable_of_names():
 def scanned():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return li.scan(NET, X, F, "relu2", batch_size=6, progress=False)
+        return li.scan(NET, X, F, "relu2", settings=PassSettings(batch_size=6, progress=False))
 
 
 NOT_RESULTS = [None, 3, {"layers": ["relu2"]}, X]
@@ -245,6 +245,7 @@ from lucent_inhibit.attribution.figures import (
     plot_completeness,
 )
 from lucent_inhibit.core.figures import close
+from lucent_inhibit.core.settings import PassSettings
 
 COUNTS = st.one_of(ANY, HUGE_VALUES, st.integers(-3, 12))
 

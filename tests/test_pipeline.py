@@ -13,6 +13,7 @@ from lucent_inhibit.app.cli import main
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.data.batching import iter_batches
 from lucent_inhibit.data.folders import ImageFolder
+from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture
@@ -52,8 +53,7 @@ def test_bad_worker_counts_are_refused(folder, workers):
 def test_a_scan_over_a_folder_is_the_same_with_workers(folder):
     model = TinyConvNet(width=4).eval()
     feature = li.Feature("conv3", unit=1)
-    runs = [li.scan(model, ImageFolder(str(folder), size=16, workers=w), feature, ["relu2"], batch_size=3,
-                    progress=False) for w in (0, 2)]
+    runs = [li.scan(model, ImageFolder(str(folder), size=16, workers=w), feature, ["relu2"], settings=PassSettings(batch_size=3, progress=False)) for w in (0, 2)]
     assert np.array_equal(runs[0].activation, runs[1].activation)
     assert np.array_equal(runs[0].P("relu2"), runs[1].P("relu2"))
 

@@ -15,13 +15,13 @@ from lucent_inhibit.scanning.figures import (
     save_scan_figures,
 )
 from lucent_inhibit.scanning.run import scan
+from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture(scope="module")
 def planted():
     images, kinds = _planted_images(per_kind=4)
-    r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", batch_size=8,
-             progress=False, preprocess=False)
+    r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", settings=PassSettings(batch_size=8, progress=False, preprocess=False))
     return r, images, kinds
 
 
@@ -136,8 +136,7 @@ def test_percentile_scatter_and_grid_captions_show_percentile_ranks(planted):
 def test_small_scan_figures_fall_back_to_raw_totals(tmp_path):
     images, _ = _planted_images(per_kind=2)
     with pytest.warns(UserWarning, match="at least 10 images"):
-        r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", batch_size=8,
-                 progress=False, preprocess=False)
+        r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", settings=PassSettings(batch_size=8, progress=False, preprocess=False))
     files = save_scan_figures(r, images, str(tmp_path / "small"), k=3)
     assert "scatter_percentile" not in files and os.path.exists(files["mtis"])
     fig = plot_image_grid(r, images, r.mtis(2, score="min"))

@@ -15,6 +15,7 @@ from lucent_inhibit.attribution.precision import (
     checked_autocast,
 )
 from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.core.settings import PassSettings
 
 
 class Cancelling(nn.Module):
@@ -70,17 +71,17 @@ def test_precision_is_recorded_and_a_resume_across_precisions_is_refused(tiny_ne
     assert active_precision("cpu") == "float32"
     with autocast("cpu"):
         assert active_precision("cpu") == "autocast bfloat16"
-        low = li.scan(tiny_net, tiny_images, feature, ["relu1"], batch_size=4, out=str(tmp_path / "s"), progress=False)
-    ref = li.scan(tiny_net, tiny_images, feature, ["relu1"], batch_size=4, progress=False)
+        low = li.scan(tiny_net, tiny_images, feature, ["relu1"], out=str(tmp_path / "s"), settings=PassSettings(batch_size=4, progress=False))
+    ref = li.scan(tiny_net, tiny_images, feature, ["relu1"], settings=PassSettings(batch_size=4, progress=False))
     assert low.info["precision"] == "autocast bfloat16" and ref.info["precision"] == "float32"
     scale = abs(ref.pos).max()
     assert abs(low.pos - ref.pos).max() / scale < AUTOCAST_TOLERANCE
     with pytest.raises(ValueError, match="different precision"):
-        li.scan(tiny_net, tiny_images, feature, ["relu1"], batch_size=4, out=str(tmp_path / "s"), progress=False)
+        li.scan(tiny_net, tiny_images, feature, ["relu1"], out=str(tmp_path / "s"), settings=PassSettings(batch_size=4, progress=False))
 
 
 def test_census_records_its_precision(tiny_net, tiny_images):
-    census = li.layer_census(tiny_net, tiny_images, "conv3", ["relu1"], batch_size=4, progress=False)
+    census = li.layer_census(tiny_net, tiny_images, "conv3", ["relu1"], settings=PassSettings(batch_size=4, progress=False))
     assert census.info["precision"] == "float32"
 
 

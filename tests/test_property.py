@@ -19,6 +19,7 @@ import lucent_inhibit as li  # noqa: E402
 from lucent_inhibit.core.features import check_images  # noqa: E402
 from lucent_inhibit.core.rendering import NonFiniteLoss  # noqa: E402
 from lucent_inhibit.synthesis import objectives  # noqa: E402
+from lucent_inhibit.core.settings import PassSettings
 
 DOCUMENTED = (ValueError, TypeError, NonFiniteLoss, FileNotFoundError)  # the CLI's user errors (exit 2)
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,
@@ -385,8 +386,7 @@ def test_iter_batches(batch_size, indices, dataset):
 def _scan12():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return li.scan(NET, torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(2)), FEATURE, "relu2",
-                       progress=False)
+        return li.scan(NET, torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(2)), FEATURE, "relu2", settings=PassSettings(progress=False))
 
 
 SCAN12 = _scan12()

@@ -20,6 +20,7 @@ from lucent_inhibit.core.results import META_KEY
 from lucent_inhibit.scanning.merge import merge_scans as merge
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
+from lucent_inhibit.core.settings import PassSettings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -93,7 +94,7 @@ def _same(a: ScanResult, b: ScanResult, exact=True):
 # ------------------------------------------------------------------------------------------------
 def test_stats_match_attribution():
     net, ds = SmallNet(), CountingDataset(20)
-    r = scan(net, ds, FEATURE, LAYERS, batch_size=6, progress=False)
+    r = scan(net, ds, FEATURE, LAYERS, settings=PassSettings(batch_size=6, progress=False))
     att = attribute(net, ds.images, FEATURE, LAYERS)
     np.testing.assert_allclose(r.activation, att.activation.numpy(), rtol=1e-5, atol=1e-6)
     for l in LAYERS:
@@ -119,7 +120,7 @@ def test_stats_match_attribution():
 
 def test_selection_orders_and_unions():
     net, ds = SmallNet(), CountingDataset(30)
-    r = scan(net, ds, FEATURE, LAYERS, batch_size=8, progress=False)
+    r = scan(net, ds, FEATURE, LAYERS, settings=PassSettings(batch_size=8, progress=False))
     order = np.argsort(-r.activation)
     np.testing.assert_array_equal(r.meis(5), r.indices[order[:5]])
     np.testing.assert_array_equal(r.miis(5), r.indices[np.argsort(r.activation)[:5]])
@@ -141,7 +142,7 @@ def test_selection_orders_and_unions():
 
 def test_save_load_roundtrip(tmp_path):
     net, ds = SmallNet(), CountingDataset(17)
-    r = scan(net, ds, FEATURE, LAYERS, batch_size=5, progress=False)
+    r = scan(net, ds, FEATURE, LAYERS, settings=PassSettings(batch_size=5, progress=False))
     path = str(tmp_path / "scan.npz")
     r.save(path)
     back = ScanResult.load(path)
@@ -154,7 +155,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_summary_and_plot(tmp_path):
-    r = scan(SmallNet(), CountingDataset(30), FEATURE, LAYERS, batch_size=8, progress=False)
+    r = scan(SmallNet(), CountingDataset(30), FEATURE, LAYERS, settings=PassSettings(batch_size=8, progress=False))
     s = r.summary()
     rows = lambda idx: np.isin(r.indices, idx)  # noqa: E731
     assert s["type"] == "ScanResult" and s["images"] == 30 and s["k"] == 10
@@ -171,7 +172,7 @@ def test_summary_and_plot(tmp_path):
 
 
 def test_keep_maps_false_stores_no_maps():
-    r = scan(SmallNet(), CountingDataset(6), FEATURE, LAYERS, batch_size=4, keep_maps=False, progress=False)
+    r = scan(SmallNet(), CountingDataset(6), FEATURE, LAYERS, keep_maps=False, settings=PassSettings(batch_size=4, progress=False))
     assert r.pos_maps == {} and r.neg_maps == {}
     with pytest.raises(KeyError, match="keep_maps"):
         r.maps(0)
@@ -220,8 +221,7 @@ def _planted_images(per_kind=6, size=16, seed=0):
 
 def test_planted_tension_ranks_two_colour_images_as_mtis():
     images, kinds = _planted_images()
-    r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", batch_size=7, progress=False,
-             preprocess=False)
+    r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", settings=PassSettings(batch_size=7, progress=False, preprocess=False))
     both = set(np.nonzero(kinds == "both")[0].tolist())
     mtis = r.mtis(len(both))
     assert set(mtis.tolist()) == both
@@ -241,15 +241,15 @@ def test_planted_tension_ranks_two_colour_images_as_mtis():
 # ------------------------------------------------------------------------------------------------
 def test_out_folder_loads_and_resume_skips_done_chunks(tmp_path):
     net, out = SmallNet(), str(tmp_path / "scan")
-    ref = scan(net, CountingDataset(40), FEATURE, LAYERS, batch_size=4, progress=False)
+    ref = scan(net, CountingDataset(40), FEATURE, LAYERS, settings=PassSettings(batch_size=4, progress=False))
     ds = CountingDataset(40)
-    r = scan(net, ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    r = scan(net, ds, FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
     _same(ref, r)
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["complete"] and man["n_chunks"] == 5 and len(man["chunks"]) == 5
     _same(ref, ScanResult.load(out))
     ds2 = CountingDataset(40)
-    again = scan(net, ds2, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    again = scan(net, ds2, FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
     assert ds2.reads == 4  # only the validation batch: every chunk reused
     _same(ref, again)
 
@@ -259,9 +259,10 @@ import sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {here!r})
 from test_scan import SmallNet, CountingDataset, FEATURE, LAYERS
+from lucent_inhibit import PassSettings
 from lucent_inhibit.scanning import scan
-scan(SmallNet(), CountingDataset(48, delay=0.04), FEATURE, LAYERS, batch_size=4, chunk_size=8, out={out!r},
-     progress=False)
+scan(SmallNet(), CountingDataset(48, delay=0.04), FEATURE, LAYERS, chunk_size=8, out={out!r},
+     settings=PassSettings(batch_size=4, progress=False))
 """
 
 
@@ -299,9 +300,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
     torch.set_num_threads(1)
     ds = CountingDataset(48)
-    resumed = scan(SmallNet(), ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    resumed = scan(SmallNet(), ds, FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
     assert ds.reads <= 4 + 48 - 8 * len(man["chunks"])  # the finished chunks were not recomputed
-    ref = scan(SmallNet(), CountingDataset(48), FEATURE, LAYERS, batch_size=4, progress=False)
+    ref = scan(SmallNet(), CountingDataset(48), FEATURE, LAYERS, settings=PassSettings(batch_size=4, progress=False))
     _same(ref, resumed)
     _same(ref, ScanResult.load(out))
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temporary file left behind
@@ -309,13 +310,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 def test_corrupt_chunk_is_recomputed_with_warning(tmp_path):
     net, out = SmallNet(), str(tmp_path / "scan")
-    ref = scan(net, CountingDataset(24), FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+    ref = scan(net, CountingDataset(24), FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
     chunk = os.path.join(out, "chunk-000001.npz")
     data = open(chunk, "rb").read()
     open(chunk, "wb").write(data[: len(data) // 2])  # a partial write
     ds = CountingDataset(24)
     with pytest.warns(UserWarning, match="chunk 1 .*not reusable.*SHA-256"):
-        again = scan(net, ds, FEATURE, LAYERS, batch_size=4, chunk_size=8, out=out, progress=False)
+        again = scan(net, ds, FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
     assert ds.reads == 4 + 8  # validation batch + exactly the corrupt chunk
     _same(ref, again)
     _same(ref, ScanResult.load(out))  # repaired on disk
@@ -323,26 +324,25 @@ def test_corrupt_chunk_is_recomputed_with_warning(tmp_path):
 
 def test_refuses_to_mix_different_scans(tmp_path):
     net, out = SmallNet(), str(tmp_path / "scan")
-    scan(net, CountingDataset(8), FEATURE, LAYERS, batch_size=4, out=out, progress=False)
+    scan(net, CountingDataset(8), FEATURE, LAYERS, out=out, settings=PassSettings(batch_size=4, progress=False))
     with pytest.raises(ValueError, match="different feature"):
-        scan(net, CountingDataset(8), Feature("conv3", unit=2), LAYERS, batch_size=4, out=out, progress=False)
+        scan(net, CountingDataset(8), Feature("conv3", unit=2), LAYERS, out=out, settings=PassSettings(batch_size=4, progress=False))
     with pytest.raises(ValueError, match="different layers"):
-        scan(net, CountingDataset(8), FEATURE, ["relu2"], batch_size=4, out=out, progress=False)
+        scan(net, CountingDataset(8), FEATURE, ["relu2"], out=out, settings=PassSettings(batch_size=4, progress=False))
     with pytest.raises(ValueError, match="different dataset_size"):
-        scan(net, CountingDataset(12), FEATURE, LAYERS, batch_size=4, out=out, progress=False)
+        scan(net, CountingDataset(12), FEATURE, LAYERS, out=out, settings=PassSettings(batch_size=4, progress=False))
     # resume=False starts over explicitly
-    r = scan(net, CountingDataset(8), Feature("conv3", unit=2), LAYERS, batch_size=4, out=out, resume=False,
-             progress=False)
+    r = scan(net, CountingDataset(8), Feature("conv3", unit=2), LAYERS, out=out, resume=False, settings=PassSettings(batch_size=4, progress=False))
     assert ScanResult.load(out).feature == Feature("conv3", unit=2) and len(r) == 8
 
 
 def test_shards_merge_to_full_scan(tmp_path):
     net, ds = SmallNet(), CountingDataset(23)
-    full = scan(net, ds, FEATURE, LAYERS, batch_size=4, progress=False)
+    full = scan(net, ds, FEATURE, LAYERS, settings=PassSettings(batch_size=4, progress=False))
     parts = []
     for i in range(3):
         out = str(tmp_path / f"shard{i}")
-        r = scan(net, ds, FEATURE, LAYERS, batch_size=4, shard=(i, 3), out=out, progress=False)
+        r = scan(net, ds, FEATURE, LAYERS, shard=(i, 3), out=out, settings=PassSettings(batch_size=4, progress=False))
         np.testing.assert_array_equal(r.indices, shard_indices(23, (i, 3)))
         parts.append(out if i != 1 else r)  # paths and objects both accepted
     merged = merge(parts[::-1])
@@ -353,11 +353,11 @@ def test_shards_merge_to_full_scan(tmp_path):
     assert len(merge(parts[:2], require_complete=False)) == len(shard_indices(23, (0, 3))) + len(shard_indices(23, (1, 3)))
     with pytest.raises(ValueError, match="overlap"):
         merge([parts[0], parts[0]], require_complete=False)
-    other = scan(net, ds, Feature("conv3", unit=0), LAYERS, batch_size=4, shard=(1, 3), progress=False)
+    other = scan(net, ds, Feature("conv3", unit=0), LAYERS, shard=(1, 3), settings=PassSettings(batch_size=4, progress=False))
     with pytest.raises(ValueError, match="different feature"):
         merge([parts[0], other, parts[2]])
     with pytest.raises(ValueError, match="shard"):
-        scan(net, ds, FEATURE, LAYERS, shard=(3, 3), progress=False)
+        scan(net, ds, FEATURE, LAYERS, shard=(3, 3), settings=PassSettings(progress=False))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,12 +388,12 @@ class TwoBranch(nn.Module):
 def test_low_completeness_warns_and_is_stored():
     ds = CountingDataset(30)
     with pytest.warns(UserWarning, match="a_relu"):
-        r = scan(TwoBranch(), ds, Feature("sum", unit=0), "a_relu", batch_size=10, progress=False)
+        r = scan(TwoBranch(), ds, Feature("sum", unit=0), "a_relu", settings=PassSettings(batch_size=10, progress=False))
     expected = np.corrcoef(r.activation, r.total("a_relu"))[0, 1]
     assert r.completeness["a_relu"] == pytest.approx(expected) and expected < 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # complete pair: no warning
-        ok = scan(SmallNet(), CountingDataset(30), FEATURE, "relu2", batch_size=10, progress=False)
+        ok = scan(SmallNet(), CountingDataset(30), FEATURE, "relu2", settings=PassSettings(batch_size=10, progress=False))
     assert ok.completeness["relu2"] > 0.95
 
 
@@ -404,38 +404,43 @@ def test_bad_input(tmp_path):
     net, ds = SmallNet(), CountingDataset(8)
     out = str(tmp_path / "never")
     with pytest.raises(ValueError, match="'conv3'.*before the feature layer"):
-        scan(net, ds, Feature("relu1", unit=0), ["conv3"], out=out, progress=False)
+        scan(net, ds, Feature("relu1", unit=0), ["conv3"], out=out, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="unit 9 out of range.*4 channels"):
-        scan(net, ds, Feature("conv3", unit=9), LAYERS, out=out, progress=False)
+        scan(net, ds, Feature("conv3", unit=9), LAYERS, out=out, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match=r"position \(30, 2\) is outside.*12x12"):
-        scan(net, ds, Feature("conv3", unit=0, position=(30, 2)), LAYERS, out=out, progress=False)
+        scan(net, ds, Feature("conv3", unit=0, position=(30, 2)), LAYERS, out=out, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="Unknown layer 'relu9'"):
-        scan(net, ds, FEATURE, ["relu9"], out=out, progress=False)
+        scan(net, ds, FEATURE, ["relu9"], out=out, settings=PassSettings(progress=False))
     assert not os.path.exists(out)  # validated before anything was written
     mixed = [torch.rand(3, 12, 12)] * 5 + [torch.rand(3, 14, 12)] + [torch.rand(3, 12, 12)] * 2
     with pytest.raises(ValueError, match=r"item 5 has shape \(3, 14, 12\).*\(3, 12, 12\)"):
-        scan(net, mixed, FEATURE, LAYERS, batch_size=4, progress=False)
+        scan(net, mixed, FEATURE, LAYERS, settings=PassSettings(batch_size=4, progress=False))
     with pytest.raises(ValueError, match="expected an image"):
-        scan(net, [torch.rand(12, 12)] * 3, FEATURE, LAYERS, progress=False)
+        scan(net, [torch.rand(12, 12)] * 3, FEATURE, LAYERS, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="batch_size"):
-        scan(net, ds, FEATURE, LAYERS, batch_size=0, progress=False)
+        scan(net, ds, FEATURE, LAYERS, settings=PassSettings(batch_size=0, progress=False))
     with pytest.raises(ValueError, match="empty"):
-        scan(net, [], FEATURE, LAYERS, progress=False)
+        scan(net, [], FEATURE, LAYERS, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="score must be one of 'min'.*got 'max'"):
-        scan(net, ds, FEATURE, LAYERS, score="max", progress=False)
+        scan(net, ds, FEATURE, LAYERS, score="max", settings=PassSettings(progress=False))
     # flags must be bools: "no" is not read as true, 0 is not read as false
-    for name, value in (("keep_maps", "no"), ("progress", 1), ("preprocess", "yes"), ("resume", None)):
+    for name, value in (("keep_maps", "no"), ("resume", None)):
         with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
-            scan(net, ds, FEATURE, LAYERS, out=out, **dict({"progress": False}, **{name: value}))
-    for name, value in (("batch_size", True), ("batch_size", 2.5), ("chunk_size", 0)):
-        with pytest.raises(ValueError, match=f"{name} must be"):
-            scan(net, ds, FEATURE, LAYERS, out=out, progress=False, **{name: value})
+            scan(net, ds, FEATURE, LAYERS, out=out, **{name: value}, settings=PassSettings(progress=False))
+    for name, value in (("progress", 1), ("preprocess", "yes")):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
+            scan(net, ds, FEATURE, LAYERS, out=out, settings={name: value})
+    for value in (True, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be"):
+            scan(net, ds, FEATURE, LAYERS, out=out, settings={"batch_size": value, "progress": False})
+    with pytest.raises(ValueError, match="chunk_size must be"):
+        scan(net, ds, FEATURE, LAYERS, out=out, chunk_size=0, settings=PassSettings(progress=False))
     with pytest.raises(ValueError, match="completeness_threshold must be <= 1"):
-        scan(net, ds, FEATURE, LAYERS, completeness_threshold=2, out=out, progress=False)
+        scan(net, ds, FEATURE, LAYERS, out=out, settings=PassSettings(completeness_threshold=2, progress=False))
     with pytest.raises(ValueError, match=r"an image tensor dataset must have shape \(N, 3, H, W\), got \(3, 12, 12\)"):
-        scan(net, ds.images[0], FEATURE, LAYERS, progress=False)
+        scan(net, ds.images[0], FEATURE, LAYERS, settings=PassSettings(progress=False))
     with pytest.raises(TypeError, match="dataset must be a sequence"):
-        scan(net, iter(ds.images), FEATURE, LAYERS, progress=False)
+        scan(net, iter(ds.images), FEATURE, LAYERS, settings=PassSettings(progress=False))
     assert not os.path.exists(out)
 
 
@@ -453,7 +458,7 @@ def test_real_model_mtis_cancel_between_meis_and_miis(lite0):
     torch.set_num_threads(2)
     ds = sample_crops(48, size=128, seed=0)
     feature = Feature("blocks_4_0_bn3_drop", unit=5)
-    r = scan(lite0, ds, feature, ["blocks_4_0_bn2_act"], batch_size=16, progress=False)
+    r = scan(lite0, ds, feature, ["blocks_4_0_bn2_act"], settings=PassSettings(batch_size=16, progress=False))
     assert r.completeness["blocks_4_0_bn2_act"] > 0.95  # adjacent layer inside the block: E tracks f
     group = lambda idx: np.isin(r.indices, idx)  # noqa: E731
     mei, mii, mti = group(r.meis(5)), group(r.miis(5)), group(r.mtis(5))
@@ -509,7 +514,7 @@ def test_image_folder_items_are_paths(tmp_path):
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
     ds = ImageFolder(str(tmp_path), size=12)
-    r = scan(SmallNet(), ds, FEATURE, LAYERS, batch_size=2, progress=False)
+    r = scan(SmallNet(), ds, FEATURE, LAYERS, settings=PassSettings(batch_size=2, progress=False))
     assert list(r.items) == ds.paths and r.dataset == ds.identity
     np.testing.assert_array_equal(r.meis(5), np.argsort(-r.activation, kind="stable")[:5])
 
@@ -520,9 +525,9 @@ def test_bad_paths_parts_and_lookups_are_input_errors(tmp_path):
 
     net, ds = SmallNet(), CountingDataset(6)
     with pytest.raises(InputError, match="out must be a folder path .* got 2.5"):
-        scan(net, ds, FEATURE, LAYERS, out=2.5, progress=False)
+        scan(net, ds, FEATURE, LAYERS, out=2.5, settings=PassSettings(progress=False))
     assert ds.reads == 0  # refused before any image is read
-    r = scan(net, ds, FEATURE, LAYERS, batch_size=3, keep_maps=False, progress=False)
+    r = scan(net, ds, FEATURE, LAYERS, keep_maps=False, settings=PassSettings(batch_size=3, progress=False))
     for parts in (2.5, str(tmp_path), r):  # a number, one folder name (not its characters), one result
         with pytest.raises(InputError, match="parts must be a list of scan results"):
             merge(parts)

@@ -13,6 +13,7 @@ from torch import nn
 from lucent_inhibit.core.hooks import hook_count
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
+from lucent_inhibit.core.settings import PassSettings
 
 BATCH = 4
 
@@ -58,7 +59,7 @@ def test_scan_leaves_hooks_flags_and_mode_unchanged(tmp_path):
     net = _model()
     net.train()
     before = _state(net)
-    r = scan(net, CountingDataset(12), FEATURE, LAYERS, batch_size=BATCH, out=str(tmp_path / "s"), progress=False)
+    r = scan(net, CountingDataset(12), FEATURE, LAYERS, out=str(tmp_path / "s"), settings=PassSettings(batch_size=BATCH, progress=False))
     assert len(r) == 12 and _state(net) == before
     assert before[0] == 0 and before[2] is True and before[1]["conv1.weight"] is False
 
@@ -69,16 +70,16 @@ def test_scan_raising_dataset_restores_the_model_then_resumes(tmp_path):
     before = _state(net)
     ds = FailingDataset(20)
     with pytest.raises(RuntimeError, match="cannot read item 8"):
-        scan(net, ds, FEATURE, LAYERS, batch_size=BATCH, chunk_size=BATCH, out=out, progress=False)
+        scan(net, ds, FEATURE, LAYERS, chunk_size=BATCH, out=out, settings=PassSettings(batch_size=BATCH, progress=False))
     assert _state(net) == before
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert not man["complete"] and sorted(man["chunks"]) == ["000000", "000001"]  # the two batches before it
     with pytest.raises(ValueError, match="incomplete"):
         ScanResult.load(out)
     ds.armed, ds.reads = False, 0
-    resumed = scan(net, ds, FEATURE, LAYERS, batch_size=BATCH, chunk_size=BATCH, out=out, progress=False)
+    resumed = scan(net, ds, FEATURE, LAYERS, chunk_size=BATCH, out=out, settings=PassSettings(batch_size=BATCH, progress=False))
     assert ds.reads == BATCH + (20 - 2 * BATCH)  # validation batch + the chunks not yet written
-    ref = scan(SmallNet(), CountingDataset(20), FEATURE, LAYERS, batch_size=BATCH, progress=False)
+    ref = scan(SmallNet(), CountingDataset(20), FEATURE, LAYERS, settings=PassSettings(batch_size=BATCH, progress=False))
     _same(ref, resumed)
     _same(ref, ScanResult.load(out))
     assert _state(net) == before
@@ -89,7 +90,7 @@ def test_scan_raising_forward_removes_its_hooks():
     net.relu2 = FailingForward(fail_on=3)
     before = _state(net)
     with pytest.raises((RuntimeError, ValueError), match="forward failed"):
-        scan(net, CountingDataset(20), FEATURE, ["relu1"], batch_size=BATCH, progress=False)
+        scan(net, CountingDataset(20), FEATURE, ["relu1"], settings=PassSettings(batch_size=BATCH, progress=False))
     assert net.relu2.calls == 3 and _state(net) == before
 
 
@@ -97,6 +98,6 @@ def test_scan_refuses_bad_layer_without_touching_the_model():
     net = _model()
     before = _state(net)
     with pytest.raises(ValueError, match="Unknown layer 'relu9'"):
-        scan(net, CountingDataset(8), FEATURE, ["relu9"], progress=False)
+        scan(net, CountingDataset(8), FEATURE, ["relu9"], settings=PassSettings(progress=False))
     assert _state(net) == before
-    assert np.isfinite(scan(net, torch.rand(6, 3, 12, 12), FEATURE, LAYERS, progress=False).activation).all()
+    assert np.isfinite(scan(net, torch.rand(6, 3, 12, 12), FEATURE, LAYERS, settings=PassSettings(progress=False)).activation).all()

@@ -91,7 +91,7 @@ def test_stage_defaults_are_the_library_defaults():
     for name in ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
                  "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power"):
         assert getattr(stage, name) == getattr(lib, name), name
-    assert stage.atlas_config() == AtlasConfig(batch_size=64, icon_batch_size=64)
+    assert stage.atlas_config() == AtlasConfig(icon_batch_size=64)
     assert combos_stage.MIN_ANGLES == MIN_ANGLES
     sweep, combos = _defaults(sweep_combinations), combos_stage.CombosConfig(out="o")
     assert [sweep[k] for k in ("n_angles", "n_seeds", "power", "chunk")] == [

@@ -27,6 +27,7 @@ from lucent_inhibit.core.tokens import (
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.models.layers import logits_input_size
 from lucent_inhibit.synthesis import objectives, param
+from lucent_inhibit.core.settings import PassSettings
 
 SPECS = ["timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224"]
 
@@ -237,7 +238,7 @@ def test_totals_add_up_through_frozen_attention():
             assert torch.allclose(att.total(l), att.activation, rtol=1e-5, atol=1e-6)
             assert att.negative(l).min() > 0 and att.positive(l).min() > 0
     res = li.completeness(model, list(image(6, 16, seed=5)), [Feature("mix2", unit=u, position="cls") for u in (0, 1)],
-                          ["tokens", "mix1"], batch_size=3, progress=False)
+                          ["tokens", "mix1"], settings=PassSettings(batch_size=3, progress=False))
     assert np.allclose(np.asarray(res.r, dtype=float), 1.0, atol=1e-5)
     assert hook_count(model) == 0
 
@@ -299,8 +300,7 @@ def test_planted_two_token_scan_ranks_images_with_both_tokens_as_top_mtis(tmp_pa
     feature = Feature("attn", unit=0, position="cls")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = li.scan(model, data, feature, "act", batch_size=7, out=str(tmp_path / "scan"), progress=False,
-                      preprocess=False)
+        res = li.scan(model, data, feature, "act", out=str(tmp_path / "scan"), settings=PassSettings(batch_size=7, progress=False, preprocess=False))
     both = {i for i, k in enumerate(kinds) if k == "both"}
     assert set(res.mtis(4).tolist()) == both
     assert {kinds[i] for i in res.meis(8)} <= {"red", "both"} and {kinds[i] for i in res.miis(8)} == {"green"}
@@ -313,8 +313,7 @@ def test_scan_with_a_token_attribution_layer_on_vit(vit_tiny, tmp_path, one_thre
     data = image(2, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 2 images: percentile ranks and correlations mean little
-        res = li.scan(vit_tiny, data, Feature("blocks_3", unit=3, position="cls"), ["blocks_1", "blocks_2_mlp_fc1"],
-                      batch_size=2, out=str(tmp_path / "s"), progress=False)
+        res = li.scan(vit_tiny, data, Feature("blocks_3", unit=3, position="cls"), ["blocks_1", "blocks_2_mlp_fc1"], out=str(tmp_path / "s"), settings=PassSettings(batch_size=2, progress=False))
     assert res.pos.shape == (2, 2, 2, 2) and np.isfinite(res.pos).all() and (res.neg > 0).all()
     assert res.pos_maps["blocks_1"].shape == (2, 14, 14)
     att = li.attribute(vit_tiny, data, Feature("blocks_3", unit=3, position="cls"), ["blocks_1"])
@@ -325,8 +324,7 @@ def test_scan_with_a_token_attribution_layer_on_vit(vit_tiny, tmp_path, one_thre
 
 def test_census_of_a_token_layer_equals_one_feature_attributions(vit_tiny, one_thread):
     data = image(2, seed=4)
-    census = li.layer_census(vit_tiny, data, "blocks_3", ["blocks_1"], units=[3, 7], position="cls", batch_size=2,
-                             progress=False)
+    census = li.layer_census(vit_tiny, data, "blocks_3", ["blocks_1"], units=[3, 7], position="cls", settings=PassSettings(batch_size=2, progress=False))
     for k, unit in enumerate((3, 7)):
         att = li.attribute(vit_tiny, data, Feature("blocks_3", unit=unit, position="cls"), ["blocks_1"])
         assert np.allclose(census.activation[:, k], att.activation.numpy(), rtol=1e-4, atol=1e-5)

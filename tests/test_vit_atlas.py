@@ -24,6 +24,7 @@ from lucent_inhibit.atlas import (
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.tokens import token_grid, token_maps
 from lucent_inhibit.synthesis.objectives import crop_box
+from lucent_inhibit.core.settings import PassSettings
 
 FEATURE = Feature("blocks_1", unit=0, position="cls")
 
@@ -73,7 +74,7 @@ def points_and_grid(model, images, kind, mode, crop):
     """Atlas points at blocks_0 and a 2x2 grid with images 0 and 1 in one cell, image 2 in another."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the residual stream is signed: the icon warning is expected
-        pts = collect_vectors(model, images, FEATURE, "blocks_0", kind=kind, mode=mode, crop=crop, batch_size=3)
+        pts = collect_vectors(model, images, FEATURE, "blocks_0", kind=kind, mode=mode, crop=crop, settings=PassSettings(batch_size=3))
     col = np.where(pts.point_image < 2, 0.25, 0.75).astype(np.float32)
     xy = np.stack([col, np.full_like(col, 0.25)], 1)
     return pts, grid_cells(pts, AtlasLayout(xy, xy, 2), size=2, min_points=1)

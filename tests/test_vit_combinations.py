@@ -19,6 +19,7 @@ from lucent_inhibit.core.tokens import TokenGrid, token_grid
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.synthesis import objectives
 from lucent_inhibit.synthesis.objectives import cosdot_value, pair_targets
+from lucent_inhibit.core.settings import PassSettings
 
 LAYER = "blocks_1_mlp_fc1"
 RENDER = RenderSettings(steps=2, size=32, model_size=32, transforms=[], seed=3)
@@ -78,7 +79,7 @@ def test_pair_statistics_on_a_token_layer_equal_a_hand_computation(registers, la
     x = images()
     module = registers.patch_embed if layer == "patch_embed" else registers.blocks[1].mlp.fc1
     expected = rule(hooked(registers, module, x))
-    st = pair_statistics(registers, x, layer, position=position, batch_size=4, progress=False)
+    st = pair_statistics(registers, x, layer, position=position, settings=PassSettings(batch_size=4, progress=False))
     assert st.activations.shape == expected.shape == (6, expected.shape[1])
     assert torch.allclose(st.activations, expected, atol=1e-5)
     ok = torch.isfinite(st.correlation)
@@ -96,10 +97,10 @@ def test_pair_statistics_read_the_models_non_square_grid():
     assert token_grid(model) == TokenGrid(1, 4, 6)
     x = images(hw=(32, 48))
     act = hooked(model, model.blocks[1].mlp.fc1, x)
-    st = pair_statistics(model, x, LAYER, position=(2, 4), progress=False)
+    st = pair_statistics(model, x, LAYER, position=(2, 4), settings=PassSettings(progress=False))
     assert torch.allclose(st.activations, act[:, 1 + 2 * 6 + 4], atol=1e-5)
     assert not torch.allclose(st.activations, act[:, 2 * 5 + 4], atol=1e-3)  # the guessed grid's token
-    cls = pair_statistics(model, x, LAYER, position="cls", progress=False)
+    cls = pair_statistics(model, x, LAYER, position="cls", settings=PassSettings(progress=False))
     assert torch.allclose(cls.activations, act[:, 0], atol=1e-5)
 
 
@@ -114,7 +115,7 @@ def test_pair_statistics_read_the_models_non_square_grid():
 def test_positions_the_layer_does_not_have_are_input_errors(kw, layer, position, named):
     model = tiny_vit(**kw)
     with pytest.raises(InputError, match=named):
-        pair_statistics(model, images(2), layer, position=position, progress=False)
+        pair_statistics(model, images(2), layer, position=position, settings=PassSettings(progress=False))
 
 
 def test_sweep_refuses_a_missing_token_naming_the_feature(registers):
@@ -140,7 +141,7 @@ def test_feature_pair_objective_reads_the_token_the_feature_reads(position):
 
 
 def test_axis_scales_on_a_token_layer_are_the_features_on_their_own_renders(registers):
-    st = pair_statistics(registers, images(8), LAYER, position=("token", 1), progress=False)
+    st = pair_statistics(registers, images(8), LAYER, position=("token", 1), settings=PassSettings(progress=False))
     fa, fb = st.feature(3), st.feature(7)
     scales = axis_scales(registers, fa, fb, n_seeds=2, render=RENDER.replace(steps=8, lr=0.1))
     assert scales.feature_a == fa and scales.values.shape == (2, 2) and scales.images.shape == (2, 3, 32, 32)
@@ -150,7 +151,7 @@ def test_axis_scales_on_a_token_layer_are_the_features_on_their_own_renders(regi
 
 
 def test_sweep_on_a_token_layer_records_the_values_of_its_rendered_images(registers, one_thread, tmp_path):
-    st = pair_statistics(registers, images(8), LAYER, position="cls", progress=False)
+    st = pair_statistics(registers, images(8), LAYER, position="cls", settings=PassSettings(progress=False))
     a, b, _ = st.most_correlated(excited=True)[0]
     fa, fb = st.feature(a), st.feature(b)
     res = sweep_combinations(registers, fa, fb, n_angles=5, n_seeds=2, scale=(0.7, 1.3), render=RENDER)

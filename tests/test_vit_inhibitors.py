@@ -17,6 +17,8 @@ from lucent_inhibit.causal.inhibitors import (
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit import PassSettings
 
 FEATURE, LAYER = li.Feature("blocks_1_mlp_fc1", unit=3, position="cls"), "blocks_0"
 
@@ -27,7 +29,7 @@ def images(n=12, size=32, seed=0):
 
 def test_channel_inhibition_sums_the_last_dimension_over_tokens_and_images():
     vit, x = tiny_vit(), images()
-    run = dataset_pass(vit, x, [LAYER], [FEATURE], 4, True, False)
+    run = dataset_pass(vit, x, [LAYER], [FEATURE], PassSettings(batch_size=4, progress=False))
     inhibition, f = channel_inhibition(run, np.arange(12), FEATURE, LAYER)
     att = li.attribute(vit, x, FEATURE, [LAYER])
     by_hand = (-att.scores[LAYER]).clamp(min=0).double().sum((0, 1))  # (C,): images and tokens summed
@@ -38,7 +40,7 @@ def test_channel_inhibition_sums_the_last_dimension_over_tokens_and_images():
 
 def test_removing_token_channels_sets_them_in_every_token():
     vit, x = tiny_vit(), images(4)
-    run = dataset_pass(vit, x, [LAYER], [FEATURE], 4, True, False)
+    run = dataset_pass(vit, x, [LAYER], [FEATURE], PassSettings(batch_size=4, progress=False))
     got = remove_channels(run, x, FEATURE, LAYER, [2, 5], torch.zeros(()))
 
     def zeroed(module, inputs, out):
@@ -59,10 +61,9 @@ def test_removing_token_channels_sets_them_in_every_token():
 
 def test_inhibitor_dictionary_on_a_token_layer_ranks_channels():
     vit, x = tiny_vit(), images()
-    res = inhibitor_dictionary(vit, x, FEATURE, LAYER, k=4, n_channels=3, n_remove=2, random_draws=2, visualize=False,
-                               batch_size=4)
+    res = inhibitor_dictionary(vit, x, FEATURE, LAYER, k=4, n_channels=3, n_remove=2, random_draws=2, visualize=False, settings=PassSettings(batch_size=4))
     assert res.info["layer_channels"] == 16 and res.channels.max() < 16
-    run = dataset_pass(vit, x, [LAYER], [FEATURE], 4, True, False)
+    run = dataset_pass(vit, x, [LAYER], [FEATURE], PassSettings(batch_size=4, progress=False))
     inhibition, _ = channel_inhibition(run, res.mtis, FEATURE, LAYER)
     assert res.channels.tolist() == np.argsort(-inhibition, kind="stable")[:3].tolist()
 

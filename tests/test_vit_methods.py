@@ -12,6 +12,7 @@ from lucent_inhibit.attribution.totals import signed_totals
 from lucent_inhibit.core.tokens import TokenGrid, token_maps
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.synthesis import objectives
+from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_atlas_vectors_on_a_token_layer_are_per_patch(vit_tiny, one_thread):
     scores = li.attribute(vit_tiny, images, feature, ["blocks_3"]).scores["blocks_3"]  # (2, 197, 192)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the residual stream is signed: the icon warning is expected
-        pts = collect_vectors(vit_tiny, images, feature, "blocks_3", mode="position", crop=None, batch_size=2)
+        pts = collect_vectors(vit_tiny, images, feature, "blocks_3", mode="position", crop=None, settings=PassSettings(batch_size=2))
         summed = collect_vectors(vit_tiny, images, feature, "blocks_3", mode="sum", crop=None)
         acts = collect_vectors(vit_tiny, images, feature, "blocks_3", kind="activation", crop=None)
     assert pts.map_shape == (192, 14, 14) and pts.box == (0, 14, 0, 14)

@@ -1,9 +1,11 @@
 """Shared configs of the stages: the model, the images, the feature and the render settings.
 
 Each is a small dataclass validated in ``__post_init__`` (messages name the command-line option);
-stage configs nest them with :func:`~lucent_inhibit.app.options.group` and their own defaults.
-Importing this module does not import torch: :meth:`RenderConfig.settings` imports the render engine
-only when a stage runs.
+stage configs nest them with :func:`~lucent_inhibit.app.options.group`. Their defaults are the library's:
+the render options are :class:`~lucent_inhibit.core.settings.RenderSettings`' fields, the batch size is
+:class:`~lucent_inhibit.core.settings.PassSettings`', the images are those of
+:func:`~lucent_inhibit.sample_crops` (``tests/test_defaults.py`` holds every option to the library default of
+the parameter it sets). Importing this module does not import torch.
 """
 from __future__ import annotations
 
@@ -21,8 +23,12 @@ from ..core.validate import (
     check_int,
     check_number,
 )
+from ..core.settings import PassSettings, RenderSettings
 from ..models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
 from .options import flag, option
+
+#: the library's defaults, which the options below take as theirs
+RENDER, PASS = RenderSettings(), PassSettings()
 
 Position = Union[str, Tuple[int, int]]
 #: Help of the dataset passes' ``--autocast`` switch (scan, census).
@@ -88,10 +94,10 @@ class DataConfig:
 
     images: Optional[str] = option(None, "folder of your own images (recursive); default: deterministic crops "
                                    "of the bundled photos", metavar="DIR")
-    n_images: int = option(128, f"number of bundled crops (1 to {MAX_IMAGES})")
+    n_images: int = option(256, f"number of bundled crops (1 to {MAX_IMAGES})")
     size: int = option(224, f"image side in pixels (8 to {MAX_SIDE})")
     seed: int = option(0, f"seed of the bundled crops (and of the stage's random choices; 0 to {MAX_SEED})")
-    batch_size: int = option(16, f"images per forward/backward pass (1 to {MAX_BATCH})")
+    batch_size: int = option(PASS.batch_size, f"images per forward/backward pass (1 to {MAX_BATCH})")
     workers: int = option(0, f"processes that decode and resize the --images folder while the model runs (0: the "
                           f"main process; 0 to {MAX_WORKERS}; the bundled crops are already decoded)")
     limit: Optional[int] = option(None, "use only the first N images (default: all)", hidden=True)
@@ -105,6 +111,10 @@ class DataConfig:
         check_optional_int(DataConfig, self, "limit", 1, MAX_IMAGES)
         if self.images is not None and not isinstance(self.images, str):
             raise ValueError(f"--images must be a folder path, got {self.images!r}")
+
+    def passes(self, progress: bool = True) -> PassSettings:
+        """The :class:`~lucent_inhibit.core.settings.PassSettings` of these options (the rest: the library's)."""
+        return PASS.replace(batch_size=self.batch_size, progress=bool(progress))
 
 
 @dataclass
@@ -141,13 +151,13 @@ class FeatureConfig:
 class RenderConfig:
     """The render settings every rendering stage shares (:class:`~lucent_inhibit.RenderSettings`)."""
 
-    steps: int = option(128, f"optimisation steps (Adam; 1 to {MAX_STEPS})")
-    lr: float = option(0.05, f"Adam learning rate (> 0, at most {MAX_LR:g})")
+    steps: int = option(RENDER.steps, f"optimisation steps (Adam; 1 to {MAX_STEPS})")
+    lr: float = option(RENDER.lr, f"Adam learning rate (> 0, at most {MAX_LR:g})")
     size: Optional[int] = option(None, f"side of the rendered image in pixels (8 to {MAX_SIDE}; default: the stage's)",
                                  flag="--render-size")
     model_size: Optional[int] = option(None, f"side of the image the model sees (8 to {MAX_SIDE}; default: "
                                        "Lucent's rule, upsampled to 224 when smaller)")
-    seed: Optional[int] = option(0, "seed of the render (torch and numpy)", flag="--render-seed")
+    seed: Optional[int] = option(RENDER.seed, "seed of the render (torch and numpy)", flag="--render-seed")
 
     def __post_init__(self):
         cls = type(self)
@@ -157,9 +167,7 @@ class RenderConfig:
         check_optional_int(cls, self, "model_size", 8, MAX_SIDE)
         check_optional_int(cls, self, "seed", 0, MAX_SEED)
 
-    def settings(self, progress: bool = False, **stage):
+    def settings(self, progress: bool = False, **stage) -> RenderSettings:
         """The :class:`~lucent_inhibit.RenderSettings` of these options (``stage`` adds e.g. ``param``)."""
-        from ..core.settings import RenderSettings
-
         fields = dict(steps=self.steps, lr=self.lr, size=self.size, model_size=self.model_size, seed=self.seed)
         return RenderSettings(**{**fields, **stage}, progress=bool(progress))

@@ -14,7 +14,7 @@ from torch import nn
 from ..attribution.attribute import METHODS
 from ..attribution.totals import TENSION_SCORES
 from ..core.results import Result
-from ..core.settings import RenderSettings, as_settings
+from ..core.settings import ICON_RENDER, PassSettings, RenderSettings, as_pass_settings, as_settings
 from ..core.validate import (
     MAX_MIN_DIST,
     MAX_POWER,
@@ -44,8 +44,7 @@ class AtlasConfig:
     Vectors (:func:`collect_vectors`): ``kind`` ``"attribution"`` (the attribution atlas) or
     ``"activation"`` (the activation atlas); ``mode`` ``"sum"`` (one vector per image) or ``"position"``
     (one per position of the receptive-field box); ``crop`` (box threshold, a fraction in [0, 1), or None
-    for the whole map); ``method`` (attribution method); ``batch_size`` (images per pass);
-    ``thumbnail_size`` (pixels); ``memory_budget`` (bytes of whole layer maps held in memory until the box
+    for the whole map); ``method`` (attribution method); ``thumbnail_size`` (pixels); ``memory_budget`` (bytes of whole layer maps held in memory until the box
     is known; beyond it they go to a temporary file: :mod:`lucent_inhibit.atlas.spool`).
 
     Selection, used only when ``build_atlas`` is given a scan (:func:`select_images`): ``top_abs``,
@@ -69,7 +68,6 @@ class AtlasConfig:
     mode: str = "sum"
     crop: Optional[float] = 0.01
     method: str = "gradient_x_activation"
-    batch_size: int = 64
     thumbnail_size: int = 48
     memory_budget: int = MAP_BUDGET
     top_abs: int = 128
@@ -95,7 +93,7 @@ class AtlasConfig:
                               ("granularity", ("element", "channel")), ("icon_target", ICON_TARGETS)):
             check_choice(f"AtlasConfig.{name}", getattr(self, name), choices)
         check_crop(self.crop, "AtlasConfig.crop")
-        lows = (("batch_size", 1), ("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0), ("min_points", 1),
+        lows = (("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0), ("min_points", 1),
                 ("icon_batch_size", 1), ("crop_size", 8), ("memory_budget", 0)) + tuple((c, 0) for c in CRITERIA)
         for name, low in lows:
             check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
@@ -200,7 +198,7 @@ def build_atlas(
     selection: Union[Selection, Sequence[int], "os.PathLike", str, None] = None,
     config: Optional[AtlasConfig] = None,
     render: Optional[RenderSettings] = None,
-    progress: bool = False,
+    settings: Optional[PassSettings] = None,
 ) -> Atlas:
     """Stages 1-5: :func:`select_images` (when ``selection`` is a scan), :func:`collect_vectors`,
     :func:`project_layout`, :func:`grid_cells` and :func:`render_icons`.
@@ -211,23 +209,26 @@ def build_atlas(
         selection: a :class:`Selection`, dataset indices, ``None`` (the whole dataset), or a
             :class:`~lucent_inhibit.scanning.result.ScanResult` (or its file) from which ``config``'s criteria select.
         config: :class:`AtlasConfig` (None: its defaults; a dict of its fields is accepted).
-        render: :class:`~lucent_inhibit.RenderSettings` of the icons (None: ``RenderSettings()``, 128 steps;
-            see :func:`render_icons` for the icon defaults of size, model size and parameterization).
-        progress: tqdm bars over the vector batches and the icon chunks.
+        render: :class:`~lucent_inhibit.RenderSettings` of the icons (None:
+            :data:`~lucent_inhibit.core.settings.ICON_RENDER`, 48 steps at lr 0.1; see :func:`render_icons` for
+            the icon defaults of size, model size and parameterization).
+        settings: the vector pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per pass,
+            input normalisation, progress bars over the vector batches and the icon chunks).
 
     Returns:
         :class:`Atlas`. ``config.kind="activation"`` builds the activation atlas.
     """
     config = _as_config(config)
-    settings = as_settings(render)
-    settings = settings.replace(progress=settings.progress or bool(progress))
+    passes = as_pass_settings(settings)
+    render = ICON_RENDER if render is None else as_settings(render)
+    render = render.replace(progress=render.progress or passes.progress)
     selection = _selection(selection, feature, layer, config)
-    points = collect_vectors(model, dataset, feature, layer, selection, config.kind, config.mode, config.crop,
-                             config.batch_size, config.thumbnail_size, config.method, progress=progress,
-                             memory_budget=config.memory_budget)
+    points = collect_vectors(model, dataset, feature, layer, selection, kind=config.kind, mode=config.mode,
+                             crop=config.crop, thumbnail_size=config.thumbnail_size, method=config.method,
+                             memory_budget=config.memory_budget, settings=passes)
     layout = project_layout(points, config.n_neighbors, config.min_dist, config.pca, tuple(config.clip),
                             seed=config.umap_seed)
     grid = grid_cells(points, layout, config.grid_size, config.min_points)
-    icons = render_icons(model, points, grid, settings, config.icon_batch_size, config.power, config.icon_target,
+    icons = render_icons(model, points, grid, render, config.icon_batch_size, config.power, config.icon_target,
                          config.crop_size)
     return Atlas(points, layout, grid, icons)

@@ -31,7 +31,7 @@ from ..core.distributed import digest, map_chunks, rank0_seed
 from ..core.hooks import check_layer_names, check_single_call, model_device
 from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
-from ..core.settings import RenderSettings, as_settings
+from ..core.settings import ICON_RENDER, RenderSettings, as_settings
 from ..core.tokens import token_grid
 from ..core.validate import MAX_POWER, check_choice, check_int, check_number
 from ..synthesis.objectives import cosdot, crop_box, spatial_cosdot
@@ -217,12 +217,13 @@ def _icon_objective(layer: str, targets: torch.Tensor, power: float, grid=None):
 
 
 def icon_settings(render, image_size: Tuple[int, int]) -> RenderSettings:
-    """The render settings of atlas icons: ``render`` (None: ``RenderSettings()``) with the stage defaults
+    """The render settings of atlas icons: ``render`` (None: :data:`~lucent_inhibit.core.settings.ICON_RENDER`,
+    48 steps at lr 0.1) with the stage defaults
     filled in where it leaves them None: the parameterised image and the image the model sees are the
     dataset's image size ``(H, W)`` (the size the targets were computed at), ``param`` is ``"lucent"``
     (Lucent's ``param.image``) and ``transforms`` is :data:`ICON_TRANSFORMS` (none; pass Lucent's
     ``standard_transforms`` explicitly for the usual robustness transforms)."""
-    s = as_settings(render)
+    s = ICON_RENDER if render is None else as_settings(render)
     hw = tuple(int(v) for v in image_size)
     return s.replace(size=s.size if s.size is not None else hw,
                      model_size=s.model_size if s.model_size is not None else hw,

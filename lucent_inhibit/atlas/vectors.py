@@ -28,6 +28,7 @@ from ..core.features import Feature, as_feature
 from ..core.hooks import capture, check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.results import Result
+from ..core.settings import PassSettings, as_pass_settings
 from ..core.tokens import UNDERSTOOD_SHAPES, TokenGrid, token_grid, token_maps
 from ..core.validate import InputError, check_choice, check_int, check_number
 from ..data.batching import iter_batches
@@ -153,10 +154,12 @@ def selection_indices(selection, feature: Feature, layer: str, dataset) -> np.nd
     return indices
 
 
-def read_layer(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
-    """The activation (B, C, H, W) or (B, C) of ``layer`` on images (B, 3, H, W) in [0, 1], read by
-    :func:`~lucent_inhibit.core.hooks.capture` (no gradients, float32 on the CPU)."""
-    x = preprocess_fn(model)(images.to(model_device(model)))
+def read_layer(model: nn.Module, images: torch.Tensor, layer: str, preprocess: bool = True) -> torch.Tensor:
+    """The activation (B, C, H, W) or (B, C) of ``layer`` on images (B, 3, H, W) in [0, 1] (normalised for the
+    model when ``preprocess``), read by :func:`~lucent_inhibit.core.hooks.capture` (no gradients, float32 on
+    the CPU)."""
+    x = images.to(model_device(model))
+    x = preprocess_fn(model)(x) if preprocess else x
     with torch.no_grad():
         return capture(model, x, [layer])[layer].float().cpu()
 
@@ -171,17 +174,17 @@ def _warn_negative(h: torch.Tensor, layer: str) -> None:
         )
 
 
-def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size, method, progress, images, collector):
+def _first_pass(model, dataset, feature, layer, indices, kind, mode, settings, method, images, collector):
     """Attribute every selected image batch by batch: per-image arrays into ``images`` (activation, P, N,
     thumbnails), the maps into ``collector``; no batch tensor outlives its batch. Returns the image (H, W)."""
     from tqdm.auto import tqdm
 
-    batches = iter_batches(dataset, batch_size, indices)
-    total = -(-indices.size // batch_size)
+    batches = iter_batches(dataset, settings.batch_size, indices)
+    total = -(-indices.size // settings.batch_size)
     start, hw = 0, None
-    for _, x in tqdm(batches, total=total, disable=not progress, desc="atlas vectors"):
+    for _, x in tqdm(batches, total=total, disable=not settings.progress, desc="atlas vectors"):
         x = x.float()
-        att = attribute(model, x, feature, [layer], method=method)
+        att = attribute(model, x, feature, [layer], method=method, preprocess=settings.preprocess)
         s = att.scores[layer].float().cpu()
         full, s = s, layer_map(model, feature, layer, x, s)
         if mode == "position" and s.dim() != 4:
@@ -191,7 +194,7 @@ def _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size,
             )
         h = None
         if kind == "activation" or start == 0:
-            h = read_layer(model, x, layer)
+            h = read_layer(model, x, layer, settings.preprocess)
             h = layer_map(model, feature, layer, x, h)
             if kind != "activation":
                 _warn_negative(h, layer)
@@ -326,11 +329,10 @@ def collect_vectors(
     kind: str = "attribution",
     mode: str = "sum",
     crop: Optional[float] = 0.01,
-    batch_size: int = 32,
     thumbnail_size: int = 48,
     method: str = "gradient_x_activation",
-    progress: bool = False,
     memory_budget: int = MAP_BUDGET,
+    settings: Optional[PassSettings] = None,
 ) -> AtlasPoints:
     """Stage 2: attribution (or activation) vectors at ``layer`` for the selected images.
 
@@ -351,15 +353,15 @@ def collect_vectors(
             class/register tokens excluded; linear layers only have ``"sum"``.
         crop: the receptive-field box is where the mean over the selected images of ``|S_l|`` summed over
             channels exceeds ``crop`` times its maximum; ``None`` takes the whole map.
-        batch_size: images per forward/backward pass.
         thumbnail_size: side of the stored dataset thumbnails (pixels), for the interactive atlas.
         method: attribution method of :func:`~lucent_inhibit.attribute`.
-        progress: tqdm bar over batches.
         memory_budget: bytes of whole layer maps kept in memory until the box is known (the maps of every
             selected image are needed for it); larger selections write them to a temporary file in
             ``TMPDIR`` (deleted when done) and read them back batch by batch. Only the box-cut points are
             kept, in preallocated arrays: the peak memory is the points, the per-image arrays
             (thumbnails) and one batch, plus at most ``memory_budget``.
+        settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per forward /
+            backward pass, input normalisation, a progress bar over the batches); None: the defaults.
 
     Returns:
         :class:`AtlasPoints`. Points whose vector is all zero (no direction for UMAP's cosine metric)
@@ -370,7 +372,7 @@ def collect_vectors(
     check_choice("mode", mode, MODES)
     check_choice("method", method, METHODS)
     crop = check_crop(crop)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    settings = as_pass_settings(settings)
     thumbnail_size = check_int("thumbnail_size", thumbnail_size, low=1)
     check_layer_names(model, [layer, feature.layer], allow=())
     indices = selection_indices(selection, feature, layer, dataset)
@@ -380,9 +382,8 @@ def collect_vectors(
               "thumbnails": np.empty((n, thumbnail_size, thumbnail_size, 3), np.uint8)}
     collector = _Collector(n, kind, mode, crop, memory_budget)
     try:
-        hw = _first_pass(model, dataset, feature, layer, indices, kind, mode, batch_size, method, progress, images,
-                         collector)
-        box, (vectors, net, mag, point_image, pos) = collector.finish(batch_size, layer)
+        hw = _first_pass(model, dataset, feature, layer, indices, kind, mode, settings, method, images, collector)
+        box, (vectors, net, mag, point_image, pos) = collector.finish(settings.batch_size, layer)
     finally:
         collector.store.close()
     return AtlasPoints(

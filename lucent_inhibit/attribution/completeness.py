@@ -25,6 +25,7 @@ from torch import nn
 
 from ..core.features import Feature, as_feature
 from ..core.results import Result
+from ..core.settings import PassSettings, as_pass_settings
 from ..core.validate import MAX_IMAGES, MAX_SEED, InputError, check_choice, check_int
 from .agreement import PairCompleteness, adds_up, pearson, sum_check
 from .attribute import METHODS
@@ -233,9 +234,8 @@ def _warn_undefined(r: np.ndarray, feats: List[Feature], layers: List[str], n: i
 
 
 def completeness(
-    model: nn.Module, dataset, features, layers: Union[str, Sequence[str]], batch_size: int = 16,
-    method: str = "gradient_x_activation", steps: int = 16, max_images: Optional[int] = None,
-    preprocess: bool = True, progress: bool = True,
+    model: nn.Module, dataset, features, layers: Union[str, Sequence[str]], method: str = "gradient_x_activation",
+    steps: int = 16, max_images: Optional[int] = None, settings: Optional[PassSettings] = None,
 ) -> CompletenessResult:
     """Pearson r between each feature and its total attribution at each layer, over a dataset.
 
@@ -249,13 +249,12 @@ def completeness(
             and batch, all layers at once).
         layers: attribution layers (Lucent names, ``"input"`` for the normalised input). Every layer
             must feed every feature; otherwise a ``ValueError`` names the pair.
-        batch_size: images per forward pass.
         method: ``"gradient_x_activation"`` or ``"integrated_gradients"`` (layer IG, zero baseline at
             the layer, ``steps`` points; far slower: ``steps`` forward/backward passes per layer).
         steps: integration points for integrated gradients.
         max_images: use only the first ``max_images`` images.
-        preprocess: apply the model's input normalisation (as ``render_vis(preprocess=True)``).
-        progress: show a tqdm bar over the images.
+        settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (batch size, input
+            normalisation, progress bar); None: the defaults.
 
     Returns:
         :class:`CompletenessResult` with ``r`` (F, L), ``f`` (F, N) and ``E`` (F, N, L); layers sorted in
@@ -265,7 +264,7 @@ def completeness(
     feats = _as_features(features)
     method = check_choice("method", method, METHODS)
     steps = check_int("steps", steps, low=1)
-    run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
+    run = dataset_pass(model, dataset, layers, feats, settings)
     n = run.size if max_images is None else min(run.size, check_int("max_images", max_images, low=1))
     _check_count(n, f"the dataset ({run.name})" if max_images is None else f"max_images={max_images}")
     with run.evaluating():
@@ -280,18 +279,18 @@ def completeness(
 
 
 def completeness_pair(
-    model: nn.Module, dataset, feature, layer: str, n_images: int = 64, batch_size: int = 16,
-    preprocess: bool = True,
+    model: nn.Module, dataset, feature, layer: str, n_images: int = 64, settings: Optional[PassSettings] = None,
 ) -> PairCompleteness:
     """Pearson r between ``feature`` and its gradient x activation total at ``layer`` over the first
     ``n_images`` images of ``dataset`` (at least 2), with the sum check (slope of f on E, share of f that E
     accounts for): the cheap check to run before ranking images by attribution. The result is a float
-    (r) carrying ``.slope``, ``.share`` and ``.adds_up``."""
+    (r) carrying ``.slope``, ``.share`` and ``.adds_up``. ``settings``: as for :func:`completeness` (its
+    progress bar is off here)."""
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one Lucent layer name, got {type(layer).__name__}")
-    res = completeness(model, dataset, [feature], [layer], batch_size=batch_size,
-                       max_images=check_int("n_images", n_images, low=MIN_IMAGES), preprocess=preprocess,
-                       progress=False)
+    settings = as_pass_settings(settings).replace(progress=False)
+    res = completeness(model, dataset, [feature], [layer], max_images=check_int("n_images", n_images, low=MIN_IMAGES),
+                       settings=settings)
     slope, share = res.sums()
     return PairCompleteness(float(res.r[0, 0]), float(slope[0, 0]), float(share[0, 0]))
 

@@ -3,8 +3,9 @@ study share (Hamblin et al. 2024, section 2).
 
 Both stream a dataset through a model in batches and, per batch, take the layer-to-feature attribution
 ``S_l = grad_{h_l} f * h_l`` with :func:`lucent_inhibit.attribution.attribute.attribute`. :func:`dataset_pass`
-validates their common arguments once (model, dataset, attribution layers, batch size, the
-``preprocess`` and ``progress`` flags) and returns a :class:`DatasetPass` whose :meth:`~DatasetPass.batches`
+validates their common arguments once (model, dataset, attribution layers and the
+:class:`~lucent_inhibit.core.settings.PassSettings`: batch size, ``preprocess``, ``progress``, completeness
+threshold) and returns a :class:`DatasetPass` whose :meth:`~DatasetPass.batches`
 reads the data through :func:`lucent_inhibit.data.batching.iter_batches`, whose :meth:`~DatasetPass.attribute`
 attributes one batch, whose :meth:`~DatasetPass.evaluating` context puts the model in eval mode (restoring
 its mode, also on error) and whose :meth:`~DatasetPass.bar` is the progress bar.
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..core.features import Feature
 from ..core.hooks import check_layer_names, forward_order, model_device
-from ..core.validate import check_flag
+from ..core.settings import PassSettings, as_pass_settings
 from ..data.batching import iter_batches
 from ..data.datasets import dataset_identity
 from .attribute import Attribution, as_layers, attribute
@@ -52,18 +53,33 @@ class DatasetPass:
         model: the model (prepared, see :func:`lucent_inhibit.prepare`).
         dataset: the images; ``size`` of them; ``name`` its identity string.
         layers: attribution layers (Lucent names, ``"input"`` for the normalised input), de-duplicated.
-        batch_size: images per forward/backward pass.
-        preprocess: apply the model's input normalisation; progress: show a tqdm bar.
+        settings: the :class:`~lucent_inhibit.core.settings.PassSettings` (batch size, input normalisation,
+            progress bar, completeness threshold), also readable as attributes of the pass.
     """
 
     model: nn.Module
     dataset: object
     layers: List[str]
-    batch_size: int
-    preprocess: bool
-    progress: bool
+    settings: PassSettings
     size: int
     name: str
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def preprocess(self) -> bool:
+        return self.settings.preprocess
+
+    @property
+    def progress(self) -> bool:
+        return self.settings.progress
+
+    @property
+    def threshold(self) -> float:
+        """The completeness threshold: Pearson r(f, E) below it warns."""
+        return self.settings.completeness_threshold
 
     def precision(self) -> str:
         """The precision the pass runs in now (:func:`lucent_inhibit.attribution.precision.active_precision`)."""
@@ -108,24 +124,18 @@ class DatasetPass:
 
         return tqdm(total=int(total), initial=int(initial), desc=desc, unit="img", disable=not self.progress)
 
-def dataset_pass(model: nn.Module, dataset, layers, features: Sequence[Feature], batch_size,
-                 preprocess, progress) -> DatasetPass:
-    """Check the arguments shared by :func:`~lucent_inhibit.scanning.run.scan` and
-    :func:`~lucent_inhibit.attribution.completeness.completeness`: ``model`` is a module, ``dataset`` a non-empty image
-    dataset, ``layers`` and the ``features``' layers are layers of the model, ``batch_size`` a positive
-    integer, ``preprocess`` and ``progress`` bools. Raises ``ValueError`` / ``TypeError`` naming the
-    argument; returns the :class:`DatasetPass`."""
-    from ..core.validate import check_int
-
+def dataset_pass(model: nn.Module, dataset, layers, features: Sequence[Feature],
+                 settings: Optional[PassSettings] = None) -> DatasetPass:
+    """Check the arguments every pass over a dataset shares: ``model`` is a module, ``dataset`` a non-empty
+    image dataset, ``layers`` and the ``features``' layers are layers of the model, ``settings`` a
+    :class:`~lucent_inhibit.core.settings.PassSettings` (None: the defaults). Raises ``ValueError`` /
+    ``TypeError`` naming the argument; returns the :class:`DatasetPass`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = as_layers(layers)
     check_layer_names(model, list(layers) + [f.layer for f in features])
-    return DatasetPass(
-        model=model, dataset=dataset, layers=layers, batch_size=check_int("batch_size", batch_size, low=1),
-        preprocess=check_flag("preprocess", preprocess), progress=check_flag("progress", progress),
-        size=dataset_size(dataset), name=dataset_identity(dataset),
-    )
+    return DatasetPass(model=model, dataset=dataset, layers=layers, settings=as_pass_settings(settings),
+                       size=dataset_size(dataset), name=dataset_identity(dataset))
 
 
 def check_shape(idx: np.ndarray, images: torch.Tensor, shape: tuple) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from torch import nn
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..core.features import Feature, as_feature
 from ..core.results import Result
+from ..core.settings import PassSettings
 from ..core.validate import MAX_FRACTION, check_number
 from .removal import (
     baseline_tensor,
@@ -158,9 +159,8 @@ class Disinhibition(Result):
 
 
 def disinhibit(model: nn.Module, dataset, feature, layer: str, scan=None, k: int = 10, n_random: int = 32,
-                  baseline: str = "zero", fraction: float = 0.5, seed: int = 0, batch_size: int = 16,
-                  completeness_threshold: float = 0.5, statistics=None, preprocess: bool = True,
-                  progress: bool = False) -> Disinhibition:
+               baseline: str = "zero", fraction: float = 0.5, seed: int = 0, statistics=None,
+               settings: Optional[PassSettings] = None) -> Disinhibition:
     """Remove the inhibition of ``feature`` at ``layer`` on its MEIs, MIIs, MTIs and random images.
 
     Args:
@@ -173,9 +173,12 @@ def disinhibit(model: nn.Module, dataset, feature, layer: str, scan=None, k: int
         k: images per group (MEIs, MIIs, MTIs by percentile tension); n_random: random images.
         baseline: ``"zero"`` or ``"mean"`` (each removed element takes its mean over the dataset).
         fraction: the verdict's bar (see :attr:`Disinhibition.verdict`).
-        seed: draws the random images. batch_size: images per pass.
-        completeness_threshold: r below which the layer counts as incomplete (warns).
-        statistics: a :func:`layer_statistics` pair to reuse for ``baseline="mean"``.
+        seed: draws the random images.
+        statistics: a :func:`~lucent_inhibit.causal.removal.layer_statistics` pair to reuse for
+            ``baseline="mean"``.
+        settings: the passes' :class:`~lucent_inhibit.core.settings.PassSettings` (images per pass, input
+            normalisation, progress bars, the completeness threshold: r below it counts as incomplete and
+            warns); None: the defaults.
 
     Returns:
         :class:`Disinhibition`; ``IncompletenessWarning`` when the layer is incomplete for the feature.
@@ -184,11 +187,11 @@ def disinhibit(model: nn.Module, dataset, feature, layer: str, scan=None, k: int
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one Lucent layer name, got {type(layer).__name__}")
     fraction = check_number("fraction", fraction, 0, MAX_FRACTION, low_open=True)
-    run = dataset_pass(model, dataset, [layer], [feature], batch_size, preprocess, progress)
+    run = dataset_pass(model, dataset, [layer], [feature], settings)
     with run.evaluating():
-        scan_result = ensure_scan(model, dataset, feature, layer, scan, batch_size, preprocess, progress)
+        scan_result = ensure_scan(model, dataset, feature, layer, scan, run.settings)
         groups = select_groups(scan_result, layer, k, n_random, seed)
-        complete = check_complete(scan_result, layer, completeness_threshold)
+        complete = check_complete(scan_result, layer, run.threshold)
         base = baseline_tensor(baseline, run, layer, statistics)
         out = {name: {} for name in ("activation", "disinhibited", "linear")}
         for g, idx in groups.items():

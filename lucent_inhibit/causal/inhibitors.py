@@ -30,7 +30,7 @@ from ..attribution.passes import DatasetPass, dataset_pass
 from ..core.features import Feature, as_feature
 from ..core.rendering import run_render
 from ..core.results import Result
-from ..core.settings import RenderSettings, as_settings
+from ..core.settings import PassSettings, RenderSettings, as_settings
 from ..core.validate import check_int
 from ..data.datasets import load_batch
 from .removal import (
@@ -180,13 +180,13 @@ def _thumbnails(dataset, top: np.ndarray) -> np.ndarray:
 def inhibitor_dictionary(model: nn.Module, dataset, feature, layer: str, scan=None, k: int = 10,
                          n_channels: int = 8, n_top_images: int = 4, baseline: str = "zero", n_remove: int = 5,
                          random_draws: int = 5, render: Optional[RenderSettings] = None, visualize: bool = True,
-                         seed: int = 0, batch_size: int = 16, completeness_threshold: float = 0.5,
-                         statistics=None, preprocess: bool = True, progress: bool = False) -> InhibitorDictionary:
+                         seed: int = 0, statistics=None, settings: Optional[PassSettings] = None
+                         ) -> InhibitorDictionary:
     """Rank the channels of ``layer`` by their inhibition of ``feature`` on its MTIs and test them causally.
 
     Args:
-        model, dataset, feature, layer, scan, k, baseline, seed, batch_size, completeness_threshold,
-            preprocess, progress: as in :func:`lucent_inhibit.causal.disinhibition.disinhibit`.
+        model, dataset, feature, layer, scan, k, baseline, seed, settings: as in
+            :func:`lucent_inhibit.causal.disinhibition.disinhibit`.
         n_channels: channels kept in the dictionary (the most inhibitory).
         n_top_images: dataset images shown per channel.
         n_remove, random_draws: the removal check (top ``n_remove`` channels against as many random ones).
@@ -198,12 +198,12 @@ def inhibitor_dictionary(model: nn.Module, dataset, feature, layer: str, scan=No
         :class:`InhibitorDictionary`; ``IncompletenessWarning`` when the layer is incomplete for the feature.
     """
     feature = as_feature(feature)
-    run = dataset_pass(model, dataset, [layer], [feature], batch_size, preprocess, progress)
+    run = dataset_pass(model, dataset, [layer], [feature], settings)
     n_top_images = check_int("n_top_images", n_top_images, low=1)
     with run.evaluating():
-        scan_result = ensure_scan(model, dataset, feature, layer, scan, batch_size, preprocess, progress)
+        scan_result = ensure_scan(model, dataset, feature, layer, scan, run.settings)
         mtis = select_groups(scan_result, layer, k, 2, seed)["mtis"]
-        complete = check_complete(scan_result, layer, completeness_threshold)
+        complete = check_complete(scan_result, layer, run.threshold)
         stats = layer_statistics(run, layer) if statistics is None else statistics
         base = baseline_tensor(baseline, run, layer, stats)
         images = load_batch(dataset, mtis)

@@ -16,6 +16,7 @@ from ..attribution.passes import DatasetPass
 from ..core.features import Feature, reading_feature
 from ..core.hooks import capture, model_device
 from ..core.preparation import preprocess_fn
+from ..core.settings import PassSettings
 from ..core.validate import check_choice, check_int, check_number
 from ..data.datasets import dataset_identity
 
@@ -25,15 +26,15 @@ BASELINES = ("zero", "mean")
 # ------------------------------------------------------------------------------------------------
 # shared pieces
 # ------------------------------------------------------------------------------------------------
-def ensure_scan(model: nn.Module, dataset, feature: Feature, layer: str, scan_result, batch_size: int,
-                preprocess: bool, progress: bool):
+def ensure_scan(model: nn.Module, dataset, feature: Feature, layer: str, scan_result,
+                settings: Optional[PassSettings] = None):
     """``scan_result`` checked against ``feature``, ``layer`` and ``dataset``, or a new scan of ``dataset``
-    (:func:`lucent_inhibit.scanning.run.scan`) at ``layer`` when it is None."""
+    (:func:`lucent_inhibit.scanning.run.scan`, with ``settings``) at ``layer`` when it is None."""
     from ..scanning.result import ScanResult
     from ..scanning.run import scan
 
     if scan_result is None:
-        return scan(model, dataset, feature, [layer], batch_size=batch_size, progress=progress, preprocess=preprocess)
+        return scan(model, dataset, feature, [layer], settings=settings)
     if isinstance(scan_result, (str, os.PathLike)):
         scan_result = ScanResult.load(scan_result)
     if not isinstance(scan_result, ScanResult):

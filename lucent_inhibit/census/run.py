@@ -22,12 +22,11 @@ from ..attribution.totals import MIN_PERCENTILE_IMAGES
 from ..core.distributed import agree, all_gather, init_from_env, rank_indices
 from ..core.features import Feature, as_feature, check_position
 from ..core.hooks import model_device, output_shapes
+from ..core.settings import PassSettings, as_pass_settings
 from ..core.validate import (
     InputError,
     check_choice,
-    check_flag,
     check_int,
-    check_number,
 )
 from ..data.datasets import dataset_digest, describe_item
 from .result import Census
@@ -145,8 +144,8 @@ def chunk_memory_error(chunk: int, per_feature: int, free: Optional[int], batch_
 
 
 def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Sequence[int]] = None,
-                 position="center", batch_size: int = 32, chunk_size: int = 16, backward: str = "auto",
-                 completeness_threshold: float = 0.5, progress: bool = True, preprocess: bool = True) -> Census:
+                 position="center", chunk_size: int = 16, backward: str = "auto",
+                 settings: Optional[PassSettings] = None) -> Census:
     """Excitation, inhibition and tension of many features over ``dataset`` in one pass (SPEC 2.2 for a layer).
 
     Args:
@@ -157,14 +156,14 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         layers: attribution layer(s) before the features, as for a scan.
         units: with a layer name, the units to follow (default: all of the layer's channels).
         position: with a layer name, ``"center"``, ``"mean"`` or ``(y, x)``; a linear layer has no position.
-        batch_size: images per forward pass.
         chunk_size: features whose attributions exist at once (memory grows with it: about
             ``16 * batch_size * activations`` bytes per feature); a chunk that fails to allocate raises
             :class:`ChunkMemoryError` saying how many features would fit.
         backward: ``"auto"``, ``"batched"`` or ``"loop"`` (see :data:`BACKWARDS`); results agree to float
             tolerance.
-        completeness_threshold: warn when Pearson r(f, E) is below it for some features.
-        progress: show a tqdm bar; preprocess: apply the model's input normalisation.
+        settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per forward pass,
+            input normalisation, progress bar, the completeness threshold below which it warns for some
+            features); None: the defaults.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`lucent_inhibit.core.distributed`) rank ``r`` of ``w`` takes shard
     ``(r, w)`` of the images and every rank returns the whole census, equal to the one-process census.
@@ -173,8 +172,10 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         :class:`Census` with (n, K) values and (n, K, L) totals, rows sorted by dataset index.
     """
     rank, world = init_from_env()
-    setup = lambda: _setup(model, dataset, features, layers, units, position, batch_size, chunk_size,  # noqa: E731
-                           backward, completeness_threshold, preprocess, check_flag("progress", progress) and rank == 0)
+    settings = as_pass_settings(settings)
+    settings = settings.replace(progress=settings.progress and rank == 0)  # rank 0's bar only
+    setup = lambda: _setup(model, dataset, features, layers, units, position, chunk_size, backward,  # noqa: E731
+                           settings)
     run, feats, chunk, batched, shape, per_feature, threshold = agree("census", setup) if world > 1 else setup()[0]
     idx = rank_indices(run.size, rank, world)
     with run.evaluating():
@@ -195,20 +196,19 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
     return result
 
 
-def _setup(model, dataset, features, layers, units, position, batch_size, chunk_size, backward, threshold, preprocess,
-           progress):
+def _setup(model, dataset, features, layers, units, position, chunk_size, backward, settings: PassSettings):
     """The checked arguments of a census: ``((pass, features, chunk size, batched, image shape, bytes per
     feature, threshold), fingerprint)``; the fingerprint is what every rank of a distributed census shares."""
-    run = dataset_pass(model, dataset, layers, [], batch_size, preprocess, progress)
+    run = dataset_pass(model, dataset, layers, [], settings)
     chunk = check_int("chunk_size", chunk_size, 1)
     backward = check_choice("backward", backward, BACKWARDS)
-    threshold = check_number("completeness_threshold", threshold, -1.0, 1.0)
+    threshold = run.threshold
     with run.evaluating():
         idx0, first = next(run.batches(range(min(run.batch_size, run.size))))
         x0 = prepare_inputs(run.model, first, run.preprocess)
         probe = output_shapes(model, x0, run.layers + ([features] if isinstance(features, str) else []))
     feats = census_features(features, probe, units, position)
-    run = dataset_pass(model, dataset, layers, feats, batch_size, preprocess, progress)
+    run = dataset_pass(model, dataset, layers, feats, settings)
     batched = backward == "batched" or (backward == "auto" and x0.device.type == "cuda")
     fingerprint = {"features": [f.to_dict() for f in feats], "layers": list(run.layers), "dataset": run.name,
                    "dataset_size": run.size, "batch_size": run.batch_size, "chunk_size": chunk, "backward": backward,

@@ -21,6 +21,7 @@ from ..core.features import Feature, Position, as_feature, check_images
 from ..core.hooks import capture, check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.results import Result
+from ..core.settings import PassSettings, as_pass_settings
 from ..core.tokens import TokenGrid, token_grid
 from ..core.validate import check_choice, check_int
 from ..data.batching import iter_batches
@@ -88,17 +89,19 @@ def _as_dataset(dataset, minimum: int = 1):
     return dataset
 
 
-def pair_cloud(model: nn.Module, dataset, feature_a: Feature, feature_b: Feature, batch_size: int = 32,
-               progress: bool = False) -> torch.Tensor:
+def pair_cloud(model: nn.Module, dataset, feature_a: Feature, feature_b: Feature,
+               settings: Optional[PassSettings] = None) -> torch.Tensor:
     """Dataset activations of a pair for the grey cloud of the combination figure: (N, 2), raw units.
 
     ``dataset``: (N, 3, H, W) tensor or sequence of (3, H, W) images in [0, 1], at the size the render's
-    model saw (``CombinationResult.render_size``) so positions mean the same neurons.
+    model saw (``CombinationResult.render_size``) so positions mean the same neurons. ``settings``: the
+    pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per pass, progress bar).
     """
+    settings = as_pass_settings(settings)
     dataset = _as_dataset(dataset)
-    batches = iter_batches(dataset, batch_size)
-    parts = [measure_pair(model, b, feature_a, feature_b, batch_size=batch_size)
-             for _, b in tqdm(batches, disable=not progress, desc="pair cloud")]
+    batches = iter_batches(dataset, settings.batch_size)
+    parts = [measure_pair(model, b, feature_a, feature_b, batch_size=settings.batch_size)
+             for _, b in tqdm(batches, disable=not settings.progress, desc="pair cloud")]
     return torch.cat(parts)
 
 
@@ -266,8 +269,7 @@ def pair_statistics(
     dataset,
     layer: str,
     position: Position = "center",
-    batch_size: int = 32,
-    progress: bool = True,
+    settings: Optional[PassSettings] = None,
 ) -> PairStatistics:
     """Measure every unit of ``layer`` at ``position`` over ``dataset`` and correlate them.
 
@@ -281,18 +283,19 @@ def pair_statistics(
             (:func:`lucent_inhibit.core.tokens.token_grid` at the images' size). A position the layer does not
             have (a token or patch beyond it, ``"cls"`` without a class token, a token on a map) raises
             :class:`~lucent_inhibit.core.validate.InputError` naming it, at the first batch.
-        batch_size: images per forward pass (each stopped after ``layer``).
-        progress: a tqdm bar over the batches.
+        settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per forward pass,
+            each stopped after ``layer``; the model's input normalisation; a progress bar over the batches).
 
     Returns:
         :class:`PairStatistics` with activations (N, C) and correlation (C, C) (C: the layer's channels, the
         last dimension of a token layer).
     """
     check_layer_names(model, [layer], allow=())
-    batch_size = check_int("batch_size", batch_size, low=1)
+    settings = as_pass_settings(settings)
+    batch_size, progress = settings.batch_size, settings.progress
     dataset = _as_dataset(dataset, minimum=2)
     probe = Feature(layer, unit=0, position=position)
-    norm = preprocess_fn(model)
+    norm = preprocess_fn(model) if settings.preprocess else (lambda x: x)
     device = model_device(model)
     rows, size, grid = [], 0, None
     batches = iter_batches(dataset, batch_size)

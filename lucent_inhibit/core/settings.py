@@ -124,6 +124,12 @@ def as_settings(render: Optional[RenderSettings], **stage_defaults) -> RenderSet
     return render
 
 
+#: The render settings of atlas icons when the caller gives none (:func:`lucent_inhibit.atlas.render_icons`):
+#: with no transforms, icons reach their targets and a visible contrast in 48 steps at lr 0.1 (at 0.05 they
+#: stay grey).
+ICON_RENDER = RenderSettings(steps=48, lr=0.1)
+
+
 @dataclass(frozen=True)
 class PassSettings:
     """Settings of one pass over a dataset (the same defaults in every method that streams images).

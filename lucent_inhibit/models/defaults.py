@@ -124,19 +124,23 @@ def resolve_feature_layers(model, layer: Optional[str], attr: Optional[str], siz
     return layer, attr
 
 
-def pick_unit(model, dataset, layer: str, n: int = 32, batch_size: int = 16) -> int:
+def pick_unit(model, dataset, layer: str, n: int = 32, settings=None) -> int:
     """The channel of ``layer`` whose activation (at the centre: the middle of a map, the centre patch of a
-    token layer) varies most over the first ``n`` images."""
+    token layer) varies most over the first ``n`` images; ``settings``: the pass's
+    :class:`~lucent_inhibit.core.settings.PassSettings` (its batch size and input normalisation)."""
     import torch
 
     from ..core.features import Feature, reading_feature
     from ..core.hooks import capture, model_device
     from ..core.preparation import preprocess_fn
+    from ..core.settings import as_pass_settings
     from ..data.batching import iter_batches
 
+    settings = as_pass_settings(settings)
     vals: List[torch.Tensor] = []
-    norm, centre = preprocess_fn(model), Feature(layer, unit=0, position="center")
-    for _, x in iter_batches(dataset, batch_size, indices=range(min(n, len(dataset)))):
+    norm = preprocess_fn(model) if settings.preprocess else (lambda v: v)
+    centre = Feature(layer, unit=0, position="center")
+    for _, x in iter_batches(dataset, settings.batch_size, indices=range(min(n, len(dataset)))):
         x = norm(x.to(model_device(model)))
         with torch.no_grad():
             a = capture(model, x, [layer])[layer]

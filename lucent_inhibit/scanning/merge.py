@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from ..core.validate import InputError, check_flag, check_number
+from ..core.settings import PassSettings, as_pass_settings
+from ..core.validate import InputError, check_flag
 from .result import ScanResult
-from .stats import (  # noqa: F401
-    chunk_rows,
-    completeness_r,
-    concat_rows,
-    measure_completeness,
-    reducible,
-)
+from .stats import concat_rows, measure_completeness
 
 
 def merge_scans(parts: Iterable[Union[ScanResult, str]], require_complete: bool = True,
-          completeness_threshold: float = 0.5) -> ScanResult:
+                settings: Optional[PassSettings] = None) -> ScanResult:
     """Combine shard results (objects, result files or finished scan folders) into one result.
 
     All parts must scan the same feature, layers and dataset; they may not overlap. With
     ``require_complete`` the union must cover every dataset index (else ``ValueError`` naming the
-    missing ones). Completeness r is recomputed over the merged rows.
+    missing ones). Completeness r is recomputed over the merged rows (and warned about below
+    ``settings.completeness_threshold``, :class:`~lucent_inhibit.core.settings.PassSettings`).
     """
     require_complete = check_flag("require_complete", require_complete)
-    threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
+    threshold = as_pass_settings(settings).completeness_threshold
     if isinstance(parts, (str, os.PathLike, ScanResult)) or not hasattr(parts, "__iter__"):
         raise InputError(f"parts must be a list of scan results, result files or scan folders, got {parts!r:.60}")
     loaded = [p if isinstance(p, ScanResult) else ScanResult.load(p) for p in parts]

@@ -16,9 +16,10 @@ from ..attribution.passes import DatasetPass, dataset_pass
 from ..attribution.totals import warn_small_percentile
 from ..core.distributed import shard_indices
 from ..core.features import Feature, as_feature
-from ..core.validate import check_choice, check_flag, check_number, parse_shard
-from .result import SCAN_SCORES, ScanResult
-from .stats import (  # noqa: F401
+from ..core.settings import PassSettings
+from ..core.validate import check_choice, check_flag, parse_shard
+from .result import DEFAULT_SCORE, SCAN_SCORES, ScanResult
+from .stats import (
     chunk_rows,
     completeness_r,
     concat_rows,
@@ -54,11 +55,12 @@ class ScanPlan:
                 "image_shape": self.info.get("image_shape"), "info": self.info}
 
 
-def make_plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_size, score, preprocess,
-              progress) -> ScanPlan:
-    """The checked arguments of a :func:`scan` of shard ``shard`` (its chunks of dataset indices)."""
+def make_plan(model, dataset, feature, layers, settings: Optional[PassSettings] = None, shard=None,
+              keep_maps: bool = True, chunk_size: Optional[int] = None, score: str = DEFAULT_SCORE) -> ScanPlan:
+    """The checked arguments of a :func:`~lucent_inhibit.scanning.run.scan` of shard ``shard`` (its chunks of
+    dataset indices)."""
     feature = as_feature(feature)
-    run = dataset_pass(model, dataset, layers, [feature], batch_size, preprocess, progress)
+    run = dataset_pass(model, dataset, layers, [feature], settings)
     keep_maps = check_flag("keep_maps", keep_maps)
     score = check_choice("score", score, SCAN_SCORES)
     shard = parse_shard(shard)
@@ -96,10 +98,10 @@ def _scan_chunks(plan: ScanPlan, store: Optional[ChunkStore], done: Dict[int, Sc
     return parts
 
 
-def run_plan(plan: ScanPlan, out, resume, completeness_threshold, warn: bool = True) -> ScanResult:
-    """Scan what ``plan`` says into ``out`` (see :func:`scan`); ``warn=False`` (one rank's share of a
-    distributed scan) records completeness without warning about it."""
-    threshold = check_number("completeness_threshold", completeness_threshold, -1.0, 1.0)
+def run_plan(plan: ScanPlan, out, resume, warn: bool = True) -> ScanResult:
+    """Scan what ``plan`` says into ``out`` (see :func:`~lucent_inhibit.scanning.run.scan`); ``warn=False``
+    (one rank's share of a distributed scan) records completeness without warning about it."""
+    threshold = plan.run.threshold
     resume, store, done = check_flag("resume", resume), None, {}
     with plan.run.evaluating():
         first = _first_batch(plan)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from typing import Callable
 
 import numpy as np
 
@@ -29,19 +30,20 @@ from ..core.distributed import (
     init_from_env,
     rank_indices,
 )
-from ..core.validate import InputError, check_flag
+from ..core.settings import PassSettings
+from ..core.validate import InputError
 from ..data.datasets import dataset_digest
 from .merge import merge_scans
-from .plan import ScanPlan, make_plan, run_plan
+from .plan import ScanPlan, run_plan
 from .result import ScanResult
 from .stats import concat_rows
 from .store import ChunkStore, check_resumable, new_manifest, split_chunks
 
 
-def scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, keep_maps, chunk_size, score,
-               completeness_threshold, progress, preprocess) -> ScanResult:
-    """This rank's part of a distributed :func:`~lucent_inhibit.scanning.run.scan` (same arguments; ``progress``
-    shows rank 0's bar only); returns the whole scan on every rank. Every rank raises the same error
+def scan_ranks(plan_for: Callable[..., ScanPlan], settings: PassSettings, out, resume, shard) -> ScanResult:
+    """This rank's part of a distributed :func:`~lucent_inhibit.scanning.run.scan`: ``plan_for(settings,
+    shard)`` makes the checked plan of the scan's arguments (:func:`~lucent_inhibit.scanning.plan.make_plan`;
+    the progress bar is rank 0's only); returns the whole scan on every rank. Every rank raises the same error
     when the ranks disagree on the arguments or the dataset, when the world is larger than the dataset,
     or when one rank fails."""
     rank, world = init_from_env()
@@ -51,12 +53,11 @@ def scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, 
             raise InputError(f"shard={shard!r} under torchrun ({world} processes): torchrun already splits the "
                              "dataset across the ranks; use one or the other (shard= for job arrays of one-process "
                              "scans)")
-        plan = make_plan(model, dataset, feature, layers, batch_size, None, keep_maps, chunk_size, score, preprocess,
-                         check_flag("progress", progress) and rank == 0)
+        plan = plan_for(settings.replace(progress=settings.progress and rank == 0), None)
         if out is not None and rank == 0 and resume is True:
             check_resumable(os.fspath(out), plan.identity())
         fingerprint = dict(plan.identity(), score=plan.info["score"], resume=resume, out=out and os.fspath(out),
-                           threshold=completeness_threshold, images=dataset_digest(dataset))
+                           threshold=settings.completeness_threshold, images=dataset_digest(plan.run.dataset))
         return plan, fingerprint
 
     whole = agree("scan", setup)
@@ -64,12 +65,12 @@ def scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, 
     mine = dataclasses.replace(whole, shard=(rank, world), chunks=split_chunks(idx, whole.info["chunk_size"]),
                                info=dict(whole.info, shard=[rank, world]))
     where = None if out is None else os.path.join(os.fspath(out), f"rank-{rank}-of-{world}")
-    parts = all_gather(lambda: encode_result(run_plan(mine, where, resume, completeness_threshold, warn=False)))
+    parts = all_gather(lambda: encode_result(run_plan(mine, where, resume, warn=False)))
     parts = [decode_result(ScanResult, p) for p in parts]
     with warnings.catch_warnings():
         if rank:
             warnings.simplefilter("ignore")  # rank 0 says it once
-        result = merge_scans(parts, completeness_threshold=completeness_threshold)
+        result = merge_scans(parts, settings=settings)
         warn_small_percentile(whole.info["score"], len(result))
     whole.info["image_shape"] = parts[0].info["image_shape"]
     result.info = dict(whole.info)

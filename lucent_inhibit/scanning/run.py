@@ -3,28 +3,22 @@ SPEC 2.2), in one process or, under ``torchrun``, split over the ranks (:mod:`.r
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Sequence, Union
 
 from torch import nn
 
 from ..core.distributed import env_world_size
+from ..core.settings import PassSettings, as_pass_settings
 from ..core.validate import InputError
 from .plan import make_plan, run_plan
 from .result import DEFAULT_SCORE, ScanResult
-from .stats import (  # noqa: F401
-    chunk_rows,
-    completeness_r,
-    concat_rows,
-    measure_completeness,
-    reducible,
-)
 
 
-def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], batch_size: int = 32,
-         out: Optional[str] = None, resume: bool = True, shard=None, keep_maps: bool = True,
-         chunk_size: Optional[int] = None, score: str = DEFAULT_SCORE, completeness_threshold: float = 0.5,
-         progress: bool = True, preprocess: bool = True) -> ScanResult:
+def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], out: Optional[str] = None,
+         resume: bool = True, shard=None, keep_maps: bool = True, chunk_size: Optional[int] = None,
+         score: str = DEFAULT_SCORE, settings: Optional[PassSettings] = None) -> ScanResult:
     """Stream ``dataset`` through ``model`` and keep per-image attribution statistics (SPEC 2.2).
 
     Args:
@@ -34,7 +28,6 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
         feature: the :class:`~lucent_inhibit.Feature` (or ``(layer, unit)``); usually pre-activation.
         layers: attribution layer(s) before the feature layer; pick them close to the feature, where
             ``E = P - N`` tracks the activation (the scan measures this and warns when r is low).
-        batch_size: images per forward/backward pass (one pass gives all layers).
         out: folder for checkpoints (:mod:`lucent_inhibit.scanning.store`): ``manifest.json`` and one
             ``chunk-*.npz`` result file per ``chunk_size`` images, written atomically as they complete; the
             finished folder loads with :meth:`ScanResult.load`.
@@ -49,21 +42,21 @@ def scan(model: nn.Module, dataset, feature, layers: Union[str, Sequence[str]], 
         score: the tension score recorded in ``info`` (``SCAN_SCORES``; selections may use any later).
             ``"percentile"`` (default) ranks P and N within the scanned images and takes the smaller rank;
             it needs at least 10 images (a smaller unsharded scan warns; ``percentiles`` then raises).
-        completeness_threshold: warn when Pearson r(activation, E) at a layer is below it.
-        progress: show a tqdm bar.
-        preprocess: apply the model's input normalisation (as ``render_vis(preprocess=True)``); False for
-            models that take the [0, 1] images as they are.
+        settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings`: images per
+            forward/backward pass (one pass gives all layers), the model's input normalisation, the progress
+            bar and the completeness threshold (warn when Pearson r(activation, E) at a layer is below it);
+            None: the defaults.
 
     Returns:
         :class:`ScanResult`, rows sorted by dataset index.
     """
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise InputError(f"out must be a folder path (str or os.PathLike) or None, got {out!r:.60}")
+    settings = as_pass_settings(settings)
+    plan = functools.partial(make_plan, model, dataset, feature, layers, keep_maps=keep_maps, chunk_size=chunk_size,
+                             score=score)
     if env_world_size() > 1:  # under torchrun: each rank scans its share (lucent_inhibit.scanning.ranks)
         from .ranks import scan_ranks
 
-        return scan_ranks(model, dataset, feature, layers, batch_size, out, resume, shard, keep_maps, chunk_size,
-                          score, completeness_threshold, progress, preprocess)
-    plan = make_plan(model, dataset, feature, layers, batch_size, shard, keep_maps, chunk_size, score, preprocess,
-                     progress)
-    return run_plan(plan, out, resume, completeness_threshold)
+        return scan_ranks(plan, settings, out, resume, shard)
+    return run_plan(plan(settings, shard), out, resume)

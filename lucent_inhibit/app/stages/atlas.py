@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import List, Literal, Optional
 
 from ...core.validate import MAX_LR, MAX_MIN_DIST, MAX_POWER, check_int, check_number
+from ...core.settings import ICON_RENDER
 from ..configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from ..options import REQUIRED, check_choices, flag, group, option
 from ..registry import register_module
@@ -38,9 +39,10 @@ class AtlasFeature(FeatureConfig):
 
 @dataclass
 class AtlasRender(RenderConfig):
-    steps: int = option(48, "render steps per icon")
-    lr: float = option(0.1, "Adam learning rate of the icons (0.1: with no transforms, icons reach their "
-                       f"targets and a visible contrast in 48 steps; 0.05 leaves them grey; at most {MAX_LR:g})")
+    steps: int = option(ICON_RENDER.steps, "render steps per icon")
+    lr: float = option(ICON_RENDER.lr, f"Adam learning rate of the icons ({ICON_RENDER.lr:g}: with no transforms, "
+                       f"icons reach their targets and a visible contrast in {ICON_RENDER.steps} steps; 0.05 leaves "
+                       f"them grey; at most {MAX_LR:g})")
     size: Optional[int] = option(None, "side of the rendered icon image (default: --size)", flag="--icon-size")
     seed: Optional[int] = option(None, "(the atlas uses --seed)", hidden=True)
 
@@ -52,7 +54,7 @@ class AtlasStageConfig:
 
     out: str = option(REQUIRED, "output folder (atlas.npz, atlas.png, atlas.html)", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
-    data: DataConfig = group(DataConfig, n_images=256, size=128, batch_size=64)
+    data: DataConfig = group(DataConfig)
     scan: Optional[str] = option(None, "a scan file (scan.npz) or finished scan folder of the same feature, dataset "
                                  "and attribution layer; default: scan the dataset first (written to OUT/scan.npz)",
                                  metavar="FILE")
@@ -105,18 +107,17 @@ class AtlasStageConfig:
 
         names = ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
                  "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power", "crop_size")
-        return AtlasConfig(**{n: getattr(self, n) for n in names}, batch_size=self.data.batch_size,
-                           icon_batch_size=self.data.batch_size, umap_seed=self.data.seed,
+        return AtlasConfig(**{n: getattr(self, n) for n in names}, umap_seed=self.data.seed,
                            memory_budget=self.map_memory * 2 ** 20)
 
 
-def _scan(cfg: AtlasStageConfig, model, data, feature, attr):
+def _scan(cfg: AtlasStageConfig, model, data, feature, attr, progress: bool = True):
     """The scan the atlas selects from: ``cfg.scan`` (checked against the data), or a fresh one."""
     from ...scanning.result import ScanResult
     from ...scanning.run import scan
 
     if cfg.scan is None:
-        result = scan(model, data, feature, [attr], batch_size=min(cfg.data.batch_size, 32), progress=True)
+        result = scan(model, data, feature, [attr], settings=cfg.data.passes(progress))
         result.save(os.path.join(cfg.out, "scan.npz"))
         return result
     if not os.path.exists(cfg.scan):
@@ -140,10 +141,10 @@ def run(cfg: AtlasStageConfig, progress: bool = True):
     feature, (attr,) = feature_and_layers(model, feature)
     data = load_data(cfg.data)
     out_folder(cfg.out)
-    result = _scan(cfg, model, data, feature, attr)
+    result = _scan(cfg, model, data, feature, attr, progress)
     settings = cfg.render.settings(progress, seed=cfg.data.seed)
     atlas = build_atlas(model, data, feature, attr, result, config=cfg.atlas_config(), render=settings,
-                        progress=progress)
+                        settings=cfg.data.passes(progress))
     atlas.save(os.path.join(cfg.out, "atlas.npz"))
     plot_atlas(atlas, os.path.join(cfg.out, "atlas.png"), frame=cfg.frame)
     write_atlas_html(atlas, os.path.join(cfg.out, "atlas.html"), frame=cfg.frame)

@@ -87,8 +87,7 @@ def run(cfg: CensusConfig, progress: bool = True):
     precision, check = precision_context(cfg.autocast, model, data, checked, layers, cfg.data.batch_size)
     with precision:
         result = layer_census(model, data, layer, layers, units=cfg.units, position=parse_position(cfg.position),
-                              batch_size=cfg.data.batch_size, chunk_size=cfg.chunk_size, backward=cfg.backward,
-                              progress=progress)
+                              chunk_size=cfg.chunk_size, backward=cfg.backward, settings=cfg.data.passes(progress))
     if check is not None:
         result.info["autocast_check"] = check.to_dict()
     all_gather(lambda: _write(result, cfg) if rank == 0 else None)  # under torchrun rank 0 writes

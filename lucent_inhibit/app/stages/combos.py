@@ -50,7 +50,7 @@ class CombosConfig:
 
     out: str = option(REQUIRED, "output folder", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
-    data: DataConfig = group(DataConfig, n_images=256, size=128)
+    data: DataConfig = group(DataConfig)
     layer: Optional[str] = option(None, f"layer whose units are paired (default: {EMBEDDED_COMBO_LAYER}, a pre-ReLU6 "
                                   "middle layer, on the embedded model; a vision transformer's default feature layer, "
                                   "the MLP's hidden pre-GELU two thirds deep; required for other models)")
@@ -150,7 +150,7 @@ def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
     check_layers(model, layer)
     data = load_data(cfg.data)
     stats = pair_statistics(model, data, layer, position=parse_position(cfg.position),
-                            batch_size=cfg.data.batch_size, progress=progress)
+                            settings=cfg.data.passes(progress))
     size = cfg.render.size or cfg.data.size
     settings = cfg.render.settings(progress, size=size, model_size=cfg.render.model_size or size, seed=cfg.data.seed)
     scale_settings = settings.replace(steps=cfg.scale_steps or settings.steps)

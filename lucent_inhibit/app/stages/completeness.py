@@ -36,7 +36,7 @@ class CompletenessConfig:
 
     out: str = option("completeness_out", "output folder", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
-    data: DataConfig = group(DataConfig, n_images=96)
+    data: DataConfig = group(DataConfig)
     layers: Optional[str] = option(None, "comma-separated attribution layers in any order ('input' = pixels after "
                                    "normalisation); default: the block outputs and conv_head (timm models), else "
                                    "every pre-activation layer before the features")
@@ -53,7 +53,7 @@ class CompletenessConfig:
     ig_features: int = option(0, "also run integrated gradients for the first K features and draw it on the "
                               "same figure (costs --ig-steps forward/backward passes per layer)")
     ig_layers: Optional[str] = option(None, "comma-separated layers for the IG comparison (default: --layers)")
-    ig_steps: int = option(8, "integration points of the IG comparison")
+    ig_steps: int = option(16, "integration points of the IG comparison")
     title: Optional[str] = option(None, "figure title", hidden=True)
 
     def __post_init__(self):
@@ -146,14 +146,14 @@ def run(cfg: CompletenessConfig, progress: bool = True) -> CompletenessRun:
     feats = features(cfg, model)
     layers = depth_layers(model, cfg.layers, feats)
     out_folder(cfg.out)
-    result = completeness(model, data, feats, layers, batch_size=cfg.data.batch_size, method=cfg.method,
-                          steps=cfg.steps, progress=progress)
+    result = completeness(model, data, feats, layers, method=cfg.method, steps=cfg.steps,
+                          settings=cfg.data.passes(progress))
     result.save(os.path.join(cfg.out, "completeness.npz"))
     compare = None
     if cfg.ig_features > 0:
         ig_layers = depth_layers(model, cfg.ig_layers, feats) if cfg.ig_layers else layers
-        compare = completeness(model, data, feats[: cfg.ig_features], ig_layers, batch_size=cfg.data.batch_size,
-                               method="integrated_gradients", steps=cfg.ig_steps, progress=progress)
+        compare = completeness(model, data, feats[: cfg.ig_features], ig_layers, method="integrated_gradients",
+                               steps=cfg.ig_steps, settings=cfg.data.passes(progress))
         compare.save(os.path.join(cfg.out, "completeness_ig.npz"))
     png = plot_completeness(result, os.path.join(cfg.out, "completeness.png"), compare=compare, title=cfg.title)
     return CompletenessRun(result, compare, png)

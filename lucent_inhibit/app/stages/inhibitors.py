@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import List, Literal, Optional
 
 from ...core.validate import MAX_FRACTION, check_int, check_number
-from ..configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
+from ..configs import RENDER, DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from ..options import REQUIRED, check_choices, flag, group, option
 from ..registry import register_module
 
@@ -25,8 +25,9 @@ OUTPUTS = ("disinhibition.npz", "disinhibition.png", "inhibitors.npz", "inhibito
 
 @dataclass
 class InhibitorsRender(RenderConfig):
-    steps: int = option(48, "render steps per channel visualization")
-    size: Optional[int] = option(96, "side of each channel visualization in pixels", flag="--render-size")
+    steps: int = option(RENDER.steps, "render steps per channel visualization")
+    size: Optional[int] = option(None, "side of each channel visualization in pixels (default: 96)",
+                                 flag="--render-size")
 
 
 @dataclass
@@ -73,11 +74,11 @@ def run(cfg: InhibitorsConfig, progress: bool = True):
     model = load_model(cfg.model)
     feature, (layer,) = feature_and_layers(model, cfg.feature)
     data = load_data(cfg.data)
-    bs = cfg.data.batch_size
-    scan = ensure_scan(model, data, feature, layer, cfg.scan, bs, True, progress)
-    stats = layer_statistics(dataset_pass(model, data, [layer], [feature], bs, True, progress), layer)
-    common = dict(scan=scan, k=cfg.top_k, baseline=cfg.baseline, seed=cfg.data.seed, batch_size=bs, statistics=stats,
-                  progress=progress)
+    passes = cfg.data.passes(progress)
+    scan = ensure_scan(model, data, feature, layer, cfg.scan, passes)
+    stats = layer_statistics(dataset_pass(model, data, [layer], [feature], passes), layer)
+    common = dict(scan=scan, k=cfg.top_k, baseline=cfg.baseline, seed=cfg.data.seed, statistics=stats,
+                  settings=passes)
     dis = disinhibit(model, data, feature, layer, n_random=cfg.n_random, fraction=cfg.fraction, **common)
     res = inhibitor_dictionary(model, data, feature, layer, n_channels=cfg.n_channels, n_top_images=cfg.n_top_images,
                                n_remove=cfg.n_remove, random_draws=cfg.random_draws, render=cfg.render.settings(progress),

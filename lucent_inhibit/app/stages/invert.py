@@ -24,7 +24,6 @@ OUTPUTS = ("inversion.npz", "inversion.png")
 
 @dataclass
 class InvertRender(RenderConfig):
-    steps: int = option(64, "optimisation steps (Adam)")
     size: Optional[int] = option(None, "side of the rendered images (default: the image's)", flag="--render-size")
 
 
@@ -34,7 +33,7 @@ class InvertConfig:
 
     out: str = option(REQUIRED, "output folder", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
-    data: DataConfig = group(DataConfig, n_images=48, size=128)
+    data: DataConfig = group(DataConfig)
     feature: FeatureConfig = group(FeatureConfig)
     image: Optional[str] = option(None, "path of an image file to invert (default: pick from the data)", metavar="FILE")
     index: str = option("tense", "which data image: an integer index, or 'tense' for the one with the largest "
@@ -64,7 +63,7 @@ def _pick(cfg: InvertConfig, model, feature, attr):
     import torch
 
     from ...attribution.attribute import attribute
-    from ...data.datasets import load_batch
+    from ...data.batching import iter_batches
     from ...data.images import load_image
     from ..runtime import load_data
 
@@ -76,9 +75,9 @@ def _pick(cfg: InvertConfig, model, feature, attr):
         except (OSError, TypeError) as exc:
             raise ValueError(f"cannot read --image {cfg.image!r}: {exc}") from exc
     data = load_data(cfg.data)
-    if cfg.index == "tense":
-        x = load_batch(data, range(len(data)))
-        idx = int(attribute(model, x, feature, attr).tension(attr).argmax())
+    if cfg.index == "tense":  # the most tense image by min(P, N), one batch at a time
+        tension = [attribute(model, x, feature, attr).tension(attr) for _, x in iter_batches(data, cfg.data.batch_size)]
+        idx = int(torch.cat(tension).argmax())
     else:
         idx = int(cfg.index)
         if not 0 <= idx < len(data):

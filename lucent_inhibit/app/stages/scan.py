@@ -101,9 +101,9 @@ def run(cfg: ScanConfig, progress: bool = True):
     else:
         precision, check = precision_context(cfg.autocast, model, data, feature, layers, cfg.data.batch_size)
         with precision:
-            result = scan(model, data, feature, layers, batch_size=cfg.data.batch_size,
+            result = scan(model, data, feature, layers, settings=cfg.data.passes(progress),
                           out=os.path.join(cfg.out, cfg.shard_dir()), resume=cfg.resume, shard=cfg.shard,
-                          keep_maps=cfg.keep_maps, chunk_size=cfg.chunk_size, score=cfg.score, progress=progress)
+                          keep_maps=cfg.keep_maps, chunk_size=cfg.chunk_size, score=cfg.score)
         if check is not None:
             result.info["autocast_check"] = check.to_dict()
         if cfg.shard:

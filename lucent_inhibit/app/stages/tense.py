@@ -21,8 +21,8 @@ OUTPUTS = ("tense.npz", "tense.png")
 
 @dataclass
 class TenseRender(RenderConfig):
-    steps: int = option(64, "optimisation steps (Adam)")
-    size: Optional[int] = option(128, "side of the rendered image in pixels", flag="--size")
+    size: Optional[int] = option(None, "side of the rendered image in pixels (default: 128)",
+                                 flag="--size")
     model_size: Optional[int] = option(None, "side of the image the model sees (default: the render size)")
     seed: Optional[int] = option(0, "seed of the render (torch and numpy)", flag="--seed")
 
