@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 OUT ?= report
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench browser clean
+.PHONY: install demo test test-fast bench browser clean lint-imports
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ browser:
 demo: install
 	$(VENV)/bin/lucent-inhibit demo --out $(OUT)
 
-test: install browser
+test: install browser lint-imports
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# The import contracts of .importlinter (one-way layers, no cycle inside a subpackage); also a test.
+lint-imports: install
+	$(VENV)/bin/lint-imports --config .importlinter --no-cache
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)

@@ -156,3 +156,24 @@ def test_quick_demo_states_a_finding_in_every_section(tmp_path, one_thread):
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.index('id="findings"') < page.index('id="s0"')
     assert os.path.exists(tmp_path / "report" / "numbers.json")
+    # a notebook gets the report's verdicts from the saved results alone (a fresh process: nothing else imported)
+    code = ("import json, sys, lucent_inhibit as li\n"
+            "out = sys.argv[1]\n"
+            "found = [f.to_dict() for name in ('completeness/completeness', 'scan/scan', 'tense/tense', 'atlas/atlas')\n"
+            "         for f in li.findings.judge(li.load_result(f'{out}/{name}.npz'))]\n"
+            "print(json.dumps(found))")
+    import subprocess
+    import sys
+
+    printed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "report")], capture_output=True, text=True,
+                             check=True).stdout
+    from_files = [(f["claim"], f["verdict"], f["measured"]) for f in json.loads(printed)]
+    in_report = [(f.claim, f.verdict, f.measured) for _, f in report.findings]
+    assert from_files and set(from_files) <= set(in_report)
+
+
+def test_judge_names_the_results_it_has_findings_for():
+    from lucent_inhibit.findings import judge
+
+    with pytest.raises(ValueError, match="no finding is defined for a dict; findings exist for .*ScanResult"):
+        judge({})

@@ -43,3 +43,8 @@ def icon_finding(cosines):
     ok = lo >= MIN_ICON_COSINE
     return Finding.judge(ATLAS_CLAIM, measured, ok, why if ok else f"the icons fall short of their targets ({why}); "
                          "give the icon renders more steps")
+
+
+def atlas_finding(atlas) -> Finding:
+    """:func:`icon_finding` of an :class:`~lucent_inhibit.Atlas`'s icons."""
+    return icon_finding(atlas.icons.cosine)

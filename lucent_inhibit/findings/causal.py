@@ -50,3 +50,9 @@ def removal_finding(top: float, random: List[float], n: int):
     why = ("bar: a positive change above every random draw" if ok else "the top channels' removal does not raise f "
            "above every random draw (bar: positive and above the largest random draw)")
     return Finding.judge(REMOVAL_CLAIM, measured, ok, why)
+
+
+def inhibitor_finding(dictionary) -> Finding:
+    """:func:`removal_finding` of an :class:`~lucent_inhibit.InhibitorDictionary`'s removal check."""
+    rm = dictionary.removal
+    return removal_finding(float(rm.get("top", float("nan"))), list(rm.get("random", [])), int(rm.get("n", 0)))

@@ -35,3 +35,8 @@ def combination_finding(quadrants):
     why = (f"quadrant {worst} reaches {ratio:.2f} of quadrant {best}'s C (bar: at most {COLLAPSE_FRACTION:g})")
     return Finding.judge(COMBINATION_CLAIM, measured, ratio <= COLLAPSE_FRACTION,
                          why if ratio <= COLLAPSE_FRACTION else why + ": every combination was reached")
+
+
+def sweep_finding(result) -> Finding:
+    """:func:`combination_finding` of a :class:`~lucent_inhibit.CombinationResult`'s quadrant scores."""
+    return combination_finding(result.quadrant_scores())

@@ -5,6 +5,8 @@ Each claim is one sentence of the papers; each function computes the :class:`~lu
 """
 from __future__ import annotations
 
+from typing import List, Optional
+
 import numpy as np
 
 from .verdicts import Finding
@@ -51,3 +53,29 @@ def mti_finding(p_median: float, n_median: float, mti_mean: float, mei_mean: flo
     bar = (f"both median percentiles >= {MTI_MIN_PERCENTILE:g}; mean f within {MTI_NEAR_TYPICAL:g} of the MII-MEI "
            f"range from the typical value ({offset:.2f})")
     return Finding.judge(MTI_CLAIM, measured, not problems, "; ".join(problems) or bar)
+
+
+def scan_findings(result, k: int = 10, score: str = "percentile", layer: Optional[str] = None) -> List[Finding]:
+    """The findings of a :class:`~lucent_inhibit.ScanResult`: the MTI claim (:func:`mti_finding`) from its
+    top-``k`` MTIs by ``score`` (``"min"`` when the scan is too small for percentile ranks) at ``layer``
+    (default: its first attribution layer), and completeness at that layer
+    (:func:`~lucent_inhibit.findings.completeness.completeness_finding`)."""
+    from ..attribution.totals import MIN_PERCENTILE_IMAGES
+    from .completeness import completeness_finding
+
+    layer = layer or result.layers[0]
+    k = max(1, min(int(k), len(result)))
+    score = "min" if score == "percentile" and len(result) < MIN_PERCENTILE_IMAGES else score
+    mtis = result.mtis(k, score, layer=layer)
+
+    def mean_f(indices):
+        return float(result.activation[np.isin(result.indices, indices)].mean())
+
+    nan = float("nan")
+    pct = result.percentiles(layer) if len(result) >= MIN_PERCENTILE_IMAGES else None
+    p_med, n_med = (nan, nan) if pct is None else np.median(pct[[result.row(int(i)) for i in mtis]], axis=0)
+    mti = mti_finding(float(p_med), float(n_med), mean_f(mtis), mean_f(result.meis(k)), mean_f(result.miis(k)),
+                      float(np.median(result.activation)), k)
+    r = float(result.completeness.get(layer, nan))
+    slope, share = result.completeness_sums()[layer] if len(result) >= 3 else (nan, nan)
+    return [mti, completeness_finding(f"{layer} (attribution layer of {result.feature.name})", r, slope, share)]

@@ -62,3 +62,17 @@ def tension_finding(start: float, end: float, score: str = "min"):
     why = f"bar: end >= {MIN_TENSION_GAIN:g} x start"
     return Finding.judge(claim, measured, ok, why if ok else f"the render did not raise the tension enough ({why}); "
                          "try more steps")
+
+
+def inversion_finding(results) -> Finding:
+    """:func:`separation_finding` of one or more :class:`~lucent_inhibit.InversionResult` s (one render pair each)."""
+    results = [results] if hasattr(results, "summary") else list(results)
+    rows = [[r.summary()[k]["activation"] for k in ("original", "excitatory", "inhibitory")] for r in results]
+    return separation_finding(rows)
+
+
+def tense_finding(result) -> Finding:
+    """:func:`tension_finding` of a :class:`~lucent_inhibit.TenseResult`: the first image's tension at its
+    first and last recorded steps."""
+    t = result.tension[:, 0]
+    return tension_finding(float(t[0]), float(t[-1]), result.score)

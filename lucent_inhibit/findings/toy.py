@@ -38,3 +38,10 @@ def interference_finding(n_represented: int, m: int, tension_one: float, tension
         problems.append(f"two-feature inputs are not tense enough (bar: >= {MIN_TENSION_RATIO:g} x one-feature)")
     why = (f"bar: superposition (> {m // 2} features) and two-feature tension >= {MIN_TENSION_RATIO:g} x one-feature")
     return Finding.judge(INTERFERENCE_CLAIM, measured, not problems, "; ".join(problems) or why)
+
+
+def toy_finding(analysis) -> Finding:
+    """:func:`interference_finding` of a :class:`~lucent_inhibit.ToyAnalysis` of the trained toy model."""
+    m = int(analysis.config["m"])
+    return interference_finding(int(analysis.represented.sum()), m, analysis.mean_tension_one,
+                                analysis.mean_tension_two)

@@ -182,7 +182,7 @@ def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
 
 
 def section(runs, root: str):
-    from ...findings.atlas import icon_finding
+    from ...findings.atlas import atlas_finding
     from ..runtime import files_section
 
     cfg, atlas = runs[0]
@@ -205,7 +205,7 @@ def section(runs, root: str):
                ("atlas: mean icon activation, net-negative cells", s["negative_mean"],
                 "should be below the net-positive cells'")]
     sec = files_section("Attribution atlas", text, cfg.out, root, ["atlas.png"], ["atlas.html", "atlas.npz"])
-    sec.findings = [icon_finding(atlas.icons.cosine)]
+    sec.findings = [atlas_finding(atlas)]
     return sec, numbers
 
 

@@ -187,7 +187,7 @@ def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
 
 
 def section(runs, root: str):
-    from ...findings.combinations import combination_finding
+    from ...findings.combinations import sweep_finding
     from ..runtime import files_section
 
     cfg, run_ = runs[0]
@@ -207,7 +207,7 @@ def section(runs, root: str):
                 "positive axis scale")]
     sec = files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
                         ["combos.npz", "pair_stats.npz"])
-    sec.findings = [combination_finding(res.quadrant_scores())]
+    sec.findings = [sweep_finding(res)]
     return sec, numbers
 
 

@@ -119,7 +119,7 @@ def describe(res, cfg: InhibitorsConfig) -> List[str]:
 
 def section(runs, root: str):
     """Report section: the disinhibition bars with the verdict, and the inhibitor dictionary."""
-    from ...findings.causal import disinhibition_finding, removal_finding
+    from ...findings.causal import disinhibition_finding, inhibitor_finding
     from ..runtime import files_section
 
     cfg, res = runs[0]
@@ -139,7 +139,7 @@ def section(runs, root: str):
                  f"{r['delta']:+.3g}", "") for r in res.table()[:5]]
     sec = files_section("Removing inhibition: the causal test and the inhibitor dictionary", text, cfg.out, root,
                         ["disinhibition.png", "inhibitors.png"], ["disinhibition.npz", "inhibitors.npz"])
-    sec.findings = [disinhibition_finding(dis), removal_finding(rm["top"], list(rm["random"]), rm["n"])]
+    sec.findings = [disinhibition_finding(dis), inhibitor_finding(res)]
     return sec, numbers
 
 

@@ -118,7 +118,7 @@ def describe(run_: InvertRun, cfg: InvertConfig) -> List[str]:
 
 
 def section(runs, root: str):
-    from ...findings.synthesis import separation_finding
+    from ...findings.synthesis import inversion_finding
     from ..page import Section
 
     figures, links, numbers = [], [], []
@@ -135,9 +135,8 @@ def section(runs, root: str):
             "layer; on a vision transformer's token layer over the patch grid, class and register tokens left out). "
             "Inversions start from noise, accentuations from the image itself. The excitatory image should "
             "drive the feature higher than the inhibitory one.")
-    rows = [[res.summary()[k]["activation"] for k in ("original", "excitatory", "inhibitory")] for _, (res, _) in runs]
     return Section("+/- attribution inversions and accentuations of the top MTIs", text, figures=figures,
-                   links=links, findings=[separation_finding(rows)]), numbers
+                   links=links, findings=[inversion_finding([res for _, (res, _) in runs])]), numbers
 
 
 STAGE = register_module(

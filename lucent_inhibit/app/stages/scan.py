@@ -181,25 +181,10 @@ def _figures(result, cfg: ScanConfig) -> List[str]:
     return [f"{n}.png" for n in names if os.path.exists(os.path.join(cfg.out, f"{n}.png"))]
 
 
-def _findings(result, mtis, pct) -> list:
-    """The MTI finding and the completeness finding at the scan's (first) attribution layer."""
-    import numpy as np
-
-    from ...findings.completeness import completeness_finding
-    from ...findings.scanning import mti_finding
-
-    layer, k = result.layers[0], len(mtis)
-    mti = mti_finding(float(np.median(pct[:, 0])), float(np.median(pct[:, 1])), _mean_act(result, mtis),
-                      _mean_act(result, result.meis(k)), _mean_act(result, result.miis(k)),
-                      float(np.median(result.activation)), k)
-    r = float(result.completeness.get(layer, float("nan")))
-    slope, share = result.completeness_sums()[layer] if len(result) >= 3 else (float("nan"),) * 2
-    return [mti, completeness_finding(f"{layer} (attribution layer of {result.feature.name})", r, slope, share)]
-
-
 def section(runs, root: str):
     """Report section: the P-vs-N scatter, the MEI/MII/MTI grids and the overlays, their numbers and the
     findings on MTIs and on completeness at the attribution layer."""
+    from ...findings.scanning import scan_findings
     import numpy as np
 
     from ..runtime import files_section
@@ -227,7 +212,7 @@ def section(runs, root: str):
             "inhibited (blue).")
     sec = files_section("Maximally exciting, inhibiting and tense images", text, cfg.out, root,
                         _figures(result, cfg), ["scan.npz"])
-    sec.findings = _findings(result, mtis, pct)
+    sec.findings = scan_findings(result, k, _score(result, cfg), layer)
     return sec, numbers
 
 

@@ -82,7 +82,7 @@ def describe(res, cfg: TenseConfig) -> List[str]:
 
 
 def section(runs, root: str):
-    from ...findings.synthesis import tension_finding
+    from ...findings.synthesis import tense_finding
     from ..runtime import files_section
 
     cfg, res = runs[0]
@@ -93,7 +93,7 @@ def section(runs, root: str):
     numbers = [("tense synthesis: min(P, N) start -> end", f"{float(t[0]):.3g} -> {float(t[-1]):.3g}", ""),
                ("tense synthesis: final activation", float(res.activation[-1, 0]), "compare the top MEI activation")]
     sec = files_section("A synthesised maximally tense image", text, cfg.out, root, ["tense.png"], ["tense.npz"])
-    sec.findings = [tension_finding(float(t[0]), float(t[-1]), res.score)]
+    sec.findings = [tense_finding(res)]
     return sec, numbers
 
 

@@ -137,7 +137,7 @@ def _written(cfg: ToyStageConfig) -> List[str]:
 
 
 def section(runs, root: str):
-    from ...findings.toy import interference_finding
+    from ...findings.toy import toy_finding
     from ..runtime import files_section
 
     cfg, run_ = runs[0]
@@ -155,8 +155,7 @@ def section(runs, root: str):
     links = [f for f in _written(cfg) if not f.endswith(".png")]
     sec = files_section("Superposition: interference looks like inhibition", text, cfg.out, root,
                         ["toy_superposition.png"], links)
-    sec.findings = [interference_finding(int(a.represented.sum()), run_.model.config.m, a.mean_tension_one,
-                                         a.mean_tension_two)]
+    sec.findings = [toy_finding(a)]
     return sec, numbers
 
 
