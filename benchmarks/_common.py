@@ -78,7 +78,7 @@ def captum_runner(model, feat, modules, x_norm, logit_layer):
     ``forward_func`` that runs the whole network and reads the feature layer with a hook (captum's natural use)."""
     from captum.attr import LayerGradientXActivation
 
-    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.layers import get_layer
 
     if feat.layer == logit_layer:
         lga = LayerGradientXActivation(model, modules)

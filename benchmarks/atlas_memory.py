@@ -23,8 +23,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
@@ -32,6 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 FEATURE, LAYER, SIZE = ("blocks_4_0_bn3_drop", 5), "blocks_4_0_bn1_act", 64
 sys.path.insert(0, HERE)
 from _common import LazyImages, proc_status, reset_peak  # noqa: E402
+
 from lucent_inhibit.core.settings import PassSettings
 
 

@@ -46,7 +46,7 @@ def main():
     torch.set_num_threads(a.threads)
 
     from lucent_inhibit import Feature, attribute, efficientnet_lite0, sample_crops
-    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.layers import get_layer
     from lucent_inhibit.core.preparation import preprocess_fn
 
     model = efficientnet_lite0()

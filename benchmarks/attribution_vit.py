@@ -46,7 +46,7 @@ def main():
 
     import lucent_inhibit as li
     from lucent_inhibit import Feature, attribute
-    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.layers import get_layer
     from lucent_inhibit.core.preparation import preprocess_fn
 
     torch.manual_seed(0)

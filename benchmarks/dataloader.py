@@ -20,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from _common import write_result  # noqa: E402
+
 from lucent_inhibit.core.settings import PassSettings
 
 

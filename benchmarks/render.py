@@ -38,10 +38,10 @@ from lucent.optvis import param as lparam  # noqa: E402
 from lucent.optvis import render  # noqa: E402
 
 from lucent_inhibit import Feature, efficientnet_lite0, sample_crops  # noqa: E402
+from lucent_inhibit.core.layers import hooks_restored  # noqa: E402
+from lucent_inhibit.core.settings import RenderSettings  # noqa: E402
 from lucent_inhibit.synthesis import objectives as O  # noqa: E402
 from lucent_inhibit.synthesis.accentuation import accentuate  # noqa: E402
-from lucent_inhibit.core.hooks import hooks_restored  # noqa: E402
-from lucent_inhibit.core.settings import RenderSettings  # noqa: E402
 
 REPEATS = 3
 

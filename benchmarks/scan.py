@@ -28,6 +28,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 from _common import write_result  # noqa: E402
+
 from lucent_inhibit.core.settings import PassSettings
 
 FEATURE = ("blocks_4_0_bn3_drop", 5)
@@ -51,7 +52,7 @@ def bare_loop(model, images, feature, layers, batch_size):
     """Forward to the feature layer and autograd.grad of the feature wrt the attribution layers."""
     import torch
 
-    from lucent_inhibit.core.hooks import layer_table
+    from lucent_inhibit.core.layers import layer_table
     from lucent_inhibit.core.preparation import preprocess_fn
 
     table = layer_table(model)

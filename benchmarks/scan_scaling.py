@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from _common import LazyImages, proc_status, reset_peak, write_result  # noqa: E402
+
 from lucent_inhibit.core.settings import PassSettings
 
 

@@ -12,7 +12,8 @@ __version__ = "0.2.0"
 
 #: subpackage or module -> the public names it defines or re-exports (under those same names).
 _EXPORTS = {
-    "core.hooks": ["AmbiguousLayerError", "capture", "get_layer", "layers"],
+    "core.layers": ["AmbiguousLayerError", "get_layer", "layers"],
+    "core.hooks": ["capture"],
     "core.features": ["Feature"],
     "core.preparation": ["prepare", "preprocess_fn"],
     "core.rendering": ["NonFiniteLoss"],

@@ -57,10 +57,10 @@ def one_thread():
 
 @pytest.fixture
 def loaded(monkeypatch):
-    """Every model a stage loads (``stages.common.load_model``), with its hook count and requires_grad flags
+    """Every model a stage loads (``app.runtime.load_model``), with its hook count and requires_grad flags
     at load time: (model, hooks, flags) tuples, for checks that a run leaves the model as it found it."""
     from lucent_inhibit.app import runtime as common
-    from lucent_inhibit.core import hooks
+    from lucent_inhibit.core import layers as hooks
 
     seen = []
     load = common.load_model

@@ -8,7 +8,7 @@ from lucent.optvis import param as lparam
 from lucent.optvis import render
 
 from lucent_inhibit import Feature, attribute, sample_crops
-from lucent_inhibit.core.hooks import hooks_restored
+from lucent_inhibit.core.layers import hooks_restored
 from lucent_inhibit.core.rendering import NonFiniteLoss
 from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.synthesis import objectives as O

@@ -2,7 +2,6 @@
 checked with import-linter), no import cycle between any two modules counting imports inside functions, a
 small top level, and each shared mechanism defined once."""
 import ast
-import os
 import pathlib
 import subprocess
 import sys

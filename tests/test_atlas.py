@@ -32,8 +32,7 @@ from lucent_inhibit.atlas import (
 from lucent_inhibit.attribution.attribute import attribute, measure
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 
 class _Images(list):

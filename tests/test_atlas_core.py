@@ -29,11 +29,11 @@ from lucent_inhibit.atlas import (
     select_images,
 )
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.hooks import capture, hook_count
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.core.layers import hook_count
 from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.results import load_result
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 FEAT = Feature("conv3", unit=1)
 FAST = RenderSettings(steps=2, transforms=())

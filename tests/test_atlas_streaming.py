@@ -16,8 +16,8 @@ from lucent_inhibit.atlas.spool import MAP_BUDGET, MapStore, PointBuffer
 from lucent_inhibit.attribution.attribute import attribute
 from lucent_inhibit.attribution.totals import signed_totals
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.synthesis.objectives import crop_box
 from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.synthesis.objectives import crop_box
 
 FEAT = Feature("conv3", unit=1)
 SELECTION = [11, 2, 7, 0, 5, 12, 3, 9, 1, 4, 8]  # unsorted, 11 images in batches of 4 (the last one short)

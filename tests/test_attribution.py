@@ -72,7 +72,7 @@ def test_scores_equal_captum_for_a_logit_with_preprocessing(tiny_images):
 
 @pytest.mark.slow
 def test_scores_equal_captum_on_the_real_model(lite0):
-    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.layers import get_layer
     from lucent_inhibit.core.preparation import preprocess_fn
     from lucent_inhibit.data.bundled import sample_crops
 

@@ -17,9 +17,9 @@ from lucent_inhibit.app.options import base_type, choices_of, options
 from lucent_inhibit.app.stages import STAGES
 from lucent_inhibit.atlas import AtlasConfig
 from lucent_inhibit.core.features import check_images
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.validate import InputError, check_size
 from lucent_inhibit.synthesis import objectives
-from lucent_inhibit.core.settings import PassSettings
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -234,7 +234,7 @@ def test_cli_internal_error_is_one_line_and_exit_1_and_debug_shows_it(tmp_path, 
 
 def test_cli_user_errors_of_the_library_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     from lucent_inhibit.app.outputs import OutputError
-    from lucent_inhibit.core.hooks import AmbiguousLayerError
+    from lucent_inhibit.core.layers import AmbiguousLayerError
     from lucent_inhibit.core.rendering import NonFiniteLoss
     from lucent_inhibit.core.results import ResultFileError
     from lucent_inhibit.models.weights import WeightsError

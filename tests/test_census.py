@@ -11,8 +11,8 @@ from torch import nn
 
 from lucent_inhibit import Census, Feature, layer_census, scan
 from lucent_inhibit.census import ChunkMemoryError
-from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.validate import InputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYERS = ["relu1", "relu2"]

@@ -9,6 +9,7 @@ from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 
 from lucent_inhibit.core.distributed import shard_indices
 from lucent_inhibit.core.results import load_result
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.validate import parse_shard
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
@@ -21,7 +22,6 @@ from lucent_inhibit.scanning.store import (
     read_scan_manifest,
     split_chunks,
 )
-from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from lucent_inhibit.combinations import (
     render_size,
     sweep_combinations,
 )
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 
 class _PairHead(nn.Module):

@@ -10,9 +10,8 @@ from test_combinations import POINTY, ROUNDED, PointyRounded
 
 from lucent_inhibit.combinations import axis_scales, pair_statistics, sweep_combinations
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.hooks import hook_count
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.layers import hook_count
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 
 class InjectedFailure(Exception):

@@ -13,8 +13,7 @@ from lucent_inhibit.combinations import (
     sweep_combinations,
 )
 from lucent_inhibit.core.results import ResultFileError, load_result
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 TINY = RenderSettings(steps=5, size=16, model_size=16, transforms=[])
 

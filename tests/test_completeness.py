@@ -429,7 +429,7 @@ class FailingConv(nn.Conv2d):
 
 @pytest.mark.parametrize("method", ["gradient_x_activation", "integrated_gradients"])
 def test_hooks_flags_and_mode_are_restored_also_when_it_raises(method):
-    from lucent_inhibit.core.hooks import hook_count
+    from lucent_inhibit.core.layers import hook_count
 
     net = TinyConvNet()
     net.conv1.weight.requires_grad_(False)

@@ -12,6 +12,14 @@ from torch import nn
 
 from lucent_inhibit.core import hooks, rendering, results
 from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.layers import (
+    HOOK_DICTS,
+    AmbiguousLayerError,
+    hook_count,
+    hooks_restored,
+    layers,
+)
+from lucent_inhibit.core.probe import call_counts, forward_order, layers_before
 from lucent_inhibit.core.settings import RenderSettings, as_settings
 
 
@@ -34,13 +42,13 @@ class Twice(nn.Module):
 # ------------------------------------------------------------------------------------------------
 def test_capture_stops_after_the_deepest_layer_and_removes_its_hooks(tiny_net, tiny_images):
     ran = []
-    hooks.forward_order(tiny_net, tiny_images)  # the one probe pass per model and input shape
+    forward_order(tiny_net, tiny_images)  # the one probe pass per model and input shape
     tiny_net.conv3.register_forward_hook(lambda m, i, o: ran.append("conv3"))
-    before = hooks.hook_count(tiny_net)
+    before = hook_count(tiny_net)
     acts = hooks.capture(tiny_net, tiny_images, ["relu1", "conv2"])
     assert set(acts) == {"relu1", "conv2"} and ran == []  # conv3 never ran
     assert torch.allclose(acts["conv2"], tiny_net.conv2(tiny_net.relu1(tiny_net.conv1(tiny_images))))
-    assert hooks.hook_count(tiny_net) == before
+    assert hook_count(tiny_net) == before
 
 
 def test_capture_removes_hooks_when_the_forward_pass_raises(tiny_net, tiny_images):
@@ -48,21 +56,21 @@ def test_capture_removes_hooks_when_the_forward_pass_raises(tiny_net, tiny_image
         raise RuntimeError("planted failure")
 
     h = tiny_net.conv2.register_forward_hook(boom)
-    before = hooks.hook_count(tiny_net)
+    before = hook_count(tiny_net)
     with pytest.raises(ValueError, match=r"before computing \['conv3'\] \(RuntimeError: planted failure"):
         hooks.capture(tiny_net, tiny_images, ["conv3"])
-    assert hooks.hook_count(tiny_net) == before
+    assert hook_count(tiny_net) == before
     h.remove()
 
 
 def test_a_module_run_twice_is_refused_with_usable_names():
     net = Twice().eval()
     x = torch.rand(1, 3, 8, 8)
-    assert hooks.call_counts(net, x)["act"] == 2
-    with pytest.raises(hooks.AmbiguousLayerError, match=r"'act' runs 2 times.*conv2"):
+    assert call_counts(net, x)["act"] == 2
+    with pytest.raises(AmbiguousLayerError, match=r"'act' runs 2 times.*conv2"):
         hooks.capture(net, x, ["act"])
     assert set(hooks.capture(net, x, ["conv2"])) == {"conv2"}
-    assert hooks.hook_count(net) == 0
+    assert hook_count(net) == 0
 
 
 def test_unknown_layer_lists_close_matches(tiny_net, tiny_images):
@@ -78,23 +86,23 @@ def test_replace_substitutes_a_layer_output(tiny_net, tiny_images):
 def test_hooks_restored_removes_only_what_was_added(tiny_net):
     keep = tiny_net.conv1.register_forward_hook(lambda m, i, o: None)
     with pytest.raises(KeyError):
-        with hooks.hooks_restored(tiny_net):
+        with hooks_restored(tiny_net):
             tiny_net.conv2.register_forward_hook(lambda m, i, o: None)
             tiny_net.conv3.register_forward_pre_hook(lambda m, i: None)
             raise KeyError("half-way")
-    assert hooks.hook_count(tiny_net) == 1 and len(tiny_net.conv1._forward_hooks) == 1
+    assert hook_count(tiny_net) == 1 and len(tiny_net.conv1._forward_hooks) == 1
     keep.remove()
 
 
 def test_hooks_restored_also_removes_backward_and_keyword_hooks_added_inside(tiny_net):
     keep = tiny_net.conv2.register_full_backward_hook(lambda m, gi, go: None)
-    with hooks.hooks_restored(tiny_net):
+    with hooks_restored(tiny_net):
         tiny_net.conv2.register_full_backward_hook(lambda m, gi, go: None)
         tiny_net.conv1.register_forward_hook(lambda m, a, k, o: None, with_kwargs=True, always_call=True)
         tiny_net.relu1.register_forward_pre_hook(lambda m, a, k: None, with_kwargs=True)
     assert len(tiny_net.conv2._backward_hooks) == 1 and keep.id in tiny_net.conv2._backward_hooks
     for m in tiny_net.modules():
-        for d in hooks._HOOK_DICTS:
+        for d in HOOK_DICTS:
             assert not getattr(m, d) or (m is tiny_net.conv2 and d == "_backward_hooks"), (m, d)
     keep.remove()
 
@@ -109,28 +117,28 @@ def test_output_shapes_equal_capture_and_need_no_forward_pass_once_probed(tiny_n
     assert calls == []  # read off the forward-order probe that capture made
     with pytest.raises(ValueError, match="Closest valid names: conv2"):
         hooks.output_shapes(tiny_net, tiny_images, ["conv_2"])
-    with pytest.raises(hooks.AmbiguousLayerError):
+    with pytest.raises(AmbiguousLayerError):
         hooks.output_shapes(Twice().eval(), torch.rand(1, 3, 8, 8), ["act"])
 
 
 def test_truncated_view_keeps_names_and_stops(tiny_net, tiny_images):
     view = rendering.Truncated(tiny_net, "relu1")
-    assert hooks.layers(view) == hooks.layers(tiny_net)
+    assert layers(view) == layers(tiny_net)
     assert view(tiny_images) is None
     view.stop_layer = None
     assert view(tiny_images).shape == (4, 4, 16, 16)
-    assert hooks.hook_count(tiny_net) == 0
+    assert hook_count(tiny_net) == 0
 
 
 def test_layers_before_is_in_forward_order(tiny_net, tiny_images):
-    assert hooks.layers_before(tiny_net, tiny_images, "conv3") == ["conv1", "relu1", "conv2", "relu2"]
+    assert layers_before(tiny_net, tiny_images, "conv3") == ["conv1", "relu1", "conv2", "relu2"]
 
 
 # ------------------------------------------------------------------------------------------------
 # render engine
 # ------------------------------------------------------------------------------------------------
 def _state(model):
-    return hooks.hook_count(model), [p.requires_grad for p in model.parameters()], model.training
+    return hook_count(model), [p.requires_grad for p in model.parameters()], model.training
 
 
 def test_render_leaves_the_model_and_rngs_as_found(tiny_net):

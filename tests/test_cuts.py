@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.core import hooks
 from lucent_inhibit.core.hooks import separates
+from lucent_inhibit.core.layers import hook_count
 from lucent_inhibit.models.defaults import default_attribution_layer
 from lucent_inhibit.models.inception import inceptionv1
 from lucent_inhibit.models.loading import load_model
@@ -38,18 +38,18 @@ def test_a_residual_branch_however_small_is_not_a_cut(eps, cut):
     assert separates(model, x, "side", "b") is False  # nothing reads side
     # the block's output: through relu, and through the shortcut when there is one (a zero scale is still a path)
     assert separates(model, x, "relu", "out") is cut
-    assert [p.requires_grad for p in model.parameters()] == flags and hooks.hook_count(model) == 0
+    assert [p.requires_grad for p in model.parameters()] == flags and hook_count(model) == 0
 
 
 def test_default_attribution_layer_is_the_block_input_for_inceptions_pre_relu_concatenation():
     model = inceptionv1(pretrained=False)
-    n_hooks = hooks.hook_count(model)
+    n_hooks = hook_count(model)
     layer = default_attribution_layer(model, "mixed4a_pre_relu")
     assert layer == "maxpool4"  # the branch ReLUs inside mixed4a are not cuts (side branches or dead)
     x = torch.randn(2, 3, 224, 224)
     assert not separates(model, x, "mixed4a_3x3_bottleneck", "mixed4a_pre_relu")
     assert separates(model, x, "mixed4a_3x3_bottleneck", "mixed4a_3x3_pre_relu_conv")
-    assert hooks.hook_count(model) == n_hooks
+    assert hook_count(model) == n_hooks
 
 
 def test_default_attribution_layer_skips_residual_branches_on_convnext():

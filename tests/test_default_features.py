@@ -9,9 +9,9 @@ from test_vit import tiny_vit
 
 import lucent_inhibit as li
 from lucent_inhibit.core.hooks import separates
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.models import defaults
 from lucent_inhibit.models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
-from lucent_inhibit.core.settings import PassSettings
 
 
 def test_embedded_model_keeps_its_default_feature(lite0):

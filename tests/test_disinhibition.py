@@ -20,11 +20,10 @@ from lucent_inhibit.attribution.agreement import IncompletenessWarning
 from lucent_inhibit.causal.disinhibition import Disinhibition, disinhibit
 from lucent_inhibit.causal.inhibitors import InhibitorDictionary, inhibitor_dictionary
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.hooks import hook_count
-from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.layers import hook_count
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from lucent_inhibit.core.settings import PassSettings
 
 PLANTED = Feature("out", unit=0, position="mean")
 TINY_RENDER = RenderSettings(steps=2, size=16)

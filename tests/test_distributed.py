@@ -19,10 +19,10 @@ from lucent_inhibit.core.distributed import (
     barrier,
     init_from_env,
 )
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.data.datasets import dataset_digest
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from lucent_inhibit.core.settings import PassSettings
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)

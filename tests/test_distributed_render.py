@@ -19,8 +19,7 @@ from lucent_inhibit.atlas import (
 from lucent_inhibit.combinations.sweeps import CombinationResult, sweep_combinations
 from lucent_inhibit.core.distributed import chunk_owner, map_chunks, rank0_seed
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 #: One worker program run by every rank; the output folder comes in argv[1].
 WORKER = textwrap.dedent('''

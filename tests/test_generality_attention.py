@@ -11,7 +11,7 @@ from lucent.optvis.render import hook_model
 from torch import nn
 
 from lucent_inhibit import Feature, preprocess_fn
-from lucent_inhibit.core import hooks
+from lucent_inhibit.core.layers import hook_count, hooks_restored
 from lucent_inhibit.core.rendering import math_attention
 from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.models.loading import load_model
@@ -51,7 +51,7 @@ class AttnConvNet(nn.Module):
 
 def _loss(model, objective, x):
     """The objective's loss for one forward pass through Lucent's hook (as inside render_vis)."""
-    with hooks.hooks_restored(model):
+    with hooks_restored(model):
         T = hook_model(model, lambda: x)
         model(preprocess_fn(model)(x))
         return objective(T)
@@ -73,7 +73,7 @@ def test_fused_attention_has_no_double_backward_and_auto_says_what_to_do():
         warnings.simplefilter("ignore")  # auto picks exact across GELU and attention, with a warning
         g = _image_gradient(model, objectives.tense(Feature("conv2", unit=1), "act1", mode="auto"), x)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
-    assert hooks.hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_exact_gradient_matches_finite_differences_through_attention():
@@ -100,12 +100,12 @@ def test_exact_gradient_matches_finite_differences_through_attention():
 
 def test_tense_image_exact_mode_renders_through_attention():
     model = AttnConvNet().eval()
-    before = (hooks.hook_count(model), [p.requires_grad for p in model.parameters()])
+    before = (hook_count(model), [p.requires_grad for p in model.parameters()])
     res = tense_image(model, Feature("conv2", unit=1), "act1", mode="exact",
                       render=RenderSettings(steps=3, size=16), record_every=1)
     assert res.mode == "exact" and torch.isfinite(res.images).all()
     assert torch.isfinite(res.tension).all()
-    assert (hooks.hook_count(model), [p.requires_grad for p in model.parameters()]) == before
+    assert (hook_count(model), [p.requires_grad for p in model.parameters()]) == before
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def test_tense_exact_and_auto_on_timm_vit(one_thread):
     """timm ViT-Ti/16 (fused attention, random weights, 224 px): exact mode renders, auto chooses exact."""
     model = load_model("timm:vit_tiny_patch16_224", weights="none")
     feature, layer = Feature("head", unit=3), "patch_embed_proj"  # logits; the patch embedding (B, 192, 14, 14)
-    before = (hooks.hook_count(model), [p.requires_grad for p in model.parameters()])
+    before = (hook_count(model), [p.requires_grad for p in model.parameters()])
     t0 = time.time()
     res = tense_image(model, feature, layer, mode="exact", render=RenderSettings(steps=2, size=224), record_every=2)
     t_exact = time.time() - t0
@@ -121,5 +121,5 @@ def test_tense_exact_and_auto_on_timm_vit(one_thread):
     with pytest.warns(UserWarning, match="not piecewise linear"):
         res = tense_image(model, feature, layer, mode="auto", render=RenderSettings(steps=1, size=224))
     assert res.mode == "exact"
-    assert (hooks.hook_count(model), [p.requires_grad for p in model.parameters()]) == before
+    assert (hook_count(model), [p.requires_grad for p in model.parameters()]) == before
     print(f"ViT-Ti/16 exact tense: {t_exact:.1f} s for 2 steps")

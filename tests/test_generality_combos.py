@@ -6,9 +6,8 @@ from torch import nn
 
 from lucent_inhibit.app.stages.combos import scaled_pair
 from lucent_inhibit.combinations import pair_statistics
-from lucent_inhibit.core import hooks
-from lucent_inhibit.core.settings import RenderSettings
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.layers import hook_count
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 
 class NeverPositive(nn.Module):
@@ -42,11 +41,11 @@ def setup():
 
 def test_a_pair_with_an_unexcitable_unit_is_skipped_and_named(setup):
     model, stats, settings = setup
-    before = (hooks.hook_count(model), [p.requires_grad for p in model.parameters()])
+    before = (hook_count(model), [p.requires_grad for p in model.parameters()])
     a, b, r, scales, skipped = scaled_pair(model, stats, [(0, 1, -0.9), (1, 2, -0.5)], settings)
     assert (a, b, r) == (1, 2, -0.5) and min(scales.scale) > 0
     assert len(skipped) == 1 and "units 0, 1" in skipped[0] and "unit 0 " in skipped[0]
-    assert (hooks.hook_count(model), [p.requires_grad for p in model.parameters()]) == before
+    assert (hook_count(model), [p.requires_grad for p in model.parameters()]) == before
 
 
 def test_no_scalable_pair_is_one_error_listing_every_pair(setup, monkeypatch):

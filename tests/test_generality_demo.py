@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lucent_inhibit.app.stages.demo import DemoConfig, run_demo
-from lucent_inhibit.core import hooks
+from lucent_inhibit.core.layers import hook_count
 
 #: Smaller than DemoConfig.quick() (CPU test); combo_size stays 96: at smaller model inputs Lucent's standard
 #: transforms (12 px pad, 8 px jitter) move a unit's receptive field so far that renders do not excite it.
@@ -31,7 +31,7 @@ def test_quick_demo_finishes_on_random_weights(spec, layer, tmp_path, loaded, on
     assert loaded
     permanent = 36 if spec == "inceptionv1" else 0  # InceptionV1's hooks that build mixedXY_pre_relu
     for model, n_hooks, grads in loaded:
-        assert hooks.hook_count(model) == n_hooks == permanent
+        assert hook_count(model) == n_hooks == permanent
         assert [p.requires_grad for p in model.parameters()] == grads
     numbers = dict((n, v) for n, v, _ in report.numbers)
     assert "combination pair (units, r)" in numbers and report.settings["attribution layer"]
@@ -45,5 +45,5 @@ def test_demo_refuses_a_feature_layer_without_inhibition_before_writing(tmp_path
                  config=SMALL, progress=False)
     assert not os.path.exists(tmp_path / "report")
     for model, n_hooks, grads in loaded:
-        assert hooks.hook_count(model) == n_hooks == 0
+        assert hook_count(model) == n_hooks == 0
         assert [p.requires_grad for p in model.parameters()] == grads

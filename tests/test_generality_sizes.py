@@ -5,7 +5,7 @@ import torch
 
 from lucent_inhibit import Feature, attribute
 from lucent_inhibit.app.cli import main
-from lucent_inhibit.core import hooks
+from lucent_inhibit.core.layers import hook_count
 from lucent_inhibit.models.layers import logits_input_size
 from lucent_inhibit.models.loading import load_model
 
@@ -21,9 +21,9 @@ def inception():
 @pytest.fixture
 def own_hooks(inception):
     """The hooks InceptionV1 keeps for its pre-ReLU layers: the same number after each test."""
-    n = hooks.hook_count(inception)
+    n = hook_count(inception)
     yield
-    assert hooks.hook_count(inception) == n
+    assert hook_count(inception) == n
 
 
 @pytest.mark.parametrize("side", [64, 128])

@@ -19,11 +19,11 @@ from lucent_inhibit.app.options import base_type, choices_of, options
 from lucent_inhibit.app.stages import STAGES
 from lucent_inhibit.core import rendering, validate
 from lucent_inhibit.core.features import check_images
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.data.batching import iter_batches
 from lucent_inhibit.data.datasets import check_indices
 from lucent_inhibit.synthesis import objectives, param, transform
-from lucent_inhibit.core.settings import PassSettings
 
 NET = TinyConvNet(width=4).eval()
 X = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))

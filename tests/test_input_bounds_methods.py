@@ -95,8 +95,8 @@ def test_the_stages_restate_the_libraries_power_bound():
     (lambda: hooks.capture(NET, X, [["relu2"]]), InputError, r"names\[0\] must be a string"),
     (lambda: hooks.capture(NET, X, ["relu2"], replace=3), InputError, "replace must map layer names"),
     (lambda: hooks.capture(NET, X, ["relu2"], stop_at=2.5), InputError, "stop_at must be a string"),
-    (lambda: hooks.get_layer(NET, []), InputError, r"layer name must be a string \(a Lucent layer name\), got \[\]"),
-    (lambda: hooks.check_layer_names(NET, [{}]), InputError, "layer name must be a string"),
+    (lambda: get_layer(NET, []), InputError, r"layer name must be a string \(a Lucent layer name\), got \[\]"),
+    (lambda: check_layer_names(NET, [{}]), InputError, "layer name must be a string"),
     (lambda: li.accentuate(NET, IMG, "conv3:1", render=R, crop_range=2.5), InputError,
      r"crop_range must be a pair \(min, max\) of crop side fractions in \(0, 1\], got 2.5"),
     (lambda: li.accentuate(NET, IMG, "conv3:1", render=R, crop_range=()), InputError, "crop_range must be a pair"),
@@ -245,6 +245,7 @@ from lucent_inhibit.attribution.figures import (
     plot_completeness,
 )
 from lucent_inhibit.core.figures import close
+from lucent_inhibit.core.layers import check_layer_names, get_layer, hook_count
 from lucent_inhibit.core.settings import PassSettings
 
 COUNTS = st.one_of(ANY, HUGE_VALUES, st.integers(-3, 12))
@@ -285,9 +286,9 @@ def test_cosdot_powers_and_sweep_counts(power, n_angles, n_seeds):
                                                       WEIRD, st.lists(WEIRD, max_size=2)),
        stop_at=st.one_of(st.none(), st.sampled_from(["relu1", "nope", False]), WEIRD))
 def test_capture(x, names, stop_at):
-    before = hooks.hook_count(NET)
+    before = hook_count(NET)
     call(hooks.capture, NET, x, names, stop_at=stop_at, finite=False)  # random inputs may hold NaN
-    assert hooks.hook_count(NET) == before
+    assert hook_count(NET) == before
 
 
 STAGE_FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), ANY, HUGE_VALUES)
@@ -325,4 +326,4 @@ _IMAGES = torch.rand(2, 3, 16, 16)
 def test_attribution_refuses_bad_layers_flags_steps_and_totals(call, match):
     with pytest.raises((InputError, TypeError), match=match):
         call()
-    assert hooks.hook_count(NET) == 0
+    assert hook_count(NET) == 0

@@ -6,7 +6,7 @@ from torch import nn
 
 from lucent_inhibit.attribution.attribute import attribute, measure
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.hooks import get_layer, layers
+from lucent_inhibit.core.layers import get_layer, layers
 from lucent_inhibit.core.preparation import prepare, preprocess_fn
 from lucent_inhibit.models.defaults import DEFAULT_LAYER
 from lucent_inhibit.models.embedded import efficientnet_lite0

@@ -10,7 +10,7 @@ from lucent.optvis import render
 from torch import nn
 
 from lucent_inhibit import Feature, attribute
-from lucent_inhibit.core.hooks import hooks_restored
+from lucent_inhibit.core.layers import hooks_restored
 from lucent_inhibit.synthesis import objectives as O
 
 FEAT = Feature("conv3", unit=1)

@@ -6,7 +6,7 @@ from lucent.optvis import render
 from lucent.optvis import transform as ltransform
 
 from lucent_inhibit import Feature
-from lucent_inhibit.core.hooks import hooks_restored
+from lucent_inhibit.core.layers import hooks_restored
 from lucent_inhibit.synthesis import objectives as O
 from lucent_inhibit.synthesis import param as P
 from lucent_inhibit.synthesis import transform as TR

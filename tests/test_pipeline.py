@@ -10,10 +10,10 @@ from PIL import Image
 
 import lucent_inhibit as li
 from lucent_inhibit.app.cli import main
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.data.batching import iter_batches
 from lucent_inhibit.data.folders import ImageFolder
-from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import torch
 from test_scan import RedMinusGreen, _planted_images
 
 from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.scanning.figures import (
     plot_image_grid,
     plot_scan_overlay,
@@ -15,7 +16,6 @@ from lucent_inhibit.scanning.figures import (
     save_scan_figures,
 )
 from lucent_inhibit.scanning.run import scan
-from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture(scope="module")

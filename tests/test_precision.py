@@ -14,8 +14,8 @@ from lucent_inhibit.attribution.precision import (
     check_autocast,
     checked_autocast,
 )
-from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.validate import InputError
 
 
 class Cancelling(nn.Module):

@@ -18,8 +18,8 @@ from hypothesis import strategies as st  # noqa: E402
 import lucent_inhibit as li  # noqa: E402
 from lucent_inhibit.core.features import check_images  # noqa: E402
 from lucent_inhibit.core.rendering import NonFiniteLoss  # noqa: E402
-from lucent_inhibit.synthesis import objectives  # noqa: E402
 from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.synthesis import objectives  # noqa: E402
 
 DOCUMENTED = (ValueError, TypeError, NonFiniteLoss, FileNotFoundError)  # the CLI's user errors (exit 2)
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,

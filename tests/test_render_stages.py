@@ -7,7 +7,7 @@ import torch
 from lucent.optvis import objectives as lobj
 
 from lucent_inhibit import Feature
-from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.core.layers import hook_count
 from lucent_inhibit.core.results import load_result
 from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.synthesis import objectives as O

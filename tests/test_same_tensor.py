@@ -7,6 +7,13 @@ from lucent.optvis import param as lucent_param
 from lucent.optvis.render import hook_model
 
 from lucent_inhibit.core import hooks, rendering
+from lucent_inhibit.core.layers import (
+    AmbiguousLayerError,
+    hook_count,
+    hooks_restored,
+    layers,
+)
+from lucent_inhibit.core.probe import call_counts
 from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.models.loading import load_model
 
@@ -29,12 +36,12 @@ def _sample(names, k=12):
 @pytest.mark.parametrize("spec, size", _models(), ids=[m for m, _ in _models()])
 def test_capture_reads_the_tensor_lucents_hook_reads(spec, size):
     model = load_model(spec, weights="none")
-    before = hooks.hook_count(model)  # InceptionV1 keeps its own pre-ReLU hooks (lucent_inhibit.models.inception)
+    before = hook_count(model)  # InceptionV1 keeps its own pre-ReLU hooks (lucent_inhibit.models.inception)
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    counts = hooks.call_counts(model, x)
-    single = [n for n in hooks.layers(model) if counts.get(n) == 1]
-    reused = [n for n in hooks.layers(model) if counts.get(n, 0) > 1]
-    with hooks.hooks_restored(model):
+    counts = call_counts(model, x)
+    single = [n for n in layers(model) if counts.get(n) == 1]
+    reused = [n for n in layers(model) if counts.get(n, 0) > 1]
+    with hooks_restored(model):
         lucent_hook = hook_model(model, lambda: x)
         with torch.no_grad():
             model(x)
@@ -42,28 +49,28 @@ def test_capture_reads_the_tensor_lucents_hook_reads(spec, size):
             got = hooks.capture(model, x, [name])[name]
             assert torch.equal(got, lucent_hook(name)), name
     for name in reused[:3]:  # a reused module names several tensors: refused, never guessed
-        with pytest.raises(hooks.AmbiguousLayerError, match="runs"):
+        with pytest.raises(AmbiguousLayerError, match="runs"):
             hooks.capture(model, x, [name])
-    assert hooks.hook_count(model) == before
+    assert hook_count(model) == before
 
 
 def test_render_refuses_an_objective_on_a_reused_module():
     model = load_model("torchvision:resnet18", weights="none")
     settings = RenderSettings(steps=2, size=32, model_size=32)
-    with pytest.raises(hooks.AmbiguousLayerError, match="layer1_0_relu"):
+    with pytest.raises(AmbiguousLayerError, match="layer1_0_relu"):
         rendering.run_render(model, lucent_objectives.channel("layer1_0_relu", 0), lucent_param.image(32), settings, "t")
-    assert hooks.hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_inceptionv1_below_its_size_says_which_size_it_needs():
     model = load_model("inceptionv1", weights="none")
-    before = hooks.hook_count(model)
+    before = hook_count(model)
     settings = RenderSettings(steps=2, size=64, model_size=64)
     early = rendering.run_render(model, lucent_objectives.channel("mixed3a", 0), lucent_param.image(64), settings, "t")
     assert early.stopped_after == "mixed3a"  # early layers render at 64 px
     with pytest.raises(ValueError, match=r"'softmax2' was not computed for a 64x64 model input.*224"):
         rendering.run_render(model, lucent_objectives.channel("softmax2", 0), lucent_param.image(64), settings, "t")
-    assert hooks.hook_count(model) == before
+    assert hook_count(model) == before
 
 
 def test_attribution_below_the_size_a_layer_needs_names_it():

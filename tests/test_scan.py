@@ -17,10 +17,10 @@ from lucent_inhibit.attribution.totals import signed_totals
 from lucent_inhibit.core.distributed import shard_indices
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.results import META_KEY
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.scanning.merge import merge_scans as merge
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from lucent_inhibit.core.settings import PassSettings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -10,10 +10,10 @@ import torch
 from test_scan import FEATURE, LAYERS, CountingDataset, SmallNet, _same
 from torch import nn
 
-from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.core.layers import hook_count
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from lucent_inhibit.core.settings import PassSettings
 
 BATCH = 4
 

@@ -16,7 +16,7 @@ from lucent_inhibit.app.stages import toy as toy_stage
 from lucent_inhibit.app.stages.completeness import CompletenessConfig
 from lucent_inhibit.app.stages.demo import DemoConfig, DemoPlan
 from lucent_inhibit.app.stages.scan import ScanConfig, ScanFeature
-from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.core.layers import hook_count
 
 
 def _defaults(fn):

@@ -6,7 +6,7 @@ import torch
 from lucent.optvis.render import hook_model
 
 from lucent_inhibit import Feature, preprocess_fn
-from lucent_inhibit.core import hooks
+from lucent_inhibit.core.layers import hook_count, hooks_restored
 from lucent_inhibit.models.loading import load_model
 from lucent_inhibit.synthesis import objectives
 
@@ -14,7 +14,7 @@ from lucent_inhibit.synthesis import objectives
 def _image_gradient(model, objective, x):
     """d objective / d image for one forward pass through Lucent's hook, as inside render_vis."""
     x = x.clone().requires_grad_(True)
-    with hooks.hooks_restored(model):
+    with hooks_restored(model):
         T = hook_model(model, lambda: x)
         model(preprocess_fn(model)(x))
         loss = objective(T)
@@ -53,4 +53,4 @@ def test_auto_is_exact_across_layernorm_and_gelu():
     assert choice["mode"] == "exact" and choice["cos"] < 0.99
     assert _cos(g["auto"], g["exact"]) >= 0.99
     assert _cos(g["fast"], g["exact"]) < 0.99  # what the first release used silently
-    assert hooks.hook_count(model) == 0
+    assert hook_count(model) == 0

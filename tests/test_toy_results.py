@@ -10,7 +10,7 @@ import torch
 from lucent_inhibit import toy
 from lucent_inhibit.attribution.attribute import attribute
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.hooks import hook_count
+from lucent_inhibit.core.layers import hook_count
 from lucent_inhibit.core.rendering import NonFiniteLoss
 from lucent_inhibit.core.results import ResultFileError, load_result
 from lucent_inhibit.toy import (

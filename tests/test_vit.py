@@ -13,9 +13,10 @@ from torch import nn
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, preprocess_fn
-from lucent_inhibit.core.hooks import capture, hook_count, hooks_restored, layer_table
+from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.core.layers import hook_count, hooks_restored, layer_table
 from lucent_inhibit.core.rendering import math_attention, rng_restored, run_render
-from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.core.tokens import (
     TokenGrid,
     check_input_size,
@@ -27,7 +28,6 @@ from lucent_inhibit.core.tokens import (
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.models.layers import logits_input_size
 from lucent_inhibit.synthesis import objectives, param
-from lucent_inhibit.core.settings import PassSettings
 
 SPECS = ["timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224"]
 

@@ -22,9 +22,9 @@ from lucent_inhibit.atlas import (
     token_crop,
 )
 from lucent_inhibit.core.hooks import capture
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.tokens import token_grid, token_maps
 from lucent_inhibit.synthesis.objectives import crop_box
-from lucent_inhibit.core.settings import PassSettings
 
 FEATURE = Feature("blocks_1", unit=0, position="cls")
 

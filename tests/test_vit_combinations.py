@@ -14,12 +14,11 @@ from lucent_inhibit.combinations import (
     pair_statistics,
     sweep_combinations,
 )
-from lucent_inhibit.core.settings import RenderSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.core.tokens import TokenGrid, token_grid
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.synthesis import objectives
 from lucent_inhibit.synthesis.objectives import cosdot_value, pair_targets
-from lucent_inhibit.core.settings import PassSettings
 
 LAYER = "blocks_1_mlp_fc1"
 RENDER = RenderSettings(steps=2, size=32, model_size=32, transforms=[], seed=3)

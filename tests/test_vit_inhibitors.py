@@ -7,6 +7,7 @@ import torch
 from test_vit import tiny_vit
 
 import lucent_inhibit as li
+from lucent_inhibit import PassSettings
 from lucent_inhibit.attribution.passes import dataset_pass
 from lucent_inhibit.causal.inhibitors import (
     channel_inhibition,
@@ -17,8 +18,6 @@ from lucent_inhibit.causal.inhibitors import (
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.validate import InputError
-from lucent_inhibit.core.settings import PassSettings
-from lucent_inhibit import PassSettings
 
 FEATURE, LAYER = li.Feature("blocks_1_mlp_fc1", unit=3, position="cls"), "blocks_0"
 
@@ -48,7 +47,7 @@ def test_removing_token_channels_sets_them_in_every_token():
         out[:, :, [2, 5]] = 0
         return out
 
-    from lucent_inhibit.core.hooks import get_layer
+    from lucent_inhibit.core.layers import get_layer
 
     handle = get_layer(vit, LAYER).register_forward_hook(zeroed)
     try:

@@ -9,10 +9,10 @@ import lucent_inhibit as li
 from lucent_inhibit import Feature
 from lucent_inhibit.atlas.vectors import collect_vectors
 from lucent_inhibit.attribution.totals import signed_totals
+from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.tokens import TokenGrid, token_maps
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.synthesis import objectives
-from lucent_inhibit.core.settings import PassSettings
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from lucent_inhibit.app.cli import main
-from lucent_inhibit.core import hooks
+from lucent_inhibit.core.layers import hook_count
 
 SPECS = ("timm:vit_tiny_patch16_224", "timm:deit_tiny_patch16_224")
 MODEL = ["--weights", "none", "--size", "224"]
@@ -49,7 +49,7 @@ def test_every_stage_runs_on_a_random_vit_from_the_cli(spec, tmp_path, loaded, c
             assert "feature layer: blocks_8_mlp_fc1" in err and "attribution layer: blocks_7" in err
     assert len(loaded) >= 8
     for model, n_hooks, grads in loaded:
-        assert hooks.hook_count(model) == n_hooks == 0
+        assert hook_count(model) == n_hooks == 0
         assert [p.requires_grad for p in model.parameters()] == grads
 
 
@@ -67,4 +67,4 @@ def test_demo_runs_on_a_random_vit_at_its_input_size(tmp_path, loaded, caplog, o
     assert os.path.exists(tmp_path / "report" / "index.html") and not report.missing_files(str(tmp_path / "report"))
     assert report.settings["attribution layer"] == "blocks_7"
     for model, n_hooks, grads in loaded:
-        assert hooks.hook_count(model) == n_hooks == 0
+        assert hook_count(model) == n_hooks == 0

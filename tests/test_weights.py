@@ -124,7 +124,7 @@ def test_inceptionv1_pre_relu_concatenations_are_layers_and_leave_the_logits_unc
     from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1
 
     from lucent_inhibit import Feature, attribute, preprocess_fn
-    from lucent_inhibit.core import hooks
+    from lucent_inhibit.core import hooks, layers
     from lucent_inhibit.models.inception import pre_relu_layers
 
     plain = InceptionV1(pretrained=False, redirected_ReLU=False).eval()
@@ -143,4 +143,4 @@ def test_inceptionv1_pre_relu_concatenations_are_layers_and_leave_the_logits_unc
     assert att.scores["mixed3a"].abs().sum() > 0
     with pytest.raises(ValueError, match="no gradient path"):
         attribute(model, images, Feature("mixed4a_pre_relu", unit=1), "mixed3b_1x1")
-    assert hooks.hook_count(model) == 36  # the model's own pre-ReLU keepers, nothing left by the calls
+    assert layers.hook_count(model) == 36  # the model's own pre-ReLU keepers, nothing left by the calls

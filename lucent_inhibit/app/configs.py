@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
+from ..core.settings import PassSettings, RenderSettings
 from ..core.validate import (
     MAX_BATCH,
     MAX_IMAGES,
@@ -23,7 +24,6 @@ from ..core.validate import (
     check_int,
     check_number,
 )
-from ..core.settings import PassSettings, RenderSettings
 from ..models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
 from .options import flag, option
 

@@ -75,7 +75,7 @@ def load_data(cfg: DataConfig):
 
 def check_layers(model, *names: str) -> None:
     """``ValueError`` with close matches for the first name that is not a layer of ``model``."""
-    from ..core.hooks import check_layer_names
+    from ..core.layers import check_layer_names
 
     check_layer_names(model, [n for n in names if n is not None])
 
@@ -166,7 +166,7 @@ def precision_context(enabled: bool, model, data, feature, layers, batch_size: i
     if not enabled:
         return contextlib.nullcontext(), None
     from ..attribution.precision import autocast, checked_autocast
-    from ..core.hooks import model_device
+    from ..core.layers import model_device
     from ..data.batching import iter_batches
 
     _, images = next(iter(iter_batches(data, batch_size, indices=range(min(batch_size, len(data))))))

@@ -14,7 +14,13 @@ from torch import nn
 from ..attribution.attribute import METHODS
 from ..attribution.totals import TENSION_SCORES
 from ..core.results import Result
-from ..core.settings import ICON_RENDER, PassSettings, RenderSettings, as_pass_settings, as_settings
+from ..core.settings import (
+    ICON_RENDER,
+    PassSettings,
+    RenderSettings,
+    as_pass_settings,
+    as_settings,
+)
 from ..core.validate import (
     MAX_MIN_DIST,
     MAX_POWER,

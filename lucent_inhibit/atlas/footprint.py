@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.hooks import capture, model_device
+from ..core.hooks import capture
+from ..core.layers import model_device
 from ..core.preparation import preprocess_fn
 from ..core.tokens import TokenGrid, token_maps
 from ..synthesis.objectives import crop_box

@@ -28,7 +28,8 @@ from torch import nn
 
 from ..attribution.attribute import measure
 from ..core.distributed import digest, map_chunks, rank0_seed
-from ..core.hooks import check_layer_names, check_single_call, model_device
+from ..core.layers import check_layer_names, model_device
+from ..core.probe import check_single_call
 from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import ICON_RENDER, RenderSettings, as_settings

@@ -25,7 +25,8 @@ from torch import nn
 from ..attribution.attribute import METHODS, attribute
 from ..attribution.totals import signed_totals
 from ..core.features import Feature, as_feature
-from ..core.hooks import capture, check_layer_names, model_device
+from ..core.hooks import capture
+from ..core.layers import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.results import Result
 from ..core.settings import PassSettings, as_pass_settings

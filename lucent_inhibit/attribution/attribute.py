@@ -22,15 +22,10 @@ from ..core.features import (
     check_vectors,
     reading_feature,
 )
-from ..core.hooks import (
-    capture,
-    deepest,
-    frozen_weights,
-    layer_names,
-    layer_table,
-    model_device,
-)
+from ..core.hooks import capture
+from ..core.layers import frozen_weights, layer_names, layer_table, model_device
 from ..core.preparation import preprocess_fn
+from ..core.probe import deepest
 from ..core.results import Result
 from ..core.tokens import check_input_size
 from ..core.validate import MAX_BATCH, MAX_STEPS, check_flag, check_int

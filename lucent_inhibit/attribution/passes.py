@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..core.features import Feature
-from ..core.hooks import check_layer_names, forward_order, model_device
+from ..core.layers import check_layer_names, model_device
+from ..core.probe import forward_order
 from ..core.settings import PassSettings, as_pass_settings
 from ..data.batching import iter_batches
 from ..data.datasets import dataset_identity

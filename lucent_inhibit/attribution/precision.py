@@ -100,7 +100,7 @@ def check_autocast(model: nn.Module, images: torch.Tensor, feature, layers: Sequ
                    tolerance: float = AUTOCAST_TOLERANCE) -> PrecisionCheck:
     """Attribute ``feature`` at ``layers`` on ``images`` (B, 3, H, W) in [0, 1] in float32 and under autocast
     on the model's device, and return how far apart f, P and N are (:class:`PrecisionCheck`)."""
-    from ..core.hooks import model_device
+    from ..core.layers import model_device
     from .attribute import as_layers, attribute
 
     tolerance = check_number("tolerance", tolerance, 0, 1)

@@ -14,7 +14,8 @@ from torch import nn
 from ..attribution.agreement import adds_up, warn_if_incomplete
 from ..attribution.passes import DatasetPass
 from ..core.features import Feature, reading_feature
-from ..core.hooks import capture, model_device
+from ..core.hooks import capture
+from ..core.layers import model_device
 from ..core.preparation import preprocess_fn
 from ..core.settings import PassSettings
 from ..core.validate import check_choice, check_int, check_number

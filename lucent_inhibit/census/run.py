@@ -21,13 +21,10 @@ from ..attribution.passes import DatasetPass, check_shape, dataset_pass
 from ..attribution.totals import MIN_PERCENTILE_IMAGES
 from ..core.distributed import agree, all_gather, init_from_env, rank_indices
 from ..core.features import Feature, as_feature, check_position
-from ..core.hooks import model_device, output_shapes
+from ..core.hooks import output_shapes
+from ..core.layers import model_device
 from ..core.settings import PassSettings, as_pass_settings
-from ..core.validate import (
-    InputError,
-    check_choice,
-    check_int,
-)
+from ..core.validate import InputError, check_choice, check_int
 from ..data.datasets import dataset_digest, describe_item
 from .result import Census
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..core.features import Feature, as_feature
-from ..core.hooks import capture, check_layer_names, model_device
+from ..core.hooks import capture
+from ..core.layers import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.rendering import run_render
 from ..core.results import Result

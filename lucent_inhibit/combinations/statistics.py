@@ -18,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.features import Feature, Position, as_feature, check_images
-from ..core.hooks import capture, check_layer_names, model_device
+from ..core.hooks import capture
+from ..core.layers import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.results import Result
 from ..core.settings import PassSettings, as_pass_settings

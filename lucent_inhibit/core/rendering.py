@@ -32,21 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import (
-    StopForward,
-    check_single_call,
-    deepest,
-    frozen_weights,
-    get_layer,
-    hooks_restored,
-    model_device,
-    protect_outputs,
-)
+from .hooks import protect_outputs
+from .layers import StopForward, frozen_weights, get_layer, hooks_restored, model_device
+from .probe import check_single_call, deepest
 from .settings import RenderSettings, check_render_size
 from .tokens import required_input_size
-from .validate import (
-    InputError,
-)
+from .validate import InputError
 
 
 class Truncated(nn.Module):

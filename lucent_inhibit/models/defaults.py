@@ -23,7 +23,7 @@ def probe_input(model, size: int = 224, n: int = 1):
     model that takes one input size only (a strict ViT patch embedding) gets that size."""
     import torch
 
-    from ..core.hooks import model_device
+    from ..core.layers import model_device
     from ..core.preparation import preprocess_fn
     from ..core.tokens import required_input_size
 
@@ -45,13 +45,9 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
     the same block, where completeness holds (Hamblin et al., SPEC section 3: far from the feature the
     attribution no longer adds up). ``ValueError`` when no layer before ``feature_layer`` is a cut.
     """
-    from ..core.hooks import (
-        check_layer_names,
-        forward_order,
-        layer_table,
-        layers_before,
-        separates,
-    )
+    from ..core.hooks import separates
+    from ..core.layers import check_layer_names, layer_table
+    from ..core.probe import forward_order, layers_before
 
     check_layer_names(model, [feature_layer], allow=())
     x = probe_input(model, size)
@@ -84,7 +80,8 @@ def default_feature_layers(model, size: int = 224) -> Tuple[str, str, str]:
       :func:`lucent_inhibit.core.hooks.separates`: everything the block computes reads it).
     - Any other model: ``ValueError`` naming a few of its pre-activation layers; nothing is guessed.
     """
-    from ..core.hooks import layer_table, separates
+    from ..core.hooks import separates
+    from ..core.layers import layer_table
     from .layers import preactivation_layers, transformer_blocks
 
     table = layer_table(model)
@@ -108,7 +105,7 @@ def resolve_feature_layers(model, layer: Optional[str], attr: Optional[str], siz
     """``(layer, attr)`` with the defaults filled in and said: :func:`default_feature_layers` for a missing
     feature layer, :func:`default_attribution_layer` for a missing attribution layer of another feature
     layer. Each pick is logged (the CLI prints it), names checked against ``model``."""
-    from ..core.hooks import check_layer_names
+    from ..core.layers import check_layer_names
 
     if layer is None:
         layer, default_attr, why = default_feature_layers(model, size)
@@ -131,7 +128,8 @@ def pick_unit(model, dataset, layer: str, n: int = 32, settings=None) -> int:
     import torch
 
     from ..core.features import Feature, reading_feature
-    from ..core.hooks import capture, model_device
+    from ..core.hooks import capture
+    from ..core.layers import model_device
     from ..core.preparation import preprocess_fn
     from ..core.settings import as_pass_settings
     from ..data.batching import iter_batches

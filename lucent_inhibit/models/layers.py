@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from torch import nn
 
-from ..core.hooks import layer_table, layers
+from ..core.layers import layer_table, layers
 
 
 def preactivation_layers(model: nn.Module) -> List[str]:

@@ -22,7 +22,7 @@ import torch
 from lucent.optvis.objectives import as_objective
 
 from ..core.features import check_images
-from ..core.hooks import check_layer_names, model_device
+from ..core.layers import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
 from ..core.rendering import Parts, as_parts, render_session, rng_restored, run_render
 from ..core.results import Result

@@ -23,7 +23,7 @@ from lucent.optvis.objectives import Objective
 
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
-from ..core.hooks import model_device
+from ..core.layers import model_device
 from ..core.rendering import Parts, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings

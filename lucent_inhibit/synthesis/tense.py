@@ -16,7 +16,7 @@ from lucent.optvis.objectives import as_objective
 
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
-from ..core.hooks import model_device
+from ..core.layers import model_device
 from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings

@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, Optional
 
-from ...core.validate import MAX_LR, MAX_MIN_DIST, MAX_POWER, check_int, check_number
 from ...core.settings import ICON_RENDER
+from ...core.validate import MAX_LR, MAX_MIN_DIST, MAX_POWER, check_int, check_number
 from ..configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
 from ..options import REQUIRED, check_choices, flag, group, option
 from ..registry import register_module

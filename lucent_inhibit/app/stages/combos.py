@@ -121,7 +121,7 @@ def scaled_pair(model, stats, candidates, settings):
 def _combo_layer(model, layer: Optional[str]) -> str:
     """``layer``, or the default for ``model`` (said): :data:`EMBEDDED_COMBO_LAYER` where the model has it,
     else the model's default feature layer (:func:`~lucent_inhibit.models.defaults.default_feature_layers`)."""
-    from ...core.hooks import layer_table
+    from ...core.layers import layer_table
     from ...models.defaults import default_feature_layers
     from ..runtime import log
 

@@ -90,7 +90,7 @@ def features(cfg: CompletenessConfig, model):
 
     from ...attribution.completeness import random_logits
     from ...core.features import Feature
-    from ...core.hooks import layer_table
+    from ...core.layers import layer_table
     from ...models.layers import logits_input_size
     from ..runtime import check_layers
 
@@ -113,7 +113,7 @@ def features(cfg: CompletenessConfig, model):
 
 def depth_layers(model, spec: Optional[str], feats) -> List[str]:
     """``spec``'s layers, or the block outputs (+ conv_head), or the pre-activations before the features."""
-    from ...core.hooks import layers as all_layers
+    from ...core.layers import layers as all_layers
     from ...models.layers import block_outputs, preactivation_layers
     from ..runtime import check_layers
 

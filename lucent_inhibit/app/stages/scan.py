@@ -184,9 +184,9 @@ def _figures(result, cfg: ScanConfig) -> List[str]:
 def section(runs, root: str):
     """Report section: the P-vs-N scatter, the MEI/MII/MTI grids and the overlays, their numbers and the
     findings on MTIs and on completeness at the attribution layer."""
-    from ...findings.scanning import scan_findings
     import numpy as np
 
+    from ...findings.scanning import scan_findings
     from ..runtime import files_section
 
     cfg, result = runs[0]
