@@ -33,6 +33,7 @@ from ..core.results import Result
 from ..core.settings import PassSettings, RenderSettings, as_settings
 from ..core.validate import check_int
 from ..data.datasets import load_batch
+from ..synthesis.objectives.views import layer_tensor
 from .removal import (
     baseline_tensor,
     check_complete,
@@ -152,7 +153,7 @@ def layer_channel(layer: str, n_channel: int, batch=None):
     (B, T, C): there the channel is the last dim, averaged over every token."""
 
     def inner(T):
-        h = T(layer) if batch is None else T(layer)[batch:batch + 1]
+        h = layer_tensor(T, layer) if batch is None else layer_tensor(T, layer)[batch:batch + 1]
         return -(h[..., n_channel] if h.dim() == 3 else h[:, n_channel]).mean()
 
     return inner

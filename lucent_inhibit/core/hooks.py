@@ -26,6 +26,7 @@ from .layers import (
     layer_names,
     layer_table,
 )
+from .layouts import Layout
 from .probe import check_single_call, deepest, probed
 from .validate import InputError
 
@@ -41,7 +42,12 @@ def output_shapes(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> Di
     if not all(n in shapes and shapes[n][:1] == (1,) for n in names):  # rows that are not the image: refused
         with torch.no_grad():
             return capture(model, x[:1], names)
-    return {n: torch.empty(shapes[n], device="meta") for n in names}
+    layouts = probed(model, x).layouts
+    for n in names:
+        if n in layouts:
+            layouts[n].check(n, shapes[n])
+    return {n: layouts[n].canonical(torch.empty(shapes[n], device="meta")) if n in layouts
+            else torch.empty(shapes[n], device="meta") for n in names}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -53,8 +59,9 @@ def capture(
     names: Sequence[str],
     stop_at: Optional[str] = None,
     replace: Optional[Dict[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
+    any_layout: bool = False,
 ) -> Dict[str, torch.Tensor]:
-    """Run ``model(x)`` and return the outputs of the named Lucent layers.
+    """Run ``model(x)`` and return the outputs of the named Lucent layers, in the library's layouts.
 
     Args:
         x: the model input (already normalised); ``"input"`` in ``names`` returns ``x`` itself.
@@ -62,10 +69,14 @@ def capture(
         stop_at: end the forward pass as soon as this layer's output exists (default: the deepest of
             ``names``); ``stop_at=False`` runs the whole model.
         replace: layer -> function mapping its output to a replacement (integrated gradients,
-            disinhibition), applied before later layers see it.
+            disinhibition), applied before later layers see it (in the library's layout, like the outputs).
+        any_layout: also return outputs whose channel axis is unknown, as the model computes them (for
+            callers that read no channel, e.g. :func:`separates`); else they raise
+            :class:`~lucent_inhibit.core.layouts.LayoutError`.
 
     Returns:
-        layer -> tensor; a layer that runs after ``stop_at`` is absent.
+        layer -> tensor; a layer that runs after ``stop_at`` is absent. Maps are (B, C, H, W) also where the
+        model computes them channels-last (a permuted view: :mod:`lucent_inhibit.core.layouts`).
     """
     names, replace = _capture_arguments(x, names, stop_at, replace)
     wanted = [n for n in dict.fromkeys(names + list(replace)) if n != "input"]
@@ -75,11 +86,11 @@ def capture(
     check_single_call(model, x, wanted)
     if stop_at is None:
         stop_at = deepest(model, x, wanted)
-    table = layer_table(model)
+    table, layouts = layer_table(model), _read_layouts(model, x, names, any_layout)
     acts: Dict[str, torch.Tensor] = {"input": x} if "input" in names else {}
     with hooks_restored(model):
         for n in wanted:
-            table[n].register_forward_hook(_reader(n, acts, replace.get(n), n == stop_at, x))
+            table[n].register_forward_hook(_reader(n, acts, replace.get(n), n == stop_at, x, layouts.get(n)))
         try:
             model(x)
         except StopForward:
@@ -87,6 +98,19 @@ def capture(
         except RuntimeError as exc:
             _reraise_if_missing(exc, x, [n for n in wanted if n not in acts])
     return acts
+
+
+def _read_layouts(model: nn.Module, x: torch.Tensor, names: Sequence[str], any_layout: bool) -> Dict[str, Layout]:
+    """The layouts of the layers read (readable ones only with ``any_layout``); ``LayoutError`` for a name in
+    ``names`` whose channel axis is unknown."""
+    layouts = dict(probed(model, x).layouts) if x.dim() == 4 else {}
+    for n in names:
+        layout = layouts.get(n)
+        if layout is not None and not layout.readable:
+            if not any_layout:
+                layout.check(n, probed(model, x).shapes[n])
+            layouts.pop(n)
+    return layouts
 
 
 def _capture_arguments(x, names, stop_at, replace) -> Tuple[List[str], Dict[str, Callable]]:
@@ -117,25 +141,36 @@ def _reraise_if_missing(exc: RuntimeError, x: torch.Tensor, missing: List[str]) 
     ) from None
 
 
-def _reader(name: str, acts: dict, replace, stop: bool, x: torch.Tensor):
+def _reader(name: str, acts: dict, replace, stop: bool, x: torch.Tensor, layout: Optional[Layout]):
     def hook(module, inputs, output):
         if not torch.is_tensor(output):
             raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick another layer")
-        if output.dim() and output.shape[0] != x.shape[0]:
-            raise ValueError(  # e.g. InceptionV1's logits above 224 px: a fixed 7x7 pool, then reshape(-1, 1024)
-                f"layer {name!r} returned {output.shape[0]} rows for a batch of {x.shape[0]} images at "
-                f"{'x'.join(map(str, x.shape[2:]))} px, so its rows are not the images; this model's layer is "
-                "defined at another input size (InceptionV1's logits: exactly 224 px)")
+        check_rows(name, output, x)
+        view = output if layout is None else layout.canonical(output)  # (B, C, H, W) also when computed NHWC
         if replace is not None:
-            output = replace(output)
-        acts[name] = output
+            view = replace(view)
+        acts[name] = view
         if stop:
             raise StopForward
-        # the rest of the network runs on a copy: in-place ops after the layer (ResNet's `out += identity`)
-        # must not change the tensor returned (autograd still flows through the copy)
-        return output if replace is not None else output.clone()
+        # the rest of the network runs on a copy of the view, in the model's own layout: in-place ops after the
+        # layer (ResNet's `out += identity`) must not change the tensor returned, and autograd flows through it
+        back = view if layout is None else layout.raw(view)
+        return back if replace is not None else back.clone()
 
     return hook
+
+
+def check_rows(name: str, output: torch.Tensor, x: torch.Tensor) -> None:
+    """``ValueError`` when a layer's rows are not the batch's images (windows, groups, another input size)."""
+    if not output.dim() or output.shape[0] == x.shape[0]:
+        return
+    rows, batch, px = int(output.shape[0]), int(x.shape[0]), "x".join(map(str, x.shape[2:]))
+    why = (f"it computes on {rows // batch} windows or groups of each image (e.g. a Swin block's window attention: "
+           "read the block or stage around it) or reshapes a map defined at another input size (InceptionV1's "
+           "logits: exactly 224 px)" if rows > batch and rows % batch == 0 else
+           "this model's layer is defined at another input size (InceptionV1's logits: exactly 224 px)")
+    raise ValueError(f"layer {name!r} returned {rows} rows for a batch of {batch} images at {px} px, so its rows are "
+                     f"not the images: {why}")
 
 
 def protect_outputs(model: nn.Module, names: Sequence[str]) -> None:
@@ -157,6 +192,7 @@ def separates(model: nn.Module, x: torch.Tensor, layer: str, target: str) -> boo
     at 1e-6) is not a cut. Parameters' ``requires_grad`` flags are restored.
     """
     with frozen_weights(model), torch.enable_grad():
-        out = capture(model, x.detach().requires_grad_(True), [target], replace={layer: torch.Tensor.detach})
+        out = capture(model, x.detach().requires_grad_(True), [target], replace={layer: torch.Tensor.detach},
+                      any_layout=True)
     return not out[target].requires_grad
 

@@ -17,8 +17,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def prepare(model: nn.Module) -> nn.Module:
     """Put ``model`` in eval mode with in-place activations disabled (they break hooked gradients).
 
-    Returns the same module. Also marks which input normalisation the model expects (see
-    :func:`preprocess_fn`), mirroring ``render_vis``'s ``preprocess=True``.
+    Returns the same module. Also probes it once on an image of its input size (224 px unless it takes one
+    size only): the layout of every layer (:mod:`lucent_inhibit.core.layouts`) is then known also to the
+    library's objectives inside Lucent's own ``render_vis``, which sees modules, not the model. A model that
+    takes no image (a toy model) is left unprobed.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"prepare expects a torch.nn.Module, got {type(model).__name__}")
@@ -26,7 +28,21 @@ def prepare(model: nn.Module) -> nn.Module:
         if hasattr(module, "inplace") and isinstance(getattr(module, "inplace"), bool):
             module.inplace = False
     model.eval()
+    _probe_images(model)
     return model
+
+
+def _probe_images(model: nn.Module) -> None:
+    """The forward-order probe of ``model`` on one image of its input size, when it takes images."""
+    from .layers import model_device
+    from .probe import probed
+    from .tokens import required_input_size
+
+    h, w = required_input_size(model) or (224, 224)
+    first = next(model.parameters(), None)
+    if first is not None and first.dim() == 4 and first.shape[1] != 3:  # a first conv that does not read RGB
+        return
+    probed(model, torch.zeros(1, 3, h, w, device=model_device(model)))
 
 
 def preprocess_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

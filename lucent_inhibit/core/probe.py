@@ -11,23 +11,41 @@ import torch
 from torch import nn
 
 from .layers import AmbiguousLayerError, hooks_restored, layer_table
+from .layouts import (
+    LINEAR,
+    NCHW,
+    NHWC,
+    TOKENS,
+    Layout,
+    LayoutError,
+    Record,
+    declared_layout,
+    infer,
+)
 
 
 class _Probe(NamedTuple):
     order: List[str]  # layer names in the order their modules run (once per call)
     shapes: Dict[str, Tuple[int, ...]]  # layer -> its (last) output's shape on one image, for tensor outputs
+    layouts: Dict[str, Layout]  # layer -> the layout of its output (lucent_inhibit.core.layouts)
 
 
 _PROBES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, _Probe]]" = weakref.WeakKeyDictionary()
+#: module -> (layout, calls per forward pass, the refusal message when it runs more than once), for every module
+#: of a probed model: an objective inside Lucent's own ``render_vis`` sees modules, not the model.
+MODULE_FACTS: "weakref.WeakKeyDictionary[nn.Module, Tuple[Layout, int, str]]" = weakref.WeakKeyDictionary()
+#: Pixels added to each side of the probe's image for the second pass that tells space from channels.
+GROWTH_PX = 32
 
 
 def probed(model: nn.Module, x: torch.Tensor) -> _Probe:
-    """The forward-order probe of ``model`` on ``x``'s shape: one no-grad pass on ``x[:1]``, once per model
-    and input shape."""
+    """The forward-order probe of ``model`` on ``x``'s shape: one no-grad pass on ``x[:1]`` (and one at a
+    second size, for layouts), once per model and input shape."""
     key = tuple(x.shape[1:])
     cache = _PROBES.setdefault(model, {})
     if key not in cache:
         cache[key] = run_probe(model, x[:1].detach())
+        _remember(model, cache[key])
     return cache[key]
 
 
@@ -37,27 +55,60 @@ def forward_order(model: nn.Module, x: torch.Tensor) -> List[str]:
     return probed(model, x).order
 
 
-def run_probe(model: nn.Module, x: torch.Tensor) -> _Probe:
-    order: List[str] = []
-    shapes: Dict[str, Tuple[int, ...]] = {}
+def layer_layouts(model: nn.Module, x: torch.Tensor) -> Dict[str, Layout]:
+    """Layer -> :class:`~lucent_inhibit.core.layouts.Layout` of its output on inputs of ``x``'s shape."""
+    return probed(model, x).layouts
 
-    def seen(name, output):
+
+def _recorded(model: nn.Module, x: torch.Tensor) -> Tuple[List[str], List[Record]]:
+    """One no-grad pass recording every module call (name, module, first tensor input, tensor output)."""
+    order: List[str] = []
+    records: List[Record] = []
+
+    def seen(name, module, inputs, output):
         order.append(name)
         if torch.is_tensor(output):
-            shapes[name] = tuple(output.shape)
+            first = next((t for t in inputs if torch.is_tensor(t)), None)
+            records.append(Record(name, module, first, output))
 
-    training = model.training
-    model.eval()  # no batch-norm statistics change, no dropout
     with hooks_restored(model):
         for name, module in layer_table(model).items():
-            module.register_forward_hook(lambda m, i, o, n=name: seen(n, o))
+            module.register_forward_hook(lambda m, i, o, n=name: seen(n, m, i, o))
         try:
             with torch.no_grad():
                 model(x)
         except Exception as e:  # a model that cannot run on this input says so at the real call
             order.append(f"<forward failed: {type(e).__name__}>")
-    model.train(training)
-    return _Probe(order, shapes)
+    return order, records
+
+
+def run_probe(model: nn.Module, x: torch.Tensor) -> _Probe:
+    """The probe of ``model`` on ``x`` (one image): forward order, output shapes and layouts (see
+    :mod:`lucent_inhibit.core.layouts`; the second pass at :data:`GROWTH_PX` more pixels a side tells space
+    from channels where the model takes that size)."""
+    training = model.training
+    model.eval()  # no batch-norm statistics change, no dropout
+    try:
+        order, records = _recorded(model, x)
+        grown = None
+        if x.dim() == 4:  # also after a failure: the layers before it are real
+            bigger = x.new_zeros(x.shape[0], x.shape[1], x.shape[2] + GROWTH_PX, x.shape[3] + GROWTH_PX)
+            _, again = _recorded(model, bigger)  # a model that takes one input size only gives no growth
+            grown = {r.name: tuple(r.output.shape) for r in again}
+        layouts = infer(records, x, grown)
+    finally:
+        model.train(training)
+    return _Probe(order, {r.name: tuple(r.output.shape) for r in records}, layouts)
+
+
+def _remember(model: nn.Module, probe: _Probe) -> None:
+    """Record every probed module's layout and call count in :data:`MODULE_FACTS`."""
+    counts: Dict[str, int] = {}
+    for n in probe.order:
+        counts[n] = counts.get(n, 0) + 1
+    for name, module in layer_table(model).items():
+        if name in probe.layouts:
+            MODULE_FACTS[module] = (probe.layouts[name], counts.get(name, 0), _reused_message(probe.order, counts, name))
 
 
 def call_counts(model: nn.Module, x: torch.Tensor) -> Dict[str, int]:
@@ -69,18 +120,23 @@ def call_counts(model: nn.Module, x: torch.Tensor) -> Dict[str, int]:
 
 def check_single_call(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> None:
     """Refuse layer names whose module runs more than once per forward pass, listing usable names."""
+    probe = probed(model, x)
     counts = call_counts(model, x)
     for n in names:
         if counts.get(n, 0) > 1:
-            order = forward_order(model, x)
-            first = order.index(n)
-            last = len(order) - 1 - order[::-1].index(n)
-            near = [m for m in order[max(0, first - 3): last + 4] if counts.get(m) == 1 and m != n]
-            raise AmbiguousLayerError(
-                f"layer {n!r} runs {counts[n]} times per forward pass (its module is reused), so the name "
-                f"means {counts[n]} different tensors; pick a layer that runs once, e.g. "
-                f"{', '.join(dict.fromkeys(near)) or 'its parent block'}"
-            )
+            raise AmbiguousLayerError(_reused_message(probe.order, counts, n))
+
+
+def _reused_message(order: List[str], counts: Dict[str, int], n: str) -> str:
+    """Why layer ``n`` is refused when its module runs more than once per forward pass ("" when it runs once)."""
+    if counts.get(n, 0) <= 1:
+        return ""
+    first = order.index(n)
+    last = len(order) - 1 - order[::-1].index(n)
+    near = [m for m in order[max(0, first - 3): last + 4] if counts.get(m) == 1 and m != n]
+    return (f"layer {n!r} runs {counts[n]} times per forward pass (its module is reused), so the name means "
+            f"{counts[n]} different tensors; pick a layer that runs once, e.g. "
+            f"{', '.join(dict.fromkeys(near)) or 'its parent block'}")
 
 
 def deepest(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> Optional[str]:
@@ -98,3 +154,43 @@ def layers_before(model: nn.Module, x: torch.Tensor, layer: str) -> List[str]:
     if layer not in order:
         raise ValueError(f"layer {layer!r} does not run in the forward pass on inputs of shape {tuple(x.shape[1:])}")
     return [n for n in order[: order.index(layer)] if counts[n] == 1]
+
+
+# ------------------------------------------------------------------------------------------------
+# inside Lucent's own render_vis: its hook knows modules, not the model
+# ------------------------------------------------------------------------------------------------
+def _lucent_features(root) -> Optional[dict]:
+    """The ``{layer: ModuleHook}`` table inside Lucent's ``hook_model`` hook function (None for other hooks)."""
+    code, cells = getattr(root, "__code__", None), getattr(root, "__closure__", None) or ()
+    names = code.co_freevars if code is not None else ()
+    table = dict(zip(names, (c.cell_contents for c in cells))).get("features")
+    return table if isinstance(table, dict) else None
+
+
+def hook_layout(root, layer: str, tensor: torch.Tensor) -> Layout:
+    """The layout of ``layer``'s tensor as Lucent's hook ``root`` holds it (the model's own layout): what the
+    probe of the model recorded for its module (``prepare`` probes every model it prepares; a module run more
+    than once per pass raises :class:`AmbiguousLayerError`, as :func:`check_single_call` does); for a model
+    never probed, the module's declared layout, or channels first when no module of the pass computed a
+    channels-last map; else :class:`~lucent_inhibit.core.layouts.LayoutError` saying to prepare the model."""
+    table = _lucent_features(root) or {}
+    module = getattr(table.get(layer), "module", None)
+    facts = MODULE_FACTS.get(module) if module is not None else None
+    if facts is not None:
+        layout, calls, message = facts
+        if calls > 1:
+            raise AmbiguousLayerError(message)
+        layout.check(layer, tuple(tensor.shape))
+        return layout
+    if tensor.dim() != 4:
+        return Layout(LINEAR if tensor.dim() == 2 else TOKENS, "the tensor's rank on a model never probed")
+    declared = declared_layout(module, 4) if module is not None else None
+    if declared is not None:
+        return Layout(declared, f"computed by {type(module).__name__}")
+    last = [n for n, h in table.items() if torch.is_tensor(h.features) and h.features.dim() == 4
+            and declared_layout(h.module, 4) == NHWC]
+    if not last:
+        return Layout(NCHW, "no module of this pass computes a channels-last map")
+    raise LayoutError(f"layer {layer!r}: this model computes channels-last maps ({last[0]}, ...) and has not been "
+                      "probed, so the library cannot tell which axis of this layer holds channels; call "
+                      "lucent_inhibit.prepare(model) before render_vis")

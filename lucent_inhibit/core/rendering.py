@@ -34,7 +34,7 @@ from torch import nn
 
 from .hooks import protect_outputs
 from .layers import StopForward, frozen_weights, get_layer, hooks_restored, model_device
-from .probe import check_single_call, deepest
+from .probe import check_single_call, deepest, probed
 from .settings import RenderSettings, check_render_size
 from .tokens import required_input_size
 from .validate import InputError
@@ -129,19 +129,24 @@ def math_attention() -> Iterator[None]:
 # the guarded objective
 # ------------------------------------------------------------------------------------------------
 class _Recorder:
-    """Lucent's hook, recording which layers the objective reads (to stop the forward pass after them)."""
+    """Lucent's hook in the library's layouts, recording which layers the objective reads (to stop the forward
+    pass after them): ``T(layer)`` is the canonical view (maps (B, C, H, W) also where the model computes them
+    channels-last), for the library's objectives and Lucent's alike; ``raw(layer)`` is ``(tensor as the model
+    computed it, its Layout)``, for objectives that differentiate with respect to the hooked tensor."""
 
-    def __init__(self, hook, view=None, model_hw=None):
-        self.hook, self.view, self.model_hw = hook, view, model_hw
+    canonical = True
+
+    def __init__(self, hook, view=None, model_hw=None, layouts=None):
+        self.hook, self.view, self.model_hw, self.layouts = hook, view, model_hw, layouts or {}
         self.read: List[str] = []
 
-    def __call__(self, layer: str):
+    def raw(self, layer: str):
         if not isinstance(layer, str):
             raise InputError(f"the objective reads layer {layer!r}; layers are Lucent layer names (str)")
         if layer not in self.read:
             self.read.append(layer)
         try:
-            return self.hook(layer)
+            t = self.hook(layer)
         except AssertionError:  # Lucent's hook: the layer was not computed in this pass
             failure = getattr(self.view, "failure", None)
             raise ValueError(
@@ -149,6 +154,14 @@ class _Recorder:
                 + (f": the forward pass failed before it ({failure})" if failure else "")
                 + "; render at a larger model_size (InceptionV1's late layers need 224 px)"
             ) from None
+        layout = self.layouts.get(layer)
+        if layout is not None and torch.is_tensor(t):
+            layout.check(layer, tuple(t.shape))
+        return t, layout
+
+    def __call__(self, layer: str):
+        t, layout = self.raw(layer)
+        return t if layout is None or not torch.is_tensor(t) else layout.canonical(t)
 
 
 class Guarded:
@@ -255,7 +268,8 @@ def run_render(
             view.__dict__["stop_layer"] = last
         protect_outputs(model, [n for n in names if n != last])
 
-    guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw))
+    layouts = probed(model, probe).layouts
+    guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw, layouts))
     tf = settings.transforms if settings.transforms is not None else transforms
     lucent_norm = lucent_normalizes(model)  # else (CLIP) the model's own normalisation, as Lucent places it
     if not lucent_norm:

@@ -29,6 +29,7 @@ class PreReluConcat(nn.Module):
     def __init__(self, relu: nn.Module):
         super().__init__()
         self.pre_relu = nn.Identity()
+        self.pre_relu.output_fmt = "NCHW"  # the concatenation of the branches' maps (core.layouts reads it)
         self.relu = relu
         self.__dict__["pending"] = {}
 

@@ -29,7 +29,7 @@ from ...core.validate import (
     check_size,
 )
 from .cosdots import as_target, layer_mask, spatial_cosdot
-from .views import resolve_hook
+from .views import hooked, layer_tensor, resolve_hook
 
 TENSE_MODES = ("auto", "fast", "exact")
 #: ``mode="auto"`` keeps the fast gradient when its cosine to the exact one is at least this at step 1.
@@ -126,7 +126,7 @@ def masked_scores(s: torch.Tensor, mask, layer: str, grid=None) -> torch.Tensor:
 
 def _choose_mode(T, layer: str, value, feature: Feature, on_choice) -> str:
     """``"fast"`` when the fast gradient of the tension w.r.t. the attribution layer equals the exact one."""
-    h = resolve_hook(T)[0](layer)
+    h = hooked(T, layer)[0]
     try:
         grads = [torch.autograd.grad(value(T, m), h, retain_graph=True, allow_unused=True)[0] for m in ("fast", "exact")]
     except RuntimeError as exc:
@@ -177,9 +177,9 @@ def signed_attribution_scores(T, feature: Feature, layer: str, mode: str = "fast
     Differentiable with respect to the image: through ``h`` only (``mode="fast"``) or through ``h`` and
     the gradient (``mode="exact"``). ``T`` may be a :class:`~lucent_inhibit.synthesis.objectives.BatchView`.
     """
-    root, start, stop = resolve_hook(T)
-    h = root(layer)
-    act = root(feature.layer)
+    _, start, stop = resolve_hook(T)
+    h, h_layout = hooked(T, layer)
+    act, act_layout = hooked(T, feature.layer)
     if not torch.is_tensor(h) or not h.requires_grad:
         raise ValueError(
             f"layer {layer!r} has no gradient in this pass; tense needs the render loop's graph "
@@ -191,8 +191,8 @@ def signed_attribution_scores(T, feature: Feature, layer: str, mode: str = "fast
         if not 0 <= batch < len(rows):
             raise ValueError(f"batch={batch} out of range for {len(rows)} images")
         rows = [rows[batch]]
-    g = _feature_gradient(feature(act)[rows], h, feature, layer, mode)
-    return (g * h)[rows]
+    g = _feature_gradient(feature(act_layout.canonical(act))[rows], h, feature, layer, mode)  # in h's own layout
+    return h_layout.canonical(g * h)[rows]
 
 
 def signed_parts(T, feature: Feature, layer: str, mode: str = "fast", batch=None, granularity="element", norm="l1"):
@@ -360,7 +360,7 @@ def seed_l2(layer: str, n: Optional[int] = None, batch=None):
         n = check_int("n", n, 1)
 
     def inner(T):
-        h = T(layer)
+        h = layer_tensor(T, layer)
         k = h.shape[0] // 2 if n is None else n
         if h.shape[0] < 2 * k or k < 1:
             raise ValueError(f"seed_l2 needs a batch [renders ({k}), seeds ({k})], got {h.shape[0]} rows at {layer!r}")

@@ -6,7 +6,7 @@ Images", Hamblin, Saha, Konkle, Alvarez 2024).
 is used toward a channel direction (:func:`cosdot`), toward a whole spatial attribution map
 (:func:`spatial_cosdot`, the inversion objective) and toward an angle in the plane of two scaled features
 (:func:`feature_pair`). Every factory returns a Lucent objective whose value is a loss (minus the
-quantity maximised); ``T(layer)`` inside it is the layer's activation for the render batch.
+quantity maximised); ``T(layer)`` inside it is (read in the library's layouts by ``views.layer_tensor``) the layer's activation for the render batch.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ...core.validate import (  # MAX_POWER: the largest cosine exponent (docume
     InputError,
     check_number,
 )
+from .views import layer_tensor
 
 
 def check_power(power, name: str = "power") -> float:
@@ -106,7 +107,7 @@ def cosdot(layer: str, direction, power: float = 4.0, position: Union[str, Tuple
 
     @handle_batch(batch)
     def inner(T):
-        y = _channel_vectors(T(layer), layer, position, v.numel(), grid)
+        y = _channel_vectors(layer_tensor(T, layer), layer, position, v.numel(), grid)
         return -cosdot_value(y, v.to(y.device, y.dtype), power).mean()
 
     return inner
@@ -180,7 +181,7 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
 
     @handle_batch(batch)
     def inner(T):
-        raw = T(layer)
+        raw = layer_tensor(T, layer)
         h = _layer_map(raw, layer, grid)
         if h.shape[1:] != t.shape[1:]:
             hint = (" (the patch grid of token layer shape {}; convert token-layer scores (B, T, C) with "
@@ -223,7 +224,7 @@ def feature(feature: Feature, batch=None):
 
     @handle_batch(batch)
     def inner(T):
-        return -feat(T(feat.layer)).mean()
+        return -feat(layer_tensor(T, feat.layer)).mean()
 
     return inner
 
@@ -238,8 +239,8 @@ def pair_targets(theta) -> torch.Tensor:
 
 def pair_values(T, feature_a: Feature, feature_b: Feature, scale: Tuple[float, float]) -> torch.Tensor:
     """Scaled pair ``[f_a / s_a, f_b / s_b]`` for each batch element: (B, 2)."""
-    ya = feature_a(T(feature_a.layer)) / float(scale[0])
-    yb = feature_b(T(feature_b.layer)) / float(scale[1])
+    ya = feature_a(layer_tensor(T, feature_a.layer)) / float(scale[0])
+    yb = feature_b(layer_tensor(T, feature_b.layer)) / float(scale[1])
     return torch.stack([ya, yb], dim=1)
 
 

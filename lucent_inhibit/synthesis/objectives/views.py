@@ -9,6 +9,9 @@ from typing import Optional, Tuple
 
 import torch
 
+from ...core.layouts import NCHW, TOKENS, Layout
+from ...core.probe import hook_layout
+
 
 class BatchView:
     """A render hook restricted to the batch rows ``start:stop``.
@@ -40,3 +43,28 @@ def resolve_hook(T) -> Tuple[object, int, Optional[int]]:
         start = T.start + start
         T = T.parent
     return T, start, stop
+
+
+def hooked(T, layer: str) -> Tuple[torch.Tensor, Layout]:
+    """Layer ``layer``'s tensor for the whole render batch as the model computed it, and its
+    :class:`~lucent_inhibit.core.layouts.Layout`: for objectives that differentiate with respect to the hooked
+    tensor (the gradient is taken on it and then read in the library's layout). Inside the library's render
+    engine the layout comes from the model's probe; inside Lucent's own ``render_vis`` from the probe of the
+    layer's module (:func:`lucent_inhibit.core.probe.hook_layout`)."""
+    root = resolve_hook(T)[0]
+    if getattr(root, "canonical", False):
+        t, layout = root.raw(layer)
+        return t, layout if layout is not None else Layout(NCHW if t.dim() == 4 else TOKENS, "not probed")
+    t = root(layer)
+    return t, hook_layout(root, layer, t)
+
+
+def layer_tensor(T, layer: str) -> torch.Tensor:
+    """``T(layer)`` in the library's layouts: maps (B, C, H, W) also where the model computes them
+    channels-last; linear (B, C); token layers (B, T, C). Works on Lucent's own hook, the library's render
+    engine and :class:`BatchView` s of either."""
+    root = resolve_hook(T)[0]
+    t = T(layer)
+    if getattr(root, "canonical", False) or not torch.is_tensor(t):
+        return t
+    return hook_layout(root, layer, t).canonical(t)
