@@ -25,13 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from lucent_inhibit import Feature, efficientnet_lite0, sample_crops  # noqa: E402
-from lucent_inhibit.atlas import (  # noqa: E402
-    AtlasGrid,
-    collect_vectors,
-    grid_cells,
-    project_layout,
-    render_icons,
-)
+from lucent_inhibit.atlas import AtlasGrid, collect_vectors, grid_cells, project_layout, render_icons  # noqa: E402
 from lucent_inhibit.core.settings import RenderSettings  # noqa: E402
 
 

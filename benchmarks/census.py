@@ -39,12 +39,7 @@ LAYER, ATTR = "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act"
 
 def physical_limit(model, images, units, batch_size, chunk, batched):
     """Forward to the feature layer (graph from the attribution layer) + the units' backward, nothing else."""
-    from lucent_inhibit.core.layers import (
-        StopForward,
-        frozen_weights,
-        hooks_restored,
-        layer_table,
-    )
+    from lucent_inhibit.core.layers import StopForward, frozen_weights, hooks_restored, layer_table
     from lucent_inhibit.core.preparation import preprocess_fn
 
     table, norm = layer_table(model), preprocess_fn(model)
@@ -93,13 +88,7 @@ def main():
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore")
 
-    from lucent_inhibit import (
-        Feature,
-        efficientnet_lite0,
-        layer_census,
-        sample_crops,
-        scan,
-    )
+    from lucent_inhibit import Feature, efficientnet_lite0, layer_census, sample_crops, scan
 
     model = efficientnet_lite0()
     images = torch.stack(list(sample_crops(a.images, size=a.size, seed=0)))

@@ -22,16 +22,9 @@ from _common import write_result  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lucent_inhibit import efficientnet_lite0, sample_crops  # noqa: E402
-from lucent_inhibit.combinations import (  # noqa: E402
-    measure_pair,
-    pair_statistics,
-    sweep_combinations,
-)
+from lucent_inhibit.combinations import measure_pair, pair_statistics, sweep_combinations  # noqa: E402
 from lucent_inhibit.combinations.scales import render_batch  # noqa: E402
-from lucent_inhibit.core.settings import (
-    PassSettings,
-    RenderSettings,  # noqa: E402
-)
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.synthesis.objectives import cosdot_value, feature_pair, pair_targets  # noqa: E402
 
 

@@ -9,26 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_inhibit.atlas import (
-    Atlas,
-    AtlasConfig,
-    AtlasGrid,
-    AtlasIcons,
-    AtlasLayout,
-    AtlasPoints,
-    Selection,
-    auto_grid_size,
-    build_atlas,
-    collect_vectors,
-    grid_cells,
-    icon_targets,
-    normalize_layout,
-    plot_atlas,
-    project_layout,
-    render_icons,
-    select_images,
-    write_atlas_html,
-)
+from lucent_inhibit.atlas import (Atlas, AtlasConfig, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection,
+                                  auto_grid_size, build_atlas, collect_vectors, grid_cells, icon_targets,
+                                  normalize_layout, plot_atlas, project_layout, render_icons, select_images,
+                                  write_atlas_html)
 from lucent_inhibit.attribution.attribute import attribute, measure
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import capture

@@ -13,21 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from lucent_inhibit.atlas import (
-    Atlas,
-    AtlasConfig,
-    AtlasGrid,
-    AtlasIcons,
-    AtlasLayout,
-    AtlasPoints,
-    Selection,
-    build_atlas,
-    collect_vectors,
-    grid_cells,
-    icon_targets,
-    render_icons,
-    select_images,
-)
+from lucent_inhibit.atlas import (Atlas, AtlasConfig, AtlasGrid, AtlasIcons, AtlasLayout, AtlasPoints, Selection,
+                                  build_atlas, collect_vectors, grid_cells, icon_targets, render_icons, select_images)
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.layers import hook_count

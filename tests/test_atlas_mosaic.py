@@ -9,19 +9,8 @@ import pytest
 import torch
 
 from lucent_inhibit import Feature, RenderSettings
-from lucent_inhibit.atlas import (
-    AtlasConfig,
-    AtlasIcons,
-    auto_grid_size,
-    build_atlas,
-    check_grid_size,
-    grid_cells,
-    plot_atlas,
-    receptive_field_box,
-    rms_contrast,
-    target_cosine,
-    write_atlas_html,
-)
+from lucent_inhibit.atlas import (AtlasConfig, AtlasIcons, auto_grid_size, build_atlas, check_grid_size, grid_cells,
+                                  plot_atlas, receptive_field_box, rms_contrast, target_cosine, write_atlas_html)
 from lucent_inhibit.atlas.layout import AtlasLayout
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.preparation import preprocess_fn

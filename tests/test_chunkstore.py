@@ -13,15 +13,8 @@ from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.validate import parse_shard
 from lucent_inhibit.scanning.result import ScanResult
 from lucent_inhibit.scanning.run import scan
-from lucent_inhibit.scanning.store import (
-    FORMAT,
-    MANIFEST,
-    ScanFolderError,
-    chunk_images,
-    load_chunks,
-    read_scan_manifest,
-    split_chunks,
-)
+from lucent_inhibit.scanning.store import (FORMAT, MANIFEST, ScanFolderError, chunk_images, load_chunks,
+                                           read_scan_manifest, split_chunks)
 
 
 @pytest.fixture

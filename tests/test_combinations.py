@@ -7,16 +7,8 @@ import torch
 from torch import nn
 
 from lucent_inhibit import Feature
-from lucent_inhibit.combinations import (
-    CombinationResult,
-    NotExcitable,
-    PairStatistics,
-    correlation_matrix,
-    pair_statistics,
-    plot_combinations,
-    render_size,
-    sweep_combinations,
-)
+from lucent_inhibit.combinations import (CombinationResult, NotExcitable, PairStatistics, correlation_matrix,
+                                         pair_statistics, plot_combinations, render_size, sweep_combinations)
 from lucent_inhibit.core.settings import PassSettings, RenderSettings
 
 

@@ -3,15 +3,8 @@ import pytest
 import torch
 from test_combinations import POINTY, ROUNDED, PointyRounded
 
-from lucent_inhibit.combinations import (
-    AxisScales,
-    CombinationResult,
-    PairStatistics,
-    axis_scales,
-    measure_pair,
-    pair_statistics,
-    sweep_combinations,
-)
+from lucent_inhibit.combinations import (AxisScales, CombinationResult, PairStatistics, axis_scales, measure_pair,
+                                         pair_statistics, sweep_combinations)
 from lucent_inhibit.core.results import ResultFileError, load_result
 from lucent_inhibit.core.settings import PassSettings, RenderSettings
 

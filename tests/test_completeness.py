@@ -8,18 +8,9 @@ import torch
 from conftest import TinyConvNet
 from torch import nn
 
-from lucent_inhibit.attribution.agreement import (
-    IncompletenessWarning,
-    pearson,
-    warn_if_incomplete,
-)
+from lucent_inhibit.attribution.agreement import IncompletenessWarning, pearson, warn_if_incomplete
 from lucent_inhibit.attribution.attribute import attribute
-from lucent_inhibit.attribution.completeness import (
-    CompletenessResult,
-    completeness,
-    completeness_pair,
-    random_logits,
-)
+from lucent_inhibit.attribution.completeness import CompletenessResult, completeness, completeness_pair, random_logits
 from lucent_inhibit.attribution.figures import _merge_orders, plot_completeness
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.settings import PassSettings

@@ -12,13 +12,7 @@ from torch import nn
 
 from lucent_inhibit.core import hooks, rendering, results
 from lucent_inhibit.core.features import Feature
-from lucent_inhibit.core.layers import (
-    HOOK_DICTS,
-    AmbiguousLayerError,
-    hook_count,
-    hooks_restored,
-    layers,
-)
+from lucent_inhibit.core.layers import HOOK_DICTS, AmbiguousLayerError, hook_count, hooks_restored, layers
 from lucent_inhibit.core.probe import call_counts, forward_order, layers_before
 from lucent_inhibit.core.settings import RenderSettings, as_settings
 

@@ -7,12 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lucent_inhibit.data.bundled import (
-    SAMPLE_NAMES,
-    imagenet_classes,
-    sample_crops,
-    sample_images,
-)
+from lucent_inhibit.data.bundled import SAMPLE_NAMES, imagenet_classes, sample_crops, sample_images
 from lucent_inhibit.data.datasets import dataset_identity, describe_item
 from lucent_inhibit.data.folders import ImageFolder
 from lucent_inhibit.data.images import load_image, to_tensor

@@ -12,6 +12,7 @@ from lucent_inhibit.core.hooks import separates
 from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.models import defaults
 from lucent_inhibit.models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
+from lucent_inhibit.models.layers import probe_input
 
 
 def test_embedded_model_keeps_its_default_feature(lite0):
@@ -24,7 +25,7 @@ def test_transformer_default_is_the_mlp_pre_gelu_two_thirds_deep_with_the_stream
     net = tiny_vit(depth=depth)
     layer, attr, why = defaults.default_feature_layers(net)
     assert (layer, attr) == (f"blocks_{block}_mlp_fc1", f"blocks_{block - 1}")
-    assert separates(net, defaults.probe_input(net), attr, layer)  # the pick is a cut to the feature
+    assert separates(net, probe_input(net), attr, layer)  # the pick is a cut to the feature
     assert f"block {block} of {depth}" in why
 
 
@@ -36,10 +37,18 @@ def test_transformer_default_feature_has_both_signs_at_its_attribution_layer():
     assert bool((att.positive(attr) > 0).all()) and bool((att.negative(attr) > 0).all())
 
 
-def test_other_models_get_an_error_naming_pre_activation_layers():
+def test_any_other_model_gets_the_pre_activation_map_two_thirds_deep_with_a_cut_before_it():
     net = li.load_model("torchvision:resnet18", weights="none")
-    with pytest.raises(ValueError, match=r"--layer is required for model ResNet.*layer\d_\d_conv"):
-        defaults.default_feature_layers(net)
+    layer, attr, why = defaults.default_feature_layers(net)
+    maps = [n for n in li.preactivation_layers(net) if n.startswith("layer")]
+    assert layer in maps and abs(maps.index(layer) - 2 * (len(maps) - 1) / 3) <= 2, (layer, maps)
+    assert separates(net, probe_input(net), attr, layer) and "two thirds deep" in why
+
+
+def test_a_model_without_a_pre_activation_map_gets_an_error_naming_the_option():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4)).eval()
+    with pytest.raises(ValueError, match="no default feature layer for model Sequential.*give --layer"):
+        defaults.default_feature_layers(net, size=32)
 
 
 def test_resolve_says_what_it_picked_and_keeps_what_was_given(caplog):
@@ -60,7 +69,7 @@ def test_missing_attribution_layer_of_a_given_feature_layer_is_a_cut(caplog):
     net = tiny_vit(depth=3)
     with caplog.at_level(logging.INFO, logger="lucent_inhibit"):
         layer, attr = defaults.resolve_feature_layers(net, "blocks_2", None, 32)
-    assert separates(net, defaults.probe_input(net), attr, layer) and "cut" in caplog.text
+    assert separates(net, probe_input(net), attr, layer) and "cut" in caplog.text
 
 
 def test_pick_unit_reads_a_token_layer_at_its_centre_patch():

@@ -12,13 +12,7 @@ import torch
 from conftest import TinyConvNet
 
 from lucent_inhibit.census import Census, layer_census
-from lucent_inhibit.core.distributed import (
-    DistributedError,
-    agree,
-    all_gather,
-    barrier,
-    init_from_env,
-)
+from lucent_inhibit.core.distributed import DistributedError, agree, all_gather, barrier, init_from_env
 from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.data.datasets import dataset_digest
 from lucent_inhibit.scanning.result import ScanResult

@@ -9,13 +9,7 @@ import torch
 from conftest import TinyConvNet
 from test_distributed import _torchrun
 
-from lucent_inhibit.atlas import (
-    AtlasIcons,
-    AtlasLayout,
-    collect_vectors,
-    grid_cells,
-    render_icons,
-)
+from lucent_inhibit.atlas import AtlasIcons, AtlasLayout, collect_vectors, grid_cells, render_icons
 from lucent_inhibit.combinations.sweeps import CombinationResult, sweep_combinations
 from lucent_inhibit.core.distributed import chunk_owner, map_chunks, rank0_seed
 from lucent_inhibit.core.features import Feature

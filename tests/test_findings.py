@@ -9,22 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from lucent_inhibit.findings import (
-    atlas,
-    causal,
-    combinations,
-    completeness,
-    scanning,
-    synthesis,
-    toy,
-)
-from lucent_inhibit.findings.verdicts import (
-    NOT_MEASURABLE,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    VERDICTS,
-    Finding,
-)
+from lucent_inhibit.findings import atlas, causal, combinations, completeness, scanning, synthesis, toy
+from lucent_inhibit.findings.verdicts import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Finding
 
 NAN = float("nan")
 

@@ -240,10 +240,7 @@ from hypothesis import strategies as st  # noqa: E402
 from test_property import ANY, SETTINGS, WEIRD, arguments, call, tensors  # noqa: E402
 from test_property import HUGE as HUGE_VALUES
 
-from lucent_inhibit.attribution.figures import (
-    plot_attribution_totals,
-    plot_completeness,
-)
+from lucent_inhibit.attribution.figures import plot_attribution_totals, plot_completeness
 from lucent_inhibit.core.figures import close
 from lucent_inhibit.core.layers import check_layer_names, get_layer, hook_count
 from lucent_inhibit.core.settings import PassSettings

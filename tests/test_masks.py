@@ -4,13 +4,8 @@ import torch
 
 from lucent_inhibit import Feature
 from lucent_inhibit.core.hooks import capture
-from lucent_inhibit.synthesis.objectives import (
-    attribution_mask,
-    layer_mask,
-    signed_attribution,
-    spatial_cosdot,
-    tense,
-)
+from lucent_inhibit.synthesis.objectives import (attribution_mask, layer_mask, signed_attribution, spatial_cosdot,
+                                                 tense)
 
 
 def _left_half(h, w):

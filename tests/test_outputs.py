@@ -11,17 +11,8 @@ import pytest
 
 from lucent_inhibit.app.cli import main
 from lucent_inhibit.app.options import options
-from lucent_inhibit.app.outputs import (
-    MANIFEST,
-    Interrupted,
-    OutputError,
-    StagingDir,
-    check_report_target,
-    check_target,
-    read_manifest,
-    stage_files,
-    stage_output,
-)
+from lucent_inhibit.app.outputs import (MANIFEST, Interrupted, OutputError, StagingDir, check_report_target,
+                                        check_target, read_manifest, stage_files, stage_output)
 from lucent_inhibit.app.stages import STAGES
 
 HERE = os.path.dirname(os.path.abspath(__file__))

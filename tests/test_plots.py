@@ -8,13 +8,8 @@ from test_scan import RedMinusGreen, _planted_images
 
 from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.settings import PassSettings
-from lucent_inhibit.scanning.figures import (
-    plot_image_grid,
-    plot_scan_overlay,
-    plot_scan_scatter,
-    plot_signed_overlay,
-    save_scan_figures,
-)
+from lucent_inhibit.scanning.figures import (plot_image_grid, plot_scan_overlay, plot_scan_scatter,
+                                             plot_signed_overlay, save_scan_figures)
 from lucent_inhibit.scanning.run import scan
 
 

@@ -6,14 +6,8 @@ import torch
 from torch import nn
 
 import lucent_inhibit as li
-from lucent_inhibit.attribution.precision import (
-    AUTOCAST_TOLERANCE,
-    AutocastTooInexact,
-    active_precision,
-    autocast,
-    check_autocast,
-    checked_autocast,
-)
+from lucent_inhibit.attribution.precision import (AUTOCAST_TOLERANCE, AutocastTooInexact, active_precision, autocast,
+                                                  check_autocast, checked_autocast)
 from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.validate import InputError
 
@@ -88,7 +82,8 @@ def test_census_records_its_precision(tiny_net, tiny_images):
 def test_cli_scan_with_autocast_refuses_the_embedded_model_in_bfloat16_before_scanning(tmp_path, capsys):
     from lucent_inhibit.app.cli import main
 
-    code = main(["scan", "--n-images", "8", "--size", "64", "--batch-size", "8", "--autocast", "--out", str(tmp_path)])
+    code = main(["scan", "--n-images", "8", "--size", "64", "--batch-size", "8", "--unit", "5", "--autocast", "--out",
+                 str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "autocast bfloat16: largest deviation from float32" in err and "drop --autocast" in err
     assert not (tmp_path / "scan.npz").exists() and not (tmp_path / "scan").exists()

@@ -7,12 +7,7 @@ from lucent.optvis import param as lucent_param
 from lucent.optvis.render import hook_model
 
 from lucent_inhibit.core import hooks, rendering
-from lucent_inhibit.core.layers import (
-    AmbiguousLayerError,
-    hook_count,
-    hooks_restored,
-    layers,
-)
+from lucent_inhibit.core.layers import AmbiguousLayerError, hook_count, hooks_restored, layers
 from lucent_inhibit.core.probe import call_counts
 from lucent_inhibit.core.settings import RenderSettings
 from lucent_inhibit.models.loading import load_model

@@ -61,9 +61,10 @@ def test_feature_config_defaults_and_attribution_layer():
     from lucent_inhibit.models.defaults import DEFAULT_LAYER
 
     f = configs.FeatureConfig(position="2,3")
-    assert f.feature(DEFAULT_LAYER).position == (2, 3) and f.feature("blocks_5_0").layer == "blocks_5_0"
-    with pytest.raises(ValueError, match="give --layer"):
-        f.feature()
+    assert f.feature(DEFAULT_LAYER, 4).position == (2, 3) and f.feature("blocks_5_0", 4).layer == "blocks_5_0"
+    assert configs.FeatureConfig(unit=7).feature(DEFAULT_LAYER).unit == 7
+    with pytest.raises(ValueError, match="give --layer and --unit"):
+        f.feature(DEFAULT_LAYER)  # the stages pick a unit first (runtime.feature_and_layers)
 
 
 def test_render_config_is_the_render_contract():

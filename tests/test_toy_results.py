@@ -13,13 +13,7 @@ from lucent_inhibit.core.features import Feature
 from lucent_inhibit.core.layers import hook_count
 from lucent_inhibit.core.rendering import NonFiniteLoss
 from lucent_inhibit.core.results import ResultFileError, load_result
-from lucent_inhibit.toy import (
-    ToyAnalysis,
-    ToyConfig,
-    ToyModel,
-    ToySnapshot,
-    TrainResult,
-)
+from lucent_inhibit.toy import ToyAnalysis, ToyConfig, ToyModel, ToySnapshot, TrainResult
 from lucent_inhibit.toy import training as toy_train_module
 
 

@@ -17,14 +17,8 @@ from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.layers import hook_count, hooks_restored, layer_table
 from lucent_inhibit.core.rendering import math_attention, rng_restored, run_render
 from lucent_inhibit.core.settings import PassSettings, RenderSettings
-from lucent_inhibit.core.tokens import (
-    TokenGrid,
-    check_input_size,
-    infer_grid,
-    patch_maps,
-    required_input_size,
-    token_grid,
-)
+from lucent_inhibit.core.tokens import (TokenGrid, check_input_size, infer_grid, patch_maps, required_input_size,
+                                        token_grid)
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.models.layers import logits_input_size
 from lucent_inhibit.synthesis import objectives, param

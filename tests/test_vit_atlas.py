@@ -10,17 +10,8 @@ import torch
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, RenderSettings
-from lucent_inhibit.atlas import (
-    AtlasLayout,
-    collect_vectors,
-    gradient_footprint,
-    grid_cells,
-    icon_crop,
-    icon_targets,
-    receptive_field_box,
-    render_icons,
-    token_crop,
-)
+from lucent_inhibit.atlas import (AtlasLayout, collect_vectors, gradient_footprint, grid_cells, icon_crop,
+                                  icon_targets, receptive_field_box, render_icons, token_crop)
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.settings import PassSettings
 from lucent_inhibit.core.tokens import token_grid, token_maps

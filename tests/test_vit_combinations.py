@@ -7,13 +7,8 @@ import torch
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, preprocess_fn
-from lucent_inhibit.combinations import (
-    CombinationResult,
-    PairStatistics,
-    axis_scales,
-    pair_statistics,
-    sweep_combinations,
-)
+from lucent_inhibit.combinations import (CombinationResult, PairStatistics, axis_scales, pair_statistics,
+                                         sweep_combinations)
 from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.core.tokens import TokenGrid, token_grid
 from lucent_inhibit.core.validate import InputError

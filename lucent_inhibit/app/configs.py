@@ -13,17 +13,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 from ..core.settings import PassSettings, RenderSettings
-from ..core.validate import (
-    MAX_BATCH,
-    MAX_IMAGES,
-    MAX_LR,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
-    MAX_WORKERS,
-    check_int,
-    check_number,
-)
+from ..core.validate import (MAX_BATCH, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_WORKERS, check_int,
+                             check_number)
 from ..models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
 from .options import flag, option
 
@@ -123,8 +114,10 @@ class FeatureConfig:
 
     layer: Optional[str] = option(None, f"feature layer (default on the embedded model: {DEFAULT_LAYER}, "
                                   "a pre-activation; on a vision transformer the MLP's hidden pre-GELU layer "
-                                  "two thirds deep; required for other models)")
-    unit: int = option(5, "channel of the feature")
+                                  "two thirds deep; on any other model the pre-activation map about two thirds "
+                                  "deep: lucent_inhibit.default_feature_layers; the pick is said)")
+    unit: Optional[int] = option(None, "channel of the feature (default: the unit whose activation at the centre "
+                                 "varies most over the first 32 images, lucent_inhibit.pick_unit; said)")
     position: str = option("center", "feature position: 'center', 'mean' or 'y,x' (a token layer also takes 'cls' "
                            "and 'token:i'; its 'y,x' is a patch of the patch grid, 'mean' the patch tokens' mean)")
     attr_layer: Optional[str] = option(None, "attribution layer, before the feature and close to it (default "
@@ -133,18 +126,20 @@ class FeatureConfig:
                                        "path into it passes through, said when picked)")
 
     def __post_init__(self):
-        check_int(flag(FeatureConfig, "unit"), self.unit, low=0)
+        check_optional_int(FeatureConfig, self, "unit", 0)
         parse_position(self.position, flag(FeatureConfig, "position"))
 
-    def feature(self, layer: Optional[str] = None):
-        """The :class:`~lucent_inhibit.Feature` at ``layer`` (default: ``self.layer``; imports the library).
-        Stages resolve a missing layer for their model first (``stages.common.resolve_feature_layers``)."""
+    def feature(self, layer: Optional[str] = None, unit: Optional[int] = None):
+        """The :class:`~lucent_inhibit.Feature` at ``layer`` and ``unit`` (defaults: ``self.layer`` and
+        ``self.unit``; imports the library). Stages pick a missing layer and unit for their model first
+        (:func:`lucent_inhibit.app.runtime.feature_and_layers`)."""
         from ..core.features import Feature
 
         layer = layer or self.layer
-        if layer is None:
-            raise ValueError("no feature layer: give --layer")
-        return Feature(layer, unit=self.unit, position=parse_position(self.position))
+        unit = self.unit if unit is None else unit
+        if layer is None or unit is None:
+            raise ValueError("no feature layer or unit: give --layer and --unit")
+        return Feature(layer, unit=unit, position=parse_position(self.position))
 
 
 @dataclass

@@ -145,18 +145,26 @@ class First(Sequence):
         return f"first {self.n} of {dataset_identity(self.ds)}"
 
 
-def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = "--attr-layer", size: int = 224):
+def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = "--attr-layer", size: int = 224,
+                       data=None):
     """The :class:`~lucent_inhibit.Feature` of ``feature_cfg`` and its attribution layer(s), each name
     checked against ``model`` (the feature layer first, so a typo there is reported as such). A missing
-    feature or attribution layer is picked and said by :func:`resolve_feature_layers`; ``attr_layers``
-    (several, e.g. the scan's ``--attr-layers``) replace the feature config's one."""
-    first = attr_layers[0] if attr_layers else feature_cfg.attr_layer
-    from ..models.defaults import resolve_feature_layers
+    feature or attribution layer is picked and said by :func:`~lucent_inhibit.resolve_feature_layers`, a missing
+    unit by :func:`~lucent_inhibit.pick_unit` on ``data`` (default: 32 bundled crops of ``size`` px);
+    ``attr_layers`` (several, e.g. the scan's ``--attr-layers``) replace the feature config's one."""
+    from ..models.defaults import pick_unit, resolve_feature_layers
 
+    first = attr_layers[0] if attr_layers else feature_cfg.attr_layer
     layer, attr = resolve_feature_layers(model, feature_cfg.layer, first, size)
     layers = list(attr_layers) if attr_layers else [attr]
     check_layers(model, *layers)
-    return feature_cfg.feature(layer), layers
+    unit = feature_cfg.unit
+    if unit is None:
+        data = data if data is not None else load_data(DataConfig(n_images=32, size=size))
+        unit = pick_unit(model, data, layer)
+        log.info("unit: %d of %s (its activation at the centre varies most over the first %d images)", unit, layer,
+                 min(32, len(data)))
+    return feature_cfg.feature(layer, unit), layers
 
 
 def precision_context(enabled: bool, model, data, feature, layers, batch_size: int):

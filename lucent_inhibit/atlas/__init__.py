@@ -37,41 +37,12 @@ from .build import Atlas, AtlasConfig, build_atlas
 from .figures import FRAMES, frame_values, plot_atlas
 from .footprint import FOOTPRINT_CROP, gradient_footprint, tile_box, token_crop
 from .html import atlas_html, write_atlas_html
-from .icons import (
-                    ICON_TARGETS,
-                    ICON_TRANSFORMS,
-                    AtlasIcons,
-                    icon_crop,
-                    icon_settings,
-                    icon_targets,
-                    measure_icons,
-                    receptive_field_box,
-                    render_batch,
-                    render_icons,
-                    rms_contrast,
-                    target_cosine,
-)
-from .layout import (
-                    MIN_UMAP_POINTS,
-                    AtlasGrid,
-                    AtlasLayout,
-                    auto_grid_size,
-                    check_grid_size,
-                    grid_cells,
-                    normalize_layout,
-                    project_layout,
-)
+from .icons import (ICON_TARGETS, ICON_TRANSFORMS, AtlasIcons, icon_crop, icon_settings, icon_targets, measure_icons,
+                    receptive_field_box, render_batch, render_icons, rms_contrast, target_cosine)
+from .layout import (MIN_UMAP_POINTS, AtlasGrid, AtlasLayout, auto_grid_size, check_grid_size, grid_cells,
+                     normalize_layout, project_layout)
 from .selection import CRITERIA, Selection, select_images
-from .vectors import (
-                    KINDS,
-                    MODES,
-                    AtlasPoints,
-                    collect_vectors,
-                    layer_grid,
-                    layer_map,
-                    read_layer,
-                    selection_indices,
-)
+from .vectors import KINDS, MODES, AtlasPoints, collect_vectors, layer_grid, layer_map, read_layer, selection_indices
 
 __all__ = [
     "Atlas", "AtlasConfig", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "CRITERIA", "FOOTPRINT_CROP",

@@ -14,20 +14,8 @@ from torch import nn
 from ..attribution.attribute import METHODS
 from ..attribution.totals import TENSION_SCORES
 from ..core.results import Result
-from ..core.settings import (
-    ICON_RENDER,
-    PassSettings,
-    RenderSettings,
-    as_pass_settings,
-    as_settings,
-)
-from ..core.validate import (
-    MAX_MIN_DIST,
-    MAX_POWER,
-    check_choice,
-    check_int,
-    check_number,
-)
+from ..core.settings import ICON_RENDER, PassSettings, RenderSettings, as_pass_settings, as_settings
+from ..core.validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_number
 from .icons import ICON_TARGETS, AtlasIcons, render_icons
 from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
 from .selection import CRITERIA, Selection, select_images

@@ -6,21 +6,9 @@ integrated gradients), the P / N totals and tension scores (``totals``), the cen
 ``precision`` check of autocast), whether E adds up to f (``agreement``) and the completeness study
 (``completeness``) with its figures (``figures``).
 """
-from .agreement import (
-           IncompletenessWarning,
-           PairCompleteness,
-           adds_up,
-           pearson,
-           sum_check,
-           warn_if_incomplete,
-)
+from .agreement import IncompletenessWarning, PairCompleteness, adds_up, pearson, sum_check, warn_if_incomplete
 from .attribute import METHODS, Attribution, attribute, measure
-from .completeness import (
-           CompletenessResult,
-           completeness,
-           completeness_pair,
-           random_logits,
-)
+from .completeness import CompletenessResult, completeness, completeness_pair, random_logits
 from .figures import plot_attribution_totals, plot_completeness
 from .totals import TENSION_SCORES, percentile_ranks, signed_totals, tension
 

@@ -15,13 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.features import (
-    Feature,
-    as_feature,
-    check_images,
-    check_vectors,
-    reading_feature,
-)
+from ..core.features import Feature, as_feature, check_images, check_vectors, reading_feature
 from ..core.hooks import capture
 from ..core.layers import frozen_weights, layer_names, layer_table, model_device
 from ..core.preparation import preprocess_fn

@@ -35,13 +35,7 @@ from ..core.features import Feature, as_feature
 from ..core.results import Result
 from ..core.settings import PassSettings
 from ..core.validate import MAX_FRACTION, check_number
-from .removal import (
-    baseline_tensor,
-    check_complete,
-    ensure_scan,
-    forward_replaced,
-    select_groups,
-)
+from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, select_groups
 
 GROUPS = ("meis", "miis", "mtis", "random")
 #: "well above random images": Welch's t of the MTIs' disinhibited f against the random images' at least this.

@@ -34,14 +34,7 @@ from ..core.settings import PassSettings, RenderSettings, as_settings
 from ..core.validate import check_int
 from ..data.datasets import load_batch
 from ..synthesis.objectives.views import layer_tensor
-from .removal import (
-    baseline_tensor,
-    check_complete,
-    ensure_scan,
-    forward_replaced,
-    layer_statistics,
-    select_groups,
-)
+from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, layer_statistics, select_groups
 
 #: side of the stored thumbnails of each channel's top dataset images (pixels).
 THUMB = 64

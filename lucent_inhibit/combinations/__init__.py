@@ -30,28 +30,9 @@ activations (the grey cloud) should be measured on images of that same size (e.g
 ``sample_crops(size=result.render_size[0])``).
 """
 from .figures import plot_combinations
-from .scales import (
-    DEFAULT_SIZE,
-    AxisScales,
-    NotExcitable,
-    axis_scales,
-    render_size,
-    seeded_image_param,
-)
-from .statistics import (
-    PairStatistics,
-    correlation_matrix,
-    measure_pair,
-    pair_cloud,
-    pair_statistics,
-)
-from .sweeps import (
-    MIN_ANGLES,
-    QUADRANTS,
-    CombinationResult,
-    check_angles,
-    sweep_combinations,
-)
+from .scales import DEFAULT_SIZE, AxisScales, NotExcitable, axis_scales, render_size, seeded_image_param
+from .statistics import PairStatistics, correlation_matrix, measure_pair, pair_cloud, pair_statistics
+from .sweeps import MIN_ANGLES, QUADRANTS, CombinationResult, check_angles, sweep_combinations
 
 __all__ = [
     "AxisScales",

@@ -29,16 +29,7 @@ from ..core.results import Result
 from ..core.settings import RenderSettings
 from ..core.validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, InputError, check_int
 from ..synthesis.objectives import check_power, cosdot_value, feature_pair, pair_targets
-from .scales import (
-    DEFAULT_SIZE,
-    axis_scales,
-    base_seed,
-    check_pair,
-    check_scale,
-    render_batch,
-    render_info,
-    settings,
-)
+from .scales import DEFAULT_SIZE, axis_scales, base_seed, check_pair, check_scale, render_batch, render_info, settings
 from .statistics import measure_pair
 
 log = logging.getLogger(__name__)

@@ -17,15 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .layers import (
-    StopForward,
-    check_layer_names,
-    check_name,
-    frozen_weights,
-    hooks_restored,
-    layer_names,
-    layer_table,
-)
+from .layers import (StopForward, check_layer_names, check_name, frozen_weights, hooks_restored, layer_names,
+                     layer_table)
 from .layouts import Layout
 from .probe import check_single_call, deepest, probed
 from .validate import InputError

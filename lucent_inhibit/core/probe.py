@@ -11,17 +11,7 @@ import torch
 from torch import nn
 
 from .layers import AmbiguousLayerError, hooks_restored, layer_table
-from .layouts import (
-    LINEAR,
-    NCHW,
-    NHWC,
-    TOKENS,
-    Layout,
-    LayoutError,
-    Record,
-    declared_layout,
-    infer,
-)
+from .layouts import LINEAR, NCHW, NHWC, TOKENS, Layout, LayoutError, Record, declared_layout, infer
 
 
 class _Probe(NamedTuple):

@@ -10,18 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple, Union
 
-from .validate import (
-    MAX_BATCH,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
-    InputError,
-    check_flag,
-    check_int,
-    check_number,
-    check_optional,
-    check_size,
-)
+from .validate import (MAX_BATCH, MAX_SEED, MAX_SIDE, MAX_STEPS, InputError, check_flag, check_int, check_number,
+                       check_optional, check_size)
 
 Size = Union[int, Tuple[int, int]]
 

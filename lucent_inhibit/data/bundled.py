@@ -10,14 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.validate import (
-    MAX_IMAGES,
-    MAX_SEED,
-    MAX_SIDE,
-    InputError,
-    check_int,
-    check_number,
-)
+from ..core.validate import MAX_IMAGES, MAX_SEED, MAX_SIDE, InputError, check_int, check_number
 from .images import to_tensor
 
 #: The natural photographs that ship inside the installed dependencies (no download), in a fixed order:

@@ -9,12 +9,7 @@ from .combinations import combination_finding, sweep_finding
 from .completeness import completeness_finding, completeness_study_finding
 from .judge import judge
 from .scanning import mti_finding, scan_findings
-from .synthesis import (
-           inversion_finding,
-           separation_finding,
-           tense_finding,
-           tension_finding,
-)
+from .synthesis import inversion_finding, separation_finding, tense_finding, tension_finding
 from .toy import interference_finding, toy_finding
 from .verdicts import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Finding
 

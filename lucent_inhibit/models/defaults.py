@@ -18,20 +18,6 @@ DEFAULT_ATTR_LAYER = "blocks_4_0_bn2_act"
 ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "SiLU", "Hardswish", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Mish")
 
 
-def probe_input(model, size: int = 224, n: int = 1):
-    """``n`` random normalised (n, 3, size, size) inputs on the model's device (for forward-order probes); a
-    model that takes one input size only (a strict ViT patch embedding) gets that size."""
-    import torch
-
-    from ..core.layers import model_device
-    from ..core.preparation import preprocess_fn
-    from ..core.tokens import required_input_size
-
-    h, w = required_input_size(model) or (size, size)
-    x = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(0))
-    return preprocess_fn(model)(x.to(model_device(model)))
-
-
 def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str:
     """The last single-call activation (ReLU-like module, or a name ending in ``_act`` that is not an
     ``Identity``) before
@@ -48,6 +34,7 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
     from ..core.hooks import separates
     from ..core.layers import check_layer_names, layer_table
     from ..core.probe import forward_order, layers_before
+    from .layers import probe_input
 
     check_layer_names(model, [feature_layer], allow=())
     x = probe_input(model, size)
@@ -78,11 +65,14 @@ def default_feature_layers(model, size: int = 224) -> Tuple[str, str, str]:
       its GELU in the block two thirds deep, ``blocks_k_mlp_fc1`` (a pre-activation, so both signs occur),
       attributed at the residual stream entering that block, ``blocks_{k-1}`` (checked to be a cut with
       :func:`lucent_inhibit.core.hooks.separates`: everything the block computes reads it).
-    - Any other model: ``ValueError`` naming a few of its pre-activation layers; nothing is guessed.
+    - Any other model: the pre-activation map (:func:`~lucent_inhibit.models.layers.preactivation_layers`, a
+      layer with positions) about two thirds deep in the forward pass, attributed at
+      :func:`default_attribution_layer` (a cut just before it); when no cut precedes that layer, the nearest
+      pre-activation map that has one. ``ValueError`` naming some pre-activation layers when none has.
     """
     from ..core.hooks import separates
     from ..core.layers import layer_table
-    from .layers import preactivation_layers, transformer_blocks
+    from .layers import probe_input, transformer_blocks
 
     table = layer_table(model)
     if DEFAULT_LAYER in table and DEFAULT_ATTR_LAYER in table:
@@ -94,11 +84,37 @@ def default_feature_layers(model, size: int = 224) -> Tuple[str, str, str]:
         if separates(model, probe_input(model, size), attr, layer):
             return layer, attr, (f"a transformer's MLP hidden pre-GELU in block {k} of {len(blocks)}, attributed at "
                                  "the residual stream entering that block")
-    names = preactivation_layers(model)
-    raise ValueError(f"--layer is required for model {type(model).__name__} (no default feature layer is known for "
-                     f"it); pre-activation layers, where inhibition is visible, include "
-                     f"{', '.join(names[len(names) // 2:len(names) // 2 + 4]) or 'none found'} "
-                     "(all: lucent_inhibit.preactivation_layers(model))")
+    return _two_thirds_deep(model, size)
+
+
+def _two_thirds_deep(model, size: int) -> Tuple[str, str, str]:
+    """The pre-activation map about two thirds deep with a cut before it (see :func:`default_feature_layers`)."""
+    import torch
+
+    from ..core.probe import probed
+    from .layers import preactivation_layers, probe_input, usable_layers
+
+    probe = probed(model, probe_input(model, size))
+    pre = set(preactivation_layers(model))
+
+    def positions(n):  # positions of the layer's map (H x W) or tokens (T), in the library's layout
+        shape = tuple(probe.layouts[n].canonical(torch.empty(probe.shapes[n], device="meta")).shape)
+        return shape[2] * shape[3] if len(shape) == 4 else shape[1] if len(shape) == 3 else 0
+
+    maps = [n for n in usable_layers(model, size) if n in pre and positions(n) >= 4]  # not a 1x1 squeeze map
+    if not maps:
+        raise ValueError(f"no default feature layer for model {type(model).__name__}: no pre-activation layer with "
+                         "positions runs once in its forward pass; give --layer (lucent_inhibit.preactivation_layers)")
+    k = round(2 * (len(maps) - 1) / 3)
+    for i in sorted(range(len(maps)), key=lambda i: (abs(i - k), -i)):
+        try:
+            attr = default_attribution_layer(model, maps[i], size)
+        except ValueError:
+            continue
+        return maps[i], attr, (f"the pre-activation map {i + 1} of {len(maps)} in forward order (about two thirds deep), "
+                               "attributed at the nearest cut before it")
+    raise ValueError(f"no pre-activation layer of model {type(model).__name__} has a cut before it (a layer every path "
+                     f"into it passes through); give --layer and --attr-layer (e.g. among {', '.join(maps[:4])})")
 
 
 def resolve_feature_layers(model, layer: Optional[str], attr: Optional[str], size: int = 224) -> Tuple[str, str]:

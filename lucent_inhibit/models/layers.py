@@ -8,6 +8,7 @@ from typing import List, Optional
 from torch import nn
 
 from ..core.layers import layer_table, layers
+from ..core.probe import probed
 
 
 def preactivation_layers(model: nn.Module) -> List[str]:
@@ -18,8 +19,28 @@ def preactivation_layers(model: nn.Module) -> List[str]:
     transformers (Dosovitskiy et al. 2021; token layers (B, T, C)), per block ``i`` in depth order the MLP's
     hidden layer before its GELU (``blocks_i_mlp_fc1``) and the residual stream after the block
     (``blocks_i``), then the classifier. For other models: convolutions and linear layers (their outputs
-    precede any activation).
+    precede any activation). Only layers a feature can be read off (:func:`usable_layers`) are listed.
     """
+    return [n for n in _candidate_preactivations(model) if n in usable_layers(model)]
+
+
+def usable_layers(model: nn.Module, size: int = 224) -> List[str]:
+    """Layers a feature can be read off, in forward order: their module runs exactly once in the model's eval
+    forward pass (an auxiliary classifier that runs only in training, or a module run twice, is left out), its
+    output's rows are the images (not a Swin block's attention windows) and its layout is readable
+    (:mod:`lucent_inhibit.core.layouts`). Read off the forward-order probe on one image of ``size`` px (the
+    model's own size when it takes one only)."""
+    x = probe_input(model, size)
+    probe = probed(model, x)
+    counts: dict = {}
+    for n in probe.order:
+        counts[n] = counts.get(n, 0) + 1
+    return [n for n in dict.fromkeys(probe.order) if counts[n] == 1 and n in probe.shapes and probe.shapes[n][:1] == (1,)
+            and probe.layouts.get(n) is not None and probe.layouts[n].readable]
+
+
+def _candidate_preactivations(model: nn.Module) -> List[str]:
+    """Every layer whose type makes it a pre-activation (see :func:`preactivation_layers`), in registration order."""
     table = layer_table(model)
     blocks = transformer_blocks(model)
     if blocks:
@@ -78,3 +99,17 @@ def logits_input_size(model: nn.Module) -> Optional[int]:
     if embed is not None and getattr(embed, "strict_img_size", False):
         return int(embed.img_size[0])
     return None
+
+
+def probe_input(model, size: int = 224, n: int = 1):
+    """``n`` random normalised (n, 3, size, size) inputs on the model's device (for forward-order probes); a
+    model that takes one input size only (a strict ViT patch embedding) gets that size."""
+    import torch
+
+    from ..core.layers import model_device
+    from ..core.preparation import preprocess_fn
+    from ..core.tokens import required_input_size
+
+    h, w = required_input_size(model) or (size, size)
+    x = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(0))
+    return preprocess_fn(model)(x.to(model_device(model)))

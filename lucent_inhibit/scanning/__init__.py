@@ -6,22 +6,9 @@ plan and its chunk loop), ``store`` (the hash-checked, resumable checkpoint fold
 totals from a batch's attribution), ``merge`` (shards into one scan), ``result`` (:class:`ScanResult`) and
 ``figures`` (P-vs-N scatter, MEI / MII / MTI grids, signed overlays).
 """
-from .figures import (
-           plot_image_grid,
-           plot_scan_overlay,
-           plot_scan_scatter,
-           plot_signed_overlay,
-           save_scan_figures,
-)
+from .figures import plot_image_grid, plot_scan_overlay, plot_scan_scatter, plot_signed_overlay, save_scan_figures
 from .merge import merge_scans
-from .result import (
-           DEFAULT_SCORE,
-           GRANULARITIES,
-           NORMS,
-           SCAN_SCORES,
-           NotInScanError,
-           ScanResult,
-)
+from .result import DEFAULT_SCORE, GRANULARITIES, NORMS, SCAN_SCORES, NotInScanError, ScanResult
 from .run import scan
 
 __all__ = ["DEFAULT_SCORE", "GRANULARITIES", "NORMS", "NotInScanError", "SCAN_SCORES", "ScanResult", "merge_scans",

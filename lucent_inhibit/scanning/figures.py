@@ -25,13 +25,7 @@ import torch.nn.functional as F
 
 from ..core.figures import diverging_norm, pyplot, save_figure, to_hwc
 from ..core.results import expect_result
-from ..core.validate import (
-    MAX_IMAGES,
-    InputError,
-    check_choice,
-    check_int,
-    check_number,
-)
+from ..core.validate import MAX_IMAGES, InputError, check_choice, check_int, check_number
 
 
 def _scan(result):

@@ -19,13 +19,7 @@ from ..core.features import Feature, as_feature
 from ..core.settings import PassSettings
 from ..core.validate import check_choice, check_flag, parse_shard
 from .result import DEFAULT_SCORE, SCAN_SCORES, ScanResult
-from .stats import (
-    chunk_rows,
-    completeness_r,
-    concat_rows,
-    measure_completeness,
-    reducible,
-)
+from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible
 from .store import ChunkStore, chunk_images, new_manifest, split_chunks
 
 

@@ -22,14 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..attribution.totals import warn_small_percentile
-from ..core.distributed import (
-    agree,
-    all_gather,
-    decode_result,
-    encode_result,
-    init_from_env,
-    rank_indices,
-)
+from ..core.distributed import agree, all_gather, decode_result, encode_result, init_from_env, rank_indices
 from ..core.settings import PassSettings
 from ..core.validate import InputError
 from ..data.datasets import dataset_digest

@@ -29,23 +29,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..attribution.agreement import sum_check
-from ..attribution.totals import (
-    MIN_PERCENTILE_IMAGES,
-    TENSION_SCORES,
-    percentile_ranks,
-    top_indices,
-)
+from ..attribution.totals import MIN_PERCENTILE_IMAGES, TENSION_SCORES, percentile_ranks, top_indices
 from ..attribution.totals import tension as _tension
 from ..core.features import Feature
 from ..core.results import Result
 from ..core.validate import InputError, check_choice
-from .stats import (  # noqa: F401
-    chunk_rows,
-    completeness_r,
-    concat_rows,
-    measure_completeness,
-    reducible,
-)
+from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible  # noqa: F401
 from .store import load_chunks, stage_scan_file
 
 GRANULARITIES = ("element", "channel")

@@ -28,14 +28,7 @@ from ..core.rendering import Parts, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings
 from ..core.tokens import TokenGrid, required_input_size, token_grid, token_maps
-from ..core.validate import (
-    MAX_IMAGES,
-    MAX_SIDE,
-    InputError,
-    check_flag,
-    check_int,
-    check_number,
-)
+from ..core.validate import MAX_IMAGES, MAX_SIDE, InputError, check_flag, check_int, check_number
 from . import param as _param
 from . import transform as _transform
 from .accentuation import accentuate, stage_settings

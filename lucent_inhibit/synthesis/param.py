@@ -27,16 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.validate import (
-    MAX_BATCH,
-    MAX_SIDE,
-    InputError,
-    check_flag,
-    check_int,
-    check_number,
-    check_size,
-    check_values,
-)
+from ..core.validate import (MAX_BATCH, MAX_SIDE, InputError, check_flag, check_int, check_number, check_size,
+                             check_values)
 
 #: Square root of ImageNet's colour covariance (Lucid's values), columns normalised to max norm 1.
 _COLOR_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float64)

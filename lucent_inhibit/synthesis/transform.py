@@ -13,14 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..core.validate import (
-    MAX_BATCH,
-    MAX_SIDE,
-    check_int,
-    check_number,
-    check_optional,
-    check_size,
-)
+from ..core.validate import MAX_BATCH, MAX_SIDE, check_int, check_number, check_optional, check_size
 from .param import check_generator
 
 Transform = Callable[[torch.Tensor], torch.Tensor]

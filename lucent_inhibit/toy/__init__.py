@@ -31,24 +31,10 @@ Modules: :mod:`.model` (:class:`ToyConfig`, :class:`ToyModel`, its weight file :
 """
 from __future__ import annotations
 
-from .analysis import (
-                       ToyAnalysis,
-                       analyze_toy,
-                       inhibition_model,
-                       output_attributions,
-                       represented_features,
-                       units_per_feature,
-)
+from .analysis import (ToyAnalysis, analyze_toy, inhibition_model, output_attributions, represented_features,
+                       units_per_feature)
 from .data import abs_data, k_feature_inputs, sample, targets, xor_data
-from .model import (
-                       ATTRIBUTION_LAYER,
-                       FEATURE_LAYER,
-                       KINDS,
-                       ToyConfig,
-                       ToyModel,
-                       ToySnapshot,
-                       read_snapshot,
-)
+from .model import ATTRIBUTION_LAYER, FEATURE_LAYER, KINDS, ToyConfig, ToyModel, ToySnapshot, read_snapshot
 from .superposition import plot_superposition
 from .training import TrainResult, evaluate, train_toy, weighted_loss
 

@@ -13,13 +13,7 @@ import torch
 from torch import nn
 
 from ..core.features import Feature
-from ..core.results import (
-    Result,
-    ResultFileError,
-    load_result,
-    read_result_file,
-    result_path,
-)
+from ..core.results import Result, ResultFileError, load_result, read_result_file, result_path
 from ..core.validate import MAX_SEED, check_choice, check_int, check_number
 
 KINDS = ("abs", "xor", "exclusive")

@@ -138,8 +138,8 @@ def run(cfg: AtlasStageConfig, progress: bool = True):
     feature = cfg.feature
     if feature.attr_layer is None and cfg.scan is not None and os.path.exists(cfg.scan):
         feature = dataclasses.replace(feature, attr_layer=ScanResult.load(cfg.scan).layers[0])
-    feature, (attr,) = feature_and_layers(model, feature)
     data = load_data(cfg.data)
+    feature, (attr,) = feature_and_layers(model, feature, size=cfg.data.size, data=data)
     out_folder(cfg.out)
     result = _scan(cfg, model, data, feature, attr, progress)
     settings = cfg.render.settings(progress, seed=cfg.data.seed)

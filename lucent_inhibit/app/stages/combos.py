@@ -13,14 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional, Tuple
 
-from ...core.validate import (
-    MAX_BATCH,
-    MAX_IMAGES,
-    MAX_POWER,
-    MAX_STEPS,
-    check_int,
-    check_number,
-)
+from ...core.validate import MAX_BATCH, MAX_IMAGES, MAX_POWER, MAX_STEPS, check_int, check_number
 from ..configs import DataConfig, ModelConfig, RenderConfig, parse_position
 from ..options import REQUIRED, check_choices, flag, group, option
 from ..registry import register_module
@@ -137,12 +130,7 @@ def _combo_layer(model, layer: Optional[str]) -> str:
 def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
     import warnings
 
-    from ...combinations import (
-        axis_scales,
-        pair_statistics,
-        plot_combinations,
-        sweep_combinations,
-    )
+    from ...combinations import axis_scales, pair_statistics, plot_combinations, sweep_combinations
     from ..runtime import check_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)

@@ -168,11 +168,7 @@ class DemoPlan:
 def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: DemoConfig,
               weights: str = "default") -> DemoPlan:
     """Check the demo's inputs and choose its defaults; every problem is one :class:`DemoInputError`."""
-    from ...models.defaults import (
-        default_attribution_layer,
-        pick_unit,
-        resolve_feature_layers,
-    )
+    from ...models.defaults import default_attribution_layer, pick_unit, resolve_feature_layers
     from ..configs import DataConfig, ModelConfig
     from ..runtime import load_data, load_model
 

@@ -72,8 +72,8 @@ def run(cfg: InhibitorsConfig, progress: bool = True):
     from ..runtime import feature_and_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)
-    feature, (layer,) = feature_and_layers(model, cfg.feature)
     data = load_data(cfg.data)
+    feature, (layer,) = feature_and_layers(model, cfg.feature, size=cfg.data.size, data=data)
     passes = cfg.data.passes(progress)
     scan = ensure_scan(model, data, feature, layer, cfg.scan, passes)
     stats = layer_statistics(dataset_pass(model, data, [layer], [feature], passes), layer)

@@ -89,10 +89,11 @@ def run(cfg: InvertConfig, progress: bool = True):
     from ...core.tokens import check_input_size
     from ...synthesis.figures import plot_inversions
     from ...synthesis.inversion import inversions
-    from ..runtime import feature_and_layers, load_model, out_folder
+    from ..runtime import feature_and_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)
-    feature, (attr,) = feature_and_layers(model, cfg.feature)
+    feature, (attr,) = feature_and_layers(model, cfg.feature, size=cfg.data.size,
+                                          data=None if cfg.image else load_data(cfg.data))
     check_input_size(model, (cfg.data.size, cfg.data.size))  # a strict ViT: --size must be its input size
     image, what = _pick(cfg, model, feature, attr)
     settings = cfg.render.settings(progress, **({"param": cfg.param} if cfg.param else {}))

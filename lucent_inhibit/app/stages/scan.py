@@ -80,18 +80,12 @@ def run(cfg: ScanConfig, progress: bool = True):
     from ...core.distributed import all_gather, init_from_env
     from ...scanning.merge import merge_scans
     from ...scanning.run import scan
-    from ..runtime import (
-        feature_and_layers,
-        load_data,
-        load_model,
-        out_folder,
-        precision_context,
-    )
+    from ..runtime import feature_and_layers, load_data, load_model, out_folder, precision_context
 
     rank = init_from_env()[0]
     model = load_model(cfg.model)
-    feature, layers = feature_and_layers(model, cfg.feature, cfg.attr_layers, "--attr-layers")
     data = load_data(cfg.data)
+    feature, layers = feature_and_layers(model, cfg.feature, cfg.attr_layers, "--attr-layers", cfg.data.size, data)
     out_folder(cfg.out)
     if cfg.merge:
         result = merge_scans(list(cfg.merge))

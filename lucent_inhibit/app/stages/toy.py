@@ -84,12 +84,7 @@ def _model(cfg: ToyStageConfig, config, progress: bool):
 
 
 def run(cfg: ToyStageConfig, progress: bool = True) -> ToyRun:
-    from ...toy import (
-        analyze_toy,
-        inhibition_model,
-        plot_superposition,
-        units_per_feature,
-    )
+    from ...toy import analyze_toy, inhibition_model, plot_superposition, units_per_feature
     from ..runtime import out_folder
 
     config = cfg.toy_config()

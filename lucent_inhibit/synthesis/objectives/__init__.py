@@ -19,28 +19,10 @@ from lucent.optvis.objectives import handle_batch, wrap_objective
 from ...attribution.totals import signed_totals, tension
 from ...core.features import Feature, as_feature
 from ...core.validate import MAX_POWER
-from .attribution import (
-                          TENSE_MODES,
-                          attribution_mask,
-                          seed_l2,
-                          signed_attribution,
-                          signed_attribution_scores,
-                          signed_parts,
-                          tense,
-)
-from .cosdots import (
-                          as_target,
-                          check_power,
-                          cosdot,
-                          cosdot_value,
-                          crop_box,
-                          feature,
-                          feature_pair,
-                          layer_mask,
-                          pair_targets,
-                          pair_values,
-                          spatial_cosdot,
-)
+from .attribution import (TENSE_MODES, attribution_mask, seed_l2, signed_attribution, signed_attribution_scores,
+                          signed_parts, tense)
+from .cosdots import (as_target, check_power, cosdot, cosdot_value, crop_box, feature, feature_pair, layer_mask,
+                      pair_targets, pair_values, spatial_cosdot)
 from .views import BatchView, resolve_hook
 
 __all__ = [

@@ -21,13 +21,7 @@ from lucent.optvis.objectives import wrap_objective
 from ...attribution.totals import TENSION_SCORES, signed_totals, tension
 from ...core.features import Feature, as_feature
 from ...core.tokens import TokenGrid, infer_grid, token_maps
-from ...core.validate import (
-    InputError,
-    check_choice,
-    check_int,
-    check_number,
-    check_size,
-)
+from ...core.validate import InputError, check_choice, check_int, check_number, check_size
 from .cosdots import as_target, layer_mask, spatial_cosdot
 from .views import hooked, layer_tensor, resolve_hook
 

@@ -18,11 +18,7 @@ from lucent.optvis.objectives import handle_batch, wrap_objective
 
 from ...core.features import Feature, as_feature, check_position
 from ...core.tokens import UNDERSTOOD_SHAPES, TokenGrid, infer_grid, token_maps
-from ...core.validate import (  # MAX_POWER: the largest cosine exponent (documented there)
-    MAX_POWER,
-    InputError,
-    check_number,
-)
+from ...core.validate import (MAX_POWER, InputError, check_number)  # MAX_POWER: the largest cosine exponent (documented there)
 from .views import layer_tensor
 
 
