@@ -126,6 +126,7 @@ STAGE_OPTIONS = {
         ("unit",): cli("the feature's unit; None: pick_unit"),
         ("attribution_layer",): cli("the attribution layer; None: the library's pick"),
         ("quick",): cli("DemoConfig.quick(): the one named preset of small sizes"),
+        ("mode",): "lucent_inhibit.synthesis.tense:tense_image.mode",
     },
 }
 

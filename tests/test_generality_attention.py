@@ -67,7 +67,7 @@ def test_fused_attention_has_no_double_backward_and_auto_says_what_to_do():
     model = AttnConvNet().eval()
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     obj = objectives.tense(Feature("conv2", unit=1), "act1", mode="auto")
-    with pytest.raises(RuntimeError, match="math attention kernel"):
+    with pytest.raises(ValueError, match="a fused attention kernel does not have.*math attention kernel"):
         _image_gradient(model, obj, x)
     with math_attention(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # auto picks exact across GELU and attention, with a warning
@@ -123,3 +123,40 @@ def test_tense_exact_and_auto_on_timm_vit(one_thread):
     assert res.mode == "exact"
     assert (hook_count(model), [p.requires_grad for p in model.parameters()]) == before
     print(f"ViT-Ti/16 exact tense: {t_exact:.1f} s for 2 steps")
+
+
+class GatedConvNet(nn.Module):
+    """conv - hardswish - squeeze-excite gate (hardsigmoid, as MobileNetV3) - conv: no double backward."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.conv1, self.act1 = nn.Conv2d(3, 6, 3, padding=1), nn.Hardswish()
+        self.fc, self.gate = nn.Conv2d(6, 6, 1), nn.Hardsigmoid()
+        self.conv2 = nn.Conv2d(6, 4, 3, padding=1)
+        for p in self.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+
+    def forward(self, x):
+        h = self.act1(self.conv1(x))
+        return self.conv2(h * self.gate(self.fc(h.mean((2, 3), keepdim=True))))
+
+
+def test_hardsigmoid_has_no_double_backward_the_error_names_it_and_the_equivalent_is_exact():
+    from lucent_inhibit.core.rendering import twice_differentiable
+
+    model = GatedConvNet().double().eval()
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    obj = objectives.tense(Feature("conv2", unit=1), "act1", mode="exact")
+    with pytest.raises(ValueError, match=r"hardsigmoid does not have in PyTorch.*twice_differentiable"):
+        _image_gradient(model, obj, x)
+    with twice_differentiable(model) as replaced:
+        assert replaced == ["hardsigmoid as relu6(x + 3) / 6"]
+        g = _image_gradient(model, obj, x)
+    assert "forward" not in model.gate.__dict__  # the module is restored
+    d = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    eps = 1e-5
+    with twice_differentiable(model):
+        fd = (_loss(model, obj, x + eps * d) - _loss(model, obj, x - eps * d)) / (2 * eps)
+    assert float((g * d).sum()) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)

@@ -125,6 +125,33 @@ def math_attention() -> Iterator[None]:
         yield
 
 
+#: Modules whose op has no double backward in PyTorch, and a twice-differentiable module of equal values and
+#: equal first derivatives: ``hardsigmoid_backward`` (MobileNetV3's squeeze-excite gates) has no derivative.
+EQUIVALENTS = {nn.Hardsigmoid: ("hardsigmoid", "relu6(x + 3) / 6", lambda x: torch.nn.functional.relu6(x + 3.0) / 6.0)}
+
+
+@contextlib.contextmanager
+def twice_differentiable(model: nn.Module) -> Iterator[List[str]]:
+    """Inside the block, every op of ``model`` has a double backward, so objectives that differentiate a
+    gradient (``tense(mode="exact")`` and ``"auto"``'s comparison) work: attention runs with the math kernel
+    (:func:`math_attention`) and the modules of :data:`EQUIVALENTS` compute their twice-differentiable
+    equivalent (the same values and first derivatives). Yields the names of the ops replaced; restored on
+    exit, also on error."""
+    patched, names = [], []
+    for module in model.modules():
+        for kind, (name, formula, fn) in EQUIVALENTS.items():
+            if type(module) is kind and "forward" not in module.__dict__:
+                module.forward = fn
+                patched.append(module)
+                names.append(f"{name} as {formula}")
+    try:
+        with math_attention():
+            yield list(dict.fromkeys(names))
+    finally:
+        for module in patched:
+            del module.forward
+
+
 # ------------------------------------------------------------------------------------------------
 # the guarded objective
 # ------------------------------------------------------------------------------------------------
@@ -274,7 +301,8 @@ def run_render(
     lucent_norm = lucent_normalizes(model)  # else (CLIP) the model's own normalisation, as Lucent places it
     if not lucent_norm:
         tf = [*(tf if tf is not None else lucent_render.transform.standard_transforms), preprocess_fn(model)]
-    with render_session(model, settings.seed), math_attention():
+    with render_session(model, settings.seed), twice_differentiable(model) as replaced:
+        _say_once([f"{what}: {op} (no double backward in PyTorch) during the render" for op in replaced])
         lucent_render.render_vis(
             view, _objective(guard, what), param_f=lambda: (params, image_f),
             optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),
@@ -321,11 +349,16 @@ def _model_hw(image_f, settings: RenderSettings, model: nn.Module) -> Tuple[Tupl
         notes.append(f"rendered at {type(model).__name__}'s input size {hw[0]}x{hw[1]}, the only size it takes (a "
                      "strict patch embedding; " + ("no model_size set" if asked is None else f"model_size {asked} "
                      "replaced") + "): each step's transformed image is resized to it")
-    for note in notes:  # said where it is decided, once per process (the CLI prints the library's INFO lines)
+    _say_once(notes)
+    return hw, notes
+
+
+def _say_once(notes: Sequence[str]) -> None:
+    """Log each note once per process (the CLI prints the library's INFO lines)."""
+    for note in notes:
         if note not in _SAID:
             _SAID.add(note)
             logging.getLogger("lucent_inhibit").info("%s", note)
-    return hw, notes
 
 
 _SAID: set = set()  # the render notes already logged

@@ -57,8 +57,37 @@ def load_model(spec: str, weights: str = "default") -> nn.Module:
         state = load_state_file(weights)
         if spec in ("efficientnet_lite0", "embedded", "default"):
             return efficientnet_lite0(state_dict=state)
+        if spec.split(":", 1)[-1] in BUILDER_CHANGES and spec.startswith("torchvision:"):
+            return prepare(_as_builder_makes(spec.split(":", 1)[1], state, weights))
         load_weights(model, state, weights)
     return prepare(model)
+
+
+#: torchvision builders that change the model when they load their ImageNet weights: they set
+#: ``transform_input=True`` (the weights expect inputs re-normalised inside the model) and drop the auxiliary
+#: classifiers after loading them. A weights file of those models gets the same model.
+BUILDER_CHANGES = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+
+
+def _as_builder_makes(name: str, state: dict, source: str) -> nn.Module:
+    """torchvision ``name`` with ``state`` loaded as its builder builds it with ImageNet weights (said)."""
+    import logging
+
+    import torchvision
+
+    aux = BUILDER_CHANGES[name]
+    has_aux = any(k.split(".", 1)[0] in aux for k in state)
+    model = getattr(torchvision.models, name)(weights=None, transform_input=True, aux_logits=has_aux,
+                                              init_weights=False)
+    load_weights(model, state, source)
+    if has_aux:
+        model.aux_logits = False
+        for attr in aux:
+            setattr(model, attr, None)
+    logging.getLogger("lucent_inhibit").info(
+        "torchvision:%s from %s: transform_input=True%s, as torchvision's builder makes it with its ImageNet "
+        "weights", name, os.path.basename(source), " and the auxiliary classifiers loaded, then dropped" if has_aux else "")
+    return model
 
 
 def _build(spec: str, weights: str) -> nn.Module:

@@ -22,11 +22,11 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Literal, Optional
 
-from ...core.validate import check_int
+from ...core.validate import check_choice, check_int
 from ..configs import ModelConfig
-from ..options import flag, group, option
+from ..options import check_choices, flag, group, option
 from ..outputs import StagingDir, check_report_target
 from ..page import Report
 from ..registry import register_module
@@ -97,6 +97,7 @@ class DemoPlan:
     atlas_layer: str
     sizes: DemoConfig
     logits_size: Optional[int] = None  # the one input side the model's logits take (InceptionV1: 224), if any
+    mode: str = "auto"  # tense synthesis's gradient mode
 
     def feature(self, cls, attr_layer: Optional[str] = None):
         return cls(layer=self.layer, unit=self.unit, attr_layer=attr_layer or self.attr_layer)
@@ -138,7 +139,7 @@ class DemoPlan:
 
         render = TenseRender(steps=self.sizes.tense_steps, size=self.sizes.tense_size)
         return [TenseConfig(out=os.path.join(tmp, "tense"), model=self.model, feature=self.feature(FeatureConfig),
-                            render=render)]
+                            render=render, mode=self.mode)]
 
     def atlas(self, tmp):
         from .atlas import AtlasFeature, AtlasRender, AtlasStageConfig
@@ -265,6 +266,7 @@ def run_demo(
     config: Optional[DemoConfig] = None,
     progress: bool = True,
     weights: str = "default",
+    mode: str = "auto",
 ) -> Report:
     """Run every stage on one model and write ``out/index.html`` (see the module docstring).
 
@@ -274,13 +276,16 @@ def run_demo(
         model: model spec (:func:`lucent_inhibit.load_model`), default the embedded EfficientNet-Lite0;
             ``weights``: ``"default"``, ``"none"`` (random) or a local state dict file.
         layer, unit: the feature (a pre-activation layer and a channel). Defaults: ``blocks_4_0_bn3_drop``
-            on the embedded model (else required) and the unit with the most varied activation.
+            on the embedded model, :func:`lucent_inhibit.default_feature_layers` on others (said), and the
+            unit with the most varied activation (:func:`lucent_inhibit.pick_unit`).
         attribution_layer: where the feature is attributed; default
             :func:`lucent_inhibit.models.defaults.default_attribution_layer`.
         images: folder of the user's images; default the bundled sample crops.
         device: torch device.
         config: stage sizes (:class:`DemoConfig`).
         progress: tqdm bars for the stages and inside them.
+        mode: the gradient mode of tense synthesis (``"auto"``, ``"fast"``, ``"exact"``: see
+            :func:`lucent_inhibit.objectives.tense`).
 
     Returns:
         The :class:`Report` written. Bad input raises :class:`DemoInputError` before anything is written.
@@ -291,11 +296,13 @@ def run_demo(
     from ..runtime import shared_inputs
 
     check_report_target(out, [images])
+    check_choice("mode", mode, ("auto", "fast", "exact"))
     cfg = config or DemoConfig()
     torch.manual_seed(0)
     np.random.seed(0)  # Lucent's augmentations draw from numpy's global generator: a rerun gives the same report
     with shared_inputs():
-        plan = plan_demo(model, layer, unit, attribution_layer, images, device, cfg, weights)
+        plan = dataclasses.replace(plan_demo(model, layer, unit, attribution_layer, images, device, cfg, weights),
+                                   mode=mode)
         report = Report(
             "lucent-inhibit report",
             "Inhibition in a vision model, seen and measured: which images excite the feature, which inhibit it, "
@@ -325,15 +332,20 @@ class DemoStageConfig:
     images: Optional[str] = option(None, "folder of your own images (recursive); default: bundled sample crops",
                                    metavar="DIR")
     layer: Optional[str] = option(None, "feature layer, a pre-activation layer (default on the embedded model: "
-                                  "blocks_4_0_bn3_drop)")
+                                  "blocks_4_0_bn3_drop; on others the pre-activation map about two thirds deep, "
+                                  "lucent_inhibit.default_feature_layers; said)")
     unit: Optional[int] = option(None, "feature channel (default: the unit whose activation varies most over the "
                                  "first images)")
     attribution_layer: Optional[str] = option(None, "layer where the feature is attributed (default: the last "
                                               "activation before the feature layer)")
     quick: bool = option(False, "tiny sizes and few steps for every stage (a smoke run of 2-3 minutes, not a "
                          "measurement)")
+    mode: Literal["auto", "fast", "exact"] = option(
+        "auto", "gradient mode of the tense synthesis (lucent-inhibit tense --help): auto compares fast and exact "
+        "at the first step and says which it keeps")
 
     def __post_init__(self):
+        check_choices(self)
         if self.unit is not None:
             check_int(flag(DemoStageConfig, "unit"), self.unit, low=0)
 
@@ -341,7 +353,8 @@ class DemoStageConfig:
 def run(cfg: DemoStageConfig, progress: bool = True):
     return run_demo(out=cfg.out, model=cfg.model.spec, layer=cfg.layer, unit=cfg.unit,
                     attribution_layer=cfg.attribution_layer, images=cfg.images, device=cfg.model.device,
-                    config=DemoConfig.quick() if cfg.quick else None, progress=progress, weights=cfg.model.weights)
+                    config=DemoConfig.quick() if cfg.quick else None, progress=progress, weights=cfg.model.weights,
+                    mode=cfg.mode)
 
 
 def describe(report, cfg: DemoStageConfig) -> List[str]:

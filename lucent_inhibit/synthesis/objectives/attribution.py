@@ -74,8 +74,10 @@ def tense(
             least :data:`AUTO_COSINE` (the path is piecewise linear there), ``exact`` otherwise (with a
             warning, since the fast gradient would have been wrong); the choice is logged and passed to
             ``on_choice(mode, cosine)``. Exact mode (and auto's comparison) differentiates a gradient:
-            through attention it needs the math kernel of ``scaled_dot_product_attention``, which
-            :func:`lucent_inhibit.core.rendering.run_render` uses (:func:`~lucent_inhibit.core.rendering.math_attention`).
+            through attention it needs the math kernel of ``scaled_dot_product_attention``, and through
+            hardsigmoid (MobileNetV3) a twice-differentiable equivalent: the library's renders
+            (:func:`lucent_inhibit.core.rendering.run_render`) use both
+            (:func:`~lucent_inhibit.core.rendering.twice_differentiable`); elsewhere the error names the op.
         granularity, norm: as in :func:`lucent_inhibit.signed_totals`.
         mask: optional spatial mask (H, W) in [0, 1] (e.g. :func:`attribution_mask`): ``S`` is multiplied
             by it (resized to the layer's grid; on a token layer to its patch grid, class and register tokens
@@ -99,9 +101,22 @@ def tense(
     def inner(T):
         if chosen["mode"] is None:
             chosen["mode"] = _choose_mode(T, layer, value, feat, on_choice)
+        elif chosen["mode"] == "exact" and not chosen.get("checked"):
+            _check_double_backward(T, layer, value, feat)  # the image gradient would fail later, unnamed
+            chosen["checked"] = True
         return -value(T, chosen["mode"])
 
     return inner
+
+
+def _check_double_backward(T, layer: str, value, feature: Feature) -> None:
+    """Differentiate the exact tension once with respect to the attribution layer: an op between the layer and
+    the feature that has no double backward raises here, named (:func:`raise_no_double_backward`)."""
+    h = hooked(T, layer)[0]
+    try:
+        torch.autograd.grad(value(T, "exact"), h, retain_graph=True, allow_unused=True)
+    except RuntimeError as exc:
+        raise_no_double_backward(exc, feature, layer)
 
 
 def masked_scores(s: torch.Tensor, mask, layer: str, grid=None) -> torch.Tensor:
@@ -140,14 +155,19 @@ def _choose_mode(T, layer: str, value, feature: Feature, on_choice) -> str:
 
 
 def raise_no_double_backward(exc: RuntimeError, feature: Feature, layer: str) -> None:
-    """Re-raise a missing double backward (fused attention kernels) as a ``RuntimeError`` that says what to do."""
-    if "derivative for" not in str(exc) or "not implemented" not in str(exc):
+    """Re-raise a missing double backward as an :class:`~lucent_inhibit.core.validate.InputError` that names the
+    op and says what to do (anything else is re-raised as it is)."""
+    text = str(exc)
+    if "derivative for" not in text or "not implemented" not in text:
         raise exc
-    raise RuntimeError(
-        f"tense's exact gradient between {layer!r} and {feature.name} needs a double backward, which an "
-        f"operation of the model does not have ({str(exc).splitlines()[0]}). Fused attention kernels have none: "
-        "render through lucent_inhibit.core.rendering.run_render / tense_image (they use the math attention kernel), "
-        "or wrap render_vis in lucent_inhibit.core.rendering.math_attention()"
+    op = text.split("derivative for", 1)[1].split("is not implemented", 1)[0].strip().removeprefix("aten::")
+    where = ("a fused attention kernel" if "scaled_dot_product" in op else f"the model's {op.removesuffix('_backward')}")
+    raise InputError(
+        f"tense's exact gradient between {layer!r} and {feature.name} needs a double backward, which {where} does "
+        f"not have in PyTorch ({op}); render through lucent_inhibit.tense_image or core.rendering.run_render, or wrap "
+        "render_vis in lucent_inhibit.core.rendering.twice_differentiable(model) (the math attention kernel, "
+        "hardsigmoid as relu6(x + 3) / 6), or use mode='fast' (right only where the path to the feature is "
+        "piecewise linear)"
     ) from exc
 
 
