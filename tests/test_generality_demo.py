@@ -18,8 +18,7 @@ SMALL = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec, layer", [("torchvision:resnet18", "layer3_1_conv2"),
-                                         ("timm:convnext_atto", "stages_2_blocks_1"),
+@pytest.mark.parametrize("spec, layer", [("timm:convnext_atto", "stages_2_blocks_1"),
                                          ("torchvision:vgg11_bn", "features_15"),
                                          ("torchvision:densenet121", "features_denseblock2_denselayer3_conv2"),
                                          ("inceptionv1", "mixed4a_pre_relu")])
@@ -47,3 +46,25 @@ def test_demo_refuses_a_feature_layer_without_inhibition_before_writing(tmp_path
     for model, n_hooks, grads in loaded:
         assert hook_count(model) == n_hooks == 0
         assert [p.requires_grad for p in model.parameters()] == grads
+
+
+#: Models of every family a user names without a layer: the demo picks the feature itself and says so.
+NO_LAYER = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:googlenet", "timm:efficientnet_b0",
+            "timm:swin_tiny_patch4_window7_224", "timm:convnext_tiny"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", NO_LAYER)
+def test_quick_demo_with_no_layer_picks_a_feature_says_so_and_finishes(spec, tmp_path, loaded, capsys, one_thread):
+    from lucent_inhibit.app.cli import main
+
+    t0 = time.time()
+    code = main(["demo", "--quick", "--model", spec, "--weights", "none", "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert code == 0, err[-2000:]
+    assert "feature layer:" in err and "attribution layer:" in err and "unit:" in err
+    assert os.path.exists(tmp_path / "report" / "index.html")
+    for model, n_hooks, grads in loaded:
+        assert hook_count(model) == n_hooks == 0
+        assert [p.requires_grad for p in model.parameters()] == grads
+    print(f"{spec}: quick demo {time.time() - t0:.0f} s")

@@ -18,7 +18,7 @@ from lucent_inhibit.core.layers import hook_count, hooks_restored, layer_table
 from lucent_inhibit.core.rendering import math_attention, rng_restored, run_render
 from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.core.tokens import (TokenGrid, check_input_size, infer_grid, patch_maps, required_input_size,
-                                        token_grid)
+                                        token_grid, token_maps)
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.models.layers import logits_input_size
 from lucent_inhibit.synthesis import objectives, param
@@ -105,6 +105,21 @@ def test_inferred_grids_and_patch_maps():
     assert torch.equal(patch_maps(v), v[:, 1:].view(2, 4, 4))
     with pytest.raises(InputError, match="192 tokens, which is no square patch grid"):
         infer_grid(192)
+
+
+def test_hierarchical_token_layers_read_the_merged_grid():
+    # PVT / Twins merge patches stage by stage: a 56x56 grid becomes 28x28, 14x14, 7x7 (no prefix)
+    grid = TokenGrid(0, 56, 56, class_token=False)
+    assert grid.for_tokens(784) == TokenGrid(0, 28, 28, class_token=False)
+    assert grid.for_tokens(49) == TokenGrid(0, 7, 7, class_token=False)
+    # PiT pools a 27x27 grid to 14x14 and 7x7 (ceil), keeping its class token in front
+    pit = TokenGrid(1, 27, 27)
+    assert pit.for_tokens(197) == TokenGrid(1, 14, 14) and pit.for_tokens(50) == TokenGrid(1, 7, 7)
+    act = torch.randn(2, 50, 3)
+    assert torch.equal(Feature("s2", unit=2, position=(6, 1), grid=pit)(act), act[:, 1 + 6 * 7 + 1, 2])
+    assert torch.equal(token_maps(act, pit)[:, :, 6, 1], act[:, 1 + 6 * 7 + 1])
+    with pytest.raises(InputError, match="has 51 tokens, .* or that grid merged by 2, 4, 8"):
+        pit.for_tokens(51)
 
 
 def test_bad_positions_name_the_token_the_grid_and_the_shapes():

@@ -149,12 +149,22 @@ def layers_before(model: nn.Module, x: torch.Tensor, layer: str) -> List[str]:
 # ------------------------------------------------------------------------------------------------
 # inside Lucent's own render_vis: its hook knows modules, not the model
 # ------------------------------------------------------------------------------------------------
-def _lucent_features(root) -> Optional[dict]:
-    """The ``{layer: ModuleHook}`` table inside Lucent's ``hook_model`` hook function (None for other hooks)."""
+def _lucent_features(root, depth: int = 6) -> Optional[dict]:
+    """The ``{layer: ModuleHook}`` table inside Lucent's ``hook_model`` hook function, looked up through the
+    closures of the functions that wrap it (Lucent's ``handle_batch``); None for other hooks."""
     code, cells = getattr(root, "__code__", None), getattr(root, "__closure__", None) or ()
-    names = code.co_freevars if code is not None else ()
-    table = dict(zip(names, (c.cell_contents for c in cells))).get("features")
-    return table if isinstance(table, dict) else None
+    if code is None or depth == 0:
+        return None
+    free = dict(zip(code.co_freevars, (c.cell_contents for c in cells)))
+    table = free.get("features")
+    if isinstance(table, dict) and all(hasattr(h, "features") for h in table.values()):
+        return table
+    for value in free.values():
+        if callable(value) and getattr(value, "__closure__", None):
+            found = _lucent_features(value, depth - 1)
+            if found is not None:
+                return found
+    return None
 
 
 def hook_layout(root, layer: str, tensor: torch.Tensor) -> Layout:
@@ -162,8 +172,11 @@ def hook_layout(root, layer: str, tensor: torch.Tensor) -> Layout:
     probe of the model recorded for its module (``prepare`` probes every model it prepares; a module run more
     than once per pass raises :class:`AmbiguousLayerError`, as :func:`check_single_call` does); for a model
     never probed, the module's declared layout, or channels first when no module of the pass computed a
-    channels-last map; else :class:`~lucent_inhibit.core.layouts.LayoutError` saying to prepare the model."""
-    table = _lucent_features(root) or {}
+    channels-last map; else :class:`~lucent_inhibit.core.layouts.LayoutError` saying to prepare the model. A hook
+    that is not Lucent's (a caller's own ``T``) is taken to give tensors in the library's layouts."""
+    table = _lucent_features(root)
+    if table is None:  # not Lucent's hook: a caller's own T gives tensors in the library's layouts
+        return Layout(NCHW if tensor.dim() == 4 else LINEAR if tensor.dim() == 2 else TOKENS, "given by the caller")
     module = getattr(table.get(layer), "module", None)
     facts = MODULE_FACTS.get(module) if module is not None else None
     if facts is not None:

@@ -302,7 +302,8 @@ def run_render(
     if not lucent_norm:
         tf = [*(tf if tf is not None else lucent_render.transform.standard_transforms), preprocess_fn(model)]
     with render_session(model, settings.seed), twice_differentiable(model) as replaced:
-        _say_once([f"{what}: {op} (no double backward in PyTorch) during the render" for op in replaced])
+        _say_once([f"renders compute {op} (PyTorch has no double backward for it; equal values and first "
+                   "derivatives)" for op in replaced])
         lucent_render.render_vis(
             view, _objective(guard, what), param_f=lambda: (params, image_f),
             optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),

@@ -67,14 +67,25 @@ class TokenGrid:
         return f"{self.tokens} tokens = {what or 'no prefix tokens'} + {self.grid_h}x{self.grid_w} patches"
 
     def for_tokens(self, t: int, layer: str = "layer") -> "TokenGrid":
-        """The layout of a token layer with ``t`` tokens: this grid, or its patch tokens only (a layer
-        before the prefix tokens are added, e.g. timm's ``patch_embed``); :class:`InputError` otherwise."""
+        """The layout of a token layer with ``t`` tokens: this grid; its patch tokens only (a layer before
+        the prefix tokens are added, e.g. timm's ``patch_embed``); or, for hierarchical transformers that
+        merge patches stage by stage (Wang et al. 2021, PVT; Chu et al. 2021, Twins), this grid downsampled
+        by a power of two (``ceil(grid_h / k) x ceil(grid_w / k)`` patches, with or without this grid's
+        prefix). :class:`InputError` naming the layouts tried otherwise."""
         if t == self.tokens:
             return self
         if t == self.patches:
             return TokenGrid(0, self.grid_h, self.grid_w, class_token=False)
+        k = 2
+        while k <= max(self.grid_h, self.grid_w):
+            gh, gw = -(-self.grid_h // k), -(-self.grid_w // k)
+            if t == gh * gw:
+                return TokenGrid(0, gh, gw, class_token=False)
+            if self.prefix and t == self.prefix + gh * gw:
+                return TokenGrid(self.prefix, gh, gw, class_token=self.class_token)
+            k *= 2
         raise InputError(f"{layer!r} has {t} tokens, but the model's token layers have {self.describe()} "
-                         f"(or {self.patches} patch tokens alone)")
+                         f"(or {self.patches} patch tokens alone, or that grid merged by 2, 4, 8...)")
 
     def index(self, position, layer: str = "layer") -> Union[int, slice]:
         """The token index ``position`` names (a slice over the patch tokens for ``"mean"``)."""

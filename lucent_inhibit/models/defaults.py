@@ -33,7 +33,7 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
     """
     from ..core.hooks import separates
     from ..core.layers import check_layer_names, layer_table
-    from ..core.probe import forward_order, layers_before
+    from ..core.probe import forward_order, layers_before, probed
     from .layers import probe_input
 
     check_layer_names(model, [feature_layer], allow=())
@@ -49,8 +49,10 @@ def default_attribution_layer(model, feature_layer: str, size: int = 224) -> str
         candidates = [n for n in reversed(before) if len(table[n]._modules) > 0] + acts
     else:
         candidates = acts + list(reversed(before))
+    shapes = probed(model, x).shapes
+    rows_are_images = lambda n: shapes.get(n, ())[:1] == (x.shape[0],)  # noqa: E731  (not Swin's windows)
     for name in dict.fromkeys(candidates):
-        if separates(model, x, name, feature_layer):
+        if rows_are_images(name) and separates(model, x, name, feature_layer):
             return name
     raise ValueError(f"no single-call layer before feature layer {feature_layer!r} is a cut to it (every path "
                      "into the feature passes through it); pick a later feature layer or give the attribution layer")

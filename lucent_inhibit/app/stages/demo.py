@@ -171,7 +171,7 @@ def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: D
     """Check the demo's inputs and choose its defaults; every problem is one :class:`DemoInputError`."""
     from ...models.defaults import default_attribution_layer, pick_unit, resolve_feature_layers
     from ..configs import DataConfig, ModelConfig
-    from ..runtime import load_data, load_model
+    from ..runtime import load_data, load_model, log
 
     try:
         model_cfg = ModelConfig(spec=model, weights=weights, device=device)
@@ -181,7 +181,9 @@ def plan_demo(model: str, layer, unit, attribution_layer, images, device, cfg: D
         dataset = load_data(data_cfg)
         layer, attr = resolve_feature_layers(net, layer, attribution_layer, data_cfg.size)
         atlas_layer = default_attribution_layer(net, attr) if attr != "input" else attr
-        unit = pick_unit(net, dataset, layer) if unit is None else unit
+        if unit is None:
+            unit = pick_unit(net, dataset, layer)
+            log.info("unit: %d of %s (its activation at the centre varies most over the first images)", unit, layer)
         from ...core.features import Feature
 
         _check_both_signs(net, dataset, Feature(layer, unit=unit), attr)
