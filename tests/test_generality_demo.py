@@ -3,6 +3,7 @@ model is left with no hook (InceptionV1: only its permanent pre-ReLU hooks) and 
 loaded with. InceptionV1's logits take only 224 px: the demo reads its completeness images at that size. A
 feature layer with no inhibition at its attribution layer is refused before anything is written."""
 import dataclasses
+import logging
 import os
 import time
 
@@ -49,22 +50,32 @@ def test_demo_refuses_a_feature_layer_without_inhibition_before_writing(tmp_path
 
 
 #: Models of every family a user names without a layer: the demo picks the feature itself and says so.
-NO_LAYER = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:googlenet", "timm:efficientnet_b0",
+NO_LAYER = ["torchvision:resnet18", "torchvision:googlenet", "timm:efficientnet_b0",
             "timm:swin_tiny_patch4_window7_224", "timm:convnext_tiny"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", NO_LAYER)
-def test_quick_demo_with_no_layer_picks_a_feature_says_so_and_finishes(spec, tmp_path, loaded, capsys, one_thread):
+def test_demo_with_no_layer_picks_a_feature_says_so_and_finishes(spec, tmp_path, loaded, caplog, one_thread):
+    t0 = time.time()
+    with caplog.at_level(logging.INFO, logger="lucent_inhibit"):
+        report = run_demo(out=str(tmp_path / "report"), model=spec, weights="none", config=SMALL, progress=False)
+    said = caplog.text
+    assert "feature layer:" in said and "attribution layer:" in said and "unit:" in said
+    assert report.settings["attribution layer"] in said and os.path.exists(tmp_path / "report" / "index.html")
+    for model, n_hooks, grads in loaded:
+        assert hook_count(model) == n_hooks == 0
+        assert [p.requires_grad for p in model.parameters()] == grads
+    print(f"{spec}: demo {time.time() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_cli_quick_demo_with_no_layer_says_what_it_picked(tmp_path, loaded, capsys, one_thread):
     from lucent_inhibit.app.cli import main
 
-    t0 = time.time()
-    code = main(["demo", "--quick", "--model", spec, "--weights", "none", "--out", str(tmp_path / "report")])
+    code = main(["demo", "--quick", "--model", "torchvision:mobilenet_v3_small", "--weights", "none",
+                 "--out", str(tmp_path / "report")])
     err = capsys.readouterr().err
     assert code == 0, err[-2000:]
     assert "feature layer:" in err and "attribution layer:" in err and "unit:" in err
     assert os.path.exists(tmp_path / "report" / "index.html")
-    for model, n_hooks, grads in loaded:
-        assert hook_count(model) == n_hooks == 0
-        assert [p.requires_grad for p in model.parameters()] == grads
-    print(f"{spec}: quick demo {time.time() - t0:.0f} s")
