@@ -105,9 +105,9 @@ def _calls(name: str):
 
 def test_each_shared_mechanism_is_defined_once():
     assert _calls("use") == {"core/figures.py"}  # matplotlib.use: the one place that picks the backend
-    # files are replaced atomically in core.io only; app/outputs.py swaps whole report folders
+    # files are replaced atomically in core.io only; app/staging.py moves finished outputs into place
     replacers = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "os.replace(" in p.read_text()}
-    assert replacers <= {"core/io.py", "app/outputs.py"}
+    assert replacers <= {"core/io.py", "app/staging.py"}
     defs = {}
     for p in PACKAGE.rglob("*.py"):
         for node in ast.parse(p.read_text()).body:

@@ -11,8 +11,10 @@ import pytest
 
 from lucent_inhibit.app.cli import main
 from lucent_inhibit.app.options import options
-from lucent_inhibit.app.outputs import (MANIFEST, Interrupted, OutputError, StagingDir, check_report_target,
-                                        check_target, read_manifest, stage_files, stage_output)
+from lucent_inhibit.app.outputs import (MANIFEST, OutputError, check_report_target, check_target, read_manifest,
+                                        stage_files)
+from lucent_inhibit.app.staging import StagingDir, stage_output
+from lucent_inhibit.core.interrupts import Interrupted
 from lucent_inhibit.app.stages import STAGES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -136,22 +138,71 @@ def test_check_target_refusals_name_the_folder(tmp_path):
     assert os.listdir(tmp_path) == ["f"]
 
 
-def test_stage_output_records_its_files_and_removes_a_folder_it_left_empty(tmp_path):
+def test_stage_output_stages_records_its_files_and_removes_a_folder_it_left_empty(tmp_path):
     out = str(tmp_path / "o")
     with pytest.raises(RuntimeError):
-        with stage_output(out, "x", ("a.txt",)):
-            os.makedirs(out)
-            raise RuntimeError("failed before writing")
-    assert not os.path.exists(out)
-    with stage_output(out, "x", ("a.txt", "b/")):
-        os.makedirs(os.path.join(out, "b"))
-        open(os.path.join(out, "a.txt"), "w").write("1")
+        with stage_output(out, "x", ("a.txt",)) as folder:
+            open(os.path.join(folder, "a.txt"), "w").write("partial")
+            raise RuntimeError("failed after writing")
+    assert not os.path.exists(out)  # nothing of the failed run is left, not even the folder it made
+    with stage_output(out, "x", ("a.txt", "b/")) as folder:
+        assert folder != out and os.path.dirname(folder) == os.path.realpath(out)
+        os.makedirs(os.path.join(folder, "b"))
+        open(os.path.join(folder, "a.txt"), "w").write("1")
         open(os.path.join(out, "user.txt"), "w").write("not mine")  # not a stage file: never recorded
-    assert read_manifest(out) == {"a.txt": "x", "b": "x"}
+        assert not os.path.exists(os.path.join(out, "a.txt"))  # staged: not under its final name yet
+    assert read_manifest(out) == {"a.txt": "x", "b": "x"} and open(os.path.join(out, "a.txt")).read() == "1"
     os.remove(os.path.join(out, "user.txt"))
-    with stage_output(out, "y", None):  # a stage with no declared files: only its own new files
-        open(os.path.join(out, "c.txt"), "w").write("1")
+    with stage_output(out, "y", None) as folder:  # a stage with no declared files: only its own new files
+        open(os.path.join(folder, "c.txt"), "w").write("1")
     assert read_manifest(out) == {"a.txt": "x", "b": "x", "c.txt": "y"}
+    assert sorted(os.listdir(out)) == [MANIFEST, "a.txt", "b", "c.txt"]
+
+
+def test_a_failed_or_interrupted_stage_leaves_the_previous_output_byte_identical(tmp_path):
+    out = str(tmp_path / "o")
+    with stage_output(out, "x", ("a.txt", "b/")) as folder:
+        open(os.path.join(folder, "a.txt"), "w").write("previous")
+        os.makedirs(os.path.join(folder, "b"))
+        open(os.path.join(folder, "b", "f"), "w").write("previous")
+    for exc in (RuntimeError("failed"), KeyboardInterrupt(), OSError(28, "No space left on device")):
+        with pytest.raises(type(exc)):
+            with stage_output(out, "x", ("a.txt", "b/")) as folder:
+                open(os.path.join(folder, "a.txt"), "w").write("new")
+                os.makedirs(os.path.join(folder, "b"))
+                raise exc
+        assert open(os.path.join(out, "a.txt")).read() == "previous"
+        assert open(os.path.join(out, "b", "f")).read() == "previous" and os.listdir(os.path.join(out, "b")) == ["f"]
+        assert sorted(os.listdir(out)) == [MANIFEST, "a.txt", "b"]
+    with stage_output(out, "x", ("a.txt", "b/")) as folder:  # a finished run replaces folders whole
+        os.makedirs(os.path.join(folder, "b"))
+        open(os.path.join(folder, "b", "g"), "w").write("new")
+    assert os.listdir(os.path.join(out, "b")) == ["g"] and open(os.path.join(out, "a.txt")).read() == "previous"
+
+
+def test_work_folders_are_claimed_before_the_stage_runs_and_written_in_place(tmp_path):
+    out = str(tmp_path / "o")
+    with pytest.raises(RuntimeError):
+        with stage_output(out, "x", ("r.npz", "ck/"), work=["ck"]) as folder:
+            assert read_manifest(out) == {"ck": "x"}  # recorded before the first checkpoint: a SIGKILL keeps it ours
+            open(os.path.join(folder, "ck", "chunk-0"), "w").write("0")
+            raise RuntimeError("killed")
+    assert os.listdir(os.path.join(out, "ck")) == ["chunk-0"] and read_manifest(out) == {"ck": "x"}
+    with stage_output(out, "x", ("r.npz", "ck/"), work=["ck"], transient=["ck"]) as folder:
+        assert os.listdir(os.path.join(folder, "ck")) == ["chunk-0"]  # the rerun sees its checkpoints
+        open(os.path.join(folder, "r.npz"), "w").write("r")
+    assert sorted(os.listdir(out)) == [MANIFEST, "r.npz"] and read_manifest(out) == {"r.npz": "x"}
+
+
+def test_a_second_live_run_of_a_stage_into_the_same_folder_is_refused(tmp_path):
+    out = str(tmp_path / "o")
+    with stage_output(out, "x", ("a.txt",)):
+        with pytest.raises(OutputError, match="another lucent-inhibit run"):
+            staging = os.path.join(out, ".staging-x")
+            open(os.path.join(staging, "pid"), "w").write(str(os.getppid()))  # a live process that is not us
+            with stage_output(out, "x", ("a.txt",)):
+                pass
+        open(os.path.join(staging, "pid"), "w").write(str(os.getpid()))
 
 
 def test_stage_without_declared_files_needs_a_folder_of_its_own(tmp_path):

@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from lucent_inhibit.app.outputs import MANIFEST, StagingDir
+from lucent_inhibit.app.outputs import MANIFEST
+from lucent_inhibit.app.staging import StagingDir
 from lucent_inhibit.app.page import Report, Section
 
 

@@ -43,20 +43,18 @@ def load_model(cfg: ModelConfig):
     """The prepared model ``cfg.spec`` on ``cfg.device`` (``ValueError`` for an unknown spec)."""
     from ..models.loading import load_model as _load
 
+    _to_device(None, cfg.device)  # a device this machine lacks is refused before the model is built
     return _cached(("model", cfg.spec, cfg.weights, cfg.device), lambda: _to_device(_load(cfg.spec, cfg.weights), cfg.device))
 
 
 def _to_device(model, device: str):
-    """``model.to(device)``, with one clear error for a device this machine does not have."""
-    import torch
+    """``model.to(device)`` (None: only check ``device``), with one error line naming a device this torch build
+    or machine lacks, or one no model runs on (``meta``), and the devices available
+    (:func:`lucent_inhibit.core.preparation.usable_device`)."""
+    from ..core.preparation import usable_device
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {device!r} is not a torch device: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r}: no CUDA GPU is available on this machine; use --device cpu")
-    return model.to(dev)
+    dev = usable_device(device, "--device")
+    return None if model is None else model.to(dev)
 
 
 def load_data(cfg: DataConfig):
@@ -96,24 +94,31 @@ def input_folders(cfg) -> List[str]:
 
 
 def run_stage(stage, cfg, progress: bool = True):
-    """``stage.run(cfg, progress)`` with its output folder guarded (:mod:`lucent_inhibit.app.outputs`).
+    """``stage.run(cfg, progress)`` with its output folder guarded (:mod:`lucent_inhibit.app.staging`).
 
     Before any work: ``cfg.out`` must be a writable folder path apart from the input images, and hold no
-    file of the stage's names that lucent-inhibit did not write. After the run (also when it fails) the
-    files written are recorded in the folder's manifest. The demo guards its report folder itself
-    (:class:`~lucent_inhibit.app.outputs.StagingDir`). SIGTERM raises
-    :class:`~lucent_inhibit.app.outputs.Interrupted` so that temporary files are removed.
+    file of the stage's names that lucent-inhibit did not write. The stage writes into a staging folder
+    (``cfg.out`` as the stage sees it) whose files replace the previous ones only when it finishes; an
+    interrupted or failed run leaves ``cfg.out`` as it was, except for its resumable checkpoints. The demo
+    guards its report folder itself (:class:`~lucent_inhibit.app.staging.StagingDir`). SIGTERM raises
+    :class:`~lucent_inhibit.core.interrupts.Interrupted` so that ``finally`` clauses run.
     """
+    import copy
+
     from ..core.distributed import env_world_size
-    from .outputs import stage_files, stage_output, terminate_raises
+    from .outputs import stage_files
+    from .staging import stage_output, terminate_raises, transient_folders, work_folders
 
     out = getattr(cfg, "out", None)
     if out is None or stage.name == "demo":
         with terminate_raises():
             return stage.run(cfg, progress)
-    first = env_world_size() == 1 or os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 records the files
-    with stage_output(out, stage.name, stage_files(stage), inputs=input_folders(cfg), record=first):
-        return stage.run(cfg, progress)
+    first = env_world_size() == 1 or os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 writes the files
+    with stage_output(out, stage.name, stage_files(stage), inputs=input_folders(cfg), record=first,
+                      work=work_folders(stage, cfg), transient=transient_folders(stage)) as folder:
+        staged = copy.copy(cfg)
+        staged.out = folder
+        return stage.run(staged, progress)
 
 
 class First(Sequence):

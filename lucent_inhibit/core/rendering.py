@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .hooks import protect_outputs
+from .interrupts import raise_if_interrupted
 from .layers import StopForward, frozen_weights, get_layer, hooks_restored, model_device
 from .probe import check_single_call, deepest, probed
 from .settings import RenderSettings, check_render_size
@@ -282,6 +283,7 @@ def run_render(
     from .preparation import lucent_normalizes, preprocess_fn
 
     params, image_f = param_f
+    counted = StepCounter()
     parts = objective.fn if isinstance(objective, Parts) else as_parts(objective)
     view = Truncated(model)
     model_hw, notes = _model_hw(image_f, settings, model)
@@ -306,16 +308,46 @@ def run_render(
                    "derivatives)" for op in replaced])
         lucent_render.render_vis(
             view, _objective(guard, what), param_f=lambda: (params, image_f),
-            optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),
+            optimizer=lambda p: counted(torch.optim.Adam(p, lr=settings.lr)),
             transforms=None if tf is None else list(tf), thresholds=(settings.steps,), preprocess=lucent_norm,
             progress=settings.progress, show_image=False, fixed_image_size=_fixed(settings, model_hw, notes),
         )
+        stopped_early(what, counted.steps, settings.steps)
         with torch.no_grad():
             images = image_f().detach().cpu()
     if not torch.isfinite(images).all():
         raise NonFiniteLoss(f"{what}: the rendered images hold NaN/inf after {settings.steps} steps "
                             f"({settings.describe()})")
     return RenderRun(images, guard.history, view.stop_layer, notes)
+
+
+class StepCounter:
+    """Wraps an optimizer so that the optimisation steps it really took are counted (``.steps``)."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        step = optimizer.step
+
+        def counted_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            self.steps += 1
+            return out
+
+        optimizer.step = counted_step
+        return optimizer
+
+
+def stopped_early(what: str, done: int, steps: int) -> None:
+    """Raise the interrupt that stopped a render after ``done`` of ``steps`` steps: Lucent's ``render_vis``
+    catches ``KeyboardInterrupt`` and returns its images as if finished, which must never pass for a
+    finished render (:func:`lucent_inhibit.core.interrupts.raise_if_interrupted` names the signal)."""
+    if done >= steps:
+        return
+    where = f" ({what}: the render stopped at step {done} of {steps})"
+    raise_if_interrupted(where)
+    raise KeyboardInterrupt(f"interrupted{where}")
 
 
 class Parts:

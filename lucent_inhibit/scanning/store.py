@@ -18,23 +18,22 @@ whose manifest lists only complete, verifiable chunks:
 from __future__ import annotations
 
 import os
-import warnings
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..core.io import JSONFileError, read_json, sha256, write_json
+from ..core import checkpoints
+from ..core.checkpoints import MANIFEST, CheckpointError, chunk_name, first_difference, refusal  # noqa: F401
 from ..core.validate import check_int
 
 FORMAT = "lucent-inhibit-scan/2"
-MANIFEST = "manifest.json"
 #: Manifest entries that must agree before a folder's chunks may be reused by a new scan call.
 IDENTITY_KEYS = ("feature", "layers", "dataset", "dataset_size", "shard", "batch_size", "chunk_size", "keep_maps",
                  "preprocess")
 DEFAULT_CHUNK_IMAGES = 256
 
 
-class ScanFolderError(ValueError):
+class ScanFolderError(CheckpointError):
     """A scan folder (or its manifest or one of its chunks) cannot be read; the message names the file."""
 
 
@@ -52,15 +51,6 @@ def split_chunks(indices: np.ndarray, chunk_size: int) -> List[np.ndarray]:
     return [indices[s: s + chunk_size] for s in range(0, indices.size, chunk_size)]
 
 
-def chunk_name(c: int) -> str:
-    return f"chunk-{c:06d}.npz"
-
-
-def _is_temporary(name: str) -> bool:
-    """Temporary files of a killed write: the manifest's (``.tmp-*``) and the result base's (``.*.tmp``)."""
-    return name.startswith(".tmp-") or (name.startswith(".chunk-") and name.endswith(".tmp"))
-
-
 def stage_scan_file(path):
     """``path``, or ``path/scan.npz`` when ``path`` is a folder with no scan manifest that holds one (the
     output folder of the ``scan`` stage, which writes its result file there)."""
@@ -74,22 +64,7 @@ def stage_scan_file(path):
 def read_scan_manifest(folder: str) -> dict:
     """The manifest of scan folder ``folder``; :class:`ScanFolderError` naming the file when the folder is
     not a scan, the manifest is not valid JSON or it is of another format."""
-    if not os.path.isdir(folder):
-        raise ScanFolderError(f"{folder!r} is not a scan folder (not a directory)")
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path):
-        raise ScanFolderError(f"{folder!r} is not a scan folder: it has no {MANIFEST} (expected a folder written "
-                              "by scan(..., out=...))")
-    try:
-        manifest = read_json(path)
-    except (OSError, JSONFileError) as exc:
-        raise ScanFolderError(f"the scan manifest {path!r} is corrupt or unreadable ({exc}); scan again with "
-                              "resume=False to start over") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        held = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ScanFolderError(f"{path!r} holds a manifest of format {held!r}, not a scan manifest ({FORMAT!r}); "
-                              "scan again with resume=False to start over")
-    return manifest
+    return checkpoints.read_manifest(folder, FORMAT, "scan", ScanFolderError)
 
 
 def new_manifest(identity: dict, n_chunks: int) -> dict:
@@ -103,18 +78,11 @@ def new_manifest(identity: dict, n_chunks: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the store
 # ------------------------------------------------------------------------------------------------
-class ChunkStore:
-    """A scan folder being written: chunk files of ``result_type`` plus the manifest listing them.
-
-    Create it with :meth:`open`; :meth:`put` writes one chunk, :meth:`finish` marks the scan complete.
-    """
+class ChunkStore(checkpoints.ChunkStore):
+    """A scan folder being written (:class:`lucent_inhibit.core.checkpoints.ChunkStore` of scan chunks)."""
 
     def __init__(self, folder: str, manifest: dict, result_type: type):
-        self.folder, self.manifest, self.result_type = folder, manifest, result_type
-
-    @property
-    def manifest_path(self) -> str:
-        return os.path.join(self.folder, MANIFEST)
+        super().__init__(folder, manifest, result_type, "scan", IDENTITY_KEYS, ScanFolderError)
 
     @classmethod
     def open(cls, folder: str, manifest: dict, result_type: type, chunks: List[np.ndarray],
@@ -127,74 +95,18 @@ class ChunkStore:
         other listed chunk is recomputed after a warning. Without ``resume`` the folder's chunks and
         manifest are deleted first. Returns ``(store, reused chunks)``.
         """
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise ValueError(f"out {folder!r} exists and is not a folder; scan checkpoints need a folder")
-        os.makedirs(folder, exist_ok=True)
-        store, done = cls(folder, manifest, result_type), {}
-        if resume and os.path.exists(store.manifest_path):
-            old = read_scan_manifest(folder)
-            _check_same_scan(store.manifest_path, old, manifest)
-            done = store._reuse(old, chunks)
-        store._remove(lambda name: _is_temporary(name) or (not resume and (name.startswith("chunk-")
-                                                                          or name == MANIFEST)))
-        write_json(store.manifest_path, manifest)
-        return store, done
-
-    def _remove(self, which: Callable[[str], bool]) -> None:
-        for name in os.listdir(self.folder):
-            if which(name):
-                os.remove(os.path.join(self.folder, name))
-
-    def _reuse(self, old: dict, chunks: List[np.ndarray]) -> Dict[int, object]:
-        done = {}
-        for key, entry in sorted(old.get("chunks", {}).items()):
-            c = int(key)
-            part, reason = self._verified(entry)
-            if part is not None and (c >= len(chunks) or not np.array_equal(part.indices, chunks[c])):
-                part, reason = None, "its images are not the ones this scan expects there"
-            if part is None:
-                warnings.warn(f"scan chunk {c} in {self.folder!r} is not reusable: {reason}; recomputing it")
-                continue
-            done[c] = part
-            self.manifest["chunks"][key] = entry
-        return done
-
-    def _verified(self, entry: dict):
-        """``(chunk, None)`` when the entry's file exists, matches its hash and loads; else ``(None, why)``."""
-        path = os.path.join(self.folder, str(entry.get("file", "")))
-        if not os.path.isfile(path):
-            return None, f"its file {path!r} is missing"
-        if os.path.getsize(path) != entry.get("bytes") or sha256(path) != entry.get("sha256"):
-            return None, f"its file {path!r} does not match the SHA-256 recorded in the manifest (corrupt or partial)"
-        try:
-            return self.result_type.load(path), None
-        except (ValueError, OSError, KeyError) as exc:
-            return None, f"it cannot be read ({exc})"
-
-    def put(self, c: int, part) -> None:
-        """Write chunk ``c`` (atomically, by the result base) and record it in the manifest."""
-        name = chunk_name(c)
-        path = part.save(os.path.join(self.folder, name))
-        self.manifest["chunks"][f"{c:06d}"] = {"file": name, "n": len(part), "bytes": os.path.getsize(path),
-                                              "sha256": sha256(path)}
-        write_json(self.manifest_path, self.manifest)
-
-    def finish(self, **entries) -> None:
-        """Mark the scan complete, adding ``entries`` (e.g. its completeness) to the manifest."""
-        self.manifest.update(entries, complete=True)
-        write_json(self.manifest_path, self.manifest)
+        store = cls(os.fspath(folder), manifest, result_type)
+        if resume:
+            check_resumable(store.folder, manifest)
+        return store, checkpoints.ChunkStore.open(store, chunks, resume)
 
 
 def _check_same_scan(path: str, old: dict, new: dict) -> None:
     precision = lambda m: m.get("info", {}).get("precision", "float32")  # noqa: E731 (older folders: float32)
-    for key, was, now in [(k, old.get(k), new.get(k)) for k in IDENTITY_KEYS] + [
-            ("precision", precision(old), precision(new))]:
-        if was != now:
-            raise ValueError(
-                f"refusing to resume into {os.path.dirname(path)!r}: it holds a scan with a different {key} "
-                f"({was!r}, this scan: {now!r}); mixing them would give a result of two "
-                "different scans. Use another out folder, or resume=False to overwrite it."
-            )
+    differs = first_difference(old, new, IDENTITY_KEYS) or first_difference(
+        {"precision": precision(old)}, {"precision": precision(new)}, ["precision"])
+    if differs is not None:
+        raise ValueError(refusal(os.path.dirname(path), "scan", *differs))
 
 
 def load_chunks(folder: str, result_type: type) -> Tuple[dict, list]:
@@ -212,7 +124,7 @@ def load_chunks(folder: str, result_type: type) -> Tuple[dict, list]:
                               f"{manifest.get('n_chunks')}; scan again with the same arguments to repair it")
     store, parts = ChunkStore(folder, manifest, result_type), []
     for key in sorted(entries):
-        part, reason = store._verified(entries[key])
+        part, reason = store.verified(entries[key])
         if part is None:
             raise ScanFolderError(f"chunk {int(key)} of scan folder {folder!r} is unusable: {reason}; run "
                                   "scan(..., out=...) again with the same arguments to recompute it")

@@ -13,7 +13,7 @@ sub-folder (as ``lucent-inhibit STAGE --out`` would) and its section writer adds
 numbers and its findings (:mod:`lucent_inhibit.findings`). ``index.html`` opens with a table of every finding,
 ``numbers.json`` holds the numbers and ``findings.json`` the findings. The report is built in a temporary
 folder beside ``out`` and swapped into place only when every stage succeeded
-(:class:`~lucent_inhibit.app.outputs.StagingDir`); ``out`` must be new, empty or a previous report of its
+(:class:`~lucent_inhibit.app.staging.StagingDir`); ``out`` must be new, empty or a previous report of its
 own, apart from the input images, checked before any work.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import List, Literal, Optional
 
 from ...core.validate import check_choice, check_int
 from ..configs import ModelConfig
-from ..options import check_choices, flag, group, option
-from ..outputs import StagingDir, check_report_target
+from ..options import check_choices, check_paths, flag, group, option
+from ..outputs import check_report_target
+from ..staging import StagingDir
 from ..page import Report
 from ..registry import register_module
 
@@ -348,6 +349,7 @@ class DemoStageConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         if self.unit is not None:
             check_int(flag(DemoStageConfig, "unit"), self.unit, low=0)
 

@@ -13,7 +13,7 @@ from typing import List, Literal, Optional, Tuple
 
 from ...core.validate import check_int
 from ..configs import AUTOCAST_HELP, DataConfig, FeatureConfig, ModelConfig
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 Score = Literal["percentile", "min", "geometric", "harmonic", "product"]
@@ -21,6 +21,11 @@ Score = Literal["percentile", "min", "geometric", "harmonic", "product"]
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.app.outputs.stage_files`).
 OUTPUTS = ("scan.npz", "scatter.png", "scatter_percentile.png", "meis.png", "miis.png", "mtis.png", "overlay_mti*.png",
            "scan/", "shard-*-of-*/")
+
+
+def work(cfg) -> List[str]:
+    """The checkpoint folder this run writes in --out as it goes (:mod:`lucent_inhibit.app.staging`)."""
+    return [] if cfg.merge else [cfg.shard_dir()]
 
 
 @dataclass
@@ -56,6 +61,7 @@ class ScanConfig:
         if self.chunk_size is not None:
             check_int(flag(ScanConfig, "chunk_size"), self.chunk_size, low=1)
         check_choices(self)
+        check_paths(self)
         if self.shard is not None:
             self.shard_dir()
         if self.attr_layers is not None:
