@@ -16,7 +16,11 @@ Exit status and errors (``--debug`` re-raises every error with its full tracebac
 * 1: anything else is a bug in lucent-inhibit (``IndexError``, ``KeyError``, ``RuntimeError``, a
   ``TypeError`` the library did not raise on purpose, ...): one line ``lucent-inhibit: internal
   error: ...`` that asks for a rerun with ``--debug`` to see the traceback.
-* 130 / 143: interrupted by Ctrl-C / SIGTERM; temporary files and folders are removed first.
+  Errors of the system are reported the same way (exit 2, one line naming the cause): a full disk or quota
+  (and that the previous output was kept), a file-size limit, a path component too long, a read-only
+  file system, memory that could not be allocated (:func:`system_error`).
+* 130 / 143: interrupted by Ctrl-C / SIGTERM; the previous output is as it was (a stage's files appear only
+  when it finishes: :mod:`lucent_inhibit.app.staging`), checkpoints are kept for a rerun to resume.
 
 Every stage's ``--out`` is checked before any work starts (:mod:`lucent_inhibit.app.outputs`): an existing
 file, a folder that cannot be written, or one equal to, inside or containing ``--images`` is refused,
@@ -26,6 +30,7 @@ each stage imports the library inside its run function.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import typing
@@ -40,9 +45,32 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
                PermissionError)
 
 
+#: errno of the OSErrors that are the system's, not ours: what each means for the user.
+SYSTEM_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+                 errno.EFBIG: "a file grew past the file-size limit", errno.ENAMETOOLONG: "a path is too long",
+                 errno.EROFS: "the file system is read-only", errno.ENOMEM: "the machine is out of memory"}
+#: How torch says an allocation failed (a RuntimeError).
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "not enough memory")
+
+
+def system_error(exc: BaseException) -> Optional[str]:
+    """One line for an error of the machine rather than of the user or of lucent-inhibit (a full disk, a
+    file-size limit, a path too long, a failed allocation), or None."""
+    if isinstance(exc, OSError) and exc.errno in SYSTEM_ERRNOS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{SYSTEM_ERRNOS[exc.errno]}{where}: {exc.strerror}"
+    text = str(exc)
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+            m in text.lower() for m in _ALLOCATION_FAILURES)):
+        detail = text.strip().splitlines()[-1][:200] if text.strip() else type(exc).__name__
+        return f"the machine is out of memory: {detail}; use smaller sizes or batches"
+    return None
+
+
 def user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is bad user input (exit 2, one line) rather than a bug (exit 1)."""
-    if isinstance(exc, (UsageError,) + USER_ERRORS):
+    """Whether ``exc`` is bad user input or an error of the system (exit 2, one line) rather than a bug
+    (exit 1)."""
+    if isinstance(exc, (UsageError,) + USER_ERRORS) or system_error(exc) is not None:
         return True
     rendering = sys.modules.get("lucent_inhibit.core.rendering")
     return rendering is not None and isinstance(exc, rendering.NonFiniteLoss)
@@ -159,8 +187,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             raise
         signum = getattr(exc, "signum", 2)
-        print(f"lucent-inhibit: interrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'}); no temporary files "
-              "were left", file=sys.stderr)
+        print(f"lucent-inhibit: interrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'}); {_kept(config)}",
+              file=sys.stderr)
         # an object the interrupt left half-built (e.g. a library interrupted while importing) may fail in
         # its __del__ at exit: keep the one line above the only thing said
         sys.unraisablehook = lambda unraisable: None
@@ -169,6 +197,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.unraisablehook = previous_hook
         if debug:
             raise
+        if system_error(exc) is not None:
+            return _fail(RuntimeError(f"{system_error(exc)}; {_kept(config)}"))
         return _fail(exc) if user_error(exc) else _internal(exc)
     sys.unraisablehook = previous_hook
     for line in lines:
@@ -202,6 +232,13 @@ def _say_picks() -> None:
     if not any(isinstance(h, _StderrLines) for h in logger.handlers):
         logger.addHandler(_StderrLines())
     logger.setLevel(logging.INFO)
+
+
+def _kept(config) -> str:
+    """What an interrupted or failed run left: the previous output, and the checkpoints a rerun resumes from."""
+    out = getattr(config, "out", None)
+    return (f"{out!r} holds its previous output, no temporary file; checkpoints of long work are kept for "
+            "the same command to resume" if out else "no temporary file was left")
 
 
 def _fail(exc: BaseException) -> int:

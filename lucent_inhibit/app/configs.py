@@ -14,7 +14,7 @@ from typing import Optional, Tuple, Union
 
 from ..core.settings import PassSettings, RenderSettings
 from ..core.validate import (MAX_BATCH, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_WORKERS, check_int,
-                             check_number)
+                             check_memory, check_number, check_path_length)
 from ..models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
 from .options import flag, option
 
@@ -50,6 +50,25 @@ def parse_position(text, name: str = "--position") -> Position:
         raise ValueError(f"{name} must be 'center', 'mean', 'y,x' with y, x >= 0, or on a token layer 'cls' or "
                          f"'token:i'; got {text!r}")
     return y, x
+
+
+#: Bytes per input value that a batch of a dataset pass holds at once, counted low: the float32 images (4) and
+#: their normalised copy (4); the activations and gradients of a model are many times more.
+BATCH_BYTES_PER_VALUE = 8
+#: Allocations smaller than this (bytes) are not checked against the machine's memory (no torch import).
+CHECKED_FROM = 2 ** 30
+
+
+def check_host_memory(what: str, needed: int) -> None:
+    """``InputError`` saying ``what`` would need ``needed`` bytes and how much memory this machine has left, when
+    that is more; amounts under :data:`CHECKED_FROM` are not checked (nor read: the check imports torch)."""
+    if needed < CHECKED_FROM:
+        return
+    import torch
+
+    from ..census.run import available_memory
+
+    check_memory(what, needed, available_memory(torch.device("cpu")))
 
 
 def check_optional_int(cls, obj, name: str, low: int, high: Optional[int] = None) -> None:
@@ -102,6 +121,11 @@ class DataConfig:
         check_optional_int(DataConfig, self, "limit", 1, MAX_IMAGES)
         if self.images is not None and not isinstance(self.images, str):
             raise ValueError(f"--images must be a folder path, got {self.images!r}")
+        check_path_length(flag(DataConfig, "images"), self.images)
+        rows = min(self.batch_size, self.n_images if self.images is None else self.batch_size, self.limit or MAX_BATCH)
+        check_host_memory(f"a batch of {rows} images of {self.size}x{self.size} px ({flag(DataConfig, 'batch_size')} "
+                          f"{self.batch_size}, {flag(DataConfig, 'size')} {self.size})",
+                          rows * 3 * self.size ** 2 * BATCH_BYTES_PER_VALUE)
 
     def passes(self, progress: bool = True) -> PassSettings:
         """The :class:`~lucent_inhibit.core.settings.PassSettings` of these options (the rest: the library's)."""

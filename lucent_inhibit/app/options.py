@@ -130,6 +130,19 @@ def choices_of(tp) -> Optional[Tuple[Any, ...]]:
     return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
 
 
+def check_paths(obj) -> None:
+    """``InputError`` naming the option when a path field of ``obj`` (its metavar is ``DIR`` or ``FILE``; one
+    path or a tuple of them) has a component longer than the file system takes
+    (:func:`~lucent_inhibit.core.validate.check_path_length`)."""
+    from ..core.validate import check_path_length
+
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("metavar") in ("DIR", "FILE"):
+            value = getattr(obj, f.name)
+            for path in value if isinstance(value, (tuple, list)) else (value,):
+                check_path_length(flag(type(obj), f.name), path)
+
+
 def check_choices(obj) -> None:
     """``ValueError`` naming the option when a ``Literal``-typed field of ``obj`` holds another value."""
     from ..core.validate import check_choice

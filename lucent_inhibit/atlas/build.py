@@ -193,6 +193,7 @@ def build_atlas(
     config: Optional[AtlasConfig] = None,
     render: Optional[RenderSettings] = None,
     settings: Optional[PassSettings] = None,
+    checkpoint: Optional[str] = None,
 ) -> Atlas:
     """Stages 1-5: :func:`select_images` (when ``selection`` is a scan), :func:`collect_vectors`,
     :func:`project_layout`, :func:`grid_cells` and :func:`render_icons`.
@@ -208,6 +209,8 @@ def build_atlas(
             the icon defaults of size, model size and parameterization).
         settings: the vector pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per pass,
             input normalisation, progress bars over the vector batches and the icon chunks).
+        checkpoint: a folder where the vectors' pass saves its chunks (``collect_vectors(checkpoint=...)``): a
+            rerun after an interruption resumes there.
 
     Returns:
         :class:`Atlas`. ``config.kind="activation"`` builds the activation atlas.
@@ -219,7 +222,7 @@ def build_atlas(
     selection = _selection(selection, feature, layer, config)
     points = collect_vectors(model, dataset, feature, layer, selection, kind=config.kind, mode=config.mode,
                              crop=config.crop, thumbnail_size=config.thumbnail_size, method=config.method,
-                             memory_budget=config.memory_budget, settings=passes)
+                             memory_budget=config.memory_budget, settings=passes, checkpoint=checkpoint)
     layout = project_layout(points, config.n_neighbors, config.min_dist, config.pca, tuple(config.clip),
                             seed=config.umap_seed)
     grid = grid_cells(points, layout, config.grid_size, config.min_points)

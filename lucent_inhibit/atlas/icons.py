@@ -39,6 +39,7 @@ from ..synthesis.objectives import cosdot, crop_box, spatial_cosdot
 from ..synthesis.param import build as build_param
 from .footprint import tile_box, tile_info, token_crop
 from .layout import AtlasGrid
+from .spool import check_icon_memory
 from .vectors import AtlasPoints, Box, layer_grid, layer_map, read_layer, to_uint8
 
 ICON_TARGETS = ("box", "center", "positions")
@@ -89,11 +90,12 @@ class AtlasIcons(Result):
         """(K, s, s, 3) uint8: every icon cut to ``crop_box`` (the feature's receptive field, see
         :func:`receptive_field_box`) and resized (bilinear, antialiased) to ``size`` pixels (None:
         ``crop_size``, or the icon's side). Without a box, the whole icons."""
+        side = check_int("crop size", size or self.crop_size or self.images.shape[1], low=1)
+        check_icon_memory(len(self), tuple(self.images.shape[1:3]), side)
         x = torch.from_numpy(np.ascontiguousarray(self.images)).permute(0, 3, 1, 2).float() / 255
         if self.crop_box is not None:
             y0, y1, x0, x1 = self.crop_box
             x = x[:, :, y0:y1, x0:x1]
-        side = int(size or self.crop_size or self.images.shape[1])
         if tuple(x.shape[2:]) != (side, side):
             x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
         return to_uint8(x)
@@ -388,6 +390,7 @@ def render_icons(
     power = check_number("power", power, 0, MAX_POWER)
     check_choice("icon_target", icon_target, ICON_TARGETS)
     settings = icon_settings(render, points.image_size)
+    check_icon_memory(len(grid), settings.hw(points.image_size), crop_size)  # before any render
     model_hw = _check_icon_inputs(model, points, grid, settings)
     targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
     icons = _render_icons(model, points, targets, settings, batch_size, power)

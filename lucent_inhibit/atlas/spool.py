@@ -7,9 +7,12 @@ the layer maps until then in a :class:`MapStore`: preallocated tensors when they
 also when the process is killed), written and read back with plain file I/O so the maps never count in
 the process's resident memory. The points are written into a :class:`PointBuffer` of preallocated arrays,
 only those with a non-zero vector, so the collection's peak memory is the points themselves plus one batch.
+The icons' memory is checked before they render (:func:`check_icon_memory`).
 """
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 import warnings
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -17,10 +20,27 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..core.validate import check_int
+from ..core.validate import check_int, check_memory
 
 #: Bytes of layer maps :class:`MapStore` holds in memory (32 MiB); larger selections spill to a temporary file.
 MAP_BUDGET = 32 * 2 ** 20
+
+
+def icon_bytes(n_icons: int, icon_hw: Tuple[int, int], crop_size: int) -> int:
+    """Bytes that ``n_icons`` icons of ``icon_hw`` (H, W) px and their displayed ``crop_size`` px crops hold at
+    once, counted low: the uint8 icons and their float32 copy (5 bytes per value), the float32 crops and their
+    uint8 copy (5 bytes per value), 3 values per pixel."""
+    return 5 * 3 * int(n_icons) * (int(icon_hw[0]) * int(icon_hw[1]) + int(crop_size) ** 2)
+
+
+def check_icon_memory(n_icons: int, icon_hw: Tuple[int, int], crop_size: int, name: str = "crop_size") -> None:
+    """:class:`~lucent_inhibit.core.validate.InputError` saying how much memory ``n_icons`` icons with
+    ``crop_size`` px crops would need (:func:`icon_bytes`) and how much this machine has, when that is more."""
+    from ..census.run import available_memory
+
+    what = (f"{n_icons} atlas icon(s) of {icon_hw[0]}x{icon_hw[1]} px with {crop_size}x{crop_size} px crops "
+            f"({name} {crop_size})")
+    check_memory(what, icon_bytes(n_icons, icon_hw, crop_size), available_memory(torch.device("cpu")))
 
 
 class MapStore:
@@ -80,8 +100,15 @@ class MapStore:
         self.written += b
 
     def _append(self, f, arr: np.ndarray) -> None:
+        """Write all of ``arr`` to unbuffered ``f``: a raw write may write part of it (a full disk first
+        shows as a short write), so it is repeated until done; no progress is the disk being full."""
+        view, done = memoryview(arr).cast("B"), 0
         try:
-            f.write(memoryview(arr).cast("B"))
+            while done < len(view):
+                got = f.write(view[done:])
+                if not got:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += got
         except OSError as e:
             raise OSError(e.errno, f"writing the atlas's layer maps ({self.nbytes / 2 ** 20:.0f} MiB in all) to a "
                           f"temporary file in {self.folder!r} failed ({e.strerror}); free space there, set TMPDIR to "

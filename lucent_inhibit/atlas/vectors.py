@@ -24,6 +24,7 @@ from torch import nn
 
 from ..attribution.attribute import METHODS, attribute
 from ..attribution.totals import signed_totals
+from ..core.checkpoints import checkpointed, chunk_images, split_chunks
 from ..core.features import Feature, as_feature
 from ..core.hooks import capture
 from ..core.layers import check_layer_names, model_device
@@ -33,15 +34,17 @@ from ..core.settings import PassSettings, as_pass_settings
 from ..core.tokens import UNDERSTOOD_SHAPES, TokenGrid, token_grid, token_maps
 from ..core.validate import InputError, check_choice, check_int, check_number
 from ..data.batching import iter_batches
-from ..data.datasets import dataset_identity, describe_item
-from ..synthesis.objectives import crop_box
+from ..data.datasets import dataset_digest, dataset_identity, describe_item
 from .selection import Selection
-from .spool import MAP_BUDGET, MapStore, PointBuffer
+from .collector import Box, PointCollector
+from .spool import MAP_BUDGET
 
 KINDS = ("attribution", "activation")
+#: Selected images per checkpoint of the vectors' pass (rounded up to whole batches); their maps are held
+#: in memory at once (64 images of a 112 x 14 x 14 map: 5 MB).
+CHECKPOINT_IMAGES = 64
 MODES = ("sum", "position")
 
-Box = Tuple[int, int, int, int]
 
 
 @dataclass
@@ -175,40 +178,63 @@ def _warn_negative(h: torch.Tensor, layer: str) -> None:
         )
 
 
-def _first_pass(model, dataset, feature, layer, indices, kind, mode, settings, method, images, collector):
-    """Attribute every selected image batch by batch: per-image arrays into ``images`` (activation, P, N,
-    thumbnails), the maps into ``collector``; no batch tensor outlives its batch. Returns the image (H, W)."""
+def _first_pass(model, dataset, feature, layer, indices, kind, mode, settings, method, images, collector,
+                checkpoint=None, identity=None):
+    """Attribute every selected image, chunk by chunk (saved to and resumed from ``checkpoint``): per-image
+    arrays into ``images`` (activation, P, N, thumbnails), the maps into ``collector``; no chunk's arrays
+    outlive it. Returns the image (H, W)."""
     from tqdm.auto import tqdm
 
-    batches = iter_batches(dataset, settings.batch_size, indices)
-    total = -(-indices.size // settings.batch_size)
-    start, hw = 0, None
-    for _, x in tqdm(batches, total=total, disable=not settings.progress, desc="atlas vectors"):
+    chunks = split_chunks(indices, chunk_images(settings.batch_size, CHECKPOINT_IMAGES))
+    state = {"start": 0, "hw": None}
+    size = images["thumbnails"].shape[1]
+
+    def consume(c, arrays):
+        rows = slice(state["start"], state["start"] + len(arrays["activation"]))
+        for k in images:
+            images[k][rows] = arrays[k]
+        collector.add(rows.start, torch.from_numpy(arrays["s"]), torch.from_numpy(arrays["h"]) if "h" in arrays else None)
+        state["start"], state["hw"] = rows.stop, tuple(int(v) for v in arrays["hw"][0])
+
+    with tqdm(total=int(indices.size), disable=not settings.progress, desc="atlas vectors", unit="img") as bar:
+        compute = lambda c, idx: _chunk_maps(model, dataset, feature, layer, idx, kind, mode, settings, method,  # noqa: E731
+                                             size, c == 0, bar)
+        checkpointed(checkpoint, "atlas vectors", identity or {}, chunks, compute,
+                     skipped=lambda idx: bar.update(len(idx)), consume=consume)
+    return state["hw"]
+
+
+def _chunk_maps(model, dataset, feature, layer, indices, kind, mode, settings, method, size, first, bar) -> dict:
+    """One chunk of selected images (dataset ``indices``, (n,)): ``{"activation", "P", "N": (n,), "thumbnails":
+    (n, size, size, 3) uint8, "s": the layer's attribution maps (n, C[, H, W]), "h": its activation maps (kind
+    "activation" only), "hw": (n, 2) image sizes}``, batch by batch; no batch tensor outlives its batch."""
+    out: dict = {k: [] for k in ("activation", "P", "N", "thumbnails", "s", "h", "hw")}
+    for b, (_, x) in enumerate(iter_batches(dataset, settings.batch_size, indices)):
         x = x.float()
         att = attribute(model, x, feature, [layer], method=method, preprocess=settings.preprocess)
-        s = att.scores[layer].float().cpu()
-        full, s = s, layer_map(model, feature, layer, x, s)
+        full = att.scores[layer].float().cpu()
+        s = layer_map(model, feature, layer, x, full)
         if mode == "position" and s.dim() != 4:
             raise ValueError(
                 f"mode='position' needs a layer with spatial dimensions (B, C, H, W), but layer {layer!r} gives "
                 f"{tuple(s.shape)}; use mode='sum'"
             )
-        h = None
-        if kind == "activation" or start == 0:
-            h = read_layer(model, x, layer, settings.preprocess)
-            h = layer_map(model, feature, layer, x, h)
-            if kind != "activation":
+        if kind == "activation" or (first and b == 0):
+            h = layer_map(model, feature, layer, x, read_layer(model, x, layer, settings.preprocess))
+            if kind == "activation":
+                out["h"].append(h.numpy())
+            else:
                 _warn_negative(h, layer)
-                h = None
-        rows = slice(start, start + x.shape[0])
-        images["activation"][rows] = att.activation.float().cpu().numpy()
         P, N = signed_totals(full, "element", "l1")
-        images["P"][rows], images["N"][rows] = P.numpy(), N.numpy()
-        images["thumbnails"][rows] = _thumbnails(x, images["thumbnails"].shape[1])
-        collector.add(start, s, h)
-        start, hw = rows.stop, tuple(x.shape[2:])
-        del att, s, full, h, P, N
-    return hw
+        out["activation"].append(att.activation.float().cpu().numpy())
+        out["P"].append(P.numpy())
+        out["N"].append(N.numpy())
+        out["thumbnails"].append(_thumbnails(x, size))
+        out["s"].append(s.numpy())
+        out["hw"].append(np.tile(np.asarray(x.shape[2:], np.int64), (x.shape[0], 1)))
+        bar.update(x.shape[0])
+        del att, s, full, P, N
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def layer_grid(model: nn.Module, feature: Feature, input_hw) -> Optional[TokenGrid]:
@@ -227,88 +253,6 @@ def layer_map(model: nn.Module, feature: Feature, layer: str, x: torch.Tensor, t
     if t.dim() != 3:
         return t
     return token_maps(t, layer_grid(model, feature, x.shape[2:]), layer)
-
-
-def _spatial_points(S, H, kind: str, mode: str, box: Box, start: int = 0):
-    """(vectors, net, magnitude, point_image, position) of (n, C, h, w) maps inside ``box``; the maps are of
-    selected images ``start, start + 1, ...``."""
-    n = S.shape[0]
-    rows = torch.arange(start, start + n)
-    y0, y1, x0, x1 = box
-    Sb = S[:, :, y0:y1, x0:x1]
-    Vb = Sb if H is None else H[:, :, y0:y1, x0:x1]
-    if mode == "sum":
-        vectors = Sb.sum((2, 3)) if kind == "attribution" else Vb.mean((2, 3))
-        pos = torch.full((n, 2), -1, dtype=torch.long)
-        return vectors, Sb.sum((1, 2, 3)), Sb.flatten(1).norm(dim=1), rows, pos
-    h, w = y1 - y0, x1 - x0
-    vectors = Vb.permute(0, 2, 3, 1).reshape(n * h * w, -1)
-    Sp = Sb.permute(0, 2, 3, 1).reshape(n * h * w, -1)
-    yy, xx = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
-    pos = torch.stack([yy.flatten(), xx.flatten()], 1).repeat(n, 1)
-    return vectors, Sp.sum(1), Sp.norm(dim=1), rows.repeat_interleave(h * w), pos
-
-
-def _points(S, H, kind: str, mode: str, box: Optional[Box], start: int):
-    """The points of a batch of maps S (and activations H) of selected images ``start, ...``: cut to
-    ``box``, or one per image for a linear layer (``box`` None)."""
-    if box is not None:
-        return _spatial_points(S, H, kind, mode, box, start)
-    n = S.shape[0]
-    vectors = S if kind == "attribution" else H
-    return vectors, S.sum(1), S.norm(dim=1), torch.arange(start, start + n), torch.full((n, 2), -1, dtype=torch.long)
-
-
-class _Collector:
-    """The points of all selected images, fed one batch of maps at a time (:meth:`add`). When the box is
-    known from the first batch (``crop=None``, or a linear layer) each batch is cut at once; otherwise the
-    maps wait in a :class:`MapStore` (memory up to ``budget`` bytes, else a temporary file) until
-    :meth:`finish` has the box from the mean ``|S|`` of all images, and are then cut batch by batch. Only
-    the cut points are kept, in a :class:`PointBuffer`."""
-
-    def __init__(self, n: int, kind: str, mode: str, crop: Optional[float], budget: int):
-        self.n, self.kind, self.mode, self.crop = n, kind, mode, crop
-        self.store = MapStore(n, 1 if kind == "attribution" else 2, budget)
-        self.map_shape: Tuple[int, ...] = ()
-        self.box: Optional[Box] = None
-        self.absmap: Optional[torch.Tensor] = None
-        self.points: Optional[PointBuffer] = None
-
-    def _begin(self, s: torch.Tensor) -> None:
-        self.map_shape = tuple(s.shape[1:])
-        if s.dim() == 4 and self.crop is not None:
-            self.absmap = torch.empty((self.n,) + tuple(s.shape[2:]), dtype=torch.float32)
-            return
-        self.box = (0, s.shape[2], 0, s.shape[3]) if s.dim() == 4 else None
-        self._allocate()
-
-    def _allocate(self) -> None:
-        per_image = 1
-        if self.box is not None and self.mode == "position":
-            per_image = (self.box[1] - self.box[0]) * (self.box[3] - self.box[2])
-        self.points = PointBuffer(self.n * per_image, self.map_shape[0])
-
-    def add(self, start: int, s: torch.Tensor, h: Optional[torch.Tensor]) -> None:
-        if not self.map_shape:
-            self._begin(s)
-        if self.absmap is None:
-            self.points.add(*_points(s, h, self.kind, self.mode, self.box, start))
-            return
-        self.absmap[start: start + s.shape[0]] = s.abs().sum(1)
-        self.store.write([s] if h is None else [s, h])
-
-    def finish(self, batch_size: int, layer: str):
-        """``(box, (vectors, net, magnitude, point_image, position))`` of the kept points."""
-        if self.absmap is not None:
-            self.box = crop_box(self.absmap.mean(0, keepdim=True), float(self.crop))
-            self.absmap = None
-            self._allocate()
-            for start, maps in self.store.read(batch_size):
-                self.points.add(*_points(maps[0], maps[1] if len(maps) > 1 else None, self.kind, self.mode,
-                                         self.box, start))
-                del maps
-        self.store.close()
-        return self.box, self.points.arrays(self.kind, layer)
 
 
 def check_crop(crop, name: str = "crop") -> Optional[float]:
@@ -334,6 +278,7 @@ def collect_vectors(
     method: str = "gradient_x_activation",
     memory_budget: int = MAP_BUDGET,
     settings: Optional[PassSettings] = None,
+    checkpoint: Optional[str] = None,
 ) -> AtlasPoints:
     """Stage 2: attribution (or activation) vectors at ``layer`` for the selected images.
 
@@ -363,6 +308,9 @@ def collect_vectors(
             (thumbnails) and one batch, plus at most ``memory_budget``.
         settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per forward /
             backward pass, input normalisation, a progress bar over the batches); None: the defaults.
+        checkpoint: a folder where the per-image arrays and maps are saved every :data:`CHECKPOINT_IMAGES`
+            images (:func:`lucent_inhibit.core.checkpoints.checkpointed`): a rerun with the same arguments after
+            an interruption (SIGKILL included) resumes there and returns what an uninterrupted run returns.
 
     Returns:
         :class:`AtlasPoints`. Points whose vector is all zero (no direction for UMAP's cosine metric)
@@ -381,9 +329,14 @@ def collect_vectors(
     n = int(indices.size)
     images = {"activation": np.empty(n, np.float32), "P": np.empty(n, np.float32), "N": np.empty(n, np.float32),
               "thumbnails": np.empty((n, thumbnail_size, thumbnail_size, 3), np.uint8)}
-    collector = _Collector(n, kind, mode, crop, memory_budget)
+    collector = PointCollector(n, kind, mode, crop, memory_budget)
     try:
-        hw = _first_pass(model, dataset, feature, layer, indices, kind, mode, settings, method, images, collector)
+        identity = {"feature": feature.to_dict(), "layer": layer, "kind": kind, "mode": mode, "method": method,
+                    "thumbnail_size": thumbnail_size, "indices": indices.tolist(), "dataset": dataset_identity(dataset),
+                    "images": dataset_digest(dataset),
+                    "batch_size": settings.batch_size, "preprocess": settings.preprocess}
+        hw = _first_pass(model, dataset, feature, layer, indices, kind, mode, settings, method, images, collector,
+                         checkpoint, identity)
         box, (vectors, net, mag, point_image, pos) = collector.finish(settings.batch_size, layer)
     finally:
         collector.store.close()

@@ -210,9 +210,18 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
     inputs = []
     for l in layers:
         if l not in acts:
-            raise unused_layer_error(l, features[0], "it runs after the feature layer in the forward pass")
+            raise unreached_layer_error(model, x, l, features[0])
         inputs.append(acts[l])
     return values, inputs
+
+
+def unreached_layer_error(model: nn.Module, x: torch.Tensor, layer: str, feature: Feature) -> ValueError:
+    """The error for attribution ``layer`` that a pass stopped after the feature layer did not reach: it never
+    runs in the model's forward pass on inputs of ``x``'s shape (in eval mode, as every pass runs), or it runs
+    after the feature layer."""
+    runs = layer in probed(model, x).order
+    return unused_layer_error(layer, feature, "it runs after the feature layer in the forward pass" if runs
+                              else "it never runs in the model's forward pass (eval mode)")
 
 
 def feature_values(acts: Dict[str, torch.Tensor], features: Sequence[Feature]) -> torch.Tensor:
@@ -273,7 +282,7 @@ def _integrated_gradients(model, x, feature, layers, steps, internal_batch_size)
     scores, baselines = {}, {}
     for l in layers:
         if l not in base_acts:
-            raise unused_layer_error(l, feature, "it runs after the feature layer in the forward pass")
+            raise unreached_layer_error(model, x, l, feature)
         h = base_acts[l]
         grad_sum = torch.zeros_like(h)
         for start in range(0, steps, per_chunk):

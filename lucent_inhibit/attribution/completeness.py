@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from torch import nn
 
+from ..core.checkpoints import checkpointed, chunk_images, split_chunks
 from ..core.features import Feature, as_feature
 from ..core.results import Result
 from ..core.settings import PassSettings, as_pass_settings
@@ -31,6 +32,9 @@ from .agreement import PairCompleteness, adds_up, pearson, sum_check
 from .attribute import METHODS
 from .figures import plot_completeness
 from .passes import DatasetPass, dataset_pass
+
+#: Images per checkpoint of a completeness measurement (rounded up to whole batches).
+CHECKPOINT_IMAGES = 256
 
 __all__ = ["CompletenessResult", "IncompletenessWarning", "PairCompleteness", "adds_up", "completeness",
            "completeness_pair", "pearson", "plot_completeness", "random_logits", "sum_check", "warn_if_incomplete"]
@@ -236,6 +240,7 @@ def _warn_undefined(r: np.ndarray, feats: List[Feature], layers: List[str], n: i
 def completeness(
     model: nn.Module, dataset, features, layers: Union[str, Sequence[str]], method: str = "gradient_x_activation",
     steps: int = 16, max_images: Optional[int] = None, settings: Optional[PassSettings] = None,
+    checkpoint: Optional[str] = None,
 ) -> CompletenessResult:
     """Pearson r between each feature and its total attribution at each layer, over a dataset.
 
@@ -255,6 +260,9 @@ def completeness(
         max_images: use only the first ``max_images`` images.
         settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (batch size, input
             normalisation, progress bar); None: the defaults.
+        checkpoint: a folder where the totals are saved every :data:`CHECKPOINT_IMAGES` images
+            (:func:`lucent_inhibit.core.checkpoints.checkpointed`): a rerun with the same arguments after an
+            interruption (SIGKILL included) resumes there and returns what an uninterrupted run returns.
 
     Returns:
         :class:`CompletenessResult` with ``r`` (F, L), ``f`` (F, N) and ``E`` (F, N, L); layers sorted in
@@ -267,8 +275,9 @@ def completeness(
     run = dataset_pass(model, dataset, layers, feats, settings)
     n = run.size if max_images is None else min(run.size, check_int("max_images", max_images, low=1))
     _check_count(n, f"the dataset ({run.name})" if max_images is None else f"max_images={max_images}")
+    identity = {"features": [f.to_dict() for f in feats], "method": method, "steps": steps, "n": n, **run.identity()}
     with run.evaluating():
-        order, f_vals, e_vals, base = measure_totals(run, feats, n, method, steps)
+        order, f_vals, e_vals, base = measure_totals(run, feats, n, method, steps, checkpoint, identity)
     r = _r_matrix(f_vals, e_vals)
     _warn_undefined(r, feats, order, n)
     return CompletenessResult(
@@ -295,31 +304,46 @@ def completeness_pair(
     return PairCompleteness(float(res.r[0, 0]), float(slope[0, 0]), float(share[0, 0]))
 
 
-def measure_totals(run: DatasetPass, feats: List[Feature], n: int, method: str, steps: int):
+def measure_totals(run: DatasetPass, feats: List[Feature], n: int, method: str, steps: int,
+                   checkpoint: Optional[str] = None, identity: Optional[dict] = None):
     """``(layers in forward order, f (F, N), E (F, N, L), baseline (F, N, L) or None)`` over the first ``n``
     images: gradient x activation in one forward pass per batch for all features (:func:`_shared_forward_totals`),
-    integrated gradients in one :func:`~lucent_inhibit.attribution.attribute.attribute` call per feature and batch."""
+    integrated gradients in one :func:`~lucent_inhibit.attribution.attribute.attribute` call per feature and batch.
+    With ``checkpoint`` the totals are saved (and resumed) in chunks of images described by ``identity``."""
     ig = method == "integrated_gradients"
-    f_vals = np.zeros((len(feats), n), dtype=np.float64)
-    e_vals = np.zeros((len(feats), n, len(run.layers)), dtype=np.float64)
-    base = np.zeros_like(e_vals) if ig else None
-    order, workspace = None, {}  # the backward's buffers, reused by every feature and batch
+    workspace: dict = {}  # the backward's buffers, reused by every feature and batch
+    chunks = split_chunks(np.arange(n), chunk_images(run.batch_size, CHECKPOINT_IMAGES))
     with run.bar(n, "completeness") as bar:
-        for idx, images in run.batches(np.arange(n)):
-            order = order or run.forward_sorted(images)
-            if not ig:  # one forward pass for every feature, a backward per feature
-                f_vals[:, idx], e_vals[:, idx] = _shared_forward_totals(run, images, feats, workspace)
-                bar.update(len(idx))
-                continue
-            for i, feat in enumerate(feats):
-                att = run.attribute(images, feat, method, steps)
-                f_vals[i, idx] = att.activation.double().cpu().numpy()
-                for j, l in enumerate(run.layers):
-                    e_vals[i, idx, j] = att.total(l).double().cpu().numpy()
-                    base[i, idx, j] = att.baseline_activation[l].double().cpu().numpy()
-            bar.update(len(idx))
+        compute = lambda c, idx: _chunk_totals(run, feats, idx, method, steps, workspace, bar)  # noqa: E731
+        parts = checkpointed(checkpoint, "completeness", identity or {}, chunks, compute,
+                             skipped=lambda idx: bar.update(len(idx)))
+    f_vals, e_vals = (np.concatenate([p[k] for p in parts]).swapaxes(0, 1) for k in ("f", "e"))
+    base = np.concatenate([p["base"] for p in parts]).swapaxes(0, 1) if ig else None
+    order = run.forward_sorted(next(run.batches(range(min(run.batch_size, n))))[1])
     perm = [run.layers.index(l) for l in order]
     return order, f_vals, e_vals[:, :, perm], None if base is None else base[:, :, perm]
+
+
+def _chunk_totals(run: DatasetPass, feats: List[Feature], indices: np.ndarray, method: str, steps: int,
+                  workspace: dict, bar) -> dict:
+    """``{"f": (n, F), "e": (n, F, L)[, "base": (n, F, L)]}`` of the images ``indices`` (layers in pass order)."""
+    ig = method == "integrated_gradients"
+    n, k, n_layers = len(indices), len(feats), len(run.layers)
+    f_vals, e_vals = np.zeros((k, n), dtype=np.float64), np.zeros((k, n, n_layers), dtype=np.float64)
+    base = np.zeros_like(e_vals) if ig else None
+    for idx, images in run.batches(indices):
+        rows = idx - int(indices[0])
+        if not ig:  # one forward pass for every feature, a backward per feature
+            f_vals[:, rows], e_vals[:, rows] = _shared_forward_totals(run, images, feats, workspace)
+        for i, feat in enumerate(feats if ig else ()):
+            att = run.attribute(images, feat, method, steps)
+            f_vals[i, rows] = att.activation.double().cpu().numpy()
+            for j, l in enumerate(run.layers):
+                e_vals[i, rows, j] = att.total(l).double().cpu().numpy()
+                base[i, rows, j] = att.baseline_activation[l].double().cpu().numpy()
+        bar.update(len(idx))
+    out = {"f": f_vals.swapaxes(0, 1), "e": e_vals.swapaxes(0, 1)}
+    return out if base is None else {**out, "base": base.swapaxes(0, 1)}
 
 
 def _shared_forward_totals(run: DatasetPass, images, feats: List[Feature], workspace: dict

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..core.features import Feature
-from ..core.layers import check_layer_names, model_device
+from ..core.layers import check_layer_names, check_model, model_device
 from ..core.probe import forward_order
 from ..core.settings import PassSettings, as_pass_settings
 from ..data.batching import iter_batches
@@ -88,6 +88,15 @@ class DatasetPass:
 
         return active_precision(model_device(self.model))
 
+    def identity(self) -> dict:
+        """What makes two passes read the same numbers (dataset, its pixels, layers, batch size, input
+        normalisation, precision): part of a checkpoint's identity (:mod:`lucent_inhibit.core.checkpoints`)."""
+        from ..data.datasets import dataset_digest
+
+        return {"dataset": self.name, "dataset_size": self.size, "images": dataset_digest(self.dataset),
+                "layers": list(self.layers), "batch_size": self.batch_size, "preprocess": self.preprocess,
+                "precision": self.precision()}
+
     def batches(self, indices: Optional[Sequence[int]] = None) -> Iterator[Tuple[np.ndarray, torch.Tensor]]:
         """``(indices (b,), images (b, 3, H, W))`` over ``indices`` (default: all) in batches."""
         return iter_batches(self.dataset, self.batch_size, indices)
@@ -131,8 +140,7 @@ def dataset_pass(model: nn.Module, dataset, layers, features: Sequence[Feature],
     image dataset, ``layers`` and the ``features``' layers are layers of the model, ``settings`` a
     :class:`~lucent_inhibit.core.settings.PassSettings` (None: the defaults). Raises ``ValueError`` /
     ``TypeError`` naming the argument; returns the :class:`DatasetPass`."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     layers = as_layers(layers)
     check_layer_names(model, list(layers) + [f.layer for f in features])
     return DatasetPass(model=model, dataset=dataset, layers=layers, settings=as_pass_settings(settings),

@@ -7,8 +7,9 @@ scan's ``signed_stats[:, 0, 0]``) are :func:`lucent_inhibit.attribution.kernel.c
 from __future__ import annotations
 
 import gc
+import os
 import warnings
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from ..attribution.attribute import feature_graph, prepare_inputs
 from ..attribution.kernel import chunk_totals
 from ..attribution.passes import DatasetPass, check_shape, dataset_pass
 from ..attribution.totals import MIN_PERCENTILE_IMAGES
+from ..core.checkpoints import checkpointed, chunk_images, split_chunks
 from ..core.distributed import agree, all_gather, init_from_env, rank_indices
 from ..core.features import Feature, as_feature, check_position
 from ..core.hooks import output_shapes
@@ -31,6 +33,8 @@ from .result import Census
 #: how each chunk's backward runs: "batched" (``is_grads_batched``), "loop" (one pass per feature) or
 #: "auto": batched on CUDA, a loop on CPU, where it measured as fast or faster (benchmarks/census.py).
 BACKWARDS = ("auto", "batched", "loop")
+#: Images per checkpoint of a census (rounded up to whole batches).
+CHECKPOINT_IMAGES = 256
 
 
 class ChunkMemoryError(InputError):
@@ -142,7 +146,7 @@ def chunk_memory_error(chunk: int, per_feature: int, free: Optional[int], batch_
 
 def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Sequence[int]] = None,
                  position="center", chunk_size: int = 16, backward: str = "auto",
-                 settings: Optional[PassSettings] = None) -> Census:
+                 settings: Optional[PassSettings] = None, checkpoint: Optional[str] = None) -> Census:
     """Excitation, inhibition and tension of many features over ``dataset`` in one pass (SPEC 2.2 for a layer).
 
     Args:
@@ -161,6 +165,9 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         settings: the pass's :class:`~lucent_inhibit.core.settings.PassSettings` (images per forward pass,
             input normalisation, progress bar, the completeness threshold below which it warns for some
             features); None: the defaults.
+        checkpoint: a folder where the census saves its rows every :data:`CHECKPOINT_IMAGES` images
+            (:func:`lucent_inhibit.core.checkpoints.checkpointed`): a rerun with the same arguments after an
+            interruption (SIGKILL included) resumes there and returns the census an uninterrupted run returns.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`lucent_inhibit.core.distributed`) rank ``r`` of ``w`` takes shard
     ``(r, w)`` of the images and every rank returns the whole census, equal to the one-process census.
@@ -173,17 +180,19 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
     settings = settings.replace(progress=settings.progress and rank == 0)  # rank 0's bar only
     setup = lambda: _setup(model, dataset, features, layers, units, position, chunk_size, backward,  # noqa: E731
                            settings)
-    run, feats, chunk, batched, shape, per_feature, threshold = agree("census", setup) if world > 1 else setup()[0]
-    idx = rank_indices(run.size, rank, world)
+    plan = agree("census", setup) if world > 1 else setup()[0]
+    run, feats, threshold = plan.run, plan.features, plan.threshold
+    folder = None if checkpoint is None else os.fspath(checkpoint)
+    folder = os.path.join(folder, f"rank-{rank}") if folder is not None and world > 1 else folder
     with run.evaluating():
-        work = lambda: dict(zip("vpn", _census_pass(run, feats, chunk, batched, shape, per_feature, idx)))  # noqa: E731
+        work = lambda: _census_rows(plan, rank_indices(run.size, rank, world), folder)  # noqa: E731
         parts = all_gather(work) if world > 1 else [work()]
     values, pos, neg = (np.concatenate([p[k] for p in parts]) for k in "vpn")
     result = Census(
         features=feats, layers=list(run.layers), indices=np.arange(run.size, dtype=np.int64), activation=values,
         pos=pos, neg=neg, items=np.asarray([describe_item(dataset, i) for i in range(run.size)], dtype=str),
         completeness=completeness_table(values, pos, neg), dataset=run.name, dataset_size=run.size,
-        info={"batch_size": run.batch_size, "chunk_size": chunk, "backward": "batched" if batched else "loop",
+        info={"batch_size": run.batch_size, "chunk_size": plan.chunk, "backward": "batched" if plan.batched else "loop",
               "method": "gradient_x_activation", "granularity": "element", "norm": "l1", "preprocess": run.preprocess,
               "precision": run.precision()})
     with warnings.catch_warnings():
@@ -193,9 +202,22 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
     return result
 
 
+class CensusPlan(NamedTuple):
+    """The checked arguments of one census."""
+
+    run: DatasetPass
+    features: List[Feature]
+    chunk: int  # features whose attributions exist at once
+    batched: bool  # the backward with is_grads_batched
+    shape: tuple  # every image's (3, H, W)
+    per_feature: int  # bytes of attributions per feature and batch
+    threshold: float  # completeness below which it warns
+    fingerprint: dict  # what every rank of a distributed census shares, and what a checkpoint holds
+
+
 def _setup(model, dataset, features, layers, units, position, chunk_size, backward, settings: PassSettings):
-    """The checked arguments of a census: ``((pass, features, chunk size, batched, image shape, bytes per
-    feature, threshold), fingerprint)``; the fingerprint is what every rank of a distributed census shares."""
+    """``(plan, fingerprint)``: the checked arguments of a census (:class:`CensusPlan`) and its JSON
+    fingerprint."""
     run = dataset_pass(model, dataset, layers, [], settings)
     chunk = check_int("chunk_size", chunk_size, 1)
     backward = check_choice("backward", backward, BACKWARDS)
@@ -212,43 +234,55 @@ def _setup(model, dataset, features, layers, units, position, chunk_size, backwa
                    "preprocess": run.preprocess, "image_shape": list(first.shape[1:]), "threshold": threshold,
                    "images": dataset_digest(dataset)}
     per_feature = bytes_per_feature(probe, run.layers, run.batch_size)
-    return (run, feats, chunk, batched, tuple(first.shape[1:]), per_feature, threshold), fingerprint
+    return CensusPlan(run, feats, chunk, batched, tuple(first.shape[1:]), per_feature, threshold, fingerprint), \
+        fingerprint
 
 
-def _census_pass(run: DatasetPass, feats: List[Feature], chunk: int, batched: bool, shape: tuple, per_feature: int,
-                 indices: np.ndarray):
+def _census_rows(plan: CensusPlan, indices: np.ndarray, folder: Optional[str]) -> dict:
+    """``{"v": (n, K) values, "p", "n": (n, K, L) P and N}`` of the consecutive dataset ``indices``, in
+    chunks of :data:`CHECKPOINT_IMAGES` images saved to (and resumed from) checkpoint ``folder``."""
+    run = plan.run
+    free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
+    workspace: dict = {}  # the chunks' buffers, reused by every batch
+    chunks = split_chunks(np.asarray(indices), chunk_images(run.batch_size, CHECKPOINT_IMAGES))
+    with run.bar(len(indices), f"census of {len(plan.features)} features") as bar:
+        compute = lambda c, idx: dict(zip("vpn", _census_pass(plan, idx, free, workspace, bar)))  # noqa: E731
+        parts = checkpointed(folder, "census", plan.fingerprint, chunks, compute,
+                             skipped=lambda idx: bar.update(len(idx)))
+    return {k: np.concatenate([p[k] for p in parts]) for k in "vpn"}
+
+
+def _census_pass(plan: CensusPlan, indices: np.ndarray, free: Optional[int], workspace: dict, bar):
     """(n, K) values and (n, K, L) P and N of the n consecutive dataset ``indices``, preallocated (memory
     flat in the dataset's size)."""
+    run, feats, chunk, batched, shape = plan.run, plan.features, plan.chunk, plan.batched, plan.shape
     k, n_layers, n, start = len(feats), len(run.layers), len(indices), int(indices[0])
     values = np.zeros((n, k), np.float32)
     pos, neg = np.zeros((n, k, n_layers), np.float32), np.zeros((n, k, n_layers), np.float32)
-    free = available_memory(model_device(run.model))  # before any chunk: what the chunks can have
-    workspace: dict = {}  # the chunks' buffers, reused by every batch
-    with run.bar(n, f"census of {k} features") as bar:
-        for idx, images in run.batches(indices):
-            check_shape(idx, images, shape)
-            rows_of, failed, graph, x = idx - start, False, None, None
-            try:
-                x = prepare_inputs(run.model, images, run.preprocess)
-                graph = feature_graph(run.model, x, feats, run.layers)
-                for begin in range(0, k, chunk):
-                    rows = range(begin, min(k, begin + chunk))
-                    p, q = chunk_totals(*graph, feats, run.layers, rows, rows.stop < k, batched, workspace)
-                    cols = slice(rows.start, rows.stop)
-                    values[rows_of, cols] = graph[0][cols].detach().T.float().cpu().numpy()
-                    pos[rows_of, cols] = p.transpose(0, 1).cpu().numpy()
-                    neg[rows_of, cols] = q.transpose(0, 1).cpu().numpy()
-                del graph
-            except (RuntimeError, MemoryError) as exc:
-                if not (isinstance(exc, MemoryError) or _is_allocation_error(exc)):
-                    raise
-                failed = True
-            if failed:  # outside the handler, so that the failed chunk's tensors are released first
-                graph = x = None  # noqa: F841 (the error's traceback keeps this frame: drop the batch's graph)
-                workspace.clear()
-                gc.collect()
-                raise chunk_memory_error(chunk, per_feature, free, run.batch_size)
-            bar.update(len(idx))
+    for idx, images in run.batches(indices):
+        check_shape(idx, images, shape)
+        rows_of, failed, graph, x = idx - start, False, None, None
+        try:
+            x = prepare_inputs(run.model, images, run.preprocess)
+            graph = feature_graph(run.model, x, feats, run.layers)
+            for begin in range(0, k, chunk):
+                rows = range(begin, min(k, begin + chunk))
+                p, q = chunk_totals(*graph, feats, run.layers, rows, rows.stop < k, batched, workspace)
+                cols = slice(rows.start, rows.stop)
+                values[rows_of, cols] = graph[0][cols].detach().T.float().cpu().numpy()
+                pos[rows_of, cols] = p.transpose(0, 1).cpu().numpy()
+                neg[rows_of, cols] = q.transpose(0, 1).cpu().numpy()
+            del graph
+        except (RuntimeError, MemoryError) as exc:
+            if not (isinstance(exc, MemoryError) or _is_allocation_error(exc)):
+                raise
+            failed = True
+        if failed:  # outside the handler, so that the failed chunk's tensors are released first
+            graph = x = None  # noqa: F841 (the error's traceback keeps this frame: drop the batch's graph)
+            workspace.clear()
+            gc.collect()
+            raise chunk_memory_error(chunk, plan.per_feature, free, run.batch_size)
+        bar.update(len(idx))
     return values, pos, neg
 
 

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.distributed import digest, map_chunks, rank0_seed
+from ..core.checkpoints import checkpointed
+from ..core.distributed import digest, init_from_env, map_chunks, rank0_seed
 from ..core.features import Feature, as_feature
 from ..core.results import Result
 from ..core.settings import RenderSettings
@@ -146,10 +147,11 @@ def check_angles(n_angles) -> int:
     return check_int("n_angles", n, MIN_ANGLES, MAX_IMAGES)
 
 
-def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size):
+def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size, checkpoint=None):
     """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W).
     Under ``torchrun`` each rank renders its share of the batches (:func:`~lucent_inhibit.core.distributed.map_chunks`;
-    a batch's noise seeds are those of its elements, whatever the rank) and every rank gets them all."""
+    a batch's noise seeds are those of its elements, whatever the rank) and every rank gets them all. In one
+    process, with ``checkpoint``, each batch is saved there as it finishes and reused by a rerun."""
     n = theta.shape[0]
     starts = list(range(0, n, chunk))
     bar = tqdm(total=n, disable=not render.progress, desc=f"combinations {fa.name} x {fb.name}", unit="img")
@@ -167,7 +169,12 @@ def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, siz
         said = lambda: {"pair": [fa.to_dict(), fb.to_dict()], "theta": digest(theta), "seeds": digest(seeds),  # noqa: E731
                         "power": power, "scale": None if scale is None else [float(v) for v in scale],
                         "chunk": chunk, "size": size, "model": digest(model), "settings": render.describe()}
-        parts = map_chunks(len(starts), one, said)
+        if checkpoint is not None and init_from_env()[1] == 1:
+            elements = [np.arange(a, min(n, a + chunk)) for a in starts]
+            parts = checkpointed(checkpoint, "combination sweep", said(), elements, lambda c, idx: one(c),
+                                 skipped=lambda idx: bar.update(len(idx)))
+        else:
+            parts = map_chunks(len(starts), one, said)
     finally:
         bar.close()
     values = torch.from_numpy(np.concatenate([p["values"] for p in parts]))
@@ -187,6 +194,7 @@ def sweep_combinations(
     scale_steps: Optional[int] = None,
     scale_seeds: int = 1,
     render: Optional[RenderSettings] = None,
+    checkpoint: Optional[str] = None,
 ) -> CombinationResult:
     """Maximise the pair's cosdot toward ``n_angles`` angles from ``n_seeds`` noise seeds each.
 
@@ -207,6 +215,9 @@ def sweep_combinations(
             None or ``"lucent"`` (Lucent's ``param.image``); noise seed ``s`` of the sweep is
             ``render.seed + s`` (``render.seed=None``: a base seed drawn from torch's global RNG).
             ``progress`` shows a bar over the images.
+        checkpoint: a folder where each rendered batch is saved as it finishes
+            (:func:`lucent_inhibit.core.checkpoints.checkpointed`; one process only): a rerun with the same
+            arguments after an interruption (SIGKILL included) resumes there and returns the same result.
 
     Returns:
         :class:`CombinationResult`: values (K, S, 2) and C (K, S) measured on the final images at the
@@ -236,7 +247,8 @@ def sweep_combinations(
     theta = torch.arange(K, dtype=torch.float64) * (2 * math.pi / K)
     # element e of the flattened sweep: angle e // S, seed e % S
     seeds = torch.arange(S).repeat(K) + s.seed
-    values, images = _render_chunks(model, fa, fb, theta.repeat_interleave(S), seeds, power, scale, chunk, s, size)
+    values, images = _render_chunks(model, fa, fb, theta.repeat_interleave(S), seeds, power, scale, chunk, s, size,
+                                    checkpoint)
     values = values.view(K, S, 2)
     score = cosdot_value(values / torch.tensor(scale), pair_targets(theta.numpy())[:, None, :], power)
     best_images = images.view(K, S, *images.shape[1:])[torch.arange(K), score.argmax(1)]

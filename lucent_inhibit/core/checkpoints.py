@@ -20,6 +20,7 @@ import numpy as np
 
 from .io import JSONFileError, read_json, sha256, write_json
 from .results import Result
+from .validate import check_int
 
 MANIFEST = "manifest.json"
 #: The format of the folders :func:`checkpointed` writes (the scan's has its own, older name).
@@ -30,12 +31,30 @@ class CheckpointError(ValueError):
     """A checkpoint folder (or its manifest or one of its chunks) cannot be read; the message names the file."""
 
 
+class OtherWorkError(ValueError):
+    """A checkpoint folder holds the chunks of other work (other arguments) than the run asked to resume."""
+
+
 @dataclasses.dataclass
 class ChunkArrays(Result):
     """One chunk of a :func:`checkpointed` loop: named arrays, and the items (image indices, pairs) it covers."""
 
     indices: np.ndarray
     arrays: Dict[str, np.ndarray]
+
+
+def chunk_images(batch_size: int, chunk_size: Optional[int], default: int = 256) -> int:
+    """Images per chunk: ``chunk_size`` (None: about ``default``) rounded up to a multiple of ``batch_size``,
+    so every chunk but the last is a whole number of batches."""
+    if chunk_size is None:
+        chunk_size = max(1, default // batch_size) * batch_size
+    chunk_size = check_int("chunk_size", chunk_size, low=1)
+    return -(-chunk_size // batch_size) * batch_size
+
+
+def split_chunks(indices: np.ndarray, chunk_size: int) -> List[np.ndarray]:
+    """``indices`` cut into consecutive pieces of ``chunk_size`` (the last may be shorter)."""
+    return [indices[s: s + chunk_size] for s in range(0, indices.size, chunk_size)]
 
 
 def chunk_name(c: int) -> str:
@@ -100,7 +119,7 @@ class ChunkStore:
             old = read_manifest(self.folder, self.manifest["format"], self.kind, self.error)
             differs = first_difference(old, self.manifest, self.keys)
             if differs is not None and other == "refuse":
-                raise ValueError(refusal(self.folder, self.kind, *differs))
+                raise OtherWorkError(refusal(self.folder, self.kind, *differs))
             if differs is not None:
                 warnings.warn(f"{self.folder!r} holds checkpoints of another {self.kind} (its {differs[0]} was "
                               f"{differs[1]!r}, now {differs[2]!r}); starting over")
@@ -172,25 +191,34 @@ def refusal(folder: str, kind: str, key: str, was, now) -> str:
 
 
 def checkpointed(folder: Optional[str], kind: str, identity: dict, chunks: Sequence[np.ndarray],
-                 compute: Callable[[int, np.ndarray], Dict[str, np.ndarray]], resume: bool = True
+                 compute: Callable[[int, np.ndarray], Dict[str, np.ndarray]], resume: bool = True,
+                 skipped: Optional[Callable[[np.ndarray], None]] = None,
+                 consume: Optional[Callable[[int, Dict[str, np.ndarray]], None]] = None
                  ) -> List[Dict[str, np.ndarray]]:
     """``[compute(c, chunks[c]) for each chunk c]``, each chunk saved in checkpoint folder ``folder`` as it
     finishes and reused from there by a rerun of the same work (same JSON ``identity``); a folder holding
     other work is started over, with a warning. ``folder=None``: nothing is saved.
 
     ``chunks[c]`` is an int64 array of the items chunk ``c`` covers (image indices, pair numbers);
-    ``compute`` returns named arrays whose first axis runs over them."""
+    ``compute`` returns named arrays whose first axis runs over them; ``skipped(items)`` is called for each
+    chunk reused from the folder (e.g. to advance a progress bar). With ``consume``, each chunk's arrays are
+    handed to ``consume(c, arrays)`` in order and not kept (memory of one chunk); the list returned is empty."""
     chunks = [np.asarray(c, dtype=np.int64) for c in chunks]
+    keep: list = []
+    take = consume if consume is not None else lambda c, arrays: keep.append(arrays)  # noqa: E731
     if folder is None:
-        return [compute(c, idx) for c, idx in enumerate(chunks)]
+        for c, idx in enumerate(chunks):
+            take(c, compute(c, idx))
+        return keep
     manifest = dict(identity=identity, format=FORMAT, kind=kind, n_chunks=len(chunks), chunks={}, complete=False)
     store = ChunkStore(os.fspath(folder), manifest, ChunkArrays, kind, keys=("kind", "identity", "n_chunks"))
     done = store.open(chunks, resume, other="restart")
-    parts = []
     for c, idx in enumerate(chunks):
         if c not in done:
             done[c] = ChunkArrays(idx, {k: np.asarray(v) for k, v in compute(c, idx).items()})
             store.put(c, done[c])
-        parts.append(done[c].arrays)
+        elif skipped is not None:
+            skipped(idx)
+        take(c, done.pop(c).arrays)
     store.finish()
-    return parts
+    return keep

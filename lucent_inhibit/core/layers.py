@@ -36,12 +36,28 @@ class AmbiguousLayerError(ValueError):
     """A layer name whose module runs more than once per forward pass (so it names several tensors)."""
 
 
+class NotAModelError(InputError, TypeError):
+    """A value passed where a model is expected that is not a ``torch.nn.Module`` (an ``InputError`` and a
+    ``TypeError``)."""
+
+
+def check_model(model, name: str = "model") -> nn.Module:
+    """``model`` if it is a ``torch.nn.Module``, else :class:`NotAModelError` naming ``name``, the value's type
+    and the value. Every public function that takes a model reaches it first (through :func:`layer_table` or
+    :func:`model_device`), so a spec string or a state dict passed as the model is one clear line."""
+    if not isinstance(model, nn.Module):
+        hint = " (build it first, e.g. lucent_inhibit.load_model(spec))" if isinstance(model, str) else ""
+        raise NotAModelError(f"{name} must be a torch.nn.Module, got {type(model).__name__} {model!r:.60}{hint}")
+    return model
+
+
 # ------------------------------------------------------------------------------------------------
 # names
 # ------------------------------------------------------------------------------------------------
 def layer_table(model: nn.Module) -> Dict[str, nn.Module]:
     """Lucent layer name -> module, in registration order (as ``render_vis`` hooks them)."""
     table: Dict[str, nn.Module] = {}
+    check_model(model)
 
     def walk(net, prefix):
         for name, child in net._modules.items():
@@ -152,7 +168,8 @@ def frozen_weights(model: nn.Module):
 
 
 def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
+    """The device of ``model``'s first parameter (or buffer; the CPU when it has neither)."""
+    for p in check_model(model).parameters():
         return p.device
     for b in model.buffers():
         return b.device

@@ -26,6 +26,10 @@ _PROBES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, _Probe]]" = weakref.W
 MODULE_FACTS: "weakref.WeakKeyDictionary[nn.Module, Tuple[Layout, int, str]]" = weakref.WeakKeyDictionary()
 #: Pixels added to each side of the probe's image for the second pass that tells space from channels.
 GROWTH_PX = 32
+#: What a model that cannot run on an input raises (the probe records it and lets the real call say so);
+#: anything else (an interrupt, a timeout a signal handler raises) propagates.
+MODEL_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
+                NotImplementedError, ZeroDivisionError)
 
 
 def probed(model: nn.Module, x: torch.Tensor) -> _Probe:
@@ -67,7 +71,7 @@ def _recorded(model: nn.Module, x: torch.Tensor) -> Tuple[List[str], List[Record
         try:
             with torch.no_grad():
                 model(x)
-        except Exception as e:  # a model that cannot run on this input says so at the real call
+        except MODEL_ERRORS as e:  # a model that cannot run on this input says so at the real call
             order.append(f"<forward failed: {type(e).__name__}>")
     return order, records
 

@@ -38,11 +38,27 @@ class ResultFileError(ValueError):
 
 
 def result_path(path) -> str:
-    """The path rule shared by ``save`` and ``load``: ``.npz`` appended when the name lacks it."""
+    """The path rule of ``save``: ``.npz`` appended when the name lacks it (:func:`load_path` is ``load``'s)."""
+    if not isinstance(path, (str, os.PathLike)):
+        from .validate import InputError
+
+        raise InputError(f"path must be a file path (a str or os.PathLike), got {type(path).__name__} {path!r:.60}")
     path = os.fspath(path)
     if not isinstance(path, str) or not path:
         raise ValueError(f"a result path must be a non-empty file name, got {path!r}")
     return path if path.endswith(".npz") else path + ".npz"
+
+
+def load_path(path, expected: str) -> str:
+    """The file a load reads: ``path`` as given when something exists there (a folder is refused, naming it),
+    else ``path`` with ``.npz`` appended when it lacks it (so what ``save(name)`` wrote loads under ``name``)."""
+    result_path(path)  # the type check
+    given = os.fspath(path)
+    if os.path.isdir(given):
+        sibling = result_path(given.rstrip(os.sep) or given)
+        hint = f" (the file {sibling!r} exists: pass that)" if os.path.isfile(sibling) else ""
+        raise ResultFileError(f"{given!r} is a folder, not a {expected} file{hint}")
+    return given if os.path.exists(given) else result_path(given)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,6 +167,7 @@ RESULT_MODULES = {
     "PairStatistics": "combinations.statistics", "AxisScales": "combinations.scales",
     "CombinationResult": "combinations.sweeps",
     "ToySnapshot": "toy.model", "TrainResult": "toy.training", "ToyAnalysis": "toy.analysis",
+    "ChunkArrays": "core.checkpoints",
 }
 
 
@@ -212,8 +229,9 @@ class Result:
 
     @classmethod
     def load(cls, path):
-        """Read a file written by ``save`` under the same name; see :class:`ResultFileError`."""
-        path = result_path(path)
+        """Read a file written by ``save`` under the same name (``path`` as given when it exists, else with
+        ``.npz`` appended: :func:`load_path`); see :class:`ResultFileError`."""
+        path = load_path(path, cls.kind())
         arrays, meta = read_result_file(path, cls.kind())
         check_header(path, meta, cls)
         try:
@@ -253,6 +271,10 @@ def read_result_file(path: str, expected: str) -> Tuple[Dict[str, np.ndarray], d
     """``(arrays, meta)`` of a result file; :class:`ResultFileError` when it is not one."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {expected} file at {path!r}")
+    kind = _not_an_archive(path)
+    if kind is not None:
+        raise ResultFileError(f"{path!r} is not a {expected} file ({kind}, not a .npz archive written by this "
+                              "library)")
     try:
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
@@ -280,6 +302,20 @@ def read_result_file(path: str, expected: str) -> Tuple[Dict[str, np.ndarray], d
     return arrays, meta
 
 
+def _not_an_archive(path: str) -> Optional[str]:
+    """What the file at ``path`` is when it does not start like a zip archive (an ``.npz``), else None (a
+    truncated archive starts like one and is reported by the reader)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] == b"PK\x03\x04":
+        return None
+    if not head:
+        return "an empty file"
+    if head == b"\x93NUMPY":
+        return "a single numpy array (.npy)"
+    return f"a {os.path.getsize(path)}-byte file of another kind"
+
+
 def check_header(path: str, meta: dict, cls) -> None:
     """Refuse files of another format, version or type, naming what the file holds and what was expected."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -301,8 +337,8 @@ def check_header(path: str, meta: dict, cls) -> None:
 
 
 def load_result(path):
-    """Load any result file, whatever its type (the type is read from the file)."""
-    path = result_path(path)
+    """Load any result file, whatever its type (the type is read from the file); ``path`` as in ``load``."""
+    path = load_path(path, "lucent-inhibit result")
     arrays, meta = read_result_file(path, "lucent-inhibit result")
     cls = result_type(meta.get("type")) if isinstance(meta, dict) else None
     if cls is None:

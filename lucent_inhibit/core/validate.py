@@ -145,6 +145,49 @@ def _accepted(low, high) -> str:
     return f" (accepted: {low} to {high})" if low is not None and high is not None else ""
 
 
+#: Longest file or folder name (one path component) in bytes on Linux and macOS file systems (``NAME_MAX``).
+MAX_NAME = 255
+#: Longest whole path in bytes the system calls take (Linux ``PATH_MAX``).
+MAX_PATH = 4096
+
+
+def check_path_length(name: str, path) -> None:
+    """:class:`InputError` naming ``name`` (e.g. ``"--out"``) and ``path`` when one of its components is longer
+    than :data:`MAX_NAME` bytes or the whole path longer than :data:`MAX_PATH` (the system would fail with
+    ``ENAMETOOLONG``). ``None`` and non-path values are left to the caller's type check."""
+    import os
+
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return
+    raw = os.fsencode(path)
+    shown = os.fsdecode(raw)
+    shown = repr(shown if len(shown) <= 80 else shown[:60] + "..." + shown[-16:])
+    if len(raw) > MAX_PATH:
+        raise InputError(f"{name} {shown}: path too long ({len(raw)} > {MAX_PATH} bytes)")
+    for part in raw.split(os.fsencode(os.sep)):
+        if len(part) > MAX_NAME:
+            unit = "characters" if len(os.fsdecode(part)) == len(part) else "bytes"
+            raise InputError(f"{name} {shown}: path component too long ({len(part)} > {MAX_NAME} {unit})")
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it >= 1 (``"447 GiB"``, ``"12.5 MiB"``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024.0
+    return f"{n:.3g} TiB"  # pragma: no cover (the loop returns)
+
+
+def check_memory(what: str, needed: int, available: Optional[int]) -> int:
+    """``needed`` (bytes) unless it exceeds ``available`` (bytes; None: unknown, not checked), else
+    :class:`InputError` saying what would need how much memory and how much the machine has."""
+    if available is not None and needed > available:
+        raise InputError(f"{what} would need {format_bytes(needed)} of memory, but this machine has "
+                         f"{format_bytes(available)} available")
+    return needed
+
+
 def parse_shard(shard) -> Tuple[int, int]:
     """``None`` -> ``(0, 1)``; ``(i, n)`` or ``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``, else ``ValueError``."""
     if shard is None:

@@ -6,8 +6,12 @@ give an image tensor; :class:`ImageFolder` also keeps each image's path (``ds.pa
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import struct
 import warnings
+from typing import BinaryIO, Optional, Tuple
 
 import numpy as np
 import torch
@@ -77,22 +81,24 @@ def _float_samples(a: np.ndarray, name: str) -> np.ndarray:
 
 
 def load_image(path: str, size: int | None = None) -> torch.Tensor:
-    """Read one image file as (3, H, W) in [0, 1], whatever its Pillow mode (see :func:`pil_to_tensor`).
+    """Read one image file as (3, H, W) in [0, 1], upright, whatever its Pillow mode (see :func:`pil_to_tensor`).
 
+    The EXIF orientation is applied (a phone photo stored sideways is returned as a viewer shows it).
     ``size`` (pixels, 1 to ``validate.MAX_SIDE``; None: the file's own size) resizes the shorter side to
-    ``size`` and centre-crops a square. A file that cannot be decoded completely raises ``ValueError`` naming it.
+    ``size`` and centre-crops a square. A FIFO, socket, device, directory, symlink loop or empty file raises
+    :class:`InputError` naming it without opening it; a file that cannot be decoded completely raises
+    ``InputError`` (a ``ValueError``) naming it.
     """
-    from PIL import Image
-
     check_path("path", path)
     size = check_optional(check_int, "size", size, 1, MAX_SIDE)
-
+    name = os.fspath(path)
+    problem = file_problem(name)
+    if problem:
+        raise InputError(f"image file {name!r} {problem}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            t = pil_to_tensor(im, os.fspath(path))
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"image file {os.fspath(path)!r} cannot be read: {exc}") from None
+        t, _ = decode_image(name)
+    except bad_image_errors() as exc:
+        raise InputError(f"image file {name!r} cannot be read: {_one_line(exc)}") from None
     return resize_center(t, size) if size else t
 
 
@@ -101,16 +107,103 @@ def check_path(name: str, path) -> None:
         raise InputError(f"{name} must be a file or folder path (str or os.PathLike), got {type(path).__name__}")
 
 
-def readable_image(path: str) -> bool:
-    """Whether ``path`` decodes completely (a truncated JPEG passes Pillow's ``verify`` but not this)."""
+#: What a path that is not a regular file is, by its ``stat`` mode test.
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+
+
+def file_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot hold an image, read from ``os.stat`` alone (the file is never opened): e.g.
+    ``"is a FIFO, not a regular file"``, ``"is a symlink loop ..."``, ``"is empty (0 bytes)"``; None for a
+    non-empty regular file (symlinks followed). Opening a FIFO would block until a writer comes."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop (too many levels of symbolic links)"
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((what for test, what in _SPECIAL_KINDS if test(st.st_mode)), "a special file")
+        return f"is {kind}, not a regular file"
+    return "is empty (0 bytes)" if st.st_size == 0 else None
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``path`` opened for binary reading, refused (``OSError``) unless it is a regular file when opened.
+
+    Call :func:`file_problem` first so that special files are never opened; this re-checks the opened
+    descriptor (``O_NONBLOCK``: a FIFO swapped in since then cannot block) against that race.
+    """
+    return open(path, "rb", opener=_regular_opener)
+
+
+def _regular_opener(path: str, flags: int) -> int:
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def bad_image_errors() -> Tuple[type, ...]:
+    """The exceptions a bad image file raises while Pillow decodes it (and nothing else: a signal handler's
+    exception, ``KeyboardInterrupt`` or a bug propagate). ``UnidentifiedImageError`` is an ``OSError``."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
+    return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+#: EXIF orientations that ``ImageOps.exif_transpose`` turns or mirrors (1 is upright already).
+_TURNED = frozenset(range(2, 9))
+
+
+def decode_image(path: str, convert: bool = True) -> Tuple[Optional[torch.Tensor], bool]:
+    """``(image (3, H, W) in [0, 1] or None when not ``convert``, rotated)`` of a regular file, upright:
+    ``PIL.ImageOps.exif_transpose`` applied; ``rotated`` says whether its EXIF orientation changed it.
+    Raises one of :func:`bad_image_errors` for a file that does not decode completely."""
+    from PIL import Image, ImageOps
+
+    with open_regular(path) as f:
+        try:
+            im = Image.open(f)
+        except Image.UnidentifiedImageError:  # its own message names the file object, not the path
+            raise Image.UnidentifiedImageError("not an image format Pillow can identify") from None
+        with im:
             im.load()
-        return True
-    except Exception:
-        return False
+            rotated = _orientation(im) in _TURNED
+            if rotated:
+                ImageOps.exif_transpose(im, in_place=True)
+            return (pil_to_tensor(im, path) if convert else None), rotated
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation tag (0x0112) of a Pillow image; 1 (as stored) when it has none or its EXIF block
+    cannot be parsed (the pixels decode all the same)."""
+    try:
+        return im.getexif().get(0x0112, 1)
+    except bad_image_errors():
+        return 1
+
+
+def inspect_image(path: str) -> Tuple[Optional[str], bool]:
+    """``(None, rotated)`` when ``path`` decodes completely (a truncated JPEG passes Pillow's ``verify`` but
+    not this), else ``(why, False)`` with ``why`` one line; special files are never opened (:func:`file_problem`)."""
+    problem = file_problem(path)
+    if problem:
+        return problem, False
+    try:
+        return None, decode_image(path, convert=False)[1]
+    except bad_image_errors() as exc:
+        return f"is unreadable: {_one_line(exc)}", False
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -2,14 +2,16 @@
 that batches a dataset through :func:`lucent_inhibit.data.batching.iter_batches`.
 
 A dataset opts in with a ``workers`` attribute (``ImageFolder(root, size, workers=4)``; the CLI's
-``--workers``): each batch of indices is decoded, converted to RGB and resized in one of ``workers``
+``--workers``): each batch of indices is decoded, turned upright by its EXIF orientation, converted to RGB
+and resized (``ImageFolder`` items, :func:`lucent_inhibit.data.images.load_image`) in one of ``workers``
 processes, in order, while the main process runs the model on the previous batch. Tensor datasets (the
 bundled crops) are already decoded and are always read in the main process. The readability check of a
-folder (every file decoded once when it is opened) runs in the same number of processes.
+folder (every file decoded once when it is opened; special files never opened) runs in the same number of
+processes.
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,15 +52,21 @@ def parallel_batches(dataset, chunks: Sequence[np.ndarray], workers: int,
         yield chunk, images
 
 
-def readable_paths(paths: Sequence[str], workers: int) -> List[bool]:
-    """``[readable_image(p) for p in paths]``, computed by ``workers`` processes (0: this process)."""
-    from .images import readable_image
+def inspect_paths(paths: Sequence[str], workers: int) -> List[Tuple[Optional[str], bool]]:
+    """``[inspect_image(p) for p in paths]`` (``(why unreadable or None, rotated by EXIF)`` per file),
+    computed by ``workers`` processes (0: this process). An exception that is not a bad file (a signal
+    handler's, Ctrl-C) cancels the files not yet started and propagates."""
+    from .images import inspect_image
 
     if workers == 0 or len(paths) < 2:
-        return [readable_image(p) for p in paths]
+        return [inspect_image(p) for p in paths]
     import concurrent.futures
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else None)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(pool.map(readable_image, paths, chunksize=max(1, len(paths) // (8 * workers))))
+        try:
+            return list(pool.map(inspect_image, paths, chunksize=max(1, len(paths) // (8 * workers))))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

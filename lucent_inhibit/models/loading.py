@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 
 import torch
@@ -151,7 +152,27 @@ def _constructed(spec: str) -> nn.Module:
                          f"{type(exc).__name__}: {exc}") from None
     if not hasattr(module, attr):
         raise ValueError(f"Module {module_name!r} has no attribute {attr!r} (model spec {spec!r})")
-    model = getattr(module, attr)()
+    model = _call_constructor(spec, getattr(module, attr))
     if not isinstance(model, nn.Module):
         raise ValueError(f"Model spec {spec!r} returned {type(model).__name__}, expected torch.nn.Module")
     return model
+
+
+def _call_constructor(spec: str, constructor):
+    """``constructor()``; ``ValueError`` naming the spec when it is not callable, needs arguments (a spec names
+    a constructor called with none) or raises (its own message, first line)."""
+    if not callable(constructor):
+        raise ValueError(f"model constructor {spec!r} is a {type(constructor).__name__}, not a function or class")
+    try:
+        params = inspect.signature(constructor).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: call it and see
+        params = []
+    needed = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if needed:
+        raise ValueError(f"model constructor {spec!r} needs arguments ({', '.join(needed)}); a model spec names a "
+                         "constructor called with none: wrap it in a function without arguments")
+    try:
+        return constructor()
+    except (Exception, SystemExit) as exc:  # the user's code: whatever it raises is reported as its error
+        message = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"model constructor {spec!r} raised: {type(exc).__name__}: {message}") from exc

@@ -4,6 +4,7 @@ every model is built under, so random weights are the same in every stage and ru
 from __future__ import annotations
 
 import os
+import pickle
 
 import torch
 from torch import nn
@@ -68,5 +69,5 @@ def download_state(url: str, what: str) -> dict:
             f"the {what} weights could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
             "pass a local file instead: weights=PATH (CLI: --weights PATH), or weights='none' for random weights"
         ) from None
-    except Exception as exc:  # an unsafe pickle in the hub cache
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:  # an unsafe or broken pickle in the hub cache
         raise WeightsError(f"the cached {what} weights were refused by weights_only loading: {exc}") from None

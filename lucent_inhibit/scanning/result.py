@@ -32,8 +32,8 @@ from ..attribution.agreement import sum_check
 from ..attribution.totals import MIN_PERCENTILE_IMAGES, TENSION_SCORES, percentile_ranks, top_indices
 from ..attribution.totals import tension as _tension
 from ..core.features import Feature
-from ..core.results import Result
-from ..core.validate import InputError, check_choice
+from ..core.results import Result, result_path
+from ..core.validate import InputError, check_choice, check_int
 from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible  # noqa: F401
 from .store import load_chunks, stage_scan_file
 
@@ -182,6 +182,10 @@ class ScanResult(Result):
         ``bottom_activation`` MIIs, the ``top_abs`` images with the largest ``|S|_2`` at ``layer`` and the
         ``top_tension`` MTIs at ``layer`` by ``score`` (with ``granularity`` and ``norm``). Returns (m,) int64
         sorted unique dataset indices (m <= the sum of the k's)."""
+        top_activation, bottom_activation, top_abs, top_tension = (
+            check_int(name, k, low=0) for name, k in (("top_activation", top_activation),
+                                                      ("bottom_activation", bottom_activation),
+                                                      ("top_abs", top_abs), ("top_tension", top_tension)))
         parts = []
         if top_activation:
             parts.append(self.meis(top_activation))
@@ -236,9 +240,11 @@ class ScanResult(Result):
 
     @classmethod
     def load(cls, path) -> "ScanResult":
-        """Read a result file written by :meth:`save` (``.npz`` appended when missing), or a finished scan
+        """Read a result file written by :meth:`save` (``path`` as given when it exists, else with ``.npz``
+        appended: :func:`~lucent_inhibit.core.results.load_path`), or a finished scan
         folder written by ``scan(out=...)`` (read through :func:`lucent_inhibit.scanning.store.load_chunks`), or a
         stage's output folder holding ``scan.npz``."""
+        result_path(path)  # InputError for a path that is not a str or os.PathLike
         path = stage_scan_file(path)
         if os.path.isdir(os.fspath(path)):
             manifest, parts = load_chunks(os.fspath(path), cls)

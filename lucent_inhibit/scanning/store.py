@@ -23,8 +23,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core import checkpoints
-from ..core.checkpoints import MANIFEST, CheckpointError, chunk_name, first_difference, refusal  # noqa: F401
-from ..core.validate import check_int
+from ..core.checkpoints import (MANIFEST, CheckpointError, OtherWorkError, chunk_name, first_difference,  # noqa: F401
+                                refusal, split_chunks)
+from ..core.checkpoints import chunk_images as _chunk_images
 
 FORMAT = "lucent-inhibit-scan/2"
 #: Manifest entries that must agree before a folder's chunks may be reused by a new scan call.
@@ -33,22 +34,14 @@ IDENTITY_KEYS = ("feature", "layers", "dataset", "dataset_size", "shard", "batch
 DEFAULT_CHUNK_IMAGES = 256
 
 
+def chunk_images(batch_size: int, chunk_size: Optional[int]) -> int:
+    """Images per scan chunk: ``chunk_size`` (default about :data:`DEFAULT_CHUNK_IMAGES`) rounded up to whole
+    batches (:func:`lucent_inhibit.core.checkpoints.chunk_images`)."""
+    return _chunk_images(batch_size, chunk_size, DEFAULT_CHUNK_IMAGES)
+
+
 class ScanFolderError(CheckpointError):
     """A scan folder (or its manifest or one of its chunks) cannot be read; the message names the file."""
-
-
-def chunk_images(batch_size: int, chunk_size: Optional[int]) -> int:
-    """Images per chunk: ``chunk_size`` (default about 256) rounded up to a multiple of ``batch_size``,
-    so every chunk but the last is a whole number of batches."""
-    if chunk_size is None:
-        chunk_size = max(1, DEFAULT_CHUNK_IMAGES // batch_size) * batch_size
-    chunk_size = check_int("chunk_size", chunk_size, low=1)
-    return -(-chunk_size // batch_size) * batch_size
-
-
-def split_chunks(indices: np.ndarray, chunk_size: int) -> List[np.ndarray]:
-    """``indices`` cut into consecutive pieces of ``chunk_size`` (the last may be shorter)."""
-    return [indices[s: s + chunk_size] for s in range(0, indices.size, chunk_size)]
 
 
 def stage_scan_file(path):
@@ -106,7 +99,7 @@ def _check_same_scan(path: str, old: dict, new: dict) -> None:
     differs = first_difference(old, new, IDENTITY_KEYS) or first_difference(
         {"precision": precision(old)}, {"precision": precision(new)}, ["precision"])
     if differs is not None:
-        raise ValueError(refusal(os.path.dirname(path), "scan", *differs))
+        raise OtherWorkError(refusal(os.path.dirname(path), "scan", *differs))
 
 
 def load_chunks(folder: str, result_type: type) -> Tuple[dict, list]:

@@ -13,6 +13,7 @@ were). The +/- inversions live in :mod:`lucent_inhibit.synthesis.inversion`, ten
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -197,6 +198,61 @@ def _accentuation_param(model, images, settings, with_seed: bool, mask):
     return param_f
 
 
+def objective_name(objective) -> str:
+    """A one-line name of ``objective``: a Lucent objective's description (``Channel [layer, 3, None]``)."""
+    text = getattr(objective, "description", "") or getattr(objective, "name", "") or repr(objective)
+    text = " ".join(str(text).split())
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _layer_reads(objective, seen=None):
+    """The closure variables (a dict) of every part of a Lucent ``Objective`` that names a ``layer``: the layer
+    and, for Lucent's ``channel`` / ``neuron``, the ``n_channel`` it indexes. Read from the objective's functions
+    (sums and multiples are walked), without calling them: objectives of the user's may count their calls."""
+    seen = set() if seen is None else seen
+    func = getattr(objective, "objective_func", None)
+    if func is None or id(func) in seen:
+        return
+    seen.add(id(func))
+    for value in _nonlocals(func).values():
+        if hasattr(value, "objective_func"):
+            yield from _layer_reads(value, seen)
+        elif callable(value) and not isinstance(value, type):
+            inner = _nonlocals(value)
+            if isinstance(inner.get("layer"), str):
+                yield inner
+
+
+def _nonlocals(func) -> dict:
+    try:
+        return dict(inspect.getclosurevars(func).nonlocals)
+    except (TypeError, ValueError):  # a builtin or a callable object: nothing to read
+        return {}
+
+
+def check_objective(model, objective, model_hw: Tuple[int, int], what: str = "objective") -> None:
+    """Check the layers and channels a Lucent objective reads before any render step: every layer it names must
+    be a layer of ``model`` (else the unknown-layer error with close names), and the channel of Lucent's
+    ``channel`` / ``neuron`` objectives must be below the layer's channel count on inputs of ``model_hw`` (H, W)
+    px, else :class:`InputError` naming the objective, the layer, the channel and the count. The objective's
+    functions are read, not called; what they compute at run time is left to the render."""
+    from ..core.hooks import output_shapes
+
+    probe = torch.zeros(1, 3, *model_hw, device=model_device(model))
+    for read in _layer_reads(objective):
+        layer, channel = read["layer"], read.get("n_channel")
+        try:
+            check_layer_names(model, [layer])
+        except ValueError as exc:
+            raise InputError(f"{what} {objective_name(objective)}: {exc}") from None
+        if layer == "input" or not isinstance(channel, int) or isinstance(channel, bool):
+            continue
+        shape = tuple(output_shapes(model, probe, [layer])[layer].shape)
+        if len(shape) in (2, 4) and not -shape[1] <= channel < shape[1]:
+            raise InputError(f"{what} {objective_name(objective)} reads channel {channel} of layer {layer!r}, which "
+                             f"has {shape[1]} channels (0 to {shape[1] - 1})")
+
+
 def _check_crop_range(crop_range) -> Tuple[float, float]:
     """``(min, max)`` crop side fractions as two numbers (their range is checked by ``box_crop``)."""
     if isinstance(crop_range, (str, bytes)) or not isinstance(crop_range, (tuple, list)) or len(crop_range) != 2:
@@ -262,9 +318,10 @@ def accentuate(
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be a function (step, images) or None, got {callback!r:.60}")
     with_seed = reg_layer is not None and reg_lambda > 0
-    if with_seed:
+    if reg_layer is not None:  # checked also when reg_lambda=0 turns the regularizer off
         check_layer_names(model, [reg_layer], allow=())
     b = images.shape[0]
+    check_objective(model, objective, settings.model_hw(tuple(images.shape[2:]), model))
     param_f = _accentuation_param(model, images, settings, with_seed, mask)
     transforms = [_transform.box_crop(crop_range[0], crop_range[1], noise=noise, n_crops=n_crops)]
     if settings.transforms is not None:

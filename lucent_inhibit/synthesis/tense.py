@@ -16,14 +16,14 @@ from lucent.optvis.objectives import as_objective
 
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
-from ..core.layers import model_device
+from ..core.layers import check_layer_names, model_device
 from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings
 from ..core.tokens import required_input_size
 from ..core.validate import MAX_BATCH, MAX_STEPS, InputError, check_int
 from . import param as _param
-from .accentuation import stage_settings
+from .accentuation import check_objective, stage_settings
 from .objectives import tense
 
 #: The image side of a tense synthesis when ``render.size`` is None.
@@ -122,7 +122,12 @@ def tense_image(
     if extra is not None and not (callable(extra) or isinstance(extra, str) and ":" in extra):
         raise InputError(f"extra must be a Lucent Objective, a callable T -> loss, 'layer:channel' or None, got "
                          f"{extra!r:.60}")
+    check_layer_names(model, [feature.layer], allow=())  # a misspelt name is unknown, not "not computed"
+    check_layer_names(model, [layer])
     settings = stage_settings(render, (DEFAULT_SIZE, DEFAULT_SIZE), "fourier")
+    if extra is not None:
+        check_objective(model, as_objective(extra), settings.model_hw(settings.hw(DEFAULT_SIZE), model),
+                        "extra objective")
     used = {"mode": mode}
     objective = tense(feature, layer, score=score, mode=mode, on_choice=lambda m, cos: used.update(mode=m))
     if extra is not None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..core.features import Feature
-from ..core.results import Result, ResultFileError, load_result, read_result_file, result_path
+from ..core.results import Result, ResultFileError, load_path, load_result, read_result_file
 from ..core.validate import MAX_SEED, check_choice, check_int, check_number
 
 KINDS = ("abs", "xor", "exclusive")
@@ -150,13 +150,13 @@ class ToyModel(nn.Module):
                 raise ValueError(f"unknown hyper-parameter {k!r}; expected some of {known}")
             wanted[k] = v
         snap = read_snapshot(path)
-        snap.check_compatible(wanted, result_path(path))
+        snap.check_compatible(wanted, load_path(path, "ToySnapshot"))
         return snap.to_model()
 
     def load_weights(self, path) -> "ToyModel":
         """Load saved weights into this model; the file's hyper-parameters must equal ``self.config``."""
         snap = read_snapshot(path)
-        snap.check_compatible(self.config.to_dict(), result_path(path))
+        snap.check_compatible(self.config.to_dict(), load_path(path, "ToySnapshot"))
         self.load_state_dict(snap.state)
         return self
 
@@ -225,8 +225,8 @@ def read_snapshot(path) -> ToySnapshot:
     Raises :class:`ResultFileError` (a ``ValueError``) naming the file and what it holds when it is not a
     saved toy model (another result type, another format, a truncated or pickled file).
     """
-    path = result_path(path)
     try:
+        path = load_path(path, "ToySnapshot")
         _, meta = read_result_file(path, "ToySnapshot")
         if not isinstance(meta, dict) or meta.get("type") not in ("ToySnapshot", "TrainResult"):
             held = meta.get("type") if isinstance(meta, dict) else type(meta).__name__

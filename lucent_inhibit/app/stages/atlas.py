@@ -12,6 +12,7 @@ OUT/atlas.html (self-contained: pan, zoom, click a cell for its images).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from typing import List, Literal, Optional
@@ -19,15 +20,30 @@ from typing import List, Literal, Optional
 from ...core.settings import ICON_RENDER
 from ...core.validate import MAX_LR, MAX_MIN_DIST, MAX_POWER, check_int, check_number
 from ..configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
+
+log = logging.getLogger("lucent_inhibit")
 
 #: ``--map-memory``'s default: :data:`lucent_inhibit.atlas.spool.MAP_BUDGET` in MiB (not imported here, so that
 #: ``--help`` does not load torch; a test checks they agree).
 MAP_MEMORY_MIB = 32
 
+#: ``--crop-size`` above which one icon's crop is checked against the machine's memory before any work (at
+#: 2048 px one crop is under 64 MiB; the check imports torch). Every crop size is checked again before the icons
+#: render, for all of them (:func:`lucent_inhibit.atlas.spool.check_icon_memory`).
+LARGE_CROP = 2048
+
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
-OUTPUTS = ("atlas.npz", "atlas.png", "atlas.html", "scan.npz")
+OUTPUTS = ("atlas.npz", "atlas.png", "atlas.html", "scan.npz", "atlas-checkpoints/")
+#: Its checkpoints (the scan's and the vectors' chunks), in --out while it runs (resumed by a rerun of the same
+#: command), removed once it finished.
+TRANSIENT = ("atlas-checkpoints",)
+
+
+def work(cfg) -> List[str]:
+    """The checkpoint folder this run writes in --out as it goes (:mod:`lucent_inhibit.app.staging`)."""
+    return list(TRANSIENT)
 
 
 @dataclass
@@ -89,6 +105,7 @@ class AtlasStageConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         for name, low in (("top_abs", 0), ("top_activation", 0), ("bottom_activation", 0), ("top_tension", 0),
                           ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8), ("map_memory", 0)):
             check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
@@ -100,6 +117,11 @@ class AtlasStageConfig:
         check_number(flag(AtlasStageConfig, "power"), self.power, 0, MAX_POWER)
         if self.icon_target == "positions" and self.mode != "position":
             raise ValueError(f"--icon-target positions needs --mode position, got --mode {self.mode}")
+        if self.crop_size > LARGE_CROP:  # even one icon's crop may not fit: refused before any work
+            from ...atlas.spool import check_icon_memory
+
+            side = self.render.size or self.data.size
+            check_icon_memory(1, (side, side), self.crop_size, flag(AtlasStageConfig, "crop_size"))
 
     def atlas_config(self):
         """The library's :class:`~lucent_inhibit.atlas.AtlasConfig` of these options."""
@@ -113,11 +135,17 @@ class AtlasStageConfig:
 
 def _scan(cfg: AtlasStageConfig, model, data, feature, attr, progress: bool = True):
     """The scan the atlas selects from: ``cfg.scan`` (checked against the data), or a fresh one."""
+    from ...core.checkpoints import OtherWorkError
     from ...scanning.result import ScanResult
     from ...scanning.run import scan
 
     if cfg.scan is None:
-        result = scan(model, data, feature, [attr], settings=cfg.data.passes(progress))
+        folder = os.path.join(cfg.out, TRANSIENT[0], "scan")
+        try:
+            result = scan(model, data, feature, [attr], settings=cfg.data.passes(progress), out=folder)
+        except OtherWorkError:  # checkpoints of an interrupted atlas with other options: this run's own
+            log.info("discarding the checkpoints of an interrupted atlas run with other options")
+            result = scan(model, data, feature, [attr], settings=cfg.data.passes(progress), out=folder, resume=False)
         result.save(os.path.join(cfg.out, "scan.npz"))
         return result
     if not os.path.exists(cfg.scan):
@@ -144,7 +172,7 @@ def run(cfg: AtlasStageConfig, progress: bool = True):
     result = _scan(cfg, model, data, feature, attr, progress)
     settings = cfg.render.settings(progress, seed=cfg.data.seed)
     atlas = build_atlas(model, data, feature, attr, result, config=cfg.atlas_config(), render=settings,
-                        settings=cfg.data.passes(progress))
+                        settings=cfg.data.passes(progress), checkpoint=os.path.join(cfg.out, TRANSIENT[0], "vectors"))
     atlas.save(os.path.join(cfg.out, "atlas.npz"))
     plot_atlas(atlas, os.path.join(cfg.out, "atlas.png"), frame=cfg.frame)
     write_atlas_html(atlas, os.path.join(cfg.out, "atlas.html"), frame=cfg.frame)

@@ -15,11 +15,18 @@ from typing import List, Literal, Optional, Tuple
 from ...core.validate import check_int
 from ...models.defaults import DEFAULT_LAYER
 from ..configs import AUTOCAST_HELP, DataConfig, ModelConfig, parse_position
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.app.outputs.stage_files`).
-OUTPUTS = ("census.npz", "census.png")
+OUTPUTS = ("census.npz", "census.png", "census-checkpoints/")
+#: Its checkpoints, in --out while it runs (resumed by a rerun of the same command), removed once it finished.
+TRANSIENT = ("census-checkpoints",)
+
+
+def work(cfg) -> List[str]:
+    """The checkpoint folder this run writes in --out as it goes (:mod:`lucent_inhibit.app.staging`)."""
+    return list(TRANSIENT)
 
 
 @dataclass
@@ -49,6 +56,7 @@ class CensusConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         check_int(flag(CensusConfig, "chunk_size"), self.chunk_size, low=1)
         check_int(flag(CensusConfig, "top_k"), self.top_k, low=1)
         parse_position(self.position)
@@ -87,7 +95,8 @@ def run(cfg: CensusConfig, progress: bool = True):
     precision, check = precision_context(cfg.autocast, model, data, checked, layers, cfg.data.batch_size)
     with precision:
         result = layer_census(model, data, layer, layers, units=cfg.units, position=parse_position(cfg.position),
-                              chunk_size=cfg.chunk_size, backward=cfg.backward, settings=cfg.data.passes(progress))
+                              chunk_size=cfg.chunk_size, backward=cfg.backward, settings=cfg.data.passes(progress),
+                              checkpoint=os.path.join(cfg.out, TRANSIENT[0]))
     if check is not None:
         result.info["autocast_check"] = check.to_dict()
     all_gather(lambda: _write(result, cfg) if rank == 0 else None)  # under torchrun rank 0 writes

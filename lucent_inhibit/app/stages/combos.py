@@ -15,14 +15,22 @@ from typing import List, Literal, NamedTuple, Optional, Tuple
 
 from ...core.validate import MAX_BATCH, MAX_IMAGES, MAX_POWER, MAX_STEPS, check_int, check_number
 from ..configs import DataConfig, ModelConfig, RenderConfig, parse_position
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: The embedded model's paired layer: a pre-ReLU6 middle layer, whose units take both signs.
 EMBEDDED_COMBO_LAYER = "blocks_3_0_bn1_drop"
 
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
-OUTPUTS = ("pair_stats.npz", "combos.npz", "combos.png")
+OUTPUTS = ("pair_stats.npz", "combos.npz", "combos.png", "combos-checkpoints/")
+#: Its checkpoints (the sweep's rendered batches), in --out while it runs (resumed by a rerun of the same
+#: command), removed once it finished.
+TRANSIENT = ("combos-checkpoints",)
+
+
+def work(cfg) -> List[str]:
+    """The checkpoint folder this run writes in --out as it goes (:mod:`lucent_inhibit.app.staging`)."""
+    return list(TRANSIENT)
 
 #: The sweep needs at least this many angles (lucent_inhibit.combinations.MIN_ANGLES; a test checks).
 MIN_ANGLES = 5
@@ -64,6 +72,7 @@ class CombosConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         check_int(flag(CombosConfig, "n_angles"), self.n_angles, MIN_ANGLES, MAX_IMAGES)
         for name, high in (("n_seeds", MAX_IMAGES), ("chunk", MAX_BATCH), ("pair_candidates", MAX_IMAGES)):
             check_int(flag(CombosConfig, name), getattr(self, name), 1, high)
@@ -155,7 +164,8 @@ def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
         warnings.warn(f"combos: skipped {len(skipped)} higher-ranked {cfg.pair} pair(s) that cannot be scaled ("
                       + "; ".join(skipped) + f"); using units {a}, {b} (r={r:.3f})")
     res = sweep_combinations(model, stats.feature(a), stats.feature(b), n_angles=cfg.n_angles, n_seeds=cfg.n_seeds,
-                             power=cfg.power, chunk=cfg.chunk, scale=scales.scale, render=settings)
+                             power=cfg.power, chunk=cfg.chunk, scale=scales.scale, render=settings,
+                             checkpoint=os.path.join(cfg.out, TRANSIENT[0]))
     res.scale_images = scales.images
     out_folder(cfg.out)
     stats.save(os.path.join(cfg.out, "pair_stats.npz"))

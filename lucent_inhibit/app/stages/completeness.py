@@ -14,11 +14,18 @@ from typing import List, Literal, NamedTuple, Optional
 
 from ...core.validate import check_int
 from ..configs import DataConfig, ModelConfig, parse_position
-from ..options import check_choices, flag, group, option
+from ..options import check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
-OUTPUTS = ("completeness.npz", "completeness_ig.npz", "completeness.png")
+OUTPUTS = ("completeness.npz", "completeness_ig.npz", "completeness.png", "completeness-checkpoints/")
+#: Its checkpoints, in --out while it runs (resumed by a rerun of the same command), removed once it finished.
+TRANSIENT = ("completeness-checkpoints",)
+
+
+def work(cfg) -> List[str]:
+    """The checkpoint folder this run writes in --out as it goes (:mod:`lucent_inhibit.app.staging`)."""
+    return list(TRANSIENT)
 
 
 def _names(text: Optional[str], name: str) -> Optional[List[str]]:
@@ -58,6 +65,7 @@ class CompletenessConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         for name, low in (("n_features", 1), ("feature_seed", 0), ("steps", 1), ("ig_features", 0), ("ig_steps", 1)):
             check_int(flag(CompletenessConfig, name), getattr(self, name), low=low)
         parse_position(self.position)
@@ -145,15 +153,17 @@ def run(cfg: CompletenessConfig, progress: bool = True) -> CompletenessRun:
         raise ValueError(f"completeness needs at least 2 images, the dataset has {len(data)}")
     feats = features(cfg, model)
     layers = depth_layers(model, cfg.layers, feats)
+    ig_layers = depth_layers(model, cfg.ig_layers, feats) if cfg.ig_layers else layers  # checked even when unused
     out_folder(cfg.out)
+    checkpoints = os.path.join(cfg.out, TRANSIENT[0])
     result = completeness(model, data, feats, layers, method=cfg.method, steps=cfg.steps,
-                          settings=cfg.data.passes(progress))
+                          settings=cfg.data.passes(progress), checkpoint=os.path.join(checkpoints, "main"))
     result.save(os.path.join(cfg.out, "completeness.npz"))
     compare = None
     if cfg.ig_features > 0:
-        ig_layers = depth_layers(model, cfg.ig_layers, feats) if cfg.ig_layers else layers
         compare = completeness(model, data, feats[: cfg.ig_features], ig_layers, method="integrated_gradients",
-                               steps=cfg.ig_steps, settings=cfg.data.passes(progress))
+                               steps=cfg.ig_steps, settings=cfg.data.passes(progress),
+                               checkpoint=os.path.join(checkpoints, "ig"))
         compare.save(os.path.join(cfg.out, "completeness_ig.npz"))
     png = plot_completeness(result, os.path.join(cfg.out, "completeness.png"), compare=compare, title=cfg.title)
     return CompletenessRun(result, compare, png)

@@ -16,7 +16,7 @@ from typing import List, Literal, Optional
 
 from ...core.validate import MAX_FRACTION, check_int, check_number
 from ..configs import RENDER, DataConfig, FeatureConfig, ModelConfig, RenderConfig
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.app.outputs.stage_files`).
@@ -55,6 +55,7 @@ class InhibitorsConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         for name in ("top_k", "n_channels", "n_top_images", "n_remove", "random_draws"):
             check_int(flag(InhibitorsConfig, name), getattr(self, name), low=1)
         check_int(flag(InhibitorsConfig, "n_random"), self.n_random, low=2)

@@ -15,7 +15,7 @@ from typing import List, Literal, NamedTuple, Optional
 
 from ...core.validate import MAX_POWER, check_number
 from ..configs import DataConfig, FeatureConfig, ModelConfig, RenderConfig
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
@@ -45,6 +45,7 @@ class InvertConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         check_number(flag(InvertConfig, "power"), self.power, 0, MAX_POWER)
         if self.index != "tense":
             try:

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from typing import List, Literal, Optional
 
-from ...core.validate import check_int
+from ...core.validate import MAX_BATCH, check_int
 from ..configs import FeatureConfig, ModelConfig, RenderConfig
-from ..options import REQUIRED, check_choices, flag, group, option
+from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
@@ -32,7 +32,7 @@ class TenseConfig:
     """Options of ``lucent-inhibit tense``."""
 
     out: str = option(REQUIRED, "output folder", metavar="DIR")
-    batch: int = option(1, "images rendered together")
+    batch: int = option(1, f"images rendered together (1 to {MAX_BATCH})")
     model: ModelConfig = group(ModelConfig)
     feature: FeatureConfig = group(FeatureConfig)
     render: TenseRender = group(TenseRender)
@@ -46,7 +46,8 @@ class TenseConfig:
 
     def __post_init__(self):
         check_choices(self)
-        check_int(flag(TenseConfig, "batch"), self.batch, low=1)
+        check_paths(self)
+        check_int(flag(TenseConfig, "batch"), self.batch, 1, MAX_BATCH)
         check_int(flag(TenseConfig, "record_every"), self.record_every, low=1)
 
 

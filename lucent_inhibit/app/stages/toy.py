@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import List, Literal, NamedTuple, Optional
 
 from ...core.validate import MAX_LR, check_int, check_number
-from ..options import REQUIRED, check_choices, flag, option
+from ..configs import check_host_memory
+from ..options import REQUIRED, check_choices, check_paths, flag, option
 from ..registry import register_module
 
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
@@ -44,6 +45,7 @@ class ToyStageConfig:
 
     def __post_init__(self):
         check_choices(self)
+        check_paths(self)
         for name in ("n", "m", "steps", "seeds", "batch_size", "count"):
             check_int(flag(ToyStageConfig, name), getattr(self, name), low=1)
         if self.n < 2:
@@ -52,6 +54,18 @@ class ToyStageConfig:
             check_number("--S (feature activation probability)", self.S, low=0, high=1, low_open=True)
         check_number("--decay (importance decay)", self.decay, low=0, high=1, low_open=True)
         check_number(flag(ToyStageConfig, "lr"), self.lr, 0, MAX_LR, low_open=True)
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Refuse sizes whose up-front tensors (float32) exceed the machine's memory, before any training: the
+        analysis attributes every output to every hidden unit on ``count`` inputs of each kind (2 x count x n x
+        m values); a training step holds inputs, hidden units and outputs of its batch and their gradients
+        (about 2 x batch_size x (3n + m) values)."""
+        n, m = flag(ToyStageConfig, "n"), flag(ToyStageConfig, "m")
+        check_host_memory(f"the analysis of {flag(ToyStageConfig, 'count')} {self.count} inputs per kind with {n} "
+                          f"{self.n} and {m} {self.m}", 4 * 2 * self.count * self.n * self.m)
+        check_host_memory(f"a training batch of {flag(ToyStageConfig, 'batch_size')} {self.batch_size} with {n} "
+                          f"{self.n} and {m} {self.m}", 4 * 2 * self.batch_size * (3 * self.n + self.m))
 
     def toy_config(self):
         from ...toy import ToyConfig
