@@ -28,7 +28,7 @@ from torch import nn
 
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..core.features import Feature, as_feature
-from ..core.rendering import run_render
+from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import PassSettings, RenderSettings, as_settings
 from ..core.validate import check_int
@@ -161,7 +161,8 @@ def visualize_channels(model: nn.Module, layer: str, channels, render: Optional[
     settings = as_settings(render)
     parts = [layer_channel(layer, int(c), batch=i) for i, c in enumerate(channels)]
     objective = sum(parts[1:], parts[0])
-    params = build(settings.param or "lucent", settings.hw(96), batch=len(channels))
+    with rng_restored(settings.seed):  # the starting noise too is the seed's (reproducible, resumable)
+        params = build(settings.param or "lucent", settings.hw(96), batch=len(channels))
     return run_render(model, objective, params, settings, f"inhibitor channels of {layer}").images
 
 

@@ -183,7 +183,7 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
     plan = agree("census", setup) if world > 1 else setup()[0]
     run, feats, threshold = plan.run, plan.features, plan.threshold
     folder = None if checkpoint is None else os.fspath(checkpoint)
-    folder = os.path.join(folder, f"rank-{rank}") if folder is not None and world > 1 else folder
+    folder = os.path.join(folder, f"rank-{rank}-of-{world}") if folder is not None and world > 1 else folder
     with run.evaluating():
         work = lambda: _census_rows(plan, rank_indices(run.size, rank, world), folder)  # noqa: E731
         parts = all_gather(work) if world > 1 else [work()]

@@ -34,7 +34,8 @@ from torch import nn
 
 from .hooks import protect_outputs
 from .interrupts import raise_if_interrupted
-from .layers import StopForward, frozen_weights, get_layer, hooks_restored, model_device
+from .layers import (StopForward, frozen_weights, get_layer, hooks_restored, layer_table, model_device,
+                     unknown_layer_message)
 from .probe import check_single_call, deepest, probed
 from .settings import RenderSettings, check_render_size
 from .tokens import required_input_size
@@ -176,6 +177,9 @@ class _Recorder:
         try:
             t = self.hook(layer)
         except AssertionError:  # Lucent's hook: the layer was not computed in this pass
+            model = getattr(self.view, "_wrapped", None)
+            if model is not None and layer not in ("input", "labels") and layer not in layer_table(model):
+                raise ValueError(unknown_layer_message(layer, layer_table(model))) from None
             failure = getattr(self.view, "failure", None)
             raise ValueError(
                 f"layer {layer!r} was not computed for a {self.model_hw[0]}x{self.model_hw[1]} model input"
@@ -206,7 +210,12 @@ class Guarded:
     def __call__(self, T):
         self.step += 1
         rec = self.recorder(T)
-        loss, named = self.parts(rec)
+        try:
+            loss, named = self.parts(rec)
+        except IndexError as exc:  # a unit or position beyond the layer, inside a user's objective
+            raise InputError(f"{self.what}: the objective failed at step {self.step}: IndexError: "
+                             f"{str(exc).splitlines()[0][:160]} (an index beyond the size of a layer it reads)"
+                             ) from exc
         if self.step == 1 and self.on_first is not None:
             self.on_first(rec.read)
         for k, v in named.items():

@@ -69,12 +69,10 @@ def _pick(cfg: InvertConfig, model, feature, attr):
     from ..runtime import load_data
 
     if cfg.image:
-        if not os.path.exists(cfg.image):
-            raise FileNotFoundError(f"--image {cfg.image!r} does not exist")
-        try:
+        try:  # load_image names what the path is when it is no image (missing, a FIFO, a loop, ...)
             return load_image(cfg.image, size=cfg.data.size), cfg.image
-        except (OSError, TypeError) as exc:
-            raise ValueError(f"cannot read --image {cfg.image!r}: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"--image: {exc}") from None
     data = load_data(cfg.data)
     if cfg.index == "tense":  # the most tense image by min(P, N), one batch at a time
         tension = [attribute(model, x, feature, attr).tension(attr) for _, x in iter_batches(data, cfg.data.batch_size)]

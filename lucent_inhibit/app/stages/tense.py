@@ -61,9 +61,10 @@ def run(cfg: TenseConfig, progress: bool = True):
     feature, (attr,) = feature_and_layers(model, cfg.feature)
     seed = None
     if cfg.seed_image:
-        if not os.path.exists(cfg.seed_image):
-            raise FileNotFoundError(f"--seed-image {cfg.seed_image!r} does not exist")
-        seed = load_image(cfg.seed_image, size=cfg.render.size)
+        try:  # load_image names what the path is when it is no image (missing, a FIFO, a loop, ...)
+            seed = load_image(cfg.seed_image, size=cfg.render.size)
+        except ValueError as exc:
+            raise ValueError(f"--seed-image: {exc}") from None
     settings = cfg.render.settings(progress, **({"param": cfg.param} if cfg.param else {}))
     res = tense_image(model, feature, attr, render=settings, score=cfg.score, mode=cfg.mode, batch=cfg.batch,
                       seed_image=seed, record_every=cfg.record_every)
