@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 OUT ?= report
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench browser clean lint-imports
+.PHONY: install demo test test-fast bench browser clean lint-imports docs wheel-check
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,24 @@ browser:
 demo: install
 	$(VENV)/bin/lucent-inhibit demo --out $(OUT)
 
-test: install browser lint-imports
+# CI also builds the API reference strictly (any warning fails) and checks the wheel in a fresh virtualenv.
+test: install browser lint-imports docs wheel-check
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# The API reference site (mkdocs.yml, docs/): the `docs` extra installed into .venv, then `mkdocs build --strict`
+# (a broken link, an unrendered docstring, any warning fails) into site/; open site/index.html.
+$(VENV)/.docs-installed: $(VENV)/.installed setup.cfg
+	$(PIP) install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The sdist and wheel built and checked (twine), the wheel installed into a fresh virtualenv outside the
+# repository (pip check clean), `lucent-inhibit demo --quick` run from it (.ci/wheel.sh; about 6-8 minutes on 2 cores,
+# most of it installing torch and running the demo).
+wheel-check: install
+	PY=$(abspath $(PY)) PYTHON=$(PYTHON) bash .ci/wheel.sh
 
 # The import contracts of .importlinter (one-way layers, no cycle inside a subpackage); also a test.
 lint-imports: install
@@ -47,4 +63,4 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache site .cache/mkdocs-jupyter

@@ -54,10 +54,10 @@ def test_noise_params_and_phase_keeps_magnitude():
     g = torch.Generator().manual_seed(0)
     params, image_f = P.fourier_image(size=(16, 20), batch=2, generator=g)
     x = image_f()
-    assert x.shape == (2, 3, 16, 20) and 0.4 < float(x.mean()) < 0.6
+    assert x.shape == (2, 3, 16, 20) and 0.4 < float(x.detach().mean()) < 0.6
     params, image_f = P.phase_image(size=16, batch=2, generator=g)
     x = image_f()
-    assert x.shape == (2, 3, 16, 16) and float(x.std()) > 0.05
+    assert x.shape == (2, 3, 16, 16) and float(x.detach().std()) > 0.05
     mag0 = torch.fft.rfft2(P.from_rgb(x.detach()), norm="ortho").abs()
     opt = torch.optim.Adam(params, lr=0.1)
     for _ in range(3):
@@ -65,7 +65,7 @@ def test_noise_params_and_phase_keeps_magnitude():
         (-image_f()[:, 0].mean()).backward()
         opt.step()
     y = image_f().detach()
-    assert float((y - x).abs().max()) > 1e-2  # the image changed ...
+    assert float((y - x.detach()).abs().max()) > 1e-2  # the image changed ...
     mag1 = torch.fft.rfft2(P.from_rgb(y), norm="ortho").abs()
     # ... its spectrum magnitude did not (columns 0 and w/2 are self-conjugate: irfft2 projects them)
     assert torch.allclose(mag0[..., 1:-1], mag1[..., 1:-1], atol=1e-3, rtol=1e-3)
@@ -152,12 +152,10 @@ def test_faccent_param_and_box_crop_in_lucent_render_vis(tiny_net):
     import faccent.transform as ftransform
     seed = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.1
     pz = fparam.fourier_phase(init_img=seed, img_size=(32, 32), device="cpu")
+    assert not any(p.requires_grad for p in pz()[0])  # why the adapter exists: render_vis would not move these
 
-    def param_f():
-        params, image_f = pz()
-        for p in params:  # faccent's own render sets this; Lucent's param_f contract needs leaf params with grad
-            p.requires_grad_(True)
-        return params, image_f
+    def param_f():  # the user's whole part: the adapter marks faccent's parameters requires_grad
+        return P.from_faccent(pz)
 
     x0 = pz.params_to_img().detach().clone()
     assert float((x0 - seed).abs().max()) < 0.05  # faccent's seeding reproduces the seed
@@ -170,6 +168,38 @@ def test_faccent_param_and_box_crop_in_lucent_render_vis(tiny_net):
         )
     assert imgs[0].shape == (1, 32, 32, 3) and np.isfinite(imgs[0]).all()
     assert float((pz.params_to_img().detach() - x0).abs().max()) > 1e-3  # optimisation moved faccent's params
+
+
+def test_from_faccent_marks_every_parameterizer_and_names_what_to_do():
+    """li.param.from_faccent: faccent's fourier_phase, fourier and pixel as Lucent's (params, image_f), leaf
+    params with grad (the same tensors the parameterizer reads), and one-line errors for what cannot work."""
+    import faccent.param as fparam  # installed --no-deps by the set-up: CI must run this interop test
+
+    seed = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8 + 0.1
+    for factory in (fparam.fourier_phase, fparam.fourier, fparam.pixel):
+        pz = factory(init_img=seed, img_size=(16, 16), device="cpu")
+        params, image_f = P.from_faccent(pz)
+        assert params and all(p.requires_grad and p.is_leaf for p in params), factory.__name__
+        x = image_f()
+        assert x.shape == (1, 3, 16, 16) and x.requires_grad, factory.__name__
+        x.sum().backward()  # gradients reach the tensors faccent's image function reads
+        assert all(p.grad is not None for p in params), factory.__name__
+    # a plain function returning (tensor, image_f) works too; its single tensor becomes a list
+    t = torch.zeros(1, 3, 4, 4)
+    params, _ = P.from_faccent(lambda: (t, lambda: torch.sigmoid(t)))
+    assert params == [t] and t.requires_grad
+    with pytest.raises(ValueError, match="needs a faccent parameterizer") as err:
+        P.from_faccent(fparam.fourier_phase(init_img=seed, img_size=(16, 16), device="cpu").params)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="not \\(params, image_f\\)"):
+        P.from_faccent(lambda: torch.zeros(3))
+    with pytest.raises(ValueError, match="no parameters"):
+        P.from_faccent(lambda: ([], lambda: None))
+    with pytest.raises(ValueError, match="not a floating-point"):
+        P.from_faccent(lambda: ([torch.zeros(3, dtype=torch.long)], lambda: None))
+    src = seed.clone().requires_grad_(True)
+    with pytest.raises(ValueError, match=r"init_img=image\.detach\(\)"):
+        P.from_faccent(fparam.pixel(init_img=src, img_size=(16, 16), device="cpu"))
 
 
 def test_build_names_every_render_parameterization():

@@ -13,6 +13,8 @@ list of leaf tensors (requires_grad) for the optimizer and ``image_f()`` returns
   :func:`lucent_inhibit.synthesis.objectives.attribution_mask`).
 - :func:`build`: the parameterization a render setting names (``RenderSettings.param``): ``"fourier"``,
   ``"phase"``, ``"lucent"`` (Lucent's own ``param.image``) or a callable.
+- :func:`from_faccent`: a faccent parameterizer (``faccent.param.fourier_phase`` ...) as ``render_vis`` needs
+  it, its parameters marked ``requires_grad`` (faccent's own loop does that; Lucent's does not).
 
 ``with_seed=True`` appends the seed images after the rendered ones (batch ``[renders, seeds]``), so
 that augmentations treat each render and its seed identically and
@@ -339,3 +341,51 @@ def build(kind, size, seed: Optional[torch.Tensor] = None, batch: Optional[int] 
         return lucent_param.image(w, h=h, batch=_batch(batch))
     f = fourier_image if kind == "fourier" else phase_image
     return f(size=size, seed=seed, batch=batch, with_seed=with_seed, device=device, generator=generator)
+
+
+def from_faccent(param_f) -> ParamResult:
+    """A faccent parameterization as Lucent's ``(params, image_f)``, its parameters ready to optimise.
+
+    faccent's parameterizers (``faccent.param.fourier_phase``, ``fourier``, ``pixel``; faccent installed with
+    ``pip install --no-deps faccent``) return tensors that do not require grad: faccent's own render loop marks
+    them, Lucent's ``render_vis`` does not, and its optimiser then leaves the image where it started without a
+    word. This marks them (in place: the parameterizer's image function reads these same tensors)::
+
+        pz = faccent.param.fourier_phase(init_img=seed, img_size=(224, 224), device="cpu")
+        render.render_vis(model, obj, param_f=lambda: li.param.from_faccent(pz),
+                          transforms=[faccent.transform.box_crop_2()])
+
+    Args:
+        param_f: a faccent parameterizer, or any function of no arguments returning ``(params, image_f)``
+            (one tensor or a list of tensors, and a function returning the images (B, 3, H, W) in [0, 1]).
+
+    Returns:
+        ``(params, image_f)``: ``params`` the list of leaf tensors (``requires_grad`` set), ``image_f`` as given.
+
+    Raises:
+        InputError: ``param_f`` is not callable, does not return ``(params, image_f)``, or a parameter is not
+            a floating-point leaf tensor (one computed from a tensor that requires grad: detach its source).
+    """
+    if not callable(param_f):
+        raise InputError(f"from_faccent needs a faccent parameterizer such as faccent.param.fourier_phase(...) or a "
+                         f"function returning (params, image_f), got {type(param_f).__name__}")
+    out = param_f()
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and callable(out[1])):
+        raise InputError(f"from_faccent: the parameterizer returned {type(out).__name__}, not (params, image_f); pass "
+                         "the faccent parameterizer object itself (e.g. faccent.param.fourier_phase(...)), not its "
+                         "params or image")
+    params, image_f = out
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    if not params:
+        raise InputError("from_faccent: the parameterizer returned no parameters to optimise")
+    for i, p in enumerate(params):
+        if not isinstance(p, torch.Tensor) or not (p.is_floating_point() or p.is_complex()):
+            raise InputError(f"from_faccent: parameter {i} is {type(p).__name__}"
+                             f"{'' if not isinstance(p, torch.Tensor) else ' of ' + str(p.dtype)}, not a floating-point "
+                             "tensor the optimiser can change")
+        if not p.is_leaf:
+            raise InputError(f"from_faccent: parameter {i} was computed from a tensor that requires grad, so the "
+                             "optimiser cannot change it; build the parameterizer from a detached image "
+                             "(init_img=image.detach())")
+        p.requires_grad_(True)
+    return params, image_f
