@@ -108,19 +108,77 @@ def test_planted_disinhibition_lifts_the_mtis_to_the_meis(planted, tmp_path):
     assert s["completeness"]["complete"] is True
     back = Disinhibition.load(d.save(str(tmp_path / "dis")))
     assert back.summary() == s
-    with open(d.plot(str(tmp_path / "dis.png")), "rb") as f:
+    assert d.plot(str(tmp_path / "dis.png")).axes
+    with open(tmp_path / "dis.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     mean = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, baseline="mean", settings=PassSettings(preprocess=False))
     assert mean.baseline == "mean" and not np.allclose(mean.disinhibited["mtis"], d.disinhibited["mtis"])
 
 
-def test_verdict_is_computed_from_the_numbers(planted):
-    net, images, _, r = planted
+def test_verdict_is_computed_from_the_numbers_and_the_matched_control(planted):
+    net, images, kinds, r = planted
     d = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, settings=PassSettings(preprocess=False))
-    ok = d.ratio >= d.fraction and d.t_vs_random >= 2
-    assert d.verdict == ("reproduced" if ok else "not reproduced on this model")
-    strict = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, fraction=50.0, settings=PassSettings(preprocess=False))
+    # the control: images matched to the MTIs on P with little inhibition, mostly the red-only ones
+    assert (kinds[d.indices["matched"]] == "red").sum() >= 4 and not set(d.indices["matched"]) & set(d.indices["mtis"])
+    assert not (kinds[d.indices["matched"]] == "green").any()
+    assert d.held_down_t > 2 and d.released > 0.9 and d.evidence_t > 2
+    assert d.verdict == "reproduced" and all(d.checks().values())
+    for name in ("matched on P", "Welch t", "cosine of excitation"):
+        assert name in d.explanation()
+    strict = disinhibit(net, images, PLANTED, "relu", scan=r, k=6, n_random=12, fraction=50.0,
+                        settings=PassSettings(preprocess=False))
     assert strict.verdict == "not reproduced on this model" and "bar 50" in strict.explanation()
+    assert strict.checks() == {"held_down": True, "released": False, "evidence": True}
+
+
+class ForeignExcitation(torch.nn.Module):
+    """feature = 3 relu(red) + relu(blue) - relu(green): its MEIs are red, its tense images blue and green: excited
+    by something unlike its preferred input, so the causal claim must not be reproduced."""
+
+    def __init__(self):
+        super().__init__()
+        self.detect = torch.nn.Conv2d(3, 3, 1, bias=False)
+        self.relu = torch.nn.ReLU()
+        self.out = torch.nn.Conv2d(3, 1, 1, bias=False)
+        with torch.no_grad():
+            self.detect.weight.copy_(torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1]]).view(3, 3, 1, 1))
+            self.out.weight.copy_(torch.tensor([3.0, -1.0, 1.0]).view(1, 3, 1, 1))
+        self.eval()
+
+    def forward(self, x):
+        return self.out(self.relu(self.detect(x)))
+
+
+def _colour_images(per_kind=8, size=16, seed=0):
+    """Red, green, blue, blue-and-green patches and grey ones on black."""
+    rng = np.random.default_rng(seed)
+    images, kinds = [], []
+    for kind in ("red", "green", "blue", "blue+green", "grey"):
+        for _ in range(per_kind):
+            img = torch.zeros(3, size, size)
+            side = int(rng.integers(4, 7))
+            y1, y2 = (int(v) for v in rng.integers(0, size - side, 2))
+            for channel, colour in ((0, "red"), (1, "green"), (2, "blue")):
+                if colour in kind:
+                    x0 = 1 if colour != "green" else size - 1 - side
+                    img[channel, (y1 if colour != "green" else y2): (y1 if colour != "green" else y2) + side,
+                        x0: x0 + side] = 1.0
+            if kind == "grey":
+                img[:, y1: y1 + side, 1: 1 + side] = 0.5
+            images.append(img)
+            kinds.append(kind)
+    return images, np.array(kinds)
+
+
+def test_tense_images_excited_unlike_the_feature_do_not_reproduce_the_causal_claim():
+    images, kinds = _colour_images()
+    settings = PassSettings(batch_size=8, progress=False, preprocess=False)
+    d = disinhibit(ForeignExcitation(), images, PLANTED, "relu", k=6, n_random=16, settings=settings)
+    assert set(kinds[d.indices["meis"]]) == {"red"} and set(kinds[d.indices["mtis"]]) == {"blue+green"}
+    cos = d.cosines()
+    assert cos["mtis"].mean() < 0.2 < cos["random"].mean()  # blue excitation, red-preferring feature
+    assert not d.checks()["evidence"] and d.verdict == "not reproduced on this model"
+    assert "failed: evidence" in d.explanation()
 
 
 def test_incomplete_layer_warns_and_says_so():
@@ -174,7 +232,8 @@ def test_planted_dictionary_finds_the_green_channel(planted, tmp_path):
     json.dumps(res.summary())
     back = InhibitorDictionary.load(res.save(str(tmp_path / "inh.npz")))
     assert back.table() == res.table() and torch.equal(back.visualizations, res.visualizations)
-    with open(res.plot(str(tmp_path / "inh.png")), "rb") as f:
+    assert len(res.plot(str(tmp_path / "inh.png")).axes) == 2 * 5  # a row per channel: render and 4 images
+    with open(tmp_path / "inh.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 

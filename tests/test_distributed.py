@@ -157,8 +157,8 @@ def test_distributed_scan_refuses_to_resume_another_scan(tmp_path):
     other = _workers(tmp_path, n=12, run=["scan"], units=[2, 2], out=str(tmp_path / "guard"))  # ... is not resumed
     assert other.returncode == 0, other.stderr[-3000:]
     said = {r: (tmp_path / "guard" / f"refused-scan-{r}.txt").read_text() for r in (0, 1)}
-    assert said[0].startswith("ValueError: refusing to resume into") and "different feature" in said[0]
-    assert said[1].startswith("DistributedError: rank 0 of 2 failed: ValueError: refusing to resume")
+    assert said[0].startswith("OtherWorkError: refusing to resume into") and "different feature" in said[0]
+    assert said[1].startswith("DistributedError: rank 0 of 2 failed: OtherWorkError: refusing to resume")
 
 
 @pytest.mark.slow

@@ -51,24 +51,34 @@ def test_mti_verdict_needs_both_percentiles_high_and_activation_near_typical():
     assert "10 images" in scanning.mti_finding(**cases[5]).why
 
 
-def _disinhibition(mti_dis, random_dis, mei_f):
+def _disinhibition(mti_f, mti_dis, matched_f, mti_direction=(1.0, 0.0)):
+    """A Disinhibition of 4 images per group: MEIs excited along channel 0, random images half along it."""
     from lucent_inhibit.causal.disinhibition import Disinhibition
     from lucent_inhibit.core.features import Feature
 
-    groups = {"meis": np.full(4, mei_f), "miis": np.full(4, -5.0), "mtis": np.asarray(mti_dis, dtype=float),
-              "random": np.asarray(random_dis, dtype=float)}
-    idx = {g: np.arange(v.size) for g, v in groups.items()}
-    return Disinhibition(Feature("l", unit=0), "a", "zero", idx, groups, groups, groups, fraction=0.5,
-                         completeness={"complete": True})
+    f = {"meis": np.full(4, 10.0), "miis": np.full(4, -5.0), "mtis": np.asarray(mti_f, dtype=float),
+         "random": np.asarray([0.0, 1.0, -1.0, 0.5]), "matched": np.asarray(matched_f, dtype=float)}
+    dis = {**f, "mtis": np.asarray(mti_dis, dtype=float)}
+    wobble = np.array([[0.0, 0.1], [0.05, 0.0], [0.0, 0.02], [0.1, 0.05]])
+    exc = {"meis": np.tile([1.0, 0.0], (4, 1)), "random": np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]]),
+           "mtis": np.tile(mti_direction, (4, 1)) + wobble, "miis": np.zeros((4, 2)), "matched": np.tile([1.0, 0.0], (4, 1))}
+    idx = {g: np.arange(v.size) for g, v in f.items()}
+    return Disinhibition(Feature("l", unit=0), "a", "zero", idx, f, dis, dis, fraction=0.5,
+                         completeness={"complete": True}, excitation=exc)
 
 
-def test_disinhibition_finding_is_the_results_own_verdict():
-    fires = _disinhibition([9.0, 10.0, 11.0, 10.0], [0.0, 1.0, -1.0, 0.5], mei_f=10.0)
-    quiet = _disinhibition([1.0, 2.0, 1.5, 1.0], [0.0, 1.0, -1.0, 0.5], mei_f=10.0)
-    undefined = _disinhibition([1.0, 2.0, 1.5, 1.0], [0.0, 1.0, -1.0, 0.5], mei_f=-1.0)
-    found = [causal.disinhibition_finding(d) for d in (fires, quiet, undefined)]
-    assert _verdicts(found) == [fires.verdict, quiet.verdict, NOT_MEASURABLE] == [
-        REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+def test_disinhibition_finding_is_the_results_own_verdict_against_its_matched_control():
+    held = [0.0, 0.5, -0.5, 0.2]
+    fires = _disinhibition(held, [9.0, 10.0, 11.0, 10.0], matched_f=[10.0, 9.0, 11.0, 10.5])
+    quiet = _disinhibition(held, [1.0, 2.0, 1.5, 1.0], matched_f=[10.0, 9.0, 11.0, 10.5])
+    foreign = _disinhibition(held, [9.0, 10.0, 11.0, 10.0], matched_f=[10.0, 9.0, 11.0, 10.5],
+                             mti_direction=(0.0, 1.0))
+    undefined = _disinhibition(held, [1.0, 2.0, 1.5, 1.0], matched_f=[-1.0, -2.0, -1.0, -1.5])
+    found = [causal.disinhibition_finding(d) for d in (fires, quiet, foreign, undefined)]
+    assert _verdicts(found) == [fires.verdict, quiet.verdict, foreign.verdict, NOT_MEASURABLE] == [
+        REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+    assert quiet.checks() == {"held_down": True, "released": False, "evidence": True}
+    assert foreign.checks() == {"held_down": True, "released": True, "evidence": False}
     assert "bar 0.5" in found[1].why and not found[1].why.startswith(NOT_REPRODUCED)
 
 
@@ -118,13 +128,21 @@ def test_combination_verdict_needs_a_collapsed_quadrant():
     assert "quadrant --" in found[0].why
 
 
-def test_interference_verdict_needs_superposition_and_tenser_two_feature_inputs():
-    r = toy.MIN_TENSION_RATIO
-    found = [toy.interference_finding(5, 8, 0.1, 0.1 * r), toy.interference_finding(4, 8, 0.1, 1.0),
-             toy.interference_finding(6, 8, 0.1, 0.1 * r - 0.001), toy.interference_finding(6, 8, 0.0, 0.0),
-             toy.interference_finding(6, 8, NAN, 0.3)]
-    assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
+def test_interference_verdict_needs_superposition_tenser_two_feature_inputs_and_a_quiet_control():
+    r, c = toy.MIN_TENSION_RATIO, toy.MAX_CONTROL_FRACTION
+    ctl = lambda t, shared=0: {"m": 12, "shared_units": shared, "mean_tension_one": 0.0, "mean_tension_two": t}  # noqa: E731
+    found = [toy.interference_finding(5, 8, 0.1, 0.1 * r + 0.001, ctl(0.0)),
+             toy.interference_finding(4, 8, 0.1, 1.0, ctl(0.0)), toy.interference_finding(6, 8, 0.1, 0.1 * r, ctl(0.0)),
+             toy.interference_finding(6, 8, 0.0, 0.0, ctl(0.0)), toy.interference_finding(6, 8, NAN, 0.3, ctl(0.0)),
+             toy.interference_finding(6, 8, 0.1, 0.4, ctl(c * 0.4)),
+             toy.interference_finding(6, 8, 0.1, 0.4, ctl(c * 0.4 + 0.001)),
+             toy.interference_finding(6, 8, 0.1, 0.4, ctl(0.0, shared=1)),
+             toy.interference_finding(6, 8, 0.1, 0.4, None)]
+    assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE,
+                                REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE]
     assert "no superposition" in found[1].why
+    assert "does not need shared units" in found[6].why and "not free of superposition" in found[7].why
+    assert "control (12 units, 0 shared)" in found[5].measured
 
 
 @pytest.mark.slow
@@ -134,7 +152,7 @@ def test_quick_demo_states_a_finding_in_every_section(tmp_path, one_thread):
     small = dataclasses.replace(DemoConfig.quick(), n_images=16, size=96, batch_size=8, completeness_images=8,
                                 atlas_select=16, combo_images=12, toy_steps=60)
     report = run_demo(out=str(tmp_path / "report"), config=small, progress=False)
-    assert len(report.sections) == 8 and all(s.findings for s in report.sections)
+    assert len(report.sections) == 9 and all(s.findings for s in report.sections)
     assert all(f.verdict in VERDICTS and f.measured and f.why for _, f in report.findings)
     with open(tmp_path / "report" / "findings.json") as fh:
         written = json.load(fh)

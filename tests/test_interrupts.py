@@ -43,6 +43,8 @@ STAGE_RUNS = {
                    T + ["--attr-layer", "relu2", "--n-images", "200", "--top-k", "4", "--n-random", "8",
                         "--n-channels", "4", "--n-top-images", "4", "--n-remove", "2", "--random-draws", "4",
                         "--steps", "40"] + IMG),
+    "randomize": (T + ["--attr-layer", "relu2", "--n-images", "12", "--top-k", "2"] + IMG,
+                  T + ["--attr-layer", "relu2", "--n-images", "600", "--top-k", "4"] + IMG),
     "atlas": (T + ["--attr-layer", "relu2", "--n-images", "6", "--steps", "2", "--top-abs", "6", "--top-activation",
                    "0", "--bottom-activation", "0", "--top-tension", "0", "--min-points", "2"] + IMG,
               T + ["--attr-layer", "relu2", "--n-images", "300", "--steps", "8", "--top-abs", "150",
@@ -61,7 +63,7 @@ STAGE_RUNS = {
 }
 #: Where the checkpoints of each checkpointed stage appear (a SIGKILL after the first one tests the resume).
 CHECKPOINTS = {"scan": "scan", "census": "census-checkpoints", "completeness": "completeness-checkpoints",
-               "atlas": "atlas-checkpoints", "combos": "combos-checkpoints"}
+               "randomize": "randomization-checkpoints", "atlas": "atlas-checkpoints", "combos": "combos-checkpoints"}
 
 
 def _start(stage, argv, out):

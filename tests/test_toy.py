@@ -1,4 +1,5 @@
 """Superposition toy models: data, training, save/load, attribution analysis, figure, CLI."""
+import dataclasses
 import json
 import os
 
@@ -11,6 +12,8 @@ from lucent_inhibit.app.cli import main
 from lucent_inhibit.app.outputs import MANIFEST
 from lucent_inhibit.attribution.attribute import attribute, measure
 from lucent_inhibit.core.features import Feature
+from lucent_inhibit.findings.toy import toy_finding
+from lucent_inhibit.findings.verdicts import NOT_REPRODUCED, REPRODUCED
 from lucent_inhibit.toy import ToyConfig, ToyModel
 
 
@@ -136,6 +139,37 @@ def test_two_feature_inputs_are_more_tense_than_one_feature_inputs(trained_abs):
     b, i = an.most_tense()
     p, n = float(an.P_two[b, i]), float(an.N_two[b, i])
     assert min(p, n) > 0.5 and abs(p - n) < 0.5 * max(p, n)
+
+
+@pytest.mark.parametrize("kind", ["abs", "xor"])
+def test_control_solves_the_task_with_each_feature_on_its_own_units(kind):
+    config = ToyConfig(kind, n=5, m=4, S=0.05)
+    control = toy.separated_model(config)
+    assert control.config.m == 2 * config.n and control.config.kind == kind
+    loss, zero = toy.evaluate(control, batch=20000, generator=3)
+    assert loss < 1e-10 < zero  # the exact solution of the same task
+    carried = toy.carried_features(control)  # (n, m)
+    assert carried.shape == (5, 10) and carried.sum(1).tolist() == [2] * 5  # two units per feature
+    assert toy.features_per_unit(control).max() == 1  # no unit shared: no superposition
+    with pytest.raises(ValueError, match="got kind 'exclusive'"):
+        toy.separated_model(ToyConfig("exclusive", n=3, m=6))
+
+
+def test_control_has_no_motif_where_the_superposed_model_has_it(trained_abs):
+    an = toy.analyze_toy(trained_abs.model, count=256)
+    assert an.shared_units > 0  # the trained model shares units
+    ctl = an.control
+    assert ctl["m"] == 12 and ctl["shared_units"] == 0
+    # the same two-feature inputs: own units only, nothing to cancel
+    assert ctl["mean_tension_two"] < 1e-6 < an.mean_tension_two
+    found = toy_finding(an)
+    assert "control (12 units, 0 shared)" in found.measured and found.verdict == REPRODUCED, found
+    # a control that shares units makes the verdict fail
+    shared = dataclasses.replace(an, control={**ctl, "shared_units": 2})
+    assert toy_finding(shared).verdict == NOT_REPRODUCED
+    # the hand-built inhibition model has no control (its targets need inhibition) and shares no unit
+    inhib = toy.analyze_toy(toy.inhibition_model(4), count=32)
+    assert inhib.control is None and inhib.shared_units == 0
 
 
 def test_training_keeps_the_best_seed():
@@ -286,15 +320,21 @@ def test_analysis_save_load(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # figure and CLI
 # ------------------------------------------------------------------------------------------------
-def test_plot_superposition_draws_both_mechanisms(tmp_path, trained_abs):
+def test_plot_superposition_draws_both_mechanisms_and_the_control(tmp_path, trained_abs):
     path = str(tmp_path / "fig.png")
     an = toy.analyze_toy(trained_abs.model, count=64)
+    control = toy.analyze_toy(toy.separated_model(trained_abs.model.config), count=64)
     inhibition = toy.analyze_toy(toy.inhibition_model(6), count=64)
-    fig = toy.plot_superposition(trained_abs.model, path=path, analyses=(an, inhibition))
+    with pytest.raises(ValueError, match=r"one ToyAnalysis per row \(3: superposed, control, inhibition\), got 2"):
+        toy.plot_superposition(trained_abs.model, analyses=(an, inhibition))
+    fig = toy.plot_superposition(trained_abs.model, path=path, analyses=(an, control, inhibition))
     assert os.path.getsize(path) > 10_000
     axes = fig.axes
     titles = " ".join(a.get_title() for a in axes)
-    assert "interference" in titles and "inhibition" in titles
+    assert "interference" in titles and "inhibition" in titles and "no superposition" in titles
+    control_bars = [a for a in axes if a.patches and "most tense" in a.get_title()][1]  # the control's row
+    b, i = control.most_tense()
+    assert np.allclose([p.get_height() for p in control_bars.patches], control.scores_two[b, i].numpy(), atol=1e-6)
     b, i = an.most_tense()
     bar_ax = [a for a in axes if a.patches and "most tense" in a.get_title()][0]
     got = np.array([p.get_height() for p in bar_ax.patches])

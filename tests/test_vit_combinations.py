@@ -183,11 +183,12 @@ def test_cli_combos_on_vit_tiny_cls_token(tmp_path, capsys, one_thread):
 
     args = ["--model", "timm:vit_tiny_patch16_224", "--weights", "none", "--size", "224", "--n-images", "8",
             "--batch-size", "8", "--layer", "blocks_10_mlp_fc1", "--steps", "2", "--n-angles", "5",
-            "--n-seeds", "1", "--scale-steps", "2"]
+            "--n-seeds", "1", "--scale-steps", "2", "--pair", "anticorrelated"]
     out = tmp_path / "x"
     assert main(["combos", *args, "--position", "cls", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} >= {"pair_stats.npz", "combos.npz", "combos.png"}
-    st, res = PairStatistics.load(str(out / "pair_stats.npz")), CombinationResult.load(str(out / "combos.npz"))
+    assert {p.name for p in out.iterdir()} >= {"pair_stats.npz", "combos_anticorrelated.npz", "combos_anticorrelated.png"}
+    st = PairStatistics.load(str(out / "pair_stats.npz"))
+    res = CombinationResult.load(str(out / "combos_anticorrelated.npz"))
     assert st.activations.shape == (8, 768) and st.position == "cls" and st.token_layout == (1, 14, 14, True)
     assert res.feature_a == st.feature(res.feature_a.unit) and res.feature_b == st.feature(res.feature_b.unit)
     assert res.values.shape == (5, 1, 2) and torch.isfinite(res.score).all()

@@ -32,7 +32,8 @@ def stage_commands(spec, out):
                    "--top-activation", "0", "--bottom-activation", "0", "--top-tension", "0", "--min-points", "1"],
          ["atlas.npz", "atlas.png", "atlas.html"]),
         ("combos", ["--out", os.path.join(out, "combos"), "--steps", "2", "--n-angles", "5", "--n-seeds", "1",
-                    "--scale-steps", "2"], ["pair_stats.npz", "combos.npz", "combos.png"]),
+                    "--scale-steps", "2", "--pair", "anticorrelated"],
+         ["pair_stats.npz", "combos_anticorrelated.npz", "combos_anticorrelated.png"]),
     ]
 
 

@@ -8,6 +8,7 @@ excitatory total P and the inhibitory total N).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..core.features import Feature, as_feature
 from ..core.results import Result
-from ..core.validate import InputError, check_choice, check_int
+from ..core.validate import InputError, check_choice, check_flag, check_int
 
 #: The rankings :func:`select_images` can take the union of, in the order reasons name them.
 CRITERIA = ("top_abs", "top_activation", "bottom_activation", "top_tension")
@@ -56,11 +57,12 @@ class Selection(Result):
         return {"type": self.kind(), "images": len(self), "feature": self.feature.name, "layer": self.layer,
                 "dataset": self.dataset, "criteria": dict(self.criteria), "picked_by": self.picked_by()}
 
-    def plot(self, path) -> str:
-        """Bar chart: images picked by each criterion, and the size of the union (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """Bar chart: images picked by each criterion, and the size of the union;
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_selection
 
-        return plot_selection(self, path)
+        return plot_selection(self, path, ax, **style)
 
 
 def _check_scan(scan, feature, layer: Optional[str]):
@@ -128,6 +130,7 @@ def select_images(
     top_tension: int = 0,
     score="min",
     granularity: str = "element",
+    distinct: bool = True,
 ) -> Selection:
     """Stage 1: the union of several rankings of a scan (:class:`~lucent_inhibit.scanning.result.ScanResult`).
 
@@ -141,6 +144,9 @@ def select_images(
         top_activation / bottom_activation: the ``k`` maximally exciting / inhibiting images.
         top_tension: the ``k`` maximally tense images (tension ``score`` of P and N, L1).
         score, granularity: tension score and attribution granularity of the rankings.
+        distinct: each ranking's top ``k`` takes one image per source image first (the photo a bundled crop
+            is cut from, the scan's ``source``), then, when there are fewer than ``k`` sources, the next-best
+            images (one warning says so); ``False``: the plain rankings, several crops of one photo allowed.
 
     Returns:
         :class:`Selection` (dataset indices sorted, with the criteria that picked each).
@@ -152,13 +158,33 @@ def select_images(
     check_totals(scan, layer, granularity)
     given = (top_abs, top_activation, bottom_activation, top_tension)
     criteria = {name: check_int(name, k, low=0) for name, k in zip(CRITERIA, given)}
-    indices = scan.select(layer=layer, score=score, granularity=granularity, **criteria)
-    picked = {
-        "top_abs": scan.top_abs(criteria["top_abs"], layer, granularity) if criteria["top_abs"] else [],
-        "top_activation": scan.meis(criteria["top_activation"]) if criteria["top_activation"] else [],
-        "bottom_activation": scan.miis(criteria["bottom_activation"]) if criteria["bottom_activation"] else [],
-        "top_tension": scan.mtis(criteria["top_tension"], score, layer, granularity) if criteria["top_tension"] else [],
-    }
+    if not any(criteria.values()):
+        scan.select(layer=layer, score=score, granularity=granularity, **criteria)  # its error: no criterion
+    picked = _picks(scan, criteria, layer, score, granularity, check_flag("distinct", distinct))
+    indices = np.unique(np.concatenate([np.asarray(v, np.int64) for v in picked.values()]))
     sets = {k: set(int(i) for i in v) for k, v in picked.items()}
     reasons = ["+".join(k for k in CRITERIA if int(i) in sets[k]) for i in indices]
     return Selection(np.asarray(indices, np.int64), reasons, scan.feature, layer, scan.dataset, criteria)
+
+
+def _picks(scan, criteria: Dict[str, int], layer: str, score, granularity: str, distinct: bool) -> Dict[str, np.ndarray]:
+    """criterion -> (k,) dataset indices it picks (empty for k = 0); one warning, not one per criterion, when
+    the scan has too few source images for a ``distinct`` pick of some ``k``."""
+    from ..attribution.totals import RepeatedSourcesWarning
+
+    pick = {"top_abs": lambda k: scan.top_abs(k, layer, granularity, distinct),
+            "top_activation": lambda k: scan.meis(k, distinct), "bottom_activation": lambda k: scan.miis(k, distinct),
+            "top_tension": lambda k: scan.mtis(k, score, layer, granularity, distinct=distinct)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RepeatedSourcesWarning)
+        out = {c: pick[c](k) if k else np.zeros(0, np.int64) for c, k in criteria.items()}
+    repeated = [w for w in caught if issubclass(w.category, RepeatedSourcesWarning)]
+    for w in caught:
+        if w not in repeated:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if repeated:
+        n = len(np.unique(scan.source)) if scan.source is not None else len(scan)
+        warnings.warn(f"the scan holds only {n} distinct source images: each ranking's top k shows one image per "
+                      "source, then the next-best images of sources already shown (select_images(distinct=False): "
+                      "the plain rankings)", RepeatedSourcesWarning, stacklevel=3)
+    return out

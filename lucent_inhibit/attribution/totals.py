@@ -124,11 +124,45 @@ def percentile_tension(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.minimum(percentile_ranks(p), percentile_ranks(n))
 
 
-def top_indices(indices: np.ndarray, values: np.ndarray, k: int, descending: bool = True, then=None) -> np.ndarray:
+class RepeatedSourcesWarning(UserWarning):
+    """A top-k pick that asked for one image per source image found fewer than ``k`` sources and filled the
+    rest with the next-best images of sources already shown."""
+
+
+def top_indices(indices: np.ndarray, values: np.ndarray, k: int, descending: bool = True, then=None,
+                sources=None) -> np.ndarray:
     """The dataset ``indices`` (n,) of the ``k`` rows with the largest (``descending``) or smallest ``values``
     (n,), in that order; ties broken by ``then`` (n,, larger first) when given, then by dataset index, so
-    the order is stable. The one ranking rule of scans and censuses."""
+    the order is stable. The one ranking rule of scans and censuses.
+
+    ``sources`` (n,) names each row's source image (e.g. the photo a crop was cut from): given, the pick
+    takes the best row of each source first, at most one per source, in rank order; when fewer than ``k``
+    sources exist it then fills up with the next-best rows (a :class:`RepeatedSourcesWarning` says so), so
+    it never returns fewer than ``min(k, n)`` rows. None: every row is its own source."""
     k = check_int("k", k, low=1)
     keys = (indices,) + (() if then is None else (-np.asarray(then),))
     order = np.lexsort(keys + (-values if descending else values,))
+    if sources is not None:
+        order = one_per_source(order, sources, k)
     return np.asarray(indices)[order[:k]].astype(np.int64)
+
+
+def one_per_source(order: np.ndarray, sources, k: int) -> np.ndarray:
+    """The first ``min(k, n)`` of the row ``order`` (n,) (best first) taking one row per source of
+    ``sources`` (n,, any hashable values, one per row) before any source repeats: the best row of each
+    source in rank order, then, when there are fewer than ``k`` sources, the next-best other rows in rank
+    order (with a :class:`RepeatedSourcesWarning` naming how many are distinct)."""
+    src = np.asarray(sources)
+    if src.shape != (len(order),):
+        raise InputError(f"sources must hold one source id per ranked image ({len(order)}), got shape {src.shape}")
+    _, first = np.unique(src[order], return_index=True)
+    best = order[np.sort(first)]
+    m = min(k, len(order))
+    if best.size >= m:
+        return best[:m]
+    rest = order[~np.isin(order, best)][: m - best.size]
+    warnings.warn(f"only {best.size} distinct source images among the {len(order)} ranked: the top {m} show "
+                  f"one image of each, then the next-best {rest.size} images of sources already shown (scan more "
+                  "source images, or pass distinct=False for the plain ranking)", RepeatedSourcesWarning,
+                  stacklevel=3)
+    return np.concatenate([best, rest])

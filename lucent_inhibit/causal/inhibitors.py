@@ -16,7 +16,6 @@ bars of :class:`~lucent_inhibit.causal.disinhibition.Disinhibition`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -27,12 +26,14 @@ from lucent.optvis.objectives import wrap_objective
 from torch import nn
 
 from ..attribution.passes import DatasetPass, dataset_pass
+from ..attribution.totals import top_indices
 from ..core.features import Feature, as_feature
-from ..core.rendering import rng_restored, run_render
+from ..core.motion import motion_fields
+from ..core.rendering import Parts, RenderRun, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import PassSettings, RenderSettings, as_settings
-from ..core.validate import check_int
-from ..data.datasets import load_batch
+from ..core.validate import check_flag, check_int
+from ..data.datasets import item_sources, load_batch
 from ..synthesis.objectives.views import layer_tensor
 from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, layer_statistics, select_groups
 
@@ -59,6 +60,9 @@ class InhibitorDictionary(Result):
             channels are removed together, and when ``n`` random channels are (one value per draw).
         completeness: the scan's r, slope and share at ``layer`` (see ``check_complete``).
         info: settings (k, render settings, seed, dataset).
+        moved: (m,) bool, whether each channel's visualization moved (:mod:`lucent_inhibit.core.motion`: a
+            flat render, or a channel whose mean activation did not rise, cannot be visualized this way; None:
+            not rendered); motion: (m, 2) float32 its ``[RMS image change, the channel's objective gain]``.
     """
 
     feature: Feature
@@ -76,6 +80,8 @@ class InhibitorDictionary(Result):
     removal: dict = field(default_factory=dict)
     completeness: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.channels.size)
@@ -90,11 +96,18 @@ class InhibitorDictionary(Result):
                 "mtis": self.mtis.tolist(), "mti_mean_activation": float(self.mti_activation.mean()),
                 "channels": self.table(), "removal": dict(self.removal), "completeness": dict(self.completeness)}
 
-    def plot(self, path) -> str:
-        """The dictionary figure (:func:`plot_inhibitors`) as a PNG."""
+    def _repr_numbers(self) -> dict:
+        """The repr's numbers: the top three channels' shares of N and removal deltas, then the removal of
+        the top ``n`` channels together against random ones."""
+        top = {k: v for c, s, d in list(zip(self.channels, self.share, self.delta))[:3]
+               for k, v in ((f"share[{int(c)}]", float(s)), (f"delta[{int(c)}]", float(d)))}
+        return {**top, **{f"removal.{k}": self.removal.get(k) for k in ("top", "random_mean")}}
+
+    def plot(self, path=None, ax=None, **style):
+        """The dictionary figure (:func:`plot_inhibitors`); returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_inhibitors
 
-        return plot_inhibitors(self, os.fspath(path))
+        return plot_inhibitors(self, path, ax, **style)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,18 +165,25 @@ def layer_channel(layer: str, n_channel: int, batch=None):
     return inner
 
 
-def visualize_channels(model: nn.Module, layer: str, channels, render: Optional[RenderSettings]) -> torch.Tensor:
-    """(m, 3, H, W) renders of :func:`layer_channel` (Lucent's ``channel(layer, c)``), one batch item per channel, in one
+def visualize_channels(model: nn.Module, layer: str, channels, render: Optional[RenderSettings]) -> RenderRun:
+    """Renders of :func:`layer_channel` (Lucent's ``channel(layer, c)``), one batch item per channel, in one
     :func:`~lucent_inhibit.core.rendering.run_render` call (``param`` None -> Lucent's ``param.image``; size
-    default 96 px)."""
+    default 96 px): ``images`` (m, 3, H, W) in [0, 1], and ``motion`` per channel (its image's change and its
+    own objective's gain, each channel's mean activation recorded per step as ``"objective/<i>"``)."""
     from ..synthesis.param import build
 
     settings = as_settings(render)
     parts = [layer_channel(layer, int(c), batch=i) for i, c in enumerate(channels)]
-    objective = sum(parts[1:], parts[0])
+
+    def objective(T):
+        losses = [part(T) for part in parts]
+        total = sum(losses[1:], losses[0])
+        return total, {"objective": -total.detach(), **{f"objective/{i}": -v.detach() for i, v in enumerate(losses)}}
+
     with rng_restored(settings.seed):  # the starting noise too is the seed's (reproducible, resumable)
         params = build(settings.param or "lucent", settings.hw(96), batch=len(channels))
-    return run_render(model, objective, params, settings, f"inhibitor channels of {layer}").images
+    return run_render(model, Parts(objective), params, settings, f"inhibitor channels of {layer}",
+                      labels=[f"channel {int(c)}" for c in channels])
 
 
 def _thumbnails(dataset, top: np.ndarray) -> np.ndarray:
@@ -175,15 +195,18 @@ def _thumbnails(dataset, top: np.ndarray) -> np.ndarray:
 def inhibitor_dictionary(model: nn.Module, dataset, feature, layer: str, scan=None, k: int = 10,
                          n_channels: int = 8, n_top_images: int = 4, baseline: str = "zero", n_remove: int = 5,
                          random_draws: int = 5, render: Optional[RenderSettings] = None, visualize: bool = True,
-                         seed: int = 0, statistics=None, settings: Optional[PassSettings] = None
-                         ) -> InhibitorDictionary:
+                         seed: int = 0, statistics=None, settings: Optional[PassSettings] = None,
+                         distinct: bool = True) -> InhibitorDictionary:
     """Rank the channels of ``layer`` by their inhibition of ``feature`` on its MTIs and test them causally.
 
     Args:
         model, dataset, feature, layer, scan, k, baseline, seed, settings: as in
             :func:`lucent_inhibit.causal.disinhibition.disinhibit`.
         n_channels: channels kept in the dictionary (the most inhibitory).
-        n_top_images: dataset images shown per channel.
+        n_top_images: dataset images shown per channel (its largest spatial mean activation first).
+        distinct: each channel's row shows at most one image per source image (the photo a bundled crop is
+            cut from: :func:`~lucent_inhibit.data.datasets.item_sources`) while there are enough, then the
+            next-best (with a warning); ``False``: the top images by rank, several crops of one photo allowed.
         n_remove, random_draws: the removal check (top ``n_remove`` channels against as many random ones).
         render: :class:`~lucent_inhibit.RenderSettings` of the channel visualizations (None: the defaults,
             128 steps; param None -> Lucent's ``param.image``, 96 px); ``visualize=False`` skips them.
@@ -195,6 +218,7 @@ def inhibitor_dictionary(model: nn.Module, dataset, feature, layer: str, scan=No
     feature = as_feature(feature)
     run = dataset_pass(model, dataset, [layer], [feature], settings)
     n_top_images = check_int("n_top_images", n_top_images, low=1)
+    sources = item_sources(dataset, np.arange(run.size)) if check_flag("distinct", distinct) else None
     with run.evaluating():
         scan_result = ensure_scan(model, dataset, feature, layer, scan, run.settings)
         mtis = select_groups(scan_result, layer, k, 2, seed)["mtis"]
@@ -211,13 +235,16 @@ def inhibitor_dictionary(model: nn.Module, dataset, feature, layer: str, scan=No
                           for c in top])
         removal = removal_check(run, images, feature, layer, ranked, inhibition.size, base, f0, n_remove,
                                 check_int("random_draws", random_draws, low=1), seed)
-        tops = np.stack([np.argsort(-stats[0][:, c], kind="stable")[:n_top_images] for c in top])
-    vis = visualize_channels(model, layer, top, render) if visualize else torch.zeros(0)
+        rows = np.arange(stats[0].shape[0])
+        tops = np.stack([top_indices(rows, stats[0][:, c].astype(np.float64), n_top_images, True, None, sources)
+                         for c in top])
+    vis = visualize_channels(model, layer, top, render) if visualize else None
     return InhibitorDictionary(
         feature, layer, baseline, top.astype(np.int64), inhibition[top], inhibition[top] / max(inhibition.sum(), 1e-30),
-        delta, tops.astype(np.int64), _thumbnails(dataset, tops), vis, mtis, f0, removal, complete,
+        delta, tops.astype(np.int64), _thumbnails(dataset, tops), torch.zeros(0) if vis is None else vis.images, mtis,
+        f0, removal, complete,
         {"k": int(mtis.size), "seed": int(seed), "dataset": scan_result.dataset, "layer_channels": int(inhibition.size),
-         "render": as_settings(render).describe() if visualize else None})
+         "render": as_settings(render).describe() if visualize else None}, *motion_fields(None if vis is None else vis.motion))
 
 
 __all__ = ["InhibitorDictionary", "channel_inhibition", "inhibitor_dictionary", "plot_disinhibition",

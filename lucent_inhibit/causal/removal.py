@@ -102,6 +102,24 @@ def baseline_tensor(baseline: str, run: DatasetPass, layer: str, statistics=None
 # ------------------------------------------------------------------------------------------------
 # the test
 # ------------------------------------------------------------------------------------------------
+def matched_on_p(scan_result, layer: str, mtis: np.ndarray) -> np.ndarray:
+    """The control group of the causal test: for each MTI (in order), the image with the nearest excitatory
+    total P at ``layer`` among the images with little inhibition (N at most the scan's median N) that are not
+    MTIs, each image used once. (k',) int64 dataset indices, k' <= k (fewer when the scan has too few
+    candidates)."""
+    p, n = scan_result.P(layer), scan_result.N(layer)
+    free = (n <= np.median(n)) & ~np.isin(scan_result.indices, mtis)
+    chosen = []
+    for i in mtis:
+        p_mti = p[scan_result.row(int(i))]
+        if not free.any():
+            break
+        row = int(np.argmin(np.where(free, np.abs(p - p_mti), np.inf)))
+        chosen.append(int(scan_result.indices[row]))
+        free[row] = False
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def select_groups(scan_result, layer: str, k: int, n_random: int, seed: int) -> Dict[str, np.ndarray]:
     """group -> dataset indices: the top-``k`` MEIs, MIIs and MTIs (percentile tension; ``"min"`` for a
     scan under 10 images) at ``layer`` and ``n_random`` images drawn without replacement (``seed``)."""

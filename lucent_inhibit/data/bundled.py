@@ -100,6 +100,10 @@ class SampleCrops(Sequence):
         name, top, left, side, flip = self._box(i)
         return f"{name}[{top}:{top + side},{left}:{left + side}]{' flipped' if flip else ''}"
 
+    def source(self, i: int) -> str:
+        """The name of the photo crop ``i`` is cut from (one of ``sources``): crops of one photo share it."""
+        return self._box(i)[0]
+
     def _box(self, i: int):
         if not 0 <= i < self.n:
             raise IndexError(f"crop index {i} out of range for {self.n} crops")

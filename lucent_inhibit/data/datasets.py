@@ -19,6 +19,16 @@ def describe_item(dataset, i: int) -> str:
     return str(i)
 
 
+def item_sources(dataset, indices) -> np.ndarray:
+    """(m,) str id of the source image of each of the dataset items ``indices`` (m,): ``dataset.source(i)``
+    where the dataset has one (the bundled crops: the photo a crop was cut from), else the item's own
+    identity (:func:`describe_item`: a folder's file, a tensor's index), so every such item is its own source.
+    Grids of top images show one image per source (:func:`lucent_inhibit.attribution.totals.top_indices`)."""
+    get = getattr(dataset, "source", None)
+    get = get if callable(get) else (lambda i: describe_item(dataset, i))
+    return np.asarray([str(get(int(i))) for i in np.asarray(indices).reshape(-1)], dtype=str)
+
+
 def check_dataset(dataset):
     """``dataset`` unchanged if it is a tensor or a sized sequence (not a string), else :class:`InputError`."""
     if torch.is_tensor(dataset):

@@ -63,6 +63,10 @@ class ImageFolder(Sequence):
     def describe(self, i: int) -> str:
         return self.paths[self._index(i)]
 
+    def source(self, i: int) -> str:
+        """The source image of item ``i``: its own file (a folder's images are their own sources)."""
+        return self.describe(i)
+
     def _index(self, i) -> int:
         n, k = len(self.paths), check_int("image index", i)
         if not -n <= k < n:

@@ -12,8 +12,9 @@ import numpy as np
 
 from .verdicts import NOT_MEASURABLE, Finding
 
-DISINHIBITION_CLAIM = ("The feature would fire on its MTIs were it not for inhibition: with the inhibitory elements "
-                       "removed, the MTIs' activation reaches the MEIs' (Hamblin et al., paper 000)")
+DISINHIBITION_CLAIM = ("The feature would fire erroneously on its MTIs were it not for inhibition: they carry the "
+                       "feature's own evidence (their excitation points the MEIs' way), inhibition holds them below "
+                       "images of the same excitation, and removing it releases them (Hamblin et al., paper 000)")
 
 
 REMOVAL_CLAIM = ("The channels that carry the MTIs' inhibition are what holds the feature down: removing the top "
@@ -22,15 +23,19 @@ REMOVAL_CLAIM = ("The channels that carry the MTIs' inhibition are what holds th
 
 def disinhibition_finding(dis):
     """The :class:`~lucent_inhibit.findings.verdicts.Finding` of the causal MTI claim: the verdict of the
-    :class:`~lucent_inhibit.causal.disinhibition.Disinhibition` result (its ratio and Welch-t bars), explained by its
-    numbers; not measurable when the ratio is undefined (the MEIs' mean f is not positive)."""
+    :class:`~lucent_inhibit.causal.disinhibition.Disinhibition` result against its control (images matched to the
+    MTIs on P with little inhibition: held down, released, the feature's evidence), explained by its numbers;
+    not measurable without a matched group of positive mean f."""
 
     m = dis.means()
-    measured = (f"MTIs' disinhibited f {m['mtis']['disinhibited']:.3g} = {dis.ratio:.2f} x MEIs' f {m['meis']['f']:.3g}; "
-                f"random images' disinhibited f {m['random']['disinhibited']:.3g} (Welch t {dis.t_vs_random:.2f})")
-    if not math.isfinite(dis.ratio):
-        return Finding(DISINHIBITION_CLAIM, measured, NOT_MEASURABLE, "the MEIs' mean f is not positive: no ratio "
-                       "to their activation")
+    if "matched" not in m or not m["matched"]["images"] or not math.isfinite(dis.released):
+        measured = f"MTIs' f {m['mtis']['f']:.3g}, disinhibited {m['mtis']['disinhibited']:.3g}"
+        return Finding(DISINHIBITION_CLAIM, measured, NOT_MEASURABLE, "no images matched to the MTIs on P with "
+                       "little inhibition and a positive mean f: nothing to compare the MTIs with")
+    cos = dis.cosines()
+    measured = (f"MTIs' f {m['mtis']['f']:.3g} vs {m['matched']['f']:.3g} matched on P; disinhibited "
+                f"{m['mtis']['disinhibited']:.3g} ({dis.released:.2f} x matched); excitation cosine to MEIs' "
+                f"{float(np.mean(cos['mtis'])):.2f} vs random {float(np.mean(cos['random'])):.2f}")
     return Finding(DISINHIBITION_CLAIM, measured, dis.verdict, dis.explanation().removeprefix(f"{dis.verdict}: "))
 
 

@@ -19,13 +19,15 @@ COMBINATION_CLAIM = ("Not every combination of two features' directions can be p
                      "reaches collapses in some directions (Hamblin, Alvarez & Konkle, paper 004)")
 
 
-def combination_finding(quadrants):
+def combination_finding(quadrants, pair: str = ""):
     """The :class:`~lucent_inhibit.findings.verdicts.Finding` of combination impossibility from the mean cosdot score C
     per quadrant (``{"++": C, ...}``, :meth:`~lucent_inhibit.combinations.CombinationResult.quadrant_scores`):
     reproduced when the best quadrant's C is positive and the weakest's is at most :data:`COLLAPSE_FRACTION`
-    of it."""
+    of it. ``pair``: which pair this is (e.g. ``"anticorrelated pair, units 22 and 128, r = -0.99"``), said first
+    in the measured text."""
 
-    measured = "mean C by quadrant (signs of a, b): " + ", ".join(f"{k} {v:.3f}" for k, v in quadrants.items())
+    measured = ((f"{pair}: " if pair else "") + "mean C by quadrant (signs of a, b): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in quadrants.items()))
     finite = {k: v for k, v in quadrants.items() if math.isfinite(v)}
     if len(finite) < 2 or max(finite.values()) <= 0:
         return Finding.judge(COMBINATION_CLAIM, measured, None, "no quadrant was reached (no positive mean C): the "
@@ -40,3 +42,11 @@ def combination_finding(quadrants):
 def sweep_finding(result) -> Finding:
     """:func:`combination_finding` of a :class:`~lucent_inhibit.CombinationResult`'s quadrant scores."""
     return combination_finding(result.quadrant_scores())
+
+
+def pair_finding(name: str, r: float, result) -> Finding:
+    """:func:`combination_finding` of the sweep of one picked pair (``name``: ``"anticorrelated"``,
+    ``"correlated"``, ``"zero"`` or ``"units"``; ``r``: its correlation over the dataset), naming the pair."""
+    pair = (f"{name} pair, units {result.feature_a.unit} and {result.feature_b.unit} of {result.feature_a.layer}, "
+            f"r = {r:.2f}")
+    return combination_finding(result.quadrant_scores(), pair)

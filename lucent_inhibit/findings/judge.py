@@ -8,6 +8,7 @@ from .atlas import atlas_finding
 from .causal import disinhibition_finding, inhibitor_finding
 from .combinations import sweep_finding
 from .completeness import completeness_study_finding
+from .randomization import dictionary_finding, randomization_finding
 from .scanning import scan_findings
 from .synthesis import inversion_finding, tense_finding
 from .toy import toy_finding
@@ -19,6 +20,7 @@ RULES = {
     "CompletenessResult": lambda r: [completeness_study_finding(r)],
     "Disinhibition": lambda r: [disinhibition_finding(r)],
     "InhibitorDictionary": lambda r: [inhibitor_finding(r)],
+    "RandomizationCascade": lambda r: [randomization_finding(r), dictionary_finding(r)],
     "InversionResult": lambda r: [inversion_finding(r)],
     "TenseResult": lambda r: [tense_finding(r)],
     "Atlas": lambda r: [atlas_finding(r)],

@@ -17,13 +17,13 @@ a feature and its total attribution against layer depth (Hamblin et al. 2024, Fi
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.figures import diverging_norm, pyplot, save_figure, to_hwc
+from ..core.figures import diverging_norm, finish, new_axes, no_ax, place_labels, pyplot, to_hwc
 from ..core.results import expect_result
 from ..core.validate import MAX_IMAGES, InputError, check_choice, check_int, check_number
 
@@ -79,8 +79,47 @@ def _percentiles(result, layer, granularity: str = "element", norm: str = "l1") 
     return percentiles_or_none(result, layer, granularity, norm)
 
 
+def fit_zero_line(activation: np.ndarray, p: np.ndarray, n: np.ndarray) -> Tuple[float, float]:
+    """``(a, b)`` of the least-squares fit ``f ~ a + b (P - N)`` over the images (each (M,)): the fitted
+    ``f = 0`` lies on the line ``N = P + a / b`` of the P-vs-N plane (P = N only without a bias ``a``);
+    ``(nan, nan)`` for fewer than two images or a constant ``P - N``."""
+    e = np.asarray(p, np.float64) - np.asarray(n, np.float64)
+    f = np.asarray(activation, np.float64)
+    if e.size < 2 or not np.ptp(e) > 0:
+        return float("nan"), float("nan")
+    b, a = np.polyfit(e, f, 1)
+    return float(a), float(b)
+
+
+def _reference_lines(ax, result, p, n, scale: str) -> None:
+    """The labelled diagonal and, on the raw totals, the line where the fit ``f ~ a + b (P - N)`` gives
+    ``f = 0``; both axes then span the points' common range, so the diagonal stays the diagonal."""
+    both = np.concatenate([p, n]).astype(np.float64)
+    lo, hi = (0.0, 100.0) if scale == "percentile" else (float(both.min(initial=0)), float(both.max(initial=1)))
+    pad = 0.05 * ((hi - lo) or 1.0)
+    lo, hi = lo - pad, hi + pad
+    ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8, ls="--",
+            label="equal percentile ranks" if scale == "percentile" else "P = N")
+    if scale == "raw":
+        a, b = fit_zero_line(result.activation, p, n)
+        if np.isfinite(a) and np.isfinite(b) and b != 0:
+            ax.plot([lo, hi], [lo + a / b, hi + a / b], color="k", lw=1.1,
+                    label=f"fitted f = 0: N = P {a / b:+.3g}\n(least squares f = {a:.3g} + {b:.3g} (P - N))")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+
+
+def _axis_label(which: str, unit: str, granularity: str, name: str) -> str:
+    """A two-line axis label: ``which`` at the layer, then the units (wrapped to fit beside a 5-inch axes)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(f"{which} at {name}", 44) + textwrap.wrap(f"({unit}, {granularity})", 44))
+
+
 def plot_scan_scatter(
     result,
+    path=None,
+    ax=None,
     layer: Optional[str] = None,
     highlight="mtis",
     k: int = 10,
@@ -88,8 +127,6 @@ def plot_scan_scatter(
     granularity: str = "element",
     norm: str = "l1",
     contours: bool = False,
-    ax=None,
-    path: Optional[str] = None,
     title: Optional[str] = None,
     scale: str = "raw",
 ):
@@ -97,67 +134,77 @@ def plot_scan_scatter(
 
     Dots are coloured by the feature's activation on a diverging map centred at 0 (red positive, blue
     negative). ``highlight``: ``"mtis"`` (the top-``k`` MTIs by ``score``, the default), an array of
-    dataset indices, or None; highlighted images get a black ring and their index. ``contours`` adds
-    density contours of all points. ``scale``: ``"raw"`` (the totals) or ``"percentile"`` (their
-    percentile ranks in the scan, 0-100, on which the default tension score is the smaller coordinate).
-    Returns the matplotlib Figure (saved to ``path`` as PNG if given).
+    dataset indices, or None; highlighted images get a black ring and their index (placed where it
+    collides with no other text; indices that find no room are left out). ``contours`` adds density
+    contours of all points. ``scale``: ``"raw"`` (the totals; the line where the fit ``f ~ a + b (P - N)``
+    over the scan gives ``f = 0`` is drawn and labelled, beside the dashed ``P = N``) or ``"percentile"``
+    (their percentile ranks in the scan, 0-100, on which the default tension score is the smaller
+    coordinate). Returns the Figure, a PNG at ``path`` when given; ``ax``: draw into that Axes.
     """
-    plt = pyplot()
     result, k = _scan(result), check_int("k", k, 1, MAX_IMAGES)
     if check_choice("scale", scale, ("raw", "percentile")) == "percentile":
         p, n = result.percentiles(layer, granularity, norm).T
     else:
         p, n = result.P(layer, granularity, norm), result.N(layer, granularity, norm)
+    highlight = _highlighted(result, highlight, k, score, layer, granularity, norm)
+    fig, ax, own = new_axes(ax, (6.4, 6.2))
     act = result.activation
-    if isinstance(highlight, str):
-        if highlight != "mtis":
-            raise ValueError(f"highlight must be 'mtis', an array of dataset indices or None, got {highlight!r}")
-        small = _percentiles(result, layer, granularity, norm) is None  # too few images for percentile ranks
-        highlight = result.mtis(k, "min" if small and score == "percentile" else score, layer, granularity, norm)
-    elif highlight is not None:
-        highlight = _indices(result, "highlight", highlight)
-    fig, ax = plt.subplots(figsize=(6.4, 5.4)) if ax is None else (ax.figure, ax)
     order = np.argsort(np.abs(act))  # strongest activations drawn last
     sc = ax.scatter(p[order], n[order], c=act[order], cmap="RdBu_r", norm=diverging_norm(act), s=14,
                     edgecolors="none", alpha=0.9)
     fig.colorbar(sc, ax=ax, label="activation $f_v(x)$")
     if contours:
         _density_contours(ax, p.astype(np.float64), n.astype(np.float64))
-    if highlight is not None and len(highlight):
-        rows = np.array([result.row(i) for i in highlight])
+    _reference_lines(ax, result, p, n, scale)
+    rows = np.array([result.row(i) for i in highlight], dtype=np.int64) if highlight is not None else np.zeros(0, int)
+    if rows.size:
         ax.scatter(p[rows], n[rows], s=70, facecolors="none", edgecolors="k", linewidths=1.3,
                    label=f"selected ({len(rows)})")
-        for r_, i in zip(rows, highlight):
-            ax.annotate(str(int(i)), (p[r_], n[r_]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.legend(loc="upper left", fontsize=8)
-    hi = float(max(p.max(initial=0), n.max(initial=0))) * 1.05 or 1.0
-    ax.plot([0, hi], [0, hi], color="0.6", lw=0.8, ls="--")
     name = layer or result.layers[0]
     unit = ("percentile rank in the scan, " if scale == "percentile" else "") + ("sum" if norm == "l1" else "L2")
-    ax.set_xlabel(f"P: excitatory attribution ({unit}, {granularity}) at {name}")
-    ax.set_ylabel(f"N: inhibitory attribution ({unit}, {granularity}) at {name}")
-    ax.set_title(title or f"{result.feature.name}: {len(result)} images")
-    return save_figure(fig, path)
+    ax.set_xlabel(_axis_label("P: excitatory attribution", unit, granularity, name), fontsize=9)
+    ax.set_ylabel(_axis_label("N: inhibitory attribution", unit, granularity, name), fontsize=9)
+    ax.set_title(title or f"{result.feature.name}: {len(result)} images", fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=2)
+    if own:
+        fig.tight_layout()
+    if rows.size:
+        place_labels(ax, np.stack([p[rows], n[rows]], 1), [str(int(i)) for i in highlight])
+    return finish(fig, path, own)
+
+
+def _highlighted(result, highlight, k, score, layer, granularity, norm):
+    """The dataset indices the scatter rings: the top-``k`` MTIs for ``"mtis"``, the given ones, or None."""
+    if isinstance(highlight, str):
+        if highlight != "mtis":
+            raise ValueError(f"highlight must be 'mtis', an array of dataset indices or None, got {highlight!r}")
+        small = _percentiles(result, layer, granularity, norm) is None  # too few images for percentile ranks
+        return result.mtis(k, "min" if small and score == "percentile" else score, layer, granularity, norm)
+    return None if highlight is None else _indices(result, "highlight", highlight)
 
 
 def plot_image_grid(
     result,
+    path=None,
+    ax=None,
+    *,
     dataset,
     indices: Sequence[int],
     layer: Optional[str] = None,
     ncols: int = 5,
     title: Optional[str] = None,
-    path: Optional[str] = None,
     granularity: str = "element",
     norm: str = "l1",
 ):
-    """A grid of dataset images with ``f``, ``P`` and ``N`` (at ``layer``) written under each, with P's and
-    N's percentile ranks among the scanned images (``P=12.3 (p95)``; omitted for scans under 10 images).
+    """A grid of dataset images with ``f``, ``P`` and ``N`` (at ``layer``) written under each (one line each),
+    with P's and N's percentile ranks among the scanned images (``P=12.3 (p95)``; omitted for scans under 10
+    images).
 
     ``indices``: dataset indices (e.g. ``result.meis(10)``), shown in the given order. ``dataset`` must be
-    the scanned dataset (its identity is checked when it has one). Returns the Figure.
+    the scanned dataset (its identity is checked when it has one). Returns the Figure (a PNG at ``path`` when
+    given); a grid of panels: no ``ax``.
     """
-    plt = pyplot()
+    no_ax(ax, "plot_image_grid")
     result = _scan(result)
     indices = _indices(result, "indices", indices)
     if not indices:
@@ -167,22 +214,28 @@ def plot_image_grid(
         raise ValueError(f"dataset {ident!r} is not the scanned dataset {result.dataset!r}")
     ncols = min(check_int("ncols", ncols, 1, MAX_IMAGES), len(indices))
     nrows = -(-len(indices) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.45 * nrows), squeeze=False)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(2.1 * ncols, 2.9 * nrows + (0.4 if title else 0)),
+                                  squeeze=False)
     p, n = result.P(layer, granularity, norm), result.N(layer, granularity, norm)
     pct = _percentiles(result, layer, granularity, norm)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, indices):
         r = result.row(i)
+        ax.axis("on")
         ax.imshow(_dataset_image(dataset, i))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
         ax.set_title(f"#{i}", fontsize=8)
         rank = ("", "") if pct is None else (f" (p{pct[r, 0]:.0f})", f" (p{pct[r, 1]:.0f})")
-        ax.text(0.5, -0.04, f"f={result.activation[r]:.3g}\nP={p[r]:.3g}{rank[0]}  N={n[r]:.3g}{rank[1]}",
-                transform=ax.transAxes, ha="center", va="top", fontsize=7.5)
+        ax.set_xlabel(f"f={result.activation[r]:.3g}\nP={p[r]:.3g}{rank[0]}\nN={n[r]:.3g}{rank[1]}", fontsize=7.5,
+                      labelpad=2)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return finish(fig, path)
 
 
 def _upsample(m: np.ndarray, hw) -> np.ndarray:
@@ -192,10 +245,12 @@ def _upsample(m: np.ndarray, hw) -> np.ndarray:
 
 def plot_signed_overlay(
     image,
+    path=None,
+    ax=None,
+    *,
     positive: np.ndarray,
     negative: np.ndarray,
     title: Optional[str] = None,
-    path: Optional[str] = None,
     alpha: float = 0.75,
 ):
     """One image with its positive (red) and negative (blue) attribution maps upsampled onto it.
@@ -206,9 +261,10 @@ def plot_signed_overlay(
             Both are scaled by the larger of their two maxima, so their intensities compare.
         alpha: opacity of the strongest attribution, in [0, 1].
 
-    Three panels side by side: the image, excitation in red, inhibition in blue. Returns the Figure.
+    Three panels side by side (no ``ax``): the image, excitation in red, inhibition in blue. Returns the
+    Figure, a PNG at ``path`` when given.
     """
-    plt = pyplot()
+    no_ax(ax, "plot_signed_overlay")
     img, alpha = to_hwc(image), check_number("alpha", alpha, 0, 1)
     pos, neg = np.asarray(positive, np.float32), np.asarray(negative, np.float32)
     if pos.ndim != 2 or pos.shape != neg.shape:
@@ -218,7 +274,7 @@ def plot_signed_overlay(
     scale = float(max(pos.max(), neg.max())) or 1.0
     hw = img.shape[:2]
     grey = img.mean(2, keepdims=True) * 0.6 + 0.2
-    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.5))
+    fig, axes = pyplot().subplots(1, 3, figsize=(9.6, 3.7))
     axes[0].imshow(img)
     axes[0].set_title("image", fontsize=9)
     for ax, m, colour, label in ((axes[1], pos, (0.85, 0.1, 0.1), "excitation relu(S)"),
@@ -229,13 +285,17 @@ def plot_signed_overlay(
     for ax in axes:
         ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return finish(fig, path)
 
 
-def plot_scan_overlay(result, dataset, index: int, layer: Optional[str] = None, path: Optional[str] = None):
-    """:func:`plot_signed_overlay` for dataset image ``index`` with the maps stored by the scan."""
+def plot_scan_overlay(result, path=None, ax=None, *, dataset, index: int, layer: Optional[str] = None):
+    """:func:`plot_signed_overlay` for dataset image ``index`` with the maps stored by the scan (three panels:
+    no ``ax``); returns the Figure, a PNG at ``path`` when given."""
+    no_ax(ax, "plot_scan_overlay")
     index = _scan_index(_scan(result), "index", index)
     try:
         pos, neg = result.maps(index, layer)
@@ -245,45 +305,46 @@ def plot_scan_overlay(result, dataset, index: int, layer: Optional[str] = None, 
     name = layer or result.layers[0]
     title = (f"#{int(index)} {result.items[r]}: f={result.activation[r]:.3g}, P={result.P(name)[r]:.3g}, "
              f"N={result.N(name)[r]:.3g} at {name}")
-    return plot_signed_overlay(_dataset_image(dataset, index), pos, neg, title=title, path=path)
+    return plot_signed_overlay(_dataset_image(dataset, index), path, positive=pos, negative=neg, title=title)
 
 
 def save_scan_figures(
-    result, dataset, out: str, k: int = 10, layer: Optional[str] = None, score="percentile", contours: bool = True
+    result, out, *, dataset, k: int = 10, layer: Optional[str] = None, score="percentile", contours: bool = True,
+    distinct: bool = True,
 ) -> Dict[str, str]:
-    """Write the scan's figures as PNGs into ``out``: scatter (raw totals, and percentile ranks as
-    ``scatter_percentile`` when the scan has at least 10 images), MEI / MII / MTI grids (captions with P and N
-    and their percentiles), overlays of the top MTIs. ``score="percentile"`` falls back to ``"min"`` for a
-    scan too small for percentile ranks.
+    """Write the scan's figures as PNGs into the folder ``out``: scatter (raw totals, and percentile ranks as
+    ``scatter_percentile`` when the scan has at least 10 images), MEI / MII / MTI grids of ``dataset`` (the
+    scanned images; captions with P and N and their percentiles), overlays of the top MTIs.
+    ``score="percentile"`` falls back to ``"min"`` for a scan too small for percentile ranks. Each figure is
+    closed once written. ``distinct``: the grids show at most one crop per source image while there are
+    enough (:meth:`~lucent_inhibit.scanning.result.ScanResult.meis`); ``False``: every crop, by rank.
 
     Returns name -> path of each file written.
     """
-    plt = pyplot()
     result = _scan(result)
     k = min(check_int("k", k, 1, MAX_IMAGES), len(result))
+    out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
-    files = {}
-
-    def keep(name, fig):
-        files[name] = os.path.join(out, f"{name}.png")
-        plt.close(save_figure(fig, files[name]))
-
+    files = {name: os.path.join(out, f"{name}.png") for name in ("scatter", "meis", "miis", "mtis")}
     pct = _percentiles(result, layer)
     score = "min" if pct is None and score == "percentile" else score
-    mtis = result.mtis(k, score, layer)
-    keep("scatter", plot_scan_scatter(result, layer, highlight=mtis, score=score, contours=contours))
+    mtis = result.mtis(k, score, layer, distinct=distinct)
+    plot_scan_scatter(result, files["scatter"], layer=layer, highlight=mtis, score=score, contours=contours)
     if pct is not None:
-        keep("scatter_percentile", plot_scan_scatter(result, layer, highlight=mtis, score=score, scale="percentile"))
-    keep("meis", plot_image_grid(result, dataset, result.meis(k), layer, title=f"MEIs of {result.feature.name}"))
-    keep("miis", plot_image_grid(result, dataset, result.miis(k), layer, title=f"MIIs of {result.feature.name}"))
-    keep("mtis", plot_image_grid(result, dataset, mtis, layer, title=f"MTIs ({_score_name(score)}) of {result.feature.name}"))
+        files["scatter_percentile"] = os.path.join(out, "scatter_percentile.png")
+        plot_scan_scatter(result, files["scatter_percentile"], layer=layer, highlight=mtis, score=score,
+                          scale="percentile")
+    who = result.feature.name
+    for name, idx, what in (("meis", result.meis(k, distinct), "MEIs"), ("miis", result.miis(k, distinct), "MIIs"),
+                            ("mtis", mtis, f"MTIs ({_score_name(score)})")):
+        plot_image_grid(result, files[name], dataset=dataset, indices=idx, layer=layer, title=f"{what} of {who}")
     name = layer or result.layers[0]
     if name in result.pos_maps:
         for rank, i in enumerate(mtis[: min(3, len(mtis))]):
-            keep(f"overlay_mti{rank}", plot_scan_overlay(result, dataset, int(i), layer))
+            files[f"overlay_mti{rank}"] = os.path.join(out, f"overlay_mti{rank}.png")
+            plot_scan_overlay(result, files[f"overlay_mti{rank}"], dataset=dataset, index=int(i), layer=layer)
     return files
 
 
 def _score_name(score) -> str:
     return "min of P and N percentile ranks" if score == "percentile" else f"{getattr(score, '__name__', score)}(P, N)"
-

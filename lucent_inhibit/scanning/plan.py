@@ -18,6 +18,7 @@ from ..core.distributed import shard_indices
 from ..core.features import Feature, as_feature
 from ..core.settings import PassSettings
 from ..core.validate import check_choice, check_flag, parse_shard
+from ..data.datasets import item_sources
 from .result import DEFAULT_SCORE, SCAN_SCORES, ScanResult
 from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible
 from .store import ChunkStore, chunk_images, new_manifest, split_chunks
@@ -103,6 +104,8 @@ def run_plan(plan: ScanPlan, out, resume, warn: bool = True) -> ScanResult:
             manifest = new_manifest(plan.identity(), len(plan.chunks))
             store, done = ChunkStore.open(os.fspath(out), manifest, ScanResult, plan.chunks, resume)
         result = concat_rows(_scan_chunks(plan, store, done, first), plan.empty())
+        if result.source is None:  # chunks resumed from a folder written before sources were stored
+            result.source = item_sources(plan.run.dataset, result.indices)
     result = measure_completeness(result, threshold) if warn else dataclasses.replace(
         result, completeness=completeness_r(result))
     if store is not None:

@@ -81,6 +81,8 @@ def write_folder(plan: ScanPlan, result: ScanResult, out: str) -> None:
         part = dataclasses.replace(result, indices=result.indices[rows], activation=result.activation[rows],
                                    pos=result.pos[rows], neg=result.neg[rows],
                                    items=np.asarray(result.items[rows].tolist(), dtype=str),
+                                   source=None if result.source is None else
+                                   np.asarray(result.source[rows].tolist(), dtype=str),
                                    pos_maps={l: m[rows] for l, m in result.pos_maps.items()},
                                    neg_maps={l: m[rows] for l, m in result.neg_maps.items()})
         store.put(c, concat_rows([part], plan.empty()))

@@ -23,17 +23,19 @@ indices.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..attribution.agreement import sum_check
-from ..attribution.totals import MIN_PERCENTILE_IMAGES, TENSION_SCORES, percentile_ranks, top_indices
+from ..attribution.totals import (MIN_PERCENTILE_IMAGES, TENSION_SCORES, RepeatedSourcesWarning, percentile_ranks,
+                                  top_indices)
 from ..attribution.totals import tension as _tension
 from ..core.features import Feature
 from ..core.results import Result, result_path
-from ..core.validate import InputError, check_choice, check_int
+from ..core.validate import InputError, check_choice, check_flag, check_int
 from .stats import chunk_rows, completeness_r, concat_rows, measure_completeness, reducible  # noqa: F401
 from .store import load_chunks, stage_scan_file
 
@@ -71,6 +73,9 @@ class ScanResult(Result):
         completeness: layer -> Pearson r between ``activation`` and ``E = P_l1 - N_l1`` over the rows
             (NaN with fewer than 3 rows or a constant).
         info: batch size, shard, tension score and other settings of the scan.
+        source: (n,) str id of each image's source image (the photo a bundled crop is cut from; a folder's
+            file; see :func:`~lucent_inhibit.data.datasets.item_sources`), or None (files written before
+            it was stored): every image its own source. The top-k selections show one image per source.
     """
 
     feature: Feature
@@ -86,13 +91,10 @@ class ScanResult(Result):
     dataset_size: int = 0
     completeness: Dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    source: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
-
-    def __repr__(self) -> str:
-        return (f"ScanResult({self.feature.name}, layers={self.layers}, {len(self)} of {self.dataset_size} images "
-                f"of {self.dataset})")
 
     # -- statistics ---------------------------------------------------------------------------------
     def _layer(self, layer: Optional[str]) -> int:
@@ -151,36 +153,44 @@ class ScanResult(Result):
         return self.pos_maps[name][r].astype(np.float32), self.neg_maps[name][r].astype(np.float32)
 
     # -- selection ----------------------------------------------------------------------------------
-    def _top(self, values: np.ndarray, k: int, descending: bool = True, then=None) -> np.ndarray:
-        return top_indices(self.indices, values, k, descending, then)
+    def _top(self, values: np.ndarray, k: int, descending: bool = True, then=None, distinct: bool = True) -> np.ndarray:
+        """:func:`~lucent_inhibit.attribution.totals.top_indices` of ``values`` (n,); with ``distinct``, one
+        image per :attr:`source` first (filled with repeats, and a warning, when fewer sources exist)."""
+        sources = self.source if check_flag("distinct", distinct) and self.source is not None else None
+        return top_indices(self.indices, values, k, descending, then, sources)
 
-    def meis(self, k: int = 10) -> np.ndarray:
-        """Dataset indices of the ``k`` maximally exciting images (activation descending)."""
-        return self._top(self.activation.astype(np.float64), k, True)
+    def meis(self, k: int = 10, distinct: bool = True) -> np.ndarray:
+        """Dataset indices of the ``k`` maximally exciting images (activation descending; ``distinct``: at
+        most one per source image while there are enough, ``False``: every crop)."""
+        return self._top(self.activation.astype(np.float64), k, True, None, distinct)
 
-    def miis(self, k: int = 10) -> np.ndarray:
-        """Dataset indices of the ``k`` maximally inhibiting images (activation ascending)."""
-        return self._top(self.activation.astype(np.float64), k, False)
+    def miis(self, k: int = 10, distinct: bool = True) -> np.ndarray:
+        """Dataset indices of the ``k`` maximally inhibiting images (activation ascending; ``distinct`` as in
+        :meth:`meis`)."""
+        return self._top(self.activation.astype(np.float64), k, False, None, distinct)
 
     def mtis(self, k: int = 10, score=DEFAULT_SCORE, layer: Optional[str] = None, granularity: str = "element",
-             norm: str = "l1") -> np.ndarray:
+             norm: str = "l1", distinct: bool = True) -> np.ndarray:
         """Dataset indices of the ``k`` maximally tense images (tension descending; for ``"percentile"``,
-        ties of the smaller rank are broken by the larger one)."""
+        ties of the smaller rank are broken by the larger one; ``distinct`` as in :meth:`meis`)."""
         then = None
         if isinstance(score, str) and score == "percentile":
             then = self.percentiles(layer, granularity, norm).max(1)
-        return self._top(self.tension(layer, score, granularity, norm).astype(np.float64), k, True, then)
+        return self._top(self.tension(layer, score, granularity, norm).astype(np.float64), k, True, then, distinct)
 
-    def top_abs(self, k: int = 10, layer: Optional[str] = None, granularity: str = "element") -> np.ndarray:
-        """Dataset indices of the ``k`` images with the largest total attribution ``|S|_2``."""
-        return self._top(self.abs_l2(layer, granularity).astype(np.float64), k, True)
+    def top_abs(self, k: int = 10, layer: Optional[str] = None, granularity: str = "element",
+                distinct: bool = True) -> np.ndarray:
+        """Dataset indices of the ``k`` images with the largest total attribution ``|S|_2`` (``distinct`` as
+        in :meth:`meis`)."""
+        return self._top(self.abs_l2(layer, granularity).astype(np.float64), k, True, None, distinct)
 
     def select(self, top_activation: int = 0, bottom_activation: int = 0, top_abs: int = 0, top_tension: int = 0,
                layer: Optional[str] = None, score=DEFAULT_SCORE, granularity: str = "element",
-               norm: str = "l1") -> np.ndarray:
+               norm: str = "l1", distinct: bool = True) -> np.ndarray:
         """Union of several selections, as the attribution atlas samples images: ``top_activation`` MEIs,
         ``bottom_activation`` MIIs, the ``top_abs`` images with the largest ``|S|_2`` at ``layer`` and the
-        ``top_tension`` MTIs at ``layer`` by ``score`` (with ``granularity`` and ``norm``). Returns (m,) int64
+        ``top_tension`` MTIs at ``layer`` by ``score`` (with ``granularity`` and ``norm``), each ``distinct`` as in
+        :meth:`meis`. Returns (m,) int64
         sorted unique dataset indices (m <= the sum of the k's)."""
         top_activation, bottom_activation, top_abs, top_tension = (
             check_int(name, k, low=0) for name, k in (("top_activation", top_activation),
@@ -188,13 +198,13 @@ class ScanResult(Result):
                                                       ("top_abs", top_abs), ("top_tension", top_tension)))
         parts = []
         if top_activation:
-            parts.append(self.meis(top_activation))
+            parts.append(self.meis(top_activation, distinct))
         if bottom_activation:
-            parts.append(self.miis(bottom_activation))
+            parts.append(self.miis(bottom_activation, distinct))
         if top_abs:
-            parts.append(self.top_abs(top_abs, layer, granularity))
+            parts.append(self.top_abs(top_abs, layer, granularity, distinct))
         if top_tension:
-            parts.append(self.mtis(top_tension, score, layer, granularity, norm))
+            parts.append(self.mtis(top_tension, score, layer, granularity, norm, distinct))
         if not parts:
             raise ValueError("select needs at least one criterion > 0: top_activation, bottom_activation, top_abs "
                              "or top_tension")
@@ -208,6 +218,11 @@ class ScanResult(Result):
                "dataset_size": int(self.dataset_size)}
         if not len(self):
             return out
+        with warnings.catch_warnings():  # the grids say it; a summary of a few-photo dataset need not
+            warnings.simplefilter("ignore", RepeatedSourcesWarning)
+            return self._summary(out)
+
+    def _summary(self, out: dict) -> dict:
         k, score = min(10, len(self)), self.info.get("score", "min")
         small = len(self) < MIN_PERCENTILE_IMAGES
         score = "min" if small and score == "percentile" else score
@@ -230,13 +245,12 @@ class ScanResult(Result):
         ``E = P - N`` adds up to the activation over the scanned images (r alone is blind to scale)."""
         return {l: sum_check(self.activation, self.total(l)) for l in self.layers}
 
-    def plot(self, path) -> str:
-        """The MTI selection scatter (P against N at the first layer, coloured by activation) as a PNG."""
-        from ..core.figures import close
+    def plot(self, path=None, ax=None, **style):
+        """The MTI selection scatter (:func:`plot_scan_scatter`: P against N at the first layer, coloured by
+        activation); returns the Figure, a PNG at ``path`` when given."""
         from .figures import plot_scan_scatter
 
-        close(plot_scan_scatter(self, path=os.fspath(path)))
-        return os.fspath(path)
+        return plot_scan_scatter(self, path, ax, **style)
 
     @classmethod
     def load(cls, path) -> "ScanResult":

@@ -20,7 +20,7 @@ from ..attribution.passes import DatasetPass, check_shape
 from ..attribution.totals import MIN_PERCENTILE_IMAGES
 from ..core.features import Feature
 from ..core.tokens import patch_maps
-from ..data.datasets import describe_item
+from ..data.datasets import describe_item, item_sources
 
 
 def signed_stats(scores: torch.Tensor, keep_maps: bool, grid=None):
@@ -68,7 +68,7 @@ def reducible(att: Attribution, layers, keep_maps: bool, grid=None) -> Attributi
 def chunk_rows(run: DatasetPass, feature: Feature, idx: np.ndarray, keep_maps: bool, shape: tuple,
                first: Optional[Tuple[np.ndarray, Attribution]] = None, bar=None) -> Dict[str, object]:
     """Scan the dataset images ``idx`` (n,) in batches and return their rows: ``indices`` (n,) int64,
-    ``activation`` (n,) float32, ``pos`` / ``neg`` (n, L, 2, 2) float32, ``items`` (n,) str and
+    ``activation`` (n,) float32, ``pos`` / ``neg`` (n, L, 2, 2) float32, ``items`` and ``source`` (n,) str and
     ``pos_maps`` / ``neg_maps`` {layer: (n, h, w) float16}. ``first``, an already attributed batch that
     starts ``idx``, is used instead of reading those images again; ``bar`` counts the images done."""
     acts, pos, neg = [], [], []
@@ -98,6 +98,7 @@ def chunk_rows(run: DatasetPass, feature: Feature, idx: np.ndarray, keep_maps: b
         "indices": np.asarray(idx, np.int64), "activation": np.concatenate(acts).astype(np.float32),
         "pos": np.concatenate(pos).astype(np.float32), "neg": np.concatenate(neg).astype(np.float32),
         "items": np.asarray([describe_item(run.dataset, int(i)) for i in idx], dtype=str),
+        "source": item_sources(run.dataset, idx),
         "pos_maps": {l: np.concatenate(v) for l, v in pmaps.items() if v},
         "neg_maps": {l: np.concatenate(v) for l, v in nmaps.items() if v},
     }
@@ -113,12 +114,13 @@ def concat_rows(parts: list, like):
         raise ValueError(f"the parts overlap: dataset indices {dup.tolist()} appear more than once")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])[order]  # noqa: E731
     map_layers = [l for l in like.layers if all(l in p.pos_maps for p in parts)]
+    source = None if any(getattr(p, "source", None) is None for p in parts) else cat("source")
     return type(like)(
         feature=like.feature, layers=list(like.layers), indices=idx[order].astype(np.int64),
         activation=cat("activation"), pos=cat("pos"), neg=cat("neg"), items=cat("items"),
         pos_maps={l: np.concatenate([p.pos_maps[l] for p in parts])[order] for l in map_layers},
         neg_maps={l: np.concatenate([p.neg_maps[l] for p in parts])[order] for l in map_layers},
-        dataset=like.dataset, dataset_size=like.dataset_size, info=dict(like.info),
+        dataset=like.dataset, dataset_size=like.dataset_size, info=dict(like.info), source=source,
     )
 
 

@@ -24,7 +24,9 @@ interference alone, next to the hand-built model where the same motif is real in
 
 Modules: :mod:`.model` (:class:`ToyConfig`, :class:`ToyModel`, its weight file :class:`ToySnapshot`),
 :mod:`.data` (sparse data and probe inputs), :mod:`.training` (:func:`train_toy`, :class:`TrainResult`),
-:mod:`.analysis` (:func:`analyze_toy`, :class:`ToyAnalysis`, :func:`inhibition_model`), :mod:`.figure`
+:mod:`.analysis` (:func:`analyze_toy`, :class:`ToyAnalysis`, :func:`inhibition_model`), :mod:`.control` (the
+superposition finding's control: :func:`separated_model`, the task's exact solution without superposition, and
+:func:`features_per_unit`), :mod:`.figures`
 (:func:`plot_superposition`). Every result (:class:`ToySnapshot`, :class:`TrainResult`,
 :class:`ToyAnalysis`) is a :class:`~lucent_inhibit.core.results.Result`: ``save(path)``, ``load(path)``,
 ``summary()``, ``plot(path)``; a saved model loads with :meth:`ToyModel.load` from either file kind.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from .analysis import (ToyAnalysis, analyze_toy, inhibition_model, output_attributions, represented_features,
                        units_per_feature)
+from .control import carried_features, features_per_unit, separated_model
 from .data import abs_data, k_feature_inputs, sample, targets, xor_data
 from .model import ATTRIBUTION_LAYER, FEATURE_LAYER, KINDS, ToyConfig, ToyModel, ToySnapshot, read_snapshot
 from .superposition import plot_superposition
@@ -44,7 +47,8 @@ analyze = analyze_toy
 
 __all__ = [
     "ATTRIBUTION_LAYER", "FEATURE_LAYER", "KINDS", "ToyAnalysis", "ToyConfig", "ToyModel", "ToySnapshot",
-    "TrainResult", "abs_data", "analyze", "analyze_toy", "evaluate", "inhibition_model", "k_feature_inputs",
-    "output_attributions", "plot_superposition", "read_snapshot", "represented_features", "sample", "targets",
+    "TrainResult", "abs_data", "analyze", "analyze_toy", "carried_features", "evaluate", "features_per_unit", "inhibition_model", "k_feature_inputs",
+    "output_attributions", "plot_superposition", "read_snapshot", "represented_features", "sample", "separated_model",
+    "targets",
     "train", "train_toy", "units_per_feature", "weighted_loss", "xor_data",
 ]

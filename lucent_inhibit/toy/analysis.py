@@ -8,7 +8,7 @@ tension show the MTI motif that superposition produces through interference alon
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -17,6 +17,7 @@ from ..attribution.totals import signed_totals
 from ..attribution.totals import tension as tension_score
 from ..core.results import Result
 from ..core.validate import MAX_IMAGES, MAX_SEED, check_int
+from .control import features_per_unit, separated_model
 from .data import k_feature_inputs
 from .model import ATTRIBUTION_LAYER, MAX_WIDTH, ToyConfig, ToyModel
 
@@ -122,6 +123,11 @@ class ToyAnalysis(Result):
         tension_one, tension_two: (B, n) tension ``score(P, N)`` per input and output.
         represented: (n,) which features the model represents (:func:`represented_features`).
         score: the tension score used (``"min"`` by default; ``"custom"`` for a callable).
+        shared_units: number of hidden units carrying more than one feature
+            (:func:`~lucent_inhibit.toy.control.features_per_unit`; 0: no superposition).
+        control: the control, the same inputs through the task's exact no-superposition solution with
+            ``m = 2 n`` (:func:`~lucent_inhibit.toy.control.separated_model`): its ``m``, ``shared_units``,
+            ``mean_tension_one`` and ``mean_tension_two``; None for the ``"exclusive"`` kind or when not asked.
     """
 
     config: dict
@@ -141,6 +147,8 @@ class ToyAnalysis(Result):
     tension_two: torch.Tensor
     represented: torch.Tensor
     score: str = "min"
+    shared_units: int = 0
+    control: Optional[dict] = None
 
     @property
     def tension_per_output_one(self) -> torch.Tensor:
@@ -186,16 +194,20 @@ class ToyAnalysis(Result):
             "mean_tension_two_inactive_outputs": float(self.tension_two[~self.active_two].mean()),
             "represented": [bool(v) for v in self.represented],
             "n_represented": int(self.represented.sum()),
+            "shared_units": self.shared_units,
+            "control": self.control,
         }
 
-    def plot(self, path) -> str:
-        """P against N for every output, and the most tense two-feature input's contributions (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """P against N for every output, and the most tense two-feature input's contributions;
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_analysis
 
-        return plot_analysis(self, path)
+        return plot_analysis(self, path, ax, **style)
 
 
-def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "min") -> ToyAnalysis:
+def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "min",
+                control: bool = True) -> ToyAnalysis:
     """Attribute each output to the hidden units on ``count`` one-feature and ``count`` two-feature inputs
     (:func:`~lucent_inhibit.toy.k_feature_inputs`) and score the tension ``score(P, N)`` of every output on
     every input (``score``: one of :data:`lucent_inhibit.attribution.totals.TENSION_SCORES` or a callable).
@@ -205,6 +217,9 @@ def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "
         count: inputs of each kind, an integer in [1, ``validate.MAX_IMAGES``].
         seed: seeds the inputs (one-feature inputs use ``seed``, two-feature ones ``seed + 1``), 0 to
             ``validate.MAX_SEED - 1``.
+        control: also pass the same inputs through the control, the task's exact no-superposition solution
+            (:func:`~lucent_inhibit.toy.control.separated_model`; ``abs`` and ``xor`` kinds), into
+            :attr:`ToyAnalysis.control`.
     """
     if not isinstance(model, ToyModel):
         raise TypeError(f"model must be a ToyModel, got {type(model).__name__}")
@@ -225,5 +240,15 @@ def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "
         out[f"tension_{tag}"] = tension_score(p, neg, score).reshape(b, n)
     return ToyAnalysis(
         config=c.to_dict(), inputs_one=x1, inputs_two=x2, active_one=a1, active_two=a2,
-        represented=represented_features(model), score=score if isinstance(score, str) else "custom", **out,
+        represented=represented_features(model), score=score if isinstance(score, str) else "custom",
+        shared_units=int((features_per_unit(model) > 1).sum()),
+        control=_control(c, count, seed, score) if control and c.kind in ("abs", "xor") else None, **out,
     )
+
+
+def _control(config: ToyConfig, count: int, seed: int, score) -> dict:
+    """The numbers of the control (:func:`~lucent_inhibit.toy.control.separated_model` of ``config``) on the
+    same one- and two-feature inputs as the model analysed."""
+    analysis = analyze_toy(separated_model(config), count=count, seed=seed, score=score, control=False)
+    return {"m": int(analysis.config["m"]), "shared_units": analysis.shared_units,
+            "mean_tension_one": analysis.mean_tension_one, "mean_tension_two": analysis.mean_tension_two}

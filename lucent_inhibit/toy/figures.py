@@ -7,12 +7,12 @@ other functions draw one result each (:meth:`ToySnapshot.plot`, :meth:`TrainResu
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..core.figures import pyplot, save_figure
+from ..core.figures import finish, no_ax, pyplot
 
 
 def _draw_weights(fig, ax, weight: torch.Tensor, xlabel: str, ylabel: str, title: str) -> None:
@@ -78,28 +78,21 @@ def _draw_most_tense(ax, an) -> None:
     )
 
 
-def draw_superposition(models: Sequence, analyses: Sequence, titles: Sequence[str],
-                       path: Optional[str] = None):
+def draw_superposition(models: Sequence, analyses: Sequence, titles: Sequence[str], path=None, suptitle: str = ""):
     """One row per toy model: its hidden weights (m x inputs), P against N for every output on one- and
     two-feature inputs, and the hidden-unit contributions of its most tense two-feature input (see
-    :func:`lucent_inhibit.toy.plot_superposition`). Returns the Figure; saves a PNG to ``path`` if given."""
-    plt = pyplot()
-    fig, axes = plt.subplots(len(models), 3, figsize=(15, 4.25 * len(models)), squeeze=False)
+    :func:`lucent_inhibit.toy.plot_superposition`). Returns the Figure; a PNG at ``path`` when given."""
+    fig, axes = pyplot().subplots(len(models), 3, figsize=(15, 4.25 * len(models)), squeeze=False)
     for row, (model, an, title) in enumerate(zip(models, analyses, titles)):
         c = model.config
         _draw_weights(fig, axes[row, 0], model.hidden.weight, _hidden_xlabel(c), "hidden unit",
                       f"{title}\n{c.kind}: n={c.n}, m={c.m}; hidden weights")
         _draw_pn(fig, axes[row, 1], an)
         _draw_most_tense(axes[row, 2], an)
-    fig.suptitle(
-        "Two active features give the MTI motif (large + and - attributions cancelling) both through "
-        "interference in superposition (top) and through designed inhibition (bottom)",
-        fontsize=11,
-    )
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return finish(fig, path)
 
 
 def _draw_model(fig, axes, model) -> None:
@@ -109,22 +102,22 @@ def _draw_model(fig, axes, model) -> None:
     _draw_weights(fig, axes[1], model.out.weight, "hidden unit", "output", "output weights")
 
 
-def plot_weights(model, path) -> str:
-    """A toy model's hidden (m x inputs) and output (n x m) weights as heatmaps; PNG at ``path``."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+def plot_weights(model, path=None, ax=None):
+    """A toy model's hidden (m x inputs) and output (n x m) weights as heatmaps (two panels: no ``ax``);
+    returns the Figure, a PNG at ``path`` when given."""
+    no_ax(ax, "plot_weights")
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     _draw_model(fig, axes, model)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return finish(fig, path)
 
 
-def plot_training(result, path) -> str:
+def plot_training(result, path=None, ax=None):
     """A :class:`TrainResult`: evaluation loss per kept seed (the best in red) against the all-zero
-    predictor's loss (dashed), and the best model's weights; PNG at ``path``."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    predictor's loss (dashed), and the best model's weights (three panels: no ``ax``); returns the Figure,
+    a PNG at ``path`` when given."""
+    no_ax(ax, "plot_training")
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
     colors = ["#c0392b" if s == result.best_seed else "0.6" for s in result.seeds]
     ax.bar([str(s) for s in result.seeds], result.losses, color=colors)
@@ -135,19 +128,16 @@ def plot_training(result, path) -> str:
     ax.legend(fontsize=8)
     _draw_model(fig, axes[1:], result.model)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return finish(fig, path)
 
 
-def plot_analysis(an, path) -> str:
+def plot_analysis(an, path=None, ax=None):
     """A :class:`ToyAnalysis`: P against N for every output and input, and the most tense two-feature
-    input's hidden-unit contributions; PNG at ``path``."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    input's hidden-unit contributions (two panels: no ``ax``); returns the Figure, a PNG at ``path`` when
+    given."""
+    no_ax(ax, "plot_analysis")
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.5))
     _draw_pn(fig, axes[0], an)
     _draw_most_tense(axes[1], an)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return finish(fig, path)

@@ -211,11 +211,12 @@ class ToySnapshot(Result):
         out.update({f"max_abs_{k}": float(torch.as_tensor(v).abs().max()) for k, v in self.state.items()})
         return out
 
-    def plot(self, path) -> str:
-        """Hidden and output weights as diverging heatmaps (PNG at ``path``)."""
+    def plot(self, path=None, ax=None, **style):
+        """Hidden and output weights as diverging heatmaps (:func:`plot_weights`); returns the Figure (a PNG
+        at ``path`` when given)."""
         from .figures import plot_weights
 
-        return plot_weights(self.to_model(), path)
+        return plot_weights(self.to_model(), path, ax, **style)
 
 
 def read_snapshot(path) -> ToySnapshot:

@@ -80,11 +80,12 @@ class TrainResult(Result):
             "diverged": self.diverged,
         }
 
-    def plot(self, path) -> str:
-        """Evaluation loss per seed against the all-zero predictor, and the best model's weights (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """Evaluation loss per seed against the all-zero predictor, and the best model's weights;
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_training
 
-        return plot_training(self, path)
+        return plot_training(self, path, ax, **style)
 
 
 def evaluate(model: ToyModel, batch: int = 100_000, generator=12345) -> Tuple[float, float]:

@@ -83,6 +83,8 @@ class AtlasStageConfig:
     top_activation: int = option(64, "select the k MEIs")
     bottom_activation: int = option(64, "select the k MIIs")
     top_tension: int = option(64, "select the k MTIs by min(P, N)")
+    distinct: bool = option(True, "select by the plain rankings, several crops of one photo allowed (default: each "
+                            "ranking takes one crop per source photo first)", flag="--no-distinct")
     crop: float = option(0.01, "receptive-field box: where mean |S| exceeds this fraction of its maximum")
     map_memory: int = option(MAP_MEMORY_MIB, "MiB of whole layer maps held in memory until the box is known "
                              "(every selected image's map is needed for it); more are written to a temporary file "
@@ -158,7 +160,7 @@ def _scan(cfg: AtlasStageConfig, model, data, feature, attr, progress: bool = Tr
 
 
 def run(cfg: AtlasStageConfig, progress: bool = True):
-    from ...atlas import build_atlas, plot_atlas, write_atlas_html
+    from ...atlas import build_atlas, plot_atlas, select_images, write_atlas_html
     from ...scanning.result import ScanResult
     from ..runtime import feature_and_layers, load_data, load_model, out_folder
 
@@ -170,8 +172,9 @@ def run(cfg: AtlasStageConfig, progress: bool = True):
     feature, (attr,) = feature_and_layers(model, feature, size=cfg.data.size, data=data)
     out_folder(cfg.out)
     result = _scan(cfg, model, data, feature, attr, progress)
-    settings = cfg.render.settings(progress, seed=cfg.data.seed)
-    atlas = build_atlas(model, data, feature, attr, result, config=cfg.atlas_config(), render=settings,
+    settings, config = cfg.render.settings(progress, seed=cfg.data.seed), cfg.atlas_config()
+    selection = select_images(result, feature, attr, **config.criteria(), distinct=cfg.distinct)
+    atlas = build_atlas(model, data, feature, attr, selection, config=config, render=settings,
                         settings=cfg.data.passes(progress), checkpoint=os.path.join(cfg.out, TRANSIENT[0], "vectors"))
     atlas.save(os.path.join(cfg.out, "atlas.npz"))
     plot_atlas(atlas, os.path.join(cfg.out, "atlas.png"), frame=cfg.frame)

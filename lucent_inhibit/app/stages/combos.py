@@ -1,11 +1,14 @@
-"""Stage ``combos``: the feature-combination plot of a unit pair, a cosdot sweep over target angles
+"""Stage ``combos``: feature-combination plots of unit pairs, cosdot sweeps over target angles
 (Hamblin, Alvarez & Konkle, paper 004; SPEC 2.7).
 
-Measure a layer's units over the data, pick a pair (or take --units; a picked pair's units are each driven
-above zero by some image), render each unit alone for the axis
+Measure a layer's units over the data and pick the pairs the paper picks (by default the most anti-correlated,
+the most correlated and the closest to zero correlation of an early layer; or one of them, or --units; a picked
+pair's units are each driven above zero by some image). For each pair render each unit alone for the axis
 scales (a picked pair whose unit's own visualization stays at or below zero cannot be scaled: the next-ranked
-pair is tried, up to --pair-candidates, and every skipped pair is reported), then maximise the pair's cosdot toward --n-angles angles from --n-seeds noise seeds in batches of
-Lucent's render_vis; write OUT/pair_stats.npz, OUT/combos.npz, OUT/combos.png.
+pair is tried, up to --pair-candidates, and every skipped pair is reported), then maximise the pair's cosdot
+toward --n-angles angles from --n-seeds noise seeds in batches of Lucent's render_vis; write
+OUT/pair_stats.npz and OUT/combos_<pair>.npz, OUT/combos_<pair>.png per pair (``<pair>``: ``anticorrelated``,
+``correlated``, ``zero`` or ``units``), each pair with its own verdict.
 """
 from __future__ import annotations
 
@@ -18,11 +21,17 @@ from ..configs import DataConfig, ModelConfig, RenderConfig, parse_position
 from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
-#: The embedded model's paired layer: a pre-ReLU6 middle layer, whose units take both signs.
-EMBEDDED_COMBO_LAYER = "blocks_3_0_bn1_drop"
+#: The embedded model's paired layer: an early pre-ReLU6 layer (the second block's expansion), whose units take
+#: both signs; the paper picks its pairs in an early layer (InceptionV1's conv2d2).
+EMBEDDED_COMBO_LAYER = "blocks_1_1_bn1_drop"
+
+#: The pairs ``--pair paper`` sweeps, in this order: the paper's three picks from the dataset statistics.
+PAPER_PAIRS = ("anticorrelated", "correlated", "zero")
+#: Every name a pair's files take (``combos_<name>.npz``): the statistics' picks, or ``units`` for --units.
+PAIR_NAMES = PAPER_PAIRS + ("units",)
 
 #: The files this stage writes into --out (lucent_inhibit.app.outputs: only these are ever overwritten).
-OUTPUTS = ("pair_stats.npz", "combos.npz", "combos.png", "combos-checkpoints/")
+OUTPUTS = ("pair_stats.npz", *(f"combos_{p}.{e}" for p in PAIR_NAMES for e in ("npz", "png")), "combos-checkpoints/")
 #: Its checkpoints (the sweep's rendered batches), in --out while it runs (resumed by a rerun of the same
 #: command), removed once it finished.
 TRANSIENT = ("combos-checkpoints",)
@@ -52,14 +61,15 @@ class CombosConfig:
     out: str = option(REQUIRED, "output folder", metavar="DIR")
     model: ModelConfig = group(ModelConfig)
     data: DataConfig = group(DataConfig)
-    layer: Optional[str] = option(None, f"layer whose units are paired (default: {EMBEDDED_COMBO_LAYER}, a pre-ReLU6 "
-                                  "middle layer, on the embedded model; a vision transformer's default feature layer, "
+    layer: Optional[str] = option(None, f"layer whose units are paired (default: {EMBEDDED_COMBO_LAYER}, an early "
+                                  "pre-ReLU6 layer, on the embedded model; a vision transformer's default feature layer, "
                                   "the MLP's hidden pre-GELU two thirds deep; required for other models)")
     position: str = option("center", "where each unit is read (the same in the statistics, scales and sweep): "
                            "'center', 'mean' or 'y,x'; on a token layer (B, T, C) also 'cls' or 'token:i' "
                            "('y,x' a patch, 'mean' over the patch tokens)")
-    pair: Literal["anticorrelated", "correlated", "zero"] = option(
-        "anticorrelated", "which pair the dataset statistics pick")
+    pair: Literal["paper", "anticorrelated", "correlated", "zero"] = option(
+        "paper", "which pairs the dataset statistics pick: 'paper' sweeps the paper's three (the most "
+        "anti-correlated, the most correlated and the closest to zero correlation), each with its verdict")
     units: Optional[Tuple[int, int]] = option(None, "use these two units instead of a picked pair", metavar="UNIT")
     pair_candidates: int = option(8, "ranked pairs tried, in order, until both units' own visualizations reach a "
                                   "positive value (the axis scales); the pairs skipped are reported")
@@ -86,11 +96,16 @@ class CombosConfig:
                 raise ValueError(f"--units must be two different unit indices, got {self.units}")
 
 
-class CombosRun(NamedTuple):
-    stats: object  # PairStatistics
+class PairRun(NamedTuple):
+    name: str  # which pick ("anticorrelated", "correlated", "zero") or "units"
     sweep: object  # CombinationResult
     r: float  # the pair's correlation over the dataset
     skipped: Tuple[str, ...] = ()  # higher-ranked pairs whose axis scale was not positive, with why
+
+
+class CombosRun(NamedTuple):
+    stats: object  # PairStatistics
+    pairs: Tuple[PairRun, ...]  # one per pair swept, in PAPER_PAIRS order
 
 
 def scaled_pair(model, stats, candidates, settings):
@@ -136,10 +151,43 @@ def _combo_layer(model, layer: Optional[str]) -> str:
     return layer
 
 
-def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
+def _pair(model, stats, name: str, cfg: CombosConfig, settings):
+    """``(a, b, r, AxisScales, skipped)`` of pair ``name`` (a statistics pick, or ``"units"``: --units)."""
+    from ...combinations import axis_scales
+
+    if name == "units":  # the user's pair: no other is tried
+        a, b = cfg.units
+        r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
+        return a, b, r, axis_scales(model, stats.feature(a), stats.feature(b), render=settings), []
+    ranked = {"correlated": stats.most_correlated, "anticorrelated": stats.most_anticorrelated,
+              "zero": stats.least_correlated}[name]
+    return scaled_pair(model, stats, ranked(cfg.pair_candidates, excited=True), settings)
+
+
+def _sweep(model, stats, name: str, cfg: CombosConfig, settings) -> PairRun:
+    """Scale and sweep pair ``name``; its checkpoints in ``combos-checkpoints/<name>``."""
     import warnings
 
-    from ...combinations import axis_scales, pair_statistics, plot_combinations, sweep_combinations
+    from ...combinations import sweep_combinations
+
+    a, b, r, scales, skipped = _pair(model, stats, name, cfg, settings.replace(steps=cfg.scale_steps or settings.steps))
+    if skipped:
+        warnings.warn(f"combos: skipped {len(skipped)} higher-ranked {name} pair(s) that cannot be scaled ("
+                      + "; ".join(skipped) + f"); using units {a}, {b} (r={r:.3f})")
+    res = sweep_combinations(model, stats.feature(a), stats.feature(b), n_angles=cfg.n_angles, n_seeds=cfg.n_seeds,
+                             power=cfg.power, chunk=cfg.chunk, scale=scales.scale, render=settings,
+                             checkpoint=os.path.join(cfg.out, TRANSIENT[0], name))
+    res.scale_images = scales.images
+    return PairRun(name, res, r, tuple(skipped))
+
+
+def pair_names(cfg: CombosConfig) -> Tuple[str, ...]:
+    """The pairs a run sweeps: ``("units",)`` with --units, the paper's three for ``--pair paper``, else one."""
+    return ("units",) if cfg.units else PAPER_PAIRS if cfg.pair == "paper" else (cfg.pair,)
+
+
+def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
+    from ...combinations import pair_statistics, plot_combinations
     from ..runtime import check_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)
@@ -150,62 +198,60 @@ def run(cfg: CombosConfig, progress: bool = True) -> CombosRun:
                             settings=cfg.data.passes(progress))
     size = cfg.render.size or cfg.data.size
     settings = cfg.render.settings(progress, size=size, model_size=cfg.render.model_size or size, seed=cfg.data.seed)
-    scale_settings = settings.replace(steps=cfg.scale_steps or settings.steps)
-    if cfg.units:  # the user's pair: no other is tried
-        a, b = cfg.units
-        r = float(stats.correlation[a, b]) if max(a, b) < stats.n_units else float("nan")
-        scales, skipped = axis_scales(model, stats.feature(a), stats.feature(b), render=scale_settings), []
-    else:
-        ranked = {"correlated": stats.most_correlated, "anticorrelated": stats.most_anticorrelated,
-                  "zero": stats.least_correlated}[cfg.pair]
-        a, b, r, scales, skipped = scaled_pair(model, stats, ranked(cfg.pair_candidates, excited=True),
-                                               scale_settings)
-    if skipped:
-        warnings.warn(f"combos: skipped {len(skipped)} higher-ranked {cfg.pair} pair(s) that cannot be scaled ("
-                      + "; ".join(skipped) + f"); using units {a}, {b} (r={r:.3f})")
-    res = sweep_combinations(model, stats.feature(a), stats.feature(b), n_angles=cfg.n_angles, n_seeds=cfg.n_seeds,
-                             power=cfg.power, chunk=cfg.chunk, scale=scales.scale, render=settings,
-                             checkpoint=os.path.join(cfg.out, TRANSIENT[0]))
-    res.scale_images = scales.images
+    pairs = tuple(_sweep(model, stats, name, cfg, settings) for name in pair_names(cfg))
     out_folder(cfg.out)
     stats.save(os.path.join(cfg.out, "pair_stats.npz"))
-    res.save(os.path.join(cfg.out, "combos.npz"))
-    plot_combinations(res, cloud=stats.values(a, b), path=os.path.join(cfg.out, "combos.png"))
-    return CombosRun(stats, res, r, tuple(skipped))
+    for p in pairs:
+        p.sweep.save(os.path.join(cfg.out, f"combos_{p.name}.npz"))
+        plot_combinations(p.sweep, os.path.join(cfg.out, f"combos_{p.name}.png"),
+                          cloud=stats.values(p.sweep.feature_a.unit, p.sweep.feature_b.unit))
+    return CombosRun(stats, pairs)
 
 
 def describe(run_: CombosRun, cfg: CombosConfig) -> List[str]:
-    res = run_.sweep
-    q = res.quadrant_scores()
-    return [f"combos: {res.feature_a.name} x {res.feature_b.name}, dataset r = {run_.r:.3f}, scales "
-            f"{res.scale[0]:.4g}, {res.scale[1]:.4g}",
-            "  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}" for k, v in q.items())] + [
-            f"  skipped {s}" for s in run_.skipped] + [
-            f"  wrote {cfg.out}/pair_stats.npz, combos.npz, combos.png"]
+    lines = []
+    for p in run_.pairs:
+        res = p.sweep
+        lines += [f"combos ({p.name}): {res.feature_a.name} x {res.feature_b.name}, dataset r = {p.r:.3f}, scales "
+                  f"{res.scale[0]:.4g}, {res.scale[1]:.4g}",
+                  "  mean C by quadrant (signs of a, b): " + "  ".join(f"{k} {v:.3f}"
+                                                                        for k, v in res.quadrant_scores().items())]
+        lines += [f"  skipped {s}" for s in p.skipped]
+    files = ", ".join(f"combos_{p.name}.npz, combos_{p.name}.png" for p in run_.pairs)
+    return lines + [f"  wrote {cfg.out}/pair_stats.npz, {files}"]
 
 
 def section(runs, root: str):
-    from ...findings.combinations import sweep_finding
+    from ...findings.combinations import pair_finding
     from ..runtime import files_section
 
     cfg, run_ = runs[0]
-    res = run_.sweep
-    text = (f"The {cfg.pair} pair of units in {res.feature_a.layer} ({res.feature_a.name} and {res.feature_b.name}, r = "
-            f"{run_.r:.2f} over the images). Each feature's axis is scaled by its own unconstrained maximum; for "
-            "each angle the render loop maximises the cosdot of the pair towards that direction. The red loop is "
-            "the mean cosdot reached per angle; where it collapses the model cannot produce that combination. "
-            "Grey: the dataset's activations.")
-    if run_.skipped:
-        text += (f" {len(run_.skipped)} higher-ranked pair(s) were skipped because a unit's own visualization did not "
-                 "reach a positive value, so its axis could not be scaled: " + "; ".join(run_.skipped) + ".")
-    numbers = [("combination pair (units, r)", f"{res.feature_a.unit}, {res.feature_b.unit}, r={run_.r:.3f}", ""),
-               ("combinations: mean C by quadrant", "  ".join(f"{k} {v:.3f}" for k, v in res.quadrant_scores().items()),
-                "low where the model cannot produce the combination"),
-               ("combinations: pairs skipped (not excitable)", len(run_.skipped), "higher-ranked pairs without a "
-                "positive axis scale")]
-    sec = files_section("Feature-combination plot", text, cfg.out, root, ["combos.png"],
-                        ["combos.npz", "pair_stats.npz"])
-    sec.findings = [sweep_finding(res)]
+    first = run_.pairs[0].sweep
+    text = (f"Pairs of units in {first.feature_a.layer} picked from their correlation over the images, as the paper "
+            "picks them (" + ", ".join(f"{p.name}: {p.sweep.feature_a.unit} and {p.sweep.feature_b.unit}, r = "
+                                      f"{p.r:.2f}" for p in run_.pairs) + "). Each feature's axis is scaled by its own "
+            "unconstrained maximum; for each angle the render loop maximises the cosdot of the pair towards that "
+            "direction. The red loop is the mean cosdot reached per angle; where it collapses the model cannot "
+            "produce that combination. Grey: the dataset's activations. Each pair has its own verdict: the paper "
+            "finds the collapse in the most anti-correlated pair of an early layer, not in every pair.")
+    skipped = [s for p in run_.pairs for s in p.skipped]
+    if skipped:
+        text += (f" {len(skipped)} higher-ranked pair(s) were skipped because a unit's own visualization did not "
+                 "reach a positive value, so its axis could not be scaled: " + "; ".join(skipped) + ".")
+    numbers = []
+    for p in run_.pairs:
+        res = p.sweep
+        numbers += [(f"combination pair, {p.name} (units, r)", f"{res.feature_a.unit}, {res.feature_b.unit}, "
+                     f"r={p.r:.3f}", ""),
+                    (f"combinations, {p.name}: mean C by quadrant",
+                     "  ".join(f"{k} {v:.3f}" for k, v in res.quadrant_scores().items()),
+                     "low where the model cannot produce the combination")]
+    numbers.append(("combinations: pairs skipped (not excitable)", len(skipped), "higher-ranked pairs without a "
+                    "positive axis scale"))
+    sec = files_section("Feature-combination plots", text, cfg.out, root,
+                        [f"combos_{p.name}.png" for p in run_.pairs],
+                        [f"combos_{p.name}.npz" for p in run_.pairs] + ["pair_stats.npz"])
+    sec.findings = [pair_finding(p.name, p.r, p.sweep) for p in run_.pairs]
     return sec, numbers
 
 

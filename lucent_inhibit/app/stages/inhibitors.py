@@ -49,6 +49,8 @@ class InhibitorsConfig:
                              f"(> 0, at most {MAX_FRACTION:g})")
     n_channels: int = option(8, "inhibitory channels in the dictionary")
     n_top_images: int = option(4, "top dataset images per channel")
+    distinct: bool = option(True, "show every crop among a channel's top images, also several of one photo "
+                            "(default: at most one crop per source photo while there are enough)", flag="--no-distinct")
     n_remove: int = option(5, "channels removed together in the top-vs-random removal check")
     random_draws: int = option(5, "random draws of the removal check")
     visualize: bool = option(True, "skip the channel visualizations", flag="--no-render")
@@ -83,7 +85,7 @@ def run(cfg: InhibitorsConfig, progress: bool = True):
     dis = disinhibit(model, data, feature, layer, n_random=cfg.n_random, fraction=cfg.fraction, **common)
     res = inhibitor_dictionary(model, data, feature, layer, n_channels=cfg.n_channels, n_top_images=cfg.n_top_images,
                                n_remove=cfg.n_remove, random_draws=cfg.random_draws, render=cfg.render.settings(progress),
-                               visualize=cfg.visualize, **common)
+                               visualize=cfg.visualize, distinct=cfg.distinct, **common)
     out_folder(cfg.out)
     if cfg.scan is None:
         scan.save(os.path.join(cfg.out, "scan.npz"))
@@ -128,12 +130,18 @@ def section(runs, root: str):
     m, rm = dis.means(), res.removal
     text = ("The paper reads maximally tense images as what inhibition is for: the feature would fire on them were "
             "it not for inhibition. Removing the inhibitory elements (S < 0) of the attribution layer and re-running "
-            "the forward pass tests this causally. The dictionary ranks the layer's channels by their share of the "
+            "the forward pass tests this causally, against a control: images matched to the MTIs on their "
+            "excitation P with little inhibition. Removing inhibition raises every image, so the verdict asks "
+            "what can fail: are the MTIs held below the matched images, does removal release them to the matched "
+            "images' level, and does their excitation point the way the MEIs' does (more than random images')? The dictionary ranks the layer's channels by their share of the "
             "MTIs' inhibition N, with the change of the feature when each alone is removed, its top dataset images "
             "and a render of the channel.")
     numbers = [(f"{g}: mean f / disinhibited f / f + N", f"{v['f']:.3g} / {v['disinhibited']:.3g} / {v['f_plus_N']:.3g}",
                 f"{v['images']} images") for g, v in m.items()]
-    numbers += [("MTIs' disinhibited f / MEIs' f", dis.ratio, dis.verdict),
+    numbers += [("MTIs' f / images matched on P: Welch t (held down)", dis.held_down_t, "bar 2"),
+                ("MTIs' disinhibited f / matched images' f (released)", dis.released, f"bar {dis.fraction:g}"),
+                ("excitation cosine to the MEIs': MTIs vs random, Welch t", dis.evidence_t, dis.verdict),
+                ("MTIs' disinhibited f / MEIs' f (context)", dis.ratio, ""),
                 (f"removing the top-{rm['n']} inhibitory channels: change of f on the MTIs", rm["top"],
                  f"random {rm['n']}: {rm['random_mean']:.3g}")]
     numbers += [(f"inhibitor channel {r['channel']}: share of N / change of f", f"{100 * r['share']:.1f}% / "

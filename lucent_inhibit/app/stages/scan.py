@@ -53,6 +53,8 @@ class ScanConfig:
     top_k: int = option(10, "images per MEI/MII/MTI grid")
     score: Score = option("percentile", "tension score ranking MTIs (percentile: the smaller of P's and N's "
                           "percentile ranks in the scan, needs >= 10 images; min: min(P, N) of the raw totals)")
+    distinct: bool = option(True, "show every crop in the MEI/MII/MTI grids, also several of one photo (default: "
+                            "at most one crop per source photo while there are enough)", flag="--no-distinct")
     figures: bool = option(True, "write the scan only", flag="--no-figures")
     autocast: bool = option(False, AUTOCAST_HELP)
 
@@ -121,7 +123,8 @@ def _write(result, data, cfg: ScanConfig) -> None:
         if getattr(data, "identity", None) != result.dataset:
             raise ValueError(f"the images given ({getattr(data, 'identity', '?')}) are not the scanned dataset "
                              f"({result.dataset}); pass the same --images/--n-images/--size/--seed to draw figures")
-        save_scan_figures(result, data, cfg.out, k=min(cfg.top_k, len(result)), score=_score(result, cfg))
+        save_scan_figures(result, cfg.out, dataset=data, k=min(cfg.top_k, len(result)), score=_score(result, cfg),
+                          distinct=cfg.distinct)
 
 
 def _mean_act(result, indices) -> float:
@@ -154,9 +157,9 @@ def describe(result, cfg: ScanConfig) -> List[str]:
     lines = [f"scan of {result.feature.name}: {len(result)} images -> {os.path.join(cfg.out, 'scan.npz')}"]
     lines += [f"  completeness r(f, E) at {l}: {r:.3f}" for l, r in result.completeness.items()]
     score = _score(result, cfg)
-    mt = result.mtis(k, score)
-    lines.append(f"  MEIs {result.meis(k).tolist()} mean activation {_mean_act(result, result.meis(k)):.3g}")
-    lines.append(f"  MIIs {result.miis(k).tolist()} mean activation {_mean_act(result, result.miis(k)):.3g}")
+    mt, me, mi = result.mtis(k, score, distinct=cfg.distinct), result.meis(k, cfg.distinct), result.miis(k, cfg.distinct)
+    lines.append(f"  MEIs {me.tolist()} mean activation {_mean_act(result, me):.3g}")
+    lines.append(f"  MIIs {mi.tolist()} mean activation {_mean_act(result, mi):.3g}")
     lines.append(f"  MTIs {mt.tolist()} mean activation {_mean_act(result, mt):.3g} (score {score})")
     pct = _mti_percentiles(result, mt)
     if pct is not None:
@@ -191,7 +194,7 @@ def section(runs, root: str):
 
     cfg, result = runs[0]
     layer, k = result.layers[0], min(cfg.top_k, len(result))
-    mtis = result.mtis(k, _score(result, cfg), layer=layer)
+    mtis = result.mtis(k, _score(result, cfg), layer=layer, distinct=cfg.distinct)
     mti_rows, pct = [result.row(int(i)) for i in mtis], _mti_percentiles(result, mtis, layer)
     pct = np.full((len(mtis), 2), np.nan) if pct is None else pct
     numbers = [
@@ -204,7 +207,9 @@ def section(runs, root: str):
     ] + [(f"scan completeness r at {l}", float(r), "Pearson r(f, E) over the images") for l, r in
          result.completeness.items()]
     text = ("Each dot is an image: its excitatory attribution P (x) against its inhibitory attribution N (y), "
-            "coloured by the feature's activation (red positive, blue negative); the second scatter puts both on "
+            "coloured by the feature's activation (red positive, blue negative); the solid line is where a straight "
+            "fit f = a + b (P - N) over the scan gives f = 0 (the bias a moves it off the dashed P = N line). The "
+            "second scatter puts both on "
             "the scale-free percentile ranks within the scan. Maximally tense images (ringed; ranked by the smaller "
             "of their P and N percentile ranks) sit far from the origin along the diagonal with activation near "
             "its typical value: excitation and inhibition cancel. The grids show the top MEIs, MIIs and MTIs with "

@@ -76,7 +76,7 @@ class ToyStageConfig:
 
 class ToyRun(NamedTuple):
     model: object  # the trained (or loaded) ToyModel
-    analysis: object  # ToyAnalysis of it
+    analysis: object  # ToyAnalysis of it (with its control's numbers)
     inhibition: object  # ToyAnalysis of the hand-built inhibition model
     summary: dict
 
@@ -98,7 +98,7 @@ def _model(cfg: ToyStageConfig, config, progress: bool):
 
 
 def run(cfg: ToyStageConfig, progress: bool = True) -> ToyRun:
-    from ...toy import analyze_toy, inhibition_model, plot_superposition, units_per_feature
+    from ...toy import analyze_toy, inhibition_model, plot_superposition, separated_model, units_per_feature
     from ..runtime import out_folder
 
     config = cfg.toy_config()
@@ -107,8 +107,10 @@ def run(cfg: ToyStageConfig, progress: bool = True) -> ToyRun:
     analysis = analyze_toy(model, count=cfg.count)
     inhibitory = inhibition_model(config.n, config.decay, config.S)
     inhib = analyze_toy(inhibitory, count=cfg.count)
+    control = analyze_toy(separated_model(config), count=cfg.count, control=False)
     analysis.save(os.path.join(cfg.out, "toy_analysis.npz"))
-    plot_superposition(model, inhibitory, os.path.join(cfg.out, "toy_superposition.png"), analyses=(analysis, inhib))
+    plot_superposition(model, os.path.join(cfg.out, "toy_superposition.png"), inhibitory=inhibitory,
+                       analyses=(analysis, control, inhib))
     summary = {"train": train, "analysis": {**analysis.summary(), "units_per_feature":
                                             units_per_feature(model).tolist()}, "inhibition_model": inhib.summary()}
     with open(os.path.join(cfg.out, "toy_summary.json"), "w") as fh:
@@ -132,6 +134,9 @@ def describe(run_: ToyRun, cfg: ToyStageConfig) -> List[str]:
         "  tension per output (one / two features): " + ", ".join(
             f"{k}: {u:.3f}/{v:.3f}" for k, (u, v) in enumerate(zip(a["tension_per_output_one"],
                                                                    a["tension_per_output_two"]))),
+        f"  control without superposition (exact solution, m={a['control']['m']}, "
+        f"{a['control']['shared_units']} shared units): one-feature {a['control']['mean_tension_one']:.4f}, "
+        f"two-feature {a['control']['mean_tension_two']:.4f}; the trained model shares {a['shared_units']} units",
         f"  hand-built inhibition model (m={2 * c.n}): one-feature {i['mean_tension_one']:.4f}, two-feature "
         f"{i['mean_tension_two']:.4f}",
         f"  wrote {', '.join(_written(cfg))} to {cfg.out}",
@@ -153,14 +158,18 @@ def section(runs, root: str):
     t, a = run_.summary["train"], run_.analysis
     text = ("A toy model that must store more features than it has neurons (absolute value of sparse inputs, two "
             "ReLU units per feature needed) puts them in superposition. Inputs with two active features produce "
-            "large positive and negative attributions that cancel, the MTI motif, through interference alone; next "
-            "to it, a model where the same motif comes from a genuine inhibition mechanism. Tension alone cannot "
-            "tell them apart.")
+            "large positive and negative attributions that cancel, the MTI motif, through interference alone. The "
+            "control passes the same inputs through the task's exact solution with enough units (two per feature, "
+            "none shared): the motif should vanish there. Last, a model where the same motif comes from a genuine "
+            "inhibition mechanism: tension alone cannot tell interference from inhibition.")
     numbers = [("toy: weighted loss / all-zero predictor's loss", t["loss_ratio"], "well below 1: it reconstructs |x|"),
                ("toy: features represented (of n)", int(a.represented.sum()),
                 f"m/2 = {run_.model.config.m // 2} would fit without sharing"),
                ("toy: mean tension, one-feature inputs", a.mean_tension_one, ""),
-               ("toy: mean tension, two-feature inputs", a.mean_tension_two, "higher: interference")]
+               ("toy: mean tension, two-feature inputs", a.mean_tension_two, "higher: interference"),
+               ("toy: hidden units shared between features", a.shared_units, "superposition"),
+               ("toy control (no superposition): mean tension, two-feature inputs", a.control["mean_tension_two"],
+                "about 0: no motif without shared units")]
     links = [f for f in _written(cfg) if not f.endswith(".png")]
     sec = files_section("Superposition: interference looks like inhibition", text, cfg.out, root,
                         ["toy_superposition.png"], links)
