@@ -1,0 +1,278 @@
+"""The inhibition microscope: per-unit numbers equal one-feature scans, the top inhibitor equals the inhibitor
+dictionary's, bad input, the result file, resuming, the static site (also in headless Chromium) and the CLI."""
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lucent_inhibit as li
+from lucent_inhibit import Feature, inhibitor_dictionary, scan
+from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.validate import InputError
+from lucent_inhibit.microscope import Microscope, microscope, write_microscope_site
+from lucent_inhibit.microscope.site import unit_path
+
+from conftest import TinyConvNet
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAYERS, ATTRS = ["conv3", "relu2"], ["relu2", "relu1"]
+SETTINGS = PassSettings(batch_size=5, progress=False, preprocess=False)
+
+
+def _build(net, data, **kw):
+    kw = dict(dict(layers=LAYERS, attr_layer=ATTRS, n_top=4, n_channels=3, settings=SETTINGS), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return microscope(net, data, **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def scope(data):
+    return _build(TinyConvNet().eval(), data)
+
+
+def test_units_of_two_layers_each_at_its_attribution_layer(scope):
+    assert scope.layers == LAYERS and scope.attr_layers == ATTRS
+    assert [(f.layer, f.unit) for f in scope.features] == [("conv3", u) for u in range(4)] + [("relu2", u) for u in range(8)]
+    assert scope.activation.shape == scope.pos.shape == (20, 12) and scope.tops.shape == (12, 3, 4)
+    assert scope.inhibitors.shape == scope.exciters.shape == (12, 3)
+    dead = (scope.pos + scope.neg).sum(0) == 0  # a ReLU unit that is zero on every image: no share
+    assert np.array_equal(np.isnan(scope.share), dead) and dead.sum() < len(scope)
+    assert np.all((scope.share[~dead] >= 0) & (scope.share[~dead] <= 1)) and np.all((scope.quiet >= 0) & (scope.quiet <= 1))
+    assert set(np.unique(scope.tops)) == set(scope.image_ids.tolist())
+    assert scope.thumbnails.shape == (scope.image_ids.size, 3, 64, 64) and scope.thumbnails.dtype == np.uint8
+
+
+@pytest.mark.parametrize("layer,unit", [("conv3", 2), ("relu2", 5), ("relu2", 0)])
+def test_per_unit_f_p_n_equal_one_feature_scans(scope, data, layer, unit):
+    j = scope.column(layer, unit)
+    attr = scope.attr_layer(j)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = scan(TinyConvNet().eval(), data, Feature(layer, unit=unit), [attr], settings=SETTINGS)
+    np.testing.assert_allclose(scope.activation[:, j], one.activation, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scope.pos[:, j], one.P(attr), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scope.neg[:, j], one.N(attr), rtol=1e-5, atol=1e-6)
+    p, n = one.P(attr).astype(np.float64).sum(), one.N(attr).astype(np.float64).sum()
+    assert scope.share[j] == pytest.approx(n / (p + n), rel=1e-5)
+    assert scope.tops[j, 2].tolist() == one.mtis(4, layer=attr).tolist()
+    assert scope.tops[j, 0].tolist() == one.meis(4).tolist() and scope.tops[j, 1].tolist() == one.miis(4).tolist()
+    assert scope.median_tension[j] == pytest.approx(float(np.median(one.tension(attr))))
+
+
+def test_top_inhibitor_of_the_most_inhibited_unit_is_the_dictionary_s(scope, data):
+    j = int(scope.ranking()[0])
+    f = scope.features[j]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = inhibitor_dictionary(TinyConvNet().eval(), data, f, scope.attr_layer(j), k=4, n_channels=3,
+                                 visualize=False, settings=SETTINGS)
+    assert sorted(d.mtis.tolist()) == sorted(scope.tops[j, 2].tolist())
+    assert scope.inhibitors[j].tolist() == d.channels.tolist()
+    np.testing.assert_allclose(scope.inhibitor_share[j], d.share, rtol=1e-6)
+    # every unit: its exciters and inhibitors are the channels with the largest relu(S) / relu(-S) on its MTIs
+    assert np.all(np.diff(scope.inhibitor_share, axis=1) <= 0) and np.all(np.diff(scope.exciter_share, axis=1) <= 0)
+
+
+class Skip(nn.Module):
+    """conv -> relu, plus a skip from the input: ``relu1`` is not a cut before ``head``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.relu1, self.skip, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.relu1(self.conv1(x)) + self.skip(x))
+
+
+def test_bad_input_says_what_is_wrong(data):
+    net = TinyConvNet().eval()
+    with pytest.raises(InputError, match=r"8 units is more than max_units=5"):
+        _build(net, data, max_units=5)
+    with pytest.raises(InputError, match=r"units \[9\] are outside layer 'conv3', which has 4 units \(0..3\)"):
+        _build(net, data, units=[1, 9])
+    with pytest.raises(InputError, match="'relu1' is not a cut before 'head'"):
+        _build(Skip().eval(), data, layers="head", attr_layer="relu1")
+    with pytest.raises(InputError, match="at least 10 images"):
+        _build(net, data[:6])
+    with pytest.raises(InputError, match="one for all or one per feature layer"):
+        _build(net, data, attr_layer=["relu1"] * 3)
+
+
+def test_default_layers_are_picked_and_said(data, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="lucent_inhibit"):
+        m = _build(TinyConvNet().eval(), data, layers=None, attr_layer=None, units=[0, 1])
+    assert len(m.layers) == 1 and "feature layer:" in caplog.text and m.layers[0] in caplog.text
+    assert m.attr_layers[0] in caplog.text and [f.unit for f in m.features] == [0, 1]
+
+
+def test_save_load_round_trip(scope, tmp_path):
+    path = scope.save(str(tmp_path / "scope"))
+    back = li.load_result(path) if hasattr(li, "load_result") else Microscope.load(path)
+    assert isinstance(back, Microscope) and back.features == scope.features and back.layers == scope.layers
+    for name in ("activation", "pos", "neg", "share", "tops", "top_percentiles", "inhibitors", "thumbnails", "items"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(scope, name))
+    assert back.summary() == scope.summary()
+    fig = back.plot(str(tmp_path / "scope.png"))
+    assert os.path.getsize(tmp_path / "scope.png") > 1000 and fig is not None
+
+
+def test_an_interrupted_build_resumes_from_its_checkpoints(data, tmp_path, monkeypatch):
+    import lucent_inhibit.census.run as census_run
+
+    real, calls = census_run._census_pass, []
+
+    def failing(*a, **kw):  # the second layer's census is interrupted
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(census_run, "_census_pass", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _build(TinyConvNet().eval(), data, checkpoint=str(tmp_path))
+    calls.clear()
+    monkeypatch.setattr(census_run, "_census_pass", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    resumed = _build(TinyConvNet().eval(), data, checkpoint=str(tmp_path))
+    assert len(calls) == 1  # only the interrupted layer's census ran again
+    whole = _build(TinyConvNet().eval(), data)
+    np.testing.assert_array_equal(resumed.neg, whole.neg)
+    np.testing.assert_array_equal(resumed.inhibitors, whole.inhibitors)
+
+
+def test_site_pages_images_and_links(scope, tmp_path):
+    index = write_microscope_site(scope, str(tmp_path))
+    text = open(index, encoding="utf-8").read()
+    assert text.count("<tr id=") == len(scope) and "http" not in text.replace("http-equiv", "")
+    assert sorted(os.listdir(tmp_path / "images")) == sorted(f"{int(i)}.png" for i in scope.image_ids)
+    for j, f in enumerate(scope.features):
+        page = tmp_path / unit_path(f.layer, f.unit)
+        html = page.read_text(encoding="utf-8")
+        assert os.path.getsize(str(page)[:-5] + ".png") > 1000
+        for src in re.findall(r'src="([^"]+)"', html):
+            assert os.path.exists(os.path.normpath(os.path.join(page.parent, src))), src
+        links = re.findall(r'class="inhibitor" href="([^"]+)"', html)
+        if f.layer == "conv3":  # its inhibitors are relu2 channels, all in the microscope: each one linked
+            assert len(links) == scope.inhibitors.shape[1]
+            assert links[0].endswith(f"relu2/{scope.inhibitors[j, 0]}.html")
+        else:  # relu1 is not a layer of the microscope: no links
+            assert links == []
+        for href in links:
+            assert os.path.exists(os.path.normpath(os.path.join(page.parent, href)))
+
+
+def test_units_option_parses_ranges_and_refuses_garbage():
+    from lucent_inhibit.app.stages.microscope import parse_units
+
+    assert parse_units("0-3,8") == (0, 1, 2, 3, 8) and parse_units("5") == (5,) and parse_units(None) is None
+    for bad in ("3-1", "a", "-2", "1,,2"):
+        with pytest.raises(ValueError, match="--units"):
+            parse_units(bad)
+
+
+@pytest.mark.browser
+def test_site_in_headless_chromium(scope, tmp_path):
+    import playwright.sync_api as sync_api  # a test dependency: a missing install fails, never skips
+
+    index = write_microscope_site(scope, str(tmp_path))
+    top = scope.features[int(scope.ranking()[0])]
+    assert top.layer == "conv3"  # its inhibitors are relu2 channels, pages of this microscope
+    loaded = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+    errors, requests = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto("file://" + index)
+            page.wait_for_selector("body[data-ready='1']")
+            assert page.locator("#units tbody tr").count() == len(scope)
+            assert page.evaluate(loaded)
+            page.click("#sort-share")  # most inhibited first
+            shares = page.evaluate("Array.from(document.querySelectorAll('#units tbody tr')).map(r => +r.dataset.share)")
+            assert shares == sorted(shares, reverse=True)
+            first = page.locator("#units tbody tr").first
+            assert (first.get_attribute("data-layer"), first.get_attribute("data-unit")) == (top.layer, str(top.unit))
+            page.click("#sort-share")  # and back: least inhibited first
+            assert page.evaluate("+document.querySelector('#units tbody tr').dataset.share") == min(shares)
+            page.click("#sort-share")
+            page.fill("#filter", "relu2")  # the filter hides the other layer's rows
+            assert page.locator("#units tbody tr:visible").count() == 8
+            page.fill("#filter", "")
+            page.locator("#units tbody tr").first.locator("a.unit-link").click()
+            page.wait_for_load_state()
+            assert page.url.endswith(unit_path(top.layer, top.unit)) and top.name in page.inner_text("h1")
+            assert page.locator("#mtis figure").count() == 4 and page.evaluate(loaded)
+            unit_url = page.url
+            c = int(scope.inhibitors[scope.column(top.layer, top.unit), 0])
+            page.locator("a.inhibitor").first.click()
+            page.wait_for_load_state()
+            assert page.url.endswith(f"units/relu2/{c}.html") and f"relu2 unit {c}" in page.inner_text("h1")
+            assert page.evaluate(loaded)
+            page.go_back()
+            assert page.url == unit_url
+            page.click("#index-link")
+            page.wait_for_selector("body[data-ready='1']")
+            page.fill("#jump-unit", f"relu2/{c}")  # the jump box opens a unit's page
+            page.press("#jump-unit", "Enter")
+            page.wait_for_url(f"**/units/relu2/{c}.html")
+        finally:
+            browser.close()
+    assert errors == []
+    assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+@pytest.mark.slow
+def test_cli_on_the_embedded_model_two_layers_linked(tmp_path):
+    """16 units of blocks_4_0_bn3_drop and of blocks_4_0_bn2_act over 32 crops, from the command line: the site
+    is written, per-unit numbers equal a scan, and an inhibitor of the first layer links to the second's page."""
+    out = tmp_path / "site"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "lucent_inhibit", "microscope", "--out", str(out), "--layer", "blocks_4_0_bn3_drop",
+           "blocks_4_0_bn2_act", "--units", "0-15", "--n-images", "32", "--size", "96", "--n-top", "4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "index.html" in done.stdout
+    scope = Microscope.load(str(out / "microscope.npz"))
+    assert len(scope) == 32 and scope.attr_layers[0] == "blocks_4_0_bn2_act"
+    for name in ("index.html", "microscope.png"):
+        assert (out / name).is_file()
+    assert not (out / "microscope-checkpoints").exists()
+    j = int(scope.ranking()[0])
+    f = scope.features[j]
+    from lucent_inhibit.data.bundled import sample_crops
+    from lucent_inhibit.models.embedded import efficientnet_lite0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = scan(efficientnet_lite0(), sample_crops(32, size=96, seed=0), f, [scope.attr_layer(j)],
+                   settings=PassSettings(progress=False))
+    np.testing.assert_allclose(scope.activation[:, j], one.activation, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scope.neg[:, j], one.N(), rtol=1e-4, atol=1e-5)
+    linked = [(k, int(c)) for k in range(16) for c in scope.inhibitors[k] if c < 16]
+    for k, c in linked:  # an inhibitor of the first layer among the second layer's units: its page is linked
+        html = (out / unit_path(scope.features[k].layer, scope.features[k].unit)).read_text(encoding="utf-8")
+        assert f'href="../../units/blocks_4_0_bn2_act/{c}.html"' in html
+    bad = subprocess.run(cmd[:-6] + ["--units", "0-15", "--max-units", "8", "--n-images", "32", "--size", "96"],
+                         capture_output=True, text=True, env=env, cwd=HERE, timeout=300)
+    last = bad.stderr.strip().splitlines()[-1]  # the picks said, then the error in one line
+    assert bad.returncode == 2 and "max_units=8" in last and "16 units" in last and "Traceback" not in bad.stderr
