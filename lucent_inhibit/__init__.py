@@ -31,7 +31,7 @@ _EXPORTS = {
                  "plot_signed_overlay", "save_scan_figures", "scan"],
     "census": ["Census", "layer_census", "plot_census"],
     "causal": ["Disinhibition", "InhibitorDictionary", "disinhibit", "inhibitor_dictionary", "plot_disinhibition",
-               "plot_inhibitors"],
+               "plot_inhibitors", "RandomizationCascade", "plot_randomization", "randomization_cascade"],
     "synthesis": ["Accentuation", "InversionResult", "TenseResult", "accentuate", "inversions", "plot_inversions",
                   "plot_tense", "tense_image"],
     "atlas": ["Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Selection", "build_atlas",
@@ -41,12 +41,14 @@ _EXPORTS = {
                      "pair_statistics", "plot_combinations", "sweep_combinations"],
     "toy": ["ToyAnalysis", "ToyConfig", "ToyModel", "TrainResult", "analyze_toy", "inhibition_model",
             "plot_superposition", "train_toy"],
+    "microscope": ["Microscope", "build_microscope", "plot_microscope", "write_microscope_site"],
     "findings": ["Finding"],
     "app.stages.demo": ["DemoConfig", "run_demo"],
 }
 #: subpackages exported as themselves, under a short name
 _SUBMODULES = {"objectives": "synthesis.objectives", "param": "synthesis.param", "transform": "synthesis.transform",
-               "stages": "app.stages", "findings": "findings"}
+               "stages": "app.stages", "findings": "findings",
+               "microscope": "microscope"}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 #: the public names, literally (tests check it equals the table above)
@@ -64,7 +66,8 @@ __all__ = [
     "random_logits", "render_icons", "run_demo", "sample_crops", "sample_images", "save_scan_figures", "scan",
     "select_images", "signed_totals", "sweep_combinations", "tense_image", "tension", "train_toy",
     "warn_if_incomplete", "write_atlas_html", "objectives", "param", "stages", "transform",
-    "Finding", "PassSettings", "default_attribution_layer", "default_feature_layers", "findings", "pick_unit", "resolve_feature_layers",
+    "Finding", "PassSettings", "RandomizationCascade", "plot_randomization", "randomization_cascade", "default_attribution_layer", "default_feature_layers", "findings", "pick_unit", "resolve_feature_layers",
+    "Microscope", "build_microscope", "microscope", "plot_microscope", "write_microscope_site",
 ]
 
 

@@ -302,7 +302,8 @@ def test_every_stage_result_saves_summarises_and_plots(scanned_atlas, tmp_path):
     for cls, part in parts.items():
         s = part.summary()
         assert s["type"] == cls.__name__
-        png = part.plot(str(tmp_path / f"{cls.__name__}.png"))
+        png = str(tmp_path / f"{cls.__name__}.png")
+        assert part.plot(png).axes  # the Figure, written at the path
         assert np.asarray(Image.open(png).convert("L")).std() > 1
         back = load_result(part.save(str(tmp_path / cls.__name__)))
         assert type(back) is cls

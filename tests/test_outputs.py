@@ -30,6 +30,7 @@ RUNS = {
     "combos": ["--model", "conftest:TinyConvNet", "--layer", "conv3", "--n-images", "4", "--size", "16",
                "--n-angles", "5", "--n-seeds", "1", "--steps", "2", "--scale-steps", "2"],
     "toy": ["--n", "4", "--m", "3", "--steps", "20", "--seeds", "1", "--count", "16"],
+    "randomize": TINY + ["--attr-layer", "relu2", "--n-images", "12", "--size", "16", "--batch-size", "6", "--top-k", "3"],
     "atlas": TINY + ["--attr-layer", "relu2", "--n-images", "6", "--size", "16", "--steps", "2", "--top-abs", "6",
                      "--top-activation", "0", "--bottom-activation", "0", "--top-tension", "0", "--min-points", "2"],
 }
@@ -353,5 +354,6 @@ def test_the_cli_run_whose_ctrl_c_landed_in_a_finaliser_exits_130_with_one_line(
     out = tmp_path / "toy"
     assert main(["toy", *RUNS["toy"], "--out", str(out)]) == 130
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == "lucent-inhibit: interrupted (Ctrl-C); no temporary files were left"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lucent-inhibit: interrupted (Ctrl-C); ") and f"{str(out)!r} holds its previous output" in last, last
     assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -50,29 +50,29 @@ def test_scatter_colours_by_activation_centred_at_zero(planted, tmp_path):
 def test_grid_shows_each_image_with_its_numbers(planted):
     r, images, _ = planted
     idx = r.mtis(3)
-    fig = plot_image_grid(r, images, idx, ncols=2)
+    fig = plot_image_grid(r, dataset=images, indices=idx, ncols=2)
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 3
     for ax, i in zip(shown, idx):
         np.testing.assert_allclose(ax.images[0].get_array(), images[i].permute(1, 2, 0).numpy(), atol=1e-6)
-        text = ax.texts[0].get_text()
+        text = ax.get_xlabel()
         row = r.row(i)
         assert f"f={r.activation[row]:.3g}" in text and f"P={r.P()[row]:.3g}" in text and f"N={r.N()[row]:.3g}" in text
     _close(fig)
     with pytest.raises(ValueError, match="empty"):
-        plot_image_grid(r, images, [])
+        plot_image_grid(r, dataset=images, indices=[])
 
     class Other(list):
         identity = "another dataset"
 
     with pytest.raises(ValueError, match="not the scanned dataset"):
-        plot_image_grid(r, Other(images), idx)
+        plot_image_grid(r, dataset=Other(images), indices=idx)
 
 
 def test_overlay_puts_red_on_excitation_and_blue_on_inhibition(planted):
     r, images, kinds = planted
     i = int(np.nonzero(kinds == "both")[0][0])
-    fig = plot_scan_overlay(r, images, i)
+    fig = plot_scan_overlay(r, dataset=images, index=i)
     img = images[i]
     red_px = (img[0] > 0.9).nonzero()[0].tolist()
     green_px = (img[1] > 0.9).nonzero()[0].tolist()
@@ -90,16 +90,16 @@ def test_overlay_puts_red_on_excitation_and_blue_on_inhibition(planted):
 def test_overlay_bad_input():
     img = torch.rand(3, 8, 8)
     with pytest.raises(ValueError, match="one shape"):
-        plot_signed_overlay(img, np.ones((4, 4)), np.ones((4, 3)))
+        plot_signed_overlay(img, positive=np.ones((4, 4)), negative=np.ones((4, 3)))
     with pytest.raises(ValueError, match="non-negative"):
-        plot_signed_overlay(img, -np.ones((4, 4)), np.ones((4, 4)))
+        plot_signed_overlay(img, positive=-np.ones((4, 4)), negative=np.ones((4, 4)))
     with pytest.raises(ValueError, match="expected an image"):
-        plot_signed_overlay(torch.rand(8, 8), np.ones((4, 4)), np.ones((4, 4)))
+        plot_signed_overlay(torch.rand(8, 8), positive=np.ones((4, 4)), negative=np.ones((4, 4)))
 
 
 def test_save_scan_figures_writes_all(planted, tmp_path):
     r, images, _ = planted
-    files = save_scan_figures(r, images, str(tmp_path / "figs"), k=4)
+    files = save_scan_figures(r, str(tmp_path / "figs"), dataset=images, k=4)
     assert set(files) == {"scatter", "scatter_percentile", "meis", "miis", "mtis", "overlay_mti0", "overlay_mti1",
                           "overlay_mti2"}
     for p in files.values():
@@ -118,10 +118,10 @@ def test_percentile_scatter_and_grid_captions_show_percentile_ranks(planted):
     assert "percentile rank" in ax.get_xlabel()
     _close(fig)
     idx = r.mtis(3)
-    fig = plot_image_grid(r, images, idx)
+    fig = plot_image_grid(r, dataset=images, indices=idx)
     for ax, i in zip([a for a in fig.axes if a.images], idx):
         row = r.row(i)
-        text = ax.texts[0].get_text()
+        text = ax.get_xlabel()
         assert f"(p{pct[row, 0]:.0f})" in text and f"(p{pct[row, 1]:.0f})" in text
     _close(fig)
     with pytest.raises(ValueError, match="scale must be one of 'raw', 'percentile'"):
@@ -132,9 +132,9 @@ def test_small_scan_figures_fall_back_to_raw_totals(tmp_path):
     images, _ = _planted_images(per_kind=2)
     with pytest.warns(UserWarning, match="at least 10 images"):
         r = scan(RedMinusGreen(), images, Feature("out", unit=0, position="mean"), "relu", settings=PassSettings(batch_size=8, progress=False, preprocess=False))
-    files = save_scan_figures(r, images, str(tmp_path / "small"), k=3)
+    files = save_scan_figures(r, str(tmp_path / "small"), dataset=images, k=3)
     assert "scatter_percentile" not in files and os.path.exists(files["mtis"])
-    fig = plot_image_grid(r, images, r.mtis(2, score="min"))
-    assert "(p" not in fig.axes[0].texts[0].get_text()
+    fig = plot_image_grid(r, dataset=images, indices=r.mtis(2, score="min"))
+    assert "(p" not in fig.axes[0].get_xlabel()
     _close(fig)
     _close(plot_scan_scatter(r))

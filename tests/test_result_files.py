@@ -18,7 +18,7 @@ EXPECTED_TYPES = {
     "Accentuation", "Atlas", "AtlasGrid", "AtlasIcons", "AtlasLayout", "AtlasPoints", "Attribution", "AxisScales",
     "CombinationResult", "CompletenessResult", "InversionResult", "PairStatistics", "ScanResult", "Selection",
     "TenseResult", "ToyAnalysis", "ToySnapshot", "TrainResult", "Disinhibition", "InhibitorDictionary",
-    "Census", "ChunkArrays",
+    "RandomizationCascade", "Census", "ChunkArrays",
 }
 
 

@@ -166,7 +166,8 @@ def test_summary_and_plot(tmp_path):
         assert s["layers"][l]["mti_mean_activation"] == pytest.approx(float(r.activation[rows(r.mtis(10, layer=l))].mean()))
         assert s["layers"][l]["mean_N"] == pytest.approx(float(r.N(l).mean()))
     json.dumps(s)  # plain numbers
-    path = r.plot(str(tmp_path / "scatter.png"))
+    path = str(tmp_path / "scatter.png")
+    assert r.plot(path).axes
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

@@ -24,7 +24,7 @@ def _defaults(fn):
 
 
 def test_registry_lists_the_stages_and_refuses_duplicates():
-    assert list(STAGES) == ["scan", "census", "inhibitors", "completeness", "atlas", "invert", "tense", "combos", "toy",
+    assert list(STAGES) == ["scan", "census", "inhibitors", "randomize", "completeness", "atlas", "microscope", "invert", "tense", "combos", "toy",
                            "demo"]
     assert get_stage("scan").config is ScanConfig
     with pytest.raises(ValueError, match="Did you mean scan"):

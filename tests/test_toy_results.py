@@ -111,7 +111,7 @@ def test_every_result_type_plots_a_png(tmp_path, small_run):
     an = toy.analyze_toy(small_run.model, count=16)
     for result, name in ((small_run.model.snapshot(), "snap.png"), (small_run, "run.png"), (an, "an.png")):
         path = str(tmp_path / name)
-        assert result.plot(path) == path
+        assert result.plot(path).axes  # the Figure, written at the path
         assert os.path.getsize(path) > 5_000
         with open(path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -157,12 +157,12 @@ class Atlas(Result):
                 "points": len(self.points), "grid": int(self.grid.size), "icons": len(self.icons),
                 "mean_cosine": float(self.icons.cosine.mean()), **self.quality(), **self.activation_by_sign()}
 
-    def plot(self, path) -> str:
-        """The static atlas figure (:func:`plot_atlas`, frames by icon activation) as a PNG; returns the path."""
+    def plot(self, path=None, ax=None, **style):
+        """The static atlas figure (:func:`plot_atlas`, frames by icon activation); returns the Figure (a PNG
+        at ``path`` when given)."""
         from .figures import plot_atlas
 
-        plot_atlas(self, str(path))
-        return str(path)
+        return plot_atlas(self, path, ax, **style)
 
 
 def _as_config(config) -> AtlasConfig:

@@ -30,7 +30,8 @@ from ..attribution.attribute import measure
 from ..core.distributed import digest, map_chunks, rank0_seed
 from ..core.layers import check_layer_names, model_device
 from ..core.probe import check_single_call
-from ..core.rendering import rng_restored, run_render
+from ..core.motion import Motion, motion_fields
+from ..core.rendering import RenderRun, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import ICON_RENDER, RenderSettings, as_settings
 from ..core.tokens import token_grid
@@ -70,6 +71,8 @@ class AtlasIcons(Result):
             its size ``params["crop_box_size"]``), or None (a linear layer: the whole icon is shown).
         crop_size: side in pixels of the displayed crops (:meth:`crops`; 0: the icon's side).
         contrast: (K,) float32 RMS contrast of the displayed crops (:func:`rms_contrast`).
+        moved: (K,) bool, whether each icon's render moved (:mod:`lucent_inhibit.core.motion`; None: not
+            measured); motion: (K, 2) float32 its ``[RMS image change, objective gain]``.
     """
 
     images: np.ndarray
@@ -79,6 +82,8 @@ class AtlasIcons(Result):
     crop_box: Optional[Box] = None
     crop_size: int = 0
     contrast: Optional[np.ndarray] = None
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         self.crop_box = None if self.crop_box is None else tuple(int(v) for v in self.crop_box)
@@ -106,11 +111,12 @@ class AtlasIcons(Result):
                 "mean_cosine": float(self.cosine.mean()), "median_cosine": float(np.median(self.cosine)),
                 "median_contrast": contrast, "crop_box": self.crop_box, **self.params}
 
-    def plot(self, path) -> str:
-        """The icons in a row-major montage, each titled with its activation and cosine (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """The icons in a row-major montage, each titled with its activation and cosine;
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_icons
 
-        return plot_icons(self, path)
+        return plot_icons(self, path, ax, **style)
 
 
 def receptive_field_box(points: AtlasPoints, icon_hw: Tuple[int, int]) -> Optional[Box]:
@@ -240,7 +246,7 @@ def _devices(model: nn.Module):
 
 
 def render_batch(model: nn.Module, layer: str, targets: torch.Tensor, image_size: Tuple[int, int],
-                 render: Optional[RenderSettings] = None, power: float = 4.0) -> np.ndarray:
+                 render: Optional[RenderSettings] = None, power: float = 4.0, labels=None) -> RenderRun:
     """Render one image per target in ONE call of Lucent's ``render_vis`` (:func:`~lucent_inhibit.core.rendering.run_render`).
 
     Args:
@@ -248,17 +254,19 @@ def render_batch(model: nn.Module, layer: str, targets: torch.Tensor, image_size
         image_size: (H, W) of the dataset images the targets were computed at (see :func:`icon_settings`).
         render: :class:`~lucent_inhibit.RenderSettings`; ``seed`` seeds the image initialisation too.
         power: cosine exponent of the spatial cosdot.
+        labels: names of the icons in the warning about renders that did not move (default "image i").
 
     Returns:
-        (B, h, w, 3) float32 images in [0, 1], (h, w) = ``render.hw(image_size)``.
+        The :class:`~lucent_inhibit.core.rendering.RenderRun`: ``images`` (B, 3, h, w) in [0, 1],
+        (h, w) = ``render.hw(image_size)``, and ``motion``, how far each moved.
     """
     settings = icon_settings(render, image_size)
     with rng_restored(settings.seed, _devices(model)):
         param_f = build_param(settings.param, settings.hw(image_size), batch=int(targets.shape[0]),
                               device=model_device(model))
     grid = token_grid(model, settings.model_hw(settings.hw(image_size)))
-    run = run_render(model, _icon_objective(layer, targets, power, grid), param_f, settings, "atlas icons")
-    return run.images.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    return run_render(model, _icon_objective(layer, targets, power, grid), param_f, settings, "atlas icons",
+                      labels=labels)
 
 
 def _icon_inputs(icons_uint8: np.ndarray, model_hw: Tuple[int, int]) -> torch.Tensor:
@@ -327,8 +335,8 @@ def _describe_transforms(render, settings: RenderSettings) -> str:
 
 
 def _render_icons(model, points: AtlasPoints, targets: torch.Tensor, settings: RenderSettings, batch_size: int,
-                  power: float) -> np.ndarray:
-    """(K, h, w, 3) uint8 icons, ``batch_size`` targets per :func:`render_batch` call, chunk ``c`` seeded
+                  power: float) -> Tuple[np.ndarray, Motion]:
+    """(K, h, w, 3) uint8 icons and how far each moved, ``batch_size`` targets per :func:`render_batch` call, chunk ``c`` seeded
     ``settings.seed + c``; under ``torchrun`` each rank renders its share of the chunks
     (:func:`~lucent_inhibit.core.distributed.map_chunks`) and every rank gets all of them."""
     from tqdm.auto import tqdm
@@ -340,17 +348,21 @@ def _render_icons(model, points: AtlasPoints, targets: torch.Tensor, settings: R
     def one(c: int) -> dict:
         chunk = settings.replace(seed=None if settings.seed is None else settings.seed + c, progress=False)
         part = targets[starts[c]: starts[c] + batch_size]
-        out = {"images": render_batch(model, points.layer, part, points.image_size, chunk, power)}
+        run = render_batch(model, points.layer, part, points.image_size, chunk, power,
+                           [f"icon {starts[c] + i}" for i in range(part.shape[0])])
         bar.update(1)
-        return out
+        return {"images": run.images.permute(0, 2, 3, 1).numpy().astype(np.float32),
+                "motion": run.motion.table().numpy()}
 
     try:
         said = lambda: {"icons": points.layer, "targets": digest(targets), "model": digest(model),  # noqa: E731
                         "power": power, "batch_size": batch_size, "settings": settings.describe()}
-        images = [p["images"] for p in map_chunks(len(starts), one, said)]
+        parts = map_chunks(len(starts), one, said)
     finally:
         bar.close()
-    return to_uint8(torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2))
+    motion = torch.from_numpy(np.concatenate([p["motion"] for p in parts]))
+    icons = to_uint8(torch.from_numpy(np.concatenate([p["images"] for p in parts])).permute(0, 3, 1, 2))
+    return icons, Motion(motion[:, 0], motion[:, 1])
 
 
 def render_icons(
@@ -393,13 +405,13 @@ def render_icons(
     check_icon_memory(len(grid), settings.hw(points.image_size), crop_size)  # before any render
     model_hw = _check_icon_inputs(model, points, grid, settings)
     targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
-    icons = _render_icons(model, points, targets, settings, batch_size, power)
+    icons, motion = _render_icons(model, points, targets, settings, batch_size, power)
     activation, cosine = measure_icons(model, points, icons, targets, model_hw, batch_size)
     box, crop_info = icon_crop(model, points, icons, targets, model_hw, batch_size)
     params = {"steps": settings.steps, "lr": float(settings.lr), "size": list(settings.hw(points.image_size)),
               "model_size": list(model_hw), "param": getattr(settings.param, "__name__", settings.param),
               "seed": settings.seed, "transforms": _describe_transforms(render, settings), "power": power,
               "icon_target": icon_target, "batch_size": batch_size, "crop_size": crop_size, **crop_info}
-    result = AtlasIcons(icons, activation, cosine, params, box, int(crop_size))
+    result = AtlasIcons(icons, activation, cosine, params, box, int(crop_size), None, *motion_fields(motion))
     result.contrast = rms_contrast(result.crops())
     return result

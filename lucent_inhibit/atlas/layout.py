@@ -43,11 +43,11 @@ class AtlasLayout(Result):
     def summary(self) -> dict:
         return {"type": self.kind(), "points": len(self), "n_neighbors": int(self.n_neighbors), **self.params}
 
-    def plot(self, path) -> str:
-        """The points in the unit square (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """The points in the unit square; returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_layout
 
-        return plot_layout(self, path)
+        return plot_layout(self, path, ax, **style)
 
 
 def normalize_layout(raw: np.ndarray, clip: Tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
@@ -166,11 +166,11 @@ class AtlasGrid(Result):
                 "points": int(self.count.sum()), "net_positive": int((self.net > 0).sum()),
                 "net_negative": int((self.net < 0).sum())}
 
-    def plot(self, path) -> str:
-        """The occupied cells coloured by their net attribution (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """The occupied cells coloured by their net attribution; returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_grid
 
-        return plot_grid(self, path)
+        return plot_grid(self, path, ax, **style)
 
 
 def _occupancy(xy: np.ndarray, size: int, min_points: int) -> Tuple[float, float]:

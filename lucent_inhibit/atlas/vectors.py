@@ -113,11 +113,12 @@ class AtlasPoints(Result):
                 "mean_activation": float(self.activation.mean()), "mean_P": float(self.P.mean()),
                 "mean_N": float(self.N.mean())}
 
-    def plot(self, path) -> str:
-        """Net attribution against ``|S|_2`` per point, coloured by its image's activation (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """Net attribution against ``|S|_2`` per point, coloured by its image's activation;
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_points
 
-        return plot_points(self, path)
+        return plot_points(self, path, ax, **style)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -83,11 +83,11 @@ class Attribution(Result):
                       "E": float(self.total(l).mean())}
         return out
 
-    def plot(self, path) -> str:
-        """Bar chart of mean P and N per layer (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """Bar chart of mean P and N per layer (:func:`plot_attribution_totals`); returns the Figure."""
         from .figures import plot_attribution_totals
 
-        return plot_attribution_totals(self, path)
+        return plot_attribution_totals(self, path, ax, **style)
 
 
 def as_layers(layers: Union[str, Sequence[str]]) -> List[str]:

@@ -15,7 +15,6 @@ is undefined because ``f`` or ``E`` is constant over the images is NaN *with* a 
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -173,9 +172,14 @@ class CompletenessResult(Result):
                                "features_adding_up": int(ok[:, j].sum())}
                            for j, l in enumerate(self.layers)}}
 
-    def plot(self, path) -> str:
-        """Pearson r against layer depth (:func:`plot_completeness`) as a PNG."""
-        return plot_completeness(self, os.fspath(path))
+    def _repr_numbers(self) -> dict:
+        """The repr's numbers: the method, the images and the mean r over features at each layer."""
+        return {"method": self.method, "images": self.n_images,
+                **{f"mean_r[{l}]": float(r) for l, r in zip(self.layers, self.mean_r())}}
+
+    def plot(self, path=None, ax=None, **style):
+        """Pearson r against layer depth (:func:`plot_completeness`); returns the Figure."""
+        return plot_completeness(self, path, ax, **style)
 
     def _index(self, layer):
         if layer not in self.layers:

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..core.figures import pyplot, save_figure
+from ..core.figures import finish, new_axes
 from ..core.results import expect_result
 
 
@@ -22,21 +22,21 @@ def _merge_orders(orders: List[List[str]]) -> List[str]:
     return merged
 
 
-def plot_completeness(result, path: str, compare=None, title: Optional[str] = None) -> str:
+def plot_completeness(result, path=None, ax=None, compare=None, title: Optional[str] = None):
     """Figure: Pearson r between feature and total attribution against layer depth (paper's Figure 3).
 
     ``result`` is a :class:`~lucent_inhibit.attribution.completeness.CompletenessResult`. One thin line per feature,
     the mean over features in bold; ``compare`` (another result or a list, e.g. the integrated-gradients
     result for some of the same features) is drawn on the same axes in another colour. x: layers in
-    forward order, labelled. Writes a PNG to ``path`` and returns it.
+    forward order, labelled. Returns the matplotlib Figure, written as a PNG at ``path`` when given; ``ax``:
+    draw into that Axes.
     """
-    plt = pyplot()
     results = [result] + ([] if compare is None else list(compare) if isinstance(compare, (list, tuple)) else [compare])
     for i, res in enumerate(results):
         expect_result(res, "CompletenessResult", "lucent_inhibit.completeness", "result" if i == 0 else "compare")
     xs = _merge_orders([r.layers for r in results])
     colours = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(xs) + 2), 4.2))
+    fig, ax, own = new_axes(ax, (max(6.0, 0.45 * len(xs) + 2), 4.2))
     for k, res in enumerate(results):
         c = colours[k % len(colours)]
         pos = [xs.index(l) for l in res.layers]
@@ -56,20 +56,19 @@ def plot_completeness(result, path: str, compare=None, title: Optional[str] = No
     ax.set_ylim(min(-0.2, float(np.nanmin([np.nanmin(r.r) for r in results] + [0])) - 0.05), 1.05)
     ax.set_title(title or f"Completeness of attribution over {result.n_images} images ({result.model})", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    if own:
+        fig.tight_layout()
+    return finish(fig, path, own, dpi=120)
 
 
-def plot_attribution_totals(attribution, path: str) -> str:
+def plot_attribution_totals(attribution, path=None, ax=None):
     """Mean excitatory (P) and inhibitory (N) attribution totals per layer of an
-    :class:`~lucent_inhibit.attribution.attribute.Attribution`, with the mean activation as a line (PNG)."""
-    plt = pyplot()
+    :class:`~lucent_inhibit.attribution.attribute.Attribution`, with the mean activation as a line. Returns the
+    Figure (a PNG at ``path`` when given; ``ax``: draw into that Axes)."""
     layers = expect_result(attribution, "Attribution", "lucent_inhibit.attribute", "attribution").layers
     p = [float(attribution.positive(l).mean()) for l in layers]
     n = [float(attribution.negative(l).mean()) for l in layers]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(layers)), 3.2))
+    fig, ax, own = new_axes(ax, (max(4.0, 1.2 * len(layers)), 3.2))
     xs = np.arange(len(layers))
     ax.bar(xs - 0.2, p, 0.4, color="#c0392b", label="P (excitatory)")
     ax.bar(xs + 0.2, n, 0.4, color="#2e6fbd", label="N (inhibitory)")
@@ -78,6 +77,6 @@ def plot_attribution_totals(attribution, path: str) -> str:
     ax.set_ylabel("mean total attribution")
     ax.set_title(attribution.feature.name, fontsize=9)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    if own:
+        fig.tight_layout()
+    return finish(fig, path, own)

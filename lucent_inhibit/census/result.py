@@ -49,9 +49,6 @@ class Census(Result):
     def __len__(self) -> int:
         return int(self.indices.shape[0])
 
-    def __repr__(self) -> str:
-        return f"Census({len(self.features)} features, layers={self.layers}, {len(self)} images of {self.dataset})"
-
     # -- columns and layers -------------------------------------------------------------------------
     def column(self, unit: Union[int, Feature]) -> int:
         """The column of a feature: a :class:`Feature` of the census, or a unit number that one feature has."""
@@ -140,10 +137,11 @@ class Census(Result):
         out["most_inhibited"] = top
         return out
 
-    def plot(self, path) -> str:
-        """The units ranked by share of inhibition, with their tension quantiles (PNG)."""
+    def plot(self, path=None, ax=None, **style):
+        """The units ranked by share of inhibition, with their tension quantiles (:func:`plot_census`);
+        returns the Figure."""
         from .figures import plot_census
 
-        return plot_census(self, path)
+        return plot_census(self, path, ax, **style)
 
 

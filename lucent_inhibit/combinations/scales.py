@@ -22,7 +22,8 @@ from ..core.features import Feature, as_feature
 from ..core.hooks import capture
 from ..core.layers import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
-from ..core.rendering import run_render
+from ..core.motion import motion_fields
+from ..core.rendering import RenderRun, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings, as_settings
 from ..core.tokens import token_grid
@@ -71,11 +72,13 @@ def seeded_image_param(hw: Tuple[int, int], seeds: Sequence[int], sd: float = 0.
 
 
 def render_batch(model: nn.Module, objective, seeds: Sequence[int], render: RenderSettings,
-                 what: str) -> torch.Tensor:
-    """One ``render_vis`` call through :func:`run_render` from :func:`seeded_image_param` noise:
-    (len(seeds), 3, H, W) final images in [0, 1] (``render.progress``: Lucent's bar over the steps)."""
+                 what: str, labels: Optional[Sequence[str]] = None) -> RenderRun:
+    """One ``render_vis`` call through :func:`run_render` from :func:`seeded_image_param` noise: its
+    :class:`~lucent_inhibit.core.rendering.RenderRun` (``images`` (len(seeds), 3, H, W) final images in [0, 1],
+    ``motion`` how far each moved; ``labels`` name them in the warning about renders that did not move;
+    ``render.progress``: Lucent's bar over the steps)."""
     param_f = seeded_image_param(render.hw(DEFAULT_SIZE), seeds)
-    return run_render(model, objective, param_f, render, what).images
+    return run_render(model, objective, param_f, render, what, labels=labels)
 
 
 def base_seed(render: RenderSettings) -> int:
@@ -161,6 +164,8 @@ class AxisScales(Result):
         images: (2, 3, H, W) the best visualization of each feature, in [0, 1].
         feature_a, feature_b: the pair (None when not recorded).
         info: the render settings (steps, image_size, render_size, lr, seed, model).
+        moved: (2,) bool, whether each image moved (:mod:`lucent_inhibit.core.motion`; None: not measured);
+        motion: (2, 2) float32 its ``[RMS image change, objective gain]``.
     """
 
     scale: Tuple[float, float]
@@ -169,6 +174,8 @@ class AxisScales(Result):
     feature_a: Optional[Feature] = None
     feature_b: Optional[Feature] = None
     info: Dict[str, Any] = field(default_factory=dict)
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         self.scale = tuple(float(v) for v in self.scale)
@@ -179,11 +186,12 @@ class AxisScales(Result):
         return {"type": self.kind(), "features": names, "scale": list(self.scale),
                 "values": self.values.tolist(), "info": self.info}
 
-    def plot(self, path) -> str:
-        """The two features' own visualizations side by side, titled with their scales; returns ``path``."""
+    def plot(self, path=None, ax=None, **style):
+        """The two features' own visualizations side by side, titled with their scales;
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_axis_scales
 
-        return plot_axis_scales(self, path)
+        return plot_axis_scales(self, path, ax, **style)
 
 
 def _pair_objective(fa: Feature, fb: Feature, n_seeds: int):
@@ -236,7 +244,9 @@ def axis_scales(
     fa, fb = check_pair(model, fa, fb, size)
     s = s.replace(seed=base_seed(s))
     seeds = [s.seed + i for i in range(n_seeds)] * 2
-    images = render_batch(model, _pair_objective(fa, fb, n_seeds), seeds, s, "axis scales")
+    labels = [f"{f.name} seed {i}" for f in (fa, fb) for i in range(n_seeds)]
+    run = render_batch(model, _pair_objective(fa, fb, n_seeds), seeds, s, "axis scales", labels)
+    images = run.images
     y = measure_pair(model, images, fa, fb, size=size)
     values = torch.stack([y[:n_seeds, 0], y[n_seeds:, 1]])  # (2, S)
     best = values.argmax(1)
@@ -244,5 +254,6 @@ def axis_scales(
     for f, v in zip((fa, fb), scale):
         if not v > 0:
             raise NotExcitable(f, v)
-    imgs = torch.stack([images[int(best[0])], images[n_seeds + int(best[1])]])
-    return AxisScales(scale, values, imgs, fa, fb, render_info(model, s))
+    picked = [int(best[0]), n_seeds + int(best[1])]
+    return AxisScales(scale, values, images[picked], fa, fb, render_info(model, s),
+                      *motion_fields(run.motion.take(picked)))

@@ -227,11 +227,11 @@ class PairStatistics(Result):
             out.update({which: list(self.pick(which)) for which in PAIR_CHOICES})
         return out
 
-    def plot(self, path) -> str:
-        """The (C, C) correlation matrix as a PNG at ``path``; returns the path."""
+    def plot(self, path=None, ax=None, **style):
+        """The (C, C) correlation matrix; returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_pair_statistics
 
-        return plot_pair_statistics(self, path)
+        return plot_pair_statistics(self, path, ax, **style)
 
 
 def correlation_matrix(activations: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

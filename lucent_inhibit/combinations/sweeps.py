@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..core.checkpoints import checkpointed
 from ..core.distributed import digest, init_from_env, map_chunks, rank0_seed
 from ..core.features import Feature, as_feature
+from ..core.motion import Motion, motion_fields
 from ..core.results import Result
 from ..core.settings import RenderSettings
 from ..core.validate import MAX_BATCH, MAX_IMAGES, MAX_STEPS, InputError, check_int
@@ -55,6 +56,8 @@ class CombinationResult(Result):
         power: the cosine exponent ``p``.
         scale_images: (2, 3, H, W) the features' own visualizations (the axis tips), or None.
         info: steps, image_size, render_size ((H, W) the model saw), lr, seed, chunk, model name.
+        moved: (K,) bool, whether each angle's best image moved (:mod:`lucent_inhibit.core.motion`; None: not
+            measured); motion: (K, 2) float32 its ``[RMS image change, objective gain]``.
     """
 
     feature_a: Feature
@@ -67,6 +70,8 @@ class CombinationResult(Result):
     power: float = 4.0
     scale_images: Optional[torch.Tensor] = None
     info: Dict[str, Any] = field(default_factory=dict)
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         self.scale = tuple(float(v) for v in self.scale)
@@ -124,13 +129,12 @@ class CombinationResult(Result):
                 "power": self.power, "quadrant_scores": self.quadrant_scores(),
                 "mean_score": float(self.score.mean()), "info": self.info}
 
-    def plot(self, path) -> str:
-        """The paper's figure (:func:`plot_combinations`, no dataset cloud) as a PNG; returns ``path``."""
-        from ..core.figures import close
+    def plot(self, path=None, ax=None, **style):
+        """The paper's figure (:func:`plot_combinations`; ``cloud=`` adds the dataset's); returns the Figure
+        (a PNG at ``path`` when given)."""
         from .figures import plot_combinations
 
-        close(plot_combinations(self, path=str(path)))
-        return str(path)
+        return plot_combinations(self, path, ax, **style)
 
 
 def check_angles(n_angles) -> int:
@@ -147,8 +151,30 @@ def check_angles(n_angles) -> int:
     return check_int("n_angles", n, MIN_ANGLES, MAX_IMAGES)
 
 
+def per_image_pair(fa: Feature, fb: Feature, theta: np.ndarray, power: float, scale):
+    """:func:`~lucent_inhibit.synthesis.objectives.feature_pair` for a batch of angles ``theta`` (B,) radians, its
+    loss unchanged (minus the batch mean of C), with each image's C recorded per step as ``"objective/<i>"``
+    (unitless cosdot of the scaled pair), so that each render's gain is its own
+    (:func:`~lucent_inhibit.core.motion.measure_motion`)."""
+    from ..core.rendering import Parts
+    from ..synthesis.objectives.cosdots import pair_values
+
+    objective = feature_pair(fa, fb, theta=theta, power=power, scale=scale)
+    targets = pair_targets(theta)
+
+    def parts(T):
+        loss = objective(T)
+        with torch.no_grad():
+            y = pair_values(T, fa, fb, scale)
+            c = cosdot_value(y, targets.to(y.device, y.dtype), power)
+        return loss, {"objective": -loss.detach(), **{f"objective/{i}": v for i, v in enumerate(c)}}
+
+    return Parts(parts)
+
+
 def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, size, checkpoint=None):
-    """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W).
+    """Render the flattened (angle, seed) grid in batches of ``chunk``: values (N, 2), images (N, 3, H, W),
+    motion (N, 2) ``[RMS image change, objective gain]`` (None for chunks of an older checkpoint).
     Under ``torchrun`` each rank renders its share of the batches (:func:`~lucent_inhibit.core.distributed.map_chunks`;
     a batch's noise seeds are those of its elements, whatever the rank) and every rank gets them all. In one
     process, with ``checkpoint``, each batch is saved there as it finishes and reused by a rerun."""
@@ -159,11 +185,13 @@ def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, siz
 
     def one(c: int):
         idx = slice(starts[c], min(n, starts[c] + chunk))
-        objective = feature_pair(fa, fb, theta=theta[idx].float().numpy(), power=power, scale=scale)
-        imgs = render_batch(model, objective, seeds[idx].tolist(), render, "combination sweep")
-        values = measure_pair(model, imgs, fa, fb, size=size)
-        bar.update(imgs.shape[0])
-        return {"values": values.float().cpu().numpy(), "images": imgs.float().cpu().numpy()}
+        objective = per_image_pair(fa, fb, theta[idx].float().numpy(), power, scale)
+        labels = [f"angle {math.degrees(float(t)):.0f} deg, seed {int(s)}" for t, s in zip(theta[idx], seeds[idx])]
+        run = render_batch(model, objective, seeds[idx].tolist(), render, "combination sweep", labels)
+        values = measure_pair(model, run.images, fa, fb, size=size)
+        bar.update(run.images.shape[0])
+        return {"values": values.float().cpu().numpy(), "images": run.images.float().cpu().numpy(),
+                "motion": run.motion.table().numpy()}
 
     try:
         said = lambda: {"pair": [fa.to_dict(), fb.to_dict()], "theta": digest(theta), "seeds": digest(seeds),  # noqa: E731
@@ -179,7 +207,8 @@ def _render_chunks(model, fa, fb, theta, seeds, power, scale, chunk, render, siz
         bar.close()
     values = torch.from_numpy(np.concatenate([p["values"] for p in parts]))
     images = torch.from_numpy(np.concatenate([p["images"] for p in parts]))
-    return values, images
+    has_motion = all("motion" in p for p in parts)  # chunks checkpointed by an older version have none
+    return values, images, torch.from_numpy(np.concatenate([p["motion"] for p in parts])) if has_motion else None
 
 
 def sweep_combinations(
@@ -247,10 +276,12 @@ def sweep_combinations(
     theta = torch.arange(K, dtype=torch.float64) * (2 * math.pi / K)
     # element e of the flattened sweep: angle e // S, seed e % S
     seeds = torch.arange(S).repeat(K) + s.seed
-    values, images = _render_chunks(model, fa, fb, theta.repeat_interleave(S), seeds, power, scale, chunk, s, size,
-                                    checkpoint)
+    values, images, motion = _render_chunks(model, fa, fb, theta.repeat_interleave(S), seeds, power, scale, chunk, s,
+                                            size, checkpoint)
     values = values.view(K, S, 2)
     score = cosdot_value(values / torch.tensor(scale), pair_targets(theta.numpy())[:, None, :], power)
-    best_images = images.view(K, S, *images.shape[1:])[torch.arange(K), score.argmax(1)]
+    best = torch.arange(K) * S + score.argmax(1)  # flattened (angle, seed) element of each angle's best image
     info = {**render_info(model, s), "chunk": chunk}
-    return CombinationResult(fa, fb, theta.float(), values, scale, score, best_images, power, scale_images, info)
+    moved = None if motion is None else Motion(motion[best, 0], motion[best, 1])
+    return CombinationResult(fa, fb, theta.float(), values, scale, score, images[best], power, scale_images, info,
+                             *motion_fields(moved))

@@ -36,6 +36,7 @@ from .hooks import protect_outputs
 from .interrupts import raise_if_interrupted
 from .layers import (StopForward, frozen_weights, get_layer, hooks_restored, layer_table, model_device,
                      unknown_layer_message)
+from .motion import Motion, measure_motion, warn_still
 from .probe import check_single_call, deepest, probed
 from .settings import RenderSettings, check_render_size
 from .tokens import required_input_size
@@ -254,12 +255,14 @@ def as_parts(objective) -> Callable:
 class RenderRun:
     """What :func:`run_render` returns: the final images (B, 3, H, W) in [0, 1] (CPU, detached) and the
     per-step values of the objective's named parts; ``notes``: one line each about choices made for the
-    caller (e.g. the model input size a fixed-size model forced)."""
+    caller (e.g. the model input size a fixed-size model forced); ``motion``: how far each image moved
+    (:class:`~lucent_inhibit.core.motion.Motion`: RMS change from its start image, the objective's gain)."""
 
     images: torch.Tensor
     history: Dict[str, List[float]]
     stopped_after: Optional[str]
     notes: List[str] = dataclasses.field(default_factory=list)
+    motion: Optional[Motion] = None
 
 
 def run_render(
@@ -271,6 +274,7 @@ def run_render(
     transforms: Optional[Sequence[Callable]] = None,
     callback: Optional[Callable[[int], None]] = None,
     truncate: bool = True,
+    labels: Optional[Sequence[str]] = None,
 ) -> RenderRun:
     """Run Lucent's ``render_vis`` once for ``settings.steps`` steps and return the images.
 
@@ -283,6 +287,8 @@ def run_render(
         transforms: the transforms (the stage's default when ``settings.transforms`` is None).
         callback: ``callback(step)`` after each step's objective.
         truncate: stop the forward pass after the deepest layer the objective reads.
+        labels: names of the first ``len(labels)`` batch images, the renders (None: every image, "image i");
+            a render that did not move is named in a :class:`~lucent_inhibit.core.motion.StillRenderWarning`.
 
     The render runs under :func:`math_attention` (attention models: double backward works, at the math
     kernel's cost; see the module notes).
@@ -296,6 +302,8 @@ def run_render(
     parts = objective.fn if isinstance(objective, Parts) else as_parts(objective)
     view = Truncated(model)
     model_hw, notes = _model_hw(image_f, settings, model)
+    with torch.no_grad():
+        start = image_f().detach().cpu()
     probe = torch.zeros(1, 3, *model_hw, device=model_device(model))
 
     def on_first(read):
@@ -327,7 +335,9 @@ def run_render(
     if not torch.isfinite(images).all():
         raise NonFiniteLoss(f"{what}: the rendered images hold NaN/inf after {settings.steps} steps "
                             f"({settings.describe()})")
-    return RenderRun(images, guard.history, view.stop_layer, notes)
+    motion = measure_motion(start, images, guard.history)
+    warn_still(what, motion.take(slice(0, len(labels) if labels is not None else None)), labels)
+    return RenderRun(images, guard.history, view.stop_layer, notes, motion)
 
 
 class StepCounter:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 import zipfile
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
+from . import display
 from .io import atomic_write
 
 FORMAT = "lucent-inhibit"
@@ -161,13 +163,14 @@ RESULT_MODULES = {
     "Attribution": "attribution.attribute", "CompletenessResult": "attribution.completeness",
     "ScanResult": "scanning.result", "Census": "census.result",
     "Disinhibition": "causal.disinhibition", "InhibitorDictionary": "causal.inhibitors",
+    "RandomizationCascade": "causal.randomization",
     "Accentuation": "synthesis.accentuation", "InversionResult": "synthesis.inversion", "TenseResult": "synthesis.tense",
     "Selection": "atlas.selection", "AtlasPoints": "atlas.vectors", "AtlasLayout": "atlas.layout",
     "AtlasGrid": "atlas.layout", "AtlasIcons": "atlas.icons", "Atlas": "atlas.build",
     "PairStatistics": "combinations.statistics", "AxisScales": "combinations.scales",
     "CombinationResult": "combinations.sweeps",
     "ToySnapshot": "toy.model", "TrainResult": "toy.training", "ToyAnalysis": "toy.analysis",
-    "ChunkArrays": "core.checkpoints",
+    "ChunkArrays": "core.checkpoints", "Microscope": "microscope.result",
 }
 
 
@@ -185,16 +188,26 @@ class Result:
     """Base of every result type (subclasses are dataclasses).
 
     Subclasses get ``save(path) -> str``, ``load(path)``, ``summary() -> dict`` (override to report the
-    numbers that matter) and must implement ``plot(path) -> str`` (a matplotlib PNG).
+    numbers that matter) and must implement ``plot(path=None, ax=None, **style) -> Figure`` (the matplotlib
+    Figure, written as a PNG at ``path`` when given; see :mod:`lucent_inhibit.core.figures`).
     Override ``_encode`` / ``_decode`` only when a field needs a representation of its own.
+    Every subclass shows itself through the base (:mod:`.display`), also when ``@dataclass`` would write its
+    field-by-field repr: ``repr`` is the type name and at most 10 lines (feature, layers, dataset, array
+    shapes, key numbers), ``_repr_html_`` the same as a notebook table with the figure; override
+    ``_repr_numbers`` to choose the key numbers, set ``repr_figure = False`` where the figure is slow to draw.
     """
 
     #: Bumped by a subclass when its fields change incompatibly.
     schema: ClassVar[int] = 1
+    #: Whether the notebook display embeds the figure of ``plot()`` (set False where drawing it is slow); it is
+    #: drawn only for results holding at most ``display.FIGURE_BYTES`` of arrays.
+    repr_figure: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         _REGISTRY[cls.kind()] = cls
+        if "__repr__" not in cls.__dict__:  # else @dataclass writes its field-by-field repr (thousands of lines)
+            cls.__repr__ = next(b.__dict__["__repr__"] for b in cls.__mro__[1:] if "__repr__" in b.__dict__)
 
     @classmethod
     def kind(cls) -> str:
@@ -251,9 +264,49 @@ class Result:
                 out[f.name] = v
         return out
 
-    def plot(self, path) -> str:
-        """Draw this result as a matplotlib PNG at ``path``; returns the path."""
+    def plot(self, path=None, ax=None, **style):
+        """This result's figure: returns the matplotlib Figure, written as a PNG at ``path`` when given;
+        ``ax``: draw into that matplotlib Axes (one-panel figures only); ``style``: the figure function's
+        keyword arguments (:mod:`lucent_inhibit.core.figures` for the convention)."""
         raise NotImplementedError(f"{type(self).kind()} has no figure")
+
+    # -- display --------------------------------------------------------------------------------
+    def _repr_numbers(self) -> Dict[str, Any]:
+        """The key numbers the repr shows (name -> scalar; override where the choice is poor): by default
+        the scalars of ``summary()``, top level first, less what the other rows show (feature, layers, dataset,
+        model, array shapes)."""
+        shown = {"layer", "layers", "dataset", "model"}
+        shown |= {f.name for f in dataclasses.fields(self) if display.shape_of(getattr(self, f.name, None))}
+        numbers = display.key_numbers(self.summary(), skip=shown)
+        return {k: v for k, v in numbers.items() if not k.startswith("feature")}
+
+    def _repr_rows(self):
+        """(label, items) rows of the repr and the notebook table: feature(s), layer(s), dataset and model,
+        the arrays as shapes and the first key numbers (4 significant digits); never raises."""
+        try:
+            rows = display.subject_rows(self) + display.content_rows(self)
+        except Exception as e:  # noqa: BLE001 - a repr must not raise, even for an odd user subclass
+            return [("error", [f"cannot describe this result: {type(e).__name__}: {e}"])]
+        try:
+            with warnings.catch_warnings():  # a repr prints no NaN warnings of summary()
+                warnings.simplefilter("ignore")
+                numbers = display.number_items(self._repr_numbers())
+        except Exception as e:  # noqa: BLE001 - e.g. summary() of a degenerate result
+            numbers = [f"summary() failed: {type(e).__name__}: {e}"]
+        return rows + [("numbers", numbers)]
+
+    def __repr__(self) -> str:
+        """The type name and at most 10 lines: what the result is about, its arrays' shapes, its key numbers."""
+        return display.text(type(self).kind(), self._repr_rows())
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the repr's rows as a table and, when the type has a figure, ``repr_figure`` is
+        set and the result is small, that figure as an embedded PNG (a figure that fails leaves the table)."""
+        png = None
+        drawable = type(self).plot is not Result.plot and self.repr_figure
+        if drawable and display.held_bytes(self) <= display.FIGURE_BYTES:
+            png = display.figure_png(self.plot)
+        return display.html_table(type(self).kind(), self._repr_rows(), png)
 
 
 def expect_result(value, kind: str, source: str, what: str = "result"):

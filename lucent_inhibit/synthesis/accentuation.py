@@ -25,6 +25,7 @@ from lucent.optvis.objectives import as_objective
 from ..core.features import check_images
 from ..core.layers import check_layer_names, model_device
 from ..core.preparation import preprocess_fn
+from ..core.motion import motion_fields
 from ..core.rendering import Parts, as_parts, render_session, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings, as_settings
@@ -53,6 +54,8 @@ class Accentuation(Result):
         reg_layer: the regularizer's layer (None without regularization).
         reg_lambda: the regularizer's weight relative to the objective (0 without regularization).
         steps: optimisation steps.
+        moved: (B,) bool, whether each accentuation moved from its seed (:mod:`lucent_inhibit.core.motion`;
+            None: not measured); motion: (B, 2) float32 its ``[RMS image change, objective gain]``.
     """
 
     images: torch.Tensor
@@ -63,6 +66,8 @@ class Accentuation(Result):
     reg_layer: Optional[str]
     reg_lambda: float
     steps: int
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     def summary(self) -> dict:
         """Steps, balance and the objective / regularizer at the first and last step."""
@@ -74,10 +79,12 @@ class Accentuation(Result):
                 out[f"{name}_start"], out[f"{name}_end"] = float(values[0]), float(values[-1])
         return out
 
-    def plot(self, path) -> str:
+    def plot(self, path=None, ax=None, **style):
+        """Seeds, accentuations and the objective / regularizer per step (:func:`plot_accentuation`);
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_accentuation
 
-        return plot_accentuation(self, path)
+        return plot_accentuation(self, path, ax, **style)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,9 +343,10 @@ def accentuate(
     parts = _split_parts(objective, reg, lambda: weight, b, with_seed, n_crops)
     image_f = param_f[1]
     cb = None if callback is None else (lambda i: callback(i, image_f()[:b].detach()))
-    run = run_render(model, Parts(parts), param_f, settings, "accentuate", transforms=transforms, callback=cb)
+    run = run_render(model, Parts(parts), param_f, settings, "accentuate", transforms=transforms, callback=cb,
+                     labels=[f"accentuation {i}" for i in range(b)])
     return Accentuation(
         run.images[:b], images.cpu(), torch.tensor(run.history.get("objective", [])),
         torch.tensor(run.history.get("regularizer", [])), float(balance), reg_layer if with_seed else None,
-        float(reg_lambda) if with_seed else 0.0, int(settings.steps),
+        float(reg_lambda) if with_seed else 0.0, int(settings.steps), *motion_fields(run.motion.take(slice(0, b))),
     )

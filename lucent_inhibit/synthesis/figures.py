@@ -5,85 +5,91 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.figures import pyplot
+from ..core.figures import finish, mark_still, no_ax, pyplot
+from ..core.motion import short_motion
 
 #: The rows of an inversion result, in order: the image, its excitatory and its inhibitory render.
 ROWS = ("original", "excitatory", "inhibitory")
 
 
-def plot_accentuation(result, path) -> str:
-    """Figure: seeds (top row), accentuations (bottom row) and the objective / regularizer per step.
-    Writes a PNG; returns ``path``."""
-    plt = pyplot()
+def _image_panel(ax, image, title: str, fontsize: float = 8) -> None:
+    """An image (3, H, W) in [0, 1] without ticks, titled."""
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=fontsize)
 
+
+def _mark_if_still(ax, result, i: int) -> None:
+    """Hatch panel ``ax`` when image ``i`` of ``result`` did not move (its ``moved`` / ``motion`` fields)."""
+    moved, motion = getattr(result, "moved", None), getattr(result, "motion", None)
+    if moved is not None and i < len(moved) and not bool(moved[i]):
+        mark_still(ax, short_motion(float(motion[i, 0]), float(motion[i, 1])) if motion is not None else "")
+
+
+def plot_accentuation(result, path=None, ax=None):
+    """Figure: seeds (top row) and accentuations (bottom row; a render that did not move hatched), and the
+    objective (left axis) and seed regularizer (right axis, its own scale) per step. Returns the Figure, a
+    PNG at ``path`` when given (several panels: no ``ax``)."""
+    no_ax(ax, "plot_accentuation")
     b = result.images.shape[0]
-    fig, axes = plt.subplots(2, b + 1, figsize=(2.6 * (b + 1), 5.2), squeeze=False)
+    fig, axes = pyplot().subplots(2, b + 1, figsize=(2.6 * (b + 1) + 0.8, 5.4), squeeze=False)
     for i in range(b):
-        for row, (images, name) in enumerate(((result.seed, "seed"), (result.images, "accentuated"))):
-            axes[row, i].imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy())
-            axes[row, i].set_axis_off()
-            axes[row, i].set_title(f"{name} {i}", fontsize=8)
+        _image_panel(axes[0, i], result.seed[i], f"seed {i}")
+        _image_panel(axes[1, i], result.images[i], f"accentuated {i}")
+        _mark_if_still(axes[1, i], result, i)
     ax = axes[0, -1]
     ax.plot(result.objective.numpy(), color="tab:red", label="objective")
-    ax.set_xlabel("step")
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel("objective", color="tab:red", fontsize=8)
+    ax.tick_params(labelsize=7)
     if result.regularizer.numel():
-        ax.plot(result.regularizer.numpy(), color="tab:blue", label=f"seed L2 at {result.reg_layer}")
-    ax.legend(fontsize=7)
+        twin = ax.twinx()
+        twin.plot(result.regularizer.numpy(), color="tab:blue")
+        twin.set_ylabel(f"seed L2 at {result.reg_layer}", color="tab:blue", fontsize=8)
+        twin.tick_params(labelsize=7)
     axes[1, -1].set_axis_off()
     fig.suptitle(f"feature accentuation, balance {result.balance:.3g}, lambda {result.reg_lambda:g}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
+    return finish(fig, path, dpi=90)
 
 
-def plot_inversions(result, path) -> str:
+def plot_inversions(result, path=None, ax=None):
     """Figure: columns original | excitatory | inhibitory; rows: the images, their excitation
     ``relu(S)`` overlay (red) and inhibition ``relu(-S)`` overlay (blue), all maps on one scale so
     intensities compare across columns; on a token layer the maps are the patch grid (each patch token
-    drawn over its pixels, the class / register tokens left out). Writes a PNG; returns ``path``."""
-    plt = pyplot()
-
-    fig, axes = plt.subplots(3, 3, figsize=(8.4, 9.0))
+    drawn over its pixels, the class / register tokens left out). A render that did not move is hatched.
+    Returns the Figure, a PNG at ``path`` when given (a grid of panels: no ``ax``)."""
+    no_ax(ax, "plot_inversions")
+    fig, axes = pyplot().subplots(3, 3, figsize=(8.4, 9.4))
     kind = "accentuation (image-seeded)" if result.seeded else "inversion (noise-seeded)"
     scale = float(result.maps.max()) or 1.0
     grid, (h, w) = result.feature.grid, tuple(result.maps.shape[-2:])
     patches = grid is not None and (grid.grid_h, grid.grid_w) == (h, w)
     for i, r in enumerate(ROWS):
-        ax = axes[0, i]
-        ax.imshow(result.images[i].permute(1, 2, 0).clamp(0, 1).numpy())
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(
-            f"{r}\nf={float(result.activation[i]):.3g}  P={float(result.positive[i]):.3g}  N={float(result.negative[i]):.3g}",
-            fontsize=8,
-        )
+        _image_panel(axes[0, i], result.images[i], f"{r}\nf={float(result.activation[i]):.3g}  "
+                     f"P={float(result.positive[i]):.3g}  N={float(result.negative[i]):.3g}")
+        _mark_if_still(axes[0, i], result, i)
         for k, (colour, title) in enumerate((((0.85, 0.1, 0.1), "excitation relu(S)"),
                                              ((0.1, 0.25, 0.9), "inhibition relu(-S)"))):
             overlay(axes[1 + k, i], result.images[i], result.maps[i, k], scale, colour, title, patches)
     where = f"{h}x{w} patch grid, class / register tokens left out" if patches else f"{h}x{w} map"
     fig.suptitle(f"+/- attribution {kind}\n{result.feature.name}, attribution at {result.layer} ({where})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
+    return finish(fig, path, dpi=90)
 
 
-def plot_tense(result, path) -> str:
-    """Figure: the synthesised image(s) and the P, N, tension and feature trajectories (first image).
-    Writes a PNG; returns ``path``."""
-    plt = pyplot()
-
+def plot_tense(result, path=None, ax=None):
+    """Figure: the synthesised image(s) (one that did not move hatched) and the P, N, tension and feature
+    trajectories of the first image. Returns the Figure, a PNG at ``path`` when given (several panels: no
+    ``ax``)."""
+    no_ax(ax, "plot_tense")
     b = result.images.shape[0]
-    fig, axes = plt.subplots(1, b + 1, figsize=(3.2 * (b + 1), 3.4))
+    fig, axes = pyplot().subplots(1, b + 1, figsize=(3.4 * (b + 1), 3.6))
     for i in range(b):
-        axes[i].imshow(result.images[i].permute(1, 2, 0).clamp(0, 1).numpy())
-        axes[i].set_xticks([])
-        axes[i].set_yticks([])
-        axes[i].set_title(
-            f"f={float(result.activation[-1, i]):.3g} P={float(result.positive[-1, i]):.3g} N={float(result.negative[-1, i]):.3g}",
-            fontsize=8,
-        )
+        _image_panel(axes[i], result.images[i], f"f={float(result.activation[-1, i]):.3g}\n"
+                     f"P={float(result.positive[-1, i]):.3g} N={float(result.negative[-1, i]):.3g}")
+        _mark_if_still(axes[i], result, i)
     ax = axes[-1]
     s = result.steps.numpy()
     if result.score != "custom":
@@ -95,9 +101,7 @@ def plot_tense(result, path) -> str:
     ax.legend(fontsize=7)
     fig.suptitle(f"tense synthesis ({result.mode}): {result.feature.name}, attribution at {result.layer}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
+    return finish(fig, path, dpi=90)
 
 
 def overlay(ax, image, amap, scale, colour, title=None, patches: bool = False):

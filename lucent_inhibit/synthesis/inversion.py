@@ -24,7 +24,8 @@ from lucent.optvis.objectives import Objective
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
 from ..core.layers import model_device
-from ..core.rendering import Parts, rng_restored, run_render
+from ..core.motion import Motion
+from ..core.rendering import Parts, RenderRun, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings
 from ..core.tokens import TokenGrid, required_input_size, token_grid, token_maps
@@ -55,6 +56,9 @@ class InversionResult(Result):
         seeded: True for accentuations (start at the image), False for inversions (start from noise).
         steps: optimisation steps.
         objective: (steps, 2) cosdot value of the excitatory and inhibitory renders per step.
+        moved: (3,) bool per row, whether the render moved (:mod:`lucent_inhibit.core.motion`; the original is
+            not a render: True; None: not measured); motion: (3, 2) float32 ``[RMS image change, objective
+            gain]`` per row (NaN for the original).
     """
 
     images: torch.Tensor
@@ -67,6 +71,8 @@ class InversionResult(Result):
     seeded: bool
     steps: int
     objective: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2))
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     @property
     def original(self) -> torch.Tensor:
@@ -92,10 +98,12 @@ class InversionResult(Result):
             for i, r in enumerate(ROWS)
         }
 
-    def plot(self, path) -> str:
+    def plot(self, path=None, ax=None, **style):
+        """The three rows and their +/- attribution overlays (:func:`plot_inversions`);
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_inversions
 
-        return plot_inversions(self, path)
+        return plot_inversions(self, path, ax, **style)
 
 
 def attribution_maps(scores: torch.Tensor, layer: str, grid: Optional[TokenGrid] = None) -> torch.Tensor:
@@ -154,8 +162,8 @@ def _one_image(model, image, render, param: str):
     return img.to(model_device(model)), settings
 
 
-def _render_from_noise(model, tracked, settings: RenderSettings, hw, transforms) -> torch.Tensor:
-    """(2, 3, H, W) renders of the two targets from noise (``settings.param``, default Fourier)."""
+def _render_from_noise(model, tracked, settings: RenderSettings, hw, transforms) -> RenderRun:
+    """The render of the two targets from noise (``settings.param``, default Fourier): images (2, 3, H, W)."""
     with rng_restored(settings.seed):
         param_f = _param.build(settings.param, hw, batch=2, device=model_device(model))
 
@@ -163,7 +171,8 @@ def _render_from_noise(model, tracked, settings: RenderSettings, hw, transforms)
         loss = tracked(T)
         return loss, {"objective": -loss.detach()}
 
-    return run_render(model, Parts(parts), param_f, settings, "inversions", transforms=transforms).images
+    return run_render(model, Parts(parts), param_f, settings, "inversions", transforms=transforms,
+                      labels=["excitatory render", "inhibitory render"])
 
 
 def inversions(
@@ -243,20 +252,25 @@ def inversions(
     transforms = [_transform.shift(jitter)] if jitter else []
     if seeded:
         tf = settings.transforms if settings.transforms is not None else transforms
-        renders = accentuate(model, img.repeat(2, 1, 1, 1), Objective(tracked), reg_layer=reg_layer,
-                             reg_lambda=reg_lambda if reg_layer else 0.0, render=settings.replace(transforms=tf)).images
+        acc = accentuate(model, img.repeat(2, 1, 1, 1), Objective(tracked), reg_layer=reg_layer,
+                         reg_lambda=reg_lambda if reg_layer else 0.0, render=settings.replace(transforms=tf))
+        renders, motion = acc.images, acc.motion
     else:
-        renders = _render_from_noise(model, tracked, settings, tuple(img.shape[2:]), transforms)
-    return _result(model, img, renders, feature, layer, seeded, settings.steps, values, grid)
+        run = _render_from_noise(model, tracked, settings, tuple(img.shape[2:]), transforms)
+        renders, motion = run.images, run.motion.table()
+    return _result(model, img, renders, feature, layer, seeded, settings.steps, values, grid, motion)
 
 
-def _result(model, img, renders, feature, layer, seeded, steps, values, grid) -> InversionResult:
+def _result(model, img, renders, feature, layer, seeded, steps, values, grid, motion) -> InversionResult:
     """Measure the three rows; ``values`` are the per-step cosdots (the last ``steps`` of each: a seeded
-    run with a regularizer also evaluates the objective once for the step-0 balance)."""
+    run with a regularizer also evaluates the objective once for the step-0 balance); ``motion`` (2, 2) the
+    renders' ``[RMS image change, objective gain]``."""
     rows = torch.cat([img.cpu(), renders.cpu()], 0)
     act, p, n, maps, _ = _measure_rows(model, rows.to(img.device), feature, layer, grid)
     traj = torch.tensor([values["exc"][-steps:], values["inh"][-steps:]]).T if values["exc"] else torch.zeros(0, 2)
-    res = InversionResult(rows, act, p, n, maps, feature, layer, bool(seeded), int(steps), traj)
+    motion = torch.cat([torch.full((1, 2), float("nan")), motion.float()])
+    moved = torch.cat([torch.ones(1, dtype=torch.bool), Motion(motion[1:, 0], motion[1:, 1]).moved])
+    res = InversionResult(rows, act, p, n, maps, feature, layer, bool(seeded), int(steps), traj, moved, motion)
     if not res.separated:
         log.warning(
             "inversions: the excitatory render does not activate %s more than the inhibitory one (%.4g <= %.4g)",

@@ -17,6 +17,7 @@ from lucent.optvis.objectives import as_objective
 from ..attribution.attribute import attribute
 from ..core.features import Feature, as_feature, check_images
 from ..core.layers import check_layer_names, model_device
+from ..core.motion import motion_fields
 from ..core.rendering import rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import RenderSettings
@@ -41,6 +42,8 @@ class TenseResult(Result):
             feature's value at those steps.
         feature, layer: the feature and the attribution layer.
         score: the tension score (``"custom"`` for a callable); mode: ``"fast"`` or ``"exact"`` (the mode used).
+        moved: (B,) bool, whether each image moved (:mod:`lucent_inhibit.core.motion`; None: not measured);
+        motion: (B, 2) float32 its ``[RMS image change, objective gain]``.
     """
 
     images: torch.Tensor
@@ -52,6 +55,8 @@ class TenseResult(Result):
     layer: str
     score: str
     mode: str
+    moved: Optional[torch.Tensor] = None
+    motion: Optional[torch.Tensor] = None
 
     @property
     def tension(self) -> torch.Tensor:
@@ -71,10 +76,12 @@ class TenseResult(Result):
                 out[f"{name}_start"], out[f"{name}_end"] = float(values[0]), float(values[-1])
         return out
 
-    def plot(self, path) -> str:
+    def plot(self, path=None, ax=None, **style):
+        """The images and their P / N / f trajectories (:func:`plot_tense`);
+        returns the Figure (a PNG at ``path`` when given)."""
         from .figures import plot_tense
 
-        return plot_tense(self, path)
+        return plot_tense(self, path, ax, **style)
 
 
 def _tense_param(model, settings: RenderSettings, batch: int, seed_image):
@@ -153,6 +160,6 @@ def tense_image(
     measure(int(settings.steps))
     return TenseResult(
         run.images, torch.tensor(rec["step"]), torch.stack(rec["P"]), torch.stack(rec["N"]), torch.stack(rec["f"]),
-        feature, layer, score if isinstance(score, str) else "custom", used["mode"],
+        feature, layer, score if isinstance(score, str) else "custom", used["mode"], *motion_fields(run.motion),
     )
 

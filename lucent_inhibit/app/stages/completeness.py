@@ -165,7 +165,8 @@ def run(cfg: CompletenessConfig, progress: bool = True) -> CompletenessRun:
                                steps=cfg.ig_steps, settings=cfg.data.passes(progress),
                                checkpoint=os.path.join(checkpoints, "ig"))
         compare.save(os.path.join(cfg.out, "completeness_ig.npz"))
-    png = plot_completeness(result, os.path.join(cfg.out, "completeness.png"), compare=compare, title=cfg.title)
+    png = os.path.join(cfg.out, "completeness.png")
+    plot_completeness(result, png, compare=compare, title=cfg.title)
     return CompletenessRun(result, compare, png)
 
 

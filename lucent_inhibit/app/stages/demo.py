@@ -1,7 +1,8 @@
 """Stage ``demo``: the main job, every other stage on one model, written as a browsable report
 ``OUT/index.html`` (:func:`run_demo`).
 
-Run every stage (completeness, scan with MEI/MII/MTI figures, +/- inversions and accentuations of the top
+Run every stage (completeness, scan with MEI/MII/MTI figures, the causal test and inhibitor dictionary, the
+model-parameter randomization test, +/- inversions and accentuations of the top
 MTIs, a synthesised tense image, an attribution atlas, a feature-combination plot, the superposition toy
 figure) with the other sub-commands' defaults and write OUT/index.html linking every figure with an
 explanation and a table of the numbers measured. The report folder is replaced only when the whole run
@@ -61,14 +62,19 @@ class DemoConfig:
     atlas_select: int = 96
     atlas_steps: int = 48
     atlas_icon_size: int = 128
-    combo_angles: int = 30
-    combo_seeds: int = 3
+    #: the combination plots sweep the paper's three pairs (most anti-correlated, most correlated, closest to zero)
+    combo_angles: int = 24
+    combo_seeds: int = 2
     combo_steps: int = 64
     combo_scale_steps: int = 64
     combo_size: int = 96
     combo_images: int = 128
     toy_steps: int = 3000
     toy_seeds: int = 3
+    #: the randomization cascade attributes its images once per step (13 steps on the embedded model): it reads
+    #: the first of the demo's images at a small size
+    randomize_images: int = 64
+    randomize_size: int = 96
 
     @classmethod
     def quick(cls) -> "DemoConfig":
@@ -76,7 +82,7 @@ class DemoConfig:
             n_images=24, size=128, batch_size=12, completeness_features=2, completeness_images=12, top_mtis=1,
             inversion_steps=8, inversion_size=64, tense_steps=8, tense_size=64, atlas_select=24, atlas_steps=4,
             atlas_icon_size=32, combo_angles=5, combo_seeds=1, combo_steps=4, combo_scale_steps=32, combo_size=96,
-            combo_images=16, toy_steps=150, toy_seeds=1,
+            combo_images=16, toy_steps=150, toy_seeds=1, randomize_images=16, randomize_size=64,
         )
 
 
@@ -157,7 +163,8 @@ class DemoPlan:
 
         s = self.sizes
         data = dataclasses.replace(self.data, size=s.combo_size, limit=s.combo_images)
-        return [CombosConfig(out=os.path.join(tmp, "combos"), model=self.model, data=data, layer=self.layer,
+        # layer None: the stage's early layer (the paper picks its pairs early), not the studied feature's
+        return [CombosConfig(out=os.path.join(tmp, "combos"), model=self.model, data=data, layer=None,
                              n_angles=s.combo_angles, n_seeds=s.combo_seeds, scale_steps=s.combo_scale_steps,
                              render=CombosRender(steps=s.combo_steps))]
 
@@ -230,7 +237,7 @@ def _check_both_signs(net, dataset, feature, attr: str, n: int = 8) -> None:
 
 
 #: The stages of the report, in order, each with the plan method that makes its configs.
-REPORT_STAGES = ("completeness", "scan", "inhibitors", "invert", "tense", "atlas", "combos", "toy")
+REPORT_STAGES = ("completeness", "scan", "inhibitors", "randomize", "invert", "tense", "atlas", "combos", "toy")
 
 
 def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> None:
@@ -243,7 +250,7 @@ def _run_stages(plan: DemoPlan, tmp: str, progress: bool, report: Report) -> Non
     results = {}
     for name in REPORT_STAGES:
         module = importlib.import_module(f"{__package__}.{name}")  # the stage module itself (its STAGE)
-        if name == "inhibitors":
+        if name in ("inhibitors", "randomize"):
             configs = module.demo_configs(plan, tmp)
         else:
             configs = plan.invert(tmp, results["scan"]) if name == "invert" else getattr(plan, name)(tmp)
