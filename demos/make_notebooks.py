@@ -170,6 +170,15 @@ for group, m in dis.means().items():
     print(f"{group:7s} f={m['f']:+7.2f}  disinhibited f={m['disinhibited']:+7.2f}  f+N={m['f_plus_N']:+7.2f}  ({m['images']} images)")
 print(dis.explanation())
 show(dis.plot("disinhibition.png"))''',
+            "#The sanity check (Adebayo et al. 2018): re-initialise the model's blocks one after the other, from the "
+            "feature back to the input, and compare each step's tension ranking, MTIs, attribution maps and inhibitor "
+            "ranking with the trained model's. Findings that survive random weights say nothing about what it learned.",
+            '''small = li.sample_crops(16 if SMALL else 64, size=96)  # the cascade attributes every image at every step
+cascade = li.randomization_cascade(model, small, feature, "blocks_4_0_bn2_act", k=5 if SMALL else 10, settings=passes)
+print(cascade)
+for finding in li.findings.judge(cascade):
+    print(finding.verdict, "|", finding.measured)
+show(cascade.plot("randomization.png"))''',
         ],
     ),
     "03_inversions_accentuations.ipynb": nb(
