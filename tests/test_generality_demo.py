@@ -34,7 +34,7 @@ def test_quick_demo_finishes_on_random_weights(spec, layer, tmp_path, loaded, on
         assert hook_count(model) == n_hooks == permanent
         assert [p.requires_grad for p in model.parameters()] == grads
     numbers = dict((n, v) for n, v, _ in report.numbers)
-    assert "combination pair (units, r)" in numbers and report.settings["attribution layer"]
+    assert "combination pair, anticorrelated (units, r)" in numbers and report.settings["attribution layer"]
     print(f"{spec}: demo {time.time() - t0:.0f} s")
 
 

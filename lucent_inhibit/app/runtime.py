@@ -165,6 +165,9 @@ def feature_and_layers(model, feature_cfg, attr_layers=None, option_name: str = 
     check_layers(model, *layers)
     unit = feature_cfg.unit
     if unit is None:
+        from ..core.tokens import check_input_size
+
+        check_input_size(model, (size, size))  # the unit is picked on images of --size px (a strict ViT: 224 only)
         data = data if data is not None else load_data(DataConfig(n_images=32, size=size))
         unit = pick_unit(model, data, layer)
         log.info("unit: %d of %s (its activation at the centre varies most over the first %d images)", unit, layer,

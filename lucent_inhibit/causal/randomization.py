@@ -222,7 +222,7 @@ def cascade_plan(model: nn.Module, x: torch.Tensor, feature: Feature, layer: str
                  blocks: Union[None, int, Sequence[str]]) -> Tuple[List[Step], int]:
     """The steps (label, modules, key) and the first step after which every parameterised module that runs
     between ``layer`` and the feature is re-initialised (-1: never, or none runs there)."""
-    spans = forward_spans(model, x)
+    spans = forward_spans(model, x, stop_after=feature.layer)
     feature_end = spans[feature.layer][1]
     layer_end = 0 if layer == "input" else spans[layer][1]
     auto = automatic_steps(model, spans, feature_end, layer_end, layer)

@@ -14,12 +14,12 @@ other parameters redrawn from a normal distribution with their own mean and stan
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..core.layers import get_layer, hooks_restored, layer_table
+from ..core.layers import StopForward, get_layer, hooks_restored, layer_table
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -68,9 +68,11 @@ def parameter_modules(model: nn.Module, block: str) -> List[str]:
     return names + [f"{block}_{n.replace('.', '_')}" for n, m in root.named_modules() if n and _own_parameters(m)]
 
 
-def forward_spans(model: nn.Module, x: torch.Tensor) -> Dict[str, Tuple[int, int]]:
+def forward_spans(model: nn.Module, x: torch.Tensor, stop_after: Optional[str] = None) -> Dict[str, Tuple[int, int]]:
     """Lucent layer name -> ``(start, end)`` ticks of its module's first call in one no-grad forward pass on
-    ``x`` (a counter advanced at every call's start and end); modules that do not run are absent."""
+    ``x`` (a counter advanced at every call's start and end); modules that do not run are absent. ``stop_after``:
+    end the pass once that layer has run (the layers after it, e.g. a head that takes one input size, are absent;
+    the modules holding it, still open then, end at the stop: after every module that ran)."""
     ticks: Dict[str, List[int]] = {}
     clock = [0]
 
@@ -79,13 +81,21 @@ def forward_spans(model: nn.Module, x: torch.Tensor) -> Dict[str, Tuple[int, int
         span = ticks.setdefault(name, [-1, -1])
         if span[which] < 0:
             span[which] = clock[0]
+        if which == 1 and name == stop_after:
+            raise StopForward
 
     with hooks_restored(model):
         for name, module in layer_table(model).items():
             module.register_forward_pre_hook(lambda m, i, n=name: tick(n, 0))
             module.register_forward_hook(lambda m, i, o, n=name: tick(n, 1))
         with torch.no_grad():
-            model(x)
+            try:
+                model(x)
+            except StopForward:
+                clock[0] += 1
+                for span in ticks.values():
+                    if span[0] >= 0 and span[1] < 0:
+                        span[1] = clock[0]
     return {n: (s, e) for n, (s, e) in ticks.items() if s >= 0 and e >= 0}
 
 

@@ -52,15 +52,16 @@ def expose_pre_relu(model: nn.Module) -> nn.Module:
         concat = PreReluConcat(relu)
         setattr(model, block, concat)
         for branch, conv in convs.items():
-            conv.register_forward_hook(_keeper(concat, branch))
+            conv.__dict__["pre_relu_target"] = (concat, branch)  # a plain attribute: copy.deepcopy maps it too
+            conv.register_forward_hook(_keep)
     return model
 
 
-def _keeper(concat: PreReluConcat, branch: str):
-    def keep(module, inputs, output):
-        concat.pending[branch] = output
-
-    return keep
+def _keep(module, inputs, output) -> None:
+    """Forward hook of a branch's pre-ReLU conv: hand its output to the block's :class:`PreReluConcat`, found
+    through the conv itself (never a closure), so that a deep copy of the model feeds its own copy."""
+    concat, branch = module.__dict__["pre_relu_target"]
+    concat.pending[branch] = output
 
 
 def pre_relu_layers(model: nn.Module) -> List[str]:

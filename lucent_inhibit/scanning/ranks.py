@@ -49,7 +49,9 @@ def scan_ranks(plan_for: Callable[..., ScanPlan], settings: PassSettings, out, r
         plan = plan_for(settings.replace(progress=settings.progress and rank == 0), None)
         if out is not None and rank == 0 and resume is True:
             check_resumable(os.fspath(out), plan.identity())
-        fingerprint = dict(plan.identity(), score=plan.info["score"], resume=resume, out=out and os.fspath(out),
+        # out as a real path: rank 0 writes through its staging folder's link to the same folder (app.staging)
+        fingerprint = dict(plan.identity(), score=plan.info["score"], resume=resume,
+                           out=out and os.path.realpath(os.fspath(out)),
                            threshold=settings.completeness_threshold, images=dataset_digest(plan.run.dataset))
         return plan, fingerprint
 

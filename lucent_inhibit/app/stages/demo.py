@@ -211,11 +211,12 @@ def _model_sizes(net, cfg: DemoConfig) -> DemoConfig:
     from ..runtime import log
 
     need = required_input_size(net)
-    if need is None or need[0] != need[1] or (cfg.size, cfg.combo_size, cfg.inversion_size) == (need[0],) * 3:
+    sizes = (cfg.size, cfg.combo_size, cfg.inversion_size, cfg.randomize_size)
+    if need is None or need[0] != need[1] or sizes == (need[0],) * len(sizes):
         return cfg
-    log.info("images and inversions at %d px (the demo's %d, %d and %d px): %s takes %dx%d px inputs only", need[0],
-             cfg.size, cfg.combo_size, cfg.inversion_size, type(net).__name__, need[0], need[1])
-    return dataclasses.replace(cfg, size=need[0], combo_size=need[0], inversion_size=need[0])
+    log.info("images, inversions and the randomization cascade at %d px (the demo's %d, %d, %d and %d px): %s takes "
+             "%dx%d px inputs only", need[0], *sizes, type(net).__name__, need[0], need[1])
+    return dataclasses.replace(cfg, size=need[0], combo_size=need[0], inversion_size=need[0], randomize_size=need[0])
 
 
 def _check_both_signs(net, dataset, feature, attr: str, n: int = 8) -> None:

@@ -91,9 +91,9 @@ def run(cfg: InvertConfig, progress: bool = True):
     from ..runtime import feature_and_layers, load_data, load_model, out_folder
 
     model = load_model(cfg.model)
+    check_input_size(model, (cfg.data.size, cfg.data.size))  # a strict ViT: --size must be its input size
     feature, (attr,) = feature_and_layers(model, cfg.feature, size=cfg.data.size,
                                           data=None if cfg.image else load_data(cfg.data))
-    check_input_size(model, (cfg.data.size, cfg.data.size))  # a strict ViT: --size must be its input size
     image, what = _pick(cfg, model, feature, attr)
     settings = cfg.render.settings(progress, **({"param": cfg.param} if cfg.param else {}))
     res = inversions(model, image, feature, attr, seeded=cfg.seeded, render=settings, power=cfg.power)
