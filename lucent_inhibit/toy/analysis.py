@@ -249,6 +249,12 @@ def analyze_toy(model: ToyModel, count: int = 512, seed: int = 0, score: str = "
 def _control(config: ToyConfig, count: int, seed: int, score) -> dict:
     """The numbers of the control (:func:`~lucent_inhibit.toy.control.separated_model` of ``config``) on the
     same one- and two-feature inputs as the model analysed."""
-    analysis = analyze_toy(separated_model(config), count=count, seed=seed, score=score, control=False)
-    return {"m": int(analysis.config["m"]), "shared_units": analysis.shared_units,
-            "mean_tension_one": analysis.mean_tension_one, "mean_tension_two": analysis.mean_tension_two}
+    return control_numbers(analyze_toy(separated_model(config), count=count, seed=seed, score=score, control=False))
+
+
+def control_numbers(control: ToyAnalysis) -> dict:
+    """What :attr:`ToyAnalysis.control` holds of the control's own analysis (:func:`analyze_toy` of
+    :func:`~lucent_inhibit.toy.control.separated_model` on the same ``count`` and ``seed``): its ``m``,
+    ``shared_units`` and mean tension on one- and two-feature inputs."""
+    return {"m": int(control.config["m"]), "shared_units": control.shared_units,
+            "mean_tension_one": control.mean_tension_one, "mean_tension_two": control.mean_tension_two}

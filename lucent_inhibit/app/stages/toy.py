@@ -99,15 +99,17 @@ def _model(cfg: ToyStageConfig, config, progress: bool):
 
 def run(cfg: ToyStageConfig, progress: bool = True) -> ToyRun:
     from ...toy import analyze_toy, inhibition_model, plot_superposition, separated_model, units_per_feature
+    from ...toy.analysis import control_numbers
     from ..runtime import out_folder
 
     config = cfg.toy_config()
     out_folder(cfg.out)
     model, train = _model(cfg, config, progress)
-    analysis = analyze_toy(model, count=cfg.count)
+    control = analyze_toy(separated_model(config), count=cfg.count, control=False)
+    analysis = analyze_toy(model, count=cfg.count, control=False)
+    analysis.control = control_numbers(control)  # the control analysed once: for the finding and the figure
     inhibitory = inhibition_model(config.n, config.decay, config.S)
     inhib = analyze_toy(inhibitory, count=cfg.count)
-    control = analyze_toy(separated_model(config), count=cfg.count, control=False)
     analysis.save(os.path.join(cfg.out, "toy_analysis.npz"))
     plot_superposition(model, os.path.join(cfg.out, "toy_superposition.png"), inhibitory=inhibitory,
                        analyses=(analysis, control, inhib))
