@@ -241,6 +241,7 @@ def test_planted_dictionary_finds_the_green_channel(planted, tmp_path):
 def test_hooks_and_grad_flags_restored_also_on_error(planted, monkeypatch, which):
     import lucent_inhibit.causal.disinhibition as dis_mod
     import lucent_inhibit.causal.inhibitors as inh_mod
+    import lucent_inhibit.synthesis.channels as channels_mod
 
     net, images, _, r = planted
     before = _state(net)
@@ -252,7 +253,7 @@ def test_hooks_and_grad_flags_restored_also_on_error(planted, monkeypatch, which
     assert _state(net) == before
     calls = []
     target = {"disinhibition": (dis_mod, "forward_replaced"), "dictionary": (inh_mod, "forward_replaced"),
-              "render": (inh_mod, "run_render")}[which]
+              "render": (channels_mod, "run_render")}[which]
     original = getattr(*target)
 
     def second_call_raises(*a, **k):

@@ -9,7 +9,8 @@ from test_vit import tiny_vit
 import lucent_inhibit as li
 from lucent_inhibit import PassSettings
 from lucent_inhibit.attribution.passes import dataset_pass
-from lucent_inhibit.causal.inhibitors import channel_inhibition, inhibitor_dictionary, layer_channel, remove_channels
+from lucent_inhibit.causal.inhibitors import channel_inhibition, inhibitor_dictionary, remove_channels
+from lucent_inhibit.synthesis.channels import layer_channel
 from lucent_inhibit.core.hooks import capture
 from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.validate import InputError

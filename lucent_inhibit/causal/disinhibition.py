@@ -44,12 +44,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attribution.interventions import forward_replaced
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..core.features import Feature, as_feature
 from ..core.results import Result
 from ..core.settings import PassSettings
 from ..core.validate import MAX_FRACTION, check_number
-from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, matched_on_p, select_groups
+from .removal import baseline_tensor, check_complete, ensure_scan, matched_on_p, select_groups
 
 GROUPS = ("meis", "miis", "mtis", "random", "matched")
 #: "well above random images": Welch's t of the MTIs' disinhibited f against the random images' at least this.

@@ -22,20 +22,19 @@ from typing import List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lucent.optvis.objectives import wrap_objective
 from torch import nn
 
+from ..attribution.interventions import forward_replaced, set_channels
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..attribution.totals import top_indices
 from ..core.features import Feature, as_feature
 from ..core.motion import motion_fields
-from ..core.rendering import Parts, RenderRun, rng_restored, run_render
 from ..core.results import Result
 from ..core.settings import PassSettings, RenderSettings, as_settings
 from ..core.validate import check_flag, check_int
 from ..data.datasets import item_sources, load_batch
-from ..synthesis.objectives.views import layer_tensor
-from .removal import baseline_tensor, check_complete, ensure_scan, forward_replaced, layer_statistics, select_groups
+from ..synthesis.channels import visualize_channels
+from .removal import baseline_tensor, check_complete, ensure_scan, layer_statistics, select_groups
 
 #: side of the stored thumbnails of each channel's top dataset images (pixels).
 THUMB = 64
@@ -117,17 +116,7 @@ def remove_channels(run: DatasetPass, images: torch.Tensor, feature: Feature, la
                     base: torch.Tensor) -> torch.Tensor:
     """(B,) the feature with ``channels`` of ``layer`` set to ``base`` (scalar, or shaped like one image's
     activation) on ``images`` (B, 3, H, W)."""
-    ch = torch.as_tensor(np.asarray(channels, dtype=np.int64))
-
-    def remove(o):  # channels are dim 1 of a map / linear layer, the last dim of a token layer (B, T, C)
-        o, b = o.clone(), base.to(o.device, o.dtype).expand(o.shape[1:])
-        if o.dim() == 3:
-            o[:, :, ch] = b[:, ch]
-        else:
-            o[:, ch] = b[ch]
-        return o
-
-    return forward_replaced(run, images, feature, layer, remove)
+    return forward_replaced(run, images, feature, layer, lambda o: set_channels(o, channels, base))
 
 
 def channel_inhibition(run: DatasetPass, indices: np.ndarray, feature: Feature, layer: str):
@@ -151,39 +140,6 @@ def removal_check(run: DatasetPass, images, feature, layer, ranked, n_channels: 
     effect = lambda ch: float((remove_channels(run, images, feature, layer, ch, base).double().numpy() - f0).mean())  # noqa: E731
     rand = [effect(rng.choice(n_channels, n, replace=False)) for _ in range(draws)]
     return {"n": int(n), "top": effect(ranked[:n]), "random": rand, "random_mean": float(np.mean(rand))}
-
-
-@wrap_objective()
-def layer_channel(layer: str, n_channel: int, batch=None):
-    """Lucent's ``channel`` objective (minus the channel's mean activation) that also reads a token layer
-    (B, T, C): there the channel is the last dim, averaged over every token."""
-
-    def inner(T):
-        h = layer_tensor(T, layer) if batch is None else layer_tensor(T, layer)[batch:batch + 1]
-        return -(h[..., n_channel] if h.dim() == 3 else h[:, n_channel]).mean()
-
-    return inner
-
-
-def visualize_channels(model: nn.Module, layer: str, channels, render: Optional[RenderSettings]) -> RenderRun:
-    """Renders of :func:`layer_channel` (Lucent's ``channel(layer, c)``), one batch item per channel, in one
-    :func:`~lucent_inhibit.core.rendering.run_render` call (``param`` None -> Lucent's ``param.image``; size
-    default 96 px): ``images`` (m, 3, H, W) in [0, 1], and ``motion`` per channel (its image's change and its
-    own objective's gain, each channel's mean activation recorded per step as ``"objective/<i>"``)."""
-    from ..synthesis.param import build
-
-    settings = as_settings(render)
-    parts = [layer_channel(layer, int(c), batch=i) for i, c in enumerate(channels)]
-
-    def objective(T):
-        losses = [part(T) for part in parts]
-        total = sum(losses[1:], losses[0])
-        return total, {"objective": -total.detach(), **{f"objective/{i}": -v.detach() for i, v in enumerate(losses)}}
-
-    with rng_restored(settings.seed):  # the starting noise too is the seed's (reproducible, resumable)
-        params = build(settings.param or "lucent", settings.hw(96), batch=len(channels))
-    return run_render(model, Parts(objective), params, settings, f"inhibitor channels of {layer}",
-                      labels=[f"channel {int(c)}" for c in channels])
 
 
 def _thumbnails(dataset, top: np.ndarray) -> np.ndarray:
@@ -238,7 +194,7 @@ def inhibitor_dictionary(model: nn.Module, dataset, feature, layer: str, scan=No
         rows = np.arange(stats[0].shape[0])
         tops = np.stack([top_indices(rows, stats[0][:, c].astype(np.float64), n_top_images, True, None, sources)
                          for c in top])
-    vis = visualize_channels(model, layer, top, render) if visualize else None
+    vis = visualize_channels(model, layer, top, render, f"inhibitor channels of {layer}") if visualize else None
     return InhibitorDictionary(
         feature, layer, baseline, top.astype(np.int64), inhibition[top], inhibition[top] / max(inhibition.sum(), 1e-30),
         delta, tops.astype(np.int64), _thumbnails(dataset, tops), torch.zeros(0) if vis is None else vis.images, mtis,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution.agreement import pearson
+from ..attribution.interventions import model_inputs
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..attribution.totals import MIN_PERCENTILE_IMAGES, percentile_ranks, signed_totals, tension, top_indices
 from ..core.checkpoints import checkpointed
@@ -40,7 +41,6 @@ from ..core.settings import PassSettings
 from ..core.validate import MAX_SEED, InputError, check_int
 from ..data.datasets import load_batch
 from ..models.blocks import forward_spans, natural_blocks, parameter_modules, reinitialize
-from .removal import model_inputs
 
 #: side of the stored thumbnails of the trained model's MTIs (pixels).
 THUMB = 64

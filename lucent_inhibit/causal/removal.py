@@ -5,18 +5,17 @@ of removed elements and the forward pass re-run with a layer's output replaced.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..attribution.agreement import adds_up, warn_if_incomplete
+from ..attribution.interventions import channel_means, model_inputs
 from ..attribution.passes import DatasetPass
-from ..core.features import Feature, reading_feature
+from ..core.features import Feature
 from ..core.hooks import capture
-from ..core.layers import model_device
-from ..core.preparation import preprocess_fn
 from ..core.settings import PassSettings
 from ..core.validate import check_choice, check_int, check_number
 from ..data.datasets import dataset_identity
@@ -62,21 +61,6 @@ def check_complete(scan_result, layer: str, threshold: float = 0.5) -> dict:
             "complete": bool(not warned and np.isfinite(r) and adds_up(slope, share))}
 
 
-def model_inputs(run: DatasetPass, images: torch.Tensor) -> torch.Tensor:
-    x = images.to(model_device(run.model))
-    return preprocess_fn(run.model)(x) if run.preprocess else x
-
-
-def forward_replaced(run: DatasetPass, images: torch.Tensor, feature: Feature, layer: str,
-                     fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
-    """(B,) the feature on ``images`` (B, 3, H, W) in [0, 1] with ``layer``'s output replaced by
-    ``fn(output)`` (None: unchanged), without gradients."""
-    x = model_inputs(run, images)
-    with torch.no_grad():
-        acts = capture(run.model, x, [feature.layer], replace=None if fn is None else {layer: fn})
-    return reading_feature(run.model, x, feature)(acts[feature.layer]).float().cpu()
-
-
 def layer_statistics(run: DatasetPass, layer: str) -> Tuple[np.ndarray, torch.Tensor]:
     """One pass over the dataset at ``layer``: ``(channel_means (n, C) float32, element_mean)``: each image's
     spatial mean activation per channel (a token layer's channels: its last dim, averaged over the tokens), and
@@ -85,7 +69,7 @@ def layer_statistics(run: DatasetPass, layer: str) -> Tuple[np.ndarray, torch.Te
     with run.bar(run.size, f"statistics {layer}") as bar, torch.no_grad():
         for _, images in run.batches():
             h = capture(run.model, model_inputs(run, images), [layer])[layer].float().cpu()
-            means.append((h.mean(1) if h.dim() == 3 else h.flatten(2).mean(2) if h.dim() > 2 else h).numpy())
+            means.append(channel_means(h).numpy())
             total = h.sum(0) if total is None else total + h.sum(0)
             bar.update(len(images))
     return np.concatenate(means).astype(np.float32), total / run.size

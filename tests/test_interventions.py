@@ -1,0 +1,96 @@
+"""Forward passes with a layer replaced (lucent_inhibit.attribution.interventions): channels set per image or per
+block of images, and the replayed prefix (the network before a layer skipped) giving the numbers of ordinary
+passes on several architectures, leaving the model as it was."""
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from lucent_inhibit.attribution.interventions import forward_replaced, replayed_prefix, set_channels
+from lucent_inhibit.attribution.passes import dataset_pass
+from lucent_inhibit.core.features import Feature
+from lucent_inhibit.core.settings import PassSettings
+
+from conftest import TinyConvNet
+
+SETTINGS = PassSettings(batch_size=8, progress=False, preprocess=False)
+
+
+def test_set_channels_on_every_image_and_per_block():
+    o, base = torch.randn(4, 5, 3, 3), torch.randn(5, 3, 3)
+    want = o.clone()
+    want[:, [1, 3]] = base[[1, 3]]
+    assert torch.equal(set_channels(o, [1, 3], base), want)
+    tokens, tbase = torch.randn(4, 7, 5), torch.randn(7, 5)  # a token layer: channels are the last axis
+    want = tokens.clone()
+    want[2:, :, 4] = tbase[:, 4]
+    assert torch.equal(set_channels(tokens, [-1, 4], tbase, block=2), want)  # -1: that block unchanged
+    want = o.clone()
+    want[:2, 2] = 0
+    assert torch.equal(set_channels(o, [2, -1], torch.zeros(()), block=2), want)
+    with pytest.raises(ValueError, match="2 removals x block 3 != batch 4"):
+        set_channels(o, [1, 2], torch.zeros(()), block=3)
+
+
+class Twice(nn.Module):
+    """One conv used twice before ``relu``: no single output per pass, so it computes; ``relu`` is replayed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.relu(self.conv(self.conv(x))))
+
+
+def _models():
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    return [("tiny", TinyConvNet().eval(), "relu2", Feature("conv3", unit=1), 16),
+            ("resnet18", resnet, "layer2", Feature("layer3_0_conv1", unit=5), 64),
+            ("twice", Twice().eval(), "relu", Feature("head", unit=1), 16)]
+
+
+@pytest.mark.parametrize("name,net,layer,feature,size", _models(), ids=lambda v: v if isinstance(v, str) else "")
+def test_replayed_prefix_gives_the_numbers_of_ordinary_passes(name, net, layer, feature, size):
+    images = torch.rand(6, 3, size, size, generator=torch.Generator().manual_seed(2))
+    run = dataset_pass(net, images, [layer], [feature], SETTINGS)
+    rows = torch.tensor([4, 1, 1, 3])
+    remove = lambda o: set_channels(o, [0, 2], torch.zeros(()), block=2)  # noqa: E731
+    want = forward_replaced(run, images[rows], feature, layer, remove)
+    plain_scores = run.attribute(images[rows], feature).scores[layer]
+    before = {n: dict(m.__dict__) for n, m in net.named_modules()}
+    with replayed_prefix(net, images, layer) as replay:
+        replay.rows = rows
+        got = forward_replaced(run, images[rows], feature, layer, remove)
+        scores = run.attribute(images[rows], feature).scores[layer]
+    assert replay.modules[0] == layer and (len(replay.modules) > 1 or name == "twice")  # the layer, what runs before
+    assert name != "twice" or replay.modules == ["relu"]  # a conv called twice computes
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scores, plain_scores, rtol=1e-5, atol=1e-6)
+    assert all("forward" not in m.__dict__ for m in net.modules())  # every replayed module restored
+    assert {n: set(m.__dict__) for n, m in net.named_modules()} == {n: set(d) for n, d in before.items()}
+
+
+def test_a_replay_that_fails_falls_back_to_ordinary_passes(monkeypatch, caplog):
+    import lucent_inhibit.microscope.channels as channels
+
+    net, data = TinyConvNet().eval(), torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    features, mtis = [Feature("conv3", unit=u) for u in range(2)], np.array([[0, 3, 5], [1, 2, 5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = channels.unit_channels(net, data, features, "relu2", mtis, 2, SETTINGS)
+
+        def broken(*a, **k):
+            raise RuntimeError("shape mismatch")
+
+        monkeypatch.setattr(channels, "replayed_prefix", broken)
+        with caplog.at_level(logging.INFO, logger="lucent_inhibit"):
+            slow = channels.unit_channels(net, data, features, "relu2", mtis, 2, SETTINGS)
+    assert "is not replayed (shape mismatch)" in caplog.text
+    for k in channels.FIELDS:
+        np.testing.assert_allclose(slow[k], fast[k], rtol=1e-5, atol=1e-6)
