@@ -102,7 +102,9 @@ STAGE_OPTIONS = {
         ("units",): cli("a unit range text parsed into microscope(units=...); None: every unit"),
         ("attr_layer",): cli("the attribution layers; None: the library's pick"),
         ("n_top",): f"{MICRO}.n_top", ("n_channels",): f"{MICRO}.n_channels", ("max_units",): f"{MICRO}.max_units",
-        ("distinct",): f"{MICRO}.distinct",
+        ("distinct",): f"{MICRO}.distinct", ("visualize",): f"{MICRO}.visualize",
+        ("render_batch",): f"{MICRO}.render_batch", ("n_channel_images",): f"{MICRO}.n_channel_images",
+        **{("render", f): f"{SETTINGS}:MICROSCOPE_RENDER.{f}" for f in ("steps", "lr", "size", "model_size", "seed")},
     },
     "invert": {
         ("image",): cli("an image file to invert instead of a data image"),

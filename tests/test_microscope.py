@@ -13,7 +13,7 @@ from torch import nn
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, inhibitor_dictionary, scan
-from lucent_inhibit.core.settings import PassSettings
+from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.microscope import Microscope, microscope, write_microscope_site
 from lucent_inhibit.microscope.site import unit_path
@@ -23,10 +23,11 @@ from conftest import TinyConvNet
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYERS, ATTRS = ["conv3", "relu2"], ["relu2", "relu1"]
 SETTINGS = PassSettings(batch_size=5, progress=False, preprocess=False)
+RENDER = RenderSettings(steps=24, size=16, model_size=32, lr=0.1)
 
 
 def _build(net, data, **kw):
-    kw = dict(dict(layers=LAYERS, attr_layer=ATTRS, n_top=4, n_channels=3, settings=SETTINGS), **kw)
+    kw = dict(dict(layers=LAYERS, attr_layer=ATTRS, n_top=4, n_channels=3, settings=SETTINGS, visualize=False), **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return microscope(net, data, **kw)
@@ -39,7 +40,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def scope(data):
-    return _build(TinyConvNet().eval(), data)
+    return _build(TinyConvNet().eval(), data, visualize=True, render=RENDER, render_batch=5)
 
 
 def test_units_of_two_layers_each_at_its_attribution_layer(scope):
@@ -81,6 +82,7 @@ def test_top_inhibitor_of_the_most_inhibited_unit_is_the_dictionary_s(scope, dat
     assert sorted(d.mtis.tolist()) == sorted(scope.tops[j, 2].tolist())
     assert scope.inhibitors[j].tolist() == d.channels.tolist()
     np.testing.assert_allclose(scope.inhibitor_share[j], d.share, rtol=1e-6)
+    np.testing.assert_allclose(scope.inhibitor_effect[j], d.delta, rtol=1e-4, atol=1e-5)  # the causal change, too
     # every unit: its exciters and inhibitors are the channels with the largest relu(S) / relu(-S) on its MTIs
     assert np.all(np.diff(scope.inhibitor_share, axis=1) <= 0) and np.all(np.diff(scope.exciter_share, axis=1) <= 0)
 
@@ -95,6 +97,73 @@ class Skip(nn.Module):
 
     def forward(self, x):
         return self.head(self.relu1(self.conv1(x)) + self.skip(x))
+
+
+def test_removal_effects_are_each_channel_set_to_zero_on_the_mtis(scope, data):
+    """Every listed channel's effect is f on the unit's MTIs with that channel of the attribution layer zeroed,
+    minus f on them (one forward per removal here, blocks of one batch in the microscope)."""
+    net = TinyConvNet().eval()
+    for j in (0, 5, 11):
+        f, attr, mtis = scope.features[j], scope.attr_layer(j), data[scope.tops[j, 2]]
+        act = {}
+        net_layer = dict(net.named_modules())[attr]
+
+        def read(m, i, o, c=None):
+            return o if c is None else o.index_fill(1, torch.tensor([c]), 0.0)
+
+        def f_of(c=None):
+            h = net_layer.register_forward_hook(lambda m, i, o: read(m, i, o, c))
+            g = dict(net.named_modules())[f.layer].register_forward_hook(lambda m, i, o: act.__setitem__("o", o))
+            try:
+                with torch.no_grad():
+                    net(mtis)
+            finally:
+                h.remove(), g.remove()
+            o = act["o"]
+            return (o[:, f.unit, o.shape[2] // 2, o.shape[3] // 2] if o.dim() == 4 else o[:, f.unit]).double()
+
+        base = f_of()
+        for chans, effects in ((scope.inhibitors[j], scope.inhibitor_effect[j]), (scope.exciters[j], scope.exciter_effect[j])):
+            want = [float((f_of(int(c)) - base).mean()) for c in chans]
+            np.testing.assert_allclose(effects, want, rtol=1e-4, atol=1e-5)
+    # removing what inhibits a unit raises it on average; removing what excites it lowers it
+    assert np.mean(scope.inhibitor_effect[:, 0]) > 0 > np.mean(scope.exciter_effect[:, 0])
+
+
+def test_every_unit_and_listed_channel_is_shown_once_with_its_top_images_and_visualization(scope, data):
+    keys = list(zip(scope.shown_layers.tolist(), scope.shown_units.tolist()))
+    assert len(set(keys)) == len(keys) and keys[:len(scope)] == [(f.layer, f.unit) for f in scope.features]
+    for j in range(len(scope)):
+        for c in np.concatenate([scope.inhibitors[j], scope.exciters[j]]):
+            assert scope.shown(scope.attr_layer(j), int(c)) is not None
+    assert scope.visuals.shape == (len(keys), 3, 16, 16) and scope.visuals.dtype == np.uint8
+    assert set(scope.shown_tops.ravel()) <= set(scope.image_ids.tolist())
+    net = TinyConvNet().eval()
+    for v in (0, len(keys) - 1):  # top images: largest mean activation of the channel over positions
+        layer, c = keys[v]
+        acts = {}
+        h = dict(net.named_modules())[layer].register_forward_hook(lambda m, i, o: acts.__setitem__("o", o))
+        with torch.no_grad():
+            net(data)
+        h.remove()
+        o = acts["o"]
+        means = (o.flatten(2).mean(2) if o.dim() == 4 else o)[:, c].numpy()
+        assert means[scope.shown_tops[v, 0]] == pytest.approx(means.max(), rel=1e-5)
+    # the visualizations are the renders of Lucent's channel objective, in the shown order, several per render
+    from lucent_inhibit.synthesis.channels import visualize_channels
+
+    for layer in ("conv3", "relu1"):
+        rows = np.flatnonzero(scope.shown_layers == layer)
+        for start in range(0, rows.size, 5):  # the fixture's render_batch
+            chunk = rows[start:start + 5]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run = visualize_channels(net, layer, scope.shown_units[chunk].tolist(), RENDER)
+            want = (run.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            np.testing.assert_array_equal(scope.visuals[chunk], want)
+            assert scope.visual_moved[chunk].tolist() == run.motion.moved.tolist()
+    assert scope.visual_moved.mean() >= 0.5  # most renders moved (a dead ReLU channel cannot)
+    assert np.array_equal(scope.visual("conv3", 1), scope.visuals[1].transpose(1, 2, 0)) and scope.visual("conv3", 9) is None
 
 
 def test_bad_input_says_what_is_wrong(data):
@@ -159,12 +228,16 @@ def test_site_pages_images_and_links(scope, tmp_path):
     text = open(index, encoding="utf-8").read()
     assert text.count("<tr id=") == len(scope) and "http" not in text.replace("http-equiv", "")
     assert sorted(os.listdir(tmp_path / "images")) == sorted(f"{int(i)}.png" for i in scope.image_ids)
+    assert text.count('class="visual') == len(scope)  # every unit's visualization in the index
+    shown = sum(len(files) for _, _, files in os.walk(tmp_path / "visuals"))
+    assert shown == len(scope.shown_units)  # each shown channel's visualization written once
     for j, f in enumerate(scope.features):
         page = tmp_path / unit_path(f.layer, f.unit)
         html = page.read_text(encoding="utf-8")
         assert os.path.getsize(str(page)[:-5] + ".png") > 1000
         for src in re.findall(r'src="([^"]+)"', html):
             assert os.path.exists(os.path.normpath(os.path.join(page.parent, src))), src
+        assert 'class="unit-visual' in html and html.count('<td class="tops">') == 2 * scope.inhibitors.shape[1]
         links = re.findall(r'class="inhibitor" href="([^"]+)"', html)
         if f.layer == "conv3":  # its inhibitors are relu2 channels, all in the microscope: each one linked
             assert len(links) == scope.inhibitors.shape[1]

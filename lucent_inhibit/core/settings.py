@@ -118,6 +118,8 @@ def as_settings(render: Optional[RenderSettings], **stage_defaults) -> RenderSet
 #: with no transforms, icons reach their targets and a visible contrast in 48 steps at lr 0.1 (at 0.05 they
 #: stay grey).
 ICON_RENDER = RenderSettings(steps=48, lr=0.1)
+#: the microscope's feature visualizations: 64 px images seen by the model at 128 px, 96 steps, one seed for all
+MICROSCOPE_RENDER = RenderSettings(steps=96, size=64, model_size=128)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from torch import nn
 from ..attribution.passes import dataset_pass
 from ..attribution.totals import MIN_PERCENTILE_IMAGES, percentile_ranks, top_indices
 from ..census.run import layer_census
-from ..core.features import Feature
 from ..core.layers import model_device
-from ..core.settings import PassSettings, as_pass_settings
+from ..core.settings import MICROSCOPE_RENDER, PassSettings, RenderSettings, as_pass_settings
 from ..core.validate import InputError, check_flag, check_int
 from ..data.datasets import item_sources, load_batch
+from .channels import unit_channels
 from .result import QUIET_BAND, Microscope
+from .visuals import render_channels, shown_channels, top_images
 
 log = logging.getLogger("lucent_inhibit")
 
@@ -73,23 +74,6 @@ def check_units(model: nn.Module, x: torch.Tensor, layer: str, attr: str, units,
     return list(dict.fromkeys(chosen))
 
 
-def channel_totals(run, indices: np.ndarray, feature: Feature, layer: str) -> Tuple[np.ndarray, np.ndarray]:
-    """``(P_c, N_c)``, each (C,) float64: ``relu(S)`` and ``relu(-S)`` of each channel of ``layer`` summed over
-    the dataset images ``indices`` and positions (a token layer's channels are its last axis)."""
-    pos = neg = None
-    for _, batch in run.batches(indices):
-        s = run.attribute(batch, feature).scores[layer].double().cpu()
-        dims = (0, 1) if s.dim() == 3 else (0,) + tuple(range(2, s.dim()))
-        p, n = s.clamp(min=0).sum(dims), (-s).clamp(min=0).sum(dims)
-        pos, neg = (p, n) if pos is None else (pos + p, neg + n)
-    return pos.numpy(), neg.numpy()
-
-
-def _top_channels(totals: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-totals, kind="stable")[:m]
-    return order.astype(np.int64), totals[order] / max(float(totals.sum()), 1e-30)
-
-
 def unit_tables(census, n_top: int, sources) -> dict:
     """Per unit of ``census`` (K units, n images): share, median tension, quiet-MTI fraction, the MEIs, MIIs
     and MTIs (``(K, 3, t)``, one per source image first when ``sources`` (n,) is given) and their f, P and N
@@ -124,10 +108,13 @@ def thumbnails(dataset, ids: np.ndarray, side: int = THUMB) -> np.ndarray:
 
 
 def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Sequence[int]] = None, attr_layer=None,
-               n_top: int = 8, n_channels: int = 5, position="center", settings: Optional[PassSettings] = None,
-               checkpoint: Optional[str] = None, max_units: int = MAX_UNITS, distinct: bool = True) -> Microscope:
+                     n_top: int = 8, n_channels: int = 5, position="center", settings: Optional[PassSettings] = None,
+                     checkpoint: Optional[str] = None, max_units: int = MAX_UNITS, distinct: bool = True,
+                     visualize: bool = True, render: Optional[RenderSettings] = None, render_batch: int = 32,
+                     n_channel_images: int = 3) -> Microscope:
     """Every unit of one or more layers over ``dataset``: its excitation, inhibition and tension, its top
-    images and the channels of its attribution layer that inhibit and excite it most on its MTIs.
+    images, the channels of its attribution layer that inhibit and excite it most on its MTIs with the change of
+    f when each is removed there, and the feature visualization of every unit and listed channel.
 
     Args:
         model: a prepared model (:func:`lucent_inhibit.prepare`), run in eval mode (mode restored after).
@@ -144,59 +131,67 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
         checkpoint: a folder for the censuses' checkpoints: a rerun after an interruption resumes there.
         max_units: units per layer above which it refuses (a layer of thousands of units is a long pass).
         distinct: top images one per source image (the photo a bundled crop is cut from) while there are enough.
+        visualize: render the feature visualization (Lucent's channel objective) of every unit and listed
+            channel; False: none (``visuals`` empty).
+        render: their :class:`~lucent_inhibit.RenderSettings` (None:
+            :data:`~lucent_inhibit.core.settings.MICROSCOPE_RENDER`, 64 px, 96 steps).
+        render_batch: channels of one layer rendered together, one batch item each (memory grows with it).
+        n_channel_images: dataset images shown per channel (largest mean activation over positions).
 
     Returns:
         :class:`~lucent_inhibit.microscope.result.Microscope` over every unit of every layer.
     """
     settings = as_pass_settings(settings)
     n_top, n_channels = check_int("n_top", n_top, low=1), check_int("n_channels", n_channels, low=1)
-    max_units = check_int("max_units", max_units, low=1)
+    max_units, render_batch = check_int("max_units", max_units, low=1), check_int("render_batch", render_batch, low=1)
+    n_channel_images, visualize = check_int("n_channel_images", n_channel_images, low=1), check_flag("visualize", visualize)
     x = load_batch(dataset, [0]).to(model_device(model))
     feature_layers, attrs = resolve_layers(model, layers, attr_layer, int(x.shape[-1]))
     chosen = [check_units(model, x, l, a, units, max_units) for l, a in zip(feature_layers, attrs)]
-    run0 = dataset_pass(model, dataset, attrs, [], settings)
-    if run0.size < MIN_PERCENTILE_IMAGES:
-        raise InputError(f"a microscope needs at least {MIN_PERCENTILE_IMAGES} images for percentile tension, got "
-                         f"{run0.size}")
-    sources = item_sources(dataset, np.arange(run0.size)) if check_flag("distinct", distinct) else None
-    n_top = min(n_top, run0.size)
+    size = dataset_pass(model, dataset, attrs, [], settings).size
+    if size < MIN_PERCENTILE_IMAGES:
+        raise InputError(f"a microscope needs at least {MIN_PERCENTILE_IMAGES} images for percentile tension, got {size}")
+    sources = item_sources(dataset, np.arange(size)) if check_flag("distinct", distinct) else None
+    cat, feats, index, census = _unit_parts(model, dataset, feature_layers, attrs, chosen, min(n_top, size), n_channels,
+                                            position, settings, checkpoint, sources)
+    listed = [np.concatenate([cat["inhibitors"][index == i], cat["exciters"][index == i]]) for i in range(len(attrs))]
+    shown = shown_channels(feature_layers, chosen, attrs, listed)
+    shown_tops = top_images(model, dataset, shown, n_channel_images, settings, sources)
+    visuals, moved = (render_channels(model, shown, render, render_batch, settings.progress) if visualize
+                      else (np.zeros((0, 3, 1, 1), np.uint8), np.zeros(0, bool)))
+    ids = np.unique(np.concatenate([cat["tops"].ravel(), shown_tops.ravel()]))
+    return Microscope(
+        layers=feature_layers, attr_layers=attrs, features=feats, layer_index=index,
+        indices=census.indices, items=census.items, image_ids=ids.astype(np.int64),
+        thumbnails=thumbnails(dataset, ids), shown_layers=np.asarray([l for l, _ in shown]),
+        shown_units=np.asarray([c for _, c in shown], np.int64), shown_tops=shown_tops, visuals=visuals,
+        visual_moved=moved, dataset=census.dataset, dataset_size=census.dataset_size,
+        info={"n_top": int(cat["tops"].shape[-1]), "n_channels": n_channels, "distinct": bool(distinct),
+              "quiet_band": list(QUIET_BAND), "batch_size": settings.batch_size, "preprocess": settings.preprocess,
+              "removal": "zero", "render": _render_info(render, visualize, render_batch)},
+        **{k: v.astype(np.float32) if k in ("activation", "pos", "neg") else v for k, v in cat.items()})
+
+
+def _render_info(render, visualize: bool, batch: int) -> Optional[str]:
+    return f"{(render or MICROSCOPE_RENDER).describe()}, {batch} per render" if visualize else None
+
+
+def _unit_parts(model, dataset, layers, attrs, chosen, n_top, n_channels, position, settings, checkpoint, sources):
+    """One census per layer and the channel split of each unit: the per-unit arrays concatenated over the
+    layers, the features, their layer index (K,) and the last census (its image identities)."""
     parts, feats, index = [], [], []
-    for i, (layer, attr, us) in enumerate(zip(feature_layers, attrs, chosen)):
+    for i, (layer, attr, us) in enumerate(zip(layers, attrs, chosen)):
         folder = None if checkpoint is None else os.path.join(os.fspath(checkpoint), f"layer-{i}")
         census = layer_census(model, dataset, layer, [attr], units=us, position=position, settings=settings,
                               checkpoint=folder)
         table = unit_tables(census, n_top, sources)
-        table.update(_channels(model, dataset, census, attr, table["tops"][:, 2], n_channels, settings))
+        table.update(unit_channels(model, dataset, census.features, attr, table["tops"][:, 2], n_channels, settings))
         parts.append(table)
         feats += census.features
         index += [i] * len(census.features)
     cat = {k: np.concatenate([p[k] for p in parts], axis=1 if k in ("activation", "pos", "neg") else 0)
            for k in parts[0]}
-    ids = np.unique(cat["tops"])
-    return Microscope(
-        layers=feature_layers, attr_layers=attrs, features=feats, layer_index=np.asarray(index, np.int64),
-        indices=census.indices, items=census.items, image_ids=ids.astype(np.int64),
-        thumbnails=thumbnails(dataset, ids), dataset=census.dataset, dataset_size=census.dataset_size,
-        info={"n_top": n_top, "n_channels": n_channels, "distinct": bool(distinct), "quiet_band": list(QUIET_BAND),
-              "batch_size": settings.batch_size, "preprocess": settings.preprocess},
-        **{k: v.astype(np.float32) if k in ("activation", "pos", "neg") else v for k, v in cat.items()})
-
-
-def _channels(model, dataset, census, attr: str, mtis: np.ndarray, m: int, settings: PassSettings) -> dict:
-    """The top ``m`` inhibitory and excitatory channels of ``attr`` of every unit of ``census`` on its MTIs
-    ``mtis`` (K, t), with their shares of the MTIs' N and P."""
-    run = dataset_pass(model, dataset, [attr], census.features, settings)
-    out = {k: [] for k in ("inhibitors", "inhibitor_share", "exciters", "exciter_share")}
-    with run.evaluating(), run.bar(mtis.size, f"inhibitors of {len(census.features)} units") as bar:
-        for feature, idx in zip(census.features, mtis):
-            p, n = channel_totals(run, np.asarray(idx), feature, attr)
-            m = min(m, p.size)
-            for name, totals in (("inhibitor", n), ("exciter", p)):
-                c, s = _top_channels(totals, m)
-                out[name + "s"].append(c)
-                out[name + "_share"].append(s)
-            bar.update(len(idx))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return cat, feats, np.asarray(index, np.int64), census
 
 
 #: :func:`build_microscope` under the name of its subpackage (``lucent_inhibit.microscope.microscope``)

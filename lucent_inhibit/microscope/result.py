@@ -38,8 +38,17 @@ class Microscope(Result):
         inhibitors, exciters: (K, m) int64 channels of the attribution layer with the largest
             ``sum relu(-S)`` / ``sum relu(S)`` over the unit's MTIs and positions, largest first.
         inhibitor_share, exciter_share: (K, m) float64 those channels' shares of the MTIs' N / P.
+        inhibitor_effect, exciter_effect: (K, m) float64 mean change of the unit's f over its MTIs when that
+            channel alone is set to zero (forward re-run from the attribution layer): positive for a channel
+            that held the unit down.
         completeness: (K,) float64 Pearson r of f and ``P - N`` over the images.
         image_ids: (u,) int64 dataset indices of every image shown; thumbnails: (u, 3, T, T) uint8 of them.
+        shown_layers, shown_units: (V,) str and int64, every channel shown: the units, then the channels listed
+            as inhibitors or exciters; shown_tops: (V, k) int64 the dataset images with each one's largest mean
+            activation over positions.
+        visuals: (V, 3, S, S) uint8 feature visualization of each shown channel (Lucent's channel objective),
+            or (0, 3, 1, 1) when not rendered; visual_moved: (V,) bool whether each render moved
+            (:mod:`lucent_inhibit.core.motion`; a still render shows noise, not the channel).
         dataset, dataset_size, info: identity of the images and the settings.
     """
 
@@ -64,6 +73,13 @@ class Microscope(Result):
     completeness: np.ndarray
     image_ids: np.ndarray
     thumbnails: np.ndarray
+    inhibitor_effect: np.ndarray
+    exciter_effect: np.ndarray
+    shown_layers: np.ndarray
+    shown_units: np.ndarray
+    shown_tops: np.ndarray
+    visuals: np.ndarray
+    visual_moved: np.ndarray
     dataset: str = ""
     dataset_size: int = 0
     info: dict = field(default_factory=dict)
@@ -84,6 +100,16 @@ class Microscope(Result):
             return self.column(layer, unit)
         except KeyError:
             return None
+
+    def shown(self, layer: str, channel: int) -> Optional[int]:
+        """The row of channel ``channel`` of ``layer`` in the shown channels (``shown_*``, ``visuals``), or None."""
+        hit = np.flatnonzero((self.shown_layers == layer) & (self.shown_units == int(channel)))
+        return int(hit[0]) if hit.size else None
+
+    def visual(self, layer: str, channel: int) -> Optional[np.ndarray]:
+        """(S, S, 3) uint8 feature visualization of channel ``channel`` of ``layer``, or None (not rendered)."""
+        v = self.shown(layer, channel)
+        return None if v is None or not len(self.visuals) else self.visuals[v].transpose(1, 2, 0)
 
     def attr_layer(self, j: int) -> str:
         """The attribution layer of column ``j``."""
@@ -110,8 +136,9 @@ class Microscope(Result):
         return {"layer": f.layer, "unit": int(f.unit), "attr_layer": self.attr_layer(j), "share": float(self.share[j]),
                 "median_tension": float(self.median_tension[j]), "quiet": float(self.quiet[j]),
                 "mtis": self.tops[j, 2].tolist(), "inhibitors": self.inhibitors[j].tolist(),
-                "inhibitor_share": self.inhibitor_share[j].tolist(), "exciters": self.exciters[j].tolist(),
-                "exciter_share": self.exciter_share[j].tolist()}
+                "inhibitor_share": self.inhibitor_share[j].tolist(),
+                "inhibitor_effect": self.inhibitor_effect[j].tolist(), "exciters": self.exciters[j].tolist(),
+                "exciter_share": self.exciter_share[j].tolist(), "exciter_effect": self.exciter_effect[j].tolist()}
 
     def summary(self) -> dict:
         """Units, images, layers, the mean share of inhibition and the five most inhibited units."""

@@ -1,8 +1,9 @@
 """The microscope as a static site: ``index.html`` (every unit in one sortable, filterable table, a jump box),
 ``units/<layer>/<unit>.html`` (one page per unit: its MTIs, MEIs and MIIs with their f, P and N percentile
 ranks, its P-against-N scatter, its top inhibitory and excitatory channels, each linked to that channel's page
-when the attribution layer is also a layer of the microscope) and ``images/<i>.png`` (each dataset image
-shown, once, as a thumbnail every page refers to). Pages are filled from the package-data templates
+when the attribution layer is also a layer of the microscope), ``images/<i>.png`` (each dataset image
+shown, once, as a thumbnail every page refers to) and ``visuals/<layer>/<channel>.png`` (each shown channel's
+feature visualization, once). Pages are filled from the package-data templates
 ``index.html`` and ``unit.html``; a Content-Security-Policy forbids any network access, so the site works
 from ``file://`` with nothing fetched; texts are escaped.
 """
@@ -50,13 +51,33 @@ def _write_text(path: str, text: str) -> None:
     atomic_write(path, write)
 
 
+def visual_path(layer: str, channel: int) -> str:
+    """The feature visualization of a channel, relative to the site's root."""
+    return f"visuals/{_safe(layer)}/{int(channel)}.png"
+
+
 def _images(scope, root: str) -> None:
     from PIL import Image
 
-    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    def save(pixels, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(path, optimize=True)
+
     for i, thumb in zip(scope.image_ids, scope.thumbnails):
-        Image.fromarray(np.ascontiguousarray(thumb.transpose(1, 2, 0))).save(
-            os.path.join(root, "images", f"{int(i)}.png"), optimize=True)
+        save(thumb, os.path.join(root, "images", f"{int(i)}.png"))
+    for layer, c, pixels in zip(scope.shown_layers, scope.shown_units, scope.visuals):
+        save(pixels, os.path.join(root, visual_path(layer, c)))
+
+
+def _visual_img(scope, layer: str, channel: int, up: str, cls: str = "visual") -> str:
+    """An ``<img>`` of the channel's feature visualization (``up``: the path back to the root), or a dash."""
+    v = scope.shown(layer, channel)
+    if v is None or not len(scope.visuals):
+        return "&ndash;"
+    still = "" if scope.visual_moved[v] else " still"
+    note = "" if scope.visual_moved[v] else " (did not move: noise, not the channel)"
+    alt = html.escape(f"feature visualization of {layer} {int(channel)}{note}")
+    return f'<img class="{cls}{still}" src="{up}{visual_path(layer, channel)}" alt="{alt}" title="{alt}">'
 
 
 def _index_row(scope, j: int) -> str:
@@ -70,7 +91,8 @@ def _index_row(scope, j: int) -> str:
             f'href="{e(unit_path(r["layer"], r["unit"]))}">{r["unit"]}</a></td><td class="num">{shown}'
             f'<span class="bar" style="width:{60 * max(share, 0):.0f}px"></span></td>'
             f'<td class="num">{r["median_tension"]:.1f}</td><td class="num">{r["quiet"]:.2f}</td><td>{e(inh)}</td>'
-            f'<td><img src="images/{int(mti)}.png" alt="image {int(mti)}" title="image {int(mti)}"></td></tr>')
+            f'<td><img src="images/{int(mti)}.png" alt="image {int(mti)}" title="image {int(mti)}"></td>'
+            f'<td>{_visual_img(scope, r["layer"], r["unit"], "")}</td></tr>')
 
 
 def index_html(scope, title: str) -> str:
@@ -93,14 +115,18 @@ def _figures(scope, j: int, group: str) -> str:
                    f"f {p[0]:.0f} P {p[1]:.0f} N {p[2]:.0f}</figcaption></figure>" for i, p in zip(idx, pct))
 
 
-def _channel_rows(scope, j: int, channels, shares, cls: str) -> str:
+def _channel_rows(scope, j: int, channels, shares, effects, cls: str) -> str:
     attr, out = scope.attr_layer(j), []
-    for c, s in zip(channels, shares):
+    for c, s, d in zip(channels, shares, effects):
         target = scope.find(attr, int(c))
         label = f"{html.escape(attr)} {int(c)}"
         cell = (f'<a class="{cls}" href="../../{html.escape(unit_path(attr, int(c)))}">{label}</a>'
                 if target is not None else label)
-        out.append(f"<tr><td>{cell}</td><td>{float(s):.3f}</td></tr>")
+        v = scope.shown(attr, int(c))
+        tops = "".join(f'<img src="../../images/{int(i)}.png" alt="image {int(i)}" title="image {int(i)}">'
+                       for i in (scope.shown_tops[v] if v is not None else ()))
+        out.append(f'<tr><td>{cell}</td><td class="num">{float(s):.3f}</td><td class="num">{float(d):+.3g}</td>'
+                   f'<td>{_visual_img(scope, attr, int(c), "../../")}</td><td class="tops">{tops}</td></tr>')
     return "".join(out)
 
 
@@ -115,11 +141,16 @@ def unit_html(scope, j: int) -> str:
                   if k is not None)
     numbers = (f"share of inhibition N/(P+N) <b>{r['share']:.3f}</b>; median tension {r['median_tension']:.1f}; "
                f"quiet MTIs {r['quiet']:.2f}; completeness r(f, P-N) {float(scope.completeness[j]):.3f}; attributed at "
-               f"{html.escape(r['attr_layer'])}. Captions: dataset index and the percentile ranks of f, P and N.")
+               f"{html.escape(r['attr_layer'])}. Captions: dataset index and the percentile ranks of f, P and N. "
+               "Channels: their share of the MTIs' N (or P), the mean change of f on the MTIs when the channel alone "
+               "is set to zero (positive: it held the unit down), its feature visualization and its top images.")
     fill = {"title": html.escape(f.name), "neighbours": nav, "numbers": numbers, "attr": html.escape(r["attr_layer"]),
             "scatter": f"{int(f.unit)}.png",
-            "inhibitors": _channel_rows(scope, j, scope.inhibitors[j], scope.inhibitor_share[j], "inhibitor"),
-            "exciters": _channel_rows(scope, j, scope.exciters[j], scope.exciter_share[j], "exciter")}
+            "visual": _visual_img(scope, f.layer, f.unit, "../../", "unit-visual"),
+            "inhibitors": _channel_rows(scope, j, scope.inhibitors[j], scope.inhibitor_share[j],
+                                        scope.inhibitor_effect[j], "inhibitor"),
+            "exciters": _channel_rows(scope, j, scope.exciters[j], scope.exciter_share[j], scope.exciter_effect[j],
+                                      "exciter")}
     fill.update({g: _figures(scope, j, g) for g in GROUPS})
     return template("unit.html") % fill
 
@@ -127,7 +158,8 @@ def unit_html(scope, j: int) -> str:
 def write_microscope_site(scope, folder: str, title: str = "Inhibition microscope", progress: bool = False) -> str:
     """Write the static site of ``scope`` (a :class:`~lucent_inhibit.microscope.Microscope`) into ``folder``:
     ``index.html``, ``units/<layer>/<unit>.html`` with ``<unit>.png`` (its P-against-N scatter) and
-    ``images/<i>.png`` (64 px thumbnails, one per image shown anywhere). Returns the index's path."""
+    ``images/<i>.png`` (64 px thumbnails, one per image shown anywhere) and ``visuals/`` (one feature
+    visualization per shown channel). Returns the index's path."""
     from tqdm.auto import tqdm
 
     from ..core.figures import pyplot

@@ -6,7 +6,9 @@ OUT/microscope-checkpoints) and, per unit, its attribution on its maximally tens
 attribution layer. Writes OUT/microscope.npz (a Microscope), OUT/microscope.png (share of inhibition against
 median tension), OUT/index.html (every unit in one sortable, filterable table), OUT/units/LAYER/UNIT.html (one
 page per unit: MTIs, MEIs, MIIs, P-vs-N scatter, top inhibitory and excitatory channels, linked to their own
-pages when their layer is also given with --layer) and OUT/images/ (each image shown, once, as a thumbnail).
+pages when their layer is also given with --layer; the change of f when each channel is removed on the MTIs),
+OUT/images/ (each image shown, once, as a thumbnail) and OUT/visuals/ (the feature visualization of every unit
+and listed channel, rendered --render-batch at a time).
 Open OUT/index.html in a browser: no server, no network.
 """
 from __future__ import annotations
@@ -15,14 +17,15 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from ...core.settings import MICROSCOPE_RENDER
 from ...core.validate import check_int
 from ...models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
-from ..configs import DataConfig, ModelConfig
+from ..configs import DataConfig, ModelConfig, RenderConfig
 from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.app.outputs.stage_files`).
-OUTPUTS = ("microscope.npz", "microscope.png", "index.html", "units/", "images/", "microscope-checkpoints/")
+OUTPUTS = ("microscope.npz", "microscope.png", "index.html", "units/", "images/", "visuals/", "microscope-checkpoints/")
 #: Its checkpoints, in --out while it runs (resumed by a rerun of the same command), removed once it finished.
 TRANSIENT = ("microscope-checkpoints",)
 #: ``--max-units``' default: :data:`lucent_inhibit.microscope.build.MAX_UNITS` (not imported: --help stays fast)
@@ -54,6 +57,13 @@ def parse_units(text: Optional[str], option_name: str = "--units") -> Optional[T
 
 
 @dataclass
+class MicroscopeRender(RenderConfig):
+    steps: int = option(MICROSCOPE_RENDER.steps, "render steps of the feature visualizations")
+    size: Optional[int] = option(MICROSCOPE_RENDER.size, "side of each feature visualization in pixels", flag="--render-size")
+    model_size: Optional[int] = option(MICROSCOPE_RENDER.model_size, "side of the image the model sees while rendering")
+
+
+@dataclass
 class MicroscopeConfig:
     """Options of ``lucent-inhibit microscope``."""
 
@@ -73,11 +83,16 @@ class MicroscopeConfig:
     max_units: int = option(MAX_UNITS, "refuse a layer with more units than this (pick some with --units)")
     distinct: bool = option(True, "top images by plain ranking, several crops of one photo allowed (default: one "
                             "crop per source photo first)", flag="--no-distinct")
+    render: MicroscopeRender = group(MicroscopeRender)
+    visualize: bool = option(True, "skip the feature visualizations of the units and listed channels",
+                             flag="--no-render")
+    render_batch: int = option(32, "channels rendered together, one batch item each (memory grows with it)")
+    n_channel_images: int = option(3, "top dataset images shown per listed channel")
 
     def __post_init__(self):
         check_choices(self)
         check_paths(self)
-        for name in ("n_top", "n_channels", "max_units"):
+        for name in ("n_top", "n_channels", "max_units", "render_batch", "n_channel_images"):
             check_int(flag(MicroscopeConfig, name), getattr(self, name), low=1)
         parse_units(self.units, flag(MicroscopeConfig, "units"))
         for name in ("layer", "attr_layer"):
@@ -99,7 +114,9 @@ def run(cfg: MicroscopeConfig, progress: bool = True):
     attr = None if cfg.attr_layer is None else (cfg.attr_layer[0] if len(cfg.attr_layer) == 1 else list(cfg.attr_layer))
     result = microscope(model, data, None if cfg.layer is None else list(cfg.layer), units=parse_units(cfg.units),
                         attr_layer=attr, n_top=cfg.n_top, n_channels=cfg.n_channels, settings=cfg.data.passes(progress),
-                        checkpoint=os.path.join(cfg.out, TRANSIENT[0]), max_units=cfg.max_units, distinct=cfg.distinct)
+                        checkpoint=os.path.join(cfg.out, TRANSIENT[0]), max_units=cfg.max_units, distinct=cfg.distinct,
+                        visualize=cfg.visualize, render=cfg.render.settings(progress), render_batch=cfg.render_batch,
+                        n_channel_images=cfg.n_channel_images)
     result.save(os.path.join(cfg.out, "microscope.npz"))
     result.plot(os.path.join(cfg.out, "microscope.png"))
     write_microscope_site(result, cfg.out, progress=progress)

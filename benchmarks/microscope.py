@@ -1,0 +1,113 @@
+"""Microscope cost: its build against the census of the same units and images, its batched feature
+visualizations against one Lucent ``render_vis`` call per unit, and its disk use per image and per unit.
+
+On the real embedded EfficientNet-Lite0, ``--units`` units of ``blocks_4_0_bn3_drop`` attributed at
+``blocks_4_0_bn2_act`` over ``--images`` bundled crops of ``--size`` px:
+
+- build: ``build_microscope(visualize=False)`` (census, the units' channel split and removals on their MTIs,
+  top images of every shown channel) against ``layer_census`` of the same units and images alone (peer);
+  ratio = build / census (target <= 1.5). The two are interleaved, each timed ``--reps`` times, fastest kept.
+- renders: the feature visualizations of ``--vis-units`` units rendered together
+  (:func:`lucent_inhibit.microscope.visuals.render_channels`, one render) against one plain
+  ``lucent.optvis.render.render_vis`` call per unit (peer: Lucent's ``param.image`` of the same size, the same
+  steps, learning rate, ``fixed_image_size`` and Lucent's standard transforms); ratio = peer / batched
+  (target >= 5). Each once (the peer takes units times longer).
+- disk: the site written from a microscope with visualizations; bytes of images/ per image shown, and of units/
+  plus visuals/ per unit.
+
+Usage: python benchmarks/microscope.py [--units 64] [--images 256] [--size 96] [--vis-units 32] [--steps 96]
+       [--threads 1] [--reps 2]
+Writes benchmarks/results/microscope.json.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from _common import write_result  # noqa: E402
+
+LAYER, ATTR = "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act"
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def plain_lucent_renders(model, units, settings):
+    """One ``render_vis`` per unit: Lucent's channel objective, param.image, its standard transforms."""
+    from lucent.optvis import objectives, param, render
+
+    for u in units:
+        render.render_vis(model, objectives.channel(LAYER, u), param_f=lambda: param.image(settings.size),
+                          optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr), thresholds=(settings.steps,),
+                          progress=False, show_image=False, fixed_image_size=settings.model_size)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name, default in (("units", 64), ("images", 256), ("size", 96), ("vis-units", 32), ("steps", 96),
+                          ("threads", 1), ("reps", 2)):
+        ap.add_argument(f"--{name}", type=int, default=default)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    warnings.simplefilter("ignore")
+
+    from lucent_inhibit import efficientnet_lite0, layer_census, sample_crops
+    from lucent_inhibit.core.settings import MICROSCOPE_RENDER, PassSettings
+    from lucent_inhibit.microscope import build_microscope, write_microscope_site
+    from lucent_inhibit.microscope.visuals import render_channels
+
+    model = efficientnet_lite0()
+    images = torch.stack(list(sample_crops(a.images, size=a.size, seed=0)))
+    units, settings = list(range(a.units)), PassSettings(progress=False)
+    census = lambda: layer_census(model, images, LAYER, [ATTR], units=units, settings=settings)  # noqa: E731
+    build = lambda **kw: build_microscope(model, images, LAYER, units, ATTR, settings=settings, **kw)  # noqa: E731
+    census()  # warm-up
+    t_census, t_build = [], []
+    for _ in range(a.reps):
+        t_census.append(timed(census)[0])
+        t_build.append(timed(lambda: build(visualize=False))[0])
+    render = MICROSCOPE_RENDER.replace(steps=a.steps)
+    vis = list(range(a.vis_units))
+    t_batched, _ = timed(lambda: render_channels(model, [(LAYER, u) for u in vis], render, batch=a.vis_units))
+    t_plain, _ = timed(lambda: plain_lucent_renders(model, vis, render))
+    small = build(visualize=True, render=render, render_batch=32) if a.units <= 64 else None
+    site = tempfile.mkdtemp(prefix="microscope-bench-")
+    try:
+        write_microscope_site(small, site)
+        per_image = folder_bytes(os.path.join(site, "images")) / max(small.image_ids.size, 1)
+        per_unit = (folder_bytes(os.path.join(site, "units")) + folder_bytes(os.path.join(site, "visuals"))) / len(small)
+        total = folder_bytes(site)
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+    ratio, render_ratio = min(t_build) / min(t_census), t_plain / t_batched
+    details = {"units": a.units, "images": a.images, "size": a.size, "threads": a.threads, "layer": LAYER,
+               "attribution_layer": ATTR, "census_s": min(t_census), "build_s": min(t_build),
+               "census_s_runs": t_census, "build_s_runs": t_build, "build_vs_census_ratio": ratio,
+               "vis_units": a.vis_units, "render": render.describe(), "batched_render_s": t_batched,
+               "plain_render_vis_s": t_plain, "render_speedup": render_ratio, "site_bytes": total,
+               "bytes_per_image": per_image, "bytes_per_unit": per_unit, "images_shown": int(small.image_ids.size)}
+    print(f"microscope of {a.units} units over {a.images} images at {a.size} px: build {min(t_build):.2f} s, census "
+          f"{min(t_census):.2f} s ({ratio:.2f}x); {a.vis_units} visualizations batched {t_batched:.1f} s, one "
+          f"render_vis per unit {t_plain:.1f} s ({render_ratio:.1f}x faster); site {total / 1e6:.1f} MB, "
+          f"{per_image / 1e3:.1f} kB per image, {per_unit / 1e3:.1f} kB per unit")
+    write_result("microscope", "layer_census of the same units and images (build); one render_vis per unit (renders)",
+                 ratio, details, a.threads)
+
+
+if __name__ == "__main__":
+    main()
