@@ -321,7 +321,7 @@ def test_cli_on_the_embedded_model_two_layers_linked(tmp_path):
     out = tmp_path / "site"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "lucent_inhibit", "microscope", "--out", str(out), "--layer", "blocks_4_0_bn3_drop",
-           "blocks_4_0_bn2_act", "--units", "0-15", "--n-images", "32", "--size", "96", "--n-top", "4"]
+           "blocks_4_0_bn2_act", "--units", "0-15", "--n-images", "32", "--size", "96", "--n-top", "4", "--steps", "6"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "index.html" in done.stdout
@@ -329,6 +329,8 @@ def test_cli_on_the_embedded_model_two_layers_linked(tmp_path):
     assert len(scope) == 32 and scope.attr_layers[0] == "blocks_4_0_bn2_act"
     for name in ("index.html", "microscope.png"):
         assert (out / name).is_file()
+    assert scope.visuals.shape[0] == scope.shown_units.size and scope.visuals.shape[-1] == 64  # rendered, 64 px
+    assert len(os.listdir(out / "visuals" / "blocks_4_0_bn3_drop")) == 16
     assert not (out / "microscope-checkpoints").exists()
     j = int(scope.ranking()[0])
     f = scope.features[j]
@@ -345,7 +347,7 @@ def test_cli_on_the_embedded_model_two_layers_linked(tmp_path):
     for k, c in linked:  # an inhibitor of the first layer among the second layer's units: its page is linked
         html = (out / unit_path(scope.features[k].layer, scope.features[k].unit)).read_text(encoding="utf-8")
         assert f'href="../../units/blocks_4_0_bn2_act/{c}.html"' in html
-    bad = subprocess.run(cmd[:-6] + ["--units", "0-15", "--max-units", "8", "--n-images", "32", "--size", "96"],
+    bad = subprocess.run(cmd[:-8] + ["--units", "0-15", "--max-units", "8", "--n-images", "32", "--size", "96"],
                          capture_output=True, text=True, env=env, cwd=HERE, timeout=300)
     last = bad.stderr.strip().splitlines()[-1]  # the picks said, then the error in one line
     assert bad.returncode == 2 and "max_units=8" in last and "16 units" in last and "Traceback" not in bad.stderr
