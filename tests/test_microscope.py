@@ -40,7 +40,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def scope(data):
-    return _build(TinyConvNet().eval(), data, visualize=True, render=RENDER, render_batch=5)
+    return _build(TinyConvNet().eval(), data, visualize=True, render=RENDER, render_batch=5, inversions=1)
 
 
 def test_units_of_two_layers_each_at_its_attribution_layer(scope):
@@ -166,6 +166,24 @@ def test_every_unit_and_listed_channel_is_shown_once_with_its_top_images_and_vis
     assert np.array_equal(scope.visual("conv3", 1), scope.visuals[1].transpose(1, 2, 0)) and scope.visual("conv3", 9) is None
 
 
+def test_inversions_of_the_top_mti_are_the_library_s(scope, data):
+    from lucent_inhibit import inversions
+
+    assert scope.inversions.shape == (len(scope), 1, 2, 3, 64, 64) and scope.inversion_separated.shape == (len(scope), 1)
+    for j in (0, 9):
+        f, m = scope.features[j], int(scope.tops[j, 2, 0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = inversions(TinyConvNet().eval(), data[m], f, scope.attr_layer(j),
+                           render=RenderSettings(steps=RENDER.steps, lr=RENDER.lr, seed=RENDER.seed), completeness_images=0)
+        pair = torch.stack([r.excitatory, r.inhibitory]).float()
+        small = torch.nn.functional.interpolate(pair, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+        np.testing.assert_array_equal(scope.inversions[j, 0], (small.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        assert scope.inversion_separated[j, 0] == r.separated
+    rendered = scope.inversions.reshape(len(scope), -1).std(1) > 0
+    assert rendered.sum() >= len(scope) - 2  # black only where an MTI lacks a sign of attribution (a dead unit)
+
+
 def test_bad_input_says_what_is_wrong(data):
     net = TinyConvNet().eval()
     with pytest.raises(InputError, match=r"8 units is more than max_units=5"):
@@ -238,6 +256,7 @@ def test_site_pages_images_and_links(scope, tmp_path):
         for src in re.findall(r'src="([^"]+)"', html):
             assert os.path.exists(os.path.normpath(os.path.join(page.parent, src))), src
         assert 'class="unit-visual' in html and html.count('<td class="tops">') == 2 * scope.inhibitors.shape[1]
+        assert html.count('class="inversion"') == 1 and ("not separated" in html) != bool(scope.inversion_separated[j, 0])
         links = re.findall(r'class="inhibitor" href="([^"]+)"', html)
         if f.layer == "conv3":  # its inhibitors are relu2 channels, all in the microscope: each one linked
             assert len(links) == scope.inhibitors.shape[1]

@@ -23,6 +23,7 @@ from ..core.settings import MICROSCOPE_RENDER, PassSettings, RenderSettings, as_
 from ..core.validate import InputError, check_flag, check_int
 from ..data.datasets import item_sources, load_batch
 from .channels import unit_channels
+from .inversions import mti_inversions
 from .result import QUIET_BAND, Microscope
 from .visuals import render_channels, shown_channels, top_images
 
@@ -111,7 +112,7 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
                      n_top: int = 8, n_channels: int = 5, position="center", settings: Optional[PassSettings] = None,
                      checkpoint: Optional[str] = None, max_units: int = MAX_UNITS, distinct: bool = True,
                      visualize: bool = True, render: Optional[RenderSettings] = None, render_batch: int = 32,
-                     n_channel_images: int = 3) -> Microscope:
+                     n_channel_images: int = 3, inversions: int = 0) -> Microscope:
     """Every unit of one or more layers over ``dataset``: its excitation, inhibition and tension, its top
     images, the channels of its attribution layer that inhibit and excite it most on its MTIs with the change of
     f when each is removed there, and the feature visualization of every unit and listed channel.
@@ -137,6 +138,8 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
             :data:`~lucent_inhibit.core.settings.MICROSCOPE_RENDER`, 64 px, 96 steps).
         render_batch: channels of one layer rendered together, one batch item each (memory grows with it).
         n_channel_images: dataset images shown per channel (largest mean activation over positions).
+        inversions: the +/- attribution inversions of each unit's first ``inversions`` MTIs (0: none), one
+            render per MTI with ``render``'s steps (:mod:`lucent_inhibit.microscope.inversions`).
 
     Returns:
         :class:`~lucent_inhibit.microscope.result.Microscope` over every unit of every layer.
@@ -145,6 +148,7 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
     n_top, n_channels = check_int("n_top", n_top, low=1), check_int("n_channels", n_channels, low=1)
     max_units, render_batch = check_int("max_units", max_units, low=1), check_int("render_batch", render_batch, low=1)
     n_channel_images, visualize = check_int("n_channel_images", n_channel_images, low=1), check_flag("visualize", visualize)
+    inversions = check_int("inversions", inversions, low=0)
     x = load_batch(dataset, [0]).to(model_device(model))
     feature_layers, attrs = resolve_layers(model, layers, attr_layer, int(x.shape[-1]))
     chosen = [check_units(model, x, l, a, units, max_units) for l, a in zip(feature_layers, attrs)]
@@ -154,22 +158,31 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
     sources = item_sources(dataset, np.arange(size)) if check_flag("distinct", distinct) else None
     cat, feats, index, census = _unit_parts(model, dataset, feature_layers, attrs, chosen, min(n_top, size), n_channels,
                                             position, settings, checkpoint, sources)
-    listed = [np.concatenate([cat["inhibitors"][index == i], cat["exciters"][index == i]]) for i in range(len(attrs))]
-    shown = shown_channels(feature_layers, chosen, attrs, listed)
-    shown_tops = top_images(model, dataset, shown, n_channel_images, settings, sources)
-    visuals, moved = (render_channels(model, shown, render, render_batch, settings.progress) if visualize
-                      else (np.zeros((0, 3, 1, 1), np.uint8), np.zeros(0, bool)))
-    ids = np.unique(np.concatenate([cat["tops"].ravel(), shown_tops.ravel()]))
+    shown = _shown(model, dataset, feature_layers, attrs, chosen, cat, index, settings, sources,
+                   n_channel_images, visualize, render, render_batch)
+    inv = mti_inversions(model, dataset, feats, [attrs[i] for i in index], cat["tops"][:, 2],
+                         min(inversions, cat["tops"].shape[-1]), render or MICROSCOPE_RENDER, THUMB, settings.progress)
+    ids = np.unique(np.concatenate([cat["tops"].ravel(), shown["shown_tops"].ravel()]))
     return Microscope(
         layers=feature_layers, attr_layers=attrs, features=feats, layer_index=index,
         indices=census.indices, items=census.items, image_ids=ids.astype(np.int64),
-        thumbnails=thumbnails(dataset, ids), shown_layers=np.asarray([l for l, _ in shown]),
-        shown_units=np.asarray([c for _, c in shown], np.int64), shown_tops=shown_tops, visuals=visuals,
-        visual_moved=moved, dataset=census.dataset, dataset_size=census.dataset_size,
+        thumbnails=thumbnails(dataset, ids), inversions=inv[0], inversion_separated=inv[1],
+        dataset=census.dataset, dataset_size=census.dataset_size,
         info={"n_top": int(cat["tops"].shape[-1]), "n_channels": n_channels, "distinct": bool(distinct),
               "quiet_band": list(QUIET_BAND), "batch_size": settings.batch_size, "preprocess": settings.preprocess,
               "removal": "zero", "render": _render_info(render, visualize, render_batch)},
-        **{k: v.astype(np.float32) if k in ("activation", "pos", "neg") else v for k, v in cat.items()})
+        **shown, **{k: v.astype(np.float32) if k in ("activation", "pos", "neg") else v for k, v in cat.items()})
+
+
+def _shown(model, dataset, layers, attrs, chosen, cat, index, settings, sources, k, visualize, render, batch) -> dict:
+    """The shown channels (every unit, every listed channel) with their top images and visualizations."""
+    listed = [np.concatenate([cat["inhibitors"][index == i], cat["exciters"][index == i]]) for i in range(len(attrs))]
+    shown = shown_channels(layers, chosen, attrs, listed)
+    visuals, moved = (render_channels(model, shown, render, batch, settings.progress) if visualize
+                      else (np.zeros((0, 3, 1, 1), np.uint8), np.zeros(0, bool)))
+    return {"shown_layers": np.asarray([l for l, _ in shown]), "shown_units": np.asarray([c for _, c in shown], np.int64),
+            "shown_tops": top_images(model, dataset, shown, k, settings, sources), "visuals": visuals,
+            "visual_moved": moved}
 
 
 def _render_info(render, visualize: bool, batch: int) -> Optional[str]:

@@ -49,6 +49,9 @@ class Microscope(Result):
         visuals: (V, 3, S, S) uint8 feature visualization of each shown channel (Lucent's channel objective),
             or (0, 3, 1, 1) when not rendered; visual_moved: (V,) bool whether each render moved
             (:mod:`lucent_inhibit.core.motion`; a still render shows noise, not the channel).
+        inversions: (K, k, 2, 3, T, T) uint8 the excitatory and inhibitory inversions of each unit's first k
+            MTIs (k = 0: none made); inversion_separated: (K, k) bool whether each pair separates (the
+            excitatory render drives the unit more).
         dataset, dataset_size, info: identity of the images and the settings.
     """
 
@@ -80,6 +83,8 @@ class Microscope(Result):
     shown_tops: np.ndarray
     visuals: np.ndarray
     visual_moved: np.ndarray
+    inversions: np.ndarray
+    inversion_separated: np.ndarray
     dataset: str = ""
     dataset_size: int = 0
     info: dict = field(default_factory=dict)

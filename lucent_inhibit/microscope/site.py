@@ -67,6 +67,31 @@ def _images(scope, root: str) -> None:
         save(thumb, os.path.join(root, "images", f"{int(i)}.png"))
     for layer, c, pixels in zip(scope.shown_layers, scope.shown_units, scope.visuals):
         save(pixels, os.path.join(root, visual_path(layer, c)))
+    for j, f in enumerate(scope.features):
+        for i in range(scope.inversions.shape[1]):
+            for s, name in enumerate(("exc", "inh")):
+                save(scope.inversions[j, i, s], os.path.join(root, inversion_path(f.layer, f.unit, i, name)))
+
+
+def inversion_path(layer: str, unit: int, i: int, sign: str) -> str:
+    """The ``sign`` (``exc`` or ``inh``) inversion of a unit's ``i``-th MTI, relative to the site's root."""
+    return f"inversions/{_safe(layer)}/{int(unit)}-{int(i)}-{sign}.png"
+
+
+def _inversions(scope, j: int) -> str:
+    """The unit page's section of +/- inversions of its first MTIs (empty when none were made)."""
+    f, k = scope.features[j], scope.inversions.shape[1]
+    if not k:
+        return ""
+    cells = []
+    for i in range(k):
+        m = int(scope.tops[j, 2, i])
+        verdict = "separated" if scope.inversion_separated[j, i] else "not separated"
+        imgs = "".join(f'<img src="../../{inversion_path(f.layer, f.unit, i, s)}" alt="{name} inversion of image {m}" '
+                       f'title="{name}">' for s, name in (("exc", "excitatory"), ("inh", "inhibitory")))
+        cells.append(f'<figure class="inversion"><img src="../../images/{m}.png" alt="image {m}" title="MTI">{imgs}'
+                     f"<figcaption>#{m}: MTI, excitatory, inhibitory ({verdict})</figcaption></figure>")
+    return ("<h2>+/- inversions of the top MTIs</h2><div class=\"images\" id=\"inversions\">" + "".join(cells) + "</div>")
 
 
 def _visual_img(scope, layer: str, channel: int, up: str, cls: str = "visual") -> str:
@@ -146,7 +171,7 @@ def unit_html(scope, j: int) -> str:
                "is set to zero (positive: it held the unit down), its feature visualization and its top images.")
     fill = {"title": html.escape(f.name), "neighbours": nav, "numbers": numbers, "attr": html.escape(r["attr_layer"]),
             "scatter": f"{int(f.unit)}.png",
-            "visual": _visual_img(scope, f.layer, f.unit, "../../", "unit-visual"),
+            "visual": _visual_img(scope, f.layer, f.unit, "../../", "unit-visual"), "inversions": _inversions(scope, j),
             "inhibitors": _channel_rows(scope, j, scope.inhibitors[j], scope.inhibitor_share[j],
                                         scope.inhibitor_effect[j], "inhibitor"),
             "exciters": _channel_rows(scope, j, scope.exciters[j], scope.exciter_share[j], scope.exciter_effect[j],

@@ -8,7 +8,8 @@ median tension), OUT/index.html (every unit in one sortable, filterable table), 
 page per unit: MTIs, MEIs, MIIs, P-vs-N scatter, top inhibitory and excitatory channels, linked to their own
 pages when their layer is also given with --layer; the change of f when each channel is removed on the MTIs),
 OUT/images/ (each image shown, once, as a thumbnail) and OUT/visuals/ (the feature visualization of every unit
-and listed channel, rendered --render-batch at a time).
+and listed channel, rendered --render-batch at a time); with --inversions K, OUT/inversions/ (the +/- inversions
+of each unit's first K MTIs).
 Open OUT/index.html in a browser: no server, no network.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
 #: the files this stage writes into --out (read by :func:`lucent_inhibit.app.outputs.stage_files`).
-OUTPUTS = ("microscope.npz", "microscope.png", "index.html", "units/", "images/", "visuals/", "microscope-checkpoints/")
+OUTPUTS = ("microscope.npz", "microscope.png", "index.html", "units/", "images/", "visuals/", "inversions/",
+           "microscope-checkpoints/")
 #: Its checkpoints, in --out while it runs (resumed by a rerun of the same command), removed once it finished.
 TRANSIENT = ("microscope-checkpoints",)
 #: ``--max-units``' default: :data:`lucent_inhibit.microscope.build.MAX_UNITS` (not imported: --help stays fast)
@@ -88,10 +90,13 @@ class MicroscopeConfig:
                              flag="--no-render")
     render_batch: int = option(32, "channels rendered together, one batch item each (memory grows with it)")
     n_channel_images: int = option(3, "top dataset images shown per listed channel")
+    inversions: int = option(0, "+/- attribution inversions of each unit's first K MTIs, one render each with the "
+                             "render options (default 0: none)", metavar="K")
 
     def __post_init__(self):
         check_choices(self)
         check_paths(self)
+        check_int(flag(MicroscopeConfig, "inversions"), self.inversions, low=0)
         for name in ("n_top", "n_channels", "max_units", "render_batch", "n_channel_images"):
             check_int(flag(MicroscopeConfig, name), getattr(self, name), low=1)
         parse_units(self.units, flag(MicroscopeConfig, "units"))
@@ -116,7 +121,7 @@ def run(cfg: MicroscopeConfig, progress: bool = True):
                         attr_layer=attr, n_top=cfg.n_top, n_channels=cfg.n_channels, settings=cfg.data.passes(progress),
                         checkpoint=os.path.join(cfg.out, TRANSIENT[0]), max_units=cfg.max_units, distinct=cfg.distinct,
                         visualize=cfg.visualize, render=cfg.render.settings(progress), render_batch=cfg.render_batch,
-                        n_channel_images=cfg.n_channel_images)
+                        n_channel_images=cfg.n_channel_images, inversions=cfg.inversions)
     result.save(os.path.join(cfg.out, "microscope.npz"))
     result.plot(os.path.join(cfg.out, "microscope.png"))
     write_microscope_site(result, cfg.out, progress=progress)
