@@ -188,3 +188,21 @@ def test_one_process_helpers(tmp_path):
     a, b = _images(4, 1), _images(4, 2)
     assert dataset_digest(a) == dataset_digest(a.clone()) != dataset_digest(b)
     assert issubclass(DistributedError, ValueError)
+
+
+@pytest.mark.slow
+def test_torchrun_microscope_writes_the_one_process_site(tmp_path):
+    """Two ranks share the census passes; the microscope file and every page, image, visualization and inversion
+    equal the one-process run's, byte for byte."""
+    from lucent_inhibit.app import cli
+
+    args = ["--model", "conftest:TinyConvNet", "--weights", "none", "--n-images", "12", "--size", "16", "--batch-size",
+            "3", "--layer", "conv3", "relu2", "--attr-layer", "relu2", "relu1", "--steps", "4", "--render-size", "16",
+            "--inversions", "1"]
+    proc = _torchrun(["-m", "lucent_inhibit", "microscope", "--out", str(tmp_path / "two")] + args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli.main(["microscope", "--out", str(tmp_path / "one")] + args) == 0
+    files = lambda root: sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)  # noqa: E731
+    assert files(tmp_path / "one") == files(tmp_path / "two") and "inversions/conv3/0-0-exc.png" in files(tmp_path / "one")
+    for name in files(tmp_path / "one"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
