@@ -81,10 +81,13 @@ def main():
     for _ in range(a.reps):
         t_census.append(timed(census)[0])
         t_build.append(timed(lambda: build(visualize=False))[0])
+        print(f"census {t_census[-1]:.2f} s, build without renders {t_build[-1]:.2f} s", flush=True)
     render = MICROSCOPE_RENDER.replace(steps=a.steps)
     vis = list(range(a.vis_units))
     t_batched, _ = timed(lambda: render_channels(model, [(LAYER, u) for u in vis], render, batch=a.vis_units))
+    print(f"{a.vis_units} visualizations in one batched render: {t_batched:.1f} s", flush=True)
     t_plain, _ = timed(lambda: plain_lucent_renders(model, vis, render))
+    print(f"one render_vis per unit: {t_plain:.1f} s", flush=True)
     small = build(visualize=True, render=render, render_batch=32) if a.units <= 64 else None
     site = tempfile.mkdtemp(prefix="microscope-bench-")
     try:

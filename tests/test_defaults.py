@@ -104,7 +104,7 @@ STAGE_OPTIONS = {
         ("n_top",): f"{MICRO}.n_top", ("n_channels",): f"{MICRO}.n_channels", ("max_units",): f"{MICRO}.max_units",
         ("distinct",): f"{MICRO}.distinct", ("visualize",): f"{MICRO}.visualize",
         ("render_batch",): f"{MICRO}.render_batch", ("n_channel_images",): f"{MICRO}.n_channel_images",
-        ("inversions",): f"{MICRO}.inversions",
+        ("inversions",): f"{MICRO}.inversions", ("position",): f"{MICRO}.position",
         **{("render", f): f"{SETTINGS}:MICROSCOPE_RENDER.{f}" for f in ("steps", "lr", "size", "model_size", "seed")},
     },
     "invert": {

@@ -370,3 +370,20 @@ def test_cli_on_the_embedded_model_two_layers_linked(tmp_path):
                          capture_output=True, text=True, env=env, cwd=HERE, timeout=300)
     last = bad.stderr.strip().splitlines()[-1]  # the picks said, then the error in one line
     assert bad.returncode == 2 and "max_units=8" in last and "16 units" in last and "Traceback" not in bad.stderr
+
+
+def test_cli_position_and_autocast(tmp_path):
+    """--position reads every unit there; --autocast checks the first unit's pass against float32 first (recorded),
+    the renders stay float32 (uint8 images written)."""
+    from lucent_inhibit.app import cli
+
+    args = ["microscope", "--out", str(tmp_path), "--model", "conftest:TinyConvNet", "--weights", "none", "--n-images",
+            "12", "--size", "16", "--batch-size", "3", "--layer", "conv3", "--attr-layer", "relu2", "--steps", "3",
+            "--render-size", "16", "--position", "mean", "--autocast"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(args) == 0
+    scope = Microscope.load(str(tmp_path / "microscope.npz"))
+    assert [f.position for f in scope.features] == ["mean"] * 4
+    assert scope.info["autocast_check"]["dtype"] == "bfloat16" and scope.info["autocast_check"]["tolerance"] == 0.02
+    assert len(os.listdir(tmp_path / "visuals" / "conv3")) == 4

@@ -26,7 +26,7 @@ def mti_inversions(model, dataset, features: Sequence[Feature], attrs: Sequence[
     """``(images (K, k, 2, 3, side, side) uint8, separated (K, k) bool)``: the excitatory and inhibitory
     inversions of the first ``k`` MTIs of each unit (``mtis`` (K, t), ``attrs`` (K,) each unit's attribution
     layer) and whether each pair separates (the excitatory render drives the unit more, the method's check).
-    Renders use ``render``'s steps, learning rate and seed at the image's own size. An MTI without both signs
+    Renders use ``render``'s steps, learning rate and seed at the image's own size, in float32. An MTI without both signs
     of attribution (no inversion possible) stays black and not separated (said on the log)."""
     from tqdm.auto import tqdm
 
@@ -45,8 +45,10 @@ def mti_inversions(model, dataset, features: Sequence[Feature], attrs: Sequence[
 
 
 def _one(model, image, feature: Feature, attr: str, settings: RenderSettings) -> Optional[tuple]:
+    from .visuals import float32
+
     try:
-        with warnings.catch_warnings():  # a still render is recorded (not separated), not repeated per MTI
+        with warnings.catch_warnings(), float32(model):  # a still render is recorded (not separated), not repeated per MTI
             warnings.simplefilter("ignore")
             r = inversions(model, image, feature, attr, render=settings, completeness_images=0)
     except ValueError as exc:  # one sign of attribution is missing on this image

@@ -17,6 +17,7 @@ from ..attribution.interventions import channel_means, model_inputs
 from ..attribution.passes import dataset_pass
 from ..attribution.totals import top_indices
 from ..core.hooks import capture
+from ..core.layers import model_device
 from ..core.settings import MICROSCOPE_RENDER, PassSettings, RenderSettings, as_settings
 from ..synthesis.channels import visualize_channels
 
@@ -52,10 +53,16 @@ def top_images(model, dataset, shown: Sequence[Tuple[str, int]], k: int, setting
                      for layer, c in shown]).astype(np.int64)
 
 
+def float32(model):
+    """A block with autocast switched off on the model's device: renders run in float32 also where the dataset
+    passes run under ``torch.autocast`` (its agreement check covers the passes, not the renders)."""
+    return torch.autocast(device_type=model_device(model).type, enabled=False)
+
+
 def render_channels(model, shown: Sequence[Tuple[str, int]], render: Optional[RenderSettings], batch: int,
                     progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """``(images (V, 3, S, S) uint8, moved (V,) bool)``: the feature visualization of every shown channel, in
-    renders of up to ``batch`` channels of one layer each (``render``: None is
+    renders of up to ``batch`` channels of one layer each, in float32 (``render``: None is
     :data:`~lucent_inhibit.core.settings.MICROSCOPE_RENDER`)."""
     from tqdm.auto import tqdm
 
@@ -67,8 +74,9 @@ def render_channels(model, shown: Sequence[Tuple[str, int]], render: Optional[Re
     images: List[Optional[np.ndarray]] = [None] * len(shown)
     moved = np.zeros(len(shown), bool)
     for layer, rows in tqdm(chunks, desc="feature visualizations", disable=not progress):
-        run = visualize_channels(model, layer, [shown[i][1] for i in rows], settings,
-                                 f"feature visualizations of {layer}")
+        with float32(model):
+            run = visualize_channels(model, layer, [shown[i][1] for i in rows], settings,
+                                     f"feature visualizations of {layer}")
         pixels = (run.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         for r, i in enumerate(rows):
             images[i], moved[i] = pixels[r], bool(run.motion.moved[r])

@@ -14,6 +14,7 @@ Open OUT/index.html in a browser: no server, no network.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -21,7 +22,7 @@ from typing import List, Optional, Tuple
 from ...core.settings import MICROSCOPE_RENDER
 from ...core.validate import check_int
 from ...models.defaults import DEFAULT_ATTR_LAYER, DEFAULT_LAYER
-from ..configs import DataConfig, ModelConfig, RenderConfig
+from ..configs import AUTOCAST_HELP, DataConfig, ModelConfig, RenderConfig, parse_position
 from ..options import REQUIRED, check_choices, check_paths, flag, group, option
 from ..registry import register_module
 
@@ -77,6 +78,8 @@ class MicroscopeConfig:
         None, f"feature layer(s) whose units are shown (default: the model's default feature layer, "
         f"{DEFAULT_LAYER} on the embedded model; the pick is said)", metavar="LAYER")
     units: Optional[str] = option(None, "units of every layer, e.g. 0-63 or 1,5,9 (default: all)", metavar="UNITS")
+    position: str = option("center", "where each unit is read: 'center', 'mean' or 'y,x' (a token layer also takes "
+                           "'cls' and 'token:i'; a linear layer has no position: leave it at 'center')")
     attr_layer: Optional[Tuple[str, ...]] = option(
         None, f"attribution layer: one for all layers or one per --layer, a cut before it (default: each layer's "
         f"nearest cut; {DEFAULT_ATTR_LAYER} for the default layer)", metavar="LAYER")
@@ -90,6 +93,7 @@ class MicroscopeConfig:
                              flag="--no-render")
     render_batch: int = option(32, "channels rendered together, one batch item each (memory grows with it)")
     n_channel_images: int = option(3, "top dataset images shown per listed channel")
+    autocast: bool = option(False, AUTOCAST_HELP + "; the renders run in float32")
     inversions: int = option(0, "+/- attribution inversions of each unit's first K MTIs, one render each with the "
                              "render options (default 0: none)", metavar="K")
 
@@ -100,6 +104,7 @@ class MicroscopeConfig:
         for name in ("n_top", "n_channels", "max_units", "render_batch", "n_channel_images"):
             check_int(flag(MicroscopeConfig, name), getattr(self, name), low=1)
         parse_units(self.units, flag(MicroscopeConfig, "units"))
+        parse_position(self.position)
         for name in ("layer", "attr_layer"):
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
@@ -109,23 +114,45 @@ class MicroscopeConfig:
 
 
 def run(cfg: MicroscopeConfig, progress: bool = True):
-    """Build the microscope and write its site into ``cfg.out``; returns the Microscope."""
-    from ...microscope import microscope, write_microscope_site
-    from ..runtime import load_data, load_model, out_folder
+    """Build the microscope and write its site into ``cfg.out`` (under torchrun, rank 0 writes); returns the
+    Microscope."""
+    from ...core.distributed import all_gather, init_from_env
+    from ...core.features import Feature
+    from ...microscope import microscope
+    from ...microscope.build import resolve_layers
+    from ..runtime import load_data, load_model, out_folder, precision_context
 
+    rank = init_from_env()[0]
     model = load_model(cfg.model)
     data = load_data(cfg.data)
     out_folder(cfg.out)
+    layers = None if cfg.layer is None else list(cfg.layer)
     attr = None if cfg.attr_layer is None else (cfg.attr_layer[0] if len(cfg.attr_layer) == 1 else list(cfg.attr_layer))
-    result = microscope(model, data, None if cfg.layer is None else list(cfg.layer), units=parse_units(cfg.units),
-                        attr_layer=attr, n_top=cfg.n_top, n_channels=cfg.n_channels, settings=cfg.data.passes(progress),
-                        checkpoint=os.path.join(cfg.out, TRANSIENT[0]), max_units=cfg.max_units, distinct=cfg.distinct,
-                        visualize=cfg.visualize, render=cfg.render.settings(progress), render_batch=cfg.render_batch,
-                        n_channel_images=cfg.n_channel_images, inversions=cfg.inversions)
+    units, position = parse_units(cfg.units), parse_position(cfg.position)
+    precision, check = contextlib.nullcontext(), None
+    if cfg.autocast:  # checked on the first layer's first unit, at its attribution layer
+        names, attrs = resolve_layers(model, layers, attr, int(data[0].shape[-1]))
+        first = Feature(names[0], unit=(units or (0,))[0], position=position)
+        precision, check = precision_context(True, model, data, first, [attrs[0]], cfg.data.batch_size)
+    with precision:
+        result = microscope(model, data, layers, units=units, attr_layer=attr, n_top=cfg.n_top, n_channels=cfg.n_channels,
+                            position=position, settings=cfg.data.passes(progress),
+                            checkpoint=os.path.join(cfg.out, TRANSIENT[0]), max_units=cfg.max_units,
+                            distinct=cfg.distinct, visualize=cfg.visualize, render=cfg.render.settings(progress),
+                            render_batch=cfg.render_batch, n_channel_images=cfg.n_channel_images,
+                            inversions=cfg.inversions)
+    if check is not None:
+        result.info["autocast_check"] = check.to_dict()
+    all_gather(lambda: _write(result, cfg, progress) if rank == 0 else None)  # under torchrun rank 0 writes
+    return result
+
+
+def _write(result, cfg: MicroscopeConfig, progress: bool) -> None:
+    from ...microscope import write_microscope_site
+
     result.save(os.path.join(cfg.out, "microscope.npz"))
     result.plot(os.path.join(cfg.out, "microscope.png"))
     write_microscope_site(result, cfg.out, progress=progress)
-    return result
 
 
 def describe(result, cfg: MicroscopeConfig) -> List[str]:
