@@ -94,3 +94,42 @@ def test_a_replay_that_fails_falls_back_to_ordinary_passes(monkeypatch, caplog):
     assert "is not replayed (shape mismatch)" in caplog.text
     for k in channels.FIELDS:
         np.testing.assert_allclose(slow[k], fast[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_replay_that_disagrees_is_not_used(monkeypatch, caplog):
+    import lucent_inhibit.attribution.interventions as interventions
+    import lucent_inhibit.microscope.channels as channels
+
+    net, data = TinyConvNet().eval(), torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    features, mtis = [Feature("conv3", unit=u) for u in range(2)], np.array([[0, 3, 5], [1, 2, 5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = channels.unit_channels(net, data, features, "relu2", mtis, 2, SETTINGS)
+        real = interventions.PrefixReplay.output
+        monkeypatch.setattr(interventions.PrefixReplay, "output", lambda self, rec: real(self, rec) * 1.5)  # wrong
+        with caplog.at_level(logging.INFO, logger="lucent_inhibit"):
+            got = channels.unit_channels(net, data, features, "relu2", mtis, 2, SETTINGS)
+    assert "replayed gives other numbers than ordinary passes" in caplog.text
+    for k in channels.FIELDS:  # every unit then ran ordinary passes: the numbers are the plain ones
+        np.testing.assert_allclose(got[k], plain[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["convnext_tiny", "vit", "efficientnet_lite0"])
+def test_replay_agrees_with_ordinary_passes_on_channels_last_token_and_the_embedded_model(name):
+    """The microscope's check (one unit's channels and removal effects both ways) passes, so these models get
+    the replayed prefix: a channels-last ConvNeXt, a timm ViT's token layers, the embedded EfficientNet-Lite0."""
+    import lucent_inhibit as li
+    from lucent_inhibit.microscope.channels import _replay_agrees
+    from test_vit import tiny_vit
+
+    model, size, layer, attr = {
+        "convnext_tiny": (lambda: li.load_model("torchvision:convnext_tiny", weights="none"), 64, "features_1_0_block_5",
+                          "features_1_0_block_3"),
+        "vit": (tiny_vit, 32, "blocks_1_mlp_fc1", "blocks_0"),
+        "efficientnet_lite0": (li.efficientnet_lite0, 96, "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act")}[name]
+    model, data, f = model(), li.sample_crops(14, size=size), Feature(layer, unit=3)
+    run = dataset_pass(model, data, [attr], [f], PassSettings(progress=False, batch_size=7))
+    with warnings.catch_warnings(), run.evaluating():
+        warnings.simplefilter("ignore")
+        assert _replay_agrees(run, data, f, attr, np.array([0, 3, 5, 7]), 3)

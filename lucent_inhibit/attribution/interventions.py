@@ -9,7 +9,7 @@ per block of images (one forward pass tries many removals).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -83,7 +83,12 @@ class PrefixReplay:
         self.modules = list(modules)
 
     def output(self, recorded: torch.Tensor) -> torch.Tensor:
+        """The rows of the pass from ``recorded`` (the layer's output on every recorded image)."""
         return recorded if self.rows is None else recorded.index_select(0, self.rows.to(recorded.device))
+
+    def placeholder(self, one: torch.Tensor, n: int) -> torch.Tensor:
+        """``one`` (a module's output on one image) as a view of the pass's batch (``n`` images when all)."""
+        return one.expand(n if self.rows is None else len(self.rows), *one.shape[1:])
 
 
 def _record_prefix(model, x: torch.Tensor, layer: str):
@@ -119,52 +124,75 @@ def _record_prefix(model, x: torch.Tensor, layer: str):
     return table, spans, outputs, calls, start
 
 
-def _prefix_modules(model, x: torch.Tensor, layer: str) -> Dict[str, torch.Tensor]:
-    """``layer``'s module and the outermost modules that run wholly before it starts, each once per pass with one
-    tensor output of batch ``len(x)``: Lucent name -> that output on ``x`` (``layer`` first). Empty when
-    ``layer`` itself does not fit (called twice, or not one such tensor)."""
-    table, spans, outputs, calls, start = _record_prefix(model, x, layer)
+def _prefix_modules(model, x: torch.Tensor, layer: str) -> Tuple[Optional[str], Dict[str, torch.Tensor]]:
+    """``(layer's module name, prefix)``: prefix, the outermost modules that run wholly before ``layer`` starts,
+    each once per pass with one tensor output: Lucent name -> that output on the first image of ``x``. ``(None,
+    {})`` when ``layer`` itself does not fit (called twice before its end, or not one tensor)."""
+    table, spans, outputs, calls, start = _record_prefix(model, x[:1], layer)
 
     def fits(n):
         out = outputs.get(n)
         return (calls.get(id(table[n])) == 1 and isinstance(out, torch.Tensor) and out.dim() >= 1
-                and out.shape[0] == len(x))
+                and out.shape[0] == 1)
 
     name = next(n for n in spans if table[n] is get_layer(model, layer))
     if not fits(name):
-        return {}
+        return None, {}
     fit = {n: outputs[n] for n, (s, e) in spans.items() if 0 <= e < start and fits(n)}
     inner = {n for n in fit for o in fit if o != n and spans[o][0] < spans[n][0] and spans[n][1] < spans[o][1]}
-    return {name: outputs[name], **{n: out for n, out in fit.items() if n not in inner}}
+    return name, {n: out for n, out in fit.items() if n not in inner}
+
+
+def layer_outputs(model, x: torch.Tensor, layer: str, batch_size: int) -> torch.Tensor:
+    """``layer``'s output on ``x`` (the model's input, (U, ...)) as the model computes it (its own layout), in
+    no-grad passes of ``batch_size`` images that stop at ``layer``."""
+    from ..core.layers import StopForward, hooks_restored
+
+    parts = []
+
+    def keep(m, i, o):
+        parts.append(o.detach())
+        raise StopForward
+
+    with hooks_restored(model), torch.no_grad():
+        get_layer(model, layer).register_forward_hook(keep)
+        for start in range(0, len(x), batch_size):
+            try:
+                model(x[start:start + batch_size])
+            except StopForward:
+                pass
+    return torch.cat(parts)
 
 
 @contextlib.contextmanager
-def replayed_prefix(model, x: torch.Tensor, layer: str) -> Iterator[PrefixReplay]:
+def replayed_prefix(model, x: torch.Tensor, layer: str, batch_size: int = 16) -> Iterator[PrefixReplay]:
     """Forward passes in the block skip the network before ``layer``: ``layer``'s module returns its output
-    recorded on ``x`` (t, ...), rows ``replay.rows`` of it (set before each pass: the pass's input must be
-    ``x[rows]``), and the outermost modules that run wholly before it return their recorded outputs on all of
-    ``x``, none of them computing.
+    recorded on ``x`` (U, ...), rows ``replay.rows`` of it (set before each pass: the pass's input must be
+    ``x[rows]``), and the outermost modules that run wholly before it return, without computing, a placeholder
+    (their output on ``x[0]``, viewed as the pass's batch).
 
     The layers after ``layer`` compute as usual, so passes that replace ``layer``'s output (removals) or
-    differentiate from it (attribution) cost only the span from ``layer`` to the feature. Valid where ``layer``
-    is a cut before the feature (nothing before it reaches the feature but through it) and the modules are
-    deterministic (eval mode): the replayed modules' outputs are those of ``x``, of another batch than the pass's
-    input, which only code before ``layer`` sees. A model where ``layer`` does not fit (called twice, no single
-    tensor output) runs as it is; callers check one result against an ordinary pass
-    (:func:`check_replay`)."""
+    differentiate from it (attribution) cost only the span from ``layer`` to the feature; the network before it
+    runs once, on ``x`` (in passes of ``batch_size``). Valid where ``layer`` is a cut before the feature
+    (nothing before it reaches the feature but through it: the placeholders are only seen by code before
+    ``layer``) and the modules are deterministic (eval mode). A model where ``layer`` does not fit (called twice,
+    no single tensor output) runs as it is; callers check one result against ordinary passes (the microscope
+    does, on its first unit): code that writes into a placeholder in place fails there."""
     from ..core.layers import layer_table
 
-    stubs = _prefix_modules(model, x, layer)
+    name, prefix = _prefix_modules(model, x, layer)
+    stubs = {} if name is None else {name: layer_outputs(model, x, layer, batch_size), **prefix}
     table = layer_table(model)
     replay = PrefixReplay(list(stubs))
     saved = {n: table[n].__dict__.get("forward") for n in stubs}
-    for i, (name, out) in enumerate(stubs.items()):
-        table[name].forward = ((lambda *a, _o=out, **k: replay.output(_o)) if i == 0 else (lambda *a, _o=out, **k: _o))
+    for n, out in stubs.items():
+        table[n].forward = ((lambda *a, _o=out, **k: replay.output(_o)) if n == name
+                            else (lambda *a, _o=out, **k: replay.placeholder(_o, len(x))))
     try:
         yield replay
     finally:
-        for name, old in saved.items():
+        for n, old in saved.items():
             if old is None:
-                table[name].__dict__.pop("forward", None)
+                table[n].__dict__.pop("forward", None)
             else:
-                table[name].forward = old
+                table[n].forward = old

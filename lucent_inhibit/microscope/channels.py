@@ -25,9 +25,9 @@ from ..data.datasets import load_batch
 
 log = logging.getLogger("lucent_inhibit")
 
-#: the most images whose network before the attribution layer is recorded at once (memory: their activations
-#: of the modules before it)
-GROUP_IMAGES = 64
+#: the most images whose attribution-layer activations are held at once (one pass of the network before that
+#: layer for all of them; memory: their activations there)
+GROUP_IMAGES = 256
 #: the per-unit channel fields of a :class:`~lucent_inhibit.microscope.result.Microscope`
 FIELDS = ("inhibitors", "inhibitor_share", "inhibitor_effect", "exciters", "exciter_share", "exciter_effect")
 
@@ -105,7 +105,7 @@ def unit_channels(model, dataset, features: Sequence[Feature], attr: str, mtis: 
         for group in _groups(mtis, max(GROUP_IMAGES, mtis.shape[1])):
             union = np.unique(mtis[group])
             images = load_batch(dataset, union)
-            with (replayed_prefix(run.model, model_inputs(run, images), attr) if replay_ok
+            with (replayed_prefix(run.model, model_inputs(run, images), attr, run.batch_size) if replay_ok
                   else contextlib.nullcontext()) as replay:
                 for k in group:
                     at = torch.as_tensor(np.searchsorted(union, mtis[k]))
