@@ -88,7 +88,7 @@ def equality(model, images, units, args, settings) -> dict:
         runs[device] = (li.scan(m, images, feature, [ATTR], settings=settings),
                         li.layer_census(m, images, LAYER, [ATTR], units=units, settings=settings),
                         microscope(m, images, [LAYER, ATTR], units=units[:16], attr_layer=[ATTR, None], n_top=4,
-                                   settings=settings))
+                                   settings=settings, visualize=False))
     (s0, c0, m0), (s1, c1, m1) = runs["cpu"], runs["cuda"]
     out["scan"] = {"f": deviation(s1.activation, s0.activation), "P": deviation(s1.P(), s0.P()),
                    "N": deviation(s1.N(), s0.N())}
@@ -97,7 +97,8 @@ def equality(model, images, units, args, settings) -> dict:
     out["microscope"] = {"f": deviation(m1.activation, m0.activation), "P": deviation(m1.pos, m0.pos),
                          "N": deviation(m1.neg, m0.neg),
                          "mtis_equal": float(np.mean([np.array_equal(a, b) for a, b in zip(m1.tops[:, 2], m0.tops[:, 2])])),
-                         "top_inhibitor_equal": float(np.mean(m1.inhibitors[:, 0] == m0.inhibitors[:, 0]))}
+                         "top_inhibitor_equal": float(np.mean(m1.inhibitors[:, 0] == m0.inhibitors[:, 0])),
+                         "removal_effect": deviation(m1.inhibitor_effect, m0.inhibitor_effect)}
     worst = max(v for part in out.values() for k, v in part.items() if k in ("f", "P", "N"))
     out["worst"], out["passed"] = worst, bool(worst <= args.rtol)
     model.cuda()
@@ -113,8 +114,13 @@ def throughput(model, images, units, args, settings) -> dict:
     _, t_bare = timed(lambda: bare_loop(model, images, args.batch_size))
     _, t_scan = timed(lambda: li.scan(model, images, feature, [ATTR], settings=settings))
     _, t_census = timed(lambda: li.layer_census(model, images, LAYER, [ATTR], units=units, settings=settings))
-    _, t_micro = timed(lambda: microscope(model, images, LAYER, units=units, attr_layer=ATTR, settings=settings))
-    return {"images": n, "units": len(units), "bare_ips": n / t_bare, "scan_ips": n / t_scan,
+    _, t_micro = timed(lambda: microscope(model, images, LAYER, units=units, attr_layer=ATTR, settings=settings,
+                                          visualize=False))
+    vis = [(LAYER, int(u)) for u in units[:32]]
+    from lucent_inhibit.microscope.visuals import render_channels
+
+    _, t_render = timed(lambda: render_channels(model, vis, None, batch=len(vis)))
+    return {"visualizations": len(vis), "batched_render_s": t_render,"images": n, "units": len(units), "bare_ips": n / t_bare, "scan_ips": n / t_scan,
             "census_ips": n / t_census, "census_unit_images_per_s": n * len(units) / t_census,
             "microscope_ips": n / t_micro, "microscope_over_census": t_micro / t_census,
             "seconds": {"bare": t_bare, "scan": t_scan, "census": t_census, "microscope": t_micro}}

@@ -15,7 +15,8 @@ On the real embedded EfficientNet-Lite0, ``--units`` units of ``blocks_4_0_bn3_d
 - disk: the site written from a microscope with visualizations; bytes of images/ per image shown, and of units/
   plus visuals/ per unit.
 
-Usage: python benchmarks/microscope.py [--units 64] [--images 256] [--size 96] [--vis-units 32] [--steps 96]
+Usage: python benchmarks/microscope.py [--units 64] [--images 256] [--size 96] [--vis-units 32 (0: no renders)]
+       [--steps 96]
        [--threads 1] [--reps 2]
 Writes benchmarks/results/microscope.json.
 """
@@ -84,11 +85,13 @@ def main():
         print(f"census {t_census[-1]:.2f} s, build without renders {t_build[-1]:.2f} s", flush=True)
     render = MICROSCOPE_RENDER.replace(steps=a.steps)
     vis = list(range(a.vis_units))
-    t_batched, _ = timed(lambda: render_channels(model, [(LAYER, u) for u in vis], render, batch=a.vis_units))
-    print(f"{a.vis_units} visualizations in one batched render: {t_batched:.1f} s", flush=True)
-    t_plain, _ = timed(lambda: plain_lucent_renders(model, vis, render))
-    print(f"one render_vis per unit: {t_plain:.1f} s", flush=True)
-    small = build(visualize=True, render=render, render_batch=32) if a.units <= 64 else None
+    t_batched = t_plain = float("nan")
+    if vis:  # --vis-units 0: the build only
+        t_batched, _ = timed(lambda: render_channels(model, [(LAYER, u) for u in vis], render, batch=a.vis_units))
+        print(f"{a.vis_units} visualizations in one batched render: {t_batched:.1f} s", flush=True)
+        t_plain, _ = timed(lambda: plain_lucent_renders(model, vis, render))
+        print(f"one render_vis per unit: {t_plain:.1f} s", flush=True)
+    small = build(visualize=bool(vis), render=render, render_batch=32)
     site = tempfile.mkdtemp(prefix="microscope-bench-")
     try:
         write_microscope_site(small, site)
