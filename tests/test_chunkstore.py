@@ -2,6 +2,7 @@
 (corrupt manifest, truncated or missing chunk, a folder that is not a scan)."""
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -128,3 +129,30 @@ def test_old_or_unfinished_folders_are_not_mixed(finished):
     json.dump(man, open(os.path.join(out, MANIFEST), "w"))
     with pytest.raises(ScanFolderError, match="format 'lucent-inhibit-scan/1'"):
         scan(SmallNet(), CountingDataset(24), FEATURE, LAYERS, chunk_size=8, out=out, settings=PassSettings(batch_size=4, progress=False))
+
+
+def test_a_checkpoint_of_other_weights_is_never_resumed(tmp_path):
+    """The same command with other weights (same layer names, same images): the scan refuses the folder, the
+    census starts over (with a warning); neither returns numbers of the first model."""
+    import torch
+
+    from conftest import TinyConvNet
+    from lucent_inhibit import layer_census, scan
+    from lucent_inhibit.core.checkpoints import OtherWorkError
+    from lucent_inhibit.core.settings import PassSettings
+
+    settings = PassSettings(batch_size=3, progress=False, preprocess=False)
+    data = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    a, b = TinyConvNet(seed=0).eval(), TinyConvNet(seed=1).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan(a, data, ("conv3", 1), "relu2", out=str(tmp_path / "s"), chunk_size=3, settings=settings)
+        with pytest.raises(OtherWorkError, match="different model"):
+            scan(b, data, ("conv3", 1), "relu2", out=str(tmp_path / "s"), chunk_size=3, settings=settings)
+        layer_census(a, data, "conv3", ["relu2"], settings=settings, checkpoint=str(tmp_path / "c"))
+    with pytest.warns(UserWarning, match="holds checkpoints of another census"):
+        got = layer_census(b, data, "conv3", ["relu2"], settings=settings, checkpoint=str(tmp_path / "c"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = layer_census(b, data, "conv3", ["relu2"], settings=settings)
+    np.testing.assert_array_equal(got.activation, want.activation)

@@ -21,7 +21,7 @@ from ..attribution.kernel import chunk_totals
 from ..attribution.passes import DatasetPass, check_shape, dataset_pass
 from ..attribution.totals import MIN_PERCENTILE_IMAGES
 from ..core.checkpoints import checkpointed, chunk_images, split_chunks
-from ..core.distributed import agree, all_gather, init_from_env, rank_indices
+from ..core.distributed import agree, all_gather, digest, init_from_env, rank_indices
 from ..core.features import Feature, as_feature, check_position
 from ..core.hooks import output_shapes
 from ..core.layers import model_device
@@ -232,7 +232,7 @@ def _setup(model, dataset, features, layers, units, position, chunk_size, backwa
     fingerprint = {"features": [f.to_dict() for f in feats], "layers": list(run.layers), "dataset": run.name,
                    "dataset_size": run.size, "batch_size": run.batch_size, "chunk_size": chunk, "backward": backward,
                    "preprocess": run.preprocess, "image_shape": list(first.shape[1:]), "threshold": threshold,
-                   "images": dataset_digest(dataset)}
+                   "images": dataset_digest(dataset), "model": digest(run.model)}
     per_feature = bytes_per_feature(probe, run.layers, run.batch_size)
     return CensusPlan(run, feats, chunk, batched, tuple(first.shape[1:]), per_feature, threshold, fingerprint), \
         fingerprint

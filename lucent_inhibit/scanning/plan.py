@@ -14,7 +14,7 @@ import numpy as np
 from ..attribution.attribute import Attribution
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..attribution.totals import warn_small_percentile
-from ..core.distributed import shard_indices
+from ..core.distributed import digest, shard_indices
 from ..core.features import Feature, as_feature
 from ..core.settings import PassSettings
 from ..core.validate import check_choice, check_flag, parse_shard
@@ -65,7 +65,7 @@ def make_plan(model, dataset, feature, layers, settings: Optional[PassSettings] 
         raise ValueError(f"shard {shard[0]}/{shard[1]} of a {run.size}-image dataset is empty; use fewer shards")
     info = {"batch_size": run.batch_size, "chunk_size": size, "shard": list(shard), "score": score,
             "keep_maps": keep_maps, "method": "gradient_x_activation", "preprocess": run.preprocess,
-            "precision": run.precision()}
+            "precision": run.precision(), "model": digest(run.model)}  # a checkpoint of other weights is not resumed
     return ScanPlan(run, feature, keep_maps, shard, split_chunks(idx, size), info)
 
 

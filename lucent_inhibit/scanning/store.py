@@ -96,8 +96,10 @@ class ChunkStore(checkpoints.ChunkStore):
 
 def _check_same_scan(path: str, old: dict, new: dict) -> None:
     precision = lambda m: m.get("info", {}).get("precision", "float32")  # noqa: E731 (older folders: float32)
+    model = lambda m: m.get("info", {}).get("model")  # noqa: E731 (the weights' digest; older folders: none)
     differs = first_difference(old, new, IDENTITY_KEYS) or first_difference(
-        {"precision": precision(old)}, {"precision": precision(new)}, ["precision"])
+        {"precision": precision(old)}, {"precision": precision(new)}, ["precision"]) or (
+        first_difference({"model": model(old)}, {"model": model(new)}, ["model"]) if model(old) else None)
     if differs is not None:
         raise OtherWorkError(refusal(os.path.dirname(path), "scan", *differs))
 
