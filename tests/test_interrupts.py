@@ -66,10 +66,19 @@ CHECKPOINTS = {"scan": "scan", "census": "census-checkpoints", "completeness": "
                "randomize": "randomization-checkpoints", "atlas": "atlas-checkpoints", "combos": "combos-checkpoints"}
 
 
+def _as_from_a_terminal():
+    """In the child before exec: SIGINT and SIGTERM unblocked and at their defaults, as a shell started from a
+    terminal gives them (a test runner started in the background may pass SIGINT on ignored)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start(stage, argv, out):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "lucent_inhibit", stage, *argv, "--out", out], cwd=HERE, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 def _run(stage, argv, out):
