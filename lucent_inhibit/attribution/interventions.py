@@ -67,6 +67,12 @@ def set_channels(output: torch.Tensor, channels: Sequence, base: torch.Tensor, b
     return o
 
 
+def channel_sums(h: torch.Tensor) -> torch.Tensor:
+    """(B, C) each image's values summed per channel of ``h``: a map (B, C, H, W) over its positions, a token
+    layer (B, T, C) over its tokens, a vector layer (B, C) as it is."""
+    return h.sum(1) if h.dim() == 3 else h.flatten(2).sum(2) if h.dim() > 2 else h
+
+
 def channel_means(h: torch.Tensor) -> torch.Tensor:
     """(B, C) each image's mean activation per channel of ``h``: a map (B, C, H, W) over its positions, a token
     layer (B, T, C) over its tokens, a vector layer (B, C) as it is."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution.interventions import forward_replaced
+from ..attribution.interventions import channel_sums, forward_replaced
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..core.features import Feature, as_feature
 from ..core.results import Result
@@ -71,12 +71,7 @@ def disinhibit_batch(run: DatasetPass, images: torch.Tensor, feature: Feature, l
     f_dis = forward_replaced(run, images, feature, layer, remove)
     return {"f": att.activation.double().cpu().numpy(), "disinhibited": f_dis.double().numpy(),
             "N": (-s).clamp(min=0).flatten(1).sum(1).double().cpu().numpy(),
-            "excitation": channel_totals(s.clamp(min=0)).float().cpu().numpy()}
-
-
-def channel_totals(s: torch.Tensor) -> torch.Tensor:
-    """(B, C) a layer's values summed over its positions: maps (B, C, H, W), tokens (B, T, C), linear (B, C)."""
-    return s.sum((2, 3)) if s.dim() == 4 else s.sum(1) if s.dim() == 3 else s.flatten(1)
+            "excitation": channel_sums(s.clamp(min=0)).float().cpu().numpy()}
 
 
 def mean_cosine(vectors: np.ndarray, direction: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attribution.interventions import forward_replaced, set_channels
+from ..attribution.interventions import channel_sums, forward_replaced, set_channels
 from ..attribution.passes import DatasetPass, dataset_pass
 from ..attribution.totals import top_indices
 from ..core.features import Feature, as_feature
@@ -125,8 +125,7 @@ def channel_inhibition(run: DatasetPass, indices: np.ndarray, feature: Feature, 
     total, acts = None, []
     for _, batch in run.batches(indices):
         att = run.attribute(batch, feature)
-        s = (-att.scores[layer]).clamp(min=0).double().cpu()
-        i = s.sum((0, 1)) if s.dim() == 3 else s.flatten(2).sum(2).sum(0) if s.dim() > 2 else s.sum(0)  # per channel
+        i = channel_sums((-att.scores[layer]).clamp(min=0).double().cpu()).sum(0)  # per channel
         total = i if total is None else total + i
         acts.append(att.activation.double().cpu())
     return total.numpy(), torch.cat(acts).numpy()

@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..attribution.interventions import forward_replaced, model_inputs, replayed_prefix, set_channels
+from ..attribution.interventions import channel_sums, forward_replaced, model_inputs, replayed_prefix, set_channels
 from ..attribution.passes import dataset_pass
 from ..core.features import Feature
 from ..core.settings import PassSettings
@@ -36,8 +36,7 @@ def channel_split(scores: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """``(P_c, N_c)``, each (C,) float64: ``relu(S)`` and ``relu(-S)`` of each channel of the attribution
     ``scores`` (B, C, ...) or a token layer's (B, T, C), summed over the images and positions."""
     s = scores.double().cpu()
-    dims = (0, 1) if s.dim() == 3 else (0,) + tuple(range(2, s.dim()))
-    return s.clamp(min=0).sum(dims).numpy(), (-s).clamp(min=0).sum(dims).numpy()
+    return channel_sums(s.clamp(min=0)).sum(0).numpy(), channel_sums((-s).clamp(min=0)).sum(0).numpy()
 
 
 def channel_totals(run, indices: np.ndarray, feature: Feature, layer: str) -> Tuple[np.ndarray, np.ndarray]:
