@@ -53,6 +53,13 @@ class LazyImages:
         return F.interpolate(small, size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
 
 
+def timed(fn):
+    """``(seconds, fn())``: the wall time of one call."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
 def proc_status(key: str) -> int:
     """``key`` (VmRSS, VmHWM) of /proc/self/status in bytes."""
     with open("/proc/self/status") as f:

@@ -23,7 +23,6 @@ Writes benchmarks/results/census.json.
 import argparse
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from _common import write_result  # noqa: E402
+from _common import timed, write_result  # noqa: E402
 
 LAYER, ATTR = "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act"
 
@@ -72,11 +71,6 @@ def physical_limit(model, images, units, batch_size, chunk, batched):
                 for r in rows:
                     torch.autograd.grad(r.sum(), [acts["a"]], retain_graph=True)
 
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def main():

@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 
 import torch
@@ -33,15 +32,10 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from _common import write_result  # noqa: E402
+from _common import timed, write_result  # noqa: E402
 
 LAYER, ATTR = "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act"
 
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
 
 
 def folder_bytes(path: str) -> int:
