@@ -128,8 +128,17 @@ def test_replay_agrees_with_ordinary_passes_on_channels_last_token_and_the_embed
                           "features_1_0_block_3"),
         "vit": (tiny_vit, 32, "blocks_1_mlp_fc1", "blocks_0"),
         "efficientnet_lite0": (li.efficientnet_lite0, 96, "blocks_4_0_bn3_drop", "blocks_4_0_bn2_act")}[name]
-    model, data, f = model(), li.sample_crops(14, size=size), Feature(layer, unit=3)
-    run = dataset_pass(model, data, [attr], [f], PassSettings(progress=False, batch_size=7))
+    from lucent_inhibit.core.probe import layer_layouts
+    from lucent_inhibit.microscope.readings import CensusReadings
+
+    model, data, f = model(), torch.stack(list(li.sample_crops(14, size=size))), Feature(layer, unit=3)
+    run_settings = PassSettings(progress=False, batch_size=7)
+    run = dataset_pass(model, data, [attr], [f], run_settings)
     with warnings.catch_warnings(), run.evaluating():
         warnings.simplefilter("ignore")
-        assert _replay_agrees(run, data, f, attr, np.array([0, 3, 5, 7]), 3)
+        assert _replay_agrees(run, data, f, attr, np.array([0, 3, 5, 7]), {})
+        # started from the attribution layer's outputs read off a census (in the model's layout: NHWC, tokens)
+        reader = CensusReadings(attr, layer_layouts(model, data[0][None]).get(attr))
+        li.layer_census(model, data, [f], [attr], settings=run_settings, on_batch=reader)
+        assert sorted(reader.outputs) == list(range(14))
+        assert _replay_agrees(run, data, f, attr, np.array([0, 3, 5, 7]), reader.outputs)

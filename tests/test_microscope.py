@@ -239,6 +239,44 @@ def test_an_interrupted_build_resumes_from_its_checkpoints(data, tmp_path, monke
     whole = _build(TinyConvNet().eval(), data)
     np.testing.assert_array_equal(resumed.neg, whole.neg)
     np.testing.assert_array_equal(resumed.inhibitors, whole.inhibitors)
+    # the first layer's census was resumed, so its channel means and outputs were computed, not read off it
+    np.testing.assert_array_equal(resumed.shown_tops, whole.shown_tops)
+    np.testing.assert_allclose(resumed.inhibitor_effect, whole.inhibitor_effect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", [0, 100_000])
+def test_what_is_read_off_the_census_equals_what_is_computed_without_it(data, monkeypatch, budget):
+    """The channel means and attribution-layer outputs the microscope reads off its censuses give the same
+    microscope as computing them afresh: with no outputs kept (budget 0) or some (100 kB: the first 10 images),
+    and with nothing read at all (a reader that drops every batch)."""
+    import lucent_inhibit.microscope.readings as readings
+
+    read = _build(TinyConvNet().eval(), data)
+    monkeypatch.setattr(readings, "KEEP_BYTES", budget)
+    monkeypatch.setattr(readings.CensusReadings.__init__, "__defaults__", (budget,))
+    partial = _build(TinyConvNet().eval(), data)
+    monkeypatch.setattr(readings.CensusReadings, "__call__", lambda self, idx, acts: None)
+    fresh = _build(TinyConvNet().eval(), data)
+    for got in (partial, fresh):
+        for k in ("shown_tops", "inhibitors", "exciters"):
+            np.testing.assert_array_equal(getattr(got, k), getattr(read, k))
+        for k in ("inhibitor_share", "exciter_share", "inhibitor_effect", "exciter_effect"):
+            np.testing.assert_allclose(getattr(got, k), getattr(read, k), rtol=1e-5, atol=1e-6)
+
+
+def test_census_readings_keep_outputs_in_the_models_layout_up_to_the_budget():
+    from lucent_inhibit.core.layouts import NHWC, Layout
+    from lucent_inhibit.microscope.readings import CensusReadings
+
+    canonical = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    reader = CensusReadings("a", Layout(NHWC, "test"), budget=canonical.numel() * 4 * 2)
+    reader(np.array([7, 9]), {"a": canonical, "f": canonical[:, :2]})
+    reader(np.array([10, 11]), {"a": canonical, "f": canonical[:, :2]})
+    reader(np.array([12, 13]), {"a": canonical, "f": canonical[:, :2]})  # over the budget: not kept
+    assert sorted(reader.outputs) == [7, 9, 10, 11] and reader.used == canonical.numel() * 4 * 2
+    torch.testing.assert_close(reader.outputs[9], canonical[1].permute(1, 2, 0))  # (H, W, C): as the model has it
+    assert sorted(reader.means["f"]) == [7, 9, 10, 11, 12, 13]  # means of every batch
+    np.testing.assert_allclose(reader.means["a"][12], canonical[0].mean((1, 2)).numpy())
 
 
 def test_site_pages_images_and_links(scope, tmp_path):

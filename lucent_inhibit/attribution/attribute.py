@@ -177,10 +177,12 @@ def _leaf_hooks(model: nn.Module, layers: Sequence[str]) -> list:
     return [table[name].register_forward_hook(leaf) for name in layers if name in table]
 
 
-def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature], layers: Sequence[str]):
+def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature], layers: Sequence[str],
+                  keep: Optional[dict] = None):
     """One forward pass of the normalised input ``x`` (B, ...) that records the autograd graph from the
     earliest of ``layers`` (from ``x`` itself when ``"input"`` is one of them) to the features, with the
-    weights frozen and the pass stopped after the deepest feature layer.
+    weights frozen and the pass stopped after the deepest feature layer. ``keep`` (a dict), when given, receives
+    every layer read (``layers`` and the feature layers) -> its activation, in the library's layout.
 
     Returns:
         ``(values, acts)``: values (K, B), the K features on every image (graph attached), and acts, the
@@ -206,6 +208,8 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
         for name in feature_layers:
             if name not in acts:
                 raise ValueError(f"the forward pass never reached feature layer {name!r}")
+        if keep is not None:
+            keep.update(acts)
         values = feature_values(acts, features)
     inputs = []
     for l in layers:

@@ -27,11 +27,13 @@ def model_inputs(run, images: torch.Tensor) -> torch.Tensor:
     return preprocess_fn(run.model)(x) if run.preprocess else x
 
 
-def forward_replaced(run, images: torch.Tensor, feature: Feature, layer: str,
-                     fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
+def forward_replaced(run, images: Optional[torch.Tensor], feature: Feature, layer: str,
+                     fn: Optional[Callable[[torch.Tensor], torch.Tensor]],
+                     inputs: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B,) the feature on ``images`` (B, 3, H, W) in [0, 1] with ``layer``'s output replaced by
-    ``fn(output)`` (None: unchanged), without gradients; the pass stops after the feature's layer."""
-    x = model_inputs(run, images)
+    ``fn(output)`` (None: unchanged), without gradients; the pass stops after the feature's layer. ``inputs``:
+    the model's inputs (:func:`model_inputs` of the images) where the caller has them (``images`` unread)."""
+    x = model_inputs(run, images) if inputs is None else inputs
     with torch.no_grad():
         acts = capture(run.model, x, [feature.layer], replace=None if fn is None else {layer: fn})
     return reading_feature(run.model, x, feature)(acts[feature.layer]).float().cpu()
@@ -92,9 +94,15 @@ class PrefixReplay:
         """The rows of the pass from ``recorded`` (the layer's output on every recorded image)."""
         return recorded if self.rows is None else recorded.index_select(0, self.rows.to(recorded.device))
 
-    def placeholder(self, one: torch.Tensor, n: int) -> torch.Tensor:
-        """``one`` (a module's output on one image) as a view of the pass's batch (``n`` images when all)."""
-        return one.expand(n if self.rows is None else len(self.rows), *one.shape[1:])
+    @property
+    def active(self) -> bool:
+        """Whether the passes skip anything (False: ``layer`` does not fit and the model runs as it is)."""
+        return bool(self.modules)
+
+    def placeholder(self, one: torch.Tensor) -> torch.Tensor:
+        """``one``, a module's output on one image, as a view: what the code between the placeholders and the
+        layer computes on (one image, not the pass's batch: its result is never read)."""
+        return one.view(one.shape)
 
 
 def _record_prefix(model, x: torch.Tensor, layer: str):
@@ -171,29 +179,36 @@ def layer_outputs(model, x: torch.Tensor, layer: str, batch_size: int) -> torch.
 
 
 @contextlib.contextmanager
-def replayed_prefix(model, x: torch.Tensor, layer: str, batch_size: int = 16) -> Iterator[PrefixReplay]:
+def replayed_prefix(model, x: torch.Tensor, layer: str, batch_size: int = 16,
+                    recorded: Optional[torch.Tensor] = None) -> Iterator[PrefixReplay]:
     """Forward passes in the block skip the network before ``layer``: ``layer``'s module returns its output
     recorded on ``x`` (U, ...), rows ``replay.rows`` of it (set before each pass: the pass's input must be
-    ``x[rows]``), and the outermost modules that run wholly before it return, without computing, a placeholder
-    (their output on ``x[0]``, viewed as the pass's batch).
+    ``x[rows]``; when ``replay.active`` its values are not read, only its batch size), and the outermost modules
+    that run wholly before it return, without computing, a placeholder: their output on ``x[0]``, one row, so
+    that code between them and ``layer`` inside an enclosing module (a normalisation before an activation) costs
+    one image.
 
     The layers after ``layer`` compute as usual, so passes that replace ``layer``'s output (removals) or
     differentiate from it (attribution) cost only the span from ``layer`` to the feature; the network before it
-    runs once, on ``x`` (in passes of ``batch_size``). Valid where ``layer`` is a cut before the feature
-    (nothing before it reaches the feature but through it: the placeholders are only seen by code before
-    ``layer``) and the modules are deterministic (eval mode). A model where ``layer`` does not fit (called twice,
-    no single tensor output) runs as it is; callers check one result against ordinary passes (the microscope
-    does, on its first unit): code that writes into a placeholder in place fails there."""
+    runs once, on ``x`` (in passes of ``batch_size``), or not at all when ``recorded`` gives ``layer``'s output on
+    ``x`` (U, ...) in the model's own layout (read off an earlier pass over the same images). Valid where
+    ``layer`` is a cut before the feature (nothing before it reaches the feature but through it: the placeholders
+    are only seen by code before ``layer``) and the modules are deterministic (eval mode). A model where ``layer``
+    does not fit (called twice, no single tensor output) runs as it is; callers check one result against ordinary
+    passes (the microscope does, on its first unit): code before ``layer`` that needs the batch's size fails
+    there."""
     from ..core.layers import layer_table
 
     name, prefix = _prefix_modules(model, x, layer)
-    stubs = {} if name is None else {name: layer_outputs(model, x, layer, batch_size), **prefix}
+    if name is not None and recorded is None:
+        recorded = layer_outputs(model, x, layer, batch_size)
+    stubs = {} if name is None else {name: recorded, **prefix}
     table = layer_table(model)
     replay = PrefixReplay(list(stubs))
     saved = {n: table[n].__dict__.get("forward") for n in stubs}
     for n, out in stubs.items():
         table[n].forward = ((lambda *a, _o=out, **k: replay.output(_o)) if n == name
-                            else (lambda *a, _o=out, **k: replay.placeholder(_o, len(x))))
+                            else (lambda *a, _o=out, **k: replay.placeholder(_o)))
     try:
         yield replay
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import warnings
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -146,7 +146,8 @@ def chunk_memory_error(chunk: int, per_feature: int, free: Optional[int], batch_
 
 def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Sequence[int]] = None,
                  position="center", chunk_size: int = 16, backward: str = "auto",
-                 settings: Optional[PassSettings] = None, checkpoint: Optional[str] = None) -> Census:
+                 settings: Optional[PassSettings] = None, checkpoint: Optional[str] = None,
+                 on_batch: Optional[Callable[[np.ndarray, Dict[str, torch.Tensor]], None]] = None) -> Census:
     """Excitation, inhibition and tension of many features over ``dataset`` in one pass (SPEC 2.2 for a layer).
 
     Args:
@@ -168,6 +169,10 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
         checkpoint: a folder where the census saves its rows every :data:`CHECKPOINT_IMAGES` images
             (:func:`lucent_inhibit.core.checkpoints.checkpointed`): a rerun with the same arguments after an
             interruption (SIGKILL included) resumes there and returns the census an uninterrupted run returns.
+        on_batch: called after each batch's forward pass with its dataset indices (b,) and layer -> activation
+            (detached, the library's layout: (b, C, H, W) maps, (b, T, C) tokens) of the attribution and feature
+            layers, so that a caller reads more off the pass without a second one (the microscope's channel
+            means). Batches resumed from a checkpoint, and other ranks' shards, are not passed.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`lucent_inhibit.core.distributed`) rank ``r`` of ``w`` takes shard
     ``(r, w)`` of the images and every rank returns the whole census, equal to the one-process census.
@@ -185,7 +190,7 @@ def layer_census(model: nn.Module, dataset, features, layers, units: Optional[Se
     folder = None if checkpoint is None else os.fspath(checkpoint)
     folder = os.path.join(folder, f"rank-{rank}-of-{world}") if folder is not None and world > 1 else folder
     with run.evaluating():
-        work = lambda: _census_rows(plan, rank_indices(run.size, rank, world), folder)  # noqa: E731
+        work = lambda: _census_rows(plan, rank_indices(run.size, rank, world), folder, on_batch)  # noqa: E731
         parts = all_gather(work) if world > 1 else [work()]
     values, pos, neg = (np.concatenate([p[k] for p in parts]) for k in "vpn")
     result = Census(
@@ -238,7 +243,7 @@ def _setup(model, dataset, features, layers, units, position, chunk_size, backwa
         fingerprint
 
 
-def _census_rows(plan: CensusPlan, indices: np.ndarray, folder: Optional[str]) -> dict:
+def _census_rows(plan: CensusPlan, indices: np.ndarray, folder: Optional[str], on_batch=None) -> dict:
     """``{"v": (n, K) values, "p", "n": (n, K, L) P and N}`` of the consecutive dataset ``indices``, in
     chunks of :data:`CHECKPOINT_IMAGES` images saved to (and resumed from) checkpoint ``folder``."""
     run = plan.run
@@ -246,15 +251,15 @@ def _census_rows(plan: CensusPlan, indices: np.ndarray, folder: Optional[str]) -
     workspace: dict = {}  # the chunks' buffers, reused by every batch
     chunks = split_chunks(np.asarray(indices), chunk_images(run.batch_size, CHECKPOINT_IMAGES))
     with run.bar(len(indices), f"census of {len(plan.features)} features") as bar:
-        compute = lambda c, idx: dict(zip("vpn", _census_pass(plan, idx, free, workspace, bar)))  # noqa: E731
+        compute = lambda c, idx: dict(zip("vpn", _census_pass(plan, idx, free, workspace, bar, on_batch)))  # noqa: E731
         parts = checkpointed(folder, "census", plan.fingerprint, chunks, compute,
                              skipped=lambda idx: bar.update(len(idx)))
     return {k: np.concatenate([p[k] for p in parts]) for k in "vpn"}
 
 
-def _census_pass(plan: CensusPlan, indices: np.ndarray, free: Optional[int], workspace: dict, bar):
+def _census_pass(plan: CensusPlan, indices: np.ndarray, free: Optional[int], workspace: dict, bar, on_batch=None):
     """(n, K) values and (n, K, L) P and N of the n consecutive dataset ``indices``, preallocated (memory
-    flat in the dataset's size)."""
+    flat in the dataset's size); ``on_batch`` as for :func:`layer_census`."""
     run, feats, chunk, batched, shape = plan.run, plan.features, plan.chunk, plan.batched, plan.shape
     k, n_layers, n, start = len(feats), len(run.layers), len(indices), int(indices[0])
     values = np.zeros((n, k), np.float32)
@@ -264,7 +269,10 @@ def _census_pass(plan: CensusPlan, indices: np.ndarray, free: Optional[int], wor
         rows_of, failed, graph, x = idx - start, False, None, None
         try:
             x = prepare_inputs(run.model, images, run.preprocess)
-            graph = feature_graph(run.model, x, feats, run.layers)
+            keep = None if on_batch is None else {}
+            graph = feature_graph(run.model, x, feats, run.layers, keep)
+            if on_batch is not None:
+                on_batch(idx, {name: t.detach() for name, t in keep.items()})
             for begin in range(0, k, chunk):
                 rows = range(begin, min(k, begin + chunk))
                 p, q = chunk_totals(*graph, feats, run.layers, rows, rows.stop < k, batched, workspace)

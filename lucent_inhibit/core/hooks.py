@@ -3,7 +3,7 @@
 Layer names follow Lucent's convention (module paths joined with ``_``, as ``render_vis``'s hook names
 them), so a name valid here is valid in ``lucent.optvis.objectives``. Every stage of the library reads
 layer tensors through :func:`capture` (or, inside the render loop, through Lucent's hook while
-:func:`hooks_restored` cleans up), so one name always means one tensor:
+:func:`~lucent_inhibit.core.layers.hooks_restored` cleans up), so one name always means one tensor:
 
 - a module that runs more than once per forward pass (torchvision ResNet's ``relu``) has no single
   tensor: such names are refused with the list of usable neighbours (:func:`check_single_call`);
@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .layers import (StopForward, check_layer_names, check_name, frozen_weights, hooks_restored, layer_names,
+from .layers import (StopForward, check_layer_names, check_name, frozen_weights, layer_names,
                      layer_table)
 from .layouts import Layout
 from .probe import check_single_call, deepest, probed
@@ -75,21 +75,27 @@ def capture(
     wanted = [n for n in dict.fromkeys(names + list(replace)) if n != "input"]
     if stop_at:
         wanted = list(dict.fromkeys(wanted + [stop_at]))
-    check_layer_names(model, wanted)
+    table = layer_table(model)
+    check_layer_names(model, wanted, table=table)
     check_single_call(model, x, wanted)
     if stop_at is None:
         stop_at = deepest(model, x, wanted)
-    table, layouts = layer_table(model), _read_layouts(model, x, names, any_layout)
+    layouts = _read_layouts(model, x, names, any_layout)
     acts: Dict[str, torch.Tensor] = {"input": x} if "input" in names else {}
-    with hooks_restored(model):
+    handles = []  # its own hooks, removed by handle (a whole-model hooks_restored costs ~2 ms a pass)
+    try:
         for n in wanted:
-            table[n].register_forward_hook(_reader(n, acts, replace.get(n), n == stop_at, x, layouts.get(n)))
+            handles.append(table[n].register_forward_hook(
+                _reader(n, acts, replace.get(n), n == stop_at, x, layouts.get(n))))
         try:
             model(x)
         except StopForward:
             pass
         except RuntimeError as exc:
             _reraise_if_missing(exc, x, [n for n in wanted if n not in acts])
+    finally:
+        for h in handles:
+            h.remove()
     return acts
 
 
@@ -169,7 +175,7 @@ def check_rows(name: str, output: torch.Tensor, x: torch.Tensor) -> None:
 def protect_outputs(model: nn.Module, names: Sequence[str]) -> None:
     """Make the rest of the network run on a copy of these layers' outputs, so that in-place operations
     after them (ResNet's ``out += identity``) do not change what a hook stored. Call inside
-    :func:`hooks_restored` (the render session does so from the second step on)."""
+    :func:`~lucent_inhibit.core.layers.hooks_restored` (the render session does so from the second step on)."""
     table = layer_table(model)
     for n in names:
         table[n].register_forward_hook(lambda m, i, o: o.clone() if torch.is_tensor(o) else None)

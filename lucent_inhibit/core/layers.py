@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -59,14 +59,16 @@ def layer_table(model: nn.Module) -> Dict[str, nn.Module]:
     table: Dict[str, nn.Module] = {}
     check_model(model)
 
-    def walk(net, prefix):
+    def walk(net, prefix):  # every pass reads the table: plain string prefixes, no recursion into leaves
         for name, child in net._modules.items():
             if child is None:
                 continue
-            table["_".join(prefix + [name])] = child
-            walk(child, prefix + [name])
+            full = prefix + name
+            table[full] = child
+            if child._modules:
+                walk(child, full + "_")
 
-    walk(model, [])
+    walk(model, "")
     return table
 
 
@@ -109,9 +111,11 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     return table[name]
 
 
-def check_layer_names(model: nn.Module, names: Sequence[str], allow: Sequence[str] = ("input",)) -> None:
-    """``ValueError`` naming the first unknown layer (``allow`` lists pseudo-layers such as ``"input"``)."""
-    table = layer_table(model)
+def check_layer_names(model: nn.Module, names: Sequence[str], allow: Sequence[str] = ("input",),
+                      table: Optional[Dict[str, nn.Module]] = None) -> None:
+    """``ValueError`` naming the first unknown layer (``allow`` lists pseudo-layers such as ``"input"``;
+    ``table``: the model's :func:`layer_table` when the caller has it)."""
+    table = layer_table(model) if table is None else table
     for n in names:
         if check_name(n) not in table and n not in allow:
             raise ValueError(unknown_layer_message(n, list(allow) + list(table)))

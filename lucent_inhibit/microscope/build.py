@@ -19,11 +19,13 @@ from ..attribution.passes import dataset_pass
 from ..attribution.totals import MIN_PERCENTILE_IMAGES, percentile_ranks, top_indices
 from ..census.run import layer_census
 from ..core.layers import model_device
+from ..core.probe import layer_layouts
 from ..core.settings import MICROSCOPE_RENDER, PassSettings, RenderSettings, as_pass_settings
 from ..core.validate import InputError, check_flag, check_int
 from ..data.datasets import item_sources, load_batch
 from .channels import unit_channels
 from .inversions import mti_inversions
+from .readings import CensusReadings
 from .result import QUIET_BAND, Microscope
 from .visuals import render_channels, shown_channels, top_images
 
@@ -156,10 +158,10 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
     if size < MIN_PERCENTILE_IMAGES:
         raise InputError(f"a microscope needs at least {MIN_PERCENTILE_IMAGES} images for percentile tension, got {size}")
     sources = item_sources(dataset, np.arange(size)) if check_flag("distinct", distinct) else None
-    cat, feats, index, census = _unit_parts(model, dataset, feature_layers, attrs, chosen, min(n_top, size), n_channels,
-                                            position, settings, checkpoint, sources)
+    cat, feats, index, census, means = _unit_parts(model, x, dataset, feature_layers, attrs, chosen, min(n_top, size),
+                                                   n_channels, position, settings, checkpoint, sources)
     shown = _shown(model, dataset, feature_layers, attrs, chosen, cat, index, settings, sources,
-                   n_channel_images, visualize, render, render_batch)
+                   n_channel_images, visualize, render, render_batch, means)
     inv = mti_inversions(model, dataset, feats, [attrs[i] for i in index], cat["tops"][:, 2],
                          min(inversions, cat["tops"].shape[-1]), render or MICROSCOPE_RENDER, THUMB, settings.progress)
     ids = np.unique(np.concatenate([cat["tops"].ravel(), shown["shown_tops"].ravel()]))
@@ -174,14 +176,16 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
         **shown, **{k: v.astype(np.float32) if k in ("activation", "pos", "neg") else v for k, v in cat.items()})
 
 
-def _shown(model, dataset, layers, attrs, chosen, cat, index, settings, sources, k, visualize, render, batch) -> dict:
-    """The shown channels (every unit, every listed channel) with their top images and visualizations."""
+def _shown(model, dataset, layers, attrs, chosen, cat, index, settings, sources, k, visualize, render, batch,
+           means) -> dict:
+    """The shown channels (every unit, every listed channel) with their top images (``means``: the channel means
+    read off the censuses) and visualizations."""
     listed = [np.concatenate([cat["inhibitors"][index == i], cat["exciters"][index == i]]) for i in range(len(attrs))]
     shown = shown_channels(layers, chosen, attrs, listed)
     visuals, moved = (render_channels(model, shown, render, batch, settings.progress) if visualize
                       else (np.zeros((0, 3, 1, 1), np.uint8), np.zeros(0, bool)))
     return {"shown_layers": np.asarray([l for l, _ in shown]), "shown_units": np.asarray([c for _, c in shown], np.int64),
-            "shown_tops": top_images(model, dataset, shown, k, settings, sources), "visuals": visuals,
+            "shown_tops": top_images(model, dataset, shown, k, settings, sources, means), "visuals": visuals,
             "visual_moved": moved}
 
 
@@ -189,22 +193,28 @@ def _render_info(render, visualize: bool, batch: int) -> Optional[str]:
     return f"{(render or MICROSCOPE_RENDER).describe()}, {batch} per render" if visualize else None
 
 
-def _unit_parts(model, dataset, layers, attrs, chosen, n_top, n_channels, position, settings, checkpoint, sources):
+def _unit_parts(model, x, dataset, layers, attrs, chosen, n_top, n_channels, position, settings, checkpoint, sources):
     """One census per layer and the channel split of each unit: the per-unit arrays concatenated over the
-    layers, the features, their layer index (K,) and the last census (its image identities)."""
-    parts, feats, index = [], [], []
+    layers, the features, their layer index (K,), the last census (its image identities) and the channel means
+    read off the censuses (layer -> {dataset index -> (C,)})."""
+    parts, feats, index, means = [], [], [], {}
     for i, (layer, attr, us) in enumerate(zip(layers, attrs, chosen)):
         folder = None if checkpoint is None else os.path.join(os.fspath(checkpoint), f"layer-{i}")
+        reader = CensusReadings(attr, layer_layouts(model, x).get(attr))
         census = layer_census(model, dataset, layer, [attr], units=us, position=position, settings=settings,
-                              checkpoint=folder)
+                              checkpoint=folder, on_batch=reader)
         table = unit_tables(census, n_top, sources)
-        table.update(unit_channels(model, dataset, census.features, attr, table["tops"][:, 2], n_channels, settings))
+        table.update(unit_channels(model, dataset, census.features, attr, table["tops"][:, 2], n_channels, settings,
+                                   reader.outputs))
+        for name, rows in reader.means.items():
+            means.setdefault(name, {}).update(rows)
+        del reader
         parts.append(table)
         feats += census.features
         index += [i] * len(census.features)
     cat = {k: np.concatenate([p[k] for p in parts], axis=1 if k in ("activation", "pos", "neg") else 0)
            for k in parts[0]}
-    return cat, feats, np.asarray(index, np.int64), census
+    return cat, feats, np.asarray(index, np.int64), census, means
 
 
 #: :func:`build_microscope` under the name of its subpackage (``lucent_inhibit.microscope.microscope``)

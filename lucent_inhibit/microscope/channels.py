@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,12 +22,15 @@ from ..attribution.passes import dataset_pass
 from ..core.features import Feature
 from ..core.settings import PassSettings
 from ..data.datasets import load_batch
+from .readings import recorded_outputs
 
 log = logging.getLogger("lucent_inhibit")
 
 #: the most images whose attribution-layer activations are held at once (one pass of the network before that
 #: layer for all of them; memory: their activations there)
 GROUP_IMAGES = 256
+#: MTIs of the first unit on which the replay is checked against ordinary passes (its top inhibitor and exciter)
+CHECK_IMAGES = 2
 #: the per-unit channel fields of a :class:`~lucent_inhibit.microscope.result.Microscope`
 FIELDS = ("inhibitors", "inhibitor_share", "inhibitor_effect", "exciters", "exciter_share", "exciter_effect")
 
@@ -62,15 +65,20 @@ def removal_effects(run, images: torch.Tensor, feature: Feature, layer: str, cha
     alone is set to zero, in blocks of one batch of about ``4 * run.batch_size`` images (the network before
     ``layer`` is usually replayed, so a pass is cheap; at least one removal, plus
     the unchanged images, per pass). Inside :func:`~lucent_inhibit.attribution.interventions.replayed_prefix`
-    (``replay``, with ``images`` its recorded ``rows``) only the network from ``layer`` on runs for them."""
+    (``replay``, with ``images`` its recorded ``rows``) only the network from ``layer`` on runs for them, and the
+    inputs are not read (a view of one image stands for them)."""
     t, chans = len(images), [-1] + [int(c) for c in channels]  # -1: the unchanged images, f0
     per_pass, f = max(2, 4 * run.batch_size // max(t, 1)), []
+    x = model_inputs(run, images[:1] if replay is not None and replay.active else images)
     for start in range(0, len(chans), per_pass):
         block = chans[start:start + per_pass]
         if replay is not None:
             replay.rows = rows.repeat(len(block))
-        f.append(forward_replaced(run, images.repeat(len(block), 1, 1, 1), feature, layer,
-                                  lambda o, b=block: set_channels(o, b, torch.zeros(()), block=t)).double())
+        inputs = (x.expand(len(block) * t, *x.shape[1:]) if replay is not None and replay.active
+                  else x.repeat(len(block), 1, 1, 1))
+        f.append(forward_replaced(run, None, feature, layer, lambda o, b=block: set_channels(o, b, torch.zeros(()),
+                                                                                           block=t),
+                                  inputs=inputs).double())
     f = torch.cat(f).reshape(len(chans), t).numpy()
     return (f[1:] - f[0]).mean(1)
 
@@ -89,23 +97,24 @@ def _groups(mtis: np.ndarray, limit: int) -> List[List[int]]:
 
 
 def unit_channels(model, dataset, features: Sequence[Feature], attr: str, mtis: np.ndarray, m: int,
-                  settings: PassSettings) -> Dict[str, np.ndarray]:
+                  settings: PassSettings, kept: Optional[Dict[int, torch.Tensor]] = None) -> Dict[str, np.ndarray]:
     """For each of ``features`` (K units) on its MTIs ``mtis`` (K, t): the top ``m`` inhibitory and excitatory
     channels of ``attr`` with their shares of N and P and the mean change of f when each is removed
     (:data:`FIELDS`, each (K, m)). Units are taken in groups whose MTIs together are at most
-    :data:`GROUP_IMAGES` images: the network before ``attr`` runs once per group on them
-    (:func:`~lucent_inhibit.attribution.interventions.replayed_prefix`), each unit's attribution and removals
-    from ``attr`` on; the first unit is also computed with ordinary passes, and where the two disagree (a model
-    the replay does not fit) every unit is (said on the log)."""
+    :data:`GROUP_IMAGES` images: the network before ``attr`` is replayed from its output on them
+    (:func:`~lucent_inhibit.attribution.interventions.replayed_prefix`; ``kept``: dataset index -> that output,
+    read off the census, the rest computed once per group), each unit's attribution and removals run from
+    ``attr`` on. The first unit's top inhibitor and exciter are also computed with ordinary passes; where the two
+    disagree (a model the replay does not fit) every unit runs ordinary passes (said on the log)."""
     run = dataset_pass(model, dataset, [attr], list(features), settings)
+    kept = {} if kept is None else kept
     rows: Dict[str, list] = {k: [] for k in FIELDS}
     with run.evaluating(), run.bar(mtis.size, f"channels of {len(features)} units") as bar:
-        replay_ok = _replay_agrees(run, dataset, features[0], attr, mtis[0], m)
+        replay_ok = _replay_agrees(run, dataset, features[0], attr, mtis[0], kept)
         for group in _groups(mtis, max(GROUP_IMAGES, mtis.shape[1])):
             union = np.unique(mtis[group])
             images = load_batch(dataset, union)
-            with (replayed_prefix(run.model, model_inputs(run, images), attr, run.batch_size) if replay_ok
-                  else contextlib.nullcontext()) as replay:
+            with (_replayed(run, images, union, attr, kept) if replay_ok else contextlib.nullcontext()) as replay:
                 for k in group:
                     at = torch.as_tensor(np.searchsorted(union, mtis[k]))
                     for name, v in _one_unit(run, images[at], features[k], attr, m, replay, at).items():
@@ -114,14 +123,24 @@ def unit_channels(model, dataset, features: Sequence[Feature], attr: str, mtis: 
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def _replay_agrees(run, dataset, feature: Feature, attr: str, mtis: np.ndarray, m: int) -> bool:
-    """Whether one unit's channels and removal effects come out the same with the network before ``attr``
-    replayed as with ordinary passes (relative tolerance 1e-4 of the largest effect)."""
-    images = load_batch(dataset, np.asarray(mtis))
-    plain = _one_unit(run, images, feature, attr, m, None, None)
+def _replayed(run, images: torch.Tensor, indices: np.ndarray, attr: str, kept: Dict[int, torch.Tensor]):
+    """:func:`~lucent_inhibit.attribution.interventions.replayed_prefix` on the dataset images ``indices``
+    (``images``), started from their ``kept`` outputs where the census left them."""
+    x = model_inputs(run, images)
+    return replayed_prefix(run.model, x, attr, run.batch_size,
+                           recorded_outputs(run.model, x, indices, attr, kept, run.batch_size))
+
+
+def _replay_agrees(run, dataset, feature: Feature, attr: str, mtis: np.ndarray, kept: Dict[int, torch.Tensor]) -> bool:
+    """Whether one unit's top inhibitory and excitatory channel, their shares and removal effects on its first
+    :data:`CHECK_IMAGES` MTIs come out the same with the network before ``attr`` replayed as with ordinary passes
+    (relative tolerance 1e-4)."""
+    mtis = np.asarray(mtis)[:CHECK_IMAGES]
+    images = load_batch(dataset, mtis)
+    plain = _one_unit(run, images, feature, attr, 1, None, None)
     try:
-        with replayed_prefix(run.model, model_inputs(run, images), attr) as replay:
-            fast = _one_unit(run, images, feature, attr, m, replay, torch.arange(len(images)))
+        with _replayed(run, images, mtis, attr, kept) as replay:
+            fast = _one_unit(run, images, feature, attr, 1, replay, torch.arange(len(images)))
     except (RuntimeError, ValueError, IndexError) as exc:
         log.info("the network before %s is not replayed (%s): every unit runs ordinary passes", attr, exc)
         return False

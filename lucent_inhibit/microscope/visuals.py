@@ -35,22 +35,32 @@ def shown_channels(layers: Sequence[str], units: Sequence[Sequence[int]], attrs:
 
 
 def top_images(model, dataset, shown: Sequence[Tuple[str, int]], k: int, settings: PassSettings,
-               sources: Optional[np.ndarray]) -> np.ndarray:
+               sources: Optional[np.ndarray], means: Optional[Dict[str, Dict[int, np.ndarray]]] = None) -> np.ndarray:
     """(V, k) int64 dataset indices of the images with the largest mean activation (over positions or tokens) of
-    each shown channel, one per source image first when ``sources`` is given; one forward pass for all layers."""
+    each shown channel, one per source image first when ``sources`` is given. ``means`` (layer -> {dataset index
+    -> (C,) mean activations}, read off the census: :class:`~lucent_inhibit.microscope.readings.CensusReadings`)
+    gives what it holds; one forward pass over the other images computes the rest, for all layers at once."""
     layers = list(dict.fromkeys(layer for layer, _ in shown))
     run = dataset_pass(model, dataset, layers, [], settings)
-    means: Dict[str, list] = {layer: [] for layer in layers}
-    with run.evaluating(), run.bar(run.size, f"channel means of {len(layers)} layers") as bar, torch.no_grad():
-        for _, images in run.batches():
-            acts = capture(run.model, model_inputs(run, images), layers)
-            for layer in layers:
-                means[layer].append(channel_means(acts[layer].float()).cpu().numpy())
-            bar.update(len(images))
-    table = {layer: np.concatenate(v).astype(np.float64) for layer, v in means.items()}
+    known = {layer: dict((means or {}).get(layer, {})) for layer in layers}
+    missing = [i for i in range(run.size) if any(i not in known[layer] for layer in layers)]
+    if missing:
+        _fill_means(run, layers, missing, known)
     rows = np.arange(run.size)
+    table = {layer: np.stack([known[layer][i] for i in rows]) for layer in layers}
     return np.stack([top_indices(rows, table[layer][:, c], min(k, run.size), True, None, sources)
                      for layer, c in shown]).astype(np.int64)
+
+
+def _fill_means(run, layers: Sequence[str], indices: Sequence[int], known: Dict[str, Dict[int, np.ndarray]]) -> None:
+    """Add the mean activation per channel of ``layers`` on the dataset images ``indices`` to ``known``."""
+    with run.evaluating(), run.bar(len(indices), f"channel means of {len(layers)} layers") as bar, torch.no_grad():
+        for idx, images in run.batches(indices):
+            acts = capture(run.model, model_inputs(run, images), layers)
+            for layer in layers:
+                known[layer].update(zip((int(i) for i in idx), channel_means(acts[layer].float()).cpu().numpy()
+                                        .astype(np.float64)))
+            bar.update(len(images))
 
 
 def float32(model):
