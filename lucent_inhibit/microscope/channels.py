@@ -62,20 +62,19 @@ def top_channels(totals: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
 def removal_effects(run, images: torch.Tensor, feature: Feature, layer: str, channels: Sequence[int],
                     replay=None, rows=None) -> np.ndarray:
     """(m,) float64 mean change of ``feature`` over ``images`` (t, 3, H, W) when each of ``channels`` of ``layer``
-    alone is set to zero, in blocks of one batch of about ``4 * run.batch_size`` images (the network before
-    ``layer`` is usually replayed, so a pass is cheap; at least one removal, plus
-    the unchanged images, per pass). Inside :func:`~lucent_inhibit.attribution.interventions.replayed_prefix`
+    alone is set to zero, in blocks of one batch of about ``4 * run.batch_size`` images, ``16 *`` where only the
+    network from ``layer`` on runs (at least one removal, plus the unchanged images, per pass). Inside :func:`~lucent_inhibit.attribution.interventions.replayed_prefix`
     (``replay``, with ``images`` its recorded ``rows``) only the network from ``layer`` on runs for them, and the
     inputs are not read (a view of one image stands for them)."""
     t, chans = len(images), [-1] + [int(c) for c in channels]  # -1: the unchanged images, f0
-    per_pass, f = max(2, 4 * run.batch_size // max(t, 1)), []
-    x = model_inputs(run, images[:1] if replay is not None and replay.active else images)
+    replayed = replay is not None and replay.active
+    per_pass, f = max(2, (16 if replayed else 4) * run.batch_size // max(t, 1)), []
+    x = model_inputs(run, images[:1] if replayed else images)
     for start in range(0, len(chans), per_pass):
         block = chans[start:start + per_pass]
         if replay is not None:
             replay.rows = rows.repeat(len(block))
-        inputs = (x.expand(len(block) * t, *x.shape[1:]) if replay is not None and replay.active
-                  else x.repeat(len(block), 1, 1, 1))
+        inputs = x.expand(len(block) * t, *x.shape[1:]) if replayed else x.repeat(len(block), 1, 1, 1)
         f.append(forward_replaced(run, None, feature, layer, lambda o, b=block: set_channels(o, b, torch.zeros(()),
                                                                                            block=t),
                                   inputs=inputs).double())
