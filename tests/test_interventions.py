@@ -34,6 +34,10 @@ def test_set_channels_on_every_image_and_per_block():
     assert torch.equal(set_channels(o, [2, -1], torch.zeros(()), block=2), want)
     with pytest.raises(ValueError, match="2 removals x block 3 != batch 4"):
         set_channels(o, [1, 2], torch.zeros(()), block=3)
+    before = o.clone()
+    assert torch.equal(o, before)  # every call above left its input as it was
+    same = set_channels(o, [2, -1], torch.zeros(()), block=2, copy=False)  # in place: the caller's own tensor
+    assert same is o and torch.equal(o, want)
 
 
 class Twice(nn.Module):

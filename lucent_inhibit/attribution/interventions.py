@@ -39,14 +39,16 @@ def forward_replaced(run, images: Optional[torch.Tensor], feature: Feature, laye
     return reading_feature(run.model, x, feature)(acts[feature.layer]).float().cpu()
 
 
-def set_channels(output: torch.Tensor, channels: Sequence, base: torch.Tensor, block: Optional[int] = None) -> torch.Tensor:
+def set_channels(output: torch.Tensor, channels: Sequence, base: torch.Tensor, block: Optional[int] = None,
+                 copy: bool = True) -> torch.Tensor:
     """A copy of ``output`` (B, C, ...) or a token layer's (B, T, C) with channels set to ``base`` (a scalar,
-    or shaped like one image's activation).
+    or shaped like one image's activation); ``copy=False`` writes into ``output`` itself (only for a tensor the
+    caller owns, such as the rows a replayed layer gathers for the pass).
 
     ``block`` None: ``channels`` (a list of channel numbers) are set on every image. ``block`` b: image
     ``i`` loses channel ``channels[i // b]`` (an entry -1 removes nothing): ``len(channels) * b == B``, so
     one forward pass tries one removal per block of ``b`` images."""
-    o = output.clone()
+    o = output.clone() if copy else output
     b = base.to(o.device, o.dtype).expand(o.shape[1:])
     axis = 2 if o.dim() == 3 else 1  # the channel axis: dim 1 of a map / linear layer, the last of tokens
     if block is None:
@@ -91,8 +93,10 @@ class PrefixReplay:
         self.modules = list(modules)
 
     def output(self, recorded: torch.Tensor) -> torch.Tensor:
-        """The rows of the pass from ``recorded`` (the layer's output on every recorded image)."""
-        return recorded if self.rows is None else recorded.index_select(0, self.rows.to(recorded.device))
+        """The rows of the pass from ``recorded`` (the layer's output on every recorded image): a new tensor
+        when ``rows`` is set (gathered by advanced indexing, about 2x faster than ``index_select`` on CPU),
+        ``recorded`` itself when not."""
+        return recorded if self.rows is None else recorded[self.rows.to(recorded.device)]
 
     @property
     def active(self) -> bool:

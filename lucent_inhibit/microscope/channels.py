@@ -75,9 +75,9 @@ def removal_effects(run, images: torch.Tensor, feature: Feature, layer: str, cha
         if replay is not None:
             replay.rows = rows.repeat(len(block))
         inputs = x.expand(len(block) * t, *x.shape[1:]) if replayed else x.repeat(len(block), 1, 1, 1)
-        f.append(forward_replaced(run, None, feature, layer, lambda o, b=block: set_channels(o, b, torch.zeros(()),
-                                                                                           block=t),
-                                  inputs=inputs).double())
+        # replayed: the layer's output is the rows the replay gathered for this pass, a new tensor, zeroed in place
+        remove = lambda o, b=block: set_channels(o, b, torch.zeros(()), block=t, copy=not replayed)  # noqa: E731
+        f.append(forward_replaced(run, None, feature, layer, remove, inputs=inputs).double())
     f = torch.cat(f).reshape(len(chans), t).numpy()
     return (f[1:] - f[0]).mean(1)
 
