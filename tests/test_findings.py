@@ -126,6 +126,13 @@ def test_combination_verdict_needs_a_collapsed_quadrant():
                                                      {"++": 1.0, "-+": NAN, "--": NAN, "+-": NAN})]
     assert _verdicts(found) == [REPRODUCED, NOT_REPRODUCED, REPRODUCED, NOT_MEASURABLE, NOT_MEASURABLE]
     assert "quadrant --" in found[0].why
+    # the most anti-correlated pair must collapse where the paper finds it: ++, not any quadrant
+    named = [combinations.combination_finding(x, expect="++") for x in (
+        {"++": 0.2, "-+": 0.9, "--": 1.0, "+-": 0.95}, {"++": 0.9, "-+": 0.9, "--": 0.2, "+-": 1.0},
+        {"++": 0.6, "-+": 0.9, "--": 1.0, "+-": 0.95})]
+    assert _verdicts(named) == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED]
+    assert "collapse is in quadrant ++, which reaches 0.90" in named[1].why and "weakest is --" in named[1].why
+    assert combinations.NAMED_COLLAPSE == {"anticorrelated": "++"}
 
 
 def test_interference_verdict_needs_superposition_tenser_two_feature_inputs_and_a_quiet_control():

@@ -6,6 +6,7 @@ Each claim is one sentence of the papers; each function computes the :class:`~lu
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from .verdicts import Finding
 
@@ -13,18 +14,22 @@ from .verdicts import Finding
 #: the best quadrant's (the red loop collapses there; C is 1 where the render reaches the target direction at
 #: the axis scale).
 COLLAPSE_FRACTION = 0.5
+#: The quadrant the paper names for a picked pair: its most anti-correlated pair collapses where both features
+#: rise (``++``, the combination a ReLU after them would pass; paper 004, Figure 2a), while other pairs need not.
+#: A pair named here reproduces only when that quadrant is the weakest and collapsed.
+NAMED_COLLAPSE = {"anticorrelated": "++"}
 
 
 COMBINATION_CLAIM = ("Not every combination of two features' directions can be produced: the cosdot a render "
                      "reaches collapses in some directions (Hamblin, Alvarez & Konkle, paper 004)")
 
 
-def combination_finding(quadrants, pair: str = ""):
+def combination_finding(quadrants, pair: str = "", expect: Optional[str] = None):
     """The :class:`~lucent_inhibit.findings.verdicts.Finding` of combination impossibility from the mean cosdot score C
     per quadrant (``{"++": C, ...}``, :meth:`~lucent_inhibit.combinations.CombinationResult.quadrant_scores`):
     reproduced when the best quadrant's C is positive and the weakest's is at most :data:`COLLAPSE_FRACTION`
-    of it. ``pair``: which pair this is (e.g. ``"anticorrelated pair, units 22 and 128, r = -0.99"``), said first
-    in the measured text."""
+    of it, and, with ``expect`` (a quadrant such as ``"++"``), when the weakest is that one. ``pair``: which pair
+    this is (e.g. ``"anticorrelated pair, units 22 and 128, r = -0.99"``), said first in the measured text."""
 
     measured = ((f"{pair}: " if pair else "") + "mean C by quadrant (signs of a, b): "
                 + ", ".join(f"{k} {v:.3f}" for k, v in quadrants.items()))
@@ -35,6 +40,10 @@ def combination_finding(quadrants, pair: str = ""):
     best, worst = max(finite, key=finite.get), min(finite, key=finite.get)
     ratio = finite[worst] / finite[best]
     why = (f"quadrant {worst} reaches {ratio:.2f} of quadrant {best}'s C (bar: at most {COLLAPSE_FRACTION:g})")
+    if expect is not None and worst != expect:
+        named = finite.get(expect, math.nan) / finite[best]
+        return Finding.judge(COMBINATION_CLAIM, measured, False, f"the paper's collapse is in quadrant {expect}, "
+                             f"which reaches {named:.2f} of quadrant {best}'s C; the weakest is {worst} ({ratio:.2f})")
     return Finding.judge(COMBINATION_CLAIM, measured, ratio <= COLLAPSE_FRACTION,
                          why if ratio <= COLLAPSE_FRACTION else why + ": every combination was reached")
 
@@ -46,7 +55,8 @@ def sweep_finding(result) -> Finding:
 
 def pair_finding(name: str, r: float, result) -> Finding:
     """:func:`combination_finding` of the sweep of one picked pair (``name``: ``"anticorrelated"``,
-    ``"correlated"``, ``"zero"`` or ``"units"``; ``r``: its correlation over the dataset), naming the pair."""
+    ``"correlated"``, ``"zero"`` or ``"units"``; ``r``: its correlation over the dataset), naming the pair; a pair
+    in :data:`NAMED_COLLAPSE` must collapse in the quadrant the paper names."""
     pair = (f"{name} pair, units {result.feature_a.unit} and {result.feature_b.unit} of {result.feature_a.layer}, "
             f"r = {r:.2f}")
-    return combination_finding(result.quadrant_scores(), pair)
+    return combination_finding(result.quadrant_scores(), pair, NAMED_COLLAPSE.get(name))

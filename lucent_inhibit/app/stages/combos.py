@@ -233,7 +233,9 @@ def section(runs, root: str):
             "unconstrained maximum; for each angle the render loop maximises the cosdot of the pair towards that "
             "direction. The red loop is the mean cosdot reached per angle; where it collapses the model cannot "
             "produce that combination. Grey: the dataset's activations. Each pair has its own verdict: the paper "
-            "finds the collapse in the most anti-correlated pair of an early layer, not in every pair.")
+            "finds the collapse in the most anti-correlated pair of an early layer, in the quadrant where both "
+            "features rise (++), so that pair reproduces only with its collapse there; the other pairs with a "
+            "collapse in any quadrant.")
     skipped = [s for p in run_.pairs for s in p.skipped]
     if skipped:
         text += (f" {len(skipped)} higher-ranked pair(s) were skipped because a unit's own visualization did not "
