@@ -349,12 +349,40 @@ def test_atlas_save_load_roundtrip(tiny_atlas, tmp_path):
     np.testing.assert_array_equal(back.grid.members, atlas.grid.members)
     assert back.points.labels == atlas.points.labels and back.points.box == atlas.points.box
     assert back.points.feature == FEAT and back.activation_by_sign() == atlas.activation_by_sign()
+    np.testing.assert_array_equal(back.member_cosine, atlas.member_cosine)
     for part, cls in ((atlas.points, AtlasPoints), (atlas.layout, AtlasLayout), (atlas.icons, AtlasIcons)):
         p = str(tmp_path / f"{cls.__name__}.npz")
         part.save(p)
         assert type(cls.load(p)) is cls
     with pytest.raises(ValueError, match="holds a Atlas .*, expected a AtlasGrid"):
         AtlasGrid.load(path)
+
+
+def test_member_cosine_is_each_cells_own_images_measured_as_the_icons(tiny_atlas):
+    """The icons' control: per cell, the median over its member images of their activation's cosine to the cell's
+    target, inside the target's crop box; checked by hand on the raw layer for every cell."""
+    from lucent_inhibit.atlas.icons import icon_targets
+    from lucent_inhibit.core.preparation import preprocess_fn
+
+    net, data, atlas = tiny_atlas
+    p, g = atlas.points, atlas.grid
+    targets = icon_targets(p, g.vectors, "box", g)
+    assert atlas.member_cosine.shape == (len(g),) and np.isfinite(atlas.member_cosine).all()
+    layer = dict(net.named_modules())["relu2"]
+    for k in range(len(g)):
+        rows = np.unique(p.point_image[g.points_of(k)])
+        x = preprocess_fn(net)(torch.stack([data[int(i)] for i in p.image_index[rows]]))
+        held = {}
+        handle = layer.register_forward_hook(lambda m, i, o: held.__setitem__("h", o))
+        with torch.no_grad():
+            net(x)
+        handle.remove()
+        t = targets[k]
+        ys, xs = torch.nonzero(t.abs().sum(0) > 1e-6 * t.abs().max(), as_tuple=True)
+        box = (slice(None), slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+        cos = [torch.nn.functional.cosine_similarity(h[box].flatten(), t[box].flatten(), dim=0) for h in held["h"]]
+        assert atlas.member_cosine[k] == pytest.approx(float(np.median(torch.stack(cos).numpy())), rel=1e-4, abs=1e-6)
+    assert atlas.quality()["median_member_cosine"] == pytest.approx(float(np.median(atlas.member_cosine)))
 
 
 def test_plot_atlas_writes_png(tiny_atlas, tmp_path):

@@ -116,6 +116,9 @@ def test_atlas_verdict_needs_icons_that_reach_their_targets_beyond_their_spread(
     wide = bar + np.linspace(-0.3, 0.35, 21)  # median above the bar, but its interval straddles it
     found = atlas.icon_finding(wide)
     assert found.verdict == NOT_MEASURABLE and "inside the interval" in found.why and "bootstrap" in found.measured
+    controlled = atlas.icon_finding(tight(bar + 0.011), members=[0.3, 0.32, np.nan, 0.34])
+    assert controlled.verdict == REPRODUCED and "control: the cells' own images reach 0.320 (median over 3 cells" in \
+        controlled.measured and "control" not in atlas.icon_finding(tight(bar + 0.011)).measured
 
 
 def test_combination_verdict_needs_a_collapsed_quadrant():

@@ -24,7 +24,8 @@ function each, each returning a :class:`~lucent_inhibit.core.results.Result` (``
    every icon; icons are shown cut to the feature's receptive field (:func:`icon_crop`: the layer box's
    stride tiles, :func:`receptive_field_box`; on a vision transformer's token layer the targeted patches
    plus what attention mixes in, measured as the icons' input-gradient footprint, :mod:`.footprint`) and
-   enlarged (:meth:`AtlasIcons.crops`), with their RMS contrast stored.
+   enlarged (:meth:`AtlasIcons.crops`), with their RMS contrast stored. Control
+   (:func:`member_cosines`, :mod:`.control`): the same cosine for each cell's own dataset images.
 6. :func:`plot_atlas` (static PNG, :mod:`.figure`) and :func:`write_atlas_html` (one self-contained
    interactive page, :mod:`.html`): frames coloured by the icon's activation (or the cell's net attribution).
 
@@ -34,6 +35,7 @@ through :func:`lucent_inhibit.core.hooks.capture`, so the vectors, the render an
 same tensor for a layer name; a layer whose module runs more than once per forward pass is refused.
 """
 from .build import Atlas, AtlasConfig, build_atlas
+from .control import member_cosines
 from .figures import FRAMES, frame_values, plot_atlas
 from .footprint import FOOTPRINT_CROP, gradient_footprint, tile_box, token_crop
 from .html import atlas_html, write_atlas_html
@@ -49,6 +51,7 @@ __all__ = [
     "FRAMES", "ICON_TARGETS", "ICON_TRANSFORMS", "KINDS", "MIN_UMAP_POINTS", "MODES", "Selection", "atlas_html",
     "auto_grid_size", "build_atlas", "check_grid_size", "collect_vectors", "frame_values", "gradient_footprint",
     "grid_cells", "icon_crop", "icon_settings", "icon_targets", "layer_grid", "layer_map", "measure_icons",
+    "member_cosines",
     "normalize_layout", "plot_atlas", "project_layout", "read_layer", "receptive_field_box", "render_batch",
     "render_icons", "rms_contrast", "select_images", "selection_indices", "target_cosine", "tile_box", "token_crop",
     "write_atlas_html",

@@ -16,6 +16,7 @@ from ..attribution.totals import TENSION_SCORES
 from ..core.results import Result
 from ..core.settings import ICON_RENDER, PassSettings, RenderSettings, as_pass_settings, as_settings
 from ..core.validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_number
+from .control import member_cosines
 from .icons import ICON_TARGETS, AtlasIcons, render_icons
 from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
 from .selection import CRITERIA, Selection, select_images
@@ -111,12 +112,17 @@ class AtlasConfig:
 
 @dataclass
 class Atlas(Result):
-    """An attribution (or activation) atlas: stages 2-5 together. ``save(path)`` writes one ``.npz``."""
+    """An attribution (or activation) atlas: stages 2-5 together. ``save(path)`` writes one ``.npz``.
+
+    ``member_cosine`` (K,) float32, the icons' control: per cell, the median cosine of its own member images'
+    activation to the cell's target, measured as the icons' ``cosine`` is
+    (:func:`~lucent_inhibit.atlas.control.member_cosines`); None where not measured."""
 
     points: AtlasPoints
     layout: AtlasLayout
     grid: AtlasGrid
     icons: AtlasIcons
+    member_cosine: Optional[np.ndarray] = None
 
     def activation_by_sign(self) -> dict:
         """Mean feature activation of the icons of net-positive and of net-negative cells.
@@ -145,8 +151,10 @@ class Atlas(Result):
         spatial cosdot's cosine) and ``median_contrast`` (RMS contrast of the displayed crops)."""
         ic = self.icons
         contrast = ic.contrast if ic.contrast is not None else np.full(len(ic), np.nan)
+        members = self.member_cosine if self.member_cosine is not None else np.full(len(ic), np.nan)
         return {"occupancy": len(self.grid) / float(self.grid.size ** 2),
                 "median_points": float(np.median(self.grid.count)), "median_cosine": float(np.median(ic.cosine)),
+                "median_member_cosine": float(np.nanmedian(members)) if np.isfinite(members).any() else float("nan"),
                 "median_contrast": float(np.median(contrast))}
 
     def summary(self) -> dict:
@@ -228,4 +236,4 @@ def build_atlas(
     grid = grid_cells(points, layout, config.grid_size, config.min_points)
     icons = render_icons(model, points, grid, render, config.icon_batch_size, config.power, config.icon_target,
                          config.crop_size)
-    return Atlas(points, layout, grid, icons)
+    return Atlas(points, layout, grid, icons, member_cosines(model, dataset, points, grid, config.icon_target))

@@ -202,8 +202,8 @@ def describe(atlas, cfg: AtlasStageConfig) -> List[str]:
         f"{cfg.kind} atlas of {atlas.points.feature.name} at {atlas.points.layer}: {n_images} images, "
         f"{len(atlas.points)} points, {len(atlas.grid)} icons ({atlas.grid.size}x{atlas.grid.size} grid, "
         f"{q['occupancy']:.0%} occupied, median {q['median_points']:.0f} points per icon)",
-        f"  icons: median cosine to their targets {q['median_cosine']:.3f}, median RMS contrast of the "
-        f"receptive-field crops {q['median_contrast']:.3f}",
+        f"  icons: median cosine to their targets {q['median_cosine']:.3f} (the cells' own images: "
+        f"{q['median_member_cosine']:.3f}), median RMS contrast of the receptive-field crops {q['median_contrast']:.3f}",
         _crop_line(atlas),
         f"  icon activation: net-positive cells {_mean_of(s['positive_mean'], s['n_positive'])}, "
         f"net-negative cells {_mean_of(s['negative_mean'], s['n_negative'])}",
@@ -231,6 +231,8 @@ def section(runs, root: str):
                ("atlas icon crop", "x".join(str(v) for v in atlas.icons.params.get("crop_box_size", [])) + " px",
                 atlas.icons.params.get("crop_rule_text", "")),
                ("atlas: median icon cosine to its target", q["median_cosine"], ""),
+               ("atlas: median cosine of the cells' own images to the same target", q["median_member_cosine"],
+                "control for the icons' cosine"),
                ("atlas: median RMS contrast of the icon crops", q["median_contrast"], ""),
                ("atlas: mean icon activation, net-positive cells", s["positive_mean"], ""),
                ("atlas: mean icon activation, net-negative cells", s["negative_mean"],
