@@ -134,7 +134,10 @@ def test_combination_verdict_needs_a_collapsed_quadrant():
         {"++": 0.2, "-+": 0.9, "--": 1.0, "+-": 0.95}, {"++": 0.9, "-+": 0.9, "--": 0.2, "+-": 1.0},
         {"++": 0.6, "-+": 0.9, "--": 1.0, "+-": 0.95})]
     assert _verdicts(named) == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED]
-    assert "collapse is in quadrant ++, which reaches 0.90" in named[1].why and "weakest is --" in named[1].why
+    assert "quadrant ++, where the paper finds the collapse, reaches 0.90 of quadrant +-'s C; the weakest is -- " \
+        "(0.20 of +-'s)" in named[1].why
+    best = combinations.combination_finding({"++": 1.0, "-+": 0.9, "--": 0.2, "+-": 0.8}, expect="++")
+    assert "++, where the paper finds the collapse, is the best reached here" in best.why
     assert combinations.NAMED_COLLAPSE == {"anticorrelated": "++"}
 
 

@@ -41,9 +41,10 @@ def combination_finding(quadrants, pair: str = "", expect: Optional[str] = None)
     ratio = finite[worst] / finite[best]
     why = (f"quadrant {worst} reaches {ratio:.2f} of quadrant {best}'s C (bar: at most {COLLAPSE_FRACTION:g})")
     if expect is not None and worst != expect:
-        named = finite.get(expect, math.nan) / finite[best]
-        return Finding.judge(COMBINATION_CLAIM, measured, False, f"the paper's collapse is in quadrant {expect}, "
-                             f"which reaches {named:.2f} of quadrant {best}'s C; the weakest is {worst} ({ratio:.2f})")
+        named = ("is the best reached here" if expect == best else
+                 f"reaches {finite.get(expect, math.nan) / finite[best]:.2f} of quadrant {best}'s C")
+        return Finding.judge(COMBINATION_CLAIM, measured, False, f"quadrant {expect}, where the paper finds the "
+                             f"collapse, {named}; the weakest is {worst} ({ratio:.2f} of {best}'s)")
     return Finding.judge(COMBINATION_CLAIM, measured, ratio <= COLLAPSE_FRACTION,
                          why if ratio <= COLLAPSE_FRACTION else why + ": every combination was reached")
 
