@@ -146,3 +146,18 @@ def test_replay_agrees_with_ordinary_passes_on_channels_last_token_and_the_embed
         li.layer_census(model, data, [f], [attr], settings=run_settings, on_batch=reader)
         assert sorted(reader.outputs) == list(range(14))
         assert _replay_agrees(run, data, f, attr, np.array([0, 3, 5, 7]), reader.outputs)
+
+
+def test_replay_gathers_rows_as_new_tensors_keeping_channels_last_memory():
+    from lucent_inhibit.attribution.interventions import PrefixReplay
+
+    replay, rows = PrefixReplay(["a"]), torch.tensor([2, 0, 2])
+    for recorded in (torch.randn(3, 4, 5, 6), torch.randn(3, 4, 5, 6).contiguous(memory_format=torch.channels_last),
+                     torch.randn(3, 7, 4)):
+        assert replay.output(recorded) is recorded  # rows None: the recorded batch itself
+        replay.rows = rows
+        got = replay.output(recorded)
+        assert torch.equal(got, recorded[rows]) and got.data_ptr() != recorded.data_ptr()
+        channels_last = recorded.dim() == 4 and recorded.is_contiguous(memory_format=torch.channels_last)
+        assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+        replay.rows = None

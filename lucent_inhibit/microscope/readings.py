@@ -50,13 +50,16 @@ class CensusReadings:
 def recorded_outputs(model, x: torch.Tensor, indices: Sequence[int], layer: str, kept: Dict[int, torch.Tensor],
                      batch_size: int) -> torch.Tensor:
     """``layer``'s output (U, ...) on the model inputs ``x`` (U, ...) of the dataset images ``indices`` (U,), in
-    the model's own layout: the ``kept`` ones (dataset index -> output) as they are, the others computed
+    the model's own layout (a 4-D one in channels-last memory, as the census computed it): the ``kept`` ones
+    (dataset index -> output) as they are, the others computed
     (:func:`~lucent_inhibit.attribution.interventions.layer_outputs`, for those images only)."""
     missing = [k for k, i in enumerate(indices) if int(i) not in kept]
     fresh = layer_outputs(model, x[missing], layer, batch_size) if missing else None
     if fresh is not None and len(missing) == len(indices):
-        return fresh
-    rows = [kept.get(int(i)) for i in indices]
-    for k, row in zip(missing, [] if fresh is None else fresh):
-        rows[k] = row
-    return torch.stack(rows).to(x.device)
+        out = fresh
+    else:
+        rows = [kept.get(int(i)) for i in indices]
+        for k, row in zip(missing, [] if fresh is None else fresh):
+            rows[k] = row
+        out = torch.stack(rows).to(x.device)
+    return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
