@@ -244,6 +244,34 @@ def test_an_interrupted_build_resumes_from_its_checkpoints(data, tmp_path, monke
     np.testing.assert_allclose(resumed.inhibitor_effect, whole.inhibitor_effect, rtol=1e-5, atol=1e-6)
 
 
+def test_an_interrupted_build_keeps_its_finished_renders(data, tmp_path, monkeypatch):
+    """Renders are checkpointed per render: after an interruption in the second render the rerun renders only
+    what was not finished, and its visualizations equal an uninterrupted build's."""
+    import lucent_inhibit.microscope.visuals as visuals
+
+    real, calls = visuals.visualize_channels, []
+
+    def counted(*a, **kw):
+        calls.append(a[1])
+        if fail and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(visuals, "visualize_channels", counted)
+    kw = dict(visualize=True, render=RenderSettings(steps=3, size=16, model_size=32, lr=0.1), render_batch=4)
+    fail = True
+    with pytest.raises(KeyboardInterrupt):
+        _build(TinyConvNet().eval(), data, checkpoint=str(tmp_path), **kw)
+    fail, n_first = False, len(calls)
+    resumed = _build(TinyConvNet().eval(), data, checkpoint=str(tmp_path), **kw)
+    rerendered = len(calls) - n_first
+    calls.clear()
+    whole = _build(TinyConvNet().eval(), data, **kw)
+    assert rerendered == len(calls) - 1  # every render but the one finished before the interruption
+    np.testing.assert_array_equal(resumed.visuals, whole.visuals)
+    np.testing.assert_array_equal(resumed.visual_moved, whole.visual_moved)
+
+
 @pytest.mark.parametrize("budget", [0, 100_000])
 def test_what_is_read_off_the_census_equals_what_is_computed_without_it(data, monkeypatch, budget):
     """The channel means and attribution-layer outputs the microscope reads off its censuses give the same

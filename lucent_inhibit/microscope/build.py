@@ -131,7 +131,8 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
         n_channels: top inhibitory and excitatory channels kept per unit.
         position: where each unit is read (as for :func:`~lucent_inhibit.layer_census`).
         settings: the passes' :class:`~lucent_inhibit.core.settings.PassSettings` (None: the defaults).
-        checkpoint: a folder for the censuses' checkpoints: a rerun after an interruption resumes there.
+        checkpoint: a folder for the censuses' and the renders' checkpoints: a rerun after an interruption
+            resumes there.
         max_units: units per layer above which it refuses (a layer of thousands of units is a long pass).
         distinct: top images one per source image (the photo a bundled crop is cut from) while there are enough.
         visualize: render the feature visualization (Lucent's channel objective) of every unit and listed
@@ -161,7 +162,8 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
     cat, feats, index, census, means = _unit_parts(model, x, dataset, feature_layers, attrs, chosen, min(n_top, size),
                                                    n_channels, position, settings, checkpoint, sources)
     shown = _shown(model, dataset, feature_layers, attrs, chosen, cat, index, settings, sources,
-                   n_channel_images, visualize, render, render_batch, means)
+                   n_channel_images, visualize, render, render_batch, means,
+                   None if checkpoint is None else os.path.join(os.fspath(checkpoint), "renders"))
     inv = mti_inversions(model, dataset, feats, [attrs[i] for i in index], cat["tops"][:, 2],
                          min(inversions, cat["tops"].shape[-1]), render or MICROSCOPE_RENDER, THUMB, settings.progress)
     ids = np.unique(np.concatenate([cat["tops"].ravel(), shown["shown_tops"].ravel()]))
@@ -177,12 +179,12 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
 
 
 def _shown(model, dataset, layers, attrs, chosen, cat, index, settings, sources, k, visualize, render, batch,
-           means) -> dict:
+           means, folder) -> dict:
     """The shown channels (every unit, every listed channel) with their top images (``means``: the channel means
     read off the censuses) and visualizations."""
     listed = [np.concatenate([cat["inhibitors"][index == i], cat["exciters"][index == i]]) for i in range(len(attrs))]
     shown = shown_channels(layers, chosen, attrs, listed)
-    visuals, moved = (render_channels(model, shown, render, batch, settings.progress) if visualize
+    visuals, moved = (render_channels(model, shown, render, batch, settings.progress, folder) if visualize
                       else (np.zeros((0, 3, 1, 1), np.uint8), np.zeros(0, bool)))
     return {"shown_layers": np.asarray([l for l, _ in shown]), "shown_units": np.asarray([c for _, c in shown], np.int64),
             "shown_tops": top_images(model, dataset, shown, k, settings, sources, means), "visuals": visuals,

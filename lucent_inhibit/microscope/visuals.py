@@ -16,6 +16,8 @@ import torch
 from ..attribution.interventions import channel_means, model_inputs
 from ..attribution.passes import dataset_pass
 from ..attribution.totals import top_indices
+from ..core.checkpoints import checkpointed
+from ..core.distributed import digest
 from ..core.hooks import capture
 from ..core.layers import model_device
 from ..core.settings import MICROSCOPE_RENDER, PassSettings, RenderSettings, as_settings
@@ -70,10 +72,13 @@ def float32(model):
 
 
 def render_channels(model, shown: Sequence[Tuple[str, int]], render: Optional[RenderSettings], batch: int,
-                    progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                    progress: bool = False, checkpoint: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``(images (V, 3, S, S) uint8, moved (V,) bool)``: the feature visualization of every shown channel, in
     renders of up to ``batch`` channels of one layer each, in float32 (``render``: None is
-    :data:`~lucent_inhibit.core.settings.MICROSCOPE_RENDER`)."""
+    :data:`~lucent_inhibit.core.settings.MICROSCOPE_RENDER`). Each render is seeded by itself, so with a
+    ``checkpoint`` folder every finished render is saved there and a rerun of the same renders (same channels,
+    settings and model weights) after an interruption reuses them (:func:`~lucent_inhibit.core.checkpoints.
+    checkpointed`)."""
     from tqdm.auto import tqdm
 
     settings = as_settings(render if render is not None else MICROSCOPE_RENDER)
@@ -81,13 +86,22 @@ def render_channels(model, shown: Sequence[Tuple[str, int]], render: Optional[Re
     for i, (layer, _) in enumerate(shown):
         by_layer.setdefault(layer, []).append(i)
     chunks = [(layer, rows[s:s + batch]) for layer, rows in by_layer.items() for s in range(0, len(rows), batch)]
+    identity = {"shown": [[layer, int(c)] for layer, c in shown], "render": settings.describe(), "batch": batch,
+                "model": digest(model)}
+    with tqdm(total=len(chunks), desc="feature visualizations", disable=not progress) as bar:
+        def compute(c, rows):
+            with float32(model):
+                run = visualize_channels(model, chunks[c][0], [shown[i][1] for i in rows], settings,
+                                         f"feature visualizations of {chunks[c][0]}")
+            bar.update(1)
+            return {"pixels": (run.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+                    "moved": np.asarray(run.motion.moved, bool)}
+
+        parts = checkpointed(checkpoint, "microscope renders", identity, [np.asarray(r) for _, r in chunks], compute,
+                             skipped=lambda rows: bar.update(1))
     images: List[Optional[np.ndarray]] = [None] * len(shown)
     moved = np.zeros(len(shown), bool)
-    for layer, rows in tqdm(chunks, desc="feature visualizations", disable=not progress):
-        with float32(model):
-            run = visualize_channels(model, layer, [shown[i][1] for i in rows], settings,
-                                     f"feature visualizations of {layer}")
-        pixels = (run.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    for (_, rows), part in zip(chunks, parts):
         for r, i in enumerate(rows):
-            images[i], moved[i] = pixels[r], bool(run.motion.moved[r])
+            images[i], moved[i] = part["pixels"][r], bool(part["moved"][r])
     return np.stack(images), moved
