@@ -63,9 +63,10 @@ def removal_effects(run, images: torch.Tensor, feature: Feature, layer: str, cha
                     replay=None, rows=None) -> np.ndarray:
     """(m,) float64 mean change of ``feature`` over ``images`` (t, 3, H, W) when each of ``channels`` of ``layer``
     alone is set to zero, in blocks of one batch of about ``4 * run.batch_size`` images, ``16 *`` where only the
-    network from ``layer`` on runs (at least one removal, plus the unchanged images, per pass). Inside :func:`~lucent_inhibit.attribution.interventions.replayed_prefix`
-    (``replay``, with ``images`` its recorded ``rows``) only the network from ``layer`` on runs for them, and the
-    inputs are not read (a view of one image stands for them)."""
+    network from ``layer`` on runs (at least one removal, plus the unchanged images, per pass). Inside
+    :func:`~lucent_inhibit.attribution.interventions.replayed_prefix` (``replay``, with ``images`` its recorded
+    ``rows``) only the network from ``layer`` on runs for them, and the inputs are not read (a view of one image
+    stands for them)."""
     t, chans = len(images), [-1] + [int(c) for c in channels]  # -1: the unchanged images, f0
     replayed = replay is not None and replay.active
     per_pass, f = max(2, (16 if replayed else 4) * run.batch_size // max(t, 1)), []
