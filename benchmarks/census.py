@@ -82,12 +82,12 @@ def main():
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore")
 
-    from lucent_inhibit import Feature, efficientnet_lite0, layer_census, sample_crops, scan
+    from lucent_inhibit import Feature, PassSettings, efficientnet_lite0, layer_census, sample_crops, scan
 
     model = efficientnet_lite0()
     images = torch.stack(list(sample_crops(a.images, size=a.size, seed=0)))
     units = list(range(a.units))
-    common = dict(batch_size=a.batch_size, progress=False)
+    common = dict(settings=PassSettings(batch_size=a.batch_size, progress=False))
 
     def census(backward="auto"):
         return layer_census(model, images, LAYER, [ATTR], units=units, chunk_size=a.chunk_size, backward=backward,
