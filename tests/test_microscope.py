@@ -283,7 +283,13 @@ def test_what_is_read_off_the_census_equals_what_is_computed_without_it(data, mo
     monkeypatch.setattr(readings, "KEEP_BYTES", budget)
     monkeypatch.setattr(readings.CensusReadings.__init__, "__defaults__", (budget,))
     partial = _build(TinyConvNet().eval(), data)
-    monkeypatch.setattr(readings.CensusReadings, "__call__", lambda self, idx, acts: None)
+    import lucent_inhibit.microscope.build as build
+
+    class Deaf(readings.CensusReadings):  # the census's reader drops every batch (what it computes itself stays)
+        def __call__(self, indices, acts):
+            return None
+
+    monkeypatch.setattr(build, "CensusReadings", Deaf)
     fresh = _build(TinyConvNet().eval(), data)
     for got in (partial, fresh):
         for k in ("shown_tops", "inhibitors", "exciters"):
@@ -453,3 +459,14 @@ def test_cli_position_and_autocast(tmp_path):
     assert [f.position for f in scope.features] == ["mean"] * 4
     assert scope.info["autocast_check"]["dtype"] == "bfloat16" and scope.info["autocast_check"]["tolerance"] == 0.02
     assert len(os.listdir(tmp_path / "visuals" / "conv3")) == 4
+
+
+def test_recorded_rows_are_stacked_in_the_memory_order_they_were_computed_in():
+    from lucent_inhibit.microscope.readings import stack_as_computed
+
+    maps = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)  # as the census computes a map
+    nhwc, tokens = torch.randn(4, 5, 5, 8), torch.randn(4, 17, 6)  # a channels-last layer's raw output; tokens
+    for batch, channels_last in ((maps, True), (nhwc, False), (tokens, False)):
+        got = stack_as_computed([batch[i] for i in (2, 0, 3)])
+        assert torch.equal(got, batch[[2, 0, 3]])
+        assert got.is_contiguous(memory_format=torch.channels_last) if channels_last else got.is_contiguous()

@@ -110,9 +110,9 @@ class PrefixReplay:
         return bool(self.modules)
 
     def placeholder(self, one: torch.Tensor) -> torch.Tensor:
-        """``one``, a module's output on one image, as a view: what the code between the placeholders and the
-        layer computes on (one image, not the pass's batch: its result is never read)."""
-        return one.view(one.shape)
+        """``one``, a module's output on one image: what the code between the placeholders and the layer computes
+        on (one image, not the pass's batch: its result is never read)."""
+        return one
 
 
 def _record_prefix(model, x: torch.Tensor, layer: str):

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..attribution.interventions import channel_means, model_inputs
+from ..attribution.interventions import model_inputs
 from ..attribution.passes import dataset_pass
 from ..attribution.totals import top_indices
 from ..core.checkpoints import checkpointed
@@ -22,6 +22,7 @@ from ..core.hooks import capture
 from ..core.layers import model_device
 from ..core.settings import MICROSCOPE_RENDER, PassSettings, RenderSettings, as_settings
 from ..synthesis.channels import visualize_channels
+from .readings import CensusReadings
 
 
 def shown_channels(layers: Sequence[str], units: Sequence[Sequence[int]], attrs: Sequence[str],
@@ -55,14 +56,15 @@ def top_images(model, dataset, shown: Sequence[Tuple[str, int]], k: int, setting
 
 
 def _fill_means(run, layers: Sequence[str], indices: Sequence[int], known: Dict[str, Dict[int, np.ndarray]]) -> None:
-    """Add the mean activation per channel of ``layers`` on the dataset images ``indices`` to ``known``."""
+    """Add the mean activation per channel of ``layers`` on the dataset images ``indices`` to ``known``, read as
+    the census's batches are (:class:`~lucent_inhibit.microscope.readings.CensusReadings`, keeping no outputs)."""
+    reader = CensusReadings("", None, budget=0)
     with run.evaluating(), run.bar(len(indices), f"channel means of {len(layers)} layers") as bar, torch.no_grad():
         for idx, images in run.batches(indices):
-            acts = capture(run.model, model_inputs(run, images), layers)
-            for layer in layers:
-                known[layer].update(zip((int(i) for i in idx), channel_means(acts[layer].float()).cpu().numpy()
-                                        .astype(np.float64)))
+            reader(idx, capture(run.model, model_inputs(run, images), layers))
             bar.update(len(images))
+    for layer in layers:
+        known[layer].update(reader.means[layer])
 
 
 def float32(model):
