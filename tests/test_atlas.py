@@ -385,6 +385,31 @@ def test_member_cosine_is_each_cells_own_images_measured_as_the_icons(tiny_atlas
     assert atlas.quality()["median_member_cosine"] == pytest.approx(float(np.median(atlas.member_cosine)))
 
 
+def test_member_cosine_of_a_centre_target_reads_each_point_at_its_own_position(tiny_atlas):
+    """A position-mode cell's vector rendered at the box centre: each member point is measured where its vector
+    was read (its own (y, x)), not at the centre; checked by hand on the raw layer for every cell."""
+    from lucent_inhibit.atlas.control import member_cosines
+    from lucent_inhibit.core.preparation import preprocess_fn
+
+    net, data, atlas = tiny_atlas
+    p, g = atlas.points, atlas.grid
+    got = member_cosines(net, data, p, g, "center", batch_size=7)
+    layer = dict(net.named_modules())["relu2"]
+    held = {}
+    handle = layer.register_forward_hook(lambda m, i, o: held.__setitem__("h", o))
+    with torch.no_grad():
+        net(preprocess_fn(net)(torch.stack([data[int(i)] for i in p.image_index])))
+    handle.remove()
+    for k in range(len(g)):
+        v = torch.from_numpy(np.abs(g.vectors[k]))
+        cos = [torch.nn.functional.cosine_similarity(held["h"][p.point_image[i], :, p.point_position[i][0],
+                                                                p.point_position[i][1]], v, dim=0)
+               for i in g.points_of(k)]
+        assert got[k] == pytest.approx(float(np.median(torch.stack(cos).numpy())), rel=1e-4, abs=1e-6)
+    # the points come from several positions, so reading the centre instead would fail the check above
+    assert len({tuple(int(c) for c in yx) for yx in p.point_position}) > 1
+
+
 def test_plot_atlas_writes_png(tiny_atlas, tmp_path):
     from PIL import Image
 
