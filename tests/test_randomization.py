@@ -201,6 +201,23 @@ def test_the_rule_has_both_verdicts_and_a_bootstrap_guard():
     assert math.isclose(spearman([1, 2, 3, 4], [10, 20, 30, 40]), 1.0) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
+def test_partial_rank_correlation_removes_what_a_shared_magnitude_explains():
+    """Two rankings that agree only through a shared magnitude: high Spearman rho, partial rho near 0 given the
+    magnitude; the partial rho equals the textbook formula on the ranks' Pearson correlations."""
+    rng = np.random.default_rng(1)
+    m = rng.normal(size=2000)
+    a, b = m + 0.5 * rng.normal(size=2000), m + 0.5 * rng.normal(size=2000)
+    assert spearman(a, b) > 0.7 and abs(rule.partial_spearman(a, b, m)) < 0.06
+    e = rng.normal(size=2000)
+    assert rule.partial_spearman(m + e, m + e + 0.01 * rng.normal(size=2000), m) > 0.99
+    r_ab, r_am, r_bm = spearman(a, b), spearman(a, m), spearman(b, m)
+    textbook = (r_ab - r_am * r_bm) / math.sqrt((1 - r_am ** 2) * (1 - r_bm ** 2))
+    assert rule.partial_spearman(a, b, m) == pytest.approx(textbook, abs=1e-9)
+    assert math.isnan(rule.partial_spearman(m, m, m))
+    text = rule.weight_dependence_finding(a, b, "head", 1, magnitude=m).measured
+    assert f"partial rho with the re-initialised tension given the total {rule.partial_spearman(a, b, m):.3f}" in text
+
+
 # ------------------------------------------------------------------------------------------------
 # the embedded model
 # ------------------------------------------------------------------------------------------------
@@ -224,6 +241,11 @@ def test_embedded_model_cascade(lite0, one_thread, capsys):
     assert rho[1] > 0.5 and rho[2] <= 0.5
     tension, dictionary = li.findings.judge(res)
     assert tension.verdict in (NOT_REPRODUCED, NOT_MEASURABLE) and dictionary.verdict == REPRODUCED, dictionary
+    # the control: what survives at step 1 is the images' total attribution, which the re-initialised tension follows
+    total = res.pos[1] + res.neg[1]
+    assert spearman(res.tension()[1], total) > 0.8, tension.measured
+    assert rule.partial_spearman(res.tension()[0], res.tension()[1], total) < 0.3, tension.measured
+    assert "control: the re-initialised tension follows the images' total |S|" in tension.measured
 
 
 # ------------------------------------------------------------------------------------------------

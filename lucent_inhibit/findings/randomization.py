@@ -47,15 +47,48 @@ def _interval(trained: np.ndarray, randomized: np.ndarray):
     return rho, lo, hi
 
 
+def partial_spearman(a, b, given) -> float:
+    """Partial Spearman rank correlation of ``a`` and ``b`` (n,) given ``given`` (n,): the Pearson correlation of
+    their ranks after each is regressed (least squares) on the ranks of ``given``; NaN when undefined."""
+    from ..causal.randomization import ranks
+
+    x = ranks(np.asarray(given, np.float64).ravel())
+    res = []
+    for y in (a, b):
+        y = ranks(np.asarray(y, np.float64).ravel())
+        design = np.stack([x, np.ones_like(x)], 1)
+        res.append(y - design @ np.linalg.lstsq(design, y, rcond=None)[0])
+    den = float(np.linalg.norm(res[0]) * np.linalg.norm(res[1]))
+    return float(res[0] @ res[1]) / den if den > 1e-12 * res[0].size else math.nan
+
+
+def _magnitude_text(t0: np.ndarray, t1: np.ndarray, magnitude) -> str:
+    """The control of the tension ranking: how much of it the randomized model's total attribution explains.
+
+    With random weights after the attribution layer, ``P`` and ``N`` both grow with how strongly an image drives
+    that layer, so the randomized tension follows the images' total ``|S| = P + N``; so does part of the trained
+    tension. The partial rank correlation given that total is what the two rankings share beyond it."""
+    if magnitude is None:
+        return ""
+    from ..causal.randomization import spearman
+
+    m = np.asarray(magnitude, np.float64).ravel()
+    return (f"; control: the re-initialised tension follows the images' total |S| (rho {spearman(t1, m):.3f}), "
+            f"the trained tension's rho with that total is {spearman(t0, m):.3f}, and its partial rho with the "
+            f"re-initialised tension given the total {partial_spearman(t0, t1, m):.3f}")
+
+
 def weight_dependence_finding(trained, randomized, label: str, step: int, curve: Optional[Sequence[float]] = None,
-                              steps: Optional[Sequence[str]] = None) -> Finding:
+                              steps: Optional[Sequence[str]] = None, magnitude=None) -> Finding:
     """The :class:`~lucent_inhibit.findings.verdicts.Finding` of the randomization claim from the images' tension
     (n,) on the trained model (``trained``) and at cascade step ``step`` (``randomized``), the first step with
     every weight between the attribution layer and the feature re-initialised (``label``; ``step`` < 0: no such
     step). Reproduced when the 90% bootstrap interval of Spearman's rho lies at or below
     :data:`MAX_TENSION_CORRELATION` (also when the randomized model's tension is constant: no ranking left), not
     reproduced when it lies above it, not measurable when the bar lies inside it: which images are tense then follows from the architecture and the weights before the attribution layer.
-    ``curve`` (rho per step) and ``steps`` (their labels) add where the cascade first falls below the bar."""
+    ``curve`` (rho per step) and ``steps`` (their labels) add where the cascade first falls below the bar;
+    ``magnitude`` (n,), the images' total attribution ``P + N`` at that step, adds the control of
+    :func:`_magnitude_text` (the verdict does not use it)."""
     bar = MAX_TENSION_CORRELATION
     if step < 0:
         return Finding.judge(RANDOMIZATION_CLAIM, "no cascade step re-initialised every weight between the attribution "
@@ -70,7 +103,8 @@ def weight_dependence_finding(trained, randomized, label: str, step: int, curve:
                              f"{step})", True, "the randomized model ranks no image above another")
     rho, lo, hi = _interval(t0, t1)
     measured = (f"Spearman rho of the tension of {t0.size} images with the trained model's {rho:.3f} (90% bootstrap "
-                f"interval {lo:.3f} to {hi:.3f}) once {label} is re-initialised (step {step})" + _first_below(curve, steps))
+                f"interval {lo:.3f} to {hi:.3f}) once {label} is re-initialised (step {step})" + _first_below(curve, steps)
+                + _magnitude_text(t0, t1, magnitude))
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= bar < hi:
         return Finding.judge(RANDOMIZATION_CLAIM, measured, None, f"the bar {bar:g} lies inside the interval: too few "
                              "images to tell (use more)")
@@ -98,7 +132,8 @@ def randomization_finding(result) -> Finding:
     """:func:`weight_dependence_finding` of a :class:`~lucent_inhibit.RandomizationCascade`."""
     t, step = result.tension(), int(result.between)
     return weight_dependence_finding(t[0], t[step] if step >= 0 else t[0], result.steps[step] if step >= 0 else "",
-                                     step, result.tension_correlation(), result.steps)
+                                     step, result.tension_correlation(), result.steps,
+                                     result.pos[step] + result.neg[step] if step >= 0 else None)
 
 
 def dictionary_finding(result) -> Finding:
