@@ -13,16 +13,18 @@ from torch import nn
 
 import lucent_inhibit as li
 from lucent_inhibit import Feature, inhibitor_dictionary, scan
+from lucent_inhibit.core.preparation import preprocess_fn
 from lucent_inhibit.core.settings import PassSettings, RenderSettings
 from lucent_inhibit.core.validate import InputError
 from lucent_inhibit.microscope import Microscope, microscope, write_microscope_site
+from lucent_inhibit.microscope.build import check_render_inputs
 from lucent_inhibit.microscope.site import unit_path
 
 from conftest import TinyConvNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYERS, ATTRS = ["conv3", "relu2"], ["relu2", "relu1"]
-SETTINGS = PassSettings(batch_size=5, progress=False, preprocess=False)
+SETTINGS = PassSettings(batch_size=5, progress=False)
 RENDER = RenderSettings(steps=24, size=16, model_size=32, lr=0.1)
 
 
@@ -116,7 +118,7 @@ def test_removal_effects_are_each_channel_set_to_zero_on_the_mtis(scope, data):
             g = dict(net.named_modules())[f.layer].register_forward_hook(lambda m, i, o: act.__setitem__("o", o))
             try:
                 with torch.no_grad():
-                    net(mtis)
+                    net(preprocess_fn(net)(mtis))  # as the passes feed it (PassSettings.preprocess)
             finally:
                 h.remove(), g.remove()
             o = act["o"]
@@ -144,7 +146,7 @@ def test_every_unit_and_listed_channel_is_shown_once_with_its_top_images_and_vis
         acts = {}
         h = dict(net.named_modules())[layer].register_forward_hook(lambda m, i, o: acts.__setitem__("o", o))
         with torch.no_grad():
-            net(data)
+            net(preprocess_fn(net)(data))
         h.remove()
         o = acts["o"]
         means = (o.flatten(2).mean(2) if o.dim() == 4 else o)[:, c].numpy()
@@ -470,3 +472,18 @@ def test_recorded_rows_are_stacked_in_the_memory_order_they_were_computed_in():
         got = stack_as_computed([batch[i] for i in (2, 0, 3)])
         assert torch.equal(got, batch[[2, 0, 3]])
         assert got.is_contiguous(memory_format=torch.channels_last) if channels_last else got.is_contiguous()
+
+
+def test_renders_with_unnormalised_passes_are_refused_or_flagged(data):
+    """Renders go through the model's input normalisation; a census with preprocess=False does not: inversions
+    (which start from the MTIs as [0, 1] images) are refused before any pass, visualizations are flagged."""
+    raw = PassSettings(batch_size=5, progress=False, preprocess=False)
+    with pytest.raises(InputError, match=r"inversions=2 needs PassSettings\(preprocess=True\)"):
+        microscope(TinyConvNet().eval(), data, layers=["conv3"], attr_layer=["relu2"], settings=raw, inversions=2,
+                   visualize=False)
+    with pytest.warns(UserWarning, match="feature visualizations render through the model's input normalisation"):
+        check_render_inputs(raw, visualize=True, inversions=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_render_inputs(raw, visualize=False, inversions=0)
+        check_render_inputs(SETTINGS, visualize=True, inversions=3)

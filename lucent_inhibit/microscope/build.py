@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -110,6 +111,23 @@ def thumbnails(dataset, ids: np.ndarray, side: int = THUMB) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 3, side, side), np.uint8)
 
 
+def check_render_inputs(settings: PassSettings, visualize: bool, inversions: int) -> None:
+    """Renders (Lucent's ``render_vis``) feed the model through its input normalisation; passes with
+    ``preprocess=False`` do not. An inversion starts from an MTI read as a [0, 1] image, so with
+    ``preprocess=False`` it would explain another input than the census ranked: ``InputError``. The feature
+    visualizations need no dataset image, but are only right for a model that expects normalised inputs: a warning."""
+    if settings.preprocess:
+        return
+    if inversions:
+        raise InputError(f"inversions={inversions} needs PassSettings(preprocess=True): the inversions read each MTI "
+                         "as a [0, 1] image and render it through the model's input normalisation, which the census "
+                         "with preprocess=False did not apply; pass inversions=0")
+    if visualize:
+        warnings.warn("the feature visualizations render through the model's input normalisation (Lucent's "
+                      "render_vis), while the census read the images with preprocess=False: they are right only for "
+                      "a model that expects normalised inputs", UserWarning, stacklevel=3)
+
+
 def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Sequence[int]] = None, attr_layer=None,
                      n_top: int = 8, n_channels: int = 5, position="center", settings: Optional[PassSettings] = None,
                      checkpoint: Optional[str] = None, max_units: int = MAX_UNITS, distinct: bool = True,
@@ -152,6 +170,7 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
     max_units, render_batch = check_int("max_units", max_units, low=1), check_int("render_batch", render_batch, low=1)
     n_channel_images, visualize = check_int("n_channel_images", n_channel_images, low=1), check_flag("visualize", visualize)
     inversions = check_int("inversions", inversions, low=0)
+    check_render_inputs(settings, visualize, inversions)
     x = load_batch(dataset, [0]).to(model_device(model))
     feature_layers, attrs = resolve_layers(model, layers, attr_layer, int(x.shape[-1]))
     chosen = [check_units(model, x, l, a, units, max_units) for l, a in zip(feature_layers, attrs)]
