@@ -303,6 +303,24 @@ def test_batched_render_matches_separate_renders_in_quality(tiny_atlas):
     assert abs(float(one.cosine.mean()) - float(atlas.icons.cosine.mean())) < 0.1
 
 
+def test_zoom_crops_render_centre_targets_from_many_crops_per_step(tiny_atlas):
+    """MaCo's many crops per step, kept aligned with a centre target: the icons still reach their targets (as
+    far as the plain render), the setting is recorded, and targets a zoom would move are refused before any render."""
+    net, data, atlas = tiny_atlas
+    settings = RenderSettings(steps=24, transforms=(), seed=0)
+    plain = render_icons(net, atlas.points, atlas.grid, settings, icon_target="center")
+    zoomed = render_icons(net, atlas.points, atlas.grid, settings, icon_target="center", zoom_crops=3)
+    assert zoomed.params["zoom_crops"] == 3 and plain.params["zoom_crops"] == 0
+    assert not np.array_equal(zoomed.images, plain.images)
+    assert float(np.median(zoomed.cosine)) > float(np.median(plain.cosine)) - 0.15
+    for target in ("box", "positions"):
+        with pytest.raises(ValueError, match="zoom_crops=2 needs icon_target='center'"):
+            render_icons(net, atlas.points, atlas.grid, settings, icon_target=target, zoom_crops=2)
+    with pytest.raises(ValueError, match="AtlasConfig.zoom_crops=2 needs icon_target='center'"):
+        AtlasConfig(zoom_crops=2)
+    assert AtlasConfig(zoom_crops=2, icon_target="center").zoom_crops == 2
+
+
 def test_icon_targets_abs_for_attribution_and_centre_mode(tiny_atlas):
     net, data, atlas = tiny_atlas
     p = atlas.points
@@ -361,7 +379,7 @@ def test_atlas_save_load_roundtrip(tiny_atlas, tmp_path):
 def test_member_cosine_is_each_cells_own_images_measured_as_the_icons(tiny_atlas):
     """The icons' control: per cell, the median over its member images of their activation's cosine to the cell's
     target, inside the target's crop box; checked by hand on the raw layer for every cell."""
-    from lucent_inhibit.atlas.icons import icon_targets
+    from lucent_inhibit.atlas.targets import icon_targets
     from lucent_inhibit.core.preparation import preprocess_fn
 
     net, data, atlas = tiny_atlas

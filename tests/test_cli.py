@@ -106,6 +106,8 @@ def test_a_bad_value_is_one_line_naming_the_flag(stage, flag, tmp_path, capsys):
     (["invert", "--lr", "-1"], "--lr"),
     (["tense", "--size", "4"], "--size"),
     (["atlas", "--icon-target", "positions"], "--icon-target"),
+    (["atlas", "--zoom-crops", "4"], "--zoom-crops 4 needs --icon-target center"),
+    (["atlas", "--zoom-crops", "-1", "--icon-target", "center"], "--zoom-crops"),
     (["atlas", "--top-abs", "-1"], "--top-abs"),
     (["combos", "--n-angles", "4"], "--n-angles"),
     (["combos", "--units", "3", "3"], "--units"),

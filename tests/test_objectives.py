@@ -178,3 +178,15 @@ def test_real_tense_fast_equals_exact_through_relu6_blocks(lite0):
     rel = float((g_fast - g_exact).norm() / g_exact.norm())
     print(f"lite0 blocks_5_0/blocks_4_2: relative difference fast vs exact image gradient {rel:.2e}")
     assert g_exact.norm() > 0 and rel < 1e-4
+
+
+def test_spatial_cosdot_on_crop_major_batches_averages_each_targets_crops():
+    """A transform that crops n times per step (box_crop, zoom_crops) hands the objective n * B rows, crop-major:
+    row i is judged against target i % B, and the loss is the mean over every row."""
+    g = torch.Generator().manual_seed(0)
+    t, h = torch.rand(3, 4, 5, 5, generator=g), torch.rand(6, 4, 5, 5, generator=g)
+    obj = O.spatial_cosdot("l", t, power=2, crop=None)
+    per = [float(O.spatial_cosdot("l", t[i % 3], power=2, crop=None)(lambda name, r=h[i:i + 1]: r)) for i in range(6)]
+    assert float(obj(lambda name: h)) == pytest.approx(np.mean(per), rel=1e-6)
+    with pytest.raises(ValueError, match="3 target maps for a batch of 4 images"):
+        obj(lambda name: h[:4])

@@ -261,3 +261,27 @@ def test_transform_arguments_are_validated():
         TR.box_crop(n_crops=10 ** 12)
     with pytest.raises(ValueError, match="max_shift must be <= 4096"):
         TR.shift(10 ** 9)
+
+
+def test_zoom_crops_keep_their_point_in_place_and_are_crop_major():
+    """Each crop is a zoom about ``about``: a ramp image (100 per row, 1 per column) keeps its value at that pixel
+    to within a pixel and a half (the box's rounding) while its corner moves by rows; the output is (n_crops * B)
+    rows, crop c of every image together."""
+    h = w = 64
+    ramp = torch.arange(h, dtype=torch.float32)[:, None] * 100 + torch.arange(w, dtype=torch.float32)[None]
+    x = torch.stack([ramp, ramp, ramp])[None].repeat(2, 1, 1, 1)
+    x[1] *= 3  # the two images differ: crop-major order is checked by their scale
+    about = (0.25, 0.75)
+    out = TR.zoom_crops(about, n_crops=5, min_zoom=0.5, max_zoom=0.8, noise=0.0,
+                        generator=torch.Generator().manual_seed(0))(x)
+    assert out.shape == (10, 3, h, w)
+    py, px = int(about[0] * h), int(about[1] * w)
+    for c in range(5):
+        for b, scale in ((0, 1), (1, 3)):
+            row = out[c * 2 + b, 0]
+            assert abs(float(row[py, px]) - float(x[b, 0, py, px])) <= 1.5 * 101 * scale
+            assert float(row[0, 0]) - float(x[b, 0, 0, 0]) > 250 * scale  # the corner moved: a real zoom
+    with pytest.raises(ValueError, match="zooms must satisfy"):
+        TR.zoom_crops(min_zoom=0.9, max_zoom=0.5)
+    with pytest.raises(ValueError, match="about"):
+        TR.zoom_crops(about=(1.5, 0.5))

@@ -39,11 +39,12 @@ from .control import member_cosines
 from .figures import FRAMES, frame_values, plot_atlas
 from .footprint import FOOTPRINT_CROP, gradient_footprint, tile_box, token_crop
 from .html import atlas_html, write_atlas_html
-from .icons import (ICON_TARGETS, ICON_TRANSFORMS, AtlasIcons, icon_crop, icon_settings, icon_targets, measure_icons,
-                    receptive_field_box, render_batch, render_icons, rms_contrast, target_cosine)
+from .icons import (ICON_TRANSFORMS, AtlasIcons, icon_crop, icon_settings, measure_icons, receptive_field_box,
+                    render_batch, render_icons, rms_contrast)
 from .layout import (MIN_UMAP_POINTS, AtlasGrid, AtlasLayout, auto_grid_size, check_grid_size, grid_cells,
                      normalize_layout, project_layout)
 from .selection import CRITERIA, Selection, select_images
+from .targets import ICON_TARGETS, icon_targets, target_cosine, zoom_transform
 from .vectors import KINDS, MODES, AtlasPoints, collect_vectors, layer_grid, layer_map, read_layer, selection_indices
 
 __all__ = [
@@ -54,5 +55,5 @@ __all__ = [
     "member_cosines",
     "normalize_layout", "plot_atlas", "project_layout", "read_layer", "receptive_field_box", "render_batch",
     "render_icons", "rms_contrast", "select_images", "selection_indices", "target_cosine", "tile_box", "token_crop",
-    "write_atlas_html",
+    "write_atlas_html", "zoom_transform",
 ]

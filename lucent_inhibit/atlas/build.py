@@ -17,10 +17,11 @@ from ..core.results import Result
 from ..core.settings import ICON_RENDER, PassSettings, RenderSettings, as_pass_settings, as_settings
 from ..core.validate import MAX_MIN_DIST, MAX_POWER, check_choice, check_int, check_number
 from .control import member_cosines
-from .icons import ICON_TARGETS, AtlasIcons, render_icons
+from .icons import AtlasIcons, render_icons
 from .layout import AtlasGrid, AtlasLayout, grid_cells, project_layout
 from .selection import CRITERIA, Selection, select_images
 from .spool import MAP_BUDGET
+from .targets import ICON_TARGETS
 from .vectors import KINDS, MODES, AtlasPoints, check_crop, collect_vectors
 
 
@@ -56,7 +57,9 @@ class AtlasConfig:
     paper 004's combination plots: on the demo's atlas it raised the median icon cosine to its target from
     0.50 to 0.53 over 2) and
     ``icon_batch_size`` (icons per ``render_vis`` call) and ``crop_size`` (pixels of the displayed
-    receptive-field crop of each icon, :meth:`AtlasIcons.crops`).
+    receptive-field crop of each icon, :meth:`AtlasIcons.crops`), ``zoom_crops`` (random zooms per step about
+    a ``"center"`` target, MaCo's many crops; 0: none, the default: on the demo's cells they lowered the median
+    cosine, BENCHMARKS.md "atlas icons").
     """
 
     kind: str = "attribution"
@@ -82,6 +85,7 @@ class AtlasConfig:
     power: float = 4.0
     icon_batch_size: int = 64
     crop_size: int = 128
+    zoom_crops: int = 0
 
     def __post_init__(self):
         for name, choices in (("kind", KINDS), ("mode", MODES), ("method", METHODS), ("score", TENSION_SCORES),
@@ -89,7 +93,7 @@ class AtlasConfig:
             check_choice(f"AtlasConfig.{name}", getattr(self, name), choices)
         check_crop(self.crop, "AtlasConfig.crop")
         lows = (("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0), ("min_points", 1),
-                ("icon_batch_size", 1), ("crop_size", 8), ("memory_budget", 0)) + tuple((c, 0) for c in CRITERIA)
+                ("icon_batch_size", 1), ("crop_size", 8), ("memory_budget", 0), ("zoom_crops", 0)) + tuple((c, 0) for c in CRITERIA)
         for name, low in lows:
             check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):
@@ -100,6 +104,9 @@ class AtlasConfig:
         _check_clip(self.clip)
         if self.icon_target == "positions" and self.mode != "position":
             raise ValueError(f"AtlasConfig.icon_target='positions' needs mode='position', got mode={self.mode!r}")
+        if self.zoom_crops and self.icon_target != "center":
+            raise ValueError(f"AtlasConfig.zoom_crops={self.zoom_crops} needs icon_target='center', got "
+                             f"{self.icon_target!r}")
 
     def replace(self, **changes) -> "AtlasConfig":
         """A copy with some fields changed (validated again)."""
@@ -235,5 +242,5 @@ def build_atlas(
                             seed=config.umap_seed)
     grid = grid_cells(points, layout, config.grid_size, config.min_points)
     icons = render_icons(model, points, grid, render, config.icon_batch_size, config.power, config.icon_target,
-                         config.crop_size)
+                         config.crop_size, config.zoom_crops)
     return Atlas(points, layout, grid, icons, member_cosines(model, dataset, points, grid, config.icon_target))

@@ -1,6 +1,6 @@
 """The control of the atlas icons' cosines: how close the cell's own images come to the cell's target.
 
-An icon's cosine (:func:`~lucent_inhibit.atlas.icons.target_cosine`) compares the layer's *activation* on the
+An icon's cosine (:func:`~lucent_inhibit.atlas.targets.target_cosine`) compares the layer's *activation* on the
 icon with the cell's target, built from averaged *attribution* vectors (their absolute value, SPEC 2.6). Even
 the dataset images whose vectors formed the cell do not have activations parallel to that target, so a bar
 on the icons' cosine means little without the same number for them. :func:`member_cosines` measures it in
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.datasets import load_batch
-from .icons import icon_targets, target_cosine
+from .targets import icon_targets, target_cosine
 from .layout import AtlasGrid
 from .vectors import AtlasPoints, layer_map, read_layer
 
@@ -55,7 +55,7 @@ def member_cosines(model: nn.Module, dataset, points: AtlasPoints, grid: AtlasGr
                    batch_size: int = 64) -> np.ndarray:
     """(K,) float32: for each cell of ``grid``, the median over its member images (the dataset images of its
     points) of the cosine between the image's activation at ``points.layer`` and the cell's target
-    (:func:`~lucent_inhibit.atlas.icons.icon_targets` with ``icon_target``, as the icons were rendered towards).
+    (:func:`~lucent_inhibit.atlas.targets.icon_targets` with ``icon_target``, as the icons were rendered towards).
     A ``"center"`` target in position mode: the median over its member points, each at its own position."""
     targets = icon_targets(points, grid.vectors, icon_target, grid)
     own = _at_own_position(points, icon_target)

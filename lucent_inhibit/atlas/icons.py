@@ -1,6 +1,6 @@
 """Stage 5 of the atlas: one icon per grid cell, rendered in batches and measured (Carter et al. 2019).
 
-Icon targets. A cell's averaged vector ``v`` is a C-vector. It becomes a (C, H, W) target at layer
+Icon targets (:mod:`.targets`). A cell's averaged vector ``v`` is a C-vector. It becomes a (C, H, W) target at layer
 ``l`` by broadcasting ``v`` over the receptive-field box the vectors were taken from, zero outside
 (``icon_target="box"``, the default), by placing it at the box's centre position only
 (``icon_target="center"``, the activation-atlas convention), or, in position mode, by averaging the
@@ -41,17 +41,15 @@ from ..synthesis.param import build as build_param
 from .footprint import tile_box, tile_info, token_crop
 from .layout import AtlasGrid
 from .spool import check_icon_memory
+from .targets import ICON_TARGETS, TARGET_CROP, icon_targets, target_cosine, zoom_transform
 from .vectors import AtlasPoints, Box, layer_grid, layer_map, read_layer, to_uint8
 
-ICON_TARGETS = ("box", "center", "positions")
 #: The parameterization of atlas icons when ``RenderSettings.param`` is None: Lucent's ``param.image``.
 ICON_PARAM = "lucent"
 #: The transforms of atlas icons when ``RenderSettings.transforms`` is None: none. The icon targets are maps
 #: at fixed layer positions, so jitter, scaling and rotation (Lucent's standard transforms) move the
 #: image against its target; measured on the demo's atlas they cost about 0.1 of the median cosine.
 ICON_TRANSFORMS = ()
-#: Crop threshold of the icons' spatial cosdot: each target's bounding box of nonzero positions.
-TARGET_CROP = 1e-6
 
 
 @dataclass
@@ -171,50 +169,6 @@ def rms_contrast(crops: np.ndarray) -> np.ndarray:
     return lum.reshape(lum.shape[0], -1).std(1).astype(np.float32)
 
 
-def _positions_targets(points: AtlasPoints, grid: Optional[AtlasGrid]) -> torch.Tensor:
-    if grid is None or points.mode != "position" or len(points.map_shape) == 1:
-        raise ValueError("icon_target='positions' needs position-mode points on a spatial layer and the grid")
-    c, h, w = points.map_shape
-    t = torch.zeros(len(grid), c, h, w)
-    v = torch.as_tensor(np.asarray(points.vectors, np.float32))
-    if points.vector_kind == "attribution":
-        v = v.abs()
-    pos = torch.as_tensor(np.asarray(points.point_position, np.int64))
-    for k in range(len(grid)):
-        ids = torch.as_tensor(grid.points_of(k), dtype=torch.long)
-        t[k].index_put_((torch.arange(c)[:, None], pos[ids, 0][None], pos[ids, 1][None]), v[ids].T, accumulate=True)
-        t[k] /= ids.numel()
-    return t
-
-
-def icon_targets(points: AtlasPoints, vectors: np.ndarray, icon_target: str = "box",
-                 grid: Optional[AtlasGrid] = None) -> torch.Tensor:
-    """Render targets for averaged vectors (K, C): (K, C, H, W) maps at the atlas layer, or (K, C) for a
-    linear layer. Attribution vectors enter as their absolute value (SPEC 2.6); activation vectors as they are.
-
-    ``icon_target="box"`` broadcasts each vector over the receptive-field box (zero outside);
-    ``"center"`` puts it at the box's centre position only; ``"positions"`` (position mode; needs ``grid``)
-    averages the cell's points each at its own (y, x), so a channel that excites the feature at one
-    position and inhibits it at another keeps its place (``vectors`` is then unused).
-    """
-    check_choice("icon_target", icon_target, ICON_TARGETS)
-    if icon_target == "positions":
-        return _positions_targets(points, grid)
-    v = torch.as_tensor(np.asarray(vectors, np.float32))
-    if points.vector_kind == "attribution":
-        v = v.abs()
-    if len(points.map_shape) == 1:
-        return v
-    c, h, w = points.map_shape
-    y0, y1, x0, x1 = points.box
-    t = torch.zeros(v.shape[0], c, h, w)
-    if icon_target == "box":
-        t[:, :, y0:y1, x0:x1] = v[:, :, None, None]
-    else:
-        t[:, :, (y0 + y1 - 1) // 2, (x0 + x1 - 1) // 2] = v
-    return t
-
-
 def _icon_objective(layer: str, targets: torch.Tensor, power: float, grid=None):
     if targets.dim() == 4:
         return spatial_cosdot(layer, targets, power=power, crop=TARGET_CROP, grid=grid)
@@ -276,19 +230,6 @@ def _icon_inputs(icons_uint8: np.ndarray, model_hw: Tuple[int, int]) -> torch.Te
     if tuple(x.shape[2:]) != tuple(model_hw):
         x = F.interpolate(x, size=tuple(model_hw), mode="bilinear", align_corners=True)
     return x.clamp(0, 1)
-
-
-def target_cosine(h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(K,) the spatial cosdot's cosine between layer activations ``h`` and ``targets`` (K, C, H, W), each
-    inside its target's crop box (:func:`~lucent_inhibit.synthesis.objectives.crop_box` at ``TARGET_CROP``), or over
-    the channels for (K, C) directions."""
-    if h.dim() != 4:
-        return F.cosine_similarity(h.flatten(1), targets.flatten(1), dim=1)
-    out = []
-    for hk, tk in zip(h, targets):
-        y0, y1, x0, x1 = crop_box(tk, TARGET_CROP)
-        out.append(F.cosine_similarity(hk[:, y0:y1, x0:x1].flatten(), tk[:, y0:y1, x0:x1].flatten(), dim=0))
-    return torch.stack(out)
 
 
 def measure_icons(model: nn.Module, points: AtlasPoints, icons: np.ndarray, targets: torch.Tensor,
@@ -374,6 +315,7 @@ def render_icons(
     power: float = 4.0,
     icon_target: str = "box",
     crop_size: int = 128,
+    zoom_crops: int = 0,
 ) -> AtlasIcons:
     """Stage 5: render an icon for every cell, ``batch_size`` cells per ``render_vis`` call, and measure the
     feature's activation on each.
@@ -393,6 +335,9 @@ def render_icons(
         crop_size: side in pixels of the displayed icons: each icon's receptive-field crop
             (:func:`icon_crop`: the layer box's tiles, or on a token layer the targeted patches plus their
             measured attention footprint) resized up (:meth:`AtlasIcons.crops`); their RMS contrast is stored.
+        zoom_crops: random zooms per step about the target's position, each a batch row (MaCo's many crops,
+            Fel et al. 2023; :func:`~lucent_inhibit.atlas.targets.zoom_transform`), after ``render``'s transforms;
+            0: none. Needs ``icon_target="center"``. Each step costs about ``zoom_crops`` times as much.
 
     The atlas layer and the feature layer must each run once per forward pass (else ``ValueError``
     listing usable names), so the render, the cosine and the vectors all see the same tensor.
@@ -401,7 +346,10 @@ def render_icons(
     crop_size = check_int("crop_size", crop_size, low=8)
     power = check_number("power", power, 0, MAX_POWER)
     check_choice("icon_target", icon_target, ICON_TARGETS)
+    zoom_crops = check_int("zoom_crops", zoom_crops, low=0)
     settings = icon_settings(render, points.image_size)
+    zoom = zoom_transform(points, icon_target, zoom_crops)
+    settings = settings.replace(transforms=list(settings.transforms) + zoom) if zoom else settings
     check_icon_memory(len(grid), settings.hw(points.image_size), crop_size)  # before any render
     model_hw = _check_icon_inputs(model, points, grid, settings)
     targets = icon_targets(points, grid.vectors, icon_target, grid=grid)
@@ -411,7 +359,8 @@ def render_icons(
     params = {"steps": settings.steps, "lr": float(settings.lr), "size": list(settings.hw(points.image_size)),
               "model_size": list(model_hw), "param": getattr(settings.param, "__name__", settings.param),
               "seed": settings.seed, "transforms": _describe_transforms(render, settings), "power": power,
-              "icon_target": icon_target, "batch_size": batch_size, "crop_size": crop_size, **crop_info}
+              "icon_target": icon_target, "batch_size": batch_size, "crop_size": crop_size, "zoom_crops": zoom_crops,
+              **crop_info}
     result = AtlasIcons(icons, activation, cosine, params, box, int(crop_size), None, *motion_fields(motion))
     result.contrast = rms_contrast(result.crops())
     return result

@@ -81,6 +81,52 @@ def box_crop(
     return inner
 
 
+def zoom_crops(
+    about: Tuple[float, float] = (0.5, 0.5),
+    n_crops: int = 4,
+    min_zoom: float = 0.6,
+    max_zoom: float = 1.0,
+    noise: float = 0.02,
+    generator: Optional[torch.Generator] = None,
+) -> Transform:
+    """Random zooms about a fixed point: MaCo's many crops per step (Fel et al. 2023) for spatially aligned targets.
+
+    Every call draws ``n_crops`` square-ish boxes, each ``z`` times the image's height and width with ``z`` uniform
+    in ``[min_zoom, max_zoom]``, placed so that the point ``about`` (fractions (y, x) of the image) keeps its place:
+    box rows ``fy * H * (1 - z)`` to that plus ``z * H``, columns alike. Each box is resized (bilinear) back to
+    (H, W) and gets uniform noise in ``[-noise / 2, noise / 2]``. The point ``about`` is therefore at the same
+    pixel, and at the same position of every layer map, in every crop: a target placed at that position (an atlas
+    icon's ``"center"`` target) stays aligned with each crop, while the image is seen at many scales. Targets
+    spread over several positions are not (the positions away from ``about`` move with the zoom).
+
+    Returns:
+        a transform (B, 3, H, W) -> (n_crops * B, 3, H, W), crop-major: rows ``c * B : (c + 1) * B`` are crop ``c``.
+    """
+    fy, fx = (check_number("about", float(v), 0, 1) for v in about)
+    min_zoom, max_zoom = check_number("min_zoom", min_zoom), check_number("max_zoom", max_zoom)
+    if not (0 < min_zoom <= max_zoom <= 1):
+        raise ValueError(f"zooms must satisfy 0 < min_zoom <= max_zoom <= 1, got {min_zoom}, {max_zoom}")
+    noise = check_number("noise", noise, 0)
+    n_crops, generator = check_int("n_crops", n_crops, 1, MAX_BATCH), check_generator(generator)
+
+    def inner(image_t: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = image_t.shape
+        crops = []
+        for _ in range(n_crops):
+            z = float(torch.rand((), generator=generator)) * (max_zoom - min_zoom) + min_zoom
+            kh, kw = max(2, round(z * h)), max(2, round(z * w))
+            y0, x0 = round(fy * (h - kh)), round(fx * (w - kw))
+            crop = image_t[:, :, y0: y0 + kh, x0: x0 + kw]
+            if (kh, kw) != (h, w):
+                crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+            if noise > 0:
+                crop = crop + ((torch.rand((1, c, h, w), generator=generator) - 0.5) * noise).to(crop.device, crop.dtype)
+            crops.append(crop)
+        return torch.cat(crops, 0)
+
+    return inner
+
+
 def uniform_noise(amount: float = 0.02, generator: Optional[torch.Generator] = None) -> Transform:
     """Add the same uniform noise in ``[-amount / 2, amount / 2]`` to every image of the batch."""
     amount, generator = check_number("amount", amount, 0), check_generator(generator)

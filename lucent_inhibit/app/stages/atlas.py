@@ -101,6 +101,9 @@ class AtlasStageConfig:
         "box", "render the cell vector over the whole receptive-field box, at its centre only, or (with --mode "
         "position) each point's vector at its own position")
     crop_size: int = option(128, "side in pixels of each displayed icon: its receptive-field crop, enlarged")
+    zoom_crops: int = option(0, "random zooms per render step about the icon's target position, each rendered "
+                             "(MaCo's many crops; needs --icon-target center; each step costs about N times as much; "
+                             "0: none)")
     frame: Literal["activation", "net"] = option(
         "activation", "colour the icon frames by the feature's activation on the icon or by the cell's net "
         "attribution (the HTML page switches between both)")
@@ -109,7 +112,7 @@ class AtlasStageConfig:
         check_choices(self)
         check_paths(self)
         for name, low in (("top_abs", 0), ("top_activation", 0), ("bottom_activation", 0), ("top_tension", 0),
-                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8), ("map_memory", 0)):
+                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8), ("map_memory", 0), ("zoom_crops", 0)):
             check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):
             if getattr(self, name) is not None:
@@ -119,6 +122,9 @@ class AtlasStageConfig:
         check_number(flag(AtlasStageConfig, "power"), self.power, 0, MAX_POWER)
         if self.icon_target == "positions" and self.mode != "position":
             raise ValueError(f"--icon-target positions needs --mode position, got --mode {self.mode}")
+        if self.zoom_crops and self.icon_target != "center":
+            raise ValueError(f"--zoom-crops {self.zoom_crops} needs --icon-target center, got --icon-target "
+                             f"{self.icon_target}")
         if self.crop_size > LARGE_CROP:  # even one icon's crop may not fit: refused before any work
             from ...atlas.spool import check_icon_memory
 
@@ -130,7 +136,8 @@ class AtlasStageConfig:
         from ...atlas import AtlasConfig
 
         names = ("kind", "mode", "crop", "top_abs", "top_activation", "bottom_activation", "top_tension",
-                 "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power", "crop_size")
+                 "n_neighbors", "min_dist", "pca", "grid_size", "min_points", "icon_target", "power", "crop_size",
+                 "zoom_crops")
         return AtlasConfig(**{n: getattr(self, n) for n in names}, umap_seed=self.data.seed,
                            memory_budget=self.map_memory * 2 ** 20)
 

@@ -158,7 +158,8 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
         layer: Lucent layer name with activations (B, C, H, W), or a token layer (B, T, C): its patch
             tokens are read as a (B, C, grid_h, grid_w) map (channels = the last dimension, the class and
             register tokens left out; :func:`lucent_inhibit.core.tokens.token_maps`).
-        target: (C, H, W) map shared by the batch, or (B, C, H, W) with one target per batch element; for a
+        target: (C, H, W) map shared by the batch, or (B, C, H, W) with one target per batch element (a batch of
+            ``n * B`` rows, as crop-major transforms give, uses target ``i % B`` for row ``i``); for a
             token layer a map over its patch grid (convert token-layer scores (B, T, C) with ``token_maps``).
         power: the cosine's exponent.
         crop: crop both maps to the bounding box where ``|target|`` exceeds ``crop`` times its maximum
@@ -187,11 +188,11 @@ def spatial_cosdot(layer: str, target, power: float = 2.0, crop: Optional[float]
                 "compute the target at the same layer and image size as the render"
             )
         n_t = 1 if isinstance(batch, int) else t.shape[0]
-        if n_t not in (1, h.shape[0]):
+        if h.shape[0] % n_t:  # a multiple: crop-major batches of transforms that crop (box_crop, zoom_crops)
             raise ValueError(f"{t.shape[0]} target maps for a batch of {h.shape[0]} images")
         values = []
         for i in range(h.shape[0]):
-            k = (batch if isinstance(batch, int) else i) if t.shape[0] > 1 else 0
+            k = (batch if isinstance(batch, int) else i % n_t) if t.shape[0] > 1 else 0
             y0, y1, x0, x1 = boxes[k]
             hi = h[i, :, y0:y1, x0:x1]
             if m is not None:
