@@ -91,7 +91,7 @@ def test_seed_none_records_a_seed_that_reproduces_the_sweep(model):
     (dict(chunk=0), "chunk must be >= 1"),
     (dict(power=-1.0), "power must be >= 0"),
     (dict(scale_steps=0), "scale_steps must be >= 1"),
-    (dict(render=RenderSettings(param="fourier")), "render.param must be None or 'lucent'"),
+    (dict(render=RenderSettings(param="fourier")), r"render.param must be one of \(None, 'lucent', 'phase'\), got 'fourier'"),
 ])
 def test_bad_arguments_name_the_parameter(model, kw, match):
     call = {**dict(n_angles=5, n_seeds=1, scale=(1.0, 1.0), render=TINY), **kw}
@@ -103,3 +103,25 @@ def test_render_settings_as_a_dict(model):
     res = sweep_combinations(model, POINTY, ROUNDED, n_angles=5, n_seeds=1, scale=(1.0, 1.0),
                              render=dict(steps=3, size=16, transforms=[]))
     assert res.info["steps"] == 3 and res.info["image_size"] == [16, 16] and res.render_size == (224, 224)
+
+
+@pytest.mark.parametrize("param", ["lucent", "phase"])
+def test_each_seed_starts_from_its_own_noise_whatever_its_batch(param):
+    """A sweep element's start depends on its seed only (the same seed gives the same start in any batch), for
+    Lucent's param.image and for the fixed-magnitude phase image."""
+    from lucent_inhibit.combinations import seeded_image_param
+
+    with torch.no_grad():
+        _, together = seeded_image_param((16, 16), [5, 6, 7], param=param)
+        _, alone = seeded_image_param((16, 16), [6], param=param)
+        _, other = seeded_image_param((16, 16), [8], param=param)
+        assert torch.allclose(together()[1], alone()[0], atol=1e-6)
+        assert not torch.allclose(alone()[0], other()[0], atol=1e-3)
+
+
+def test_phase_sweeps_render_and_say_so(model):
+    res = sweep_combinations(model, POINTY, ROUNDED, n_angles=5, n_seeds=1, scale=(1.0, 1.0),
+                             render=TINY.replace(param="phase"))
+    assert res.info["param"] == "phase" and torch.isfinite(res.values).all()
+    plain = sweep_combinations(model, POINTY, ROUNDED, n_angles=5, n_seeds=1, scale=(1.0, 1.0), render=TINY)
+    assert plain.info["param"] == "lucent" and not torch.equal(res.values, plain.values)

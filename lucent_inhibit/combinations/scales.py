@@ -29,22 +29,26 @@ from ..core.settings import RenderSettings, as_settings
 from ..core.tokens import token_grid
 from ..core.validate import MAX_BATCH, InputError, check_int
 from ..synthesis.objectives import feature as feature_objective
+from ..synthesis.param import build as build_param
 from .statistics import measure_pair
 
 #: Side of the parameterised image when ``render.size`` is None (Lucent upsamples it to 224 for the model).
 DEFAULT_SIZE = 128
+#: The parameterizations a sweep renders from: Lucent's ``param.image`` (None, ``"lucent"``) or ``"phase"``.
+SWEEP_PARAMS = (None, "lucent", "phase")
 
 
 # ------------------------------------------------------------------------------------------------
 # render helpers
 # ------------------------------------------------------------------------------------------------
 def settings(render: Optional[RenderSettings]) -> RenderSettings:
-    """The sweep's :class:`RenderSettings`: ``render`` or the defaults; only Lucent's ``param.image``."""
+    """The sweep's :class:`RenderSettings`: ``render`` or the defaults; ``param`` None or ``"lucent"`` (Lucent's
+    ``param.image``, paper 004) or ``"phase"`` (magnitude fixed to a natural-image spectrum, MaCo's half)."""
     s = as_settings(render)
-    if s.param not in (None, "lucent"):
+    if s.param not in SWEEP_PARAMS:
         raise ValueError(
-            "combination sweeps render from Lucent's param.image with per-seed initial noise (paper 004): "
-            f"render.param must be None or 'lucent', got {getattr(s.param, '__name__', s.param)!r}"
+            "combination sweeps render from per-seed initial noise (paper 004): render.param must be one of "
+            f"{SWEEP_PARAMS}, got {getattr(s.param, '__name__', s.param)!r}"
         )
     return s
 
@@ -57,17 +61,23 @@ def render_size(render: Optional[RenderSettings] = None, model: Optional[nn.Modu
     return settings(render).model_hw(DEFAULT_SIZE, model)
 
 
-def seeded_image_param(hw: Tuple[int, int], seeds: Sequence[int], sd: float = 0.01):
+def seeded_image_param(hw: Tuple[int, int], seeds: Sequence[int], sd: float = 0.01, param: Optional[str] = None):
     """Lucent's ``param.image`` for ``len(seeds)`` images of (H, W) ``hw`` whose initial spectrum is drawn
-    per element from ``torch.Generator().manual_seed(seed)`` (std ``sd``). Returns ``(params, image_f)``."""
-    from lucent.optvis import param
+    per element from ``torch.Generator().manual_seed(seed)`` (std ``sd``); ``param="phase"``: the fixed-magnitude
+    phase image (:func:`~lucent_inhibit.synthesis.param.phase_image`) whose initial phase is drawn per element,
+    uniform in [-pi, pi), from the same generator. Returns ``(params, image_f)``."""
+    if param == "phase":
+        params, image_f = build_param("phase", (int(hw[0]), int(hw[1])), batch=len(seeds))
+        draw = lambda shape, g: (torch.rand(shape, generator=g) * 2 - 1) * math.pi  # noqa: E731
+    else:
+        from lucent.optvis import param as lucent_param
 
-    params, image_f = param.image(int(hw[1]), h=int(hw[0]), batch=len(seeds))
-    spectrum = params[0]
+        params, image_f = lucent_param.image(int(hw[1]), h=int(hw[0]), batch=len(seeds))
+        draw = lambda shape, g: torch.randn(shape, generator=g) * sd  # noqa: E731
+    start = params[0]
     with torch.no_grad():
         for i, s in enumerate(seeds):
-            g = torch.Generator().manual_seed(int(s))
-            spectrum[i].copy_((torch.randn(spectrum.shape[1:], generator=g) * sd).to(spectrum.device))
+            start[i].copy_(draw(start.shape[1:], torch.Generator().manual_seed(int(s))).to(start.device))
     return params, image_f
 
 
@@ -77,7 +87,7 @@ def render_batch(model: nn.Module, objective, seeds: Sequence[int], render: Rend
     :class:`~lucent_inhibit.core.rendering.RenderRun` (``images`` (len(seeds), 3, H, W) final images in [0, 1],
     ``motion`` how far each moved; ``labels`` name them in the warning about renders that did not move;
     ``render.progress``: Lucent's bar over the steps)."""
-    param_f = seeded_image_param(render.hw(DEFAULT_SIZE), seeds)
+    param_f = seeded_image_param(render.hw(DEFAULT_SIZE), seeds, param=settings(render).param)
     return run_render(model, objective, param_f, render, what, labels=labels)
 
 
@@ -147,7 +157,7 @@ def render_info(model: nn.Module, render: RenderSettings) -> Dict[str, Any]:
     tf = render.transforms
     return {"steps": int(render.steps), "image_size": list(render.hw(DEFAULT_SIZE)),
             "render_size": list(render.model_hw(DEFAULT_SIZE, model)), "lr": float(render.lr), "seed": render.seed,
-            "model": model._get_name(), "param": "lucent",
+            "model": model._get_name(), "param": render.param or "lucent",
             "transforms": "lucent standard" if tf is None else f"{len(tf)} custom"}
 
 

@@ -241,7 +241,8 @@ def sweep_combinations(
             seeds) with the same render settings, except ``scale_steps`` steps when given.
         render: :class:`RenderSettings` (None: the defaults, steps=128, lr=0.05, a 128-px image that
             Lucent upsamples to 224 for the model, Lucent's standard transforms, seed 0). ``param`` must be
-            None or ``"lucent"`` (Lucent's ``param.image``); noise seed ``s`` of the sweep is
+            None, ``"lucent"`` (Lucent's ``param.image``) or ``"phase"`` (fixed magnitude, optimised phase;
+            :data:`~lucent_inhibit.combinations.scales.SWEEP_PARAMS`); noise seed ``s`` of the sweep is
             ``render.seed + s`` (``render.seed=None``: a base seed drawn from torch's global RNG).
             ``progress`` shows a bar over the images.
         checkpoint: a folder where each rendered batch is saved as it finishes
