@@ -91,7 +91,7 @@ STAGE_OPTIONS = {
         ("scan",): cli("a scan file to select from; None: scan first"),
         **{(f,): f"{ATLAS}.{f}" for f in ("kind", "mode", "top_abs", "top_activation", "bottom_activation",
                                            "top_tension", "crop", "n_neighbors", "min_dist", "pca", "grid_size",
-                                           "min_points", "power", "icon_target", "crop_size")},
+                                           "min_points", "power", "icon_target", "crop_size", "zoom_crops")},
         ("map_memory",): cli("AtlasConfig.memory_budget in MiB (checked in tests/test_atlas_streaming.py)"),
         ("render", "steps"): f"{SETTINGS}:ICON_RENDER.steps", ("render", "lr"): f"{SETTINGS}:ICON_RENDER.lr",
         ("frame",): "lucent_inhibit.atlas.figures:plot_atlas.frame",
