@@ -93,7 +93,8 @@ class AtlasConfig:
             check_choice(f"AtlasConfig.{name}", getattr(self, name), choices)
         check_crop(self.crop, "AtlasConfig.crop")
         lows = (("thumbnail_size", 1), ("n_neighbors", 2), ("umap_seed", 0), ("min_points", 1),
-                ("icon_batch_size", 1), ("crop_size", 8), ("memory_budget", 0), ("zoom_crops", 0)) + tuple((c, 0) for c in CRITERIA)
+                ("icon_batch_size", 1), ("crop_size", 8), ("memory_budget", 0), ("zoom_crops", 0))
+        lows += tuple((c, 0) for c in CRITERIA)
         for name, low in lows:
             check_int(f"AtlasConfig.{name}", getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):

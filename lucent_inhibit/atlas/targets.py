@@ -95,7 +95,8 @@ def zoom_transform(points: AtlasPoints, icon_target: str, n_crops: int) -> list:
         return []
     if icon_target != "center" or len(points.map_shape) != 3:
         raise ValueError(f"zoom_crops={n_crops} needs icon_target='center' on a layer with positions (a zoom keeps "
-                         f"only one position in place), got icon_target={icon_target!r}, layer shape {points.map_shape}")
+                         f"only one position in place), got icon_target={icon_target!r}, layer shape "
+                         f"{points.map_shape}")
     _, h, w = points.map_shape
     y0, y1, x0, x1 = points.box
     about = (((y0 + y1 - 1) // 2 + 0.5) / h, ((x0 + x1 - 1) // 2 + 0.5) / w)

@@ -103,8 +103,8 @@ def weight_dependence_finding(trained, randomized, label: str, step: int, curve:
                              f"{step})", True, "the randomized model ranks no image above another")
     rho, lo, hi = _interval(t0, t1)
     measured = (f"Spearman rho of the tension of {t0.size} images with the trained model's {rho:.3f} (90% bootstrap "
-                f"interval {lo:.3f} to {hi:.3f}) once {label} is re-initialised (step {step})" + _first_below(curve, steps)
-                + _magnitude_text(t0, t1, magnitude))
+                f"interval {lo:.3f} to {hi:.3f}) once {label} is re-initialised (step {step})"
+                + _first_below(curve, steps) + _magnitude_text(t0, t1, magnitude))
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= bar < hi:
         return Finding.judge(RANDOMIZATION_CLAIM, measured, None, f"the bar {bar:g} lies inside the interval: too few "
                              "images to tell (use more)")

@@ -60,7 +60,7 @@ def box_crop(
     def inner(image_t: torch.Tensor) -> torch.Tensor:
         if image_t.dim() != 4:
             raise ValueError(f"box_crop expects a batch (B, C, H, W), got shape {tuple(image_t.shape)}")
-        b, c, h, w = image_t.shape
+        h, w = image_t.shape[2:]
         oh, ow = out_size or (h, w)
         side = min(h, w)
         crops = []
@@ -69,13 +69,7 @@ def box_crop(
             k = max(2, int(round(frac * side)))
             y0 = int(torch.randint(0, h - k + 1, (), generator=generator))
             x0 = int(torch.randint(0, w - k + 1, (), generator=generator))
-            crop = image_t[:, :, y0 : y0 + k, x0 : x0 + k]
-            if (k, k) != (oh, ow):
-                crop = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=False, antialias=k > oh)
-            if noise > 0:
-                u = (torch.rand((1, c, oh, ow), generator=generator) - 0.5) * noise
-                crop = crop + u.to(crop.device, crop.dtype)
-            crops.append(crop)
+            crops.append(_resized(image_t[:, :, y0 : y0 + k, x0 : x0 + k], (oh, ow), noise, generator))
         return torch.cat(crops, 0) if len(crops) > 1 else crops[0]
 
     return inner
@@ -110,21 +104,27 @@ def zoom_crops(
     n_crops, generator = check_int("n_crops", n_crops, 1, MAX_BATCH), check_generator(generator)
 
     def inner(image_t: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = image_t.shape
+        h, w = image_t.shape[2:]
         crops = []
         for _ in range(n_crops):
             z = float(torch.rand((), generator=generator)) * (max_zoom - min_zoom) + min_zoom
             kh, kw = max(2, round(z * h)), max(2, round(z * w))
             y0, x0 = round(fy * (h - kh)), round(fx * (w - kw))
-            crop = image_t[:, :, y0: y0 + kh, x0: x0 + kw]
-            if (kh, kw) != (h, w):
-                crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
-            if noise > 0:
-                crop = crop + ((torch.rand((1, c, h, w), generator=generator) - 0.5) * noise).to(crop.device, crop.dtype)
-            crops.append(crop)
+            crops.append(_resized(image_t[:, :, y0: y0 + kh, x0: x0 + kw], (h, w), noise, generator))
         return torch.cat(crops, 0)
 
     return inner
+
+
+def _resized(crop: torch.Tensor, hw: Tuple[int, int], noise: float, generator) -> torch.Tensor:
+    """A crop (B, C, h, w) resized (bilinear, antialiased when shrinking) to ``hw`` (H, W), plus one draw of uniform
+    noise in ``[-noise / 2, noise / 2]`` shared by the batch (none when ``noise`` is 0)."""
+    if tuple(crop.shape[2:]) != tuple(hw):
+        crop = F.interpolate(crop, size=hw, mode="bilinear", align_corners=False, antialias=crop.shape[2] > hw[0])
+    if noise > 0:
+        u = (torch.rand((1, crop.shape[1], *hw), generator=generator) - 0.5) * noise
+        crop = crop + u.to(crop.device, crop.dtype)
+    return crop
 
 
 def uniform_noise(amount: float = 0.02, generator: Optional[torch.Generator] = None) -> Transform:

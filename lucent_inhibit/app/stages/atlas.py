@@ -112,7 +112,8 @@ class AtlasStageConfig:
         check_choices(self)
         check_paths(self)
         for name, low in (("top_abs", 0), ("top_activation", 0), ("bottom_activation", 0), ("top_tension", 0),
-                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8), ("map_memory", 0), ("zoom_crops", 0)):
+                          ("n_neighbors", 2), ("min_points", 1), ("crop_size", 8), ("map_memory", 0),
+                          ("zoom_crops", 0)):
             check_int(flag(AtlasStageConfig, name), getattr(self, name), low=low)
         for name, low in (("pca", 2), ("grid_size", 1)):
             if getattr(self, name) is not None:

@@ -3,8 +3,8 @@
 
 One census pass per layer (f, P, N and tension of every unit on every image; resumable checkpoints in
 OUT/microscope-checkpoints, where each finished feature-visualization render is kept too) and, per unit, its
-attribution on its maximally tense images split by channel of the attribution layer. Writes OUT/microscope.npz (a Microscope), OUT/microscope.png (share of inhibition against
-median tension), OUT/index.html (every unit in one sortable, filterable table), OUT/units/LAYER/UNIT.html (one
+attribution on its maximally tense images split by channel of the attribution layer. Writes OUT/microscope.npz
+(a Microscope), OUT/microscope.png (share of inhibition against median tension), OUT/index.html (every unit in one sortable, filterable table), OUT/units/LAYER/UNIT.html (one
 page per unit: MTIs, MEIs, MIIs, P-vs-N scatter, top inhibitory and excitatory channels, linked to their own
 pages when their layer is also given with --layer; the change of f when each channel is removed on the MTIs),
 OUT/images/ (each image shown, once, as a thumbnail) and OUT/visuals/ (the feature visualization of every unit
