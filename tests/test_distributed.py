@@ -176,6 +176,50 @@ def test_torchrun_cli_stages_write_the_one_process_files(tmp_path):
         assert (tmp_path / f"{stage}1" / name).read_bytes() == (tmp_path / f"{stage}2" / name).read_bytes()
 
 
+#: A CLI run by every rank in which rank 0 is slow between creating its work folders and recording them, and
+#: rank 1 starts 1 s late: it reaches ``--out`` while rank 0 is claiming it.
+SLOW_CLAIM = textwrap.dedent('''
+    import os, sys, time
+    from lucent_inhibit.app import cli, staging
+
+    if os.environ["RANK"] == "0":
+        write = staging.write_manifest
+        def slow_write(*args, **kwargs):
+            time.sleep(3)
+            write(*args, **kwargs)
+        staging.write_manifest = slow_write
+    else:
+        time.sleep(1)
+    sys.exit(cli.main(sys.argv[1:]))
+''')
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_wait_for_rank_0_to_claim_the_output_folder(tmp_path):
+    """The other ranks do not read ``--out`` while rank 0 claims it: with rank 0 held for 3 s between creating
+    the scan's checkpoint folder and recording it as the scan's, both ranks finish and equal a one-process run;
+    a folder that rank 0 refuses stops every rank with its message, and nothing is written there."""
+    from lucent_inhibit.app import cli
+
+    script = tmp_path / "slow_claim.py"
+    script.write_text(SLOW_CLAIM)
+    args = ["scan", "--model", "conftest:TinyConvNet", "--weights", "none", "--n-images", "12", "--size", "16",
+            "--batch-size", "3", "--layer", "conv3", "--attr-layers", "relu2", "--unit", "1", "--chunk-size", "3",
+            "--no-figures"]
+    proc = _torchrun([str(script)] + args + ["--out", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert (tmp_path / "one" / "scan.npz").read_bytes() == (tmp_path / "two" / "scan.npz").read_bytes()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "scan.npz").write_text("the user's own file")
+    proc = _torchrun([str(script)] + args + ["--out", str(tmp_path / "mine")])
+    assert proc.returncode != 0
+    assert "already holds scan.npz, not written by lucent-inhibit" in proc.stderr
+    assert "rank 0 of 2 failed: OutputError" in proc.stderr
+    assert sorted(os.listdir(tmp_path / "mine")) == ["scan.npz"]
+    assert (tmp_path / "mine" / "scan.npz").read_text() == "the user's own file"
+
+
 def test_one_process_helpers(tmp_path):
     """Without torchrun the helpers are the identity: rank 0 of 1, gathers of one, agreement with oneself."""
     assert init_from_env() == (0, 1) and barrier() is None

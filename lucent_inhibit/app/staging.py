@@ -24,11 +24,11 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
 
 from ..core.interrupts import raise_if_interrupted, signals_deferred, terminate_raises
 from .outputs import (MANIFEST, STAGING_PREFIX, TEMP_PREFIX, OutputError, all_files, check_report_target,
-                      check_stage_folder, entries, read_manifest, record_files, write_manifest)
+                      check_stage_folder, check_target, entries, read_manifest, record_files, write_manifest)
 
 _PID = "pid"
 
@@ -57,14 +57,25 @@ def stage_output(out: str, stage: str, patterns: Optional[Sequence[str]], inputs
     ``work`` folders are created and recorded as ``stage``'s, and the staging folder is made. After it, also
     when it raises, the manifest lists what ``stage`` wrote. ``record=False`` (the other ranks of a torchrun
     job, which write work folders only): the block gets ``out`` itself and nothing is staged or recorded.
-    SIGTERM or Ctrl-C inside the block raises :class:`~lucent_inhibit.core.interrupts.Interrupted`."""
-    path = check_stage_folder(out, stage, patterns, inputs)
+    SIGTERM or Ctrl-C inside the block raises :class:`~lucent_inhibit.core.interrupts.Interrupted`.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the recording rank checks ``out`` and claims the work folders while the
+    other ranks wait for it (:func:`_rank0_first`): no rank reads the folder while another one writes it, and
+    when the check refuses, every rank stops with that message."""
     if not record:
+        _rank0_first(lambda: None)
         with terminate_raises():
-            yield path
+            yield check_target(out, inputs)
         return
-    existed, before = os.path.isdir(path), entries(path)
-    made = _claim_work(path, stage, work)
+    found = {}
+
+    def claim():
+        found["path"] = path = check_stage_folder(out, stage, patterns, inputs)
+        found["existed"], found["before"] = os.path.isdir(path), entries(path)
+        found["made"] = _claim_work(path, stage, work)
+
+    _rank0_first(claim)
+    path, existed, before, made = found["path"], found["existed"], found["before"], found["made"]
     staging = None
     try:
         with terminate_raises():
@@ -79,6 +90,17 @@ def stage_output(out: str, stage: str, patterns: Optional[Sequence[str]], inputs
         if staging is not None and os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
         _tidy(path, stage, patterns, before, existed, made)
+
+
+def _rank0_first(claim: Callable[[], None]) -> None:
+    """``claim()``; under torchrun every rank calls this, and while rank 0 runs its ``claim`` the others wait
+    (:func:`~lucent_inhibit.core.distributed.all_gather`: an error of rank 0 is raised on every rank)."""
+    from ..core.distributed import all_gather, env_world_size, init_from_env
+
+    if env_world_size() > 1 and init_from_env()[1] > 1:
+        all_gather(claim)
+    else:
+        claim()
 
 
 def _claim_work(path: str, stage: str, work: Sequence[str]) -> Sequence[str]:
