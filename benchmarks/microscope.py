@@ -11,7 +11,10 @@ On the real embedded EfficientNet-Lite0, ``--units`` units of ``blocks_4_0_bn3_d
   (:func:`lucent_inhibit.microscope.visuals.render_channels`, one render) against one plain
   ``lucent.optvis.render.render_vis`` call per unit (peer: Lucent's ``param.image`` of the same size, the same
   steps, learning rate, ``fixed_image_size`` and Lucent's standard transforms); ratio = peer / batched
-  (target >= 5). Each once (the peer takes units times longer).
+  (target >= 5). Each once (the peer takes units times longer). Two more timings split the ratio into its
+  causes: the same ``render_vis`` calls with float subnormals flushed (the CPU setting the library's renders
+  run under, :mod:`lucent_inhibit.core.numerics`), and one library render per unit (batch 1: the gain of
+  batching alone).
 - disk: the site written from a microscope with visualizations; bytes of images/ per image shown, and of units/
   plus visuals/ per unit.
 
@@ -42,10 +45,20 @@ def folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def plain_lucent_renders(model, units, settings):
-    """One ``render_vis`` per unit: Lucent's channel objective, param.image, its standard transforms."""
+def plain_lucent_renders(model, units, settings, flushed=False):
+    """One ``render_vis`` per unit: Lucent's channel objective, param.image, its standard transforms
+    (``flushed``: with float subnormals flushed to zero, as the library's renders run)."""
+    import contextlib
+
     from lucent.optvis import objectives, param, render
 
+    from lucent_inhibit.core.numerics import subnormals_flushed
+
+    with subnormals_flushed() if flushed else contextlib.nullcontext():
+        _plain_renders(model, units, settings, objectives, param, render)
+
+
+def _plain_renders(model, units, settings, objectives, param, render):
     for u in units:
         render.render_vis(model, objectives.channel(LAYER, u), param_f=lambda: param.image(settings.size),
                           optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr), thresholds=(settings.steps,),
@@ -79,12 +92,16 @@ def main():
         print(f"census {t_census[-1]:.2f} s, build without renders {t_build[-1]:.2f} s", flush=True)
     render = MICROSCOPE_RENDER.replace(steps=a.steps)
     vis = list(range(a.vis_units))
-    t_batched = t_plain = float("nan")
+    t_batched = t_plain = t_flushed = t_single = float("nan")
     if vis:  # --vis-units 0: the build only
         t_batched, _ = timed(lambda: render_channels(model, [(LAYER, u) for u in vis], render, batch=a.vis_units))
         print(f"{a.vis_units} visualizations in one batched render: {t_batched:.1f} s", flush=True)
         t_plain, _ = timed(lambda: plain_lucent_renders(model, vis, render))
         print(f"one render_vis per unit: {t_plain:.1f} s", flush=True)
+        t_flushed, _ = timed(lambda: plain_lucent_renders(model, vis, render, flushed=True))
+        print(f"one render_vis per unit, subnormals flushed: {t_flushed:.1f} s", flush=True)
+        t_single, _ = timed(lambda: [render_channels(model, [(LAYER, u)], render, batch=1) for u in vis])
+        print(f"one library render per unit (batch 1): {t_single:.1f} s", flush=True)
     small = build(visualize=bool(vis), render=render, render_batch=32)
     site = tempfile.mkdtemp(prefix="microscope-bench-")
     try:
@@ -99,7 +116,10 @@ def main():
                "attribution_layer": ATTR, "census_s": min(t_census), "build_s": min(t_build),
                "census_s_runs": t_census, "build_s_runs": t_build, "build_vs_census_ratio": ratio,
                "vis_units": a.vis_units, "render": render.describe(), "batched_render_s": t_batched,
-               "plain_render_vis_s": t_plain, "render_speedup": render_ratio, "site_bytes": total,
+               "plain_render_vis_s": t_plain, "render_speedup": render_ratio,
+               "plain_render_vis_flushed_s": t_flushed, "speedup_vs_flushed_render_vis": t_flushed / t_batched,
+               "library_render_per_unit_s": t_single, "speedup_of_batching_alone": t_single / t_batched,
+               "site_bytes": total,
                "bytes_per_image": per_image, "bytes_per_unit": per_unit, "images_shown": int(small.image_ids.size)}
     print(f"microscope of {a.units} units over {a.images} images at {a.size} px: build {min(t_build):.2f} s, census "
           f"{min(t_census):.2f} s ({ratio:.2f}x); {a.vis_units} visualizations batched {t_batched:.1f} s, one "

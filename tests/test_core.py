@@ -149,6 +149,45 @@ def test_render_leaves_the_model_and_rngs_as_found(tiny_net):
     assert torch.equal(torch.get_rng_state(), t_state) and np.array_equal(np.random.get_state()[1], n_state)
 
 
+@pytest.mark.parametrize("flushing", [False, True])
+def test_render_flushes_subnormals_and_restores_the_setting_it_found(tiny_net, flushing):
+    """Inside a render, float subnormals are zero on the CPU (the model input in channels-last memory); after
+    it, finished or raising, the process's setting is the one it found."""
+    from lucent_inhibit.core.numerics import flushing_subnormals
+
+    seen = []
+
+    def parts(T):
+        seen.append((flushing_subnormals(), T("input").shape))
+        if len(seen) == 2:
+            raise RuntimeError("half-way")
+        return -T("conv3").mean(), {}
+
+    torch.set_flush_denormal(flushing)
+    try:
+        with pytest.raises(RuntimeError, match="half-way"):
+            rendering.run_render(tiny_net, rendering.Parts(parts), lucent_param.image(16),
+                                 RenderSettings(steps=4, size=16, model_size=16), "t")
+        assert flushing_subnormals() is flushing
+        assert [flushed for flushed, _ in seen] == [True, True]
+        rendering.run_render(tiny_net, lucent_objectives.channel("conv2", 1), lucent_param.image(16),
+                             RenderSettings(steps=2, size=16, model_size=16), "t")
+        assert flushing_subnormals() is flushing
+        assert torch.tensor([1e-39]).item() != 0.0 or flushing  # a subnormal survives outside unless asked
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_channels_last_memory_keeps_shape_and_values():
+    from lucent_inhibit.core.numerics import channels_last
+
+    x = torch.randn(2, 3, 5, 7)
+    y = channels_last(x)
+    assert y.shape == x.shape and torch.equal(y, x) and y.is_contiguous(memory_format=torch.channels_last)
+    tokens = torch.randn(2, 5, 7)
+    assert channels_last(tokens) is tokens  # only (B, C, H, W) batches change memory
+
+
 def test_render_is_reproducible_from_its_seed(tiny_net):
     s = RenderSettings(steps=4, size=16, model_size=16, seed=3)
     runs = []

@@ -16,6 +16,7 @@ import torch
 
 from ..core.features import Feature, reading_feature
 from ..core.hooks import capture
+from ..core.numerics import channels_last
 from ..core.layers import get_layer, model_device
 from ..core.preparation import preprocess_fn
 
@@ -175,8 +176,7 @@ def layer_outputs(model, x: torch.Tensor, layer: str, batch_size: int) -> torch.
     from ..core.layers import StopForward, hooks_restored
 
     parts = []
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = channels_last(x)
 
     def keep(m, i, o):
         parts.append(o.detach())

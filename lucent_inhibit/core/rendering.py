@@ -37,6 +37,7 @@ from .interrupts import raise_if_interrupted
 from .layers import (StopForward, frozen_weights, get_layer, hooks_restored, layer_table, model_device,
                      unknown_layer_message)
 from .motion import Motion, measure_motion, warn_still
+from .numerics import channels_last, subnormals_flushed
 from .probe import check_single_call, deepest, probed
 from .settings import RenderSettings, check_render_size
 from .tokens import required_input_size
@@ -60,6 +61,7 @@ class Truncated(nn.Module):
         return self._wrapped._get_name()
 
     def forward(self, x):
+        x = channels_last(x)
         if self.stop_layer is None:
             try:
                 return self._wrapped(x)
@@ -103,12 +105,13 @@ def rng_restored(seed: Optional[int] = None, devices: Sequence[int] = ()) -> Ite
 
 @contextlib.contextmanager
 def render_session(model: nn.Module, seed: Optional[int] = None) -> Iterator[nn.Module]:
-    """Freeze the weights, then restore hooks, ``requires_grad``, train/eval mode and RNGs on exit."""
+    """Freeze the weights, flush float subnormals (:mod:`~lucent_inhibit.core.numerics`), then restore hooks,
+    ``requires_grad``, train/eval mode, RNGs and the subnormal setting on exit."""
     training = model.training
     dev = model_device(model)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     try:
-        with frozen_weights(model), hooks_restored(model), rng_restored(seed, devices):
+        with frozen_weights(model), hooks_restored(model), rng_restored(seed, devices), subnormals_flushed():
             yield model
     finally:
         model.train(training)
