@@ -16,8 +16,8 @@ import torch
 
 from ..core.features import Feature, reading_feature
 from ..core.hooks import capture
-from ..core.numerics import channels_last
 from ..core.layers import get_layer, model_device
+from ..core.numerics import channels_last
 from ..core.preparation import preprocess_fn
 
 

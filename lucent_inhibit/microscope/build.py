@@ -131,7 +131,7 @@ def check_render_inputs(settings: PassSettings, visualize: bool, inversions: int
 def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Sequence[int]] = None, attr_layer=None,
                      n_top: int = 8, n_channels: int = 5, position="center", settings: Optional[PassSettings] = None,
                      checkpoint: Optional[str] = None, max_units: int = MAX_UNITS, distinct: bool = True,
-                     visualize: bool = True, render: Optional[RenderSettings] = None, render_batch: int = 32,
+                     visualize: bool = True, render: Optional[RenderSettings] = None, render_batch: int = 16,
                      n_channel_images: int = 3, inversions: int = 0) -> Microscope:
     """Every unit of one or more layers over ``dataset``: its excitation, inhibition and tension, its top
     images, the channels of its attribution layer that inhibit and excite it most on its MTIs with the change of
@@ -157,7 +157,8 @@ def build_microscope(model: nn.Module, dataset, layers=None, units: Optional[Seq
             channel; False: none (``visuals`` empty).
         render: their :class:`~lucent_inhibit.RenderSettings` (None:
             :data:`~lucent_inhibit.core.settings.MICROSCOPE_RENDER`, 64 px, 96 steps).
-        render_batch: channels of one layer rendered together, one batch item each (memory grows with it).
+        render_batch: channels of one layer rendered together, one batch item each (memory grows with it;
+            16 renders the most channels per second on a 2-core CPU: 1.3x faster than 32, 1 or 2 threads).
         n_channel_images: dataset images shown per channel (largest mean activation over positions).
         inversions: the +/- attribution inversions of each unit's first ``inversions`` MTIs (0: none), one
             render per MTI with ``render``'s steps (:mod:`lucent_inhibit.microscope.inversions`).

@@ -91,7 +91,7 @@ class MicroscopeConfig:
     render: MicroscopeRender = group(MicroscopeRender)
     visualize: bool = option(True, "skip the feature visualizations of the units and listed channels",
                              flag="--no-render")
-    render_batch: int = option(32, "channels rendered together, one batch item each (memory grows with it)")
+    render_batch: int = option(16, "channels rendered together, one batch item each (memory grows with it)")
     n_channel_images: int = option(3, "top dataset images shown per listed channel")
     autocast: bool = option(False, AUTOCAST_HELP + "; the renders run in float32")
     inversions: int = option(0, "+/- attribution inversions of each unit's first K MTIs, one render each with the "
