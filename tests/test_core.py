@@ -188,6 +188,39 @@ def test_channels_last_memory_keeps_shape_and_values():
     assert channels_last(tokens) is tokens  # only (B, C, H, W) batches change memory
 
 
+class _ViewNet(torch.nn.Module):
+    """Convolutions, then ``.view`` of their (B, C, H, W) output: needs NCHW memory (channels-last raises)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu1 = torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()
+        self.fc = torch.nn.Linear(4 * 14 * 14, 5)
+
+    def forward(self, x):
+        x = self.relu1(self.conv1(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_that_needs_nchw_memory_gets_its_input_as_it_is(tiny_net):
+    """The probe tells whether a model runs on channels-last input; attribution and renders use that memory
+    only where it does, so a model whose ``.view`` needs NCHW runs, with the values of a plain pass."""
+    import lucent_inhibit as li
+    from lucent_inhibit.core.probe import probed
+
+    model, x = _ViewNet().eval(), torch.rand(3, 3, 16, 16)
+    assert not probed(model, x).channels_last and probed(tiny_net, torch.rand(1, 3, 16, 16)).channels_last
+    result = li.attribute(model, x, ("fc", 2), ["relu1"])
+    from lucent_inhibit.core.preparation import preprocess_fn
+
+    acts = model.relu1(model.conv1(preprocess_fn(model)(x))).detach().requires_grad_(True)
+    grad, = torch.autograd.grad(model.fc(acts.reshape(3, -1))[:, 2].sum(), acts)
+    np.testing.assert_allclose(result.scores["relu1"].numpy(), (grad * acts).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    run = rendering.run_render(model, lucent_objectives.channel("fc", 2), lucent_param.image(16),
+                               RenderSettings(steps=2, size=16, model_size=16), "t")
+    assert run.images.shape == (1, 3, 16, 16)
+
+
 def test_render_is_reproducible_from_its_seed(tiny_net):
     s = RenderSettings(steps=4, size=16, model_size=16, seed=3)
     runs = []

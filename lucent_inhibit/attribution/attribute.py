@@ -18,7 +18,7 @@ from torch import nn
 from ..core.features import Feature, as_feature, check_images, check_vectors, reading_feature
 from ..core.hooks import capture
 from ..core.layers import frozen_weights, layer_names, layer_table, model_device
-from ..core.numerics import channels_last
+from ..core.numerics import model_input
 from ..core.preparation import preprocess_fn
 from ..core.probe import deepest, probed
 from ..core.results import Result
@@ -193,7 +193,7 @@ def feature_graph(model: nn.Module, x: torch.Tensor, features: Sequence[Feature]
     feature_layers = list(dict.fromkeys(f.layer for f in features))
     probed(model, x)  # the probe (order, layouts) sees the model before the leaf hooks change its tensors
     handles = []
-    x = channels_last(x)  # NHWC convolutions: faster forward + backward (lucent_inhibit.core.numerics)
+    x = model_input(model, x)  # NHWC convolutions: faster forward + backward (lucent_inhibit.core.numerics)
     with frozen_weights(model), torch.enable_grad():
         try:
             if "input" in layers:

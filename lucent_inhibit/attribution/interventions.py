@@ -17,7 +17,7 @@ import torch
 from ..core.features import Feature, reading_feature
 from ..core.hooks import capture
 from ..core.layers import get_layer, model_device
-from ..core.numerics import channels_last
+from ..core.numerics import model_input
 from ..core.preparation import preprocess_fn
 
 
@@ -176,7 +176,7 @@ def layer_outputs(model, x: torch.Tensor, layer: str, batch_size: int) -> torch.
     from ..core.layers import StopForward, hooks_restored
 
     parts = []
-    x = channels_last(x)
+    x = model_input(model, x)
 
     def keep(m, i, o):
         parts.append(o.detach())

@@ -18,6 +18,7 @@ class _Probe(NamedTuple):
     order: List[str]  # layer names in the order their modules run (once per call)
     shapes: Dict[str, Tuple[int, ...]]  # layer -> its (last) output's shape on one image, for tensor outputs
     layouts: Dict[str, Layout]  # layer -> the layout of its output (lucent_inhibit.core.layouts)
+    channels_last: bool = False  # the model runs on this input in channels-last memory (no .view that refuses)
 
 
 _PROBES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, _Probe]]" = weakref.WeakKeyDictionary()
@@ -90,9 +91,22 @@ def run_probe(model: nn.Module, x: torch.Tensor) -> _Probe:
             _, again = _recorded(model, bigger)  # a model that takes one input size only gives no growth
             grown = {r.name: tuple(r.output.shape) for r in again}
         layouts = infer(records, x, grown)
+        failed = bool(order) and order[-1].startswith("<forward failed")
+        nhwc = x.dim() == 4 and not failed and _runs(model, x.contiguous(memory_format=torch.channels_last))
     finally:
         model.train(training)
-    return _Probe(order, {r.name: tuple(r.output.shape) for r in records}, layouts)
+    return _Probe(order, {r.name: tuple(r.output.shape) for r in records}, layouts, nhwc)
+
+
+def _runs(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether one no-grad pass of ``model`` on ``x`` ends without error (e.g. a ``.view`` that needs NCHW
+    memory refuses a channels-last input)."""
+    try:
+        with hooks_restored(model), torch.no_grad():
+            model(x)
+    except MODEL_ERRORS:
+        return False
+    return True
 
 
 def _remember(model: nn.Module, probe: _Probe) -> None:

@@ -61,7 +61,7 @@ class Truncated(nn.Module):
         return self._wrapped._get_name()
 
     def forward(self, x):
-        x = channels_last(x)
+        x = channels_last(x) if self.__dict__.get("nhwc") else x  # set by run_render from the model's probe
         if self.stop_layer is None:
             try:
                 return self._wrapped(x)
@@ -318,6 +318,7 @@ def run_render(
         protect_outputs(model, [n for n in names if n != last])
 
     layouts = probed(model, probe).layouts
+    view.__dict__["nhwc"] = probed(model, probe).channels_last
     guard = Guarded(parts, settings, what, callback, on_first, lambda T: _Recorder(T, view, model_hw, layouts))
     tf = settings.transforms if settings.transforms is not None else transforms
     lucent_norm = lucent_normalizes(model)  # else (CLIP) the model's own normalisation, as Lucent places it
