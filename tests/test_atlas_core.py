@@ -95,11 +95,18 @@ def test_collect_vectors_restores_hooks_when_a_batch_raises(net, monkeypatch):
 
 
 def test_collect_vectors_restores_hooks_when_the_forward_raises(net, monkeypatch):
-    """The third forward pass raises inside capture, while its hooks are on the model."""
-    fake = _raise_on_call(3, net.relu2.forward)
+    """The first batch's forward pass raises inside capture, while its hooks are on the model (the model's probe
+    passes before it read one image each and are left to run)."""
+    real = net.relu2.forward
+
+    def fake(x):
+        if x.shape[0] > 1:
+            raise RuntimeError("boom on the first batch")
+        return real(x)
+
     monkeypatch.setattr(net.relu2, "forward", fake)
     before = _state(net)
-    with pytest.raises((RuntimeError, ValueError), match="boom on call 3"):  # capture may rephrase it
+    with pytest.raises((RuntimeError, ValueError), match="boom on the first batch"):  # capture may rephrase it
         collect_vectors(net, _images(12), FEAT, "relu2", kind="activation", settings=PassSettings(batch_size=4))
     assert _state(net) == before
 
