@@ -53,24 +53,16 @@ def plain_lucent_renders(model, units, settings, flushed=False):
 
     from lucent.optvis import objectives, param, render
 
+    from lucent_inhibit.core.layers import hooks_restored
     from lucent_inhibit.core.numerics import subnormals_flushed
 
     with subnormals_flushed() if flushed else contextlib.nullcontext():
-        _plain_renders(model, units, settings, objectives, param, render)
-
-
-def _plain_renders(model, units, settings, objectives, param, render):
-    from lucent_inhibit.core.layers import hooks_restored
-
-    for u in units:  # render_vis leaves its hooks on every module: removed after each call, or they pile up
-        with hooks_restored(model):
-            _one_render(model, u, settings, objectives, param, render)
-
-
-def _one_render(model, u, settings, objectives, param, render):
-    render.render_vis(model, objectives.channel(LAYER, u), param_f=lambda: param.image(settings.size),
-                      optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr), thresholds=(settings.steps,),
-                      progress=False, show_image=False, fixed_image_size=settings.model_size)
+        for u in units:  # render_vis leaves its hooks on every module: removed after each call, or they pile up
+            with hooks_restored(model):
+                render.render_vis(model, objectives.channel(LAYER, u), param_f=lambda: param.image(settings.size),
+                                  optimizer=lambda p: torch.optim.Adam(p, lr=settings.lr),
+                                  thresholds=(settings.steps,), progress=False, show_image=False,
+                                  fixed_image_size=settings.model_size)
 
 
 def site_bytes(build, vis, render):
